@@ -1,0 +1,3 @@
+//! The pure journey core: no I/O, no clock, no async. Events and `now` in, journeys out.
+
+pub mod pathspec;

@@ -1,0 +1,9 @@
+//! deploy-journey: follows every commit on a branch through Concourse pipelines to an environment,
+//! and exports what it sees as Prometheus metrics and OpenTelemetry traces.
+//!
+//! # Layout
+//! Data flows `sources` → `core` → `sinks`/`http`. `sim` is a model of Concourse and GitHub that
+//! serves their real HTTP APIs for tests, the demo and benchmarks. See ARCHITECTURE.md.
+
+pub mod core;
+pub mod sim;

@@ -1,0 +1,3 @@
+//! The one integration-test binary. One module per feature area.
+
+mod pathspec;
