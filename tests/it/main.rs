@@ -1,3 +1,9 @@
 //! The one integration-test binary. One module per feature area.
 
+mod support;
+
 mod pathspec;
+mod sim_concourse;
+mod sim_engine;
+mod sim_github;
+mod sim_workload;

@@ -1,0 +1,90 @@
+//! Shared test helpers: a simulator served on a real port (zero-to-production's `spawn_app`).
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use deploy_journey::sim::Sim;
+use deploy_journey::sim::clock::{ClockMode, SimClock};
+use deploy_journey::sim::engine::{Action, CommitSpec, World};
+use deploy_journey::sim::model::Person;
+use deploy_journey::sim::topology::Topology;
+
+/// Monday 2026-03-02 08:00:00 UTC.
+pub const START: i64 = 1_772_438_400;
+
+pub fn init_crypto() {
+    // reqwest is built with `rustls-no-provider`; the binary installs ring in main, tests here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn client() -> reqwest::Client {
+    init_crypto();
+    reqwest::Client::builder().user_agent("deploy-journey-tests").build().expect("client")
+}
+
+pub struct TestSim {
+    pub sim: Arc<Sim>,
+    pub url: String,
+    pub client: reqwest::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A simulator with a stepped clock at [`START`], serving on 127.0.0.1:0.
+pub async fn spawn_sim(topology: &str, seed: u64) -> TestSim {
+    let topo = Topology::load(topology).expect("topology");
+    let world = World::new(topo, START, seed);
+    let sim = Sim::new(world, SimClock::new(START, ClockMode::Stepped));
+    let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.expect("bind");
+    let s = sim.clone();
+    let task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(s, listener).await;
+    });
+    TestSim { sim, url, client: client(), task }
+}
+
+pub fn alice() -> Person {
+    Person { name: "Alice Doe".into(), email: "alice@example.com".into(), login: Some("alice".into()) }
+}
+
+impl TestSim {
+    /// Advance virtual time by `secs`, processing every event on the way.
+    pub fn step(&self, secs: i64) {
+        self.sim.clock.step(secs);
+        drop(self.sim.world());
+    }
+
+    /// Land a commit on the tracked branch now; returns its sha.
+    pub fn commit(&self, files: &[&str], message: &str) -> String {
+        let now = self.sim.now();
+        let (repo, branch) = self.sim.with_world(|w| (w.topology.tracked_repo.clone(), w.topology.tracked_branch.clone()));
+        self.sim.with_world(|w| {
+            w.schedule_action(
+                now,
+                Action::Commit {
+                    repo: repo.clone(),
+                    branch: branch.clone(),
+                    spec: CommitSpec { message: message.into(), files: files.iter().map(|f| f.to_string()).collect(), author: alice(), author_date: None },
+                },
+            );
+            w.advance_to(now);
+            w.repo(&repo).and_then(|r| r.head(&branch).cloned()).expect("head")
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{}", self.url, path)).send().await.expect("request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).await;
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+}
