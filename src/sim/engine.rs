@@ -79,7 +79,8 @@ pub struct PushEvent {
 
 #[derive(Debug)]
 enum ResKind {
-    Git { repo: String, branch: String, filter: GitPathFilter, disable_ci_skip: bool, webhook: bool, every: i64, scanned: usize },
+    /// `scanned`/`tip`: how far the branch list was read, and the sha there (to notice force-pushes).
+    Git { repo: String, branch: String, filter: GitPathFilter, disable_ci_skip: bool, webhook: bool, every: i64, scanned: usize, tip: Option<Sha> },
     Cepler { repo: String, branch: String, env: String, filter: GitPathFilter, every: i64, scanned: usize },
     Semver { initial: String },
     Image,
@@ -226,6 +227,7 @@ impl World {
                     webhook: *webhook,
                     every: check_every.as_secs().max(1) as i64,
                     scanned: 0,
+                    tip: None,
                 },
                 ResourceSpec::Cepler { repo, branch, environment, paths, check_every } => ResKind::Cepler {
                     repo: repo.clone(),
@@ -363,7 +365,18 @@ impl World {
         let title = pr.title.clone();
         let author = pr.user.clone();
         let head_sha = r.head(&pr.head_ref).cloned();
-        let msg = message.unwrap_or_else(|| format!("{title} (#{number})"));
+        // GitHub's default squash message: a single-commit PR keeps that commit's message (title
+        // suffixed with the PR number); otherwise the PR title.
+        let single = head_sha.as_ref().and_then(|h| r.commits.get(h)).filter(|c| c.parent.as_ref() == r.head(&base));
+        let msg = message.unwrap_or_else(|| match single {
+            Some(c) => {
+                let mut lines = c.message.splitn(2, '\n');
+                let subject = lines.next().unwrap_or("");
+                let body = lines.next().unwrap_or("").trim_start_matches('\n');
+                if body.is_empty() { format!("{subject} (#{number})") } else { format!("{subject} (#{number})\n\n{body}") }
+            }
+            None => format!("{title} (#{number})"),
+        });
         let now = self.now;
         let sha = self.land_commit(repo, &base, msg, files, bot(&author), now, now);
         if let Some(h) = head_sha {
@@ -672,9 +685,14 @@ impl World {
         }
         let mut new_versions: Vec<(BTreeMap<String, String>, Vec<(String, String)>, Vec<(usize, usize, Sha)>)> = vec![];
         match &mut self.res[p][r].kind {
-            ResKind::Git { repo, branch, filter, disable_ci_skip, scanned, .. } => {
+            ResKind::Git { repo, branch, filter, disable_ci_skip, scanned, tip, .. } => {
                 let Some(rp) = self.github.get(repo.as_str()) else { return };
                 let Some(list) = rp.branches.get(branch.as_str()) else { return };
+                // A force-push rewrote what we read: start over as a first check would.
+                if *scanned > 0 && (list.len() < *scanned || list.get(*scanned - 1) != tip.as_ref()) {
+                    *scanned = 0;
+                }
+                *tip = list.last().cloned();
                 let tracked = *repo == self.topology.tracked_repo && *branch == self.topology.tracked_branch;
                 let emits = |sha: &Sha| {
                     let c = &rp.commits[sha];
@@ -1100,6 +1118,13 @@ impl World {
                     let msg = render(message);
                     let title = render(title);
                     let now = self.now;
+                    // Bots force-push their branch from the base each time.
+                    if let Some(rp) = self.github.get_mut(repo.as_str()) {
+                        if let Some(base_head) = rp.head(&rp.default_branch).cloned() {
+                            rp.branches.insert(head.clone(), vec![base_head.clone()]);
+                            rp.positions.insert(head.clone(), HashMap::from([(base_head, 0)]));
+                        }
+                    }
                     let sha = self.land_commit(repo, head, msg, files.clone(), bot("galoybot"), now, now);
                     self.commit_carries.insert((repo.clone(), sha.clone()), carries.clone());
                     self.open_pull(repo, None, title, head.clone(), files.clone(), "galoybot".into(), labels.clone(), *draft, automerge_after.map(|d| d.as_secs() as i64));

@@ -333,7 +333,7 @@ fn arb_path() -> impl Strategy<Value = String> {
 fn arb_glob_tail() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![
         "*", "**", "*/*", "**/*", "*.md", "?", "??", "*[^mdxk]", "*[mdxk]", "[!a]*", "[a-c]*",
-        "a*", "*a*", "x.?ml", "[^.]*", "**/*.py", "flake.*", "*/x", "**/x", "*[!d]", "d*",
+        "a*", "*a*", "x.?ml", "[^.]*", "**/*.py", "flake.*", "*/x", "**/x", "*[!d]", "d*", "*/",
     ])
 }
 
@@ -341,6 +341,8 @@ fn arb_glob_tail() -> impl Strategy<Value = &'static str> {
 fn arb_spec() -> impl Strategy<Value = String> {
     let body = prop_oneof![
         3 => arb_path(),
+        // A file's path with a trailing `/` must not match the file itself.
+        1 => arb_path().prop_map(|p| format!("{p}/")),
         3 => (arb_dirs(1..=3), any::<bool>())
             .prop_map(|(d, slash)| if slash { format!("{d}/") } else { d }),
         4 => (arb_dirs(0..=2), arb_glob_tail())
