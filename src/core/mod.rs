@@ -1,3 +1,5 @@
 //! The pure journey core: no I/O, no clock, no async. Events and `now` in, journeys out.
 
+pub mod classify;
+pub mod journey;
 pub mod pathspec;

@@ -15,12 +15,15 @@
 //! like `:!` and `:/`) are done by `gix-pathspec`; wildcard matching is `gix-glob`'s port of git's
 //! `wildmatch` without `WM_PATHNAME`, exactly as `gix_pathspec::Search` does it.
 //!
-//! We do not keep a `gix_pathspec::Search` itself, for two reasons:
+//! We do not keep a `gix_pathspec::Search` itself, for three reasons:
 //! * it is neither `Send` nor `Sync` with the dependency features this crate builds with
 //!   (`gix-attributes` names are `Rc<str>` unless `gix-parallel/parallel` is enabled), so a filter
 //!   holding one could not live in the exporter's shared state;
 //! * its matcher takes `&mut self` (it caches attribute lookups), which would force a lock or a
-//!   clone per call.
+//!   clone per call;
+//! * in gix-pathspec 0.22.1 its common-prefix shortcut treats the pathspec `.` as the literal
+//!   prefix `"."`, so a `Search` of `.` (and of `.` plus exclusions) matches no ordinary path,
+//!   while git matches every path. `paths: ["."]` is git-resource's default spelling.
 //!
 //! Instead [`GitPathFilter`] keeps the compiled `gix-glob` patterns and replays
 //! `Search::pattern_matching_relative_path`'s decision procedure (exclusions first, first match
@@ -74,18 +77,10 @@ pub enum PathspecError {
     #[error(
         "{field} entry {pattern:?} contains {ch:?}, which git-resource's shell command line would split or interpret"
     )]
-    ShellSyntax {
-        field: &'static str,
-        pattern: String,
-        ch: char,
-    },
+    ShellSyntax { field: &'static str, pattern: String, ch: char },
     /// Not a pathspec git accepts relative to the repository root.
     #[error("{field} entry {pattern:?} is not a valid pathspec: {reason}")]
-    Invalid {
-        field: &'static str,
-        pattern: String,
-        reason: String,
-    },
+    Invalid { field: &'static str, pattern: String, reason: String },
 }
 
 const PATHS: &str = "paths";
@@ -107,15 +102,8 @@ impl GitPathFilter {
         }
         // git-resource's own shortcut: the default `paths` (`["."]`, or none) with no
         // `ignore_paths` means no pathspec at all, which also lists empty commits.
-        let unfiltered =
-            ignore_paths.is_empty() && (paths.is_empty() || matches!(paths, [p] if p == "."));
-        Ok(Self {
-            paths: paths.to_vec(),
-            ignore_paths: ignore_paths.to_vec(),
-            excludes,
-            includes,
-            unfiltered,
-        })
+        let unfiltered = ignore_paths.is_empty() && (paths.is_empty() || matches!(paths, [p] if p == "."));
+        Ok(Self { paths: paths.to_vec(), ignore_paths: ignore_paths.to_vec(), excludes, includes, unfiltered })
     }
 
     /// Would `git rev-list -- <paths> :!<ignore_paths>` list a commit that changed exactly `files`?
@@ -169,13 +157,7 @@ impl Spec {
         };
         let wildcard_hit = pat.first_wildcard_pos.is_some()
             && self.wildmatch.is_some_and(|mode| {
-                pat.matches_repo_relative_path(
-                    path,
-                    None,
-                    Some(false),
-                    glob::pattern::Case::Sensitive,
-                    mode,
-                )
+                pat.matches_repo_relative_path(path, None, Some(false), glob::pattern::Case::Sensitive, mode)
             });
         // Like git, a spec that did not match as a glob still matches literally, including as a
         // directory prefix (`apps/admin-panel` matches `apps/admin-panel/x`).
@@ -197,25 +179,13 @@ fn matches_verbatim(pat: &glob::Pattern, path: &BStr) -> bool {
 
 /// `:!x`, `:^x` and `:(exclude)x` in `ignore_paths` mean `x` (see the module docs).
 fn strip_exclude_magic(raw: &str) -> &str {
-    [":(exclude)", ":!", ":^"]
-        .iter()
-        .find_map(|magic| raw.strip_prefix(magic))
-        .unwrap_or(raw)
+    [":(exclude)", ":!", ":^"].iter().find_map(|magic| raw.strip_prefix(magic)).unwrap_or(raw)
 }
 
 /// Compile `text` (the entry `raw`, possibly with exclude magic stripped) into a spec.
 /// Returns whether the spec excludes, which for `ignore_paths` is forced.
-fn compile(
-    field: &'static str,
-    index: usize,
-    raw: &str,
-    text: &str,
-) -> Result<(Spec, bool), PathspecError> {
-    let invalid = |reason: String| PathspecError::Invalid {
-        field,
-        pattern: raw.to_owned(),
-        reason,
-    };
+fn compile(field: &'static str, index: usize, raw: &str, text: &str) -> Result<(Spec, bool), PathspecError> {
+    let invalid = |reason: String| PathspecError::Invalid { field, pattern: raw.to_owned(), reason };
     if text.is_empty() {
         return Err(PathspecError::Empty { field, index });
     }
@@ -235,9 +205,7 @@ fn compile(
     if !pattern.attributes.is_empty() || pattern.signature.contains(MagicSignature::ICASE) {
         return Err(invalid("attr and icase magic are not supported".into()));
     }
-    pattern
-        .normalize(Path::new(""), Path::new(""))
-        .map_err(|e| invalid(format!("{e:#}")))?;
+    pattern.normalize(Path::new(""), Path::new("")).map_err(|e| invalid(format!("{e:#}")))?;
 
     let glob = if pattern.always_matches() {
         None
@@ -271,17 +239,9 @@ fn check_shell_safe(field: &'static str, raw: &str) -> Result<(), PathspecError>
             || (*i == 0 && (*ch == '#' || *ch == '~'))
     };
     // `:(exclude)` in ignore_paths is stripped before use, so its parentheses are fine.
-    let checked = if field == IGNORE_PATHS {
-        raw.strip_prefix(":(exclude)").unwrap_or(raw)
-    } else {
-        raw
-    };
+    let checked = if field == IGNORE_PATHS { raw.strip_prefix(":(exclude)").unwrap_or(raw) } else { raw };
     match checked.char_indices().find(special) {
-        Some((_, ch)) => Err(PathspecError::ShellSyntax {
-            field,
-            pattern: raw.to_owned(),
-            ch,
-        }),
+        Some((_, ch)) => Err(PathspecError::ShellSyntax { field, pattern: raw.to_owned(), ch }),
         None => Ok(()),
     }
 }
@@ -307,12 +267,7 @@ pub fn has_ci_skip_marker(message: &str) -> bool {
 }
 
 /// Would the git resource emit this commit as a version?
-pub fn emits_version<S: AsRef<str>>(
-    filter: &GitPathFilter,
-    disable_ci_skip: bool,
-    message: &str,
-    files: &[S],
-) -> bool {
+pub fn emits_version<S: AsRef<str>>(filter: &GitPathFilter, disable_ci_skip: bool, message: &str, files: &[S]) -> bool {
     filter.matches_commit(files) && (disable_ci_skip || !has_ci_skip_marker(message))
 }
 
@@ -326,8 +281,7 @@ mod tests {
     }
 
     fn filter(paths: &[&str], ignore: &[&str]) -> GitPathFilter {
-        GitPathFilter::new(&strings(paths), &strings(ignore))
-            .unwrap_or_else(|e| panic!("{paths:?} / {ignore:?}: {e}"))
+        GitPathFilter::new(&strings(paths), &strings(ignore)).unwrap_or_else(|e| panic!("{paths:?} / {ignore:?}: {e}"))
     }
 
     #[track_caller]
@@ -519,8 +473,19 @@ mod tests {
 
     fn arb_spec() -> impl Strategy<Value = String> {
         let tail = prop::sample::select(vec![
-            "", "/", "/*", "/**", "/**/*", "*", "?", "/?", "/*[^mdxk]", "/[ab]*", "/[!a]",
-            "*.md", "/**/b",
+            "",
+            "/",
+            "/*",
+            "/**",
+            "/**/*",
+            "*",
+            "?",
+            "/?",
+            "/*[^mdxk]",
+            "/[ab]*",
+            "/[!a]",
+            "*.md",
+            "/**/b",
         ]);
         let lead = prop::sample::select(vec!["", "./", ":/", ":!"]);
         (lead, prop::collection::vec(arb_segment(), 0..=2), tail).prop_filter_map(
@@ -545,8 +510,8 @@ mod tests {
             }))
             .collect::<Option<Vec<_>>>()
             .expect("generated specs parse");
-        let mut search = gix_pathspec::Search::from_specs(specs, None, Path::new(""))
-            .expect("generated specs normalise");
+        let mut search =
+            gix_pathspec::Search::from_specs(specs, None, Path::new("")).expect("generated specs normalise");
         search
             .pattern_matching_relative_path(path.into(), Some(false), &mut |_, _, _, _| false)
             .is_some_and(|m| !m.is_excluded())

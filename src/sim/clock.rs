@@ -26,9 +26,7 @@ struct ClockInner {
 
 impl SimClock {
     pub fn new(start: i64, mode: ClockMode) -> Self {
-        SimClock {
-            inner: Mutex::new(ClockInner { mode, anchor_real: Instant::now(), anchor_virtual: start as f64 }),
-        }
+        SimClock { inner: Mutex::new(ClockInner { mode, anchor_real: Instant::now(), anchor_virtual: start as f64 }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ClockInner> {

@@ -46,7 +46,7 @@ async fn faults_list(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 async fn faults_add(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> Response {
-    match serde_json::from_slice::<FaultRule>(&body) {
+    match FaultRule::parse(&body) {
         Ok(rule) => {
             sim.faults.add(rule);
             StatusCode::CREATED.into_response()
@@ -66,7 +66,8 @@ async fn clock(State(sim): State<Arc<Sim>>) -> Response {
         ClockMode::Stepped => json!("stepped"),
     };
     let w = sim.world();
-    Json(json!({"now": w.now, "mode": mode, "events_processed": w.events_processed, "next_event": w.next_event_time()})).into_response()
+    Json(json!({"now": w.now, "mode": mode, "events_processed": w.events_processed, "next_event": w.next_event_time()}))
+        .into_response()
 }
 
 #[derive(Deserialize)]

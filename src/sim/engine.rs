@@ -47,14 +47,39 @@ pub struct BuildOverride {
 /// Things that happen at a time: from workloads, scenarios and tests.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Commit { repo: String, branch: String, spec: CommitSpec },
+    Commit {
+        repo: String,
+        branch: String,
+        spec: CommitSpec,
+    },
     /// The next build of `job` that starts behaves like this.
-    Override { pipeline: String, job: String, ov: BuildOverride },
+    Override {
+        pipeline: String,
+        job: String,
+        ov: BuildOverride,
+    },
     /// Rerun a build (`fly rerun-build`): the named one, or the job's latest non-rerun build.
-    Rerun { pipeline: String, job: String, build_name: Option<String>, by: String },
+    Rerun {
+        pipeline: String,
+        job: String,
+        build_name: Option<String>,
+        by: String,
+    },
     /// Open a pull request with the given content (a human's PR, for `watch --merge`).
-    OpenPull { repo: String, number_hint: Option<u64>, title: String, head: String, files: Vec<String>, author: String },
-    Review { repo: String, number: u64, user: String, state: ReviewState },
+    OpenPull {
+        repo: String,
+        number_hint: Option<u64>,
+        title: String,
+        head: String,
+        files: Vec<String>,
+        author: String,
+    },
+    Review {
+        repo: String,
+        number: u64,
+        user: String,
+        state: ReviewState,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -80,12 +105,33 @@ pub struct PushEvent {
 #[derive(Debug)]
 enum ResKind {
     /// `scanned`/`tip`: how far the branch list was read, and the sha there (to notice force-pushes).
-    Git { repo: String, branch: String, filter: GitPathFilter, disable_ci_skip: bool, webhook: bool, every: i64, scanned: usize, tip: Option<Sha> },
-    Cepler { repo: String, branch: String, env: String, filter: GitPathFilter, every: i64, scanned: usize },
-    Semver { initial: String },
+    Git {
+        repo: String,
+        branch: String,
+        filter: GitPathFilter,
+        disable_ci_skip: bool,
+        webhook: bool,
+        every: i64,
+        scanned: usize,
+        tip: Option<Sha>,
+    },
+    Cepler {
+        repo: String,
+        branch: String,
+        env: String,
+        filter: GitPathFilter,
+        every: i64,
+        scanned: usize,
+    },
+    Semver {
+        initial: String,
+    },
     Image,
     Release,
-    Pr { repo: String, label: Option<String> },
+    Pr {
+        repo: String,
+        label: Option<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -185,11 +231,25 @@ impl World {
             let (owner, name) = r.name.split_once('/').unwrap_or(("", &r.name));
             w.github.insert(
                 r.name.clone(),
-                Repo { owner: owner.into(), name: name.into(), default_branch: r.default_branch.clone(), private: r.private, ..Default::default() },
+                Repo {
+                    owner: owner.into(),
+                    name: name.into(),
+                    default_branch: r.default_branch.clone(),
+                    private: r.private,
+                    ..Default::default()
+                },
             );
             // A root commit a day before the start, so every branch has history.
             let files = r.initial_files.clone();
-            w.land_commit(&r.name, &r.default_branch, "Initial commit".into(), files, bot("initial"), start - WARMUP, start - WARMUP);
+            w.land_commit(
+                &r.name,
+                &r.default_branch,
+                "Initial commit".into(),
+                files,
+                bot("initial"),
+                start - WARMUP,
+                start - WARMUP,
+            );
         }
         w.outbox.clear();
         for (pi, ps) in topology.pipelines.iter().enumerate() {
@@ -218,7 +278,9 @@ impl World {
         for (name, spec) in &ps.resources {
             let phase = (fnv(&format!("{}/{}", ps.name, name)) % 60) as i64;
             let kind = match spec {
-                ResourceSpec::Git { repo, branch, paths, ignore_paths, disable_ci_skip, webhook, check_every, .. } => ResKind::Git {
+                ResourceSpec::Git {
+                    repo, branch, paths, ignore_paths, disable_ci_skip, webhook, check_every, ..
+                } => ResKind::Git {
                     repo: repo.clone(),
                     branch: branch.clone(),
                     // Validated when the topology was parsed.
@@ -243,7 +305,13 @@ impl World {
                 ResourceSpec::PullRequest { repo, label } => ResKind::Pr { repo: repo.clone(), label: label.clone() },
             };
             let public = matches!(spec, ResourceSpec::Git { public: true, .. });
-            resources.push(Resource { name: name.clone(), type_name: spec.type_name().into(), public, last_checked: None, versions: vec![] });
+            resources.push(Resource {
+                name: name.clone(),
+                type_name: spec.type_name().into(),
+                public,
+                last_checked: None,
+                versions: vec![],
+            });
             rts.push(ResRt { kind, next_check: None, phase, index: HashMap::new() });
         }
         let res_idx = |n: &str| resources.iter().position(|r: &Resource| r.name == n).expect("validated resource");
@@ -348,7 +416,13 @@ impl World {
 
     /// Squash-merge an open pull request now (GitHub `PUT /pulls/{n}/merge`). Requires an approval
     /// unless `bypass_review` (bots with auto-merge rules).
-    pub fn merge_pull(&mut self, repo: &str, number: u64, message: Option<String>, bypass_review: bool) -> Result<Sha, WorldError> {
+    pub fn merge_pull(
+        &mut self,
+        repo: &str,
+        number: u64,
+        message: Option<String>,
+        bypass_review: bool,
+    ) -> Result<Sha, WorldError> {
         let r = self.github.get(repo).ok_or_else(|| WorldError::NoRepo(repo.into()))?;
         let pr = r.pull(number).ok_or(WorldError::NoPull(number))?;
         if !pr.is_open() {
@@ -373,7 +447,11 @@ impl World {
                 let mut lines = c.message.splitn(2, '\n');
                 let subject = lines.next().unwrap_or("");
                 let body = lines.next().unwrap_or("").trim_start_matches('\n');
-                if body.is_empty() { format!("{subject} (#{number})") } else { format!("{subject} (#{number})\n\n{body}") }
+                if body.is_empty() {
+                    format!("{subject} (#{number})")
+                } else {
+                    format!("{subject} (#{number})\n\n{body}")
+                }
             }
             None => format!("{title} (#{number})"),
         });
@@ -519,7 +597,11 @@ impl World {
             Event::HumanMerge { human } => {
                 let h = self.topology.humans[human].clone();
                 let newest = self.github.get(&h.repo).and_then(|r| {
-                    r.pulls.iter().rev().find(|p| p.is_open() && p.labels.contains(&h.merge_pr_labelled)).map(|p| (p.number, p.title.clone()))
+                    r.pulls
+                        .iter()
+                        .rev()
+                        .find(|p| p.is_open() && p.labels.contains(&h.merge_pr_labelled))
+                        .map(|p| (p.number, p.title.clone()))
                 });
                 if let Some((n, title)) = newest {
                     let _ = self.merge_pull(&h.repo, n, Some(h.message.replace("{title}", &title)), true);
@@ -572,7 +654,16 @@ impl World {
     // ------------------------------------------------------------ GitHub side
 
     #[allow(clippy::too_many_arguments)]
-    fn land_commit(&mut self, repo: &str, branch: &str, message: String, files: Vec<String>, author: Person, author_date: i64, committer_date: i64) -> Sha {
+    fn land_commit(
+        &mut self,
+        repo: &str,
+        branch: &str,
+        message: String,
+        files: Vec<String>,
+        author: Person,
+        author_date: i64,
+        committer_date: i64,
+    ) -> Sha {
         self.sha_counter += 1;
         let Some(r) = self.github.get_mut(repo) else { return String::new() };
         let parent = r.head(branch).cloned().or_else(|| r.head(&r.default_branch.clone()).cloned());
@@ -583,7 +674,12 @@ impl World {
             .iter()
             .map(|f| {
                 let n = fnv(&format!("{sha}{f}"));
-                FileChange { filename: f.clone(), status: "modified".into(), additions: (n % 120) as u32 + 1, deletions: ((n >> 8) % 40) as u32 }
+                FileChange {
+                    filename: f.clone(),
+                    status: "modified".into(),
+                    additions: (n % 120) as u32 + 1,
+                    deletions: ((n >> 8) % 40) as u32,
+                }
             })
             .collect();
         let committer = if author.login.as_deref().is_some_and(|l| l.ends_with("[bot]")) || author.name == "galoybot" {
@@ -592,7 +688,16 @@ impl World {
             // Squash merges are committed by GitHub's web-flow.
             Person { name: "GitHub".into(), email: "noreply@github.com".into(), login: Some("web-flow".into()) }
         };
-        let c = Commit { sha: sha.clone(), parent: parent.clone(), author, committer, author_date, committer_date, message, files: changes };
+        let c = Commit {
+            sha: sha.clone(),
+            parent: parent.clone(),
+            author,
+            committer,
+            author_date,
+            committer_date,
+            message,
+            files: changes,
+        };
         r.commits.insert(sha.clone(), c);
         let list = r.branches.entry(branch.to_string()).or_insert_with(Vec::new);
         if list.is_empty() {
@@ -608,7 +713,13 @@ impl World {
             pos.insert(list[0].clone(), 0);
         }
         pos.insert(sha.clone(), idx);
-        self.outbox.push(PushEvent { repo: repo.into(), branch: branch.into(), before: parent, after: sha.clone(), time: self.now });
+        self.outbox.push(PushEvent {
+            repo: repo.into(),
+            branch: branch.into(),
+            before: parent,
+            after: sha.clone(),
+            time: self.now,
+        });
         if self.outbox.len() > 10_000 {
             self.outbox.drain(..5_000);
         }
@@ -619,7 +730,9 @@ impl World {
                     ResKind::Git { repo: rr, branch: b, webhook, every, .. } if rr == repo && b == branch => {
                         (true, if *webhook { Some(WEBHOOK_DELAY) } else { Some(-*every) })
                     }
-                    ResKind::Cepler { repo: rr, branch: b, every, .. } if rr == repo && b == branch => (true, Some(-*every)),
+                    ResKind::Cepler { repo: rr, branch: b, every, .. } if rr == repo && b == branch => {
+                        (true, Some(-*every))
+                    }
                     _ => (false, None),
                 };
                 if !watch {
@@ -640,7 +753,18 @@ impl World {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn open_pull(&mut self, repo: &str, number_hint: Option<u64>, title: String, head: String, files: Vec<String>, author: String, labels: Vec<String>, draft: bool, automerge_after: Option<i64>) -> u64 {
+    fn open_pull(
+        &mut self,
+        repo: &str,
+        number_hint: Option<u64>,
+        title: String,
+        head: String,
+        files: Vec<String>,
+        author: String,
+        labels: Vec<String>,
+        draft: bool,
+        automerge_after: Option<i64>,
+    ) -> u64 {
         let now = self.now;
         let Some(r) = self.github.get_mut(repo) else { return 0 };
         // A bot replaces its previous PR from the same branch.
@@ -666,7 +790,10 @@ impl World {
             merged_at: None,
             merge_commit_sha: None,
             reviews: vec![],
-            files: files.iter().map(|f| FileChange { filename: f.clone(), status: "modified".into(), additions: 3, deletions: 1 }).collect(),
+            files: files
+                .iter()
+                .map(|f| FileChange { filename: f.clone(), status: "modified".into(), additions: 3, deletions: 1 })
+                .collect(),
             automerge_after,
         });
         if let Some(d) = automerge_after {
@@ -707,15 +834,24 @@ impl World {
                 *scanned = list.len();
                 for sha in picked {
                     let c = &rp.commits[&sha];
-                    let carries = if tracked { vec![(p, r, sha.clone())] } else { self.commit_carries.get(&(repo.clone(), sha.clone())).cloned().unwrap_or_default() };
-                    new_versions.push((BTreeMap::from([("ref".to_string(), sha.clone())]), git_metadata(rp, c, branch), carries));
+                    let carries = if tracked {
+                        vec![(p, r, sha.clone())]
+                    } else {
+                        self.commit_carries.get(&(repo.clone(), sha.clone())).cloned().unwrap_or_default()
+                    };
+                    new_versions.push((
+                        BTreeMap::from([("ref".to_string(), sha.clone())]),
+                        git_metadata(rp, c, branch),
+                        carries,
+                    ));
                 }
             }
             ResKind::Cepler { repo, branch, env, filter, scanned, .. } => {
                 let Some(rp) = self.github.get(repo.as_str()) else { return };
                 let Some(list) = rp.branches.get(branch.as_str()) else { return };
                 let fresh = &list[(*scanned).min(list.len())..];
-                let touched: Vec<&Sha> = fresh.iter().filter(|s| filter.matches_commit(&rp.commits[*s].file_names())).collect();
+                let touched: Vec<&Sha> =
+                    fresh.iter().filter(|s| filter.matches_commit(&rp.commits[*s].file_names())).collect();
                 // The first check records the current state without deploying it.
                 let first = *scanned == 0;
                 *scanned = list.len();
@@ -723,9 +859,14 @@ impl World {
                     let head = list.last().expect("non-empty branch").clone();
                     let mut carries = vec![];
                     for s in fresh {
-                        carries.extend(self.commit_carries.get(&(repo.clone(), s.clone())).cloned().unwrap_or_default());
+                        carries
+                            .extend(self.commit_carries.get(&(repo.clone(), s.clone())).cloned().unwrap_or_default());
                     }
-                    new_versions.push((BTreeMap::from([("trigger".to_string(), head), ("environment".to_string(), env.clone())]), vec![], carries));
+                    new_versions.push((
+                        BTreeMap::from([("trigger".to_string(), head), ("environment".to_string(), env.clone())]),
+                        vec![],
+                        carries,
+                    ));
                 }
             }
             ResKind::Semver { initial } => {
@@ -735,7 +876,12 @@ impl World {
                 }
             }
             ResKind::Pr { .. } => {
-                let ready: Vec<_> = self.pending_versions.iter().filter(|(t, pp, rr, _)| *t <= now && *pp == p && *rr == r).cloned().collect();
+                let ready: Vec<_> = self
+                    .pending_versions
+                    .iter()
+                    .filter(|(t, pp, rr, _)| *t <= now && *pp == p && *rr == r)
+                    .cloned()
+                    .collect();
                 self.pending_versions.retain(|(t, pp, rr, _)| !(*t <= now && *pp == p && *rr == r));
                 for (_, _, _, v) in ready {
                     new_versions.push((v, vec![], vec![]));
@@ -749,7 +895,15 @@ impl World {
     }
 
     /// Upsert a version like Concourse: an existing one keeps its id and check order.
-    fn save_version(&mut self, p: usize, r: usize, version: BTreeMap<String, String>, metadata: Vec<(String, String)>, carries: Vec<(usize, usize, Sha)>, visible: bool) -> VersionId {
+    fn save_version(
+        &mut self,
+        p: usize,
+        r: usize,
+        version: BTreeMap<String, String>,
+        metadata: Vec<(String, String)>,
+        carries: Vec<(usize, usize, Sha)>,
+        visible: bool,
+    ) -> VersionId {
         let key = version_key(&version);
         if let Some(id) = self.res[p][r].index.get(&key).copied() {
             let v = self.concourse.version_mut(id).expect("indexed version");
@@ -803,7 +957,8 @@ impl World {
         }
         let Some(chosen) = self.resolve(p, j) else { return };
         let jrt = &self.jobs[p][j];
-        let new_trigger = job.inputs.iter().zip(&chosen).any(|(i, v)| i.trigger && !jrt.used.contains(&(i.resource, *v)));
+        let new_trigger =
+            job.inputs.iter().zip(&chosen).any(|(i, v)| i.trigger && !jrt.used.contains(&(i.resource, *v)));
         if !new_trigger {
             return;
         }
@@ -841,7 +996,8 @@ impl World {
         for i in &job.inputs {
             let versions = &self.concourse.pipelines[p].resources[i.resource].versions;
             if i.passed.is_empty() {
-                let latest = versions.iter().rev().find(|v| self.concourse.version(**v).is_some_and(|v| v.enabled)).copied()?;
+                let latest =
+                    versions.iter().rev().find(|v| self.concourse.version(**v).is_some_and(|v| v.enabled)).copied()?;
                 cands.push(vec![latest]);
             } else {
                 let mut set: Option<HashSet<VersionId>> = None;
@@ -899,16 +1055,23 @@ impl World {
         let (p, j) = (b.pipeline, b.job);
         let job = &self.concourse.pipelines[p].jobs[j];
         if job.serial {
-            let busy = job.builds.iter().any(|x| self.concourse.build(*x).is_some_and(|x| x.status == BuildStatus::Started));
+            let busy =
+                job.builds.iter().any(|x| self.concourse.build(*x).is_some_and(|x| x.status == BuildStatus::Started));
             // Serial jobs run their oldest pending build first.
-            let older_pending = job.builds.iter().any(|x| *x < id && self.concourse.build(*x).is_some_and(|x| x.status == BuildStatus::Pending));
+            let older_pending = job
+                .builds
+                .iter()
+                .any(|x| *x < id && self.concourse.build(*x).is_some_and(|x| x.status == BuildStatus::Pending));
             if busy || older_pending {
                 return;
             }
         }
         let rerun_of = b.rerun_of;
         let inputs: Vec<BuildInput> = if let Some(orig) = rerun_of {
-            self.concourse.build(orig).map(|o| o.inputs.iter().map(|i| BuildInput { first_occurrence: false, ..i.clone() }).collect()).unwrap_or_default()
+            self.concourse
+                .build(orig)
+                .map(|o| o.inputs.iter().map(|i| BuildInput { first_occurrence: false, ..i.clone() }).collect())
+                .unwrap_or_default()
         } else {
             let Some(chosen) = self.resolve(p, j) else {
                 // Inputs vanished (e.g. disabled); stay pending and retry on the next change.
@@ -919,7 +1082,12 @@ impl World {
             job.inputs
                 .iter()
                 .zip(chosen)
-                .map(|(i, v)| BuildInput { name: i.name.clone(), resource: i.resource, version: v, first_occurrence: !self.jobs[p][j].used.contains(&(i.resource, v)) })
+                .map(|(i, v)| BuildInput {
+                    name: i.name.clone(),
+                    resource: i.resource,
+                    version: v,
+                    first_occurrence: !self.jobs[p][j].used.contains(&(i.resource, v)),
+                })
                 .collect()
         };
         let mut carries = vec![];
@@ -989,24 +1157,52 @@ impl World {
         BuildPlan { attempts, result }
     }
 
-    fn make_log(&self, p: usize, j: usize, _id: BuildId, start: i64, plan: &BuildPlan, inputs: &[BuildInput]) -> Vec<LogLine> {
+    fn make_log(
+        &self,
+        p: usize,
+        j: usize,
+        _id: BuildId,
+        start: i64,
+        plan: &BuildPlan,
+        inputs: &[BuildInput],
+    ) -> Vec<LogLine> {
         let spec = &self.jobs[p][j].spec;
         let task = spec.task.name.clone();
         let mut log = vec![];
         for i in inputs {
             let v = self.concourse.version(i.version).map(|v| version_key(&v.version)).unwrap_or_default();
-            log.push(LogLine { time: start + 1, origin: i.name.clone(), payload: format!("fetched {} {}\n", i.name, v) });
+            log.push(LogLine {
+                time: start + 1,
+                origin: i.name.clone(),
+                payload: format!("fetched {} {}\n", i.name, v),
+            });
         }
         let mut t = start + 2;
         let n = plan.attempts.len();
         for (k, d) in plan.attempts.iter().enumerate() {
-            log.push(LogLine { time: t, origin: task.clone(), payload: format!("running {task} (attempt {} of {})\n", k + 1, spec.task.attempts.max(1)) });
+            log.push(LogLine {
+                time: t,
+                origin: task.clone(),
+                payload: format!("running {task} (attempt {} of {})\n", k + 1, spec.task.attempts.max(1)),
+            });
             let last = k + 1 == n;
             if !last {
-                log.push(LogLine { time: t + d - 1, origin: task.clone(), payload: format!("--- FAIL: {task}: flaky step timed out (attempt {} of {})\n", k + 1, spec.task.attempts) });
+                log.push(LogLine {
+                    time: t + d - 1,
+                    origin: task.clone(),
+                    payload: format!(
+                        "--- FAIL: {task}: flaky step timed out (attempt {} of {})\n",
+                        k + 1,
+                        spec.task.attempts
+                    ),
+                });
                 log.push(LogLine { time: t + d - 1, origin: task.clone(), payload: "retrying...\n".into() });
             } else if plan.result == BuildStatus::Succeeded {
-                log.push(LogLine { time: t + d / 2, origin: task.clone(), payload: format!("{task}: all checks passed\n") });
+                log.push(LogLine {
+                    time: t + d / 2,
+                    origin: task.clone(),
+                    payload: format!("{task}: all checks passed\n"),
+                });
             } else {
                 for (m, line) in [
                     format!("{task}: step 'assert deployment healthy' failed"),
@@ -1017,7 +1213,11 @@ impl World {
                 .into_iter()
                 .enumerate()
                 {
-                    log.push(LogLine { time: t + d - 4 + m as i64, origin: task.clone(), payload: format!("{line}\n") });
+                    log.push(LogLine {
+                        time: t + d - 5 + m as i64,
+                        origin: task.clone(),
+                        payload: format!("{line}\n"),
+                    });
                 }
             }
             t += d;
@@ -1082,18 +1282,33 @@ impl World {
                 Effect::Semver { bump, from } => {
                     let from = from.clone().unwrap_or(jo.name.clone());
                     let current = vars.get(&format!("{from}.number")).cloned().or_else(|| {
-                        self.concourse.pipelines[p].resources[r].versions.last().and_then(|v| self.concourse.version(*v)).and_then(|v| v.version.get("number").cloned())
+                        self.concourse.pipelines[p].resources[r]
+                            .versions
+                            .last()
+                            .and_then(|v| self.concourse.version(*v))
+                            .and_then(|v| v.version.get("number").cloned())
                     });
                     let initial = match &self.res[p][r].kind {
                         ResKind::Semver { initial } => initial.clone(),
                         _ => "0.0.0".into(),
                     };
                     let next = bump_semver(current.as_deref().unwrap_or(&initial), *bump, current.is_none());
-                    self.save_version(p, r, BTreeMap::from([("number".into(), next.clone())]), vec![("number".into(), next)], carries.clone(), true)
+                    self.save_version(
+                        p,
+                        r,
+                        BTreeMap::from([("number".into(), next.clone())]),
+                        vec![("number".into(), next)],
+                        carries.clone(),
+                        true,
+                    )
                 }
                 Effect::Tag { of, name } => {
                     let tag = render(name);
-                    let Some(inp) = self.concourse.build(id).and_then(|b| b.inputs.iter().find(|i| &i.name == of)).cloned() else { continue };
+                    let Some(inp) =
+                        self.concourse.build(id).and_then(|b| b.inputs.iter().find(|i| &i.name == of)).cloned()
+                    else {
+                        continue;
+                    };
                     let Some(v) = self.concourse.version_mut(inp.version) else { continue };
                     v.metadata.retain(|(k, _)| k != "tags");
                     v.metadata.push(("tags".into(), tag.clone()));
@@ -1111,7 +1326,11 @@ impl World {
                     let now = self.now;
                     let sha = self.land_commit(repo, branch, msg, files.clone(), bot("galoybot"), now, now);
                     self.commit_carries.insert((repo.clone(), sha.clone()), carries.clone());
-                    let md = self.github.get(repo).and_then(|rp| rp.commits.get(&sha).map(|c| git_metadata(rp, c, branch))).unwrap_or_default();
+                    let md = self
+                        .github
+                        .get(repo)
+                        .and_then(|rp| rp.commits.get(&sha).map(|c| git_metadata(rp, c, branch)))
+                        .unwrap_or_default();
                     self.save_version(p, r, BTreeMap::from([("ref".into(), sha)]), md, carries.clone(), true)
                 }
                 Effect::PullRequest { repo, head, base: _, title, message, files, labels, draft, automerge_after } => {
@@ -1127,17 +1346,41 @@ impl World {
                     }
                     let sha = self.land_commit(repo, head, msg, files.clone(), bot("galoybot"), now, now);
                     self.commit_carries.insert((repo.clone(), sha.clone()), carries.clone());
-                    self.open_pull(repo, None, title, head.clone(), files.clone(), "galoybot".into(), labels.clone(), *draft, automerge_after.map(|d| d.as_secs() as i64));
+                    self.open_pull(
+                        repo,
+                        None,
+                        title,
+                        head.clone(),
+                        files.clone(),
+                        "galoybot".into(),
+                        labels.clone(),
+                        *draft,
+                        automerge_after.map(|d| d.as_secs() as i64),
+                    );
                     self.save_version(p, r, BTreeMap::from([("ref".into(), sha)]), vec![], carries.clone(), true)
                 }
                 Effect::CeplerRecord { of } => {
                     let trig = vars.get(&format!("{of}.trigger")).cloned().unwrap_or_default();
                     let env = vars.get(&format!("{of}.environment")).cloned().unwrap_or_default();
-                    self.save_version(p, r, BTreeMap::from([("trigger".into(), trig), ("environment".into(), env)]), vec![], carries.clone(), true)
+                    self.save_version(
+                        p,
+                        r,
+                        BTreeMap::from([("trigger".into(), trig), ("environment".into(), env)]),
+                        vec![],
+                        carries.clone(),
+                        true,
+                    )
                 }
                 Effect::Release { tag } => {
                     let t = render(tag);
-                    self.save_version(p, r, BTreeMap::from([("tag".into(), t.clone())]), vec![("tag".into(), t)], carries.clone(), true)
+                    self.save_version(
+                        p,
+                        r,
+                        BTreeMap::from([("tag".into(), t.clone())]),
+                        vec![("tag".into(), t)],
+                        carries.clone(),
+                        true,
+                    )
                 }
             };
             outs.push(BuildOutput { name: jo.name.clone(), resource: r, version: vid });
@@ -1171,11 +1414,18 @@ impl World {
         let job = &self.concourse.pipelines[p].jobs[j];
         let orig = match name {
             Some(n) => job.builds.iter().copied().find(|b| self.concourse.build(*b).is_some_and(|b| b.name == n)),
-            None => job.builds.iter().rev().copied().find(|b| self.concourse.build(*b).is_some_and(|b| b.rerun_of.is_none() && b.status.is_finished())),
+            None => job
+                .builds
+                .iter()
+                .rev()
+                .copied()
+                .find(|b| self.concourse.build(*b).is_some_and(|b| b.rerun_of.is_none() && b.status.is_finished())),
         };
         let Some(orig) = orig else { return };
         let Some(ob) = self.concourse.build(orig) else { return };
-        let reruns = job.builds.iter().filter(|b| self.concourse.build(**b).is_some_and(|b| b.rerun_of == Some(orig))).count() as u32;
+        let reruns =
+            job.builds.iter().filter(|b| self.concourse.build(**b).is_some_and(|b| b.rerun_of == Some(orig))).count()
+                as u32;
         let name = format!("{}.{}", ob.name, reruns + 1);
         let id = self.concourse.builds.len() as i64 + 1;
         self.concourse.pipelines[p].jobs[j].builds.push(id);

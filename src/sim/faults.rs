@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FaultKind {
     /// Answer with this status (default 503) and a short error body.
     ServerError {
@@ -52,8 +52,8 @@ fn default_retry() -> u64 {
     60
 }
 
+// `deny_unknown_fields` does not work with `flatten`; `FaultRule::parse` checks keys instead.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct FaultRule {
     #[serde(flatten)]
     pub kind: FaultKind,
@@ -79,6 +79,31 @@ fn any() -> String {
 }
 fn all() -> f64 {
     1.0
+}
+
+impl FaultRule {
+    /// Parse a rule from JSON, rejecting unknown keys by name.
+    pub fn parse(json: &[u8]) -> Result<FaultRule, String> {
+        const KNOWN: &[&str] = &[
+            "kind",
+            "service",
+            "path_contains",
+            "probability",
+            "count",
+            "until",
+            "status",
+            "ms",
+            "retry_after_secs",
+            "pipeline",
+        ];
+        let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        if let Some(o) = v.as_object() {
+            if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+                return Err(format!("unknown field `{k}`, expected one of {KNOWN:?}"));
+            }
+        }
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -140,14 +165,17 @@ mod tests {
     use super::*;
 
     fn rule(json: &str) -> FaultRule {
-        serde_json::from_str(json).unwrap()
+        FaultRule::parse(json.as_bytes()).unwrap()
     }
 
     #[test]
     fn rules_parse_from_json_and_match_by_service_and_path() {
         let f = Faults::default();
         f.add(rule(r#"{"kind":"server_error","service":"concourse","path_contains":"/jobs"}"#));
-        assert_eq!(f.pick("concourse", "/api/v1/teams/dev/pipelines/p/jobs", 0), Some(FaultKind::ServerError { status: 503 }));
+        assert_eq!(
+            f.pick("concourse", "/api/v1/teams/dev/pipelines/p/jobs", 0),
+            Some(FaultKind::ServerError { status: 503 })
+        );
         assert_eq!(f.pick("github", "/repos/a/b/commits", 0), None);
         assert_eq!(f.pick("concourse", "/api/v1/builds/1", 0), None);
     }
@@ -173,7 +201,9 @@ mod tests {
 
     #[test]
     fn unknown_fault_kind_is_rejected_with_its_name() {
-        let e = serde_json::from_str::<FaultRule>(r#"{"kind":"meteor"}"#).unwrap_err().to_string();
+        let e = FaultRule::parse(br#"{"kind":"meteor"}"#).unwrap_err();
         assert!(e.contains("meteor"), "{e}");
+        let e = FaultRule::parse(br#"{"kind":"reset","servce":"github"}"#).unwrap_err();
+        assert!(e.contains("servce"), "{e}");
     }
 }

@@ -27,7 +27,13 @@ pub fn router(sim: Arc<Sim>) -> Router {
 
 async fn not_found(State(sim): State<Arc<Sim>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
-    sim.stats.record(service_of(&path), req.method().as_str(), "(unmatched)", 404);
+    let service = service_of(&path);
+    sim.stats.record(service, req.method().as_str(), "(unmatched)", 404);
+    if service == "github" {
+        let body = r#"{"message":"Not Found","documentation_url":"https://docs.github.com/rest","status":"404"}"#;
+        return (StatusCode::NOT_FOUND, [(axum::http::header::CONTENT_TYPE, "application/json; charset=utf-8")], body)
+            .into_response();
+    }
     (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
@@ -42,7 +48,8 @@ pub async fn bind(sim: Arc<Sim>, addr: &str) -> std::io::Result<(tokio::net::Tcp
 }
 
 pub async fn serve(sim: Arc<Sim>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router(sim)).await
+    // Connect info gives anonymous GitHub callers per-address rate limits, as on GitHub.
+    axum::serve(listener, router(sim).into_make_service_with_connect_info::<std::net::SocketAddr>()).await
 }
 
 async fn faults_and_stats(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
@@ -63,7 +70,8 @@ async fn apply(fault: FaultKind, req: Request, next: Next) -> Response {
     match fault {
         FaultKind::ServerError { status } => {
             let s = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            (s, [(header::CONTENT_TYPE, "application/json")], format!("{{\"message\":\"simulated {status}\"}}")).into_response()
+            (s, [(header::CONTENT_TYPE, "application/json")], format!("{{\"message\":\"simulated {status}\"}}"))
+                .into_response()
         }
         FaultKind::Delay { ms } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -82,9 +90,14 @@ async fn apply(fault: FaultKind, req: Request, next: Next) -> Response {
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        FaultKind::Malformed => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "<html><body>502 Bad Gateway</body></html>{\"id\":").into_response()
-        }
+        FaultKind::Malformed => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "<html><body>502 Bad Gateway</body></html>{\"id\":",
+        )
+            .into_response(),
+        // An event stream of a running build never ends; cutting it would hang the request.
+        FaultKind::Truncated if req.uri().path().ends_with("/events") => next.run(req).await,
         FaultKind::Truncated => {
             let resp = next.run(req).await;
             let (parts, body) = resp.into_parts();
@@ -97,7 +110,9 @@ async fn apply(fault: FaultKind, req: Request, next: Next) -> Response {
         }
         FaultKind::RateLimit { status, retry_after_secs } => {
             // Reset times are wall-clock epochs: they tell a real client how long to wait.
-            let reset = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + retry_after_secs;
+            let reset =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+                    + retry_after_secs;
             let s = StatusCode::from_u16(status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
             let mut r = (
                 s,

@@ -53,7 +53,11 @@ impl Stats {
 
 /// Which simulated service a request path belongs to.
 pub fn service_of(path: &str) -> &'static str {
-    if path.starts_with("/api/v1") || path.starts_with("/sky/") || path.starts_with("/teams/") || path.starts_with("/builds/") {
+    if path.starts_with("/api/v1")
+        || path.starts_with("/sky/")
+        || path.starts_with("/teams/")
+        || path.starts_with("/builds/")
+    {
         "concourse"
     } else if path.starts_with("/_sim") {
         "sim"

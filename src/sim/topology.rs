@@ -112,7 +112,11 @@ pub enum ResourceSpec {
     /// The semver resource (git driver); versions `{number}`, created by puts.
     Semver { initial: String },
     /// A container image; versions `{digest}`, created by puts.
-    RegistryImage { repository: String, #[serde(default = "default_tag")] tag: String },
+    RegistryImage {
+        repository: String,
+        #[serde(default = "default_tag")]
+        tag: String,
+    },
     /// github-release; versions `{tag}`, created by puts.
     GithubRelease { repo: String },
     /// github-pr-resource watching merged PRs with a label; versions `{pr, commit, committed}`.
@@ -249,12 +253,22 @@ pub enum Effect {
     /// A new image digest `{digest}`.
     Image,
     /// Bump the semver read by the input `from` (default: the put's resource): `rc` or `final`.
-    Semver { bump: SemverBump, #[serde(default)] from: Option<String> },
+    Semver {
+        bump: SemverBump,
+        #[serde(default)]
+        from: Option<String>,
+    },
     /// Tag the commit of input `of` (a git input): the output is the *same* version, so Concourse
     /// drops that input from `/builds/:id/resources`.
     Tag { of: String, name: String },
     /// Commit straight onto a branch of a repository; output `{ref}` of the new commit.
-    Push { repo: String, #[serde(default = "default_branch")] branch: String, message: String, files: Vec<String> },
+    Push {
+        repo: String,
+        #[serde(default = "default_branch")]
+        branch: String,
+        message: String,
+        files: Vec<String>,
+    },
     /// Commit onto a bot branch and open a pull request to `base` (replacing any open PR from that
     /// branch); it is squash-merged after `automerge_after` if set.
     PullRequest {
@@ -335,8 +349,8 @@ impl Topology {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Topology, TopologyError> {
-        let t: Topology = serde_norway::from_str(text)
-            .map_err(|source| TopologyError::Parse { origin: origin.into(), source })?;
+        let t: Topology =
+            serde_norway::from_str(text).map_err(|source| TopologyError::Parse { origin: origin.into(), source })?;
         t.validate(origin)?;
         Ok(t)
     }

@@ -34,7 +34,12 @@ fn commit_at(w: &mut World, at: i64, files: &[&str], msg: &str) {
         Action::Commit {
             repo: LANA.into(),
             branch: "main".into(),
-            spec: CommitSpec { message: msg.into(), files: files.iter().map(|s| s.to_string()).collect(), author: person(), author_date: None },
+            spec: CommitSpec {
+                message: msg.into(),
+                files: files.iter().map(|s| s.to_string()).collect(),
+                author: person(),
+                author_date: None,
+            },
         },
     );
 }
@@ -85,23 +90,45 @@ fn commits_landing_while_a_serial_test_job_runs_produce_one_build_on_the_newest(
     // b is a version of `repo` (check walks every commit) but no build took it as input...
     let (p, _) = w.job_index("lana-bank", "test-integration").unwrap();
     let repo_r = w.concourse.pipelines[p].resource_by_name("repo").unwrap();
-    let refs: BTreeSet<String> = w.concourse.pipelines[p].resources[repo_r].versions.iter().map(|v| w.concourse.version(*v).unwrap().version["ref"].clone()).collect();
+    let refs: BTreeSet<String> = w.concourse.pipelines[p].resources[repo_r]
+        .versions
+        .iter()
+        .map(|v| w.concourse.version(*v).unwrap().version["ref"].clone())
+        .collect();
     assert!(refs.contains(&b));
     // ...and ground truth credits it to the build that carried c.
     let (_, j) = w.job_index("lana-bank", "test-integration").unwrap();
     let carried: Vec<_> = w.builds_containing(&b).into_iter().filter(|(pp, jj, _)| *pp == p && *jj == j).collect();
     assert_eq!(carried.len(), 1);
-    assert_eq!(w.concourse.build(carried[0].2).unwrap().inputs[0].version, w.concourse.pipelines[p].resources[repo_r].versions.iter().copied().find(|v| w.concourse.version(*v).unwrap().version["ref"] == c).unwrap());
+    assert_eq!(
+        w.concourse.build(carried[0].2).unwrap().inputs[0].version,
+        w.concourse.pipelines[p].resources[repo_r]
+            .versions
+            .iter()
+            .copied()
+            .find(|v| w.concourse.version(*v).unwrap().version["ref"] == c)
+            .unwrap()
+    );
 }
 
 #[test]
 fn build_rc_waits_for_a_version_that_passed_all_three_test_jobs() {
     let mut w = quiet_world(2);
-    w.schedule_action(START, Action::Override { pipeline: "lana-bank".into(), job: "test-bats".into(), ov: BuildOverride { result: Some(BuildStatus::Failed), ..Default::default() } });
+    w.schedule_action(
+        START,
+        Action::Override {
+            pipeline: "lana-bank".into(),
+            job: "test-bats".into(),
+            ov: BuildOverride { result: Some(BuildStatus::Failed), ..Default::default() },
+        },
+    );
     commit_at(&mut w, START + 10, &["core/a.rs"], "feat: a");
     w.advance_to(START + 2 * 3600);
     let a = head(&w);
-    assert!(builds(&w, "lana-bank", "build-rc").iter().all(|b| b.2.get("repo") != Some(&a)), "build-rc must not run on a commit whose test-bats failed");
+    assert!(
+        builds(&w, "lana-bank", "build-rc").iter().all(|b| b.2.get("repo") != Some(&a)),
+        "build-rc must not run on a commit whose test-bats failed"
+    );
     // A fixing commit passes all three and gets its release candidate.
     commit_at(&mut w, START + 2 * 3600, &["core/fix.rs"], "fix: a");
     w.advance_to(START + 4 * 3600);
@@ -124,7 +151,11 @@ fn ci_skip_and_filtered_commits_never_become_repo_versions() {
     w.advance_to(START + 3600);
     let (p, _) = w.job_index("lana-bank", "test-integration").unwrap();
     let repo_r = w.concourse.pipelines[p].resource_by_name("repo").unwrap();
-    let created_after_start = w.concourse.pipelines[p].resources[repo_r].versions.iter().filter(|v| w.concourse.version(**v).unwrap().created_at >= START).count();
+    let created_after_start = w.concourse.pipelines[p].resources[repo_r]
+        .versions
+        .iter()
+        .filter(|v| w.concourse.version(**v).unwrap().created_at >= START)
+        .count();
     assert_eq!(created_after_start, 0);
     assert!(builds(&w, "lana-bank", "test-integration").is_empty());
 }
@@ -132,7 +163,14 @@ fn ci_skip_and_filtered_commits_never_become_repo_versions() {
 #[test]
 fn a_failed_first_attempt_is_retried_inside_the_build() {
     let mut w = quiet_world(4);
-    w.schedule_action(START, Action::Override { pipeline: "lana-bank".into(), job: "test-bats".into(), ov: BuildOverride { fail_first_attempt: true, ..Default::default() } });
+    w.schedule_action(
+        START,
+        Action::Override {
+            pipeline: "lana-bank".into(),
+            job: "test-bats".into(),
+            ov: BuildOverride { fail_first_attempt: true, ..Default::default() },
+        },
+    );
     commit_at(&mut w, START + 10, &["core/a.rs"], "feat: a");
     w.advance_to(START + 3600);
     let (p, j) = w.job_index("lana-bank", "test-bats").unwrap();
@@ -147,10 +185,20 @@ fn a_failed_first_attempt_is_retried_inside_the_build() {
 #[test]
 fn reruns_are_named_n_dot_m_and_copy_the_original_inputs() {
     let mut w = quiet_world(5);
-    w.schedule_action(START, Action::Override { pipeline: "lana-bank".into(), job: "test-bats".into(), ov: BuildOverride { result: Some(BuildStatus::Failed), ..Default::default() } });
+    w.schedule_action(
+        START,
+        Action::Override {
+            pipeline: "lana-bank".into(),
+            job: "test-bats".into(),
+            ov: BuildOverride { result: Some(BuildStatus::Failed), ..Default::default() },
+        },
+    );
     commit_at(&mut w, START + 10, &["core/a.rs"], "feat: a");
     w.advance_to(START + 3600);
-    w.schedule_action(START + 3600, Action::Rerun { pipeline: "lana-bank".into(), job: "test-bats".into(), build_name: None, by: "alice".into() });
+    w.schedule_action(
+        START + 3600,
+        Action::Rerun { pipeline: "lana-bank".into(), job: "test-bats".into(), build_name: None, by: "alice".into() },
+    );
     w.advance_to(START + 2 * 3600);
     let (p, j) = w.job_index("lana-bank", "test-bats").unwrap();
     let ids = &w.concourse.pipelines[p].jobs[j].builds;
@@ -159,7 +207,10 @@ fn reruns_are_named_n_dot_m_and_copy_the_original_inputs() {
     assert_eq!(rerun.name, format!("{}.1", orig.name));
     assert_eq!(rerun.created_by.as_deref(), Some("alice"));
     assert_eq!(rerun.status, BuildStatus::Succeeded);
-    assert_eq!(rerun.inputs.iter().map(|i| i.version).collect::<Vec<_>>(), orig.inputs.iter().map(|i| i.version).collect::<Vec<_>>());
+    assert_eq!(
+        rerun.inputs.iter().map(|i| i.version).collect::<Vec<_>>(),
+        orig.inputs.iter().map(|i| i.version).collect::<Vec<_>>()
+    );
     assert!(rerun.inputs.iter().all(|i| !i.first_occurrence));
     // The green rerun lets the commit move on to build-rc.
     let a = w.concourse.version(orig.inputs[0].version).unwrap().version["ref"].clone();
@@ -173,17 +224,37 @@ fn the_chart_commit_carries_the_digest_build_rc_put_and_staging_deploys_it() {
     w.advance_to(START + 5 * 3600);
     let a = head(&w);
     let (p, j) = w.job_index("lana-bank", "build-rc").unwrap();
-    let rc = w.concourse.pipelines[p].jobs[j].builds.iter().map(|id| w.concourse.build(*id).unwrap()).find(|b| w.build_contains(b.id, &a)).expect("an RC carries a");
+    let rc = w.concourse.pipelines[p].jobs[j]
+        .builds
+        .iter()
+        .map(|id| w.concourse.build(*id).unwrap())
+        .find(|b| w.build_contains(b.id, &a))
+        .expect("an RC carries a");
     let img_r = w.concourse.pipelines[p].resource_by_name("latest-image").unwrap();
-    let digest = rc.outputs.iter().find(|o| o.resource == img_r).map(|o| w.concourse.version(o.version).unwrap().version["digest"].clone()).unwrap();
+    let digest = rc
+        .outputs
+        .iter()
+        .find(|o| o.resource == img_r)
+        .map(|o| w.concourse.version(o.version).unwrap().version["digest"].clone())
+        .unwrap();
     let (tp, tj) = w.job_index("private-charts", "lana-bank-testflight").unwrap();
-    let tf = w.concourse.pipelines[tp].jobs[tj].builds.iter().map(|id| w.concourse.build(*id).unwrap()).find(|b| w.build_contains(b.id, &a)).expect("a testflight carries a");
+    let tf = w.concourse.pipelines[tp].jobs[tj]
+        .builds
+        .iter()
+        .map(|id| w.concourse.build(*id).unwrap())
+        .find(|b| w.build_contains(b.id, &a))
+        .expect("a testflight carries a");
     let chart_v = w.concourse.version(tf.inputs[0].version).unwrap();
     let msg = &chart_v.metadata.iter().find(|(k, _)| k == "message").unwrap().1;
     assert!(msg.contains(&digest), "chart commit message {msg:?} carries {digest}");
     assert!(chart_v.metadata_visible, "a get makes metadata visible");
     let (sp, sj) = w.job_index("galoy-staging", "galoy-staging-lana-bank").unwrap();
-    let staged = w.concourse.pipelines[sp].jobs[sj].builds.iter().map(|id| w.concourse.build(*id).unwrap()).find(|b| w.build_contains(b.id, &a)).expect("staging carries a");
+    let staged = w.concourse.pipelines[sp].jobs[sj]
+        .builds
+        .iter()
+        .map(|id| w.concourse.build(*id).unwrap())
+        .find(|b| w.build_contains(b.id, &a))
+        .expect("staging carries a");
     assert_eq!(staged.status, BuildStatus::Succeeded);
     assert!(staged.start_time.unwrap() >= tf.end_time.unwrap());
 }
@@ -194,7 +265,12 @@ fn the_world_is_deterministic_however_time_is_stepped() {
     let run = |steps: &[i64]| {
         let mut w = World::new(Topology::builtin("lana").unwrap(), START, 42);
         for k in 0..12 {
-            commit_at(&mut w, START + k * 700, &[["core/a.rs", "apps/admin-panel/x.ts", "dagster/d.py"][k as usize % 3]], &format!("feat: {k}"));
+            commit_at(
+                &mut w,
+                START + k * 700,
+                &[["core/a.rs", "apps/admin-panel/x.ts", "dagster/d.py"][k as usize % 3]],
+                &format!("feat: {k}"),
+            );
         }
         let mut t = START;
         for s in steps.iter().cycle() {
@@ -205,7 +281,20 @@ fn the_world_is_deterministic_however_time_is_stepped() {
             }
         }
         w.advance_to(START + 12 * 3600 + 7);
-        w.concourse.builds.iter().map(|b| (b.id, b.name.clone(), b.status, b.start_time, b.end_time, b.inputs.iter().map(|i| i.version).collect::<Vec<_>>())).collect::<Vec<_>>()
+        w.concourse
+            .builds
+            .iter()
+            .map(|b| {
+                (
+                    b.id,
+                    b.name.clone(),
+                    b.status,
+                    b.start_time,
+                    b.end_time,
+                    b.inputs.iter().map(|i| i.version).collect::<Vec<_>>(),
+                )
+            })
+            .collect::<Vec<_>>()
     };
     let a = run(&[1]);
     let b = run(&[3600]);
@@ -226,16 +315,23 @@ fn replaying_real_lana_history_creates_the_versions_real_git_would() {
         files: Vec<String>,
         pathspec_match: BTreeMap<String, bool>,
     }
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lana-bank-main.jsonl")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lana-bank-main.jsonl")).unwrap();
     let lines: Vec<Line> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2178);
     let mut w = quiet_world(7);
     // Several commits per minute, so checks see batches, as with a busy main.
     for (k, l) in lines.iter().enumerate() {
-        commit_at(&mut w, START + (k as i64 / 3) * 60, &l.files.iter().map(|s| s.as_str()).collect::<Vec<_>>(), &l.subject);
+        commit_at(
+            &mut w,
+            START + (k as i64 / 3) * 60,
+            &l.files.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            &l.subject,
+        );
     }
     w.advance_to(START + (lines.len() as i64 / 3) * 60 + 600);
-    let shas: Vec<String> = w.repo(LANA).unwrap().branches["main"].iter().rev().take(lines.len()).rev().cloned().collect();
+    let shas: Vec<String> =
+        w.repo(LANA).unwrap().branches["main"].iter().rev().take(lines.len()).rev().cloned().collect();
     let (p, _) = w.job_index("lana-bank", "build-rc").unwrap();
     let mut mismatches = vec![];
     for res in ["repo", "admin-panel-src", "customer-portal-src", "dagster-src"] {

@@ -63,14 +63,20 @@ impl TestSim {
     /// Land a commit on the tracked branch now; returns its sha.
     pub fn commit(&self, files: &[&str], message: &str) -> String {
         let now = self.sim.now();
-        let (repo, branch) = self.sim.with_world(|w| (w.topology.tracked_repo.clone(), w.topology.tracked_branch.clone()));
+        let (repo, branch) =
+            self.sim.with_world(|w| (w.topology.tracked_repo.clone(), w.topology.tracked_branch.clone()));
         self.sim.with_world(|w| {
             w.schedule_action(
                 now,
                 Action::Commit {
                     repo: repo.clone(),
                     branch: branch.clone(),
-                    spec: CommitSpec { message: message.into(), files: files.iter().map(|f| f.to_string()).collect(), author: alice(), author_date: None },
+                    spec: CommitSpec {
+                        message: message.into(),
+                        files: files.iter().map(|f| f.to_string()).collect(),
+                        author: alice(),
+                        author_date: None,
+                    },
                 },
             );
             w.advance_to(now);

@@ -1,0 +1,905 @@
+//! Journeys: which builds carried which commit through which stage, and when.
+//!
+//! The core keeps *facts* (commits seen on the branch, builds seen in Concourse) and derives
+//! journeys from them as a pure function of the facts, the configuration and `now`. Applying a
+//! fact twice, or facts in another order, gives the same journeys: facts merge monotonically
+//! (a build's status only moves forward, fields only fill in) and derivation does not look at
+//! arrival order.
+//!
+//! # Lineage
+//! Each build gets a *carry*: for each tracked git resource, the newest commit (by first-parent
+//! position) it delivers, and how that was learned:
+//! - **exact**: an input is a version of a tracked git resource; or an input is the very version
+//!   another build put or took (an image digest, a chart commit, a semver), whose carry it inherits;
+//! - **bridge**: a configured cross-pipeline rule, e.g. the testflight input's commit message
+//!   contains the digest build-rc put, or the cepler `trigger` equals the deployments commit a
+//!   bump build pushed;
+//! - **inferred** (explicit fallback): the first build of a stage that started after the upstream
+//!   stage succeeded and whose plain git input is the commit or a descendant.
+//!
+//! A build *contains* commit C when every tracked resource it carries that would emit C is at or
+//! after C; a commit no resource emits (untracked, `[ci skip]`) rides along with any carried
+//! descendant. So a batch is credited to every commit in it, and a frontend-only commit is
+//! contained in the build-rc that takes its `admin-panel-src` version.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::core::classify::{ChangeType, Classification, Classifier};
+
+pub type Sha = String;
+pub type BuildId = i64;
+
+// ------------------------------------------------------------------ facts
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitFact {
+    pub sha: Sha,
+    /// First parent; `None` for a root.
+    pub parent: Option<Sha>,
+    pub author: String,
+    pub author_date: i64,
+    pub committer_date: i64,
+    pub message: String,
+    pub files: Vec<String>,
+    /// When the exporter first saw it (for `lead_time_from: first_seen`).
+    pub first_seen: i64,
+}
+
+impl CommitFact {
+    pub fn subject(&self) -> &str {
+        self.message.lines().next().unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BuildStatus {
+    Pending,
+    Started,
+    Succeeded,
+    Failed,
+    Errored,
+    Aborted,
+}
+
+impl BuildStatus {
+    pub fn parse(s: &str) -> Option<BuildStatus> {
+        Some(match s {
+            "pending" => BuildStatus::Pending,
+            "started" => BuildStatus::Started,
+            "succeeded" => BuildStatus::Succeeded,
+            "failed" => BuildStatus::Failed,
+            "errored" => BuildStatus::Errored,
+            "aborted" => BuildStatus::Aborted,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Pending => "pending",
+            BuildStatus::Started => "started",
+            BuildStatus::Succeeded => "succeeded",
+            BuildStatus::Failed => "failed",
+            BuildStatus::Errored => "errored",
+            BuildStatus::Aborted => "aborted",
+        }
+    }
+    pub fn is_finished(self) -> bool {
+        !matches!(self, BuildStatus::Pending | BuildStatus::Started)
+    }
+    /// Progress rank: a fact never moves a build backwards.
+    fn rank(self) -> u8 {
+        match self {
+            BuildStatus::Pending => 0,
+            BuildStatus::Started => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// A resource version as a build used or produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionFact {
+    /// Get or put step name.
+    pub step: String,
+    pub version: BTreeMap<String, String>,
+    /// The git commit message from version metadata, when known (bridges need it).
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildFact {
+    pub id: BuildId,
+    pub pipeline: String,
+    pub job: String,
+    pub name: String,
+    pub status: BuildStatus,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub rerun_of: Option<BuildId>,
+    /// Absolute URL of the build page.
+    pub url: String,
+    pub inputs: Vec<VersionFact>,
+    pub outputs: Vec<VersionFact>,
+    /// Inputs and outputs have been read (`/builds/:id/resources` answered after adoption).
+    pub resources_known: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Commit(CommitFact),
+    Build(BuildFact),
+    /// A known commit is no longer on the branch (force-push).
+    Vanished {
+        sha: Sha,
+        at: i64,
+    },
+}
+
+// ------------------------------------------------------------------ configuration
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadTimeFrom {
+    CommitterDate,
+    AuthorDate,
+    FirstSeen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bridge {
+    /// The commit message of input `input` contains `key` of output `output` of some build.
+    MessageContains { input: String, output: String, key: String },
+    /// `input_key` of input `input` equals `key` of output `output` of some build.
+    Equals { input: String, input_key: String, output: String, key: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDef {
+    pub name: String,
+    /// Tracked git resources this job's builds deliver; decides for which commits it is expected.
+    pub git: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageDef {
+    pub name: String,
+    pub pipeline: String,
+    pub jobs: Vec<JobDef>,
+    /// Indices of the stages this one waits for (empty: ready at commit time).
+    pub after: Vec<usize>,
+    /// Input steps that carry commits; `None` = every input.
+    pub inputs: Option<Vec<String>>,
+    pub bridges: Vec<Bridge>,
+    /// Plain git input (of the tracked repo, unfiltered) for the inferred fallback.
+    pub fallback_git_input: Option<String>,
+    /// Success of this stage means "deployed to" this environment.
+    pub environment: Option<String>,
+    pub stuck_after: Option<i64>,
+    /// Whether commits no resource emits (untracked, skipped) pass through this stage.
+    pub carries_passive: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub classifier: Classifier,
+    pub stages: Vec<StageDef>,
+    pub lead_time_from: LeadTimeFrom,
+    pub not_picked_up_after: i64,
+    /// git input step name → tracked resource name, when they differ (default: same name).
+    pub step_resources: BTreeMap<String, String>,
+}
+
+impl CoreConfig {
+    fn resource_of_step<'a>(&'a self, step: &'a str) -> Option<&'a str> {
+        let name = self.step_resources.get(step).map(|s| s.as_str()).unwrap_or(step);
+        self.classifier.resources().iter().any(|r| r.name == name).then_some(name)
+    }
+    pub fn environments(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.stages.iter().filter_map(|s| s.environment.clone()).collect();
+        v.dedup();
+        v
+    }
+    fn stage_of_job(&self, pipeline: &str, job: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.pipeline == pipeline && s.jobs.iter().any(|j| j.name == job))
+    }
+}
+
+// ------------------------------------------------------------------ state
+
+/// All facts, merged. Apply facts in any order, any number of times.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub commits: HashMap<Sha, CommitFact>,
+    pub builds: BTreeMap<BuildId, BuildFact>,
+    pub vanished: HashMap<Sha, i64>,
+}
+
+impl Facts {
+    /// Merge a fact; returns whether anything changed.
+    pub fn apply(&mut self, fact: Fact) -> bool {
+        match fact {
+            Fact::Commit(c) => {
+                if let Some(old) = self.commits.get_mut(&c.sha) {
+                    // Keep the earliest sighting; the rest of a commit never changes.
+                    if c.first_seen < old.first_seen {
+                        old.first_seen = c.first_seen;
+                        return true;
+                    }
+                    return false;
+                }
+                self.commits.insert(c.sha.clone(), c);
+                true
+            }
+            Fact::Build(b) => match self.builds.get_mut(&b.id) {
+                None => {
+                    self.builds.insert(b.id, b);
+                    true
+                }
+                Some(old) => {
+                    let merged = merge_build(old, b);
+                    let changed = merged != *old;
+                    *old = merged;
+                    changed
+                }
+            },
+            Fact::Vanished { sha, at } => {
+                let e = self.vanished.entry(sha).or_insert(at);
+                if at < *e {
+                    *e = at;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+}
+
+fn merge_build(old: &BuildFact, new: BuildFact) -> BuildFact {
+    let newer =
+        new.status.rank() > old.status.rank() || (new.status.rank() == old.status.rank() && new.status.is_finished());
+    let mut m = if newer { new.clone() } else { old.clone() };
+    // Fields only fill in.
+    m.start = old.start.or(new.start);
+    m.end = if newer { new.end.or(old.end) } else { old.end.or(new.end) };
+    if !old.resources_known && new.resources_known {
+        m.inputs = new.inputs.clone();
+        m.outputs = new.outputs.clone();
+        m.resources_known = true;
+    } else if old.resources_known {
+        m.inputs = old.inputs.clone();
+        m.outputs = old.outputs.clone();
+        m.resources_known = true;
+        // Messages learned later complete the inputs.
+        for (i, ni) in m.inputs.iter_mut().zip(new.inputs.iter()) {
+            if i.message.is_none() && i.step == ni.step && i.version == ni.version {
+                i.message = ni.message.clone();
+            }
+        }
+    }
+    m
+}
+
+// ------------------------------------------------------------------ derived
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Method {
+    Exact,
+    Bridge,
+    Inferred,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::Exact, Method::Bridge, Method::Inferred];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Exact => "exact",
+            Method::Bridge => "bridge",
+            Method::Inferred => "inferred",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StageState {
+    /// Upstream not done yet.
+    Waiting,
+    /// Ready, but no build carrying the commit has started.
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    /// The stage does not apply to this commit (e.g. tests for a frontend-only commit).
+    NotApplicable,
+}
+
+impl StageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageState::Waiting => "waiting",
+            StageState::Pending => "pending",
+            StageState::Running => "running",
+            StageState::Succeeded => "succeeded",
+            StageState::Failed => "failed",
+            StageState::NotApplicable => "not_applicable",
+        }
+    }
+    pub fn in_flight(self) -> bool {
+        matches!(self, StageState::Waiting | StageState::Pending | StageState::Running)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub build_id: BuildId,
+    pub pipeline: String,
+    pub job: String,
+    pub name: String,
+    pub status: BuildStatus,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub url: String,
+    pub rerun_of: Option<BuildId>,
+    pub method: Method,
+    /// The build's newest commit is this one (not a later commit that carried it along).
+    pub own: bool,
+    /// The newest tracked commit the build delivered.
+    pub head: Option<Sha>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageJourney {
+    pub name: String,
+    pub state: StageState,
+    pub ready_at: Option<i64>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub attempts: Vec<Attempt>,
+    /// Jobs expected to carry this commit.
+    pub expected_jobs: Vec<String>,
+}
+
+impl StageJourney {
+    pub fn wait(&self) -> Option<i64> {
+        Some(self.start? - self.ready_at?)
+    }
+    pub fn duration(&self) -> Option<i64> {
+        Some(self.end? - self.start?)
+    }
+    /// The weakest attribution among its attempts.
+    pub fn method(&self) -> Option<Method> {
+        self.attempts.iter().map(|a| a.method).max()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    Deployed,
+    Superseded,
+    Failed,
+    InFlight,
+    Untracked,
+    Skipped,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Deployed,
+        Outcome::Superseded,
+        Outcome::Failed,
+        Outcome::InFlight,
+        Outcome::Untracked,
+        Outcome::Skipped,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deployed => "deployed",
+            Outcome::Superseded => "superseded",
+            Outcome::Failed => "failed",
+            Outcome::InFlight => "in_flight",
+            Outcome::Untracked => "untracked",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journey {
+    pub sha: Sha,
+    pub subject: String,
+    pub author: String,
+    /// The commit time lead time is measured from (per `lead_time_from`).
+    pub commit_time: i64,
+    pub classification: Classification,
+    pub stages: Vec<StageJourney>,
+    pub outcome: Outcome,
+    /// For `failed`: the stage; with `carried_on` when a later build delivered it anyway.
+    pub failed_stage: Option<String>,
+    pub carried_on: bool,
+    /// The journey reached its (first) environment: it has ended.
+    pub ended: bool,
+    /// Environment → time of the end of the deployment that delivered it.
+    pub deployed_at: BTreeMap<String, i64>,
+    /// The commit whose build carried this one where it had no build of its own.
+    pub carried_by: Option<Sha>,
+    /// Should have triggered a pipeline, and no build has carried it after `not_picked_up_after`.
+    pub not_picked_up: bool,
+    pub vanished: bool,
+}
+
+impl Journey {
+    pub fn lead_time(&self, env: &str) -> Option<i64> {
+        self.deployed_at.get(env).map(|t| t - self.commit_time)
+    }
+    pub fn short(&self) -> &str {
+        &self.sha[..self.sha.len().min(7)]
+    }
+}
+
+/// Attribution quality, for the data-quality metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quality {
+    /// Stage builds by how they were tied to commits.
+    pub attributions: BTreeMap<Method, u64>,
+    /// Per stage: finished builds no commit could be tied to.
+    pub gaps: BTreeMap<String, u64>,
+    /// Commits whose author date is after their committer date by more than 5 minutes.
+    pub clock_skew: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Derived {
+    /// Oldest first (branch order).
+    pub journeys: Vec<Journey>,
+    pub quality: Quality,
+}
+
+type Carry = BTreeMap<String, (usize, Method)>;
+
+/// Derive every journey from the facts at `now`.
+pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
+    let order = branch_order(facts);
+    let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let class: Vec<Classification> =
+        order.iter().map(|s| cfg.classifier.classify(&facts.commits[s].message, &facts.commits[s].files)).collect();
+
+    let carries = compute_carries(facts, cfg, &pos);
+
+    // Per (pipeline, job): builds in id order, with a running max of carried positions per
+    // resource, so the first build that can contain a commit is found by binary search.
+    let mut by_job: HashMap<(&str, &str), Vec<BuildId>> = HashMap::new();
+    for b in facts.builds.values() {
+        by_job.entry((b.pipeline.as_str(), b.job.as_str())).or_default().push(b.id);
+    }
+    let mut prefix: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (k, ids) in &by_job {
+        let mut m: Option<usize> = None;
+        let v = ids
+            .iter()
+            .map(|id| {
+                let here = carries.get(id).and_then(|c| c.values().map(|(p, _)| *p).max());
+                m = match (m, here) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                m.map(|x| x + 1).unwrap_or(0)
+            })
+            .collect();
+        prefix.insert(*k, v);
+    }
+
+    let mut quality = Quality::default();
+    let mut attributed: HashMap<BuildId, Method> = HashMap::new();
+    let mut journeys = Vec::with_capacity(order.len());
+    for (i, sha) in order.iter().enumerate() {
+        let c = &facts.commits[sha];
+        let cl = &class[i];
+        let commit_time = match cfg.lead_time_from {
+            LeadTimeFrom::CommitterDate => c.committer_date,
+            LeadTimeFrom::AuthorDate => c.author_date,
+            LeadTimeFrom::FirstSeen => c.first_seen,
+        };
+        if c.author_date > c.committer_date + 300 {
+            quality.clock_skew += 1;
+        }
+        let passive = cl.change_type.is_passive();
+        let mut stages: Vec<StageJourney> = Vec::with_capacity(cfg.stages.len());
+        for (si, st) in cfg.stages.iter().enumerate() {
+            let expected: Vec<&JobDef> = st
+                .jobs
+                .iter()
+                .filter(|j| if passive { st.carries_passive } else { j.git.iter().any(|g| cl.resources.contains(g)) })
+                .collect();
+            if expected.is_empty() {
+                stages.push(StageJourney {
+                    name: st.name.clone(),
+                    state: StageState::NotApplicable,
+                    ready_at: None,
+                    start: None,
+                    end: None,
+                    attempts: vec![],
+                    expected_jobs: vec![],
+                });
+                continue;
+            }
+            // Ready when every applicable upstream stage succeeded; an upstream that has not
+            // succeeded keeps this one waiting.
+            let mut ready_at = Some(commit_time);
+            for a in &st.after {
+                let up = &stages[*a];
+                match up.state {
+                    StageState::NotApplicable => {}
+                    StageState::Succeeded => ready_at = ready_at.max(up.end),
+                    _ => ready_at = None,
+                }
+            }
+            let mut attempts = vec![];
+            let mut job_states = vec![];
+            for j in &expected {
+                let key = (st.pipeline.as_str(), j.name.as_str());
+                let ids = by_job.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
+                let pre = prefix.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
+                let from = pre.partition_point(|m| *m < i + 1);
+                let mut job_att: Vec<Attempt> = vec![];
+                let mut succeeded = false;
+                for id in &ids[from..] {
+                    let b = &facts.builds[id];
+                    let Some(carry) = carries.get(id) else { continue };
+                    if !contains(carry, cl, i, passive) {
+                        continue;
+                    }
+                    let method = carry_method(carry, cl);
+                    let head = carry_head(carry, cl).and_then(|p| order.get(p).cloned());
+                    let own = head.as_deref() == Some(sha.as_str());
+                    job_att.push(attempt(b, method, own, head));
+                    if b.status == BuildStatus::Succeeded {
+                        succeeded = true;
+                        // Later builds of the job also contain this commit, but the stage is done.
+                        break;
+                    }
+                }
+                // Inferred fallback: no build of this job could be tied exactly; take the first
+                // unattributed one that started after the commit became ready and whose plain
+                // git input is this commit or a descendant.
+                if job_att.is_empty() && !succeeded {
+                    if let (Some(step), Some(ready)) = (&st.fallback_git_input, ready_at) {
+                        for id in ids {
+                            let b = &facts.builds[id];
+                            if carries.get(id).is_some_and(|c| !c.is_empty()) || b.start.is_none_or(|s| s < ready) {
+                                continue;
+                            }
+                            let r = b.inputs.iter().find(|v| &v.step == step).and_then(|v| v.version.get("ref"));
+                            let Some(rp) = r.and_then(|r| pos.get(r.as_str())) else { continue };
+                            if *rp >= i {
+                                let head = order.get(*rp).cloned();
+                                job_att.push(attempt(b, Method::Inferred, *rp == i, head));
+                                // Reruns of it are attempts too.
+                                for (rid, rb) in facts.builds.range(id + 1..) {
+                                    if rb.rerun_of == Some(*id) {
+                                        job_att.push(attempt(rb, Method::Inferred, *rp == i, order.get(*rp).cloned()));
+                                        let _ = rid;
+                                    }
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+                job_states.push(job_state(&job_att));
+                attempts.extend(job_att);
+            }
+            for a in &attempts {
+                attributed.insert(a.build_id, attributed.get(&a.build_id).copied().unwrap_or(a.method).max(a.method));
+            }
+            attempts.sort_by_key(|a| (a.start.unwrap_or(i64::MAX), a.build_id));
+            let start = attempts.iter().filter_map(|a| a.start).min();
+            let state = if job_states.iter().all(|s| *s == StageState::Succeeded) {
+                StageState::Succeeded
+            } else if job_states.contains(&StageState::Running) {
+                StageState::Running
+            } else if job_states.contains(&StageState::Failed) {
+                StageState::Failed
+            } else if ready_at.is_some() {
+                StageState::Pending
+            } else {
+                StageState::Waiting
+            };
+            let end = if state == StageState::Succeeded {
+                // The stage ends when its last job's first success ends.
+                expected
+                    .iter()
+                    .filter_map(|j| {
+                        attempts
+                            .iter()
+                            .filter(|a| a.job == j.name && a.status == BuildStatus::Succeeded)
+                            .filter_map(|a| a.end)
+                            .min()
+                    })
+                    .max()
+            } else if state == StageState::Failed {
+                attempts.iter().filter_map(|a| a.end).max()
+            } else {
+                None
+            };
+            stages.push(StageJourney {
+                name: st.name.clone(),
+                state,
+                ready_at,
+                start,
+                end,
+                attempts,
+                expected_jobs: expected.iter().map(|j| j.name.clone()).collect(),
+            });
+        }
+
+        let mut deployed_at = BTreeMap::new();
+        for (st, sj) in cfg.stages.iter().zip(&stages) {
+            if let (Some(env), StageState::Succeeded, Some(end)) = (&st.environment, sj.state, sj.end) {
+                deployed_at.entry(env.clone()).or_insert(end);
+            }
+        }
+        let ended = !deployed_at.is_empty();
+        let own_failure = stages.iter().find(|s| {
+            s.attempts.iter().any(|a| a.own && matches!(a.status, BuildStatus::Failed | BuildStatus::Errored))
+        });
+        let not_own = stages.iter().find(|s| {
+            s.state != StageState::NotApplicable && !s.attempts.is_empty() && !s.attempts.iter().any(|a| a.own)
+        });
+        let carried_by = not_own.and_then(|s| s.attempts.iter().find(|a| !a.own).and_then(|a| a.head.clone()));
+        let failed_now = stages.iter().find(|s| s.state == StageState::Failed);
+        let (outcome, failed_stage, carried_on) = if ended {
+            match (cl.change_type, own_failure, not_own) {
+                (ChangeType::Skipped, ..) => (Outcome::Skipped, None, false),
+                (ChangeType::Untracked, ..) => (Outcome::Untracked, None, false),
+                // Failed on its own build, delivered only by a later one.
+                (_, Some(f), Some(_)) if f.attempts.iter().any(|a| !a.own && a.status == BuildStatus::Succeeded) => {
+                    (Outcome::Failed, Some(f.name.clone()), true)
+                }
+                (_, _, Some(_)) => (Outcome::Superseded, None, false),
+                _ => (Outcome::Deployed, None, false),
+            }
+        } else if let Some(f) = failed_now {
+            (Outcome::Failed, Some(f.name.clone()), false)
+        } else {
+            (Outcome::InFlight, None, false)
+        };
+        let first = stages.iter().find(|s| s.state != StageState::NotApplicable);
+        let not_picked_up = !passive
+            && now - commit_time > cfg.not_picked_up_after
+            && first
+                .is_some_and(|s| s.attempts.is_empty() && matches!(s.state, StageState::Pending | StageState::Waiting));
+        journeys.push(Journey {
+            sha: sha.clone(),
+            subject: c.subject().to_string(),
+            author: c.author.clone(),
+            commit_time,
+            classification: cl.clone(),
+            stages,
+            outcome,
+            failed_stage,
+            carried_on,
+            ended,
+            deployed_at,
+            carried_by,
+            not_picked_up,
+            vanished: facts.vanished.contains_key(sha),
+        });
+    }
+
+    // Data quality: how each stage build was tied, and finished stage builds tied to nothing.
+    for b in facts.builds.values() {
+        let Some(si) = cfg.stage_of_job(&b.pipeline, &b.job) else { continue };
+        match attributed.get(&b.id) {
+            Some(m) => *quality.attributions.entry(*m).or_insert(0) += 1,
+            None if b.status.is_finished() && b.resources_known => {
+                *quality.gaps.entry(cfg.stages[si].name.clone()).or_insert(0) += 1
+            }
+            None => {}
+        }
+    }
+    Derived { journeys, quality }
+}
+
+fn attempt(b: &BuildFact, method: Method, own: bool, head: Option<Sha>) -> Attempt {
+    Attempt {
+        build_id: b.id,
+        pipeline: b.pipeline.clone(),
+        job: b.job.clone(),
+        name: b.name.clone(),
+        status: b.status,
+        start: b.start,
+        end: b.end,
+        url: b.url.clone(),
+        rerun_of: b.rerun_of,
+        method,
+        own,
+        head,
+    }
+}
+
+fn job_state(att: &[Attempt]) -> StageState {
+    if att.iter().any(|a| a.status == BuildStatus::Succeeded) {
+        StageState::Succeeded
+    } else if att.iter().any(|a| a.status == BuildStatus::Started) {
+        StageState::Running
+    } else if att.iter().any(|a| a.status == BuildStatus::Pending) {
+        StageState::Pending
+    } else if !att.is_empty() {
+        StageState::Failed
+    } else {
+        StageState::Pending
+    }
+}
+
+/// The tracked branch's first-parent order, oldest first, following parent links; commits that
+/// vanished (force-push) are left out.
+fn branch_order(facts: &Facts) -> Vec<Sha> {
+    let mut children: HashMap<&str, Vec<&CommitFact>> = HashMap::new();
+    let mut roots: Vec<&CommitFact> = vec![];
+    for c in facts.commits.values() {
+        if facts.vanished.contains_key(&c.sha) {
+            continue;
+        }
+        match c.parent.as_deref() {
+            Some(p) if facts.commits.contains_key(p) && !facts.vanished.contains_key(p) => {
+                children.entry(p).or_default().push(c)
+            }
+            _ => roots.push(c),
+        }
+    }
+    // With a gap in history there can be several roots: oldest first.
+    roots.sort_by(|a, b| (a.committer_date, &a.sha).cmp(&(b.committer_date, &b.sha)));
+    let mut out = vec![];
+    for r in roots {
+        let mut cur = Some(r);
+        while let Some(c) = cur {
+            out.push(c.sha.clone());
+            cur = children
+                .get(c.sha.as_str())
+                .and_then(|v| v.iter().max_by_key(|x| (x.first_seen, x.committer_date, &x.sha)).copied());
+        }
+    }
+    out
+}
+
+fn version_key(v: &BTreeMap<String, String>) -> String {
+    v.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(",")
+}
+
+fn merge_carry(into: &mut Carry, from: &Carry, at_least: Method) {
+    for (r, (p, m)) in from {
+        let m = (*m).max(at_least);
+        match into.get_mut(r) {
+            Some(e) if e.0 > *p => {}
+            Some(e) if e.0 == *p => e.1 = e.1.min(m),
+            _ => {
+                into.insert(r.clone(), (*p, m));
+            }
+        }
+    }
+}
+
+/// Each build's carry, in build-id order: a version is put (or taken) before another build can
+/// take it, and Concourse build ids only grow.
+fn compute_carries(facts: &Facts, cfg: &CoreConfig, pos: &HashMap<&str, usize>) -> HashMap<BuildId, Carry> {
+    let mut carries: HashMap<BuildId, Carry> = HashMap::new();
+    // version key → builds that put it (outputs) or took it (inputs).
+    let mut produced: HashMap<String, Vec<BuildId>> = HashMap::new();
+    let mut taken: HashMap<String, Vec<BuildId>> = HashMap::new();
+    // (output step, key) → [(value, build)] for bridges.
+    let mut by_output: HashMap<(&str, &str), Vec<(&str, BuildId)>> = HashMap::new();
+    for b in facts.builds.values() {
+        let stage = cfg.stage_of_job(&b.pipeline, &b.job).map(|i| &cfg.stages[i]);
+        let mut carry = Carry::new();
+        for inp in &b.inputs {
+            if let Some(st) = stage {
+                if st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step)) {
+                    continue;
+                }
+            }
+            if let Some(res) = cfg.resource_of_step(&inp.step) {
+                if let Some(p) = inp.version.get("ref").and_then(|r| pos.get(r.as_str())) {
+                    merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
+                }
+                continue;
+            }
+            let key = version_key(&inp.version);
+            let src = produced.get(&key).or_else(|| taken.get(&key));
+            for id in src.into_iter().flatten() {
+                if let Some(c) = carries.get(id) {
+                    let c = c.clone();
+                    merge_carry(&mut carry, &c, Method::Exact);
+                }
+            }
+        }
+        // A put onto a tracked git resource (build-rc's tag) is the same version as its input;
+        // Concourse drops that input from /builds/:id/resources, so read it from the output.
+        for out in &b.outputs {
+            if let Some(res) = cfg.resource_of_step(&out.step) {
+                if stage.is_none_or(|st| st.inputs.as_ref().is_none_or(|l| l.contains(&out.step))) {
+                    if let Some(p) = out.version.get("ref").and_then(|r| pos.get(r.as_str())) {
+                        merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
+                    }
+                }
+            }
+        }
+        if let Some(st) = stage {
+            for br in &st.bridges {
+                let (input, sources): (&str, Vec<BuildId>) = match br {
+                    Bridge::MessageContains { input, output, key } => {
+                        let msg = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.message.as_deref());
+                        let ids = match msg {
+                            Some(m) => by_output
+                                .get(&(output.as_str(), key.as_str()))
+                                .map(|v| {
+                                    v.iter()
+                                        .filter(|(val, _)| !val.is_empty() && m.contains(val))
+                                        .map(|(_, id)| *id)
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            None => vec![],
+                        };
+                        (input, ids)
+                    }
+                    Bridge::Equals { input, input_key, output, key } => {
+                        let val = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.version.get(input_key));
+                        let ids = match val {
+                            Some(x) => by_output
+                                .get(&(output.as_str(), key.as_str()))
+                                .map(|v| v.iter().filter(|(val, _)| *val == x).map(|(_, id)| *id).collect())
+                                .unwrap_or_default(),
+                            None => vec![],
+                        };
+                        (input, ids)
+                    }
+                };
+                let _ = input;
+                for id in sources {
+                    if let Some(c) = carries.get(&id) {
+                        let c = c.clone();
+                        merge_carry(&mut carry, &c, Method::Bridge);
+                    }
+                }
+            }
+        }
+        // A failed build's outputs were never put; only successful builds produce.
+        for out in &b.outputs {
+            produced.entry(version_key(&out.version)).or_default().push(b.id);
+            for (k, v) in &out.version {
+                by_output.entry((out.step.as_str(), k.as_str())).or_default().push((v.as_str(), b.id));
+            }
+        }
+        for inp in &b.inputs {
+            taken.entry(version_key(&inp.version)).or_default().push(b.id);
+        }
+        carries.insert(b.id, carry);
+    }
+    carries
+}
+
+/// Does a build with this carry deliver commit `i`?
+fn contains(carry: &Carry, cl: &Classification, i: usize, passive: bool) -> bool {
+    if carry.is_empty() {
+        return false;
+    }
+    let relevant: Vec<usize> = cl.resources.iter().filter_map(|r| carry.get(r).map(|(p, _)| *p)).collect();
+    if !relevant.is_empty() {
+        return relevant.iter().all(|p| *p >= i);
+    }
+    passive && carry.values().any(|(p, _)| *p >= i)
+}
+
+fn carry_method(carry: &Carry, cl: &Classification) -> Method {
+    let rel: Vec<Method> = cl.resources.iter().filter_map(|r| carry.get(r).map(|(_, m)| *m)).collect();
+    if rel.is_empty() {
+        carry.values().map(|(_, m)| *m).min().unwrap_or(Method::Exact)
+    } else {
+        rel.into_iter().max().unwrap_or(Method::Exact)
+    }
+}
+
+/// The newest commit the build delivered, among the resources that matter for this commit.
+fn carry_head(carry: &Carry, cl: &Classification) -> Option<usize> {
+    let rel: Vec<usize> = cl.resources.iter().filter_map(|r| carry.get(r).map(|(p, _)| *p)).collect();
+    if rel.is_empty() { carry.values().map(|(p, _)| *p).max() } else { rel.into_iter().min() }
+}
