@@ -2,8 +2,12 @@
 //! and exports what it sees as Prometheus metrics and OpenTelemetry traces.
 //!
 //! # Layout
-//! Data flows `sources` → `core` → `sinks`/`http`. `sim` is a model of Concourse and GitHub that
-//! serves their real HTTP APIs for tests, the demo and benchmarks. See ARCHITECTURE.md.
+//! Data flows `sources` → `core` → `sinks`/`http`; `store` persists what the core needs across
+//! restarts. `sim` is a model of Concourse and GitHub that serves their real HTTP APIs for tests,
+//! the demo and benchmarks. See ARCHITECTURE.md.
 
+pub mod config;
 pub mod core;
 pub mod sim;
+pub mod sources;
+pub mod store;
