@@ -101,6 +101,9 @@ impl BuildStatus {
 pub struct VersionFact {
     /// Get or put step name.
     pub step: String,
+    /// The resource behind the step (from the job's `inputs[]`/`outputs[]`); versions are
+    /// identified per pipeline and resource.
+    pub resource: String,
     pub version: BTreeMap<String, String>,
     /// The git commit message from version metadata, when known (bridges need it).
     pub message: Option<String>,
@@ -761,8 +764,12 @@ fn branch_order(facts: &Facts) -> Vec<Sha> {
     out
 }
 
-fn version_key(v: &BTreeMap<String, String>) -> String {
-    v.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(",")
+fn version_key(pipeline: &str, resource: &str, v: &BTreeMap<String, String>) -> String {
+    let mut k = format!("{pipeline}/{resource}");
+    for (a, b) in v {
+        k.push_str(&format!(",{a}:{b}"));
+    }
+    k
 }
 
 fn merge_carry(into: &mut Carry, from: &Carry, at_least: Method) {
@@ -788,7 +795,8 @@ fn compute_carries(facts: &Facts, cfg: &CoreConfig, pos: &HashMap<&str, usize>) 
     // (output step, key) → [(value, build)] for bridges.
     let mut by_output: HashMap<(&str, &str), Vec<(&str, BuildId)>> = HashMap::new();
     for b in facts.builds.values() {
-        let stage = cfg.stage_of_job(&b.pipeline, &b.job).map(|i| &cfg.stages[i]);
+        let stage_idx = cfg.stage_of_job(&b.pipeline, &b.job);
+        let stage = stage_idx.map(|i| &cfg.stages[i]);
         let mut carry = Carry::new();
         for inp in &b.inputs {
             if let Some(st) = stage {
@@ -802,9 +810,29 @@ fn compute_carries(facts: &Facts, cfg: &CoreConfig, pos: &HashMap<&str, usize>) 
                 }
                 continue;
             }
-            let key = version_key(&inp.version);
-            let src = produced.get(&key).or_else(|| taken.get(&key));
-            for id in src.into_iter().flatten() {
+            let key = version_key(&b.pipeline, &inp.resource, &inp.version);
+            // A version some build put, or one an upstream stage's build took (a `passed:`
+            // constraint hands it on): inherit what that build carried.
+            let upstream: Vec<BuildId> = taken
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter(|id| {
+                    let ub = &facts.builds[*id];
+                    match (stage_idx, cfg.stage_of_job(&ub.pipeline, &ub.job)) {
+                        (Some(me), Some(up)) => cfg.stages[me].after.contains(&up),
+                        _ => false,
+                    }
+                })
+                .copied()
+                .collect();
+            // Whoever put a version defines what it carries; "taken upstream" is only for
+            // versions no watched build put (e.g. a chart commit merged by a bot).
+            let src: Vec<BuildId> = match produced.get(&key) {
+                Some(p) => p.clone(),
+                None => upstream,
+            };
+            for id in &src {
                 if let Some(c) = carries.get(id) {
                     let c = c.clone();
                     merge_carry(&mut carry, &c, Method::Exact);
@@ -864,13 +892,13 @@ fn compute_carries(facts: &Facts, cfg: &CoreConfig, pos: &HashMap<&str, usize>) 
         }
         // A failed build's outputs were never put; only successful builds produce.
         for out in &b.outputs {
-            produced.entry(version_key(&out.version)).or_default().push(b.id);
+            produced.entry(version_key(&b.pipeline, &out.resource, &out.version)).or_default().push(b.id);
             for (k, v) in &out.version {
                 by_output.entry((out.step.as_str(), k.as_str())).or_default().push((v.as_str(), b.id));
             }
         }
         for inp in &b.inputs {
-            taken.entry(version_key(&inp.version)).or_default().push(b.id);
+            taken.entry(version_key(&b.pipeline, &inp.resource, &inp.version)).or_default().push(b.id);
         }
         carries.insert(b.id, carry);
     }

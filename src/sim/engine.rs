@@ -441,7 +441,11 @@ impl World {
         let head_sha = r.head(&pr.head_ref).cloned();
         // GitHub's default squash message: a single-commit PR keeps that commit's message (title
         // suffixed with the PR number); otherwise the PR title.
-        let single = head_sha.as_ref().and_then(|h| r.commits.get(h)).filter(|c| c.parent.as_ref() == r.head(&base));
+        // A branch list starts at its fork point, so two entries mean one commit in the PR.
+        let single = head_sha
+            .as_ref()
+            .filter(|_| r.branches.get(&pr.head_ref).is_some_and(|b| b.len() == 2))
+            .and_then(|h| r.commits.get(h));
         let msg = message.unwrap_or_else(|| match single {
             Some(c) => {
                 let mut lines = c.message.splitn(2, '\n');

@@ -113,7 +113,10 @@ pub enum ConcourseAuth {
     None,
     Bearer(Secret),
     /// A local user (viewer role), password grant, re-login before expiry and on 401.
-    Password { username: String, password: Secret },
+    Password {
+        username: String,
+        password: Secret,
+    },
 }
 
 /// A pipeline and the jobs of it to follow.

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod core_truth;
 mod pathspec;
 mod sim_concourse;
 mod sim_engine;

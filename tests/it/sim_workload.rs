@@ -460,7 +460,8 @@ fn lana_file_table_categories_trigger_what_they_claim() {
             assert!(!files.is_empty() && files.len() <= 20, "{category}: {files:?}");
             let [r, a, p, d] = [&repo, &admin, &portal, &dagster].map(|f| f.matches_commit(&files));
             let ok = match category.as_str() {
-                "backend" => r && !d,
+                // Backend commits may also touch dagster/ (dagster-src fires for 5.9 %, dagster-only is 3 %).
+                "backend" => r,
                 "backend_flake" | "mixed_flake" => r && a && p,
                 "mixed" => r && files.iter().any(|f| f.starts_with("apps/")),
                 "frontend" => !r && !d,
