@@ -257,26 +257,28 @@ impl Facts {
     }
 }
 
-fn merge_build(old: &BuildFact, new: BuildFact) -> BuildFact {
-    let newer =
-        new.status.rank() > old.status.rank() || (new.status.rank() == old.status.rank() && new.status.is_finished());
-    let mut m = if newer { new.clone() } else { old.clone() };
-    // Fields only fill in.
-    m.start = old.start.or(new.start);
-    m.end = if newer { new.end.or(old.end) } else { old.end.or(new.end) };
-    if !old.resources_known && new.resources_known {
-        m.inputs = new.inputs.clone();
-        m.outputs = new.outputs.clone();
-        m.resources_known = true;
-    } else if old.resources_known {
-        m.inputs = old.inputs.clone();
-        m.outputs = old.outputs.clone();
-        m.resources_known = true;
-        // Messages learned later complete the inputs.
-        for (i, ni) in m.inputs.iter_mut().zip(new.inputs.iter()) {
-            if i.message.is_none() && i.step == ni.step && i.version == ni.version {
-                i.message = ni.message.clone();
-            }
+/// Merge two sightings of one build. Commutative and idempotent: the more advanced sighting
+/// wins (status, then resources known, then more outputs/inputs), and gaps are filled from the
+/// other, so arrival order never matters.
+fn merge_build(a: &BuildFact, b: BuildFact) -> BuildFact {
+    let key =
+        |x: &BuildFact| (x.status.rank(), x.resources_known, x.outputs.len(), x.inputs.len(), x.status, x.end, x.start);
+    let (mut m, other) = if key(&b) > key(a) { (b, a.clone()) } else { (a.clone(), b) };
+    m.start = m.start.or(other.start);
+    if m.status.is_finished() {
+        m.end = m.end.or(other.end);
+    }
+    if m.rerun_of.is_none() {
+        m.rerun_of = other.rerun_of;
+    }
+    // Messages learned by another sighting complete the inputs.
+    for i in m.inputs.iter_mut() {
+        if i.message.is_none() {
+            i.message = other
+                .inputs
+                .iter()
+                .find(|o| o.step == i.step && o.version == i.version)
+                .and_then(|o| o.message.clone());
         }
     }
     m
@@ -693,7 +695,8 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         let Some(si) = cfg.stage_of_job(&b.pipeline, &b.job) else { continue };
         match attributed.get(&b.id) {
             Some(m) => *quality.attributions.entry(*m).or_insert(0) += 1,
-            None if b.status.is_finished() && b.resources_known => {
+            // Re-delivering already delivered commits is not a gap; having no lineage at all is.
+            None if b.status.is_finished() && b.resources_known && carries.get(&b.id).is_none_or(|c| c.is_empty()) => {
                 *quality.gaps.entry(cfg.stages[si].name.clone()).or_insert(0) += 1
             }
             None => {}
