@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod core;
+pub mod http;
 pub mod sim;
 pub mod sources;
 pub mod store;

@@ -508,7 +508,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         }
         let passive = cl.change_type.is_passive();
         let mut stages: Vec<StageJourney> = Vec::with_capacity(cfg.stages.len());
-        for (si, st) in cfg.stages.iter().enumerate() {
+        for st in cfg.stages.iter() {
             let expected: Vec<&JobDef> = st
                 .jobs
                 .iter()

@@ -1,0 +1,233 @@
+//! The HTTP surface: health, readiness and the JSON API over the latest derived journeys.
+//! Handlers read a snapshot; none of them calls a CI API.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::core::journey::{Attempt, Derived, Journey, StageJourney};
+
+/// What the poll loop publishes after each cycle.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub derived: Derived,
+    /// Wall-clock time of the derivation.
+    pub now: i64,
+    /// Environment names, in stage order.
+    pub environments: Vec<String>,
+    /// GitHub `owner/name`, for commit links.
+    pub repository: String,
+}
+
+/// Shared between the poll loop and the handlers.
+#[derive(Default)]
+pub struct Shared {
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Every source has answered once.
+    ready: AtomicBool,
+}
+
+impl Shared {
+    pub fn publish(&self, s: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    }
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+pub fn routes(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/journeys", get(list))
+        .route("/api/v1/journeys/{sha}", get(one))
+        .with_state(shared)
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    if s.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for every source to answer once\n").into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Response {
+    let snap = s.snapshot();
+    let filter: fn(&Journey) -> bool = match q.state.as_deref() {
+        None | Some("all") => |_| true,
+        Some("in_flight") => |j| !j.ended,
+        Some("finished") => |j| j.ended,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": format!("state must be in_flight, finished or all, not {other:?}")})))
+                .into_response();
+        }
+    };
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    // Newest first.
+    let items: Vec<JourneyJson> =
+        snap.derived.journeys.iter().rev().filter(|j| filter(j)).take(limit).map(|j| JourneyJson::from(j, &snap)).collect();
+    Json(serde_json::json!({ "now": snap.now, "journeys": items })).into_response()
+}
+
+async fn one(State(s): State<Arc<Shared>>, Path(sha): Path<String>) -> Response {
+    let snap = s.snapshot();
+    match find(&snap.derived, &sha) {
+        Ok(j) => Json(JourneyJson::from(j, &snap)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A full sha or a unique prefix of at least 4 hex digits.
+pub fn find<'a>(d: &'a Derived, sha: &str) -> Result<&'a Journey, (StatusCode, Json<serde_json::Value>)> {
+    let err = |code, msg: String| (code, Json(serde_json::json!({ "error": msg })));
+    if sha.len() < 4 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err(StatusCode::BAD_REQUEST, format!("{sha:?} is not a commit sha or a prefix of at least 4 hex digits")));
+    }
+    let sha = sha.to_ascii_lowercase();
+    let hits: Vec<&Journey> = d.journeys.iter().filter(|j| j.sha.starts_with(&sha)).collect();
+    match hits.len() {
+        0 => Err(err(StatusCode::NOT_FOUND, format!("no commit {sha} on the tracked branch"))),
+        1 => Ok(hits[0]),
+        n => Err(err(StatusCode::CONFLICT, format!("{sha} is ambiguous: {n} commits start with it"))),
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JourneyJson {
+    pub sha: String,
+    pub short_sha: String,
+    pub subject: String,
+    pub author: String,
+    pub commit_url: String,
+    pub commit_time: i64,
+    pub change_type: String,
+    pub resources: Vec<String>,
+    pub outcome: String,
+    pub ended: bool,
+    pub failed_stage: Option<String>,
+    pub carried_on: bool,
+    pub carried_by: Option<String>,
+    pub not_picked_up: bool,
+    pub vanished: bool,
+    /// Environment → deployment end time.
+    pub deployed_at: std::collections::BTreeMap<String, i64>,
+    /// Environment → seconds from commit time to the end of that deployment.
+    pub lead_time_seconds: std::collections::BTreeMap<String, i64>,
+    pub trace_id: String,
+    pub stages: Vec<StageJson>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StageJson {
+    pub name: String,
+    pub state: String,
+    pub ready_at: Option<i64>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub wait_seconds: Option<i64>,
+    pub duration_seconds: Option<i64>,
+    /// How the stage's builds were tied to the commit: exact, bridge or inferred.
+    pub attribution: Option<String>,
+    pub expected_jobs: Vec<String>,
+    pub attempts: Vec<AttemptJson>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AttemptJson {
+    pub build_id: i64,
+    pub pipeline: String,
+    pub job: String,
+    pub name: String,
+    pub status: String,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub url: String,
+    pub rerun_of: Option<i64>,
+    pub attribution: String,
+    /// The build was for this commit itself, not a later one that carried it along.
+    pub own: bool,
+    pub head: Option<String>,
+}
+
+impl JourneyJson {
+    pub fn from(j: &Journey, snap: &Snapshot) -> JourneyJson {
+        JourneyJson {
+            sha: j.sha.clone(),
+            short_sha: j.short().to_string(),
+            subject: j.subject.clone(),
+            author: j.author.clone(),
+            commit_url: format!("https://github.com/{}/commit/{}", snap.repository, j.sha),
+            commit_time: j.commit_time,
+            change_type: j.classification.change_type.as_str().into(),
+            resources: j.classification.resources.clone(),
+            outcome: j.outcome.as_str().into(),
+            ended: j.ended,
+            failed_stage: j.failed_stage.clone(),
+            carried_on: j.carried_on,
+            carried_by: j.carried_by.clone(),
+            not_picked_up: j.not_picked_up,
+            vanished: j.vanished,
+            deployed_at: j.deployed_at.clone(),
+            lead_time_seconds: snap.environments.iter().filter_map(|e| j.lead_time(e).map(|l| (e.clone(), l))).collect(),
+            trace_id: trace_id(&j.sha),
+            stages: j.stages.iter().map(stage_json).collect(),
+        }
+    }
+}
+
+fn stage_json(s: &StageJourney) -> StageJson {
+    StageJson {
+        name: s.name.clone(),
+        state: s.state.as_str().into(),
+        ready_at: s.ready_at,
+        start: s.start,
+        end: s.end,
+        wait_seconds: s.wait(),
+        duration_seconds: s.duration(),
+        attribution: s.method().map(|m| m.as_str().into()),
+        expected_jobs: s.expected_jobs.clone(),
+        attempts: s.attempts.iter().map(attempt_json).collect(),
+    }
+}
+
+fn attempt_json(a: &Attempt) -> AttemptJson {
+    AttemptJson {
+        build_id: a.build_id,
+        pipeline: a.pipeline.clone(),
+        job: a.job.clone(),
+        name: a.name.clone(),
+        status: a.status.as_str().into(),
+        start: a.start,
+        end: a.end,
+        url: a.url.clone(),
+        rerun_of: a.rerun_of,
+        attribution: a.method.as_str().into(),
+        own: a.own,
+        head: a.head.clone(),
+    }
+}
+
+/// The journey's trace id: the first 32 hex digits of the commit sha.
+pub fn trace_id(sha: &str) -> String {
+    sha.chars().take(32).collect()
+}
