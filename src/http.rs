@@ -78,14 +78,24 @@ async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Respo
         Some("in_flight") => |j| !j.ended,
         Some("finished") => |j| j.ended,
         Some(other) => {
-            return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": format!("state must be in_flight, finished or all, not {other:?}")})))
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": format!("state must be in_flight, finished or all, not {other:?}")})),
+            )
                 .into_response();
         }
     };
     let limit = q.limit.unwrap_or(100).min(10_000);
     // Newest first.
-    let items: Vec<JourneyJson> =
-        snap.derived.journeys.iter().rev().filter(|j| filter(j)).take(limit).map(|j| JourneyJson::from(j, &snap)).collect();
+    let items: Vec<JourneyJson> = snap
+        .derived
+        .journeys
+        .iter()
+        .rev()
+        .filter(|j| filter(j))
+        .take(limit)
+        .map(|j| JourneyJson::from(j, &snap))
+        .collect();
     Json(serde_json::json!({ "now": snap.now, "journeys": items })).into_response()
 }
 
@@ -101,7 +111,10 @@ async fn one(State(s): State<Arc<Shared>>, Path(sha): Path<String>) -> Response 
 pub fn find<'a>(d: &'a Derived, sha: &str) -> Result<&'a Journey, (StatusCode, Json<serde_json::Value>)> {
     let err = |code, msg: String| (code, Json(serde_json::json!({ "error": msg })));
     if sha.len() < 4 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(err(StatusCode::BAD_REQUEST, format!("{sha:?} is not a commit sha or a prefix of at least 4 hex digits")));
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("{sha:?} is not a commit sha or a prefix of at least 4 hex digits"),
+        ));
     }
     let sha = sha.to_ascii_lowercase();
     let hits: Vec<&Journey> = d.journeys.iter().filter(|j| j.sha.starts_with(&sha)).collect();
@@ -188,7 +201,11 @@ impl JourneyJson {
             not_picked_up: j.not_picked_up,
             vanished: j.vanished,
             deployed_at: j.deployed_at.clone(),
-            lead_time_seconds: snap.environments.iter().filter_map(|e| j.lead_time(e).map(|l| (e.clone(), l))).collect(),
+            lead_time_seconds: snap
+                .environments
+                .iter()
+                .filter_map(|e| j.lead_time(e).map(|l| (e.clone(), l)))
+                .collect(),
             trace_id: trace_id(&j.sha),
             stages: j.stages.iter().map(stage_json).collect(),
         }

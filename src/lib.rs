@@ -6,6 +6,7 @@
 //! restarts. `sim` is a model of Concourse and GitHub that serves their real HTTP APIs for tests,
 //! the demo and benchmarks. See ARCHITECTURE.md.
 
+pub mod app;
 pub mod config;
 pub mod core;
 pub mod http;

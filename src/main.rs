@@ -3,6 +3,9 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -27,6 +30,36 @@ struct Cli {
 enum Command {
     /// Run the simulated Concourse + GitHub alone, serving their real HTTP APIs.
     Simulate(SimulateArgs),
+    /// Follow every commit: poll the CI APIs, serve /healthz, /readyz and the JSON API.
+    Serve(ServeArgs),
+    /// Validate a configuration file; with credentials, compare it with the live pipelines.
+    CheckConfig(CheckConfigArgs),
+    /// Read JSON lines {"sha","message","files"} on stdin; write which resources fire and the change type.
+    Classify(ClassifyArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Overrides the config's `listen`.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(clap::Args)]
+struct CheckConfigArgs {
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Do not contact Concourse to compare resources and jobs with the pipeline configs.
+    #[arg(long)]
+    offline: bool,
+}
+
+#[derive(clap::Args)]
+struct ClassifyArgs {
+    #[arg(long, short)]
+    config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -71,11 +104,14 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Simulate(a) => simulate(a).await,
+            Command::Simulate(a) => simulate(a).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(a) => serve(a).await.map(|()| ExitCode::SUCCESS),
+            Command::CheckConfig(a) => check_config(a).await,
+            Command::Classify(a) => classify(a).map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
@@ -162,4 +198,90 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Exit code for a configuration that does not validate.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn load_config(path: &std::path::Path) -> Result<deploy_journey::config::Config, ExitCode> {
+    deploy_journey::config::load(path, &env_lookup).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let cfg = match load_config(&a.config) {
+        Ok(c) => c,
+        Err(_) => anyhow::bail!("invalid configuration {}", a.config.display()),
+    };
+    let listen = a.listen.unwrap_or(cfg.listen);
+    deploy_journey::app::serve(cfg, listen, shutdown_signal(), None).await.context("serve")?;
+    Ok(())
+}
+
+async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match load_config(&a.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    println!("{}", deploy_journey::config::summary(&cfg));
+    if a.offline {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The file wins; differences from the live pipeline configs are shown, not fatal.
+    let telemetry = std::sync::Arc::new(deploy_journey::sources::telemetry::SourceTelemetry::new());
+    let mut cc = deploy_journey::sources::concourse::ConcourseSource::new(cfg.concourse(), telemetry).context("concourse client")?;
+    for p in cfg.pipelines() {
+        match cc.pipeline_config(&p).await {
+            Ok(answer) => {
+                let mut diffs = deploy_journey::config::resource_differences(&cfg, &p, &answer);
+                diffs.extend(deploy_journey::config::job_differences(&cfg, &p, &answer));
+                if diffs.is_empty() {
+                    println!("pipeline {p}: matches the live configuration");
+                } else {
+                    println!("pipeline {p}: differs from the live configuration (the file wins):");
+                    for d in diffs {
+                        println!("  - {d}");
+                    }
+                }
+            }
+            Err(e) => println!("pipeline {p}: live configuration not compared ({e})"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn classify(a: ClassifyArgs) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct In {
+        sha: Option<String>,
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        files: Vec<String>,
+    }
+    let cfg = match load_config(&a.config) {
+        Ok(c) => c,
+        Err(_) => anyhow::bail!("invalid configuration {}", a.config.display()),
+    };
+    let core = cfg.core();
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let input: In = serde_json::from_str(&line).with_context(|| format!("stdin line {}: not a JSON object {{\"sha\",\"message\",\"files\"}}", n + 1))?;
+        let c = core.classifier.classify(&input.message, &input.files);
+        let v = serde_json::json!({"sha": input.sha, "resources": c.resources, "change_type": c.change_type.as_str()});
+        writeln!(out, "{v}").context("writing stdout")?;
+    }
+    out.flush().context("writing stdout")?;
+    Ok(())
 }

@@ -1,1 +1,1124 @@
-//! (in progress)
+//! The SQLite store: what the core needs to survive restarts.
+//!
+//! One file, one [`Connection`], synchronous API (the app calls it from a blocking thread).
+//! It keeps the core's [`Facts`] (commits, builds, vanished commits), the sources' cursors
+//! (`kv`: GitHub ETag and head, per-job max build id, ...), what has been reported downstream
+//! (`marks`: counted into a metric, span exported — so nothing is reported twice after a restart)
+//! and, for sinks that want them, persisted counter values (`counters`).
+//!
+//! # Merge semantics
+//! [`Store::apply`] merges facts exactly as [`Facts::apply`] does — it does so by *using*
+//! [`Facts::apply`]: in one transaction it reads the stored rows the facts touch into a `Facts`,
+//! applies the facts in order, and writes back the rows that changed. So a build's status never
+//! moves backwards, a finished fact wins, inputs/outputs only fill in and the earliest
+//! `first_seen` / vanish time wins, with no second implementation to drift from the core.
+//!
+//! # Durability
+//! The file is in WAL mode with `synchronous=NORMAL`. A transaction that returned `Ok` is in the
+//! WAL, which the operating system holds even if the process is killed (`kill -9`, OOM killer,
+//! panic=abort): after a process crash every committed transaction is there and the file is
+//! consistent (tested by killing a writer with SIGKILL). WAL frames are fsynced only at
+//! checkpoints, so a *power loss* or kernel crash may lose the last transactions (never corrupt
+//! the file); the exporter re-reads them from the GitHub and Concourse APIs on restart, because the
+//! cursors in `kv` are lost together with the facts they covered.
+//!
+//! # Schema
+//! Versioned by `PRAGMA user_version`; [`MIGRATIONS`]`[i]` takes a file from version `i` to
+//! `i + 1`, each in its own transaction. To add version 2, append a migration. A file written by a
+//! newer version is refused ([`StoreError::TooNew`]); a file of another application (its
+//! `application_id`) is refused ([`StoreError::NotOurs`]).
+//!
+//! ```text
+//! commits(sha PK, parent, author, author_date, committer_date, message, files_json, first_seen)
+//! builds(id PK, pipeline, job, name, status, start_time, end_time, rerun_of, url,
+//!        inputs_json, outputs_json, resources_known, updated_at)
+//! vanished(sha PK, at)
+//! kv(key PK, value)
+//! marks(kind, key, at, PK(kind, key))
+//! counters(name, labels, value, PK(name, labels))
+//! ```
+//! Times are Unix seconds. `files_json` is a JSON array of paths; `inputs_json`/`outputs_json`
+//! are JSON arrays of `{"step", "resource", "version": {..}, "message"?}`. `updated_at` is the wall-clock time
+//! the row was last written (diagnostics only; nothing reads it).
+//!
+//! # Marks and retention
+//! A mark key *belongs* to a commit when it is the sha or starts with `"<sha>/"`, and to a build
+//! when it is the decimal id or starts with `"<id>/"` (e.g. `"<sha>/<stage>"`). [`Store::prune`]
+//! deletes the marks of what it prunes, so use that convention for per-commit and per-build marks.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::core::journey::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, VersionFact};
+
+/// `PRAGMA application_id` of a deploy-journey store ("DJS1").
+pub const APPLICATION_ID: i32 = 0x444a_5331;
+
+/// How long a statement waits for another connection's lock before failing with "busy".
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema migrations: `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`.
+/// Append only; never edit a released migration.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const MIGRATION_1: &str = "
+CREATE TABLE commits (
+    sha            TEXT    NOT NULL PRIMARY KEY,
+    parent         TEXT,
+    author         TEXT    NOT NULL,
+    author_date    INTEGER NOT NULL,
+    committer_date INTEGER NOT NULL,
+    message        TEXT    NOT NULL,
+    files_json     TEXT    NOT NULL,
+    first_seen     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX commits_committer_date ON commits (committer_date);
+
+CREATE TABLE builds (
+    id              INTEGER NOT NULL PRIMARY KEY,
+    pipeline        TEXT    NOT NULL,
+    job             TEXT    NOT NULL,
+    name            TEXT    NOT NULL,
+    status          TEXT    NOT NULL
+        CHECK (status IN ('pending', 'started', 'succeeded', 'failed', 'errored', 'aborted')),
+    start_time      INTEGER,
+    end_time        INTEGER,
+    rerun_of        INTEGER,
+    url             TEXT    NOT NULL,
+    inputs_json     TEXT    NOT NULL,
+    outputs_json    TEXT    NOT NULL,
+    resources_known INTEGER NOT NULL CHECK (resources_known IN (0, 1)),
+    updated_at      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX builds_end_time ON builds (end_time);
+CREATE INDEX builds_job ON builds (pipeline, job, id);
+
+CREATE TABLE vanished (
+    sha TEXT    NOT NULL PRIMARY KEY,
+    at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE kv (
+    key   TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE marks (
+    kind TEXT    NOT NULL,
+    key  TEXT    NOT NULL,
+    at   INTEGER NOT NULL,
+    PRIMARY KEY (kind, key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX marks_key ON marks (key);
+
+CREATE TABLE counters (
+    name   TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value  REAL NOT NULL,
+    PRIMARY KEY (name, labels)
+) STRICT, WITHOUT ROWID;
+";
+
+// ------------------------------------------------------------------ errors
+
+/// What went wrong, with the operation and the file (`:memory:` for an in-memory store).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {op}: {source}")]
+    Sqlite {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "store {path}: {op}: the file is corrupted or not an SQLite database ({source}); move it away to start afresh"
+    )]
+    Corrupt {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store {path}: table {table}, key {key}: column {column} cannot be decoded: {detail}")]
+    Decode { path: String, table: &'static str, key: String, column: &'static str, detail: String },
+    #[error("store {path}: {op}: cannot encode {what} as JSON: {source}")]
+    Encode {
+        op: &'static str,
+        path: String,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "store {path}: schema version {found} is newer than this build supports ({supported}); refusing to open it"
+    )]
+    TooNew { path: String, found: i64, supported: i64 },
+    #[error("store {path}: not a deploy-journey store (application_id {found:#x}); refusing to use it")]
+    NotOurs { path: String, found: i32 },
+    #[error(
+        "store {path}: cannot switch to WAL journal mode (the journal mode is {mode}); is it on a network filesystem?"
+    )]
+    NoWal { path: String, mode: String },
+}
+
+fn sql_err(path: &str, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| {
+        let corrupt = matches!(
+            &source,
+            rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+        );
+        let path = path.to_string();
+        if corrupt { StoreError::Corrupt { op, path, source } } else { StoreError::Sqlite { op, path, source } }
+    }
+}
+
+fn decode_err(path: &str, table: &'static str, key: &str, column: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Decode { path: path.to_string(), table, key: key.to_string(), column, detail: detail.to_string() }
+}
+
+// ------------------------------------------------------------------ public types
+
+/// A persisted counter value (see [`Store::mark_and_count`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Counter {
+    pub name: String,
+    /// Canonical label set, e.g. from [`labels_key`].
+    pub labels: String,
+    pub value: f64,
+}
+
+/// A canonical text form of a label set for the `counters` table: a JSON object, keys sorted.
+pub fn labels_key(labels: &[(&str, &str)]) -> String {
+    let m: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    serde_json::to_string(&m).unwrap_or_default()
+}
+
+/// What [`Store::prune`] asks its `keep` callback about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneItem<'a> {
+    Commit(&'a str),
+    Build(BuildId),
+}
+
+/// Rows deleted by [`Store::prune`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub commits: u64,
+    pub builds: u64,
+    pub vanished: u64,
+    pub marks: u64,
+}
+
+/// Row counts and file sizes, for a debug endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    pub path: String,
+    pub schema_version: i64,
+    pub commits: u64,
+    pub builds: u64,
+    pub unfinished_builds: u64,
+    pub vanished: u64,
+    pub kv: u64,
+    pub marks: u64,
+    pub marks_by_kind: BTreeMap<String, u64>,
+    pub counters: u64,
+    /// The database file (pages in use for an in-memory store).
+    pub db_bytes: u64,
+    /// The write-ahead log (0 when absent or in memory).
+    pub wal_bytes: u64,
+}
+
+// ------------------------------------------------------------------ store
+
+/// The SQLite store. `Send`, not `Sync`: share it behind a `Mutex`.
+pub struct Store {
+    conn: Connection,
+    /// For errors and stats: the file path, or `:memory:`.
+    path: String,
+    /// `None` in memory.
+    file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+const COMMIT_COLS: &str = "sha, parent, author, author_date, committer_date, message, files_json, first_seen";
+const BUILD_COLS: &str =
+    "id, pipeline, job, name, status, start_time, end_time, rerun_of, url, inputs_json, outputs_json, resources_known";
+
+impl Store {
+    /// Open (creating if needed) the store at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let p = path.display().to_string();
+        let conn = Connection::open(path).map_err(sql_err(&p, "open"))?;
+        Store::init(conn, p, Some(path.to_path_buf()))
+    }
+
+    /// A fresh store that lives in memory (tests).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let p = ":memory:".to_string();
+        let conn = Connection::open_in_memory().map_err(sql_err(&p, "open"))?;
+        Store::init(conn, p, None)
+    }
+
+    fn init(mut conn: Connection, path: String, file: Option<std::path::PathBuf>) -> Result<Store, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err(&path, "set busy_timeout"))?;
+        // The first statement that reads the file: a file that is not a database fails here.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(sql_err(&path, "set journal_mode=WAL"))?;
+        if file.is_some() && !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NoWal { path, mode });
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err(&path, "set synchronous=NORMAL"))?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(sql_err(&path, "set foreign_keys=ON"))?;
+        migrate(&mut conn, &path)?;
+        Ok(Store { conn, path, file })
+    }
+
+    /// The file path, or `:memory:`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql_err(&self.path, "read user_version"))
+    }
+
+    // -------------------------------------------------------------- facts
+
+    /// Merge facts, in order, in one transaction, with the semantics of [`Facts::apply`].
+    pub fn apply(&mut self, facts: &[Fact]) -> Result<(), StoreError> {
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.as_str();
+        let op = "apply facts";
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(path, op))?;
+        // The stored rows these facts touch (`before`), merged with the facts (`cur`). What changed
+        // is decided by comparing the two, not by `Facts::apply`'s return value.
+        let mut before = Facts::default();
+        let mut touched_commits: BTreeSet<&str> = BTreeSet::new();
+        let mut touched_builds: BTreeSet<BuildId> = BTreeSet::new();
+        let mut touched_vanished: BTreeSet<&str> = BTreeSet::new();
+        {
+            let mut get_commit =
+                tx.prepare(&format!("SELECT {COMMIT_COLS} FROM commits WHERE sha = ?1")).map_err(sql_err(path, op))?;
+            let mut get_build =
+                tx.prepare(&format!("SELECT {BUILD_COLS} FROM builds WHERE id = ?1")).map_err(sql_err(path, op))?;
+            let mut get_vanished = tx.prepare("SELECT at FROM vanished WHERE sha = ?1").map_err(sql_err(path, op))?;
+            for f in facts {
+                match f {
+                    Fact::Commit(c) => {
+                        if touched_commits.insert(&c.sha) {
+                            let mut rows = get_commit.query([&c.sha]).map_err(sql_err(path, op))?;
+                            if let Some(row) = rows.next().map_err(sql_err(path, op))? {
+                                before.commits.insert(c.sha.clone(), read_commit(path, row)?);
+                            }
+                        }
+                    }
+                    Fact::Build(b) => {
+                        if touched_builds.insert(b.id) {
+                            let mut rows = get_build.query([b.id]).map_err(sql_err(path, op))?;
+                            if let Some(row) = rows.next().map_err(sql_err(path, op))? {
+                                before.builds.insert(b.id, read_build(path, row)?);
+                            }
+                        }
+                    }
+                    Fact::Vanished { sha, .. } => {
+                        if touched_vanished.insert(sha) {
+                            let at: Option<i64> =
+                                get_vanished.query_row([sha], |r| r.get(0)).optional().map_err(sql_err(path, op))?;
+                            if let Some(at) = at {
+                                before.vanished.insert(sha.clone(), at);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut cur = before.clone();
+        for f in facts {
+            cur.apply(f.clone());
+        }
+        let dirty_commits: Vec<&str> =
+            touched_commits.into_iter().filter(|k| cur.commits.get(*k) != before.commits.get(*k)).collect();
+        let dirty_builds: Vec<BuildId> =
+            touched_builds.into_iter().filter(|k| cur.builds.get(k) != before.builds.get(k)).collect();
+        let dirty_vanished: Vec<&str> =
+            touched_vanished.into_iter().filter(|k| cur.vanished.get(*k) != before.vanished.get(*k)).collect();
+        {
+            let mut put_commit = tx
+                .prepare(&format!(
+                    "INSERT OR REPLACE INTO commits ({COMMIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ))
+                .map_err(sql_err(path, op))?;
+            for sha in dirty_commits {
+                let c = &cur.commits[sha];
+                let files = to_json(path, op, || format!("the files of commit {sha}"), &c.files)?;
+                put_commit
+                    .execute(params![
+                        c.sha,
+                        c.parent,
+                        c.author,
+                        c.author_date,
+                        c.committer_date,
+                        c.message,
+                        files,
+                        c.first_seen
+                    ])
+                    .map_err(sql_err(path, op))?;
+            }
+            let mut put_build = tx
+                .prepare(&format!(
+                    "INSERT OR REPLACE INTO builds ({BUILD_COLS}, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, unixepoch())"
+                ))
+                .map_err(sql_err(path, op))?;
+            for id in dirty_builds {
+                let b = &cur.builds[&id];
+                let inputs = to_json(path, op, || format!("the inputs of build {id}"), &versions_json(&b.inputs))?;
+                let outputs = to_json(path, op, || format!("the outputs of build {id}"), &versions_json(&b.outputs))?;
+                put_build
+                    .execute(params![
+                        b.id,
+                        b.pipeline,
+                        b.job,
+                        b.name,
+                        b.status.as_str(),
+                        b.start,
+                        b.end,
+                        b.rerun_of,
+                        b.url,
+                        inputs,
+                        outputs,
+                        b.resources_known
+                    ])
+                    .map_err(sql_err(path, op))?;
+            }
+            let mut put_vanished =
+                tx.prepare("INSERT OR REPLACE INTO vanished (sha, at) VALUES (?1, ?2)").map_err(sql_err(path, op))?;
+            for sha in dirty_vanished {
+                put_vanished.execute(params![sha, cur.vanished[sha]]).map_err(sql_err(path, op))?;
+            }
+        }
+        tx.commit().map_err(sql_err(path, "commit applied facts"))
+    }
+
+    /// Every stored fact, merged, as the core keeps them.
+    pub fn load(&self) -> Result<Facts, StoreError> {
+        let path = self.path.as_str();
+        let op = "load facts";
+        // One read transaction: a consistent snapshot even if another process writes.
+        let tx = self.conn.unchecked_transaction().map_err(sql_err(path, op))?;
+        let mut facts = Facts::default();
+        {
+            let mut st = tx.prepare(&format!("SELECT {COMMIT_COLS} FROM commits")).map_err(sql_err(path, op))?;
+            let mut rows = st.query([]).map_err(sql_err(path, op))?;
+            while let Some(row) = rows.next().map_err(sql_err(path, op))? {
+                let c = read_commit(path, row)?;
+                facts.commits.insert(c.sha.clone(), c);
+            }
+            let mut st = tx.prepare(&format!("SELECT {BUILD_COLS} FROM builds")).map_err(sql_err(path, op))?;
+            let mut rows = st.query([]).map_err(sql_err(path, op))?;
+            while let Some(row) = rows.next().map_err(sql_err(path, op))? {
+                let b = read_build(path, row)?;
+                facts.builds.insert(b.id, b);
+            }
+            let mut st = tx.prepare("SELECT sha, at FROM vanished").map_err(sql_err(path, op))?;
+            let mut rows = st.query([]).map_err(sql_err(path, op))?;
+            while let Some(row) = rows.next().map_err(sql_err(path, op))? {
+                let sha: String = row.get(0).map_err(|e| decode_err(path, "vanished", "?", "sha", e))?;
+                let at: i64 = row.get(1).map_err(|e| decode_err(path, "vanished", &sha, "at", e))?;
+                facts.vanished.insert(sha, at);
+            }
+        }
+        tx.finish().map_err(sql_err(path, op))?;
+        Ok(facts)
+    }
+
+    // -------------------------------------------------------------- kv
+
+    /// A cursor or other small value.
+    pub fn get_kv(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare("SELECT value FROM kv WHERE key = ?1")
+            .and_then(|mut st| st.query_row([key], |r| r.get(0)).optional())
+            .map_err(sql_err(&self.path, "read kv"))
+    }
+
+    /// Every `(key, value)` whose key starts with `prefix`, by key (e.g. all per-job cursors).
+    pub fn kv_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let op = "read kv";
+        let mut st = self
+            .conn
+            .prepare("SELECT key, value FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")
+            .map_err(sql_err(&self.path, op))?;
+        let rows = st.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err(&self.path, op))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(&self.path, op))
+    }
+
+    pub fn set_kv(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.set_kv_many(&[(key, value)])
+    }
+
+    /// Several values in one transaction (e.g. a GitHub ETag together with the head it names).
+    pub fn set_kv_many(&mut self, pairs: &[(&str, &str)]) -> Result<(), StoreError> {
+        let path = self.path.as_str();
+        let op = "write kv";
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(path, op))?;
+        {
+            let mut st =
+                tx.prepare("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)").map_err(sql_err(path, op))?;
+            for (k, v) in pairs {
+                st.execute([k, v]).map_err(sql_err(path, op))?;
+            }
+        }
+        tx.commit().map_err(sql_err(path, op))
+    }
+
+    pub fn delete_kv(&mut self, key: &str) -> Result<bool, StoreError> {
+        let n = self.conn.execute("DELETE FROM kv WHERE key = ?1", [key]).map_err(sql_err(&self.path, "delete kv"))?;
+        Ok(n > 0)
+    }
+
+    // -------------------------------------------------------------- marks
+
+    /// Mark `keys` of `kind` as reported at `at`, in one transaction; returns the keys that were
+    /// not marked before (each once, in the given order).
+    pub fn mark(&mut self, kind: &str, keys: &[String], at: i64) -> Result<Vec<String>, StoreError> {
+        self.mark_and_count(kind, keys, at, |_| Vec::new())
+    }
+
+    /// [`Store::mark`], and in the same transaction add `deltas(newly marked)` to the persisted
+    /// counters: a counter is incremented exactly once per key, across crashes and restarts.
+    pub fn mark_and_count(
+        &mut self,
+        kind: &str,
+        keys: &[String],
+        at: i64,
+        deltas: impl FnOnce(&[String]) -> Vec<Counter>,
+    ) -> Result<Vec<String>, StoreError> {
+        let path = self.path.as_str();
+        let op = "mark";
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(path, op))?;
+        let mut newly = Vec::new();
+        {
+            let mut st = tx
+                .prepare("INSERT INTO marks (kind, key, at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+                .map_err(sql_err(path, op))?;
+            for k in keys {
+                if st.execute(params![kind, k, at]).map_err(sql_err(path, op))? > 0 {
+                    newly.push(k.clone());
+                }
+            }
+            let deltas = deltas(&newly);
+            add_counters(&tx, path, &deltas)?;
+        }
+        tx.commit().map_err(sql_err(path, op))?;
+        Ok(newly)
+    }
+
+    pub fn is_marked(&self, kind: &str, key: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare("SELECT 1 FROM marks WHERE kind = ?1 AND key = ?2")
+            .and_then(|mut st| st.exists([kind, key]))
+            .map_err(sql_err(&self.path, "read marks"))
+    }
+
+    /// Every key marked with `kind`.
+    pub fn marks(&self, kind: &str) -> Result<HashSet<String>, StoreError> {
+        let op = "read marks";
+        let mut st = self.conn.prepare("SELECT key FROM marks WHERE kind = ?1").map_err(sql_err(&self.path, op))?;
+        let rows = st.query_map([kind], |r| r.get(0)).map_err(sql_err(&self.path, op))?;
+        rows.collect::<Result<HashSet<_>, _>>().map_err(sql_err(&self.path, op))
+    }
+
+    // -------------------------------------------------------------- counters
+
+    /// Add to persisted counters (creating them at 0), in one transaction.
+    pub fn add_counters(&mut self, deltas: &[Counter]) -> Result<(), StoreError> {
+        let path = self.path.as_str();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err(path, "add counters"))?;
+        add_counters(&tx, path, deltas)?;
+        tx.commit().map_err(sql_err(path, "add counters"))
+    }
+
+    /// Every persisted counter, by name and labels.
+    pub fn counters(&self) -> Result<Vec<Counter>, StoreError> {
+        let op = "read counters";
+        let mut st = self
+            .conn
+            .prepare("SELECT name, labels, value FROM counters ORDER BY name, labels")
+            .map_err(sql_err(&self.path, op))?;
+        let rows = st
+            .query_map([], |r| Ok(Counter { name: r.get(0)?, labels: r.get(1)?, value: r.get(2)? }))
+            .map_err(sql_err(&self.path, op))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(&self.path, op))
+    }
+
+    // -------------------------------------------------------------- retention
+
+    /// Retention, in one transaction: delete commits whose committer date is before `before` and
+    /// finished builds that ended (or, with no end time, started) before `before`, unless
+    /// `keep` says otherwise, together with their marks (see the module docs) and vanish records.
+    /// A build that is still pending or started is never deleted, nor a finished build with
+    /// neither start nor end time. Persisted counters and `kv` are left alone.
+    pub fn prune(&mut self, before: i64, keep: impl Fn(PruneItem<'_>) -> bool) -> Result<Pruned, StoreError> {
+        let path = self.path.as_str();
+        let op = "prune";
+        let e = |err| sql_err(path, op)(err);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(e)?;
+        let mut out = Pruned::default();
+        {
+            let shas: Vec<String> = {
+                let mut st = tx.prepare("SELECT sha FROM commits WHERE committer_date < ?1").map_err(e)?;
+                let rows = st.query_map([before], |r| r.get(0)).map_err(e)?;
+                rows.collect::<Result<_, _>>().map_err(e)?
+            };
+            let ids: Vec<BuildId> = {
+                let mut st = tx
+                    .prepare(
+                        "SELECT id FROM builds WHERE status NOT IN ('pending', 'started') \
+                         AND coalesce(end_time, start_time) < ?1",
+                    )
+                    .map_err(e)?;
+                let rows = st.query_map([before], |r| r.get(0)).map_err(e)?;
+                rows.collect::<Result<_, _>>().map_err(e)?
+            };
+            let mut del_commit = tx.prepare("DELETE FROM commits WHERE sha = ?1").map_err(e)?;
+            let mut del_vanished = tx.prepare("DELETE FROM vanished WHERE sha = ?1").map_err(e)?;
+            let mut del_build = tx.prepare("DELETE FROM builds WHERE id = ?1").map_err(e)?;
+            // The key itself, or any key in ["key/", "key0"): those starting with "key/".
+            let mut del_marks = tx
+                .prepare("DELETE FROM marks WHERE key = ?1 OR (key >= (?1 || '/') AND key < (?1 || '0'))")
+                .map_err(e)?;
+            for sha in shas.iter().filter(|s| !keep(PruneItem::Commit(s))) {
+                out.commits += del_commit.execute([sha]).map_err(e)? as u64;
+                out.vanished += del_vanished.execute([sha]).map_err(e)? as u64;
+                out.marks += del_marks.execute([sha]).map_err(e)? as u64;
+            }
+            for id in ids.into_iter().filter(|id| !keep(PruneItem::Build(*id))) {
+                out.builds += del_build.execute([id]).map_err(e)? as u64;
+                out.marks += del_marks.execute([id.to_string()]).map_err(e)? as u64;
+            }
+            // Vanish records of commits that are no longer stored.
+            out.vanished += tx
+                .execute("DELETE FROM vanished WHERE at < ?1 AND sha NOT IN (SELECT sha FROM commits)", [before])
+                .map_err(e)? as u64;
+        }
+        tx.commit().map_err(e)?;
+        Ok(out)
+    }
+
+    // -------------------------------------------------------------- diagnostics
+
+    /// Row counts and file sizes.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let path = self.path.as_str();
+        let e = |err| sql_err(path, "stats")(err);
+        let count = |sql: &str| self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(e);
+        let mut marks_by_kind = BTreeMap::new();
+        {
+            let mut st = self.conn.prepare("SELECT kind, count(*) FROM marks GROUP BY kind").map_err(e)?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(e)?;
+            for row in rows {
+                let (k, n) = row.map_err(e)?;
+                marks_by_kind.insert(k, n);
+            }
+        }
+        let pages = count("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")?;
+        let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+        let (db_bytes, wal_bytes) = match &self.file {
+            Some(f) => {
+                let mut wal = f.clone().into_os_string();
+                wal.push("-wal");
+                (file_len(f).unwrap_or(pages), file_len(Path::new(&wal)).unwrap_or(0))
+            }
+            None => (pages, 0),
+        };
+        Ok(StoreStats {
+            path: self.path.clone(),
+            schema_version: self.schema_version()?,
+            commits: count("SELECT count(*) FROM commits")?,
+            builds: count("SELECT count(*) FROM builds")?,
+            unfinished_builds: count("SELECT count(*) FROM builds WHERE status IN ('pending', 'started')")?,
+            vanished: count("SELECT count(*) FROM vanished")?,
+            kv: count("SELECT count(*) FROM kv")?,
+            marks: marks_by_kind.values().sum(),
+            marks_by_kind,
+            counters: count("SELECT count(*) FROM counters")?,
+            db_bytes,
+            wal_bytes,
+        })
+    }
+
+    /// `PRAGMA integrity_check`: `["ok"]` for a sound file, else SQLite's findings.
+    pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        let op = "integrity check";
+        let mut st = self.conn.prepare("PRAGMA integrity_check").map_err(sql_err(&self.path, op))?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(sql_err(&self.path, op))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(&self.path, op))
+    }
+}
+
+// ------------------------------------------------------------------ helpers
+
+/// Bring the schema to [`SCHEMA_VERSION`], one migration per transaction. The version is read
+/// inside the (immediate, so exclusive-for-writers) transaction: two processes opening a new file
+/// at once migrate it once.
+fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
+    loop {
+        let op = "migrate schema";
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(path, op))?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql_err(path, op))?;
+        let app: i32 = tx.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql_err(path, op))?;
+        if app != APPLICATION_ID && (version != 0 || app != 0) {
+            return Err(StoreError::NotOurs { path: path.to_string(), found: app });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { path: path.to_string(), found: version, supported: SCHEMA_VERSION });
+        }
+        if version == SCHEMA_VERSION {
+            return tx.finish().map_err(sql_err(path, op));
+        }
+        tx.execute_batch(MIGRATIONS[version as usize]).map_err(sql_err(path, op))?;
+        tx.pragma_update(None, "user_version", version + 1).map_err(sql_err(path, op))?;
+        if version == 0 {
+            tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql_err(path, op))?;
+        }
+        tx.commit().map_err(sql_err(path, op))?;
+    }
+}
+
+fn add_counters(tx: &rusqlite::Transaction<'_>, path: &str, deltas: &[Counter]) -> Result<(), StoreError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let op = "add counters";
+    let mut st = tx
+        .prepare(
+            "INSERT INTO counters (name, labels, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value",
+        )
+        .map_err(sql_err(path, op))?;
+    for d in deltas {
+        st.execute(params![d.name, d.labels, d.value]).map_err(sql_err(path, op))?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct VersionOut<'a> {
+    step: &'a str,
+    resource: &'a str,
+    version: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct VersionIn {
+    step: String,
+    resource: String,
+    version: BTreeMap<String, String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn versions_json(v: &[VersionFact]) -> Vec<VersionOut<'_>> {
+    v.iter()
+        .map(|v| VersionOut {
+            step: &v.step,
+            resource: &v.resource,
+            version: &v.version,
+            message: v.message.as_deref(),
+        })
+        .collect()
+}
+
+fn to_json<T: Serialize>(
+    path: &str,
+    op: &'static str,
+    what: impl FnOnce() -> String,
+    v: &T,
+) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|source| StoreError::Encode { op, path: path.to_string(), what: what(), source })
+}
+
+fn read_commit(path: &str, row: &Row<'_>) -> Result<CommitFact, StoreError> {
+    const T: &str = "commits";
+    let sha: String = row.get(0).map_err(|e| decode_err(path, T, "?", "sha", e))?;
+    let d = |col: &'static str| {
+        let sha = sha.as_str();
+        move |e: rusqlite::Error| decode_err(path, T, sha, col, e)
+    };
+    let files_ref = row.get_ref(6).map_err(d("files_json"))?;
+    let files_text = files_ref.as_str().map_err(|e| decode_err(path, T, &sha, "files_json", e))?;
+    let files = serde_json::from_str(files_text).map_err(|e| decode_err(path, T, &sha, "files_json", e))?;
+    Ok(CommitFact {
+        parent: row.get(1).map_err(d("parent"))?,
+        author: row.get(2).map_err(d("author"))?,
+        author_date: row.get(3).map_err(d("author_date"))?,
+        committer_date: row.get(4).map_err(d("committer_date"))?,
+        message: row.get(5).map_err(d("message"))?,
+        files,
+        first_seen: row.get(7).map_err(d("first_seen"))?,
+        sha,
+    })
+}
+
+fn read_versions(
+    path: &str,
+    id: BuildId,
+    row: &Row<'_>,
+    idx: usize,
+    col: &'static str,
+) -> Result<Vec<VersionFact>, StoreError> {
+    let key = id.to_string();
+    let text = row
+        .get_ref(idx)
+        .map_err(|e| decode_err(path, "builds", &key, col, e))?
+        .as_str()
+        .map_err(|e| decode_err(path, "builds", &key, col, e))?;
+    let v: Vec<VersionIn> = serde_json::from_str(text).map_err(|e| decode_err(path, "builds", &key, col, e))?;
+    Ok(v.into_iter()
+        .map(|v| VersionFact { step: v.step, resource: v.resource, version: v.version, message: v.message })
+        .collect())
+}
+
+fn read_build(path: &str, row: &Row<'_>) -> Result<BuildFact, StoreError> {
+    const T: &str = "builds";
+    let id: BuildId = row.get(0).map_err(|e| decode_err(path, T, "?", "id", e))?;
+    let key = id.to_string();
+    let d = |col: &'static str| {
+        let key = key.as_str();
+        move |e: rusqlite::Error| decode_err(path, T, key, col, e)
+    };
+    let status_text: String = row.get(4).map_err(d("status"))?;
+    let status = BuildStatus::parse(&status_text)
+        .ok_or_else(|| decode_err(path, T, &key, "status", format!("unknown build status {status_text:?}")))?;
+    Ok(BuildFact {
+        id,
+        pipeline: row.get(1).map_err(d("pipeline"))?,
+        job: row.get(2).map_err(d("job"))?,
+        name: row.get(3).map_err(d("name"))?,
+        status,
+        start: row.get(5).map_err(d("start_time"))?,
+        end: row.get(6).map_err(d("end_time"))?,
+        rerun_of: row.get(7).map_err(d("rerun_of"))?,
+        url: row.get(8).map_err(d("url"))?,
+        inputs: read_versions(path, id, row, 9, "inputs_json")?,
+        outputs: read_versions(path, id, row, 10, "outputs_json")?,
+        resources_known: row.get::<_, i64>(11).map_err(d("resources_known"))? != 0,
+    })
+}
+
+// ------------------------------------------------------------------ tests
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(sha: &str, parent: Option<&str>, date: i64, first_seen: i64) -> CommitFact {
+        CommitFact {
+            sha: sha.into(),
+            parent: parent.map(Into::into),
+            author: "Alice Doe".into(),
+            author_date: date - 60,
+            committer_date: date,
+            message: format!("feat: {sha} \"quoted\" ünïcode\n\nbody line"),
+            files: vec!["core/a.rs".into(), "apps/admin-panel/x.tsx".into()],
+            first_seen,
+        }
+    }
+
+    fn vf(step: &str, r: &str, msg: Option<&str>) -> VersionFact {
+        VersionFact {
+            step: step.into(),
+            resource: step.into(),
+            version: BTreeMap::from([("ref".to_string(), r.to_string())]),
+            message: msg.map(Into::into),
+        }
+    }
+
+    fn build(id: BuildId, status: BuildStatus, start: Option<i64>, end: Option<i64>, known: bool) -> BuildFact {
+        BuildFact {
+            id,
+            pipeline: "lana-bank".into(),
+            job: "build-rc".into(),
+            name: format!("{id}"),
+            status,
+            start,
+            end,
+            rerun_of: None,
+            url: format!("https://ci.example.com/builds/{id}"),
+            inputs: if known { vec![vf("repo", "abc", None)] } else { vec![] },
+            outputs: if known { vec![vf("image", "sha256:1", Some("m"))] } else { vec![] },
+            resources_known: known,
+        }
+    }
+
+    fn reference(facts: &[Fact]) -> Facts {
+        let mut f = Facts::default();
+        for x in facts {
+            f.apply(x.clone());
+        }
+        f
+    }
+
+    fn assert_same(a: &Facts, b: &Facts) {
+        assert_eq!(a.commits, b.commits);
+        assert_eq!(a.builds, b.builds);
+        assert_eq!(a.vanished, b.vanished);
+    }
+
+    #[test]
+    fn fresh_store_has_current_schema_and_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dj.sqlite");
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let q = |p: &str| s.conn.pragma_query_value(None, p, |r| r.get::<_, rusqlite::types::Value>(0)).unwrap();
+        assert_eq!(q("journal_mode"), rusqlite::types::Value::Text("wal".into()));
+        assert_eq!(q("synchronous"), rusqlite::types::Value::Integer(1)); // NORMAL
+        assert_eq!(q("foreign_keys"), rusqlite::types::Value::Integer(1));
+        assert_eq!(q("busy_timeout"), rusqlite::types::Value::Integer(5000));
+        assert_eq!(q("application_id"), rusqlite::types::Value::Integer(APPLICATION_ID as i64));
+        drop(s);
+        // Reopening does not migrate again.
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(s.integrity_check().unwrap(), vec!["ok".to_string()]);
+    }
+
+    #[test]
+    fn newer_schema_and_foreign_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dj.sqlite");
+        drop(Store::open(&path).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let e = Store::open(&path).unwrap_err();
+        assert!(matches!(e, StoreError::TooNew { found: 99, supported: SCHEMA_VERSION, .. }), "{e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+
+        let other = dir.path().join("other.sqlite");
+        Connection::open(&other).unwrap().pragma_update(None, "application_id", 42).unwrap();
+        let e = Store::open(&other).unwrap_err();
+        assert!(matches!(e, StoreError::NotOurs { found: 42, .. }), "{e}");
+        assert!(e.to_string().contains("other.sqlite"), "{e}");
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.sqlite");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let e = Store::open(&path).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("corrupted"), "{msg}");
+    }
+
+    #[test]
+    fn facts_round_trip() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut b = build(7, BuildStatus::Succeeded, Some(10), Some(20), true);
+        b.rerun_of = Some(5);
+        b.inputs.push(VersionFact {
+            step: "deployments".into(),
+            resource: "lana-deployments".into(),
+            version: BTreeMap::from([("digest".into(), "sha256:ff".into()), ("tag".into(), "v1 \"x\"".into())]),
+            message: Some("bump\n\n[ci skip]".into()),
+        });
+        let facts = vec![
+            Fact::Commit(commit("a1", None, 100, 101)),
+            Fact::Commit(commit("b2", Some("a1"), 200, 201)),
+            Fact::Build(b),
+            Fact::Build(build(8, BuildStatus::Pending, None, None, false)),
+            Fact::Vanished { sha: "b2".into(), at: 300 },
+        ];
+        s.apply(&facts).unwrap();
+        assert_same(&s.load().unwrap(), &reference(&facts));
+    }
+
+    #[test]
+    fn merges_like_the_core_across_transactions_and_within_one() {
+        use BuildStatus::*;
+        let seq = vec![
+            Fact::Build(build(1, Succeeded, Some(10), Some(20), false)),
+            Fact::Build(build(1, Started, Some(10), None, true)), // backwards: status kept, resources fill in
+            Fact::Build(build(1, Failed, None, Some(25), false)), // a finished fact wins
+            Fact::Build(build(2, Pending, None, None, false)),
+            Fact::Build(build(2, Started, Some(5), None, false)),
+            Fact::Build(build(2, Pending, None, None, false)),
+            Fact::Commit(commit("c", None, 100, 500)),
+            Fact::Commit(commit("c", None, 100, 400)), // earlier sighting wins
+            Fact::Commit(commit("c", None, 100, 450)),
+            Fact::Vanished { sha: "c".into(), at: 9 },
+            Fact::Vanished { sha: "c".into(), at: 3 },
+            Fact::Vanished { sha: "c".into(), at: 5 },
+        ];
+        // Messages learned later complete known inputs.
+        let mut late = build(1, Failed, None, None, true);
+        late.inputs[0].message = Some("feat: x".into());
+        let mut seq2 = seq.clone();
+        seq2.push(Fact::Build(late));
+        let want = reference(&seq2);
+        assert_eq!(want.builds[&1].status, Failed);
+        assert_eq!(want.builds[&1].inputs[0].message.as_deref(), Some("feat: x"));
+        assert_eq!(want.builds[&2].status, Started);
+        assert_eq!(want.commits["c"].first_seen, 400);
+
+        let mut one = Store::open_in_memory().unwrap();
+        one.apply(&seq2).unwrap();
+        assert_same(&one.load().unwrap(), &want);
+        let mut many = Store::open_in_memory().unwrap();
+        for f in &seq2 {
+            many.apply(std::slice::from_ref(f)).unwrap();
+        }
+        assert_same(&many.load().unwrap(), &want);
+        // Idempotent.
+        many.apply(&seq2).unwrap();
+        assert_same(&many.load().unwrap(), &want);
+    }
+
+    #[test]
+    fn bad_json_is_an_error_naming_table_and_key() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.apply(&[
+            Fact::Build(build(41, BuildStatus::Succeeded, Some(1), Some(2), true)),
+            Fact::Commit(commit("deadbeef", None, 1, 1)),
+        ])
+        .unwrap();
+        s.conn.execute("UPDATE builds SET outputs_json = '[{\"step\": 3' WHERE id = 41", []).unwrap();
+        for e in [
+            s.load().unwrap_err(),
+            s.apply(&[Fact::Build(build(41, BuildStatus::Failed, None, None, false))]).unwrap_err(),
+        ] {
+            let msg = e.to_string();
+            assert!(matches!(e, StoreError::Decode { table: "builds", column: "outputs_json", .. }), "{msg}");
+            assert!(msg.contains("table builds, key 41"), "{msg}");
+        }
+        s.conn.execute("UPDATE builds SET outputs_json = '[]' WHERE id = 41", []).unwrap();
+        s.conn.execute("UPDATE commits SET files_json = '{}' WHERE sha = 'deadbeef'", []).unwrap();
+        let msg = s.load().unwrap_err().to_string();
+        assert!(msg.contains("table commits, key deadbeef") && msg.contains("files_json"), "{msg}");
+    }
+
+    #[test]
+    fn kv() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.get_kv("github.etag").unwrap(), None);
+        s.set_kv("github.etag", "W/\"1\"").unwrap();
+        s.set_kv_many(&[("github.etag", "W/\"2\""), ("github.head", "abc"), ("job.lana/build-rc", "77")]).unwrap();
+        assert_eq!(s.get_kv("github.etag").unwrap().as_deref(), Some("W/\"2\""));
+        assert_eq!(s.get_kv("github.head").unwrap().as_deref(), Some("abc"));
+        assert_eq!(s.kv_with_prefix("github.").unwrap().len(), 2);
+        assert_eq!(s.kv_with_prefix("job.").unwrap(), vec![("job.lana/build-rc".into(), "77".into())]);
+        assert!(s.delete_kv("github.head").unwrap());
+        assert!(!s.delete_kv("github.head").unwrap());
+    }
+
+    #[test]
+    fn marks_report_each_key_once() {
+        let mut s = Store::open_in_memory().unwrap();
+        let keys = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(s.mark("span", &keys(&["a", "b", "a"]), 10).unwrap(), keys(&["a", "b"]));
+        assert_eq!(s.mark("span", &keys(&["b", "c"]), 11).unwrap(), keys(&["c"]));
+        assert_eq!(s.mark("counted", &keys(&["a"]), 12).unwrap(), keys(&["a"]));
+        assert!(s.is_marked("span", "c").unwrap());
+        assert!(!s.is_marked("counted", "c").unwrap());
+        assert_eq!(s.marks("span").unwrap(), HashSet::from(["a".into(), "b".into(), "c".into()]));
+        assert!(s.marks("nothing").unwrap().is_empty());
+    }
+
+    #[test]
+    fn mark_and_count_counts_only_new_keys() {
+        let mut s = Store::open_in_memory().unwrap();
+        let labels = labels_key(&[("stage", "build"), ("env", "staging")]);
+        assert_eq!(labels, r#"{"env":"staging","stage":"build"}"#);
+        let per_key = |newly: &[String]| {
+            vec![Counter { name: "journeys_total".into(), labels: labels.clone(), value: newly.len() as f64 }]
+        };
+        s.mark_and_count("counted", &["a".into(), "b".into()], 1, per_key).unwrap();
+        s.mark_and_count("counted", &["b".into(), "c".into()], 2, per_key).unwrap();
+        s.add_counters(&[Counter { name: "other".into(), labels: "{}".into(), value: 0.5 }]).unwrap();
+        let c = s.counters().unwrap();
+        assert_eq!(c[0], Counter { name: "journeys_total".into(), labels, value: 3.0 });
+        assert_eq!(c[1].value, 0.5);
+    }
+
+    #[test]
+    fn prune_keeps_unfinished_and_kept_and_drops_marks() {
+        use BuildStatus::*;
+        let mut s = Store::open_in_memory().unwrap();
+        s.apply(&[
+            Fact::Commit(commit("old1", None, 100, 100)),
+            Fact::Commit(commit("old2", Some("old1"), 150, 150)),
+            Fact::Commit(commit("new", Some("old2"), 1000, 1000)),
+            Fact::Vanished { sha: "old1".into(), at: 120 },
+            Fact::Vanished { sha: "gone".into(), at: 50 }, // never stored as a commit
+            Fact::Build(build(1, Succeeded, Some(90), Some(100), true)),
+            Fact::Build(build(2, Started, Some(10), None, true)), // old but running: kept
+            Fact::Build(build(3, Aborted, Some(80), None, false)), // no end: start decides
+            Fact::Build(build(4, Failed, Some(900), Some(1100), true)),
+            Fact::Build(build(5, Aborted, None, None, false)), // no times at all: kept
+            Fact::Build(build(6, Succeeded, Some(1), Some(2), true)), // kept by the callback
+        ])
+        .unwrap();
+        let k = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        s.mark("span", &k(&["old1", "old1/build", "old10", "new", "new/build"]), 1).unwrap();
+        s.mark("build", &k(&["1", "1/x", "10", "4"]), 1).unwrap();
+        let got = s.prune(500, |it| it == PruneItem::Commit("old2") || it == PruneItem::Build(6)).unwrap();
+        assert_eq!(got, Pruned { commits: 1, builds: 2, vanished: 2, marks: 4 });
+        let f = s.load().unwrap();
+        assert_eq!(f.commits.keys().cloned().collect::<BTreeSet<_>>(), BTreeSet::from(["new".into(), "old2".into()]));
+        assert_eq!(f.builds.keys().copied().collect::<Vec<_>>(), vec![2, 4, 5, 6]);
+        assert!(f.vanished.is_empty());
+        assert_eq!(s.marks("span").unwrap(), HashSet::from(["old10".into(), "new".into(), "new/build".into()]));
+        assert_eq!(s.marks("build").unwrap(), HashSet::from(["10".into(), "4".into()]));
+    }
+
+    #[test]
+    fn stats_count_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        s.apply(&[
+            Fact::Commit(commit("a", None, 1, 1)),
+            Fact::Build(build(1, BuildStatus::Started, Some(1), None, false)),
+            Fact::Build(build(2, BuildStatus::Succeeded, Some(1), Some(2), false)),
+        ])
+        .unwrap();
+        s.set_kv("k", "v").unwrap();
+        s.mark("span", &["a".into()], 1).unwrap();
+        let st = s.stats().unwrap();
+        assert_eq!((st.commits, st.builds, st.unfinished_builds, st.kv, st.marks), (1, 2, 1, 1, 1));
+        assert_eq!(st.marks_by_kind, BTreeMap::from([("span".to_string(), 1)]));
+        assert_eq!(st.schema_version, SCHEMA_VERSION);
+        assert!(st.db_bytes > 0 && st.wal_bytes > 0, "{st:?}");
+    }
+
+    #[test]
+    fn store_is_send() {
+        fn send<T: Send>() {}
+        send::<Store>();
+    }
+}

@@ -738,7 +738,7 @@ fn job_state(att: &[Attempt]) -> StageState {
 
 /// The tracked branch's first-parent order, oldest first, following parent links; commits that
 /// vanished (force-push) are left out.
-fn branch_order(facts: &Facts) -> Vec<Sha> {
+pub fn branch_order(facts: &Facts) -> Vec<Sha> {
     let mut children: HashMap<&str, Vec<&CommitFact>> = HashMap::new();
     let mut roots: Vec<&CommitFact> = vec![];
     for c in facts.commits.values() {

@@ -196,7 +196,28 @@ fn default_author() -> String {
 }
 
 /// A parsed, validated scenario. Build a world from it with [`Scenario::build_world`] or
-/// [`Scenario::run`].
+/// [`Scenario::run`]. The format (unknown keys are errors; `at` is relative to the start):
+///
+/// ```yaml
+/// topology: lana          # a built-in name, or a path (relative to the scenario file)
+/// seed: 1                 # default 0
+/// durations: fixed        # default; every build takes its median. Or `random`
+/// failures: none          # default; nothing fails unless told to. Or `random`
+/// humans: off             # default; `on` keeps the topology's scheduled humans
+/// events:
+///   - at: 0m
+///     commit: { id: a, files: [core/x.rs], message: "feat: a", author: bob }  # repo, branch optional
+///   - at: 1m
+///     job: lana-bank/test-bats
+///     next_build: { fail_first_attempt: true }   # and/or result: failed, duration: 27m
+///   - at: 40m
+///     rerun: lana-bank/test-bats                 # optional build: "3", by: carol
+///   - at: 50m
+///     pull_request: { number: 4242, title: "feat: z", files: [core/z.rs], author: bob }
+///   - at: 51m
+///     review: { number: 4242, user: carol, state: approved }   # changes_requested, commented
+/// run_for: 3h             # default 6h
+/// ```
 #[derive(Debug, Clone)]
 pub struct Scenario {
     /// Where it came from (a path, or a name given to [`Scenario::parse`]), for messages.
@@ -318,13 +339,13 @@ impl Scenario {
                 if c.files.is_empty() {
                     return Err(bad(format!("{path}.commit.files"), "a commit needs at least one file".into()));
                 }
-                if let Some(id) = &c.id {
-                    if let Some(prev) = seen_ids.insert(id.clone(), k) {
-                        return Err(bad(
-                            format!("{path}.commit.id"),
-                            format!("{id:?} is already the id of events[{prev}]"),
-                        ));
-                    }
+                if let Some(id) = &c.id
+                    && let Some(prev) = seen_ids.insert(id.clone(), k)
+                {
+                    return Err(bad(
+                        format!("{path}.commit.id"),
+                        format!("{id:?} is already the id of events[{prev}]"),
+                    ));
                 }
                 let repo = c.repo.unwrap_or_else(|| tracked.0.clone());
                 if !known_repo(&repo) {
@@ -658,7 +679,9 @@ pub struct ChangeMix {
     pub meta: f64,
     /// Only `dagster/` (triggers `repo` and `dagster-src`).
     pub dagster: f64,
-    /// `[ci skip]` commits (invisible to every git resource).
+    /// `[ci skip]` commits (invisible to every git resource). On real `main` these are the
+    /// release squash-merges; the lana topology's `humans` land those in the engine too (about
+    /// one per 4.4 days), so a world gets both unless this is set to 0.
     pub ci_skip: f64,
 }
 

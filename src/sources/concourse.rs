@@ -1,1 +1,1136 @@
-//! (in progress)
+//! Concourse: builds of the watched jobs, with the resource versions they took and put, as
+//! [`BuildFact`]s.
+//!
+//! # What a poll does and costs
+//! Per watched pipeline, per cycle:
+//! 1. One `GET /api/v1/teams/{t}/pipelines/{p}/jobs` (`JobSummary`: builds omitted when absent,
+//!    times of `-62135596800` for "unset", `trigger` omitempty, no `api_url`). Its `inputs[]`
+//!    map get-step names to resources.
+//! 2. Only for a job whose `finished_build`/`next_build` shows an id above the highest known, or
+//!    that has known unfinished builds: `GET .../jobs/{j}/builds?from=<lowest unfinished, else
+//!    highest known + 1>&limit=100`. With only `from` Concourse returns the 100 *oldest* builds at
+//!    or above it (newest first, reruns beside their original), so the highest id is tracked
+//!    here, and a full page is followed by its `rel="previous"` link (newer builds). A job never
+//!    seen before starts from its newest [`INITIAL_BUILDS`] builds.
+//! 3. `GET /api/v1/builds/{id}/resources` once a build has started (inputs adopted) and once
+//!    more when it has finished (outputs), then never again. Concourse drops an input whose
+//!    exact version the build also put (build-rc tags `repo`): it is left out here too and shows
+//!    as the output.
+//! 4. For input steps in `message_inputs`: `GET .../resources/{r}/versions?filter=k:v` (every
+//!    key of the version) once per version, for the `message` metadata. Metadata hidden from the
+//!    caller (or not stored yet) leaves `message: None`; the answer is cached once the build has
+//!    finished (or a message was found).
+//!
+//! An idle cycle (nothing running, nothing new) is one request per pipeline. While a build runs
+//! its job's list is read every cycle.
+//!
+//! # Errors
+//! A poll returns `Err` only when the cycle could not start (login failed) or the jobs list of
+//! every pipeline failed. Anything else (one pipeline gone (404), one job's builds, one build's
+//! resources, one version's metadata) is counted in telemetry, listed in
+//! [`ConcourseSource::last_errors`], and left for the next cycle, while the poll returns the
+//! facts it could gather. After a connect or timeout failure the rest of the cycle is skipped.
+//! Each request is tried three times with exponential backoff and jitter when it fails with a
+//! connect, timeout, 5xx or undecodable-body error (honouring `Retry-After`), never on 401/403,
+//! 404 or other 4xx. A 401 with password auth logs in again once (per cycle) and repeats the
+//! request once. Only `GET`s and the token `POST` are ever sent.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use super::telemetry::{
+    RequestOutcome, SourceTelemetry, backoff, body_excerpt, describe_transport, form_encode, kind_of_status,
+    link_target, next_delay, scrub, url_with,
+};
+use super::{ConcourseAuth, ConcourseConfig, ErrorKind, Secret, SourceError, WatchedPipeline};
+use crate::core::journey::{BuildFact, BuildId, BuildStatus, Fact, Facts, VersionFact};
+
+const SOURCE: &str = "concourse";
+/// `atc.PaginationAPIDefaultLimit`, asked for explicitly.
+const PAGE_LIMIT: usize = 100;
+/// Builds read of a job seen for the first time (its newest ones).
+pub const INITIAL_BUILDS: usize = 50;
+/// Pages of one build list followed in one cycle.
+const MAX_PAGES: usize = 20;
+/// Log in again this long before the token expires.
+const RELOGIN_MARGIN: i64 = 300;
+/// skymarshal's default `--auth-duration`, when the token answer has no `expires_in`.
+const DEFAULT_TOKEN_LIFETIME: i64 = 86_400;
+/// fly's OAuth client (atc/atccmd/command.go), as `fly login` sends it.
+const FLY_CLIENT: (&str, &str) = ("fly", "Zmx5");
+const SCOPE: &str = "openid profile email federated:id groups";
+/// Cached version messages; beyond this the cache starts over (each entry is one request).
+const MESSAGE_CACHE_CAP: usize = 10_000;
+/// Longest wait for a build's event stream to end.
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
+pub struct ConcourseSource {
+    cfg: ConcourseConfig,
+    base: Url,
+    client: reqwest::Client,
+    telemetry: Arc<SourceTelemetry>,
+    token: Option<Token>,
+    /// The clock of the current (or last) poll, in the caller's Unix seconds.
+    now: i64,
+    /// Per watched pipeline (same order as `cfg.pipelines`): job name → state.
+    jobs: Vec<HashMap<String, JobState>>,
+    /// Builds that still need something: a status change, a resources read, a message.
+    tracked: BTreeMap<BuildId, Tracked>,
+    messages: HashMap<VersionKey, Option<String>>,
+    last_errors: Vec<SourceError>,
+    /// One re-login on a 401 per cycle (or per call outside a poll), so a server that keeps
+    /// refusing is not asked for tokens in a loop.
+    relogin_left: bool,
+    /// A connect/timeout failure ends the cycle.
+    cycle_broken: bool,
+    warned: HashSet<(usize, String)>,
+    retry_base: Duration,
+}
+
+impl std::fmt::Debug for ConcourseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConcourseSource")
+            .field("url", &self.cfg.url)
+            .field("team", &self.cfg.team)
+            .field("tracked", &self.tracked.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Token {
+    value: Secret,
+    expires_at: i64,
+}
+
+#[derive(Debug, Default)]
+struct JobState {
+    max_id: Option<BuildId>,
+    /// Get-step and put-step name → resource name, from the jobs list.
+    input_resources: BTreeMap<String, String>,
+    output_resources: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    /// Index into `cfg.pipelines`.
+    pi: usize,
+    fact: BuildFact,
+    /// `/resources` read while started / after finishing.
+    read_started: bool,
+    read_final: bool,
+    emitted: Option<BuildFact>,
+}
+
+/// (pipeline index, resource, version pairs).
+type VersionKey = (usize, String, Vec<(String, String)>);
+
+// ------------------------------------------------------------------ wire shapes (private)
+
+/// `null` where a list or map is expected reads as empty.
+fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
+#[derive(Debug, Deserialize)]
+struct JobSummary {
+    name: String,
+    #[serde(default)]
+    finished_build: Option<BuildRef>,
+    #[serde(default)]
+    next_build: Option<BuildRef>,
+    #[serde(default, deserialize_with = "nullable")]
+    inputs: Vec<JobStep>,
+    #[serde(default, deserialize_with = "nullable")]
+    outputs: Vec<JobStep>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BuildRef {
+    id: BuildId,
+}
+
+/// An input or output of a job: step name and resource.
+#[derive(Debug, Deserialize)]
+struct JobStep {
+    name: String,
+    #[serde(default)]
+    resource: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiBuild {
+    id: BuildId,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    start_time: Option<i64>,
+    #[serde(default)]
+    end_time: Option<i64>,
+    #[serde(default)]
+    rerun_of: Option<RerunOf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RerunOf {
+    #[serde(default)]
+    id: Option<BuildId>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BuildIo {
+    #[serde(default, deserialize_with = "nullable")]
+    inputs: Vec<IoVersion>,
+    #[serde(default, deserialize_with = "nullable")]
+    outputs: Vec<IoVersion>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IoVersion {
+    #[serde(default)]
+    name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    version: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiVersion {
+    #[serde(default, deserialize_with = "nullable")]
+    version: BTreeMap<String, Value>,
+    #[serde(default)]
+    metadata: Option<Vec<MetaField>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MetaField {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenReply {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigReply {
+    #[serde(default)]
+    config: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Version values are strings in `atc.Version`; anything else is kept as its JSON text.
+fn version_map(v: BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    v.into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, s)
+        })
+        .collect()
+}
+
+/// Concourse times: Unix seconds; ≤ 0 (Go's zero time in job summaries) means unset.
+fn time_of(t: Option<i64>) -> Option<i64> {
+    t.filter(|t| *t > 0)
+}
+
+fn wall_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A failed request with its HTTP status (a 401 means "log in again").
+struct Failed {
+    err: SourceError,
+    status: Option<u16>,
+}
+
+impl From<Failed> for SourceError {
+    fn from(f: Failed) -> SourceError {
+        f.err
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    /// fly's client credentials, for the token endpoint.
+    FlyClient,
+}
+
+impl ConcourseSource {
+    pub fn new(cfg: ConcourseConfig, telemetry: Arc<SourceTelemetry>) -> Result<Self, SourceError> {
+        let config_err = |detail: String| SourceError {
+            source_name: SOURCE,
+            kind: ErrorKind::Client,
+            what: "configure".into(),
+            detail,
+            retry_after: None,
+        };
+        let base = Url::parse(&cfg.url).map_err(|e| config_err(format!("url is not a URL: {e}")))?;
+        if base.cannot_be_a_base() {
+            return Err(config_err("url cannot be a base URL".into()));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("deploy-journey/", env!("CARGO_PKG_VERSION"))));
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            // A redirect could carry the token elsewhere; Concourse's API does not redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| config_err(describe_transport(e).1))?;
+        let jobs = cfg.pipelines.iter().map(|_| HashMap::new()).collect();
+        Ok(ConcourseSource {
+            cfg,
+            base,
+            client,
+            telemetry,
+            token: None,
+            now: 0,
+            jobs,
+            tracked: BTreeMap::new(),
+            messages: HashMap::new(),
+            last_errors: vec![],
+            relogin_left: true,
+            cycle_broken: false,
+            warned: HashSet::new(),
+            retry_base: Duration::from_millis(250),
+        })
+    }
+
+    /// The first retry waits about this long, the next twice as long (tests shorten it).
+    pub fn set_retry_base_delay(&mut self, d: Duration) {
+        self.retry_base = d;
+    }
+
+    /// Errors of the last poll that did not fail it (after retries), oldest first.
+    pub fn last_errors(&self) -> &[SourceError] {
+        &self.last_errors
+    }
+
+    /// Resume from stored facts: the highest build id per watched job, and the builds that are
+    /// unfinished, lack their resources, or lack a message (they are read again).
+    pub fn restore(&mut self, facts: &Facts) {
+        for j in &mut self.jobs {
+            j.clear();
+        }
+        self.tracked.clear();
+        for b in facts.builds.values() {
+            let Some(pi) = self.cfg.pipelines.iter().position(|p| p.name == b.pipeline) else { continue };
+            if !watched(&self.cfg.pipelines[pi], &b.job) {
+                continue;
+            }
+            let js = self.jobs[pi].entry(b.job.clone()).or_default();
+            js.max_id = js.max_id.max(Some(b.id));
+            let wp = &self.cfg.pipelines[pi];
+            let message_missing = b.inputs.iter().any(|i| i.message.is_none() && wp.message_inputs.contains(&i.step));
+            let finished = b.status.is_finished();
+            if !finished || !b.resources_known || message_missing {
+                self.tracked.insert(
+                    b.id,
+                    Tracked {
+                        pi,
+                        fact: b.clone(),
+                        read_started: b.resources_known && !finished,
+                        read_final: b.resources_known && finished,
+                        emitted: Some(b.clone()),
+                    },
+                );
+            }
+        }
+    }
+
+    /// One cycle over every watched pipeline; `now` is the caller's Unix seconds (token expiry
+    /// is judged by it).
+    pub async fn poll(&mut self, now: i64) -> Result<Vec<Fact>, SourceError> {
+        let started = Instant::now();
+        self.now = now;
+        self.last_errors.clear();
+        self.relogin_left = true;
+        self.cycle_broken = false;
+        let result = self.poll_inner().await;
+        self.telemetry.record_poll(SOURCE, result.is_ok(), now, started.elapsed());
+        result
+    }
+
+    async fn poll_inner(&mut self) -> Result<Vec<Fact>, SourceError> {
+        self.ensure_token().await?;
+        let mut facts = vec![];
+        let mut ok = 0;
+        let mut first_err = None;
+        for pi in 0..self.cfg.pipelines.len() {
+            if self.cycle_broken {
+                break;
+            }
+            match self.poll_pipeline(pi, &mut facts).await {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "concourse: pipeline not polled");
+                    self.note(e.clone());
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) if ok == 0 => Err(e),
+            _ => Ok(facts),
+        }
+    }
+
+    /// Remember a failure that does not fail the poll; connect/timeout ends the cycle.
+    fn note(&mut self, e: SourceError) {
+        if matches!(e.kind, ErrorKind::Connect | ErrorKind::Timeout) {
+            self.cycle_broken = true;
+        }
+        if !self.last_errors.iter().any(|x| x.what == e.what && x.detail == e.detail) {
+            self.last_errors.push(e);
+        }
+    }
+
+    async fn poll_pipeline(&mut self, pi: usize, facts: &mut Vec<Fact>) -> Result<(), SourceError> {
+        let wp = self.cfg.pipelines[pi].clone();
+        let what = format!("GET /api/v1/teams/{}/pipelines/{}/jobs", self.cfg.team, wp.name);
+        let url = self.api(&["teams", &self.cfg.team, "pipelines", &wp.name, "jobs"]);
+        let (summaries, _) = self.get_json::<Vec<JobSummary>>(&url, &what).await?;
+
+        let mut seen = HashSet::new();
+        for s in summaries.into_iter().filter(|s| watched(&wp, &s.name)) {
+            seen.insert(s.name.clone());
+            let js = self.jobs[pi].entry(s.name.clone()).or_default();
+            let by_step = |steps: &[JobStep]| -> BTreeMap<String, String> {
+                steps.iter().map(|i| (i.name.clone(), i.resource.clone().unwrap_or_else(|| i.name.clone()))).collect()
+            };
+            js.input_resources = by_step(&s.inputs);
+            js.output_resources = by_step(&s.outputs);
+            let max_id = js.max_id;
+            let is_new = |b: &Option<BuildRef>| b.as_ref().is_some_and(|b| max_id.is_none_or(|m| b.id > m));
+            let changed = is_new(&s.finished_build) || is_new(&s.next_build);
+            let lowest_unfinished = self
+                .tracked
+                .values()
+                .filter(|t| t.pi == pi && t.fact.job == s.name && !t.fact.status.is_finished())
+                .map(|t| t.fact.id)
+                .min();
+            if !changed && lowest_unfinished.is_none() {
+                continue;
+            }
+            let from = match (max_id, lowest_unfinished) {
+                (None, None) => None,
+                (Some(m), None) => Some(m + 1),
+                (None, Some(u)) => Some(u),
+                (Some(m), Some(u)) => Some(u.min(m + 1)),
+            };
+            if let Err(e) = self.read_job_builds(pi, &wp, &s.name, from).await {
+                tracing::warn!(error = %e, "concourse: job builds not read");
+                self.note(e);
+                if self.cycle_broken {
+                    return Ok(());
+                }
+            }
+        }
+        for job in wp.jobs.iter().filter(|j| !seen.contains(*j)) {
+            if self.warned.insert((pi, job.clone())) {
+                tracing::warn!(pipeline = %wp.name, job = %job, "concourse: watched job is not in the pipeline");
+            }
+        }
+
+        // Reads and messages for the builds that still need them, oldest first.
+        let ids: Vec<BuildId> = self.tracked.iter().filter(|(_, t)| t.pi == pi).map(|(id, _)| *id).collect();
+        for id in ids {
+            if self.cycle_broken {
+                break;
+            }
+            self.complete_build(id, &wp, facts).await;
+        }
+        Ok(())
+    }
+
+    /// List a job's builds from `from` (or its newest when nothing is known) into `tracked`.
+    async fn read_job_builds(
+        &mut self,
+        pi: usize,
+        wp: &WatchedPipeline,
+        job: &str,
+        from: Option<BuildId>,
+    ) -> Result<(), SourceError> {
+        let what = format!("GET /api/v1/teams/{}/pipelines/{}/jobs/{job}/builds", self.cfg.team, wp.name);
+        let team = self.cfg.team.clone();
+        let path = ["teams", team.as_str(), "pipelines", &wp.name, "jobs", job, "builds"];
+        let mut url = self.api(&path);
+        match from {
+            Some(f) => {
+                url.query_pairs_mut().append_pair("from", &f.to_string()).append_pair("limit", &PAGE_LIMIT.to_string())
+            }
+            None => url.query_pairs_mut().append_pair("limit", &INITIAL_BUILDS.to_string()),
+        };
+        let mut listed: Vec<ApiBuild> = vec![];
+        let mut complete = false;
+        for _ in 0..MAX_PAGES {
+            let (page, headers) = self.get_json::<Vec<ApiBuild>>(&url, &what).await?;
+            let n = page.len();
+            listed.extend(page);
+            // Only a `from` walk continues, towards newer builds, and only after a full page.
+            let next = link_target(&headers, "previous").filter(|_| from.is_some() && n >= PAGE_LIMIT);
+            match next.and_then(|l| Url::parse(&l).ok().or_else(|| self.base.join(&l).ok())) {
+                Some(link) => {
+                    // Our own origin and path with the link's query: the token stays here.
+                    url = self.api(&path);
+                    url.set_query(link.query());
+                }
+                None => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+
+        let max_known = self.jobs[pi].get(job).and_then(|j| j.max_id);
+        let mut seen = HashSet::new();
+        let mut max_seen = max_known;
+        for b in listed {
+            seen.insert(b.id);
+            max_seen = max_seen.max(Some(b.id));
+            let Some(status) = BuildStatus::parse(&b.status) else {
+                let e = self.err(ErrorKind::Decode, &what, format!("build {}: unknown status {:?}", b.id, b.status));
+                self.telemetry.record_request(SOURCE, RequestOutcome::Error(ErrorKind::Decode));
+                self.note(e);
+                continue;
+            };
+            let url =
+                url_with(&self.base, &["teams", &self.cfg.team, "pipelines", &wp.name, "jobs", job, "builds", &b.name]);
+            let update = BuildFact {
+                id: b.id,
+                pipeline: wp.name.clone(),
+                job: job.to_string(),
+                name: b.name,
+                status,
+                start: time_of(b.start_time),
+                end: time_of(b.end_time),
+                rerun_of: b.rerun_of.and_then(|r| r.id),
+                url: url.to_string(),
+                inputs: vec![],
+                outputs: vec![],
+                resources_known: false,
+            };
+            match self.tracked.get_mut(&b.id) {
+                Some(t) => {
+                    // Status only moves forward; what was read stays.
+                    if status.is_finished() || !t.fact.status.is_finished() {
+                        if status.is_finished() && !t.fact.status.is_finished() {
+                            t.fact.resources_known = false;
+                        }
+                        t.fact.status = status;
+                    }
+                    t.fact.start = update.start.or(t.fact.start);
+                    t.fact.end = update.end.or(t.fact.end);
+                    t.fact.rerun_of = update.rerun_of.or(t.fact.rerun_of);
+                    t.fact.name = update.name;
+                    t.fact.url = update.url;
+                }
+                // Known and complete before: nothing to do.
+                None if max_known.is_some_and(|m| b.id <= m) => {}
+                None => {
+                    self.tracked.insert(
+                        b.id,
+                        Tracked { pi, fact: update, read_started: false, read_final: false, emitted: None },
+                    );
+                }
+            }
+        }
+        if let Some(js) = self.jobs[pi].get_mut(job) {
+            js.max_id = max_seen;
+        }
+        // An unfinished build a complete listing no longer shows was deleted: stop asking.
+        if let (true, Some(f)) = (complete, from) {
+            let gone: Vec<BuildId> = self
+                .tracked
+                .iter()
+                .filter(|(id, t)| {
+                    t.pi == pi && t.fact.job == job && **id >= f && !t.fact.status.is_finished() && !seen.contains(*id)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                tracing::warn!(build = id, "concourse: unfinished build no longer listed; forgetting it");
+                self.tracked.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Read what a tracked build still lacks, emit it if it changed, forget it when complete.
+    async fn complete_build(&mut self, id: BuildId, wp: &WatchedPipeline, facts: &mut Vec<Fact>) {
+        let Some(t) = self.tracked.get(&id).cloned() else { return };
+        let status = t.fact.status;
+        let need_read =
+            if status.is_finished() { !t.read_final } else { status == BuildStatus::Started && !t.read_started };
+        let mut t = t;
+        if need_read {
+            match self.build_resources(id, t.pi, &t.fact.job).await {
+                Ok((inputs, outputs)) => {
+                    t.fact.inputs = inputs;
+                    t.fact.outputs = outputs;
+                    t.fact.resources_known = true;
+                    if status.is_finished() {
+                        t.read_final = true;
+                    } else {
+                        t.read_started = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "concourse: build resources not read");
+                    self.note(e);
+                }
+            }
+        }
+        let messages_done = self.fill_messages(&mut t, wp).await;
+        if t.emitted.as_ref() != Some(&t.fact) {
+            facts.push(Fact::Build(t.fact.clone()));
+            t.emitted = Some(t.fact.clone());
+        }
+        if status.is_finished() && t.read_final && messages_done {
+            self.tracked.remove(&id);
+        } else {
+            self.tracked.insert(id, t);
+        }
+    }
+
+    /// `/builds/{id}/resources`, with each step's resource from the job's steps (an unknown
+    /// step is taken to be named after its resource, Concourse's default).
+    async fn build_resources(
+        &mut self,
+        id: BuildId,
+        pi: usize,
+        job: &str,
+    ) -> Result<(Vec<VersionFact>, Vec<VersionFact>), SourceError> {
+        let what = "GET /api/v1/builds/{id}/resources".to_string();
+        let url = self.api(&["builds", &id.to_string(), "resources"]);
+        let (io, _) = self.get_json::<BuildIo>(&url, &what).await?;
+        let js = self.jobs[pi].get(job);
+        let conv = |v: Vec<IoVersion>, map: Option<&BTreeMap<String, String>>| -> Vec<VersionFact> {
+            v.into_iter()
+                .map(|x| VersionFact {
+                    resource: map.and_then(|m| m.get(&x.name)).cloned().unwrap_or_else(|| x.name.clone()),
+                    step: x.name,
+                    version: version_map(x.version),
+                    message: None,
+                })
+                .collect()
+        };
+        Ok((conv(io.inputs, js.map(|j| &j.input_resources)), conv(io.outputs, js.map(|j| &j.output_resources))))
+    }
+
+    /// Fill `message` of the build's message inputs; whether none is left to look up.
+    async fn fill_messages(&mut self, t: &mut Tracked, wp: &WatchedPipeline) -> bool {
+        let finished = t.fact.status.is_finished();
+        let mut done = true;
+        for k in 0..t.fact.inputs.len() {
+            let input = &t.fact.inputs[k];
+            if input.message.is_some() || !wp.message_inputs.contains(&input.step) {
+                continue;
+            }
+            let resource = input.resource.clone();
+            let key: VersionKey =
+                (t.pi, resource.clone(), input.version.iter().map(|(a, b)| (a.clone(), b.clone())).collect());
+            if let Some(cached) = self.messages.get(&key) {
+                t.fact.inputs[k].message = cached.clone();
+                continue;
+            }
+            if self.cycle_broken {
+                done = false;
+                continue;
+            }
+            match self.version_message(&wp.name, &resource, &input.version.clone()).await {
+                Ok((message, metadata_seen)) => {
+                    t.fact.inputs[k].message = message.clone();
+                    // Metadata appears once a get ran; until the build ends, absence may be temporary.
+                    if message.is_some() || metadata_seen || finished {
+                        if self.messages.len() >= MESSAGE_CACHE_CAP {
+                            self.messages.clear();
+                        }
+                        self.messages.insert(key, message);
+                    } else {
+                        done = false;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "concourse: version metadata not read");
+                    self.note(e);
+                    done = false;
+                }
+            }
+        }
+        done
+    }
+
+    /// The `message` metadata of one version, and whether any metadata was visible.
+    async fn version_message(
+        &mut self,
+        pipeline: &str,
+        resource: &str,
+        version: &BTreeMap<String, String>,
+    ) -> Result<(Option<String>, bool), SourceError> {
+        let what = format!("GET /api/v1/teams/{}/pipelines/{pipeline}/resources/{resource}/versions", self.cfg.team);
+        let mut url = self.api(&["teams", &self.cfg.team, "pipelines", pipeline, "resources", resource, "versions"]);
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in version {
+                q.append_pair("filter", &format!("{k}:{v}"));
+            }
+        }
+        let (versions, _) = self.get_json::<Vec<ApiVersion>>(&url, &what).await?;
+        let exact = versions.iter().position(|v| version_map(v.version.clone()) == *version);
+        let Some(v) = exact.or(if versions.is_empty() { None } else { Some(0) }).map(|i| &versions[i]) else {
+            return Ok((None, false));
+        };
+        let Some(md) = &v.metadata else { return Ok((None, false)) };
+        let message = md.iter().find(|m| m.name == "message").and_then(|m| m.value.clone());
+        Ok((message, true))
+    }
+
+    /// The pipeline's configuration (`GET .../config`'s `config`), for check-config.
+    pub async fn pipeline_config(&mut self, pipeline: &str) -> Result<Value, SourceError> {
+        self.begin_call();
+        self.ensure_token().await?;
+        let what = format!("GET /api/v1/teams/{}/pipelines/{pipeline}/config", self.cfg.team);
+        let url = self.api(&["teams", &self.cfg.team, "pipelines", pipeline, "config"]);
+        let (reply, _) = self.get_json::<ConfigReply>(&url, &what).await?;
+        Ok(reply.config)
+    }
+
+    /// The last `lines` log lines of a build, from its event stream: read until `end`, or for
+    /// a running build until a few seconds pass (then the tail so far).
+    pub async fn build_log_tail(&mut self, build_id: BuildId, lines: usize) -> Result<Vec<String>, SourceError> {
+        self.begin_call();
+        self.ensure_token().await?;
+        let what = "GET /api/v1/builds/{id}/events".to_string();
+        let url = self.api(&["builds", &build_id.to_string(), "events"]);
+        let mut resp = match self.open_events(&url, &what).await {
+            Err(f) if f.status == Some(401) && self.can_relogin() => {
+                self.relogin().await?;
+                self.open_events(&url, &what).await?
+            }
+            r => r?,
+        };
+        let deadline = tokio::time::Instant::now() + LOG_WAIT.min(self.cfg.timeout);
+        let mut tail = LogTail::new(lines);
+        let mut buf = String::new();
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+                Err(_) => break,
+                Ok(Ok(Some(c))) => c,
+                Ok(Ok(None)) => break,
+                // A running build's stream ends at our client timeout: keep what came.
+                Ok(Err(e)) if e.is_timeout() => break,
+                Ok(Err(e)) => {
+                    let (kind, detail) = describe_transport(e);
+                    return Err(self.err(kind, &what, detail));
+                }
+            };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            if sse_drain(&mut buf, &mut tail) {
+                break;
+            }
+        }
+        Ok(tail.finish())
+    }
+
+    async fn open_events(&self, url: &Url, what: &str) -> Result<reqwest::Response, Failed> {
+        let token = self.token_value();
+        let req = self.client.get(url.clone()).header(ACCEPT, "text/event-stream");
+        let req = self.authorize(req, token.as_deref().map(Auth::Bearer).unwrap_or(Auth::None));
+        let resp = req.send().await.map_err(|e| {
+            let (kind, detail) = describe_transport(e);
+            self.failed(kind, what, detail, None)
+        });
+        let resp = match resp {
+            Ok(r) => r,
+            Err(f) => {
+                self.telemetry.record_request(SOURCE, RequestOutcome::Error(f.err.kind));
+                return Err(f);
+            }
+        };
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = resp.bytes().await.unwrap_or_default();
+            let f = self.failed(
+                kind_of_status(status),
+                what,
+                format!("HTTP {status}: {}", body_excerpt(&body)),
+                Some(status),
+            );
+            self.telemetry.record_request(SOURCE, RequestOutcome::Error(f.err.kind));
+            return Err(f);
+        }
+        self.telemetry.record_request(SOURCE, RequestOutcome::Ok);
+        Ok(resp)
+    }
+
+    // -------------------------------------------------------------- auth
+
+    fn begin_call(&mut self) {
+        self.relogin_left = true;
+        self.cycle_broken = false;
+        if self.now == 0 {
+            self.now = wall_now();
+        }
+    }
+
+    fn can_relogin(&self) -> bool {
+        self.relogin_left && matches!(self.cfg.auth, ConcourseAuth::Password { .. })
+    }
+
+    fn token_value(&self) -> Option<String> {
+        match &self.cfg.auth {
+            ConcourseAuth::None => None,
+            ConcourseAuth::Bearer(s) => Some(s.expose().to_string()),
+            ConcourseAuth::Password { .. } => self.token.as_ref().map(|t| t.value.expose().to_string()),
+        }
+    }
+
+    /// Log in when there is no token or it expires within [`RELOGIN_MARGIN`].
+    async fn ensure_token(&mut self) -> Result<(), SourceError> {
+        if !matches!(self.cfg.auth, ConcourseAuth::Password { .. }) {
+            return Ok(());
+        }
+        let fresh = self.token.as_ref().is_some_and(|t| self.now < t.expires_at - RELOGIN_MARGIN);
+        if fresh { Ok(()) } else { self.login().await }
+    }
+
+    async fn relogin(&mut self) -> Result<(), SourceError> {
+        self.relogin_left = false;
+        self.token = None;
+        self.login().await
+    }
+
+    /// `fly login`'s password grant: `POST /sky/issuer/token`.
+    async fn login(&mut self) -> Result<(), SourceError> {
+        let ConcourseAuth::Password { username, password } = &self.cfg.auth else { return Ok(()) };
+        let what = "POST /sky/issuer/token";
+        let url = url_with(&self.base, &["sky", "issuer", "token"]);
+        let body = form_encode(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password.expose()),
+            ("scope", SCOPE),
+        ]);
+        let (reply, _) = self
+            .with_retries::<TokenReply>(Method::POST, &url, what, Auth::FlyClient, Some(body))
+            .await
+            .map_err(SourceError::from)?;
+        if reply.access_token.is_empty() {
+            return Err(self.err(ErrorKind::Decode, what, "token answer without an access_token".into()));
+        }
+        let lifetime = reply.expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        self.token = Some(Token { value: Secret::new(reply.access_token), expires_at: self.now + lifetime });
+        Ok(())
+    }
+
+    // -------------------------------------------------------------- HTTP
+
+    fn api(&self, segments: &[&str]) -> Url {
+        let mut all = vec!["api", "v1"];
+        all.extend_from_slice(segments);
+        url_with(&self.base, &all)
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        let mut s = vec![];
+        match &self.cfg.auth {
+            ConcourseAuth::None => {}
+            ConcourseAuth::Bearer(t) => s.push(t.expose()),
+            ConcourseAuth::Password { password, .. } => s.push(password.expose()),
+        }
+        if let Some(t) = &self.token {
+            s.push(t.value.expose());
+        }
+        s
+    }
+
+    fn err(&self, kind: ErrorKind, what: &str, detail: String) -> SourceError {
+        SourceError {
+            source_name: SOURCE,
+            kind,
+            what: what.to_string(),
+            detail: scrub(detail, &self.secrets()),
+            retry_after: None,
+        }
+    }
+
+    fn failed(&self, kind: ErrorKind, what: &str, detail: String, status: Option<u16>) -> Failed {
+        Failed { err: self.err(kind, what, detail), status }
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder, auth: Auth<'_>) -> reqwest::RequestBuilder {
+        match auth {
+            Auth::None => req,
+            Auth::Bearer(t) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {t}")).unwrap_or(HeaderValue::from_static(""));
+                v.set_sensitive(true);
+                req.header(AUTHORIZATION, v)
+            }
+            Auth::FlyClient => req.basic_auth(FLY_CLIENT.0, Some(FLY_CLIENT.1)),
+        }
+    }
+
+    /// GET with retries; on a 401 (password auth) log in again once and repeat once.
+    async fn get_json<T: DeserializeOwned>(&mut self, url: &Url, what: &str) -> Result<(T, HeaderMap), SourceError> {
+        let token = self.token_value();
+        let auth = token.as_deref().map(Auth::Bearer).unwrap_or(Auth::None);
+        match self.with_retries::<T>(Method::GET, url, what, auth, None).await {
+            Err(f) if f.status == Some(401) && self.can_relogin() => {
+                tracing::info!("concourse: token refused; logging in again");
+                self.relogin().await?;
+                let token = self.token_value();
+                let auth = token.as_deref().map(Auth::Bearer).unwrap_or(Auth::None);
+                Ok(self.with_retries::<T>(Method::GET, url, what, auth, None).await?)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    async fn with_retries<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &Url,
+        what: &str,
+        auth: Auth<'_>,
+        form: Option<String>,
+    ) -> Result<(T, HeaderMap), Failed> {
+        let mut delays = backoff(self.retry_base);
+        loop {
+            let result = self.attempt::<T>(method.clone(), url, what, auth, form.clone()).await;
+            self.telemetry.record_request(
+                SOURCE,
+                match &result {
+                    Ok(_) => RequestOutcome::Ok,
+                    Err(f) => RequestOutcome::Error(f.err.kind),
+                },
+            );
+            match result {
+                Ok(r) => return Ok(r),
+                Err(f) => match next_delay(&f.err, &mut delays) {
+                    Some(d) => {
+                        tracing::debug!(error = %f.err, delay_ms = d.as_millis() as u64, "concourse: retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(f),
+                },
+            }
+        }
+    }
+
+    /// One request: send, classify, decode.
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &Url,
+        what: &str,
+        auth: Auth<'_>,
+        form: Option<String>,
+    ) -> Result<(T, HeaderMap), Failed> {
+        let mut req = self.authorize(self.client.request(method, url.clone()), auth).header(ACCEPT, "application/json");
+        if let Some(body) = form {
+            req = req.header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
+        }
+        let resp = req.send().await.map_err(|e| {
+            let (kind, detail) = describe_transport(e);
+            self.failed(kind, what, detail, None)
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| {
+            let (kind, detail) = describe_transport(e);
+            self.failed(kind, what, detail, Some(status))
+        })?;
+        if !(200..300).contains(&status) {
+            let mut f = self.failed(
+                kind_of_status(status),
+                what,
+                format!("HTTP {status}: {}", body_excerpt(&body)),
+                Some(status),
+            );
+            f.err.retry_after = headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(f);
+        }
+        let parsed = serde_json::from_slice::<T>(&body).map_err(|e| {
+            self.failed(ErrorKind::Decode, what, format!("{e} (body: {})", body_excerpt(&body)), Some(status))
+        })?;
+        Ok((parsed, headers))
+    }
+}
+
+fn watched(wp: &WatchedPipeline, job: &str) -> bool {
+    wp.jobs.is_empty() || wp.jobs.iter().any(|j| j == job)
+}
+
+/// The last N lines of a stream of log payloads.
+struct LogTail {
+    cap: usize,
+    lines: VecDeque<String>,
+    partial: String,
+}
+
+impl LogTail {
+    fn new(cap: usize) -> LogTail {
+        LogTail { cap, lines: VecDeque::new(), partial: String::new() }
+    }
+    fn push(&mut self, text: &str) {
+        self.partial.push_str(text);
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            self.line(line.trim_end_matches(['\n', '\r']).to_string());
+        }
+    }
+    fn line(&mut self, l: String) {
+        if self.cap == 0 {
+            return;
+        }
+        if self.lines.len() == self.cap {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(l);
+    }
+    fn finish(mut self) -> Vec<String> {
+        if !self.partial.is_empty() {
+            let p = std::mem::take(&mut self.partial);
+            self.line(p);
+        }
+        self.lines.into()
+    }
+}
+
+/// Consume complete SSE events from `buf`, feeding log payloads to `tail`; true at `end`.
+fn sse_drain(buf: &mut String, tail: &mut LogTail) -> bool {
+    loop {
+        let normalized = buf.replace("\r\n", "\n");
+        if normalized.len() != buf.len() {
+            *buf = normalized;
+        }
+        let Some(i) = buf.find("\n\n") else { return false };
+        let block: String = buf.drain(..i + 2).collect();
+        let mut event = "message";
+        let mut data = String::new();
+        for line in block.lines() {
+            let (field, value) =
+                line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
+            match field {
+                "event" => {
+                    event = if value == "end" {
+                        "end"
+                    } else if value == "event" {
+                        "event"
+                    } else {
+                        "other"
+                    }
+                }
+                "data" => {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+        match event {
+            "end" => return true,
+            "event" => {
+                if let Ok(env) = serde_json::from_str::<Envelope>(&data) {
+                    if env.event == "log" {
+                        if let Some(p) = env.data.get("payload").and_then(Value::as_str) {
+                            tail.push(p);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_summaries_decode_leniently() {
+        let s: Vec<JobSummary> = serde_json::from_str(
+            r#"[{"id":1,"name":"unit","pipeline_id":3,"next_build":{"id":3,"name":"2","status":"started",
+                 "start_time":1718000000,"end_time":-62135596800},"inputs":[{"name":"src","resource":"repo"}],
+                 "unknown":{"x":1}},
+                {"name":"old","next_build":null,"finished_build":null,"inputs":null}]"#,
+        )
+        .unwrap();
+        assert_eq!(s[0].next_build.as_ref().map(|b| b.id), Some(3));
+        assert!(s[0].finished_build.is_none());
+        assert_eq!(s[0].inputs[0].resource.as_deref(), Some("repo"));
+        assert!(s[1].inputs.is_empty() && s[1].next_build.is_none());
+        assert_eq!(time_of(Some(-62_135_596_800)), None);
+        assert_eq!(time_of(Some(0)), None);
+        assert_eq!(time_of(Some(5)), Some(5));
+    }
+
+    #[test]
+    fn builds_and_resources_decode_leniently() {
+        let b: ApiBuild = serde_json::from_str(
+            r#"{"id":3,"team_name":"main","name":"1.1","status":"started","api_url":"/api/v1/builds/3",
+                "job_name":"unit","start_time":1718000000,"rerun_number":1,"rerun_of":{"id":2,"name":"1"},"created_by":"alice"}"#,
+        )
+        .unwrap();
+        assert_eq!((b.rerun_of.and_then(|r| r.id), b.end_time), (Some(2), None));
+        let empty: ApiBuild = serde_json::from_str(r#"{"id":4,"status":"pending","rerun_of":{}}"#).unwrap();
+        assert!(empty.rerun_of.unwrap().id.is_none());
+        let io: BuildIo = serde_json::from_str(
+            r#"{"inputs":[{"name":"src","version":{"ref":"abc","n":5},"first_occurrence":true}],"outputs":null}"#,
+        )
+        .unwrap();
+        let v = version_map(io.inputs.into_iter().next().unwrap().version);
+        assert_eq!(v.get("ref").map(String::as_str), Some("abc"));
+        assert_eq!(v.get("n").map(String::as_str), Some("5"));
+        assert!(io.outputs.is_empty());
+    }
+
+    #[test]
+    fn event_streams_yield_the_log_tail() {
+        let mut tail = LogTail::new(2);
+        let mut buf = String::from(concat!(
+            "id: 0\nevent: event\ndata: {\"data\":{\"status\":\"started\"},\"event\":\"status\",\"version\":\"1.0\"}\n\n",
+            "id: 1\nevent: event\ndata: {\"data\":{\"payload\":\"one\\ntwo\\n\",\"origin\":{}},\"event\":\"log\",\"version\":\"5.1\"}\n\n",
+            "id: 2\nevent: event\ndata: {\"data\":{\"payload\":\"thr\"},\"event\":\"log\",\"version\":\"5.1\"}\n\n",
+            "id: 3\nevent: event\ndata: {\"data\":{\"payload\":\"ee\\n\"},\"event\":\"log\",\"version\":\"5.1\"}\n\nid: 4\nevent: e",
+        ));
+        assert!(!sse_drain(&mut buf, &mut tail));
+        buf.push_str("nd\ndata\n\n");
+        assert!(sse_drain(&mut buf, &mut tail));
+        assert_eq!(tail.finish(), vec!["two", "three"]);
+    }
+}

@@ -1,1 +1,747 @@
-//! (in progress)
+//! GitHub: the commits of the tracked branch, as [`CommitFact`]s, and the pull-request calls
+//! `watch` needs.
+//!
+//! # What a poll does and costs
+//! 1. `GET /repos/{o}/{r}/commits?sha={branch}&per_page=100` with `If-None-Match`. A 304 ends
+//!    the poll: no facts, and GitHub does not charge it against the quota.
+//! 2. On 200, walk newest → oldest until a known sha, following `Link: rel="next"` only while
+//!    no known sha has been met (with nothing known: stop after `initial_commits`).
+//! 3. Each new commit: one `GET .../commits/{sha}` for its files (plus one per further page of
+//!    300 files). Fetched commits are kept until the poll succeeds, so a failed poll does not
+//!    fetch them again.
+//! 4. When the previous head is not on the walk, `GET .../compare/{old}...{new}`; `diverged` or
+//!    `behind` means a force-push: the known commits after the merge base become
+//!    [`Fact::Vanished`].
+//!
+//! So an idle poll is one conditional request (free), and N new commits cost 1 + N requests.
+//! The cursor (head, ETag, known shas) only moves when every new commit became a fact.
+//!
+//! # Errors
+//! Connect, timeout, 5xx and undecodable bodies are tried three times with exponential
+//! backoff and jitter; 401/403 (`Auth`), 404, other 4xx are not. A rate limit (403 with
+//! `x-ratelimit-remaining: 0` or a rate-limit message, or 429) is `RateLimited` with
+//! `retry_after` from `Retry-After` or `x-ratelimit-reset`; until then every call fails at once
+//! without a request.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, IF_NONE_MATCH, USER_AGENT};
+use reqwest::{Method, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::telemetry::{
+    RequestOutcome, SourceTelemetry, backoff, body_excerpt, describe_transport, kind_of_status, link_target,
+    next_delay, same_origin, scrub, url_with,
+};
+use super::{ErrorKind, GithubConfig, SourceError};
+use crate::core::journey::{CommitFact, Fact};
+
+const SOURCE: &str = "github";
+const API_VERSION: &str = "2022-11-28";
+const PER_PAGE: &str = "100";
+/// With known commits, walking further than this without meeting one is treated like a
+/// force-push (a compare decides); it bounds a poll after a long outage to ~10 list pages.
+const MAX_WALK: usize = 1000;
+/// Known shas kept for the walk and force-push detection (older ones drop off; a year of lana).
+const KNOWN_CAP: usize = 20_000;
+/// Pages of one list or one commit's files followed at most.
+const MAX_PAGES: usize = 20;
+/// Wait when GitHub rate-limits without saying for how long.
+const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60);
+
+/// A pull request, as `watch` needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullInfo {
+    pub number: u64,
+    pub title: String,
+    /// `open` or `closed`.
+    pub state: String,
+    pub draft: bool,
+    pub merged: bool,
+    /// `clean`, `blocked`, `draft`, ... (only computed for open PRs).
+    pub mergeable_state: Option<String>,
+    pub merge_commit_sha: Option<String>,
+    pub head_ref: String,
+    pub head_sha: String,
+    pub base_ref: String,
+    pub labels: Vec<String>,
+    pub author: Option<String>,
+    pub html_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewInfo {
+    pub user: Option<String>,
+    /// `APPROVED`, `CHANGES_REQUESTED`, `COMMENTED`, ...
+    pub state: String,
+    pub submitted_at: Option<i64>,
+    pub commit_id: Option<String>,
+}
+
+pub struct GithubSource {
+    cfg: GithubConfig,
+    api: Url,
+    client: reqwest::Client,
+    telemetry: Arc<SourceTelemetry>,
+    head: Option<String>,
+    etag: Option<String>,
+    /// Known shas in branch order, oldest first, and the same as a set.
+    known: Vec<String>,
+    known_set: HashSet<String>,
+    /// Commits fetched by a poll that has not completed yet.
+    fetched: HashMap<String, CommitFact>,
+    /// No request before this instant (rate limited).
+    blocked_until: Mutex<Option<Instant>>,
+    retry_base: Duration,
+}
+
+impl std::fmt::Debug for GithubSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubSource")
+            .field("repo", &format_args!("{}/{}", self.cfg.owner, self.cfg.repo))
+            .field("branch", &self.cfg.branch)
+            .field("head", &self.head)
+            .field("known", &self.known.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// ------------------------------------------------------------------ wire shapes (private)
+
+#[derive(Debug, Deserialize)]
+struct ListedCommit {
+    sha: String,
+    commit: GitCommit,
+    /// The GitHub account of the author, `null` when the email maps to none.
+    #[serde(default)]
+    author: Option<Account>,
+    #[serde(default)]
+    parents: Vec<ShaRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GitCommit {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    author: Option<GitPerson>,
+    #[serde(default)]
+    committer: Option<GitPerson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GitPerson {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    date: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Account {
+    #[serde(default)]
+    login: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ShaRef {
+    sha: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct CommitDetail {
+    #[serde(flatten)]
+    commit: ListedCommit,
+    #[serde(default)]
+    files: Option<Vec<FileEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FileEntry {
+    filename: String,
+    /// Set on renames: the old path also counts as touched (git pathspecs see both).
+    #[serde(default)]
+    previous_filename: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Comparison {
+    status: String,
+    #[serde(default)]
+    merge_base_commit: Option<ShaRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pull {
+    number: u64,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    draft: Option<bool>,
+    #[serde(default)]
+    merged: Option<bool>,
+    #[serde(default)]
+    merged_at: Option<String>,
+    #[serde(default)]
+    mergeable_state: Option<String>,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
+    head: PullSide,
+    base: PullSide,
+    #[serde(default)]
+    labels: Vec<Label>,
+    #[serde(default)]
+    user: Option<Account>,
+    #[serde(default)]
+    html_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullSide {
+    #[serde(rename = "ref", default)]
+    git_ref: String,
+    #[serde(default)]
+    sha: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Label {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Review {
+    #[serde(default)]
+    user: Option<Account>,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    submitted_at: Option<String>,
+    #[serde(default)]
+    commit_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MergeResult {
+    sha: String,
+}
+
+/// A successful answer: 2xx with its decoded body, or 304.
+enum Answer<T> {
+    Fresh { body: T, headers: HeaderMap },
+    NotModified,
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
+}
+
+fn wall_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl GithubSource {
+    pub fn new(cfg: GithubConfig, telemetry: Arc<SourceTelemetry>) -> Result<Self, SourceError> {
+        let config_err = |detail: String| SourceError {
+            source_name: SOURCE,
+            kind: ErrorKind::Client,
+            what: "configure".into(),
+            detail,
+            retry_after: None,
+        };
+        let api = Url::parse(&cfg.api_url).map_err(|e| config_err(format!("api_url is not a URL: {e}")))?;
+        if api.cannot_be_a_base() {
+            return Err(config_err("api_url cannot be a base URL".into()));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("deploy-journey/", env!("CARGO_PKG_VERSION"))));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
+        headers.insert("x-github-api-version", HeaderValue::from_static(API_VERSION));
+        if let Some(t) = &cfg.token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+                .map_err(|_| config_err("the token is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            // Links are followed by hand, and only to the configured origin.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| config_err(describe_transport(e).1))?;
+        Ok(GithubSource {
+            cfg,
+            api,
+            client,
+            telemetry,
+            head: None,
+            etag: None,
+            known: vec![],
+            known_set: HashSet::new(),
+            fetched: HashMap::new(),
+            blocked_until: Mutex::new(None),
+            retry_base: Duration::from_millis(250),
+        })
+    }
+
+    /// The first retry waits about this long, the next twice as long (tests shorten it).
+    pub fn set_retry_base_delay(&mut self, d: Duration) {
+        self.retry_base = d;
+    }
+
+    /// Resume from the store: the branch head and its ETag, and the known shas in branch order
+    /// (oldest first), as they were when the cursor was last saved.
+    pub fn restore(&mut self, head: Option<String>, etag: Option<String>, known: impl IntoIterator<Item = String>) {
+        self.known.clear();
+        self.known_set.clear();
+        for sha in known {
+            if self.known_set.insert(sha.clone()) {
+                self.known.push(sha);
+            }
+        }
+        self.trim_known();
+        // An ETag is only meaningful together with the head it was served with.
+        self.etag = if head.is_some() { etag } else { None };
+        self.head = head;
+        self.fetched.clear();
+    }
+
+    /// `(head, etag)` for the store.
+    pub fn cursor(&self) -> (Option<String>, Option<String>) {
+        (self.head.clone(), self.etag.clone())
+    }
+
+    /// Known shas in branch order, oldest first (to save with the cursor).
+    pub fn known(&self) -> &[String] {
+        &self.known
+    }
+
+    /// One poll of the branch; `now` (wall-clock Unix seconds) becomes `first_seen`.
+    pub async fn poll(&mut self, now: i64) -> Result<Vec<Fact>, SourceError> {
+        let started = Instant::now();
+        let result = self.poll_inner(now).await;
+        self.telemetry.record_poll(SOURCE, result.is_ok(), now, started.elapsed());
+        result
+    }
+
+    async fn poll_inner(&mut self, now: i64) -> Result<Vec<Fact>, SourceError> {
+        let what = format!("GET /repos/{}/{}/commits", self.cfg.owner, self.cfg.repo);
+        let mut url = url_with(&self.api, &["repos", &self.cfg.owner, &self.cfg.repo, "commits"]);
+        url.query_pairs_mut().append_pair("sha", &self.cfg.branch).append_pair("per_page", PER_PAGE);
+
+        let etag = self.head.as_ref().and(self.etag.clone());
+        let (first, headers) = match self.get_json::<Vec<ListedCommit>>(url, &what, etag.as_deref()).await? {
+            Answer::NotModified => return Ok(vec![]),
+            Answer::Fresh { body, headers } => (body, headers),
+        };
+        let new_etag = headers.get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let Some(new_head) = first.first().map(|c| c.sha.clone()) else {
+            // An empty branch: nothing to follow yet.
+            self.etag = new_etag;
+            return Ok(vec![]);
+        };
+        if self.head.as_deref() == Some(new_head.as_str()) {
+            self.etag = new_etag;
+            return Ok(vec![]);
+        }
+
+        // Walk newest → oldest until a known sha (or the bound).
+        let limit =
+            if self.known.is_empty() { self.cfg.initial_commits } else { MAX_WALK.max(self.cfg.initial_commits) };
+        let mut new: Vec<ListedCommit> = vec![];
+        let mut hit: Option<String> = None;
+        let mut page = first;
+        let mut page_headers = headers;
+        let mut pages = 1;
+        'walk: loop {
+            for c in page {
+                if self.known_set.contains(&c.sha) {
+                    hit = Some(c.sha);
+                    break 'walk;
+                }
+                if new.len() >= limit {
+                    break 'walk;
+                }
+                new.push(c);
+            }
+            let Some(next) = link_target(&page_headers, "next") else { break };
+            if pages >= MAX_PAGES {
+                break;
+            }
+            let next = self.follow(&next, &["repos", &self.cfg.owner, &self.cfg.repo, "commits"])?;
+            match self.get_json::<Vec<ListedCommit>>(next, &what, None).await? {
+                Answer::Fresh { body, headers } => {
+                    page = body;
+                    page_headers = headers;
+                }
+                Answer::NotModified => break,
+            }
+            pages += 1;
+        }
+
+        // Force-push: the old head is not where the walk stopped.
+        let mut facts = vec![];
+        let mut keep_known = self.known.len();
+        if let Some(old) = self.head.clone().filter(|old| hit.as_deref() != Some(old.as_str())) {
+            if let Some(base) = self.rewritten_from(&old, &new_head, hit.as_deref()).await? {
+                keep_known = base.and_then(|b| self.known.iter().position(|s| *s == b)).map(|p| p + 1).unwrap_or(0);
+                facts.extend(self.known[keep_known..].iter().map(|sha| Fact::Vanished { sha: sha.clone(), at: now }));
+            }
+        }
+
+        // Oldest first, with files; any failure leaves the cursor where it was.
+        new.reverse();
+        let mut commits = Vec::with_capacity(new.len());
+        for c in &new {
+            let fact = match self.fetched.get(&c.sha) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = self.fetch_commit(&c.sha, now).await?;
+                    self.fetched.insert(c.sha.clone(), f.clone());
+                    f
+                }
+            };
+            commits.push(fact);
+        }
+
+        for sha in self.known.drain(keep_known..) {
+            self.known_set.remove(&sha);
+        }
+        for c in &commits {
+            if self.known_set.insert(c.sha.clone()) {
+                self.known.push(c.sha.clone());
+            }
+        }
+        self.trim_known();
+        self.fetched.clear();
+        self.head = Some(new_head);
+        self.etag = new_etag;
+        facts.extend(commits.into_iter().map(Fact::Commit));
+        Ok(facts)
+    }
+
+    /// Whether the branch was rewritten so that `old` is no longer on it; then `Some(merge
+    /// base)` (`Some(None)`: none known, every known commit vanished).
+    async fn rewritten_from(
+        &self,
+        old: &str,
+        new: &str,
+        hit: Option<&str>,
+    ) -> Result<Option<Option<String>>, SourceError> {
+        let what = format!("GET /repos/{}/{}/compare", self.cfg.owner, self.cfg.repo);
+        let url =
+            url_with(&self.api, &["repos", &self.cfg.owner, &self.cfg.repo, "compare", &format!("{old}...{new}")]);
+        match self.get_json::<Comparison>(url, &what, None).await {
+            Ok(Answer::Fresh { body, .. }) => match body.status.as_str() {
+                "diverged" | "behind" => Ok(Some(body.merge_base_commit.map(|c| c.sha).or(hit.map(str::to_string)))),
+                _ => Ok(None),
+            },
+            Ok(Answer::NotModified) => Ok(None),
+            // The old head is gone from the repository altogether: it was rewritten away.
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(Some(hit.map(str::to_string))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET .../commits/{ref}` with every page of its files.
+    async fn fetch_commit(&self, git_ref: &str, now: i64) -> Result<CommitFact, SourceError> {
+        let what = format!("GET /repos/{}/{}/commits/{{sha}}", self.cfg.owner, self.cfg.repo);
+        let url = url_with(&self.api, &["repos", &self.cfg.owner, &self.cfg.repo, "commits", git_ref]);
+        let Answer::Fresh { body, headers } = self.get_json::<CommitDetail>(url, &what, None).await? else {
+            return Err(self.err(ErrorKind::Client, &what, "unexpected 304 without a conditional request".into()));
+        };
+        let mut files = vec![];
+        push_files(&mut files, body.files.unwrap_or_default());
+        let mut next = link_target(&headers, "next");
+        let mut pages = 1;
+        let sha = body.commit.sha.clone();
+        while let Some(link) = next.take() {
+            if pages >= MAX_PAGES {
+                break;
+            }
+            let url = self.follow(&link, &["repos", &self.cfg.owner, &self.cfg.repo, "commits", &sha])?;
+            if let Answer::Fresh { body, headers } = self.get_json::<CommitDetail>(url, &what, None).await? {
+                push_files(&mut files, body.files.unwrap_or_default());
+                next = link_target(&headers, "next");
+            }
+            pages += 1;
+        }
+        self.commit_fact(body.commit, files, now, &what)
+    }
+
+    fn commit_fact(
+        &self,
+        c: ListedCommit,
+        files: Vec<String>,
+        now: i64,
+        what: &str,
+    ) -> Result<CommitFact, SourceError> {
+        let date = |p: &Option<GitPerson>, which: &str| {
+            let raw = p.as_ref().and_then(|p| p.date.as_deref());
+            raw.and_then(parse_time).ok_or_else(|| {
+                self.err(ErrorKind::Decode, what, format!("commit {}: {which} date {raw:?} is not ISO-8601", c.sha))
+            })
+        };
+        let author_date = date(&c.commit.author, "author")?;
+        let committer_date = date(&c.commit.committer, "committer")?;
+        let author = c
+            .author
+            .as_ref()
+            .and_then(|a| a.login.clone())
+            .or_else(|| c.commit.author.as_ref().and_then(|a| a.name.clone()))
+            .unwrap_or_default();
+        Ok(CommitFact {
+            parent: c.parents.first().map(|p| p.sha.clone()),
+            sha: c.sha,
+            author,
+            author_date,
+            committer_date,
+            message: c.commit.message,
+            files,
+            first_seen: now,
+        })
+    }
+
+    /// One commit by sha or unambiguous prefix (for `watch`); `first_seen` is now.
+    pub async fn commit(&self, sha_or_prefix: &str) -> Result<CommitFact, SourceError> {
+        self.fetch_commit(sha_or_prefix, wall_now()).await
+    }
+
+    pub async fn pull_request(&self, number: u64) -> Result<PullInfo, SourceError> {
+        let what = format!("GET /repos/{}/{}/pulls/{{number}}", self.cfg.owner, self.cfg.repo);
+        let url = url_with(&self.api, &["repos", &self.cfg.owner, &self.cfg.repo, "pulls", &number.to_string()]);
+        let Answer::Fresh { body: p, .. } = self.get_json::<Pull>(url, &what, None).await? else {
+            return Err(self.err(ErrorKind::Client, &what, "unexpected 304".into()));
+        };
+        Ok(PullInfo {
+            number: p.number,
+            title: p.title,
+            state: p.state,
+            draft: p.draft.unwrap_or(false),
+            merged: p.merged.unwrap_or(p.merged_at.is_some()),
+            mergeable_state: p.mergeable_state,
+            merge_commit_sha: p.merge_commit_sha,
+            head_ref: p.head.git_ref,
+            head_sha: p.head.sha,
+            base_ref: p.base.git_ref,
+            labels: p.labels.into_iter().map(|l| l.name).collect(),
+            author: p.user.and_then(|u| u.login),
+            html_url: p.html_url,
+        })
+    }
+
+    pub async fn reviews(&self, number: u64) -> Result<Vec<ReviewInfo>, SourceError> {
+        let what = format!("GET /repos/{}/{}/pulls/{{number}}/reviews", self.cfg.owner, self.cfg.repo);
+        let n = number.to_string();
+        let segments = ["repos", &self.cfg.owner, &self.cfg.repo, "pulls", &n, "reviews"];
+        let mut url = url_with(&self.api, &segments);
+        url.query_pairs_mut().append_pair("per_page", PER_PAGE);
+        let mut out = vec![];
+        for _ in 0..MAX_PAGES {
+            let Answer::Fresh { body, headers } = self.get_json::<Vec<Review>>(url, &what, None).await? else { break };
+            out.extend(body.into_iter().map(|r| ReviewInfo {
+                user: r.user.and_then(|u| u.login),
+                state: r.state,
+                submitted_at: r.submitted_at.as_deref().and_then(parse_time),
+                commit_id: r.commit_id,
+            }));
+            match link_target(&headers, "next") {
+                Some(next) => url = self.follow(&next, &segments)?,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Squash-merge PR `number` if its head is still `head_sha`; returns the merge commit sha.
+    /// Tried once: a write is not repeated on a transient error (the caller looks first).
+    pub async fn merge_squash(&self, number: u64, head_sha: &str) -> Result<String, SourceError> {
+        let what = format!("PUT /repos/{}/{}/pulls/{{number}}/merge", self.cfg.owner, self.cfg.repo);
+        let url =
+            url_with(&self.api, &["repos", &self.cfg.owner, &self.cfg.repo, "pulls", &number.to_string(), "merge"]);
+        let body = serde_json::json!({"merge_method": "squash", "sha": head_sha});
+        self.check_blocked(&what)?;
+        let req = self.client.request(Method::PUT, url).json(&body);
+        match self.send_once::<MergeResult>(req, &what).await? {
+            Answer::Fresh { body, .. } => Ok(body.sha),
+            Answer::NotModified => Err(self.err(ErrorKind::Client, &what, "unexpected 304".into())),
+        }
+    }
+
+    // -------------------------------------------------------------- HTTP
+
+    fn err(&self, kind: ErrorKind, what: &str, detail: String) -> SourceError {
+        let secrets: Vec<&str> = self.cfg.token.iter().map(|t| t.expose()).collect();
+        SourceError {
+            source_name: SOURCE,
+            kind,
+            what: what.to_string(),
+            detail: scrub(detail, &secrets),
+            retry_after: None,
+        }
+    }
+
+    /// A pagination link: verbatim when it points at the configured API origin, else only its
+    /// query on our own path (the token never goes to another host).
+    fn follow(&self, link: &str, segments: &[&str]) -> Result<Url, SourceError> {
+        let parsed = self
+            .api
+            .join(link)
+            .map_err(|e| self.err(ErrorKind::Decode, "follow Link", format!("pagination link is not a URL: {e}")))?;
+        if same_origin(&parsed, &self.api) {
+            return Ok(parsed);
+        }
+        let mut own = url_with(&self.api, segments);
+        own.set_query(parsed.query());
+        Ok(own)
+    }
+
+    fn check_blocked(&self, what: &str) -> Result<(), SourceError> {
+        let until = *self.blocked_until.lock().unwrap_or_else(|e| e.into_inner());
+        match until {
+            Some(t) if Instant::now() < t => {
+                let mut e = self.err(ErrorKind::RateLimited, what, "rate limited; not asking before the reset".into());
+                e.retry_after = Some(t - Instant::now());
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn block_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut g = self.blocked_until.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none_or(|t| t < until) {
+            *g = Some(until);
+        }
+    }
+
+    /// GET with retries for transient failures (the body is decoded inside, so a garbled body
+    /// is retried too).
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        what: &str,
+        etag: Option<&str>,
+    ) -> Result<Answer<T>, SourceError> {
+        let mut delays = backoff(self.retry_base);
+        loop {
+            self.check_blocked(what)?;
+            let mut req = self.client.get(url.clone());
+            if let Some(e) = etag {
+                req = req.header(IF_NONE_MATCH, e);
+            }
+            match self.send_once::<T>(req, what).await {
+                Ok(a) => return Ok(a),
+                Err(e) => match next_delay(&e, &mut delays) {
+                    Some(d) => {
+                        tracing::debug!(error = %e, delay_ms = d.as_millis() as u64, "github: retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// One request: send, classify, decode, count.
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Answer<T>, SourceError> {
+        let result = self.exchange::<T>(req, what).await;
+        let outcome = match &result {
+            Ok(Answer::Fresh { .. }) => RequestOutcome::Ok,
+            Ok(Answer::NotModified) => RequestOutcome::NotModified,
+            Err(e) => RequestOutcome::Error(e.kind),
+        };
+        self.telemetry.record_request(SOURCE, outcome);
+        result
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Answer<T>, SourceError> {
+        let resp = req.send().await.map_err(|e| {
+            let (kind, detail) = describe_transport(e);
+            self.err(kind, what, detail)
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let remaining = header_num(&headers, "x-ratelimit-remaining");
+        let reset = header_num(&headers, "x-ratelimit-reset").map(|r| r as i64);
+        if let Some(r) = remaining {
+            self.telemetry.set_rate_limit(SOURCE, r, reset);
+        }
+        if status == 304 {
+            return Ok(Answer::NotModified);
+        }
+        let body = resp.bytes().await.map_err(|e| {
+            let (kind, detail) = describe_transport(e);
+            self.err(kind, what, detail)
+        })?;
+        if !(200..300).contains(&status) {
+            let excerpt = body_excerpt(&body);
+            let limited = status == 429
+                || (status == 403 && (remaining == Some(0) || excerpt.to_ascii_lowercase().contains("rate limit")));
+            let kind = if limited { ErrorKind::RateLimited } else { kind_of_status(status) };
+            let mut e = self.err(kind, what, format!("HTTP {status}: {excerpt}"));
+            // Every answer carries the quota's reset time; only a rate limit means "wait for it".
+            e.retry_after = header_num(&headers, "retry-after").map(Duration::from_secs);
+            if kind == ErrorKind::RateLimited {
+                let wait = e.retry_after.or_else(|| until_reset(&headers)).unwrap_or(DEFAULT_RATE_WAIT);
+                e.retry_after = Some(wait);
+                self.block_for(wait);
+            }
+            return Err(e);
+        }
+        // A spent quota: wait for the reset rather than collect a 403.
+        if remaining == Some(0) {
+            if let Some(wait) = until_reset(&headers) {
+                self.block_for(wait);
+            }
+        }
+        let body = serde_json::from_slice::<T>(&body)
+            .map_err(|e| self.err(ErrorKind::Decode, what, format!("{e} (body: {})", body_excerpt(&body))))?;
+        Ok(Answer::Fresh { body, headers })
+    }
+
+    fn trim_known(&mut self) {
+        if self.known.len() > KNOWN_CAP {
+            let drop = self.known.len() - KNOWN_CAP;
+            for sha in self.known.drain(..drop) {
+                self.known_set.remove(&sha);
+            }
+        }
+    }
+}
+
+fn push_files(out: &mut Vec<String>, files: Vec<FileEntry>) {
+    for f in files {
+        if let Some(prev) = f.previous_filename.filter(|p| *p != f.filename) {
+            out.push(prev);
+        }
+        out.push(f.filename);
+    }
+}
+
+fn header_num(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The time until `x-ratelimit-reset` (a wall-clock epoch).
+fn until_reset(headers: &HeaderMap) -> Option<Duration> {
+    let reset = header_num(headers, "x-ratelimit-reset")? as i64;
+    Some(Duration::from_secs((reset - wall_now()).max(1) as u64))
+}

@@ -1,1 +1,390 @@
-//! (in progress)
+//! What the sources report about themselves: requests by outcome, errors by kind, whether the
+//! last poll worked, when one last did, how long it took, and GitHub's remaining quota.
+//!
+//! [`SourceTelemetry`] is shared (`Arc`) between the sources, which write, and a metrics sink,
+//! which reads plain [`SourceSnapshot`]s; nothing here knows Prometheus. The `pub(crate)` part at
+//! the bottom is the request plumbing both sources share (status and transport classification,
+//! retry policy, `Link` headers), kept here because it is what feeds these counters.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{ErrorKind, SourceError};
+
+/// The sources, in a fixed order (a bounded metric label).
+pub const SOURCES: [&str; 2] = ["github", "concourse"];
+
+/// How one HTTP request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Ok,
+    /// 304: the cached answer still holds (GitHub does not charge these).
+    NotModified,
+    Error(ErrorKind),
+}
+
+impl RequestOutcome {
+    pub const LABELS: [&'static str; 3] = ["ok", "not_modified", "error"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Ok => "ok",
+            RequestOutcome::NotModified => "not_modified",
+            RequestOutcome::Error(_) => "error",
+        }
+    }
+}
+
+/// One source's numbers at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSnapshot {
+    pub requests_ok: u64,
+    pub requests_not_modified: u64,
+    pub requests_error: u64,
+    /// Failed requests by kind; every kind is present (0 until it happens) so series never gap.
+    pub errors: BTreeMap<ErrorKind, u64>,
+    /// Polls that returned `Ok` / `Err`.
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+    /// The last poll returned `Ok`. False before the first poll.
+    pub up: bool,
+    /// Wall-clock Unix seconds of the last successful poll (as passed in by the caller).
+    pub last_success: Option<i64>,
+    pub last_poll_duration: Option<Duration>,
+    /// GitHub's `x-ratelimit-remaining` from the newest response that carried it.
+    pub rate_limit_remaining: Option<u64>,
+    /// GitHub's `x-ratelimit-reset` (Unix seconds) from the same response.
+    pub rate_limit_reset: Option<i64>,
+}
+
+impl Default for SourceSnapshot {
+    fn default() -> Self {
+        SourceSnapshot {
+            requests_ok: 0,
+            requests_not_modified: 0,
+            requests_error: 0,
+            errors: ErrorKind::ALL.iter().map(|k| (*k, 0)).collect(),
+            polls_ok: 0,
+            polls_failed: 0,
+            up: false,
+            last_success: None,
+            last_poll_duration: None,
+            rate_limit_remaining: None,
+            rate_limit_reset: None,
+        }
+    }
+}
+
+impl SourceSnapshot {
+    pub fn requests(&self) -> u64 {
+        self.requests_ok + self.requests_not_modified + self.requests_error
+    }
+    pub fn errors_of(&self, kind: ErrorKind) -> u64 {
+        self.errors.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+/// Counters for every source, behind one lock (updates are a few integer writes).
+#[derive(Debug)]
+pub struct SourceTelemetry {
+    inner: Mutex<BTreeMap<&'static str, SourceSnapshot>>,
+}
+
+impl Default for SourceTelemetry {
+    fn default() -> Self {
+        SourceTelemetry::new()
+    }
+}
+
+impl SourceTelemetry {
+    pub fn new() -> SourceTelemetry {
+        SourceTelemetry { inner: Mutex::new(SOURCES.iter().map(|s| (*s, SourceSnapshot::default())).collect()) }
+    }
+
+    fn with<R>(&self, source: &'static str, f: impl FnOnce(&mut SourceSnapshot) -> R) -> R {
+        // Plain counters: a panic elsewhere while holding the lock leaves them usable.
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(g.entry(source).or_default())
+    }
+
+    pub fn record_request(&self, source: &'static str, outcome: RequestOutcome) {
+        self.with(source, |s| match outcome {
+            RequestOutcome::Ok => s.requests_ok += 1,
+            RequestOutcome::NotModified => s.requests_not_modified += 1,
+            RequestOutcome::Error(kind) => {
+                s.requests_error += 1;
+                *s.errors.entry(kind).or_insert(0) += 1;
+            }
+        });
+    }
+
+    /// The end of one poll; `now` is wall-clock Unix seconds.
+    pub fn record_poll(&self, source: &'static str, ok: bool, now: i64, duration: Duration) {
+        self.with(source, |s| {
+            s.up = ok;
+            s.last_poll_duration = Some(duration);
+            if ok {
+                s.polls_ok += 1;
+                s.last_success = Some(now);
+            } else {
+                s.polls_failed += 1;
+            }
+        });
+    }
+
+    pub fn set_rate_limit(&self, source: &'static str, remaining: u64, reset: Option<i64>) {
+        self.with(source, |s| {
+            s.rate_limit_remaining = Some(remaining);
+            if reset.is_some() {
+                s.rate_limit_reset = reset;
+            }
+        });
+    }
+
+    pub fn snapshot(&self, source: &str) -> SourceSnapshot {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.get(source).cloned().unwrap_or_default()
+    }
+
+    /// Every source's snapshot, in [`SOURCES`] order (then any other name).
+    pub fn snapshots(&self) -> Vec<(&'static str, SourceSnapshot)> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(&'static str, SourceSnapshot)> = g.iter().map(|(k, s)| (*k, s.clone())).collect();
+        v.sort_by_key(|(k, _)| SOURCES.iter().position(|s| s == k).unwrap_or(usize::MAX));
+        v
+    }
+}
+
+// ------------------------------------------------------------------ request plumbing
+
+/// Tries per request within one poll (the first and two retries).
+pub(crate) const TRIES: usize = 3;
+/// A server asking to wait longer than this within a poll ends the retrying; the next poll
+/// tries again.
+pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether a failed request is worth another try within the same poll. Credentials, missing
+/// things and bad requests do not fix themselves; rate limits are honoured across polls.
+pub(crate) fn retryable(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::Server | ErrorKind::Decode)
+}
+
+/// Exponential backoff with jitter for the retries of one request (backon's delays; the loop is
+/// ours so the request can borrow the source).
+pub(crate) fn backoff(base: Duration) -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(base)
+        .with_max_delay(base.saturating_mul(8).max(base))
+        .with_max_times(TRIES - 1)
+        .build()
+}
+
+/// How long to sleep before the next try, or `None` to give up now.
+pub(crate) fn next_delay(err: &SourceError, backoff: &mut impl Iterator<Item = Duration>) -> Option<Duration> {
+    if !retryable(err.kind) {
+        return None;
+    }
+    let d = backoff.next()?;
+    match err.retry_after {
+        Some(ra) if ra > MAX_RETRY_WAIT => None,
+        Some(ra) => Some(ra.max(d)),
+        None => Some(d),
+    }
+}
+
+/// The kind of a non-success HTTP status (GitHub's rate-limit 403 is told apart by the caller).
+pub(crate) fn kind_of_status(status: u16) -> ErrorKind {
+    match status {
+        401 | 403 => ErrorKind::Auth,
+        404 | 410 => ErrorKind::NotFound,
+        429 => ErrorKind::RateLimited,
+        500..=599 => ErrorKind::Server,
+        _ => ErrorKind::Client,
+    }
+}
+
+/// The kind and a credential-free description of a transport error.
+pub(crate) fn describe_transport(e: reqwest::Error) -> (ErrorKind, String) {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_decode() {
+        ErrorKind::Decode
+    } else {
+        // Refused, reset (also mid-body), DNS, TLS.
+        ErrorKind::Connect
+    };
+    // The URL can carry userinfo; leave it out and name the causes instead.
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    (kind, detail)
+}
+
+/// A short, single-line excerpt of an error body for the error detail.
+pub(crate) fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cut: String = one_line.chars().take(200).collect();
+    if one_line.chars().count() > 200 {
+        cut.push('…');
+    }
+    cut
+}
+
+/// Remove every occurrence of each secret from `s` (belt and braces: error texts are built
+/// without credentials, but a server may echo what it was sent).
+pub(crate) fn scrub(mut s: String, secrets: &[&str]) -> String {
+    for secret in secrets.iter().filter(|x| x.len() >= 4) {
+        if s.contains(secret) {
+            s = s.replace(secret, "***");
+        }
+    }
+    s
+}
+
+/// The target of the `Link` relation `rel` (RFC 8288; one header or several, comma-separated).
+pub(crate) fn link_target(headers: &reqwest::header::HeaderMap, rel: &str) -> Option<String> {
+    for value in headers.get_all(reqwest::header::LINK) {
+        let Ok(value) = value.to_str() else { continue };
+        for part in split_links(value) {
+            let Some((target, params)) = part.trim().strip_prefix('<').and_then(|p| p.split_once('>')) else {
+                continue;
+            };
+            let has_rel = params.split(';').any(|p| {
+                let p = p.trim();
+                p.strip_prefix("rel=")
+                    .map(|v| v.trim_matches('"').split_whitespace().any(|r| r.eq_ignore_ascii_case(rel)))
+                    .unwrap_or(false)
+            });
+            if has_rel {
+                return Some(target.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// Split a `Link` value at the commas between links (a URL may contain commas only inside `<>`).
+fn split_links(value: &str) -> Vec<&str> {
+    let mut out = vec![];
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in value.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ',' if depth <= 0 => {
+                out.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&value[start..]);
+    out
+}
+
+/// Whether two URLs share scheme, host and port (credentials go only to the configured origin).
+pub(crate) fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// `base` with `segments` appended as path segments (each percent-encoded as needed).
+pub(crate) fn url_with(base: &reqwest::Url, segments: &[&str]) -> reqwest::Url {
+    let mut u = base.clone();
+    if let Ok(mut p) = u.path_segments_mut() {
+        p.pop_if_empty().extend(segments);
+    }
+    u
+}
+
+/// `application/x-www-form-urlencoded` (reqwest's `form` feature is not enabled here).
+pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let mut u = reqwest::Url::parse("http://form.invalid/").expect("static URL parses");
+    u.query_pairs_mut().extend_pairs(pairs);
+    u.query().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, LINK};
+
+    #[test]
+    fn snapshots_start_at_zero_for_every_source_and_kind() {
+        let t = SourceTelemetry::new();
+        let all = t.snapshots();
+        assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), SOURCES);
+        for (_, s) in all {
+            assert_eq!(s.errors.len(), ErrorKind::ALL.len());
+            assert!(!s.up);
+        }
+    }
+
+    #[test]
+    fn requests_errors_and_polls_are_counted() {
+        let t = SourceTelemetry::new();
+        t.record_request("github", RequestOutcome::Ok);
+        t.record_request("github", RequestOutcome::NotModified);
+        t.record_request("github", RequestOutcome::Error(ErrorKind::RateLimited));
+        t.record_poll("github", true, 100, Duration::from_millis(5));
+        t.record_poll("github", false, 130, Duration::from_millis(7));
+        t.set_rate_limit("github", 4999, Some(200));
+        let s = t.snapshot("github");
+        assert_eq!((s.requests_ok, s.requests_not_modified, s.requests_error), (1, 1, 1));
+        assert_eq!(s.errors_of(ErrorKind::RateLimited), 1);
+        assert_eq!((s.up, s.last_success, s.polls_ok, s.polls_failed), (false, Some(100), 1, 1));
+        assert_eq!(s.rate_limit_remaining, Some(4999));
+        assert_eq!(t.snapshot("concourse").requests(), 0);
+    }
+
+    #[test]
+    fn link_relations_are_found_in_one_or_several_headers() {
+        let mut h = HeaderMap::new();
+        h.append(LINK, HeaderValue::from_static(r#"<https://x/a?to=2&limit=2>; rel="next""#));
+        h.append(LINK, HeaderValue::from_static(r#"<https://x/a?from=4&limit=2>; rel="previous""#));
+        assert_eq!(link_target(&h, "previous").as_deref(), Some("https://x/a?from=4&limit=2"));
+        let mut g = HeaderMap::new();
+        g.insert(
+            LINK,
+            HeaderValue::from_static(r#"<https://x/c?page=2>; rel="next", <https://x/c?page=9>; rel="last""#),
+        );
+        assert_eq!(link_target(&g, "next").as_deref(), Some("https://x/c?page=2"));
+        assert_eq!(link_target(&g, "last").as_deref(), Some("https://x/c?page=9"));
+        assert_eq!(link_target(&g, "prev"), None);
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_and_forms_encoded() {
+        assert_eq!(scrub("a hunter2 b".into(), &["hunter2"]), "a *** b");
+        assert_eq!(form_encode(&[("scope", "openid profile"), ("p", "a&b=c")]), "scope=openid+profile&p=a%26b%3Dc");
+    }
+
+    #[test]
+    fn only_transient_kinds_are_retried_and_long_waits_end_retrying() {
+        let err = |kind, retry_after| SourceError {
+            source_name: "concourse",
+            kind,
+            what: "GET /x".into(),
+            detail: String::new(),
+            retry_after,
+        };
+        let mut b = backoff(Duration::from_millis(10));
+        assert!(next_delay(&err(ErrorKind::Server, None), &mut b).is_some());
+        assert!(next_delay(&err(ErrorKind::Auth, None), &mut b).is_none());
+        assert!(next_delay(&err(ErrorKind::Server, Some(Duration::from_secs(600))), &mut b).is_none());
+        let mut b = backoff(Duration::from_millis(10));
+        assert_eq!(
+            next_delay(&err(ErrorKind::Server, Some(Duration::from_secs(2))), &mut b),
+            Some(Duration::from_secs(2))
+        );
+        assert!(next_delay(&err(ErrorKind::Server, None), &mut b).is_some());
+        assert!(next_delay(&err(ErrorKind::Server, None), &mut b).is_none(), "{TRIES} tries in all");
+    }
+}

@@ -8,3 +8,4 @@ mod sim_concourse;
 mod sim_engine;
 mod sim_github;
 mod sim_workload;
+mod store;

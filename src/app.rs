@@ -1,0 +1,166 @@
+//! `serve`: the polling loop and the HTTP server, wired together.
+//!
+//! Each cycle: poll GitHub and Concourse → persist the new facts (and only then the source
+//! cursors, so a cursor is never ahead of what the store holds) → merge them into the in-memory
+//! facts → derive journeys → publish a snapshot for the HTTP handlers. A `kill -9` at any point
+//! loses nothing a restart cannot re-read: facts already stored are loaded back, and whatever
+//! came after the last stored cursor is polled again (facts are idempotent).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::core::journey::{Fact, Facts, branch_order, derive};
+use crate::http::{Shared, Snapshot};
+use crate::sources::concourse::ConcourseSource;
+use crate::sources::github::GithubSource;
+use crate::sources::telemetry::SourceTelemetry;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up source: {0}")]
+    Source(#[from] crate::sources::SourceError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("internal task failed: {0}")]
+    Join(String),
+}
+
+const KV_GITHUB_HEAD: &str = "github.head";
+const KV_GITHUB_ETAG: &str = "github.etag";
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Run until `shutdown` resolves. `ready_tx` gets the bound address once the server listens.
+pub async fn serve(
+    cfg: Config,
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), AppError> {
+    let state_path = cfg.state_path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&state_path)).await.map_err(|e| AppError::Join(e.to_string()))??;
+    let store = Arc::new(Mutex::new(store));
+    let (mut facts, head, etag) = blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?))).await?;
+    tracing::info!(commits = facts.commits.len(), builds = facts.builds.len(), "state loaded");
+
+    let telemetry = Arc::new(SourceTelemetry::new());
+    let mut github = GithubSource::new(cfg.github(), telemetry.clone())?;
+    github.restore(head, etag, branch_order(&facts));
+    let mut concourse = ConcourseSource::new(cfg.concourse(), telemetry.clone())?;
+    concourse.restore(&facts);
+
+    let core = cfg.core();
+    let shared = Arc::new(Shared::default());
+    let environments = cfg.environments();
+    let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
+    let publish = |facts: &Facts, shared: &Shared| {
+        let now = unix_now();
+        shared.publish(Snapshot { derived: derive(facts, &core, now), now, environments: environments.clone(), repository: repository.clone() });
+    };
+    publish(&facts, &shared);
+
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
+    let bound = listener.local_addr().map_err(|source| AppError::Listen { addr: listen, source })?;
+    tracing::info!(%bound, "listening");
+    let app = crate::http::routes(shared.clone());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.changed().await;
+            })
+            .await;
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    if let Some(tx) = ready_tx {
+        let _ = tx.send(bound);
+    }
+
+    let mut answered = (false, false);
+    loop {
+        let started = Instant::now();
+        let now = unix_now();
+        let (gh, cc) = tokio::join!(github.poll(now), concourse.poll(now));
+        let mut new: Vec<Fact> = vec![];
+        match gh {
+            Ok(f) => {
+                answered.0 = true;
+                new.extend(f);
+            }
+            Err(e) => tracing::warn!(error = %e, "github poll failed"),
+        }
+        match cc {
+            Ok(f) => {
+                answered.1 = true;
+                new.extend(f);
+            }
+            Err(e) => tracing::warn!(error = %e, "concourse poll failed"),
+        }
+        let (head, etag) = github.cursor();
+        let persisted = {
+            let batch = new.clone();
+            blocking(&store, move |s| {
+                s.apply(&batch)?;
+                // After the facts: a cursor is never ahead of what is stored.
+                let mut kv: Vec<(&str, &str)> = vec![];
+                if let Some(h) = &head {
+                    kv.push((KV_GITHUB_HEAD, h));
+                }
+                if let Some(e) = &etag {
+                    kv.push((KV_GITHUB_ETAG, e));
+                }
+                s.set_kv_many(&kv)
+            })
+            .await
+        };
+        match persisted {
+            Ok(()) => {
+                let changed = new.into_iter().fold(false, |acc, f| facts.apply(f) | acc);
+                if changed || answered != (false, false) {
+                    publish(&facts, &shared);
+                }
+                if answered == (true, true) && !shared.is_ready() {
+                    shared.set_ready();
+                    tracing::info!("ready: every source answered");
+                }
+            }
+            // Not applying what could not be stored keeps memory and disk in step; the facts
+            // come back with the next poll because the cursor did not move.
+            Err(e) => tracing::error!(error = %e, "cannot store facts; will retry next cycle"),
+        }
+        tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "poll cycle");
+        let wait = cfg.poll_interval.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop_rx.changed() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    server.await.map_err(|e| AppError::Join(e.to_string()))?;
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, AppError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s)
+    })
+    .await
+    .map_err(|e| AppError::Join(e.to_string()))?
+    .map_err(AppError::from)
+}

@@ -1,0 +1,251 @@
+//! End to end: a scenario runs in the simulator; the real source clients poll it over HTTP every
+//! 30 virtual seconds; the core derives journeys; every attribution, outcome, stage time and
+//! lead time is compared with the simulator's ground truth.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deploy_journey::config::Config;
+use deploy_journey::core::journey::{Derived, Facts, Journey, Outcome, StageState, derive};
+use deploy_journey::sim::Sim;
+use deploy_journey::sim::clock::{ClockMode, SimClock};
+use deploy_journey::sim::model::BuildStatus as SimStatus;
+use deploy_journey::sim::workload::Scenario;
+use deploy_journey::sources::concourse::ConcourseSource;
+use deploy_journey::sources::github::GithubSource;
+use deploy_journey::sources::telemetry::SourceTelemetry;
+
+use crate::support::{START, init_crypto};
+
+pub const POLL: i64 = 30;
+
+pub fn example_config(name: &str, url: &str) -> Config {
+    let path = format!("{}/examples/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let env = |k: &str| match k {
+        "GITHUB_TOKEN" => Some("ghp_test_token".to_string()),
+        "CONCOURSE_PASSWORD" => Some("viewer-password".to_string()),
+        "CONCOURSE_TOKEN" => None,
+        _ => None,
+    };
+    let mut cfg = deploy_journey::config::load(std::path::Path::new(&path), &env).unwrap_or_else(|e| panic!("{e}"));
+    cfg.repository.api_url = url.to_string();
+    cfg.concourse.url = url.to_string();
+    cfg
+}
+
+pub struct Run {
+    pub sim: Arc<Sim>,
+    pub derived: Derived,
+    pub shas: BTreeMap<String, String>,
+    pub cfg: Config,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Run {
+    pub fn journey(&self, id: &str) -> &Journey {
+        let sha = &self.shas[id];
+        self.derived.journeys.iter().find(|j| &j.sha == sha).unwrap_or_else(|| panic!("no journey for {id}"))
+    }
+}
+
+/// Run a scenario file against the exporter's sources and core.
+pub async fn run_scenario(file: &str, config: &str) -> Run {
+    init_crypto();
+    let path = if file.starts_with('/') { file.to_string() } else { format!("{}/tests/scenarios/{file}", env!("CARGO_MANIFEST_DIR")) };
+    let sc = Scenario::load(&path).unwrap();
+    let (world, run) = sc.build_world(START);
+    let sim = Sim::new(world, SimClock::new(START, ClockMode::Stepped));
+    let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let s2 = sim.clone();
+    let task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(s2, listener).await;
+    });
+    let cfg = example_config(config, &url);
+    let telemetry = Arc::new(SourceTelemetry::new());
+    let mut gh = GithubSource::new(cfg.github(), telemetry.clone()).unwrap();
+    let mut cc = ConcourseSource::new(cfg.concourse(), telemetry).unwrap();
+    let mut facts = Facts::default();
+    let end = START + sc.run_for;
+    while sim.now() < end {
+        sim.clock.step(POLL);
+        let now = sim.now();
+        for f in gh.poll(now).await.unwrap() {
+            facts.apply(f);
+        }
+        for f in cc.poll(now).await.unwrap() {
+            facts.apply(f);
+        }
+    }
+    let derived = derive(&facts, &cfg.core(), sim.now());
+    let shas = sim.with_world(|w| run.shas(w));
+    Run { sim, derived, shas, cfg, _task: task }
+}
+
+/// Attributions equal ground truth; every ended journey's lead time equals the truth's first
+/// successful deployment carrying it minus the commit time; stage times are build times.
+pub fn check_against_truth(r: &Run) {
+    let core = r.cfg.core();
+    r.sim.with_world(|w| {
+        let bad = crate::core_truth::mismatches(w, &core, &r.derived);
+        assert!(bad.is_empty(), "attribution differs from ground truth:\n{}", bad.join("\n"));
+        let env_stage = core.stages.iter().find(|s| s.environment.is_some()).unwrap();
+        for j in &r.derived.journeys {
+            if j.commit_time < START {
+                continue;
+            }
+            let deployed = w
+                .builds_containing(&j.sha)
+                .into_iter()
+                .filter(|(p, jj, _)| w.concourse.pipelines[*p].name == env_stage.pipeline && env_stage.jobs.iter().any(|x| x.name == w.concourse.pipelines[*p].jobs[*jj].name))
+                .filter_map(|(_, _, id)| w.concourse.build(id))
+                .find(|b| b.status == SimStatus::Succeeded)
+                .and_then(|b| b.end_time);
+            let env = env_stage.environment.as_deref().unwrap();
+            assert_eq!(j.deployed_at.get(env).copied(), deployed, "{} {:?}: deployment time", j.short(), j.subject);
+            // Stage start/end are the carrying builds' times.
+            for s in &j.stages {
+                if s.state == StageState::Succeeded {
+                    let first_start = s.attempts.iter().filter_map(|a| a.start).min();
+                    assert_eq!(s.start, first_start, "{} {}", j.short(), s.name);
+                    assert!(s.end >= s.start);
+                }
+            }
+        }
+    });
+}
+
+fn stage<'a>(j: &'a Journey, name: &str) -> &'a deploy_journey::core::journey::StageJourney {
+    j.stages.iter().find(|s| s.name == name).unwrap()
+}
+
+fn lead(j: &Journey) -> i64 {
+    j.lead_time("staging").unwrap_or_else(|| panic!("{} did not reach staging: {:?}", j.short(), j.outcome))
+}
+
+#[tokio::test]
+async fn backend_commit_to_staging() {
+    let r = run_scenario("backend-to-staging.yaml", "lana").await;
+    check_against_truth(&r);
+    let j = r.journey(r.shas.keys().next().unwrap());
+    assert_eq!(j.outcome, Outcome::Deployed);
+    assert!(j.stages.iter().all(|s| matches!(s.state, StageState::Succeeded | StageState::NotApplicable)), "{:?}", j.stages);
+    assert_eq!(stage(j, "testflight").method(), Some(deploy_journey::core::journey::Method::Bridge));
+    assert!(lead(j) > 0);
+}
+
+#[tokio::test]
+async fn three_commits_while_tests_run_share_one_build() {
+    let r = run_scenario("three-while-tests-run.yaml", "lana").await;
+    check_against_truth(&r);
+    let ids: Vec<i64> = ["a", "b", "c"].iter().map(|k| stage(r.journey(k), "tests").attempts[0].build_id).collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "one test build carries a, b and c: {ids:?}");
+    assert_eq!(r.journey("c").outcome, Outcome::Deployed);
+    assert_eq!(r.journey("a").outcome, Outcome::Superseded);
+    assert_eq!(r.journey("b").outcome, Outcome::Superseded);
+    assert_eq!(r.journey("a").carried_by.as_deref(), Some(r.shas["c"].as_str()));
+    // Three lead times, one deployment: they differ by the commit times.
+    let (la, lc) = (lead(r.journey("a")), lead(r.journey("c")));
+    assert_eq!(la - lc, r.journey("c").commit_time - r.journey("a").commit_time);
+}
+
+#[tokio::test]
+async fn frontend_only_commit_ships_with_the_next_release_candidate() {
+    let r = run_scenario("frontend-only.yaml", "lana").await;
+    check_against_truth(&r);
+    let ui = r.journey("ui");
+    assert_eq!(stage(ui, "tests").state, StageState::NotApplicable);
+    assert_eq!(stage(ui, "edge-images").attempts.len(), 1);
+    let rc = &stage(ui, "build-rc").attempts[0];
+    assert_eq!(rc.head.as_deref(), Some(r.shas["later"].as_str()), "the RC of the later commit carries it");
+    assert!(ui.ended);
+}
+
+#[tokio::test]
+async fn dagster_only_commit_gets_two_release_candidates() {
+    let r = run_scenario("dagster-only.yaml", "lana").await;
+    check_against_truth(&r);
+    let id = r.shas.keys().next().unwrap().clone();
+    let j = r.journey(&id);
+    assert_eq!(j.classification.change_type, deploy_journey::core::classify::ChangeType::Dagster);
+    assert!(j.ended);
+    // The dagster edge image triggers an RC on the previous tested repo first; that RC does not
+    // carry the commit (its repo is older), the second does.
+    let rcs: Vec<_> = r.sim.with_world(|w| {
+        let (p, jj) = w.job_index("lana-bank", "build-rc").unwrap();
+        w.concourse.pipelines[p].jobs[jj].builds.iter().filter(|b| w.concourse.build(**b).unwrap().create_time >= START).count()
+    });
+    assert!(rcs >= 2, "two release candidates, got {rcs}");
+    assert_eq!(stage(j, "build-rc").attempts.len(), 1);
+}
+
+#[tokio::test]
+async fn ci_only_commit_triggers_nothing_and_rides_along() {
+    let r = run_scenario("ci-only-untracked.yaml", "lana").await;
+    check_against_truth(&r);
+    let untracked: Vec<&Journey> = r.derived.journeys.iter().filter(|j| j.classification.change_type == deploy_journey::core::classify::ChangeType::Untracked).collect();
+    assert!(!untracked.is_empty());
+    for j in untracked {
+        assert!(j.classification.resources.is_empty());
+        assert_eq!(j.outcome, Outcome::Untracked);
+        assert!(!j.not_picked_up, "nothing should trigger, so it is not 'not picked up'");
+    }
+}
+
+#[tokio::test]
+async fn ci_skip_commit_is_skipped() {
+    let r = run_scenario("ci-skip.yaml", "lana").await;
+    check_against_truth(&r);
+    assert!(r.derived.journeys.iter().any(|j| j.classification.change_type == deploy_journey::core::classify::ChangeType::Skipped));
+}
+
+#[tokio::test]
+async fn bats_failure_then_rerun_green() {
+    let r = run_scenario("bats-flaky-rerun.yaml", "lana").await;
+    check_against_truth(&r);
+    let a = r.journey("a");
+    let bats: Vec<_> = stage(a, "tests").attempts.iter().filter(|x| x.job == "test-bats").collect();
+    assert_eq!(bats.len(), 2, "the failed build and its rerun");
+    assert_eq!(bats[1].rerun_of, Some(bats[0].build_id));
+    assert!(bats[1].name.ends_with(".1"));
+    assert_eq!(a.outcome, Outcome::Deployed, "a rerun of its own build is its own");
+}
+
+#[tokio::test]
+async fn failed_testflight_then_fixing_commit() {
+    let r = run_scenario("testflight-fails-then-fix.yaml", "lana").await;
+    check_against_truth(&r);
+    let failed: Vec<&Journey> = r.derived.journeys.iter().filter(|j| j.outcome == Outcome::Failed).collect();
+    assert!(!failed.is_empty(), "{:?}", r.derived.journeys.iter().map(|j| (j.short(), j.outcome)).collect::<Vec<_>>());
+    assert!(failed.iter().all(|j| j.failed_stage.as_deref() == Some("testflight") && j.carried_on && j.ended));
+}
+
+#[tokio::test]
+async fn a_27_minute_testflight() {
+    let r = run_scenario("testflight-27m.yaml", "lana").await;
+    check_against_truth(&r);
+    let tf: Vec<i64> = r.derived.journeys.iter().filter_map(|j| stage(j, "testflight").duration()).collect();
+    assert!(tf.contains(&(27 * 60)), "{tf:?}");
+}
+
+#[tokio::test]
+async fn staging_deploys_a_descendant() {
+    let r = run_scenario("staging-deploys-descendant.yaml", "lana").await;
+    check_against_truth(&r);
+    let a = r.journey("a");
+    let st = &stage(a, "staging").attempts[0];
+    assert_eq!(st.head.as_deref(), Some(r.shas["b"].as_str()));
+    assert!(!st.own);
+}
+
+#[tokio::test]
+async fn the_same_scenarios_on_the_two_repo_layout() {
+    for f in ["backend-to-staging.yaml", "three-while-tests-run.yaml", "frontend-only.yaml", "bats-flaky-rerun.yaml"] {
+        let text = std::fs::read_to_string(format!("{}/tests/scenarios/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let two = text.replace("topology: lana\n", "topology: lana-two-repos\n").replace("private-charts/lana-bank-testflight", "lana-bank/testflight");
+        let path = std::env::temp_dir().join(format!("two-repos-{}-{f}", std::process::id()));
+        std::fs::write(&path, two).unwrap();
+        let r = run_scenario(path.to_str().unwrap(), "lana-two-repos").await;
+        check_against_truth(&r);
+        assert!(r.derived.journeys.iter().filter(|j| j.commit_time >= START).all(|j| j.ended), "{f}: every commit reaches staging");
+    }
+}
