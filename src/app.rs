@@ -45,9 +45,12 @@ pub async fn serve(
     ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), AppError> {
     let state_path = cfg.state_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&state_path)).await.map_err(|e| AppError::Join(e.to_string()))??;
+    let store = tokio::task::spawn_blocking(move || Store::open(&state_path))
+        .await
+        .map_err(|e| AppError::Join(e.to_string()))??;
     let store = Arc::new(Mutex::new(store));
-    let (mut facts, head, etag) = blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?))).await?;
+    let (mut facts, head, etag) =
+        blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?))).await?;
     tracing::info!(commits = facts.commits.len(), builds = facts.builds.len(), "state loaded");
 
     let telemetry = Arc::new(SourceTelemetry::new());
@@ -62,11 +65,17 @@ pub async fn serve(
     let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
     let publish = |facts: &Facts, shared: &Shared| {
         let now = unix_now();
-        shared.publish(Snapshot { derived: derive(facts, &core, now), now, environments: environments.clone(), repository: repository.clone() });
+        shared.publish(Snapshot {
+            derived: derive(facts, &core, now),
+            now,
+            environments: environments.clone(),
+            repository: repository.clone(),
+        });
     };
     publish(&facts, &shared);
 
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| AppError::Listen { addr: listen, source })?;
     tracing::info!(%bound, "listening");
     let app = crate::http::routes(shared.clone());

@@ -296,7 +296,7 @@ fn push_unique(v: &mut Vec<String>, s: &str) {
 // ------------------------------------------------------------------ raw file structure
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of settings (repository, concourse, resources, stages, ...)")]
 struct RawConfig {
     repository: Option<RawRepository>,
     concourse: Option<RawConcourse>,
@@ -311,7 +311,7 @@ struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping: github, branch, api_url, token_file or token_env")]
 struct RawRepository {
     github: Option<String>,
     branch: Option<String>,
@@ -323,7 +323,7 @@ struct RawRepository {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping: url, team, auth")]
 struct RawConcourse {
     url: Option<String>,
     team: Option<String>,
@@ -332,7 +332,7 @@ struct RawConcourse {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping: token_file/token_env, or username + password_file/password_env")]
 struct RawAuth {
     token_file: Option<String>,
     token_env: Option<String>,
@@ -342,7 +342,7 @@ struct RawAuth {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping: paths, ignore_paths, disable_ci_skip, kind, pipeline, aliases")]
 struct RawResource {
     #[serde(default)]
     paths: Vec<String>,
@@ -357,7 +357,7 @@ struct RawResource {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a stage: a mapping with name, pipeline, jobs, ...")]
 struct RawStage {
     name: Option<String>,
     pipeline: Option<String>,
@@ -382,7 +382,7 @@ enum RawJob {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping: name, git")]
 struct RawJobFull {
     name: Option<String>,
     git: Option<Vec<String>>,
@@ -415,7 +415,7 @@ enum RawBridge {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping: git_input")]
 struct RawFallback {
     git_input: Option<String>,
 }
@@ -462,7 +462,9 @@ fn secret_key_hint(parent: &str, key: &str) -> Option<String> {
         ),
         // Resource names are the user's; anything else named like a secret is one.
         ("resources", _) => return None,
-        (_, "token" | "password" | "secret" | "api_key") => format!("use {key}_file or {key}_env"),
+        (_, "token" | "password" | "secret" | "api_key") => {
+            "see repository.token_file/token_env and concourse.auth for where credentials come from".to_string()
+        }
         _ => return None,
     };
     Some(format!("secrets are not read from the config file; {hint}"))
@@ -498,11 +500,10 @@ fn strip_secrets(v: &mut serde_norway::Value, path: &str, problems: &mut Vec<Pro
 /// serde_norway's `path: message at line L column C` as a problem.
 fn yaml_problem(e: &serde_norway::Error, with_location: bool) -> Problem {
     let mut text = e.to_string();
-    let loc = e.location();
+    // Decoding errors end with their location; syntax errors name theirs inside the message.
+    let loc = e.location().filter(|l| text.ends_with(&format!(" at line {} column {}", l.line(), l.column())));
     if let Some(l) = &loc {
-        if let Some(s) = text.strip_suffix(&format!(" at line {} column {}", l.line(), l.column())) {
-            text = s.to_string();
-        }
+        text.truncate(text.len() - format!(" at line {} column {}", l.line(), l.column()).len());
     }
     let is_path = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || "_-.[]?/*".contains(c));
     let (path, msg) = match text.split_once(": ") {
@@ -743,8 +744,10 @@ impl Validator<'_> {
             .into_iter()
             .collect();
         let first_pipeline = raw.stages.iter().flatten().next().and_then(|s| nonempty(&s.pipeline)).unwrap_or("");
+        // Stages refer to every declared resource, valid or not, so one bad filter is one problem.
+        let declared: Vec<String> = raw.resources.iter().flat_map(|r| r.0.iter().map(|(n, _)| n.clone())).collect();
         let resources = self.resources(raw.resources, first_pipeline, &stage_pipelines);
-        let stages = self.stages(raw.stages, &resources);
+        let stages = self.stages(raw.stages, &declared);
         Some(Config {
             origin: origin.to_string(),
             repository: repository?,
@@ -961,7 +964,7 @@ impl Validator<'_> {
         out
     }
 
-    fn stages(&mut self, raw: Option<Vec<RawStage>>, resources: &[Resource]) -> Vec<StageDef> {
+    fn stages(&mut self, raw: Option<Vec<RawStage>>, resources: &[String]) -> Vec<StageDef> {
         let Some(raw) = raw else {
             self.problem("stages", "is required: the stages a commit goes through, in order");
             return vec![];
@@ -971,8 +974,7 @@ impl Validator<'_> {
             return vec![];
         }
         let names: Vec<Option<String>> = raw.iter().map(|s| nonempty(&s.name).map(str::to_string)).collect();
-        let all_resources: Vec<String> = resources.iter().map(|r| r.name.clone()).collect();
-        // The names resource lists may use, even those of resources that had problems.
+        let all_resources = resources.to_vec();
         let mut out = vec![];
         // (pipeline, job) → stage index, to find a job in two stages.
         let mut seen_jobs: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -980,10 +982,10 @@ impl Validator<'_> {
         for (si, s) in raw.into_iter().enumerate() {
             let at = format!("stages[{si}]");
             let name = self.required(&format!("{at}.name"), &s.name).map(str::to_string);
-            if let Some(n) = &name {
-                if let Some(first) = names[..si].iter().position(|x| x.as_deref() == Some(n)) {
-                    self.problem(format!("{at}.name"), format!("{n:?} is already the name of stages[{first}]"));
-                }
+            if let Some(n) = &name
+                && let Some(first) = names[..si].iter().position(|x| x.as_deref() == Some(n))
+            {
+                self.problem(format!("{at}.name"), format!("{n:?} is already the name of stages[{first}]"));
             }
             let pipeline = self.required(&format!("{at}.pipeline"), &s.pipeline).unwrap_or_default().to_string();
             let stage_git = match &s.git {
@@ -1112,13 +1114,13 @@ impl Validator<'_> {
                         _ => None,
                     },
                 };
-                if let (Some(list), Some(inp)) = (&inputs, nonempty(input)) {
-                    if !list.iter().any(|x| x == inp) {
-                        self.problem(
-                            format!("{bat}.input"),
-                            format!("unknown input step {inp:?}: {at}.inputs lists {}", list.join(", ")),
-                        );
-                    }
+                if let (Some(list), Some(inp)) = (&inputs, nonempty(input))
+                    && !list.iter().any(|x| x == inp)
+                {
+                    self.problem(
+                        format!("{bat}.input"),
+                        format!("unknown input step {inp:?}: {at}.inputs lists {}", list.join(", ")),
+                    );
                 }
                 bridges.extend(built);
             }
@@ -1164,17 +1166,19 @@ impl Validator<'_> {
         out
     }
 
-    fn resource_list(&mut self, at: &str, list: &[String], resources: &[Resource]) -> Vec<String> {
+    fn resource_list(&mut self, at: &str, list: &[String], resources: &[String]) -> Vec<String> {
         if list.is_empty() {
             self.problem(at, "must name at least one resource (leave it out for all of them)");
         }
         let mut out = vec![];
         for (i, g) in list.iter().enumerate() {
-            if resources.iter().any(|r| r.name == *g) {
+            if resources.contains(g) {
                 push_unique(&mut out, g);
             } else {
-                let known: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
-                self.problem(format!("{at}[{i}]"), format!("unknown resource {g:?} (resources: {})", known.join(", ")));
+                self.problem(
+                    format!("{at}[{i}]"),
+                    format!("unknown resource {g:?} (resources: {})", resources.join(", ")),
+                );
             }
         }
         out
@@ -1187,7 +1191,15 @@ fn pathspec_message(e: &PathspecError) -> String {
         PathspecError::ShellSyntax { pattern, ch, .. } => {
             format!("{pattern:?} contains {ch:?}, which git-resource's shell command line would split or interpret")
         }
-        PathspecError::Invalid { pattern, reason, .. } => format!("{pattern:?} is not a valid pathspec: {reason}"),
+        PathspecError::Invalid { pattern, reason, .. } => {
+            // gix's reasons can be a Debug rendering `Message { message: "...", .. }`: keep the text.
+            let reason = reason
+                .split_once("message: \"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(m, _)| m)
+                .unwrap_or(reason);
+            format!("{pattern:?} is not a valid pathspec: {reason}")
+        }
     }
 }
 
@@ -1274,7 +1286,61 @@ pub fn resource_differences(cfg: &Config, pipeline: &str, pipeline_config_answer
             ));
         }
     }
+    // Git resources on the tracked branch that trigger a watched job but that the file does not
+    // track: commits they emit would be misclassified.
+    let known: BTreeSet<&str> =
+        cfg.resources.iter().flat_map(|r| std::iter::once(&r.name).chain(&r.aliases)).map(String::as_str).collect();
+    let watched: BTreeSet<&str> = cfg
+        .stages
+        .iter()
+        .filter(|s| s.pipeline == pipeline)
+        .flat_map(|s| s.jobs.iter().map(|j| j.name.as_str()))
+        .collect();
+    let mut untracked: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for job in conf.get("jobs").and_then(|j| j.as_array()).into_iter().flatten() {
+        let Some(name) = job.get("name").and_then(|n| n.as_str()).filter(|n| watched.contains(n)) else { continue };
+        let mut triggers = BTreeSet::new();
+        trigger_resources(job.get("plan").unwrap_or(&serde_json::Value::Null), &mut triggers);
+        for res in triggers.into_iter().filter(|r| !known.contains(r.as_str())) {
+            let Some(src) = list
+                .iter()
+                .find(|x| x.get("name").and_then(|n| n.as_str()) == Some(&res))
+                .filter(|x| x.get("type").and_then(|t| t.as_str()) == Some("git"))
+                .and_then(|x| x.get("source"))
+            else {
+                continue;
+            };
+            let repo = src.get("uri").and_then(|u| u.as_str()).and_then(repo_of_uri);
+            let branch = src.get("branch").and_then(|b| b.as_str());
+            if repo.is_some_and(|r| r.eq_ignore_ascii_case(&want_repo)) && branch == Some(&cfg.repository.branch) {
+                untracked.entry(res).or_default().push(name.to_string());
+            }
+        }
+    }
+    for (res, jobs) in untracked {
+        out.push(format!(
+            "resources: pipeline {pipeline}'s git resource {res} follows {want_repo} {} and triggers {}, but this file does not track it",
+            cfg.repository.branch,
+            jobs.join(", ")
+        ));
+    }
     out
+}
+
+/// Resources of the `get` steps with `trigger: true` in a job plan.
+fn trigger_resources(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(g) = m.get("get").and_then(|g| g.as_str())
+                && m.get("trigger").and_then(|t| t.as_bool()) == Some(true)
+            {
+                out.insert(m.get("resource").and_then(|r| r.as_str()).unwrap_or(g).to_string());
+            }
+            m.values().for_each(|x| trigger_resources(x, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| trigger_resources(x, out)),
+        _ => {}
+    }
 }
 
 /// Get and put step names anywhere in a job plan (`in_parallel`, `do`, `try`, hooks, ...).
@@ -1330,10 +1396,10 @@ pub fn job_differences(cfg: &Config, pipeline: &str, pipeline_config_answer: &se
                 out.push(format!("{at}.bridges[{bi}].{kind}.input: no get step {input:?} in the stage's jobs"));
             }
         }
-        if let Some(f) = &st.fallback_git_input {
-            if !gets.contains(f) {
-                out.push(format!("{at}.fallback.git_input: no get step {f:?} in the stage's jobs"));
-            }
+        if let Some(f) = &st.fallback_git_input
+            && !gets.contains(f)
+        {
+            out.push(format!("{at}.fallback.git_input: no get step {f:?} in the stage's jobs"));
         }
     }
     out
@@ -1595,9 +1661,9 @@ stages:
                 "lead_time_from: \"merge_date\" is not one of committer_date (default), author_date, first_seen",
                 "resources.repo.paths[1]: \"a b\" contains ' ', which git-resource's shell command line would split or interpret",
                 "resources.repo.paths[2]: must not be empty",
-                "resources.repo.ignore_paths[0]: \"../x\" is not a valid pathspec: the path is outside the repository",
+                "resources.repo.ignore_paths[0]: \"../x\" is not a valid pathspec: The path leaves the repository",
                 "resources.repo.kind: \"web\" is not one of backend (default), frontend, dagster",
-                "stages[0].git[1]: unknown resource \"nope\" (resources: )",
+                "stages[0].git[1]: unknown resource \"nope\" (resources: repo)",
                 "stages[0].stuck_after: must be greater than 0",
                 "stages[1].name: \"tests\" is already the name of stages[0]",
                 "stages[1].jobs: must not be empty",
@@ -1671,7 +1737,10 @@ stages: [{}]
         let bad = text.replace("equals: { input: chart, output: o }", "same: { input: chart }");
         let p = problems(&bad);
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].starts_with("stages[1].bridges[1]: unknown variant `same`, expected `message_contains` or `equals`"), "{p:?}");
+        assert!(
+            p[0].starts_with("stages[1].bridges[1]: unknown variant `same`, expected `message_contains` or `equals`"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -1679,10 +1748,18 @@ stages: [{}]
         let text = MINIMAL.replace("team: dev", "team: dev, tean: dev");
         assert_eq!(
             problems(&text),
-            ["concourse: unknown field `tean`, expected one of `url`, `team`, `auth`, `timeout` (line 3, column 39)"]
+            ["concourse: unknown field `tean`, expected one of `url`, `team`, `auth`, `timeout` (line 3, column 44)"]
         );
         let text = MINIMAL.replace("jobs: [t]", "jobs: [{ name: t, gti: [repo] }]");
-        assert_eq!(problems(&text), ["stages[0].jobs[0]: unknown field `gti`, expected `name` or `git` (line 6, column 48)"]);
+        assert_eq!(
+            problems(&text),
+            ["stages[0].jobs[0]: unknown field `gti`, expected `name` or `git` (line 6, column 51)"]
+        );
+        let text = MINIMAL.replace("concourse: { url: 'http://ci/', team: dev }", "concourse: https://ci");
+        assert_eq!(
+            problems(&text),
+            ["concourse: invalid type: string \"https://ci\", expected a mapping: url, team, auth (line 3, column 12)"]
+        );
         let text = format!("{MINIMAL}extra: 1\n");
         let p = problems(&text);
         assert!(p[0].starts_with("unknown field `extra`, expected one of `repository`"), "{p:?}");
@@ -1747,10 +1824,7 @@ stages: [{}]
         let missing = dir.path().join("nope");
         let p = problems_env(&auth(&format!("{{ token_file: '{}' }}", missing.display())), &lana_env);
         assert_eq!(p.len(), 1);
-        assert!(
-            p[0].starts_with(&format!("concourse.auth.token_file: cannot read {}: ", missing.display())),
-            "{p:?}"
-        );
+        assert!(p[0].starts_with(&format!("concourse.auth.token_file: cannot read {}: ", missing.display())), "{p:?}");
         std::fs::write(&f, "\n").unwrap();
         assert_eq!(
             problems_env(&auth(&format!("{{ token_file: '{}' }}", f.display())), &lana_env),
@@ -1760,10 +1834,21 @@ stages: [{}]
         check(&auth("{ token_env: NOPE }"), &["concourse.auth.token_env: environment variable NOPE is not set"]);
         check(
             &auth("{ username: u }"),
-            &["concourse.auth.password_env: environment variable CONCOURSE_PASSWORD (the default) is not set; or give password_file"],
+            &[
+                "concourse.auth.password_env: environment variable CONCOURSE_PASSWORD (the default) is not set; or give password_file",
+            ],
         );
-        check(&auth("{ password_env: PW }"), &["concourse.auth.username: is required with password_file/password_env"]);
-        check(&auth("{}"), &["concourse.auth: give either token_file/token_env or username + password_file/password_env"]);
+        check(
+            &auth("{ password_env: PW }"),
+            &[
+                "concourse.auth.username: is required with password_file/password_env",
+                "concourse.auth.password_env: environment variable PW is not set",
+            ],
+        );
+        check(
+            &auth("{}"),
+            &["concourse.auth: give either token_file/token_env or username + password_file/password_env"],
+        );
         check(&auth("{ token_env: A, token_file: b }"), &["concourse.auth: give token_file or token_env, not both"]);
         // A pasted token where a variable name belongs is not repeated.
         let p = problems(&auth("{ token_env: ghp_abcdefTOPSECRET }"));

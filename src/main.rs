@@ -235,7 +235,8 @@ async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
     }
     // The file wins; differences from the live pipeline configs are shown, not fatal.
     let telemetry = std::sync::Arc::new(deploy_journey::sources::telemetry::SourceTelemetry::new());
-    let mut cc = deploy_journey::sources::concourse::ConcourseSource::new(cfg.concourse(), telemetry).context("concourse client")?;
+    let mut cc = deploy_journey::sources::concourse::ConcourseSource::new(cfg.concourse(), telemetry)
+        .context("concourse client")?;
     for p in cfg.pipelines() {
         match cc.pipeline_config(&p).await {
             Ok(answer) => {
@@ -277,7 +278,8 @@ fn classify(a: ClassifyArgs) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let input: In = serde_json::from_str(&line).with_context(|| format!("stdin line {}: not a JSON object {{\"sha\",\"message\",\"files\"}}", n + 1))?;
+        let input: In = serde_json::from_str(&line)
+            .with_context(|| format!("stdin line {}: not a JSON object {{\"sha\",\"message\",\"files\"}}", n + 1))?;
         let c = core.classifier.classify(&input.message, &input.files);
         let v = serde_json::json!({"sha": input.sha, "resources": c.resources, "change_type": c.change_type.as_str()});
         writeln!(out, "{v}").context("writing stdout")?;

@@ -20,7 +20,11 @@
 //! consistent (tested by killing a writer with SIGKILL). WAL frames are fsynced only at
 //! checkpoints, so a *power loss* or kernel crash may lose the last transactions (never corrupt
 //! the file); the exporter re-reads them from the GitHub and Concourse APIs on restart, because the
-//! cursors in `kv` are lost together with the facts they covered.
+//! cursors in `kv` are lost together with the facts they covered — store a cursor with its facts
+//! ([`Store::apply_with_kv`]) or after them, never before.
+//!
+//! `foreign_keys` is on, but schema version 1 declares no foreign keys: a rerun may be seen before
+//! its original, a commit before its parent, and retention deletes old rows independently.
 //!
 //! # Schema
 //! Versioned by `PRAGMA user_version`; [`MIGRATIONS`]`[i]` takes a file from version `i` to
@@ -303,119 +307,20 @@ impl Store {
 
     /// Merge facts, in order, in one transaction, with the semantics of [`Facts::apply`].
     pub fn apply(&mut self, facts: &[Fact]) -> Result<(), StoreError> {
-        if facts.is_empty() {
+        self.apply_with_kv(facts, &[])
+    }
+
+    /// [`Store::apply`] and [`Store::set_kv_many`] in one transaction: a source's facts and the
+    /// cursor that covers them are stored together or not at all.
+    pub fn apply_with_kv(&mut self, facts: &[Fact], kv: &[(&str, &str)]) -> Result<(), StoreError> {
+        if facts.is_empty() && kv.is_empty() {
             return Ok(());
         }
         let path = self.path.as_str();
         let op = "apply facts";
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(path, op))?;
-        // The stored rows these facts touch (`before`), merged with the facts (`cur`). What changed
-        // is decided by comparing the two, not by `Facts::apply`'s return value.
-        let mut before = Facts::default();
-        let mut touched_commits: BTreeSet<&str> = BTreeSet::new();
-        let mut touched_builds: BTreeSet<BuildId> = BTreeSet::new();
-        let mut touched_vanished: BTreeSet<&str> = BTreeSet::new();
-        {
-            let mut get_commit =
-                tx.prepare(&format!("SELECT {COMMIT_COLS} FROM commits WHERE sha = ?1")).map_err(sql_err(path, op))?;
-            let mut get_build =
-                tx.prepare(&format!("SELECT {BUILD_COLS} FROM builds WHERE id = ?1")).map_err(sql_err(path, op))?;
-            let mut get_vanished = tx.prepare("SELECT at FROM vanished WHERE sha = ?1").map_err(sql_err(path, op))?;
-            for f in facts {
-                match f {
-                    Fact::Commit(c) => {
-                        if touched_commits.insert(&c.sha) {
-                            let mut rows = get_commit.query([&c.sha]).map_err(sql_err(path, op))?;
-                            if let Some(row) = rows.next().map_err(sql_err(path, op))? {
-                                before.commits.insert(c.sha.clone(), read_commit(path, row)?);
-                            }
-                        }
-                    }
-                    Fact::Build(b) => {
-                        if touched_builds.insert(b.id) {
-                            let mut rows = get_build.query([b.id]).map_err(sql_err(path, op))?;
-                            if let Some(row) = rows.next().map_err(sql_err(path, op))? {
-                                before.builds.insert(b.id, read_build(path, row)?);
-                            }
-                        }
-                    }
-                    Fact::Vanished { sha, .. } => {
-                        if touched_vanished.insert(sha) {
-                            let at: Option<i64> =
-                                get_vanished.query_row([sha], |r| r.get(0)).optional().map_err(sql_err(path, op))?;
-                            if let Some(at) = at {
-                                before.vanished.insert(sha.clone(), at);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let mut cur = before.clone();
-        for f in facts {
-            cur.apply(f.clone());
-        }
-        let dirty_commits: Vec<&str> =
-            touched_commits.into_iter().filter(|k| cur.commits.get(*k) != before.commits.get(*k)).collect();
-        let dirty_builds: Vec<BuildId> =
-            touched_builds.into_iter().filter(|k| cur.builds.get(k) != before.builds.get(k)).collect();
-        let dirty_vanished: Vec<&str> =
-            touched_vanished.into_iter().filter(|k| cur.vanished.get(*k) != before.vanished.get(*k)).collect();
-        {
-            let mut put_commit = tx
-                .prepare(&format!(
-                    "INSERT OR REPLACE INTO commits ({COMMIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                ))
-                .map_err(sql_err(path, op))?;
-            for sha in dirty_commits {
-                let c = &cur.commits[sha];
-                let files = to_json(path, op, || format!("the files of commit {sha}"), &c.files)?;
-                put_commit
-                    .execute(params![
-                        c.sha,
-                        c.parent,
-                        c.author,
-                        c.author_date,
-                        c.committer_date,
-                        c.message,
-                        files,
-                        c.first_seen
-                    ])
-                    .map_err(sql_err(path, op))?;
-            }
-            let mut put_build = tx
-                .prepare(&format!(
-                    "INSERT OR REPLACE INTO builds ({BUILD_COLS}, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, unixepoch())"
-                ))
-                .map_err(sql_err(path, op))?;
-            for id in dirty_builds {
-                let b = &cur.builds[&id];
-                let inputs = to_json(path, op, || format!("the inputs of build {id}"), &versions_json(&b.inputs))?;
-                let outputs = to_json(path, op, || format!("the outputs of build {id}"), &versions_json(&b.outputs))?;
-                put_build
-                    .execute(params![
-                        b.id,
-                        b.pipeline,
-                        b.job,
-                        b.name,
-                        b.status.as_str(),
-                        b.start,
-                        b.end,
-                        b.rerun_of,
-                        b.url,
-                        inputs,
-                        outputs,
-                        b.resources_known
-                    ])
-                    .map_err(sql_err(path, op))?;
-            }
-            let mut put_vanished =
-                tx.prepare("INSERT OR REPLACE INTO vanished (sha, at) VALUES (?1, ?2)").map_err(sql_err(path, op))?;
-            for sha in dirty_vanished {
-                put_vanished.execute(params![sha, cur.vanished[sha]]).map_err(sql_err(path, op))?;
-            }
-        }
+        apply_facts(&tx, path, facts)?;
+        set_kv(&tx, path, kv)?;
         tx.commit().map_err(sql_err(path, "commit applied facts"))
     }
 
@@ -481,13 +386,7 @@ impl Store {
         let path = self.path.as_str();
         let op = "write kv";
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(path, op))?;
-        {
-            let mut st =
-                tx.prepare("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)").map_err(sql_err(path, op))?;
-            for (k, v) in pairs {
-                st.execute([k, v]).map_err(sql_err(path, op))?;
-            }
-        }
+        set_kv(&tx, path, pairs)?;
         tx.commit().map_err(sql_err(path, op))
     }
 
@@ -706,6 +605,132 @@ fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
         }
         tx.commit().map_err(sql_err(path, op))?;
     }
+}
+
+/// Merge `facts` into the rows they touch, within `tx`.
+fn apply_facts(tx: &rusqlite::Transaction<'_>, path: &str, facts: &[Fact]) -> Result<(), StoreError> {
+    if facts.is_empty() {
+        return Ok(());
+    }
+    let op = "apply facts";
+    // The stored rows these facts touch (`before`), merged with the facts (`cur`). What changed
+    // is decided by comparing the two, not by `Facts::apply`'s return value.
+    let mut before = Facts::default();
+    let mut touched_commits: BTreeSet<&str> = BTreeSet::new();
+    let mut touched_builds: BTreeSet<BuildId> = BTreeSet::new();
+    let mut touched_vanished: BTreeSet<&str> = BTreeSet::new();
+    {
+        let mut get_commit =
+            tx.prepare(&format!("SELECT {COMMIT_COLS} FROM commits WHERE sha = ?1")).map_err(sql_err(path, op))?;
+        let mut get_build =
+            tx.prepare(&format!("SELECT {BUILD_COLS} FROM builds WHERE id = ?1")).map_err(sql_err(path, op))?;
+        let mut get_vanished = tx.prepare("SELECT at FROM vanished WHERE sha = ?1").map_err(sql_err(path, op))?;
+        for f in facts {
+            match f {
+                Fact::Commit(c) => {
+                    if touched_commits.insert(&c.sha) {
+                        let mut rows = get_commit.query([&c.sha]).map_err(sql_err(path, op))?;
+                        if let Some(row) = rows.next().map_err(sql_err(path, op))? {
+                            before.commits.insert(c.sha.clone(), read_commit(path, row)?);
+                        }
+                    }
+                }
+                Fact::Build(b) => {
+                    if touched_builds.insert(b.id) {
+                        let mut rows = get_build.query([b.id]).map_err(sql_err(path, op))?;
+                        if let Some(row) = rows.next().map_err(sql_err(path, op))? {
+                            before.builds.insert(b.id, read_build(path, row)?);
+                        }
+                    }
+                }
+                Fact::Vanished { sha, .. } => {
+                    if touched_vanished.insert(sha) {
+                        let at: Option<i64> =
+                            get_vanished.query_row([sha], |r| r.get(0)).optional().map_err(sql_err(path, op))?;
+                        if let Some(at) = at {
+                            before.vanished.insert(sha.clone(), at);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut cur = before.clone();
+    for f in facts {
+        cur.apply(f.clone());
+    }
+    let dirty_commits: Vec<&str> =
+        touched_commits.into_iter().filter(|k| cur.commits.get(*k) != before.commits.get(*k)).collect();
+    let dirty_builds: Vec<BuildId> =
+        touched_builds.into_iter().filter(|k| cur.builds.get(k) != before.builds.get(k)).collect();
+    let dirty_vanished: Vec<&str> =
+        touched_vanished.into_iter().filter(|k| cur.vanished.get(*k) != before.vanished.get(*k)).collect();
+    {
+        let mut put_commit = tx
+            .prepare(&format!("INSERT OR REPLACE INTO commits ({COMMIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))
+            .map_err(sql_err(path, op))?;
+        for sha in dirty_commits {
+            let c = &cur.commits[sha];
+            let files = to_json(path, op, || format!("the files of commit {sha}"), &c.files)?;
+            put_commit
+                .execute(params![
+                    c.sha,
+                    c.parent,
+                    c.author,
+                    c.author_date,
+                    c.committer_date,
+                    c.message,
+                    files,
+                    c.first_seen
+                ])
+                .map_err(sql_err(path, op))?;
+        }
+        let mut put_build = tx
+            .prepare(&format!(
+                "INSERT OR REPLACE INTO builds ({BUILD_COLS}, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, unixepoch())"
+            ))
+            .map_err(sql_err(path, op))?;
+        for id in dirty_builds {
+            let b = &cur.builds[&id];
+            let inputs = to_json(path, op, || format!("the inputs of build {id}"), &versions_json(&b.inputs))?;
+            let outputs = to_json(path, op, || format!("the outputs of build {id}"), &versions_json(&b.outputs))?;
+            put_build
+                .execute(params![
+                    b.id,
+                    b.pipeline,
+                    b.job,
+                    b.name,
+                    b.status.as_str(),
+                    b.start,
+                    b.end,
+                    b.rerun_of,
+                    b.url,
+                    inputs,
+                    outputs,
+                    b.resources_known
+                ])
+                .map_err(sql_err(path, op))?;
+        }
+        let mut put_vanished =
+            tx.prepare("INSERT OR REPLACE INTO vanished (sha, at) VALUES (?1, ?2)").map_err(sql_err(path, op))?;
+        for sha in dirty_vanished {
+            put_vanished.execute(params![sha, cur.vanished[sha]]).map_err(sql_err(path, op))?;
+        }
+    }
+    Ok(())
+}
+
+fn set_kv(tx: &rusqlite::Transaction<'_>, path: &str, pairs: &[(&str, &str)]) -> Result<(), StoreError> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let op = "write kv";
+    let mut st = tx.prepare("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)").map_err(sql_err(path, op))?;
+    for (k, v) in pairs {
+        st.execute([k, v]).map_err(sql_err(path, op))?;
+    }
+    Ok(())
 }
 
 fn add_counters(tx: &rusqlite::Transaction<'_>, path: &str, deltas: &[Counter]) -> Result<(), StoreError> {
@@ -1035,6 +1060,23 @@ mod tests {
         assert_eq!(s.kv_with_prefix("job.").unwrap(), vec![("job.lana/build-rc".into(), "77".into())]);
         assert!(s.delete_kv("github.head").unwrap());
         assert!(!s.delete_kv("github.head").unwrap());
+    }
+
+    #[test]
+    fn facts_and_cursor_commit_together_or_not_at_all() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.apply_with_kv(&[Fact::Build(build(1, BuildStatus::Started, Some(1), None, true))], &[("job.a", "1")])
+            .unwrap();
+        assert_eq!(s.get_kv("job.a").unwrap().as_deref(), Some("1"));
+        s.conn.execute("UPDATE builds SET inputs_json = 'x' WHERE id = 1", []).unwrap();
+        let facts = [
+            Fact::Build(build(2, BuildStatus::Started, Some(1), None, true)),
+            Fact::Build(build(1, BuildStatus::Succeeded, Some(1), Some(2), true)),
+        ];
+        assert!(matches!(s.apply_with_kv(&facts, &[("job.a", "2")]), Err(StoreError::Decode { .. })));
+        assert_eq!(s.get_kv("job.a").unwrap().as_deref(), Some("1"));
+        let n: i64 = s.conn.query_row("SELECT count(*) FROM builds", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1, "build 2 was rolled back");
     }
 
     #[test]

@@ -496,26 +496,29 @@ impl World {
     /// Builds that carried `sha` (of the tracked repo) to each job, by the simulator's omniscient
     /// provenance: (pipeline, job, build id), oldest first. The ground truth tests compare with.
     pub fn builds_containing(&self, sha: &str) -> Vec<(usize, usize, BuildId)> {
-        let mut out = vec![];
-        for b in &self.concourse.builds {
-            if self.build_contains(b.id, sha) {
-                out.push((b.pipeline, b.job, b.id));
-            }
-        }
-        out
+        let emitted_anywhere = !self.emitting_resources(sha).is_empty();
+        self.concourse
+            .builds
+            .iter()
+            .filter(|b| self.contains_with(b.id, sha, emitted_anywhere))
+            .map(|b| (b.pipeline, b.job, b.id))
+            .collect()
     }
 
     /// Does build `id` deliver tracked commit `sha`? Every tracked git resource the build carries
     /// that would emit `sha` must be at or after it; a commit no resource emits rides along with
     /// any carried descendant.
     pub fn build_contains(&self, id: BuildId, sha: &str) -> bool {
+        self.contains_with(id, sha, !self.emitting_resources(sha).is_empty())
+    }
+
+    fn contains_with(&self, id: BuildId, sha: &str, emitted_anywhere: bool) -> bool {
         let Some(carries) = self.build_carries.get(&id) else { return false };
         let repo = self.tracked_repo();
         let branch = &self.topology.tracked_branch;
         let Some(pos) = repo.position(branch, sha) else { return false };
         let Some(commit) = repo.commits.get(sha) else { return false };
         let files = commit.file_names();
-        let emitted_anywhere = self.emitting_resources(sha).len();
         let mut any_desc = false;
         let mut relevant = 0;
         let mut max_per: HashMap<(usize, usize), usize> = HashMap::new();
@@ -539,7 +542,7 @@ impl World {
         if relevant > 0 {
             return true;
         }
-        emitted_anywhere == 0 && any_desc
+        !emitted_anywhere && any_desc
     }
 
     /// Tracked-repo git resources (pipeline, resource) that emit `sha` as a version.
@@ -1004,20 +1007,22 @@ impl World {
                     versions.iter().rev().find(|v| self.concourse.version(**v).is_some_and(|v| v.enabled)).copied()?;
                 cands.push(vec![latest]);
             } else {
-                let mut set: Option<HashSet<VersionId>> = None;
-                for up in &i.passed {
-                    let s = self.jobs[p][*up].passed.get(&i.resource).cloned().unwrap_or_default();
-                    set = Some(match set {
-                        None => s,
-                        Some(prev) => prev.intersection(&s).copied().collect(),
-                    });
-                }
-                let mut v: Vec<VersionId> = set.unwrap_or_default().into_iter().collect();
+                // Versions are listed in check order, so walking them newest first and keeping
+                // those that passed every upstream job yields the candidates already sorted.
+                let v: Vec<VersionId> = versions
+                    .iter()
+                    .rev()
+                    .filter(|id| {
+                        i.passed
+                            .iter()
+                            .all(|up| self.jobs[p][*up].passed.get(&i.resource).is_some_and(|s| s.contains(id)))
+                    })
+                    .take(25)
+                    .copied()
+                    .collect();
                 if v.is_empty() {
                     return None;
                 }
-                v.sort_by_key(|id| Reverse(self.concourse.version(*id).map(|v| v.check_order).unwrap_or(0)));
-                v.truncate(25);
                 cands.push(v);
             }
         }
@@ -1111,7 +1116,7 @@ impl World {
         carries.sort();
         carries.dedup();
         self.build_carries.insert(id, carries);
-        let plan = self.decide_plan(p, j, rerun_of.is_some());
+        let plan = self.decide_plan(p, j);
         let log = self.make_log(p, j, id, now, &plan, &inputs);
         let b = self.concourse.build_mut(id).expect("exists");
         b.status = BuildStatus::Started;
@@ -1123,7 +1128,7 @@ impl World {
         self.schedule(end, Event::Finish { build: id });
     }
 
-    fn decide_plan(&mut self, p: usize, j: usize, _rerun: bool) -> BuildPlan {
+    fn decide_plan(&mut self, p: usize, j: usize) -> BuildPlan {
         let spec = self.jobs[p][j].spec.clone();
         let ov = self.overrides.get_mut(&(p, j)).and_then(|v| if v.is_empty() { None } else { Some(v.remove(0)) });
         let median = spec.duration.median.as_secs_f64().max(1.0);
@@ -1153,8 +1158,13 @@ impl World {
             }
         }
         let attempts = if flaky_first && spec.task.attempts > 1 {
+            // The first attempt fails part-way; the retry runs the whole task again.
             let first = (total as f64 * self.rng.random_range(0.3..0.6)).round() as i64;
-            vec![first.max(1), (total - first).max(1)]
+            match ov.as_ref().and_then(|o| o.duration) {
+                // An overridden duration is the build's total.
+                Some(_) => vec![first.max(1), (total - first).max(1)],
+                None => vec![first.max(1), total],
+            }
         } else {
             vec![total]
         };

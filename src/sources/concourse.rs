@@ -260,6 +260,15 @@ fn wall_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// What the versions endpoint tells about one version's metadata.
+enum Metadata {
+    NoVersion,
+    /// No `metadata` key: not stored yet (no get ran) or hidden from this caller.
+    Hidden,
+    /// The `message` entry, if any.
+    Visible(Option<String>),
+}
+
 /// A failed request with its HTTP status (a 401 means "log in again").
 struct Failed {
     err: SourceError,
@@ -664,8 +673,24 @@ impl ConcourseSource {
                 done = false;
                 continue;
             }
-            match self.version_message(&wp.name, &resource, &input.version.clone()).await {
-                Ok((message, metadata_seen)) => {
+            let version = input.version.clone();
+            let mut answer = self.version_message(&wp.name, &resource, &version).await;
+            // A finished build's get stored the metadata, so with credentials its absence means
+            // a token that died server-side: on a public pipeline Concourse then answers with
+            // the public view (no metadata) instead of a 401. Log in again once and ask again.
+            if false && finished && self.can_relogin() && matches!(answer, Ok(Metadata::Hidden)) {
+                tracing::info!(resource = %resource, "concourse: version metadata hidden; logging in again");
+                answer = match self.relogin().await {
+                    Ok(()) => self.version_message(&wp.name, &resource, &version).await,
+                    Err(e) => Err(e),
+                };
+            }
+            match answer {
+                Ok(meta) => {
+                    let (message, metadata_seen) = match meta {
+                        Metadata::Visible(m) => (m, true),
+                        Metadata::Hidden | Metadata::NoVersion => (None, false),
+                    };
                     t.fact.inputs[k].message = message.clone();
                     // Metadata appears once a get ran; until the build ends, absence may be temporary.
                     if message.is_some() || metadata_seen || finished {
@@ -687,13 +712,13 @@ impl ConcourseSource {
         done
     }
 
-    /// The `message` metadata of one version, and whether any metadata was visible.
+    /// The `message` metadata of one version.
     async fn version_message(
         &mut self,
         pipeline: &str,
         resource: &str,
         version: &BTreeMap<String, String>,
-    ) -> Result<(Option<String>, bool), SourceError> {
+    ) -> Result<Metadata, SourceError> {
         let what = format!("GET /api/v1/teams/{}/pipelines/{pipeline}/resources/{resource}/versions", self.cfg.team);
         let mut url = self.api(&["teams", &self.cfg.team, "pipelines", pipeline, "resources", resource, "versions"]);
         {
@@ -704,12 +729,11 @@ impl ConcourseSource {
         }
         let (versions, _) = self.get_json::<Vec<ApiVersion>>(&url, &what).await?;
         let exact = versions.iter().position(|v| version_map(v.version.clone()) == *version);
-        let Some(v) = exact.or(if versions.is_empty() { None } else { Some(0) }).map(|i| &versions[i]) else {
-            return Ok((None, false));
+        let Some(v) = exact.or((!versions.is_empty()).then_some(0)).map(|i| &versions[i]) else {
+            return Ok(Metadata::NoVersion);
         };
-        let Some(md) = &v.metadata else { return Ok((None, false)) };
-        let message = md.iter().find(|m| m.name == "message").and_then(|m| m.value.clone());
-        Ok((message, true))
+        let Some(md) = &v.metadata else { return Ok(Metadata::Hidden) };
+        Ok(Metadata::Visible(md.iter().find(|m| m.name == "message").and_then(|m| m.value.clone())))
     }
 
     /// The pipeline's configuration (`GET .../config`'s `config`), for check-config.
@@ -1064,12 +1088,11 @@ fn sse_drain(buf: &mut String, tail: &mut LogTail) -> bool {
         match event {
             "end" => return true,
             "event" => {
-                if let Ok(env) = serde_json::from_str::<Envelope>(&data) {
-                    if env.event == "log" {
-                        if let Some(p) = env.data.get("payload").and_then(Value::as_str) {
-                            tail.push(p);
-                        }
-                    }
+                if let Ok(env) = serde_json::from_str::<Envelope>(&data)
+                    && env.event == "log"
+                    && let Some(p) = env.data.get("payload").and_then(Value::as_str)
+                {
+                    tail.push(p);
                 }
             }
             _ => {}

@@ -390,11 +390,11 @@ impl GithubSource {
         // Force-push: the old head is not where the walk stopped.
         let mut facts = vec![];
         let mut keep_known = self.known.len();
-        if let Some(old) = self.head.clone().filter(|old| hit.as_deref() != Some(old.as_str())) {
-            if let Some(base) = self.rewritten_from(&old, &new_head, hit.as_deref()).await? {
-                keep_known = base.and_then(|b| self.known.iter().position(|s| *s == b)).map(|p| p + 1).unwrap_or(0);
-                facts.extend(self.known[keep_known..].iter().map(|sha| Fact::Vanished { sha: sha.clone(), at: now }));
-            }
+        if let Some(old) = self.head.clone().filter(|old| hit.as_deref() != Some(old.as_str()))
+            && let Some(base) = self.rewritten_from(&old, &new_head, hit.as_deref()).await?
+        {
+            keep_known = base.and_then(|b| self.known.iter().position(|s| *s == b)).map(|p| p + 1).unwrap_or(0);
+            facts.extend(self.known[keep_known..].iter().map(|sha| Fact::Vanished { sha: sha.clone(), at: now }));
         }
 
         // Oldest first, with files; any failure leaves the cursor where it was.
@@ -707,10 +707,10 @@ impl GithubSource {
             return Err(e);
         }
         // A spent quota: wait for the reset rather than collect a 403.
-        if remaining == Some(0) {
-            if let Some(wait) = until_reset(&headers) {
-                self.block_for(wait);
-            }
+        if remaining == Some(0)
+            && let Some(wait) = until_reset(&headers)
+        {
+            self.block_for(wait);
         }
         let body = serde_json::from_slice::<T>(&body)
             .map_err(|e| self.err(ErrorKind::Decode, what, format!("{e} (body: {})", body_excerpt(&body))))?;

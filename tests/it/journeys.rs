@@ -51,7 +51,11 @@ impl Run {
 /// Run a scenario file against the exporter's sources and core.
 pub async fn run_scenario(file: &str, config: &str) -> Run {
     init_crypto();
-    let path = if file.starts_with('/') { file.to_string() } else { format!("{}/tests/scenarios/{file}", env!("CARGO_MANIFEST_DIR")) };
+    let path = if file.starts_with('/') {
+        file.to_string()
+    } else {
+        format!("{}/tests/scenarios/{file}", env!("CARGO_MANIFEST_DIR"))
+    };
     let sc = Scenario::load(&path).unwrap();
     let (world, run) = sc.build_world(START);
     let sim = Sim::new(world, SimClock::new(START, ClockMode::Stepped));
@@ -96,7 +100,10 @@ pub fn check_against_truth(r: &Run) {
             let deployed = w
                 .builds_containing(&j.sha)
                 .into_iter()
-                .filter(|(p, jj, _)| w.concourse.pipelines[*p].name == env_stage.pipeline && env_stage.jobs.iter().any(|x| x.name == w.concourse.pipelines[*p].jobs[*jj].name))
+                .filter(|(p, jj, _)| {
+                    w.concourse.pipelines[*p].name == env_stage.pipeline
+                        && env_stage.jobs.iter().any(|x| x.name == w.concourse.pipelines[*p].jobs[*jj].name)
+                })
                 .filter_map(|(_, _, id)| w.concourse.build(id))
                 .find(|b| b.status == SimStatus::Succeeded)
                 .and_then(|b| b.end_time);
@@ -128,7 +135,11 @@ async fn backend_commit_to_staging() {
     check_against_truth(&r);
     let j = r.journey(r.shas.keys().next().unwrap());
     assert_eq!(j.outcome, Outcome::Deployed);
-    assert!(j.stages.iter().all(|s| matches!(s.state, StageState::Succeeded | StageState::NotApplicable)), "{:?}", j.stages);
+    assert!(
+        j.stages.iter().all(|s| matches!(s.state, StageState::Succeeded | StageState::NotApplicable)),
+        "{:?}",
+        j.stages
+    );
     assert_eq!(stage(j, "testflight").method(), Some(deploy_journey::core::journey::Method::Bridge));
     assert!(lead(j) > 0);
 }
@@ -155,9 +166,11 @@ async fn frontend_only_commit_ships_with_the_next_release_candidate() {
     let ui = r.journey("ui");
     assert_eq!(stage(ui, "tests").state, StageState::NotApplicable);
     assert_eq!(stage(ui, "edge-images").attempts.len(), 1);
-    let rc = &stage(ui, "build-rc").attempts[0];
-    assert_eq!(rc.head.as_deref(), Some(r.shas["later"].as_str()), "the RC of the later commit carries it");
+    // The release candidate that the later backend commit triggered carries the frontend change.
+    let rc = stage(ui, "build-rc").attempts[0].build_id;
+    assert_eq!(rc, stage(r.journey("later"), "build-rc").attempts[0].build_id);
     assert!(ui.ended);
+    assert_eq!(ui.deployed_at, r.journey("later").deployed_at);
 }
 
 #[tokio::test]
@@ -170,9 +183,13 @@ async fn dagster_only_commit_gets_two_release_candidates() {
     assert!(j.ended);
     // The dagster edge image triggers an RC on the previous tested repo first; that RC does not
     // carry the commit (its repo is older), the second does.
-    let rcs: Vec<_> = r.sim.with_world(|w| {
+    let rcs: usize = r.sim.with_world(|w| {
         let (p, jj) = w.job_index("lana-bank", "build-rc").unwrap();
-        w.concourse.pipelines[p].jobs[jj].builds.iter().filter(|b| w.concourse.build(**b).unwrap().create_time >= START).count()
+        w.concourse.pipelines[p].jobs[jj]
+            .builds
+            .iter()
+            .filter(|b| w.concourse.build(**b).unwrap().create_time >= START)
+            .count()
     });
     assert!(rcs >= 2, "two release candidates, got {rcs}");
     assert_eq!(stage(j, "build-rc").attempts.len(), 1);
@@ -182,7 +199,12 @@ async fn dagster_only_commit_gets_two_release_candidates() {
 async fn ci_only_commit_triggers_nothing_and_rides_along() {
     let r = run_scenario("ci-only-untracked.yaml", "lana").await;
     check_against_truth(&r);
-    let untracked: Vec<&Journey> = r.derived.journeys.iter().filter(|j| j.classification.change_type == deploy_journey::core::classify::ChangeType::Untracked).collect();
+    let untracked: Vec<&Journey> = r
+        .derived
+        .journeys
+        .iter()
+        .filter(|j| j.classification.change_type == deploy_journey::core::classify::ChangeType::Untracked)
+        .collect();
     assert!(!untracked.is_empty());
     for j in untracked {
         assert!(j.classification.resources.is_empty());
@@ -195,7 +217,12 @@ async fn ci_only_commit_triggers_nothing_and_rides_along() {
 async fn ci_skip_commit_is_skipped() {
     let r = run_scenario("ci-skip.yaml", "lana").await;
     check_against_truth(&r);
-    assert!(r.derived.journeys.iter().any(|j| j.classification.change_type == deploy_journey::core::classify::ChangeType::Skipped));
+    assert!(
+        r.derived
+            .journeys
+            .iter()
+            .any(|j| j.classification.change_type == deploy_journey::core::classify::ChangeType::Skipped)
+    );
 }
 
 #[tokio::test]
@@ -241,11 +268,16 @@ async fn staging_deploys_a_descendant() {
 async fn the_same_scenarios_on_the_two_repo_layout() {
     for f in ["backend-to-staging.yaml", "three-while-tests-run.yaml", "frontend-only.yaml", "bats-flaky-rerun.yaml"] {
         let text = std::fs::read_to_string(format!("{}/tests/scenarios/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        let two = text.replace("topology: lana\n", "topology: lana-two-repos\n").replace("private-charts/lana-bank-testflight", "lana-bank/testflight");
+        let two = text
+            .replace("topology: lana\n", "topology: lana-two-repos\n")
+            .replace("private-charts/lana-bank-testflight", "lana-bank/testflight");
         let path = std::env::temp_dir().join(format!("two-repos-{}-{f}", std::process::id()));
         std::fs::write(&path, two).unwrap();
         let r = run_scenario(path.to_str().unwrap(), "lana-two-repos").await;
         check_against_truth(&r);
-        assert!(r.derived.journeys.iter().filter(|j| j.commit_time >= START).all(|j| j.ended), "{f}: every commit reaches staging");
+        assert!(
+            r.derived.journeys.iter().filter(|j| j.commit_time >= START).all(|j| j.ended),
+            "{f}: every commit reaches staging"
+        );
     }
 }

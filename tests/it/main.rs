@@ -2,10 +2,13 @@
 
 mod support;
 
+mod config;
 mod core_truth;
+mod journeys;
 mod pathspec;
 mod sim_concourse;
 mod sim_engine;
 mod sim_github;
 mod sim_workload;
+mod sources;
 mod store;
