@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::core::journey::{Fact, Facts, branch_order, derive};
-use crate::http::{Shared, Snapshot};
+use crate::core::journey::{Fact, Facts, branch_order, derive, stage_builds};
+use crate::http::{MetricsContext, Shared, Snapshot};
 use crate::sources::concourse::ConcourseSource;
 use crate::sources::github::GithubSource;
 use crate::sources::telemetry::SourceTelemetry;
@@ -63,13 +63,21 @@ pub async fn serve(
     let shared = Arc::new(Shared::default());
     let environments = cfg.environments();
     let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
+    shared.set_metrics_context(MetricsContext {
+        core: core.clone(),
+        telemetry: telemetry.clone(),
+        poll_interval_secs: cfg.poll_interval.as_secs(),
+    });
     let publish = |facts: &Facts, shared: &Shared| {
         let now = unix_now();
+        let derived = derive(facts, &core, now);
+        let stage_builds = stage_builds(facts, &core, &derived);
         shared.publish(Snapshot {
-            derived: derive(facts, &core, now),
+            derived,
             now,
             environments: environments.clone(),
             repository: repository.clone(),
+            stage_builds,
         });
     };
     publish(&facts, &shared);

@@ -23,6 +23,15 @@ pub struct Snapshot {
     pub environments: Vec<String>,
     /// GitHub `owner/name`, for commit links.
     pub repository: String,
+    /// Finished stage builds, for per-build metrics.
+    pub stage_builds: Vec<crate::core::journey::StageBuild>,
+}
+
+/// What `/metrics` needs besides the snapshot; fixed for the process.
+pub struct MetricsContext {
+    pub core: crate::core::journey::CoreConfig,
+    pub telemetry: Arc<crate::sources::telemetry::SourceTelemetry>,
+    pub poll_interval_secs: u64,
 }
 
 /// Shared between the poll loop and the handlers.
@@ -31,6 +40,7 @@ pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Every source has answered once.
     ready: AtomicBool,
+    metrics: std::sync::OnceLock<MetricsContext>,
 }
 
 impl Shared {
@@ -46,12 +56,16 @@ impl Shared {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
+    pub fn set_metrics_context(&self, m: MetricsContext) {
+        let _ = self.metrics.set(m);
+    }
 }
 
 pub fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/journeys", get(list))
         .route("/api/v1/journeys/{sha}", get(one))
         .with_state(shared)
@@ -62,6 +76,33 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for every source to answer once\n").into_response()
+    }
+}
+
+/// Classic text by default; OpenMetrics (with exemplars) when the scraper asks for it.
+async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
+    let Some(ctx) = s.metrics.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "metrics not configured\n").into_response();
+    };
+    let snap = s.snapshot();
+    let sources = ctx.telemetry.snapshots();
+    let input = crate::sinks::metrics::MetricsInput {
+        derived: &snap.derived,
+        stage_builds: &snap.stage_builds,
+        core: &ctx.core,
+        sources: &sources,
+        now: crate::app::unix_now(),
+        poll_interval_secs: ctx.poll_interval_secs,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        let body = crate::sinks::metrics::render_openmetrics(&input);
+        ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+            .into_response()
+    } else {
+        let body = crate::sinks::metrics::render_text(&input);
+        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
     }
 }
 

@@ -11,5 +11,6 @@ pub mod config;
 pub mod core;
 pub mod http;
 pub mod sim;
+pub mod sinks;
 pub mod sources;
 pub mod store;

@@ -565,27 +565,28 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                 // Inferred fallback: no build of this job could be tied exactly; take the first
                 // unattributed one that started after the commit became ready and whose plain
                 // git input is this commit or a descendant.
-                if job_att.is_empty() && !succeeded {
-                    if let (Some(step), Some(ready)) = (&st.fallback_git_input, ready_at) {
-                        for id in ids {
-                            let b = &facts.builds[id];
-                            if carries.get(id).is_some_and(|c| !c.is_empty()) || b.start.is_none_or(|s| s < ready) {
-                                continue;
-                            }
-                            let r = b.inputs.iter().find(|v| &v.step == step).and_then(|v| v.version.get("ref"));
-                            let Some(rp) = r.and_then(|r| pos.get(r.as_str())) else { continue };
-                            if *rp >= i {
-                                let head = order.get(*rp).cloned();
-                                job_att.push(attempt(b, Method::Inferred, *rp == i, head));
-                                // Reruns of it are attempts too.
-                                for (rid, rb) in facts.builds.range(id + 1..) {
-                                    if rb.rerun_of == Some(*id) {
-                                        job_att.push(attempt(rb, Method::Inferred, *rp == i, order.get(*rp).cloned()));
-                                        let _ = rid;
-                                    }
+                if job_att.is_empty()
+                    && !succeeded
+                    && let (Some(step), Some(ready)) = (&st.fallback_git_input, ready_at)
+                {
+                    for id in ids {
+                        let b = &facts.builds[id];
+                        if carries.get(id).is_some_and(|c| !c.is_empty()) || b.start.is_none_or(|s| s < ready) {
+                            continue;
+                        }
+                        let r = b.inputs.iter().find(|v| &v.step == step).and_then(|v| v.version.get("ref"));
+                        let Some(rp) = r.and_then(|r| pos.get(r.as_str())) else { continue };
+                        if *rp >= i {
+                            let head = order.get(*rp).cloned();
+                            job_att.push(attempt(b, Method::Inferred, *rp == i, head));
+                            // Reruns of it are attempts too.
+                            for (rid, rb) in facts.builds.range(id + 1..) {
+                                if rb.rerun_of == Some(*id) {
+                                    job_att.push(attempt(rb, Method::Inferred, *rp == i, order.get(*rp).cloned()));
+                                    let _ = rid;
                                 }
-                                break;
                             }
+                            break;
                         }
                     }
                 }
@@ -802,10 +803,10 @@ fn compute_carries(facts: &Facts, cfg: &CoreConfig, pos: &HashMap<&str, usize>) 
         let stage = stage_idx.map(|i| &cfg.stages[i]);
         let mut carry = Carry::new();
         for inp in &b.inputs {
-            if let Some(st) = stage {
-                if st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step)) {
-                    continue;
-                }
+            if let Some(st) = stage
+                && st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))
+            {
+                continue;
             }
             if let Some(res) = cfg.resource_of_step(&inp.step) {
                 if let Some(p) = inp.version.get("ref").and_then(|r| pos.get(r.as_str())) {
@@ -845,12 +846,11 @@ fn compute_carries(facts: &Facts, cfg: &CoreConfig, pos: &HashMap<&str, usize>) 
         // A put onto a tracked git resource (build-rc's tag) is the same version as its input;
         // Concourse drops that input from /builds/:id/resources, so read it from the output.
         for out in &b.outputs {
-            if let Some(res) = cfg.resource_of_step(&out.step) {
-                if stage.is_none_or(|st| st.inputs.as_ref().is_none_or(|l| l.contains(&out.step))) {
-                    if let Some(p) = out.version.get("ref").and_then(|r| pos.get(r.as_str())) {
-                        merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
-                    }
-                }
+            if let Some(res) = cfg.resource_of_step(&out.step)
+                && stage.is_none_or(|st| st.inputs.as_ref().is_none_or(|l| l.contains(&out.step)))
+                && let Some(p) = out.version.get("ref").and_then(|r| pos.get(r.as_str()))
+            {
+                merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
             }
         }
         if let Some(st) = stage {
@@ -933,4 +933,40 @@ fn carry_method(carry: &Carry, cl: &Classification) -> Method {
 fn carry_head(carry: &Carry, cl: &Classification) -> Option<usize> {
     let rel: Vec<usize> = cl.resources.iter().filter_map(|r| carry.get(r).map(|(p, _)| *p)).collect();
     if rel.is_empty() { carry.values().map(|(p, _)| *p).max() } else { rel.into_iter().min() }
+}
+
+/// One finished build of a stage's job, for per-build metrics (durations, attempts, failures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageBuild {
+    pub stage: usize,
+    pub build_id: BuildId,
+    pub status: BuildStatus,
+    pub start: i64,
+    pub end: i64,
+    /// The newest commit it delivered, when it could be tied to one.
+    pub head: Option<Sha>,
+}
+
+/// Every finished build of every stage's jobs, oldest first, with the commit it was tied to.
+pub fn stage_builds(facts: &Facts, cfg: &CoreConfig, derived: &Derived) -> Vec<StageBuild> {
+    let mut heads: HashMap<BuildId, Sha> = HashMap::new();
+    for j in &derived.journeys {
+        for s in &j.stages {
+            for a in &s.attempts {
+                if let Some(h) = &a.head {
+                    heads.entry(a.build_id).or_insert_with(|| h.clone());
+                }
+            }
+        }
+    }
+    facts
+        .builds
+        .values()
+        .filter(|b| b.status.is_finished())
+        .filter_map(|b| {
+            let stage = cfg.stage_of_job(&b.pipeline, &b.job)?;
+            let (start, end) = (b.start?, b.end?);
+            Some(StageBuild { stage, build_id: b.id, status: b.status, start, end, head: heads.get(&b.id).cloned() })
+        })
+        .collect()
 }

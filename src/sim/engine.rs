@@ -24,6 +24,9 @@ const WEBHOOK_DELAY: i64 = 3;
 /// How long before `start` the pipelines exist (initial commits, first checks and builds).
 pub const WARMUP: i64 = 86_400;
 
+/// Tracked commits something carries: (pipeline, git resource, sha).
+type Carries = Vec<(usize, usize, Sha)>;
+
 /// A commit to land on a branch.
 #[derive(Debug, Clone)]
 pub struct CommitSpec {
@@ -168,7 +171,7 @@ pub struct World {
     seq: u64,
     rng: ChaCha8Rng,
     overrides: HashMap<(usize, usize), Vec<BuildOverride>>,
-    commit_carries: HashMap<(String, Sha), Vec<(usize, usize, Sha)>>,
+    commit_carries: HashMap<(String, Sha), Carries>,
     build_carries: HashMap<BuildId, Vec<(usize, usize, Sha)>>,
     dirty: BTreeSet<usize>,
     /// Pushes not yet delivered by a webhook sender.
@@ -461,10 +464,10 @@ impl World {
         });
         let now = self.now;
         let sha = self.land_commit(repo, &base, msg, files, bot(&author), now, now);
-        if let Some(h) = head_sha {
-            if let Some(c) = self.commit_carries.get(&(repo.to_string(), h)).cloned() {
-                self.commit_carries.insert((repo.to_string(), sha.clone()), c);
-            }
+        if let Some(h) = head_sha
+            && let Some(c) = self.commit_carries.get(&(repo.to_string(), h)).cloned()
+        {
+            self.commit_carries.insert((repo.to_string(), sha.clone()), c);
         }
         let r = self.github.get_mut(repo).expect("checked above");
         let pr = r.pulls.iter_mut().find(|p| p.number == number).expect("checked above");
@@ -476,17 +479,18 @@ impl World {
         // github-pr-resource sees the merged PR at its next check.
         for p in 0..self.res.len() {
             for ri in 0..self.res[p].len() {
-                if let ResKind::Pr { repo: rr, label } = &self.res[p][ri].kind {
-                    if rr == repo && label.as_ref().is_none_or(|l| labels.contains(l)) {
-                        let pv = BTreeMap::from([
-                            ("pr".to_string(), number.to_string()),
-                            ("commit".to_string(), sha.clone()),
-                            ("committed".to_string(), rfc3339(now)),
-                        ]);
-                        let at = next_tick(now, 60, self.res[p][ri].phase);
-                        self.pending_versions.push((at, p, ri, pv));
-                        self.schedule(at, Event::Check { p, r: ri });
-                    }
+                if let ResKind::Pr { repo: rr, label } = &self.res[p][ri].kind
+                    && rr == repo
+                    && label.as_ref().is_none_or(|l| labels.contains(l))
+                {
+                    let pv = BTreeMap::from([
+                        ("pr".to_string(), number.to_string()),
+                        ("commit".to_string(), sha.clone()),
+                        ("committed".to_string(), rfc3339(now)),
+                    ]);
+                    let at = next_tick(now, 60, self.res[p][ri].phase);
+                    self.pending_versions.push((at, p, ri, pv));
+                    self.schedule(at, Event::Check { p, r: ri });
                 }
             }
         }
@@ -530,12 +534,12 @@ impl World {
             }
         }
         for ((p, r), maxpos) in &max_per {
-            if let ResKind::Git { filter, disable_ci_skip, .. } = &self.res[*p][*r].kind {
-                if emits_version(filter, *disable_ci_skip, &commit.message, &files) {
-                    relevant += 1;
-                    if *maxpos < pos {
-                        return false;
-                    }
+            if let ResKind::Git { filter, disable_ci_skip, .. } = &self.res[*p][*r].kind
+                && emits_version(filter, *disable_ci_skip, &commit.message, &files)
+            {
+                relevant += 1;
+                if *maxpos < pos {
+                    return false;
                 }
             }
         }
@@ -553,14 +557,13 @@ impl World {
         let mut out = vec![];
         for (p, rs) in self.res.iter().enumerate() {
             for (r, rt) in rs.iter().enumerate() {
-                if let ResKind::Git { repo: rr, branch, filter, disable_ci_skip, .. } = &rt.kind {
-                    if *rr == self.topology.tracked_repo
-                        && *branch == self.topology.tracked_branch
-                        && !self.is_loose_everywhere(p, r)
-                        && emits_version(filter, *disable_ci_skip, &c.message, &files)
-                    {
-                        out.push((p, r));
-                    }
+                if let ResKind::Git { repo: rr, branch, filter, disable_ci_skip, .. } = &rt.kind
+                    && *rr == self.topology.tracked_repo
+                    && *branch == self.topology.tracked_branch
+                    && !self.is_loose_everywhere(p, r)
+                    && emits_version(filter, *disable_ci_skip, &c.message, &files)
+                {
+                    out.push((p, r));
                 }
             }
         }
@@ -707,11 +710,11 @@ impl World {
         };
         r.commits.insert(sha.clone(), c);
         let list = r.branches.entry(branch.to_string()).or_insert_with(Vec::new);
-        if list.is_empty() {
-            if let Some(p) = &parent {
-                // A new branch starts at its parent's position on the default branch.
-                list.push(p.clone());
-            }
+        if list.is_empty()
+            && let Some(p) = &parent
+        {
+            // A new branch starts at its parent's position on the default branch.
+            list.push(p.clone());
         }
         list.push(sha.clone());
         let idx = list.len() - 1;
@@ -817,7 +820,7 @@ impl World {
         if self.res[p][r].next_check.is_some_and(|t| t <= now) {
             self.res[p][r].next_check = None;
         }
-        let mut new_versions: Vec<(BTreeMap<String, String>, Vec<(String, String)>, Vec<(usize, usize, Sha)>)> = vec![];
+        let mut new_versions: Vec<(BTreeMap<String, String>, Vec<(String, String)>, Carries)> = vec![];
         match &mut self.res[p][r].kind {
             ResKind::Git { repo, branch, filter, disable_ci_skip, scanned, tip, .. } => {
                 let Some(rp) = self.github.get(repo.as_str()) else { return };
@@ -876,12 +879,11 @@ impl World {
                     ));
                 }
             }
-            ResKind::Semver { initial } => {
+            ResKind::Semver { initial }
                 // The semver resource reports its initial version until something is put.
-                if self.concourse.pipelines[p].resources[r].versions.is_empty() {
+                if self.concourse.pipelines[p].resources[r].versions.is_empty() => {
                     new_versions.push((BTreeMap::from([("number".to_string(), initial.clone())]), vec![], vec![]));
                 }
-            }
             ResKind::Pr { .. } => {
                 let ready: Vec<_> = self
                     .pending_versions
@@ -1352,11 +1354,11 @@ impl World {
                     let title = render(title);
                     let now = self.now;
                     // Bots force-push their branch from the base each time.
-                    if let Some(rp) = self.github.get_mut(repo.as_str()) {
-                        if let Some(base_head) = rp.head(&rp.default_branch).cloned() {
-                            rp.branches.insert(head.clone(), vec![base_head.clone()]);
-                            rp.positions.insert(head.clone(), HashMap::from([(base_head, 0)]));
-                        }
+                    if let Some(rp) = self.github.get_mut(repo.as_str())
+                        && let Some(base_head) = rp.head(&rp.default_branch).cloned()
+                    {
+                        rp.branches.insert(head.clone(), vec![base_head.clone()]);
+                        rp.positions.insert(head.clone(), HashMap::from([(base_head, 0)]));
                     }
                     let sha = self.land_commit(repo, head, msg, files.clone(), bot("galoybot"), now, now);
                     self.commit_carries.insert((repo.clone(), sha.clone()), carries.clone());

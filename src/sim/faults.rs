@@ -97,10 +97,10 @@ impl FaultRule {
             "pipeline",
         ];
         let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-        if let Some(o) = v.as_object() {
-            if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-                return Err(format!("unknown field `{k}`, expected one of {KNOWN:?}"));
-            }
+        if let Some(o) = v.as_object()
+            && let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str()))
+        {
+            return Err(format!("unknown field `{k}`, expected one of {KNOWN:?}"));
         }
         serde_json::from_value(v).map_err(|e| e.to_string())
     }
@@ -138,10 +138,10 @@ impl Faults {
             if r.service != "any" && r.service != service {
                 continue;
             }
-            if let FaultKind::PipelineGone { pipeline } = &r.kind {
-                if !path.contains(&format!("/pipelines/{pipeline}")) {
-                    continue;
-                }
+            if let FaultKind::PipelineGone { pipeline } = &r.kind
+                && !path.contains(&format!("/pipelines/{pipeline}"))
+            {
+                continue;
             }
             if r.path_contains.as_deref().is_some_and(|p| !path.contains(p)) {
                 continue;

@@ -375,10 +375,10 @@ impl Topology {
                     }
                     ResourceSpec::Cepler { repo, .. }
                     | ResourceSpec::GithubRelease { repo }
-                    | ResourceSpec::PullRequest { repo, .. } => {
-                        if !known_repo(repo) {
-                            return Err(bad(path, format!("unknown repo {repo:?}")));
-                        }
+                    | ResourceSpec::PullRequest { repo, .. }
+                        if !known_repo(repo) =>
+                    {
+                        return Err(bad(path, format!("unknown repo {repo:?}")));
                     }
                     _ => {}
                 }

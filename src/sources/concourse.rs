@@ -524,8 +524,9 @@ impl ConcourseSource {
             seen.insert(b.id);
             max_seen = max_seen.max(Some(b.id));
             let Some(status) = BuildStatus::parse(&b.status) else {
+                // A status this version does not know: skip the build (listed again next cycle).
                 let e = self.err(ErrorKind::Decode, &what, format!("build {}: unknown status {:?}", b.id, b.status));
-                self.telemetry.record_request(SOURCE, RequestOutcome::Error(ErrorKind::Decode));
+                tracing::warn!(error = %e, "concourse: build skipped");
                 self.note(e);
                 continue;
             };
@@ -678,7 +679,7 @@ impl ConcourseSource {
             // A finished build's get stored the metadata, so with credentials its absence means
             // a token that died server-side: on a public pipeline Concourse then answers with
             // the public view (no metadata) instead of a 401. Log in again once and ask again.
-            if false && finished && self.can_relogin() && matches!(answer, Ok(Metadata::Hidden)) {
+            if finished && self.can_relogin() && matches!(answer, Ok(Metadata::Hidden)) {
                 tracing::info!(resource = %resource, "concourse: version metadata hidden; logging in again");
                 answer = match self.relogin().await {
                     Ok(()) => self.version_message(&wp.name, &resource, &version).await,
@@ -1103,6 +1104,17 @@ fn sse_drain(buf: &mut String, tail: &mut LogTail) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The serve loop runs both polls on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn poll_futures_are_send(g: &mut crate::sources::github::GithubSource, c: &mut ConcourseSource) {
+        fn send<T: Send>(_: T) {}
+        send(g.poll(0));
+        send(c.poll(0));
+        send(c.build_log_tail(1, 10));
+        fn shared<T: Send + Sync>() {}
+        shared::<SourceTelemetry>();
+    }
 
     #[test]
     fn job_summaries_decode_leniently() {

@@ -273,8 +273,8 @@ impl GithubSource {
             .default_headers(headers)
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
-            // Links are followed by hand, and only to the configured origin.
-            .redirect(reqwest::redirect::Policy::none())
+            // Redirects (a renamed repository answers 301) are followed; reqwest drops the
+            // Authorization header when one leaves the origin.
             .build()
             .map_err(|e| config_err(describe_transport(e).1))?;
         Ok(GithubSource {

@@ -565,7 +565,11 @@ async fn one_simulated_lana_day_polled_every_30s() {
     let wall = Instant::now();
     let before = Stats::read(&sim).await;
     let cycles = day / 30;
-    for _ in 0..cycles {
+    let mut first_cycle = Stats::default();
+    for cycle in 0..cycles {
+        if cycle == 1 {
+            first_cycle = Stats::read(&sim).await.since(&before);
+        }
         sim.step(30);
         let now = sim.sim.now();
         for f in g.poll(now).await.expect("github poll") {
@@ -576,6 +580,13 @@ async fn one_simulated_lana_day_polled_every_30s() {
         }
     }
     let d = Stats::read(&sim).await.since(&before);
+    println!(
+        "first cycle (nothing known; newest {} builds per job): github {}, concourse {} requests:\n{}",
+        deploy_journey::sources::concourse::INITIAL_BUILDS,
+        first_cycle.total("github"),
+        first_cycle.total("concourse"),
+        first_cycle.describe("concourse")
+    );
     println!(
         "one lana day, {cycles} cycles of 30 s, {n_commits} commits, {} builds seen, in {:.1} s:\n  github {} requests ({:.2}/cycle):\n{}\n  concourse {} requests ({:.2}/cycle):\n{}",
         facts.builds.len(),

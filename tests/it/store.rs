@@ -441,3 +441,58 @@ fn a_year_of_lana_loads_quickly() {
     println!("3000 marks written and read back in {:?}", t.elapsed());
     assert_eq!(marks.len(), 3000);
 }
+
+#[test]
+fn zz_tmp_profile_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("year.sqlite");
+    let mut s = Store::open(&path).unwrap();
+    let builds: Vec<Fact> = (1..=20_000)
+        .map(|id| {
+            let mut b = build(id, BuildStatus::Succeeded, true);
+            b.inputs = ["repo", "admin-panel-src", "customer-portal-src", "pipeline-tasks"]
+                .iter()
+                .map(|step| {
+                    version(
+                        step,
+                        "ref",
+                        sha(id % 3000),
+                        Some(format!("feat: change {id}\n\nSome body text of a commit.")),
+                    )
+                })
+                .collect();
+            b.outputs.push(version("edge-image", "digest", format!("sha256:{:064x}", id * 7), None));
+            Fact::Build(b)
+        })
+        .collect();
+    for chunk in builds.chunks(500) {
+        s.apply(chunk).unwrap();
+    }
+    drop(s);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    for _ in 0..2 {
+        let t = Instant::now();
+        let mut st = raw.prepare("SELECT id, pipeline, job, name, status, start_time, end_time, rerun_of, url, inputs_json, outputs_json, resources_known FROM builds").unwrap();
+        let mut rows = st.query([]).unwrap();
+        let mut n = 0usize;
+        let mut texts = vec![];
+        while let Some(r) = rows.next().unwrap() {
+            n += r.get_ref(9).unwrap().as_str().unwrap().len();
+            texts.push(r.get::<_, String>(9).unwrap());
+        }
+        println!("raw scan {:?} ({n} bytes of inputs)", t.elapsed());
+        let t = Instant::now();
+        for x in &texts {
+            let v: serde_json::Value = serde_json::from_str(x).unwrap();
+            std::hint::black_box(v);
+        }
+        println!("json value parse {:?}", t.elapsed());
+        let s = Store::open(&path).unwrap();
+        let t = Instant::now();
+        let f = s.load().unwrap();
+        println!("load {:?}", t.elapsed());
+        let t = Instant::now();
+        drop(f);
+        println!("drop {:?}", t.elapsed());
+    }
+}

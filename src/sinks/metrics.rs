@@ -1,0 +1,402 @@
+//! The Prometheus surface of commit journeys, rendered at scrape time from the latest snapshot.
+//!
+//! Every value is a function of the persisted facts (and the sources' own counters), so a
+//! restart neither resets nor double counts a journey counter: the same facts give the same
+//! totals. A fresh registry is built per scrape (the Prometheus "const metrics" practice), so
+//! label sets that can exist are all present from the first scrape, and nothing stale lingers.
+//! No scrape ever calls a CI API.
+
+use std::collections::BTreeMap;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::core::classify::ChangeType;
+use crate::core::journey::{BuildStatus, CoreConfig, Derived, Method, Outcome, StageBuild, StageState};
+use crate::sources::ErrorKind;
+use crate::sources::telemetry::SourceSnapshot;
+
+type Labels = Vec<(String, String)>;
+type Hist = Family<Labels, HistogramWithExemplars<Labels>, fn() -> HistogramWithExemplars<Labels>>;
+
+/// CI-scale buckets: 30 s … 4 h.
+pub const STAGE_BUCKETS: [f64; 14] =
+    [30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1500.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 14400.0];
+/// Lead time: 5 min … 3 days.
+pub const LEAD_BUCKETS: [f64; 14] =
+    [300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 259200.0];
+
+fn stage_hist() -> HistogramWithExemplars<Labels> {
+    HistogramWithExemplars::new(STAGE_BUCKETS.into_iter())
+}
+fn lead_hist() -> HistogramWithExemplars<Labels> {
+    HistogramWithExemplars::new(LEAD_BUCKETS.into_iter())
+}
+
+/// Everything a scrape renders.
+pub struct MetricsInput<'a> {
+    pub derived: &'a Derived,
+    pub stage_builds: &'a [StageBuild],
+    pub core: &'a CoreConfig,
+    pub sources: &'a [(&'static str, SourceSnapshot)],
+    /// Wall-clock Unix seconds of the scrape.
+    pub now: i64,
+    pub poll_interval_secs: u64,
+    pub version: &'a str,
+}
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn exemplar(sha: &str) -> Labels {
+    l(&[("trace_id", &sha[..sha.len().min(32)]), ("sha", &sha[..sha.len().min(7)])])
+}
+
+fn result_label(s: BuildStatus) -> &'static str {
+    match s {
+        BuildStatus::Succeeded => "succeeded",
+        BuildStatus::Failed => "failed",
+        BuildStatus::Errored => "errored",
+        BuildStatus::Aborted => "aborted",
+        BuildStatus::Pending | BuildStatus::Started => "running",
+    }
+}
+
+const RESULTS: [&str; 4] = ["succeeded", "failed", "errored", "aborted"];
+const IN_FLIGHT_STATES: [StageState; 3] = [StageState::Waiting, StageState::Pending, StageState::Running];
+
+/// Render OpenMetrics text (with exemplars).
+pub fn render_openmetrics(m: &MetricsInput<'_>) -> String {
+    let reg = build(m);
+    let mut out = String::new();
+    // Writing to a String cannot fail; an encoding error would be a bug in a metric above.
+    if let Err(e) = encode(&mut out, &reg) {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    out
+}
+
+/// Render the classic Prometheus text format (0.0.4): the OpenMetrics rendering without
+/// exemplars, `# UNIT` and `# EOF`, with counter `# TYPE`/`# HELP` lines naming the `_total`
+/// series. prometheus-client only writes OpenMetrics, hence this small conversion.
+pub fn render_text(m: &MetricsInput<'_>) -> String {
+    to_classic(&render_openmetrics(m))
+}
+
+pub fn to_classic(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut counters: Vec<String> = vec![];
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.splitn(2, ' ');
+            let (name, kind) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            if kind == "counter" {
+                counters.push(name.to_string());
+            }
+        }
+    }
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ").or_else(|| line.strip_prefix("# HELP ")) {
+            let name = rest.split(' ').next().unwrap_or("");
+            if counters.iter().any(|c| c == name) {
+                let prefix = &line[..7];
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        // Sample lines: drop an exemplar (` # {...} value [ts]`).
+        match line.find(" # {") {
+            Some(i) if !line.starts_with('#') => out.push_str(&line[..i]),
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn build(m: &MetricsInput<'_>) -> Registry {
+    let every = m.poll_interval_secs;
+    // prometheus-client ends every HELP text with a period itself.
+    let note = format!(". Refreshed by polling the CI APIs every {every}s, not at scrape time");
+    let mut reg = Registry::default();
+    let stages: Vec<&str> = m.core.stages.iter().map(|s| s.name.as_str()).collect();
+    let envs: Vec<String> = m.core.environments();
+
+    // --- histograms
+    let stage_duration: Hist = Family::new_with_constructor(stage_hist);
+    let stage_wait: Hist = Family::new_with_constructor(stage_hist);
+    let lead_time: Hist = Family::new_with_constructor(lead_hist);
+    for st in &stages {
+        for r in RESULTS {
+            let _ = stage_duration.get_or_create(&l(&[("stage", st), ("result", r)]));
+        }
+        let _ = stage_wait.get_or_create(&l(&[("stage", st)]));
+    }
+    for e in &envs {
+        for ct in ChangeType::ALL {
+            let _ = lead_time.get_or_create(&l(&[("environment", e), ("change_type", ct.as_str())]));
+        }
+    }
+    // --- counters and gauges
+    let commits: Family<Labels, Counter> = Family::default();
+    let outcomes: Family<Labels, Counter> = Family::default();
+    let attempts: Family<Labels, Counter> = Family::default();
+    let failures: Family<Labels, Counter> = Family::default();
+    let deployments: Family<Labels, Counter> = Family::default();
+    let last_deploy: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+    let in_flight: Family<Labels, Gauge> = Family::default();
+    let oldest: Family<Labels, Gauge> = Family::default();
+    let stuck: Family<Labels, Gauge> = Family::default();
+    let threshold: Family<Labels, Gauge> = Family::default();
+    let not_picked_up: Gauge = Gauge::default();
+    let behind: Family<Labels, Gauge> = Family::default();
+    let oldest_undeployed: Family<Labels, Gauge> = Family::default();
+    let attributions: Family<Labels, Counter> = Family::default();
+    let gaps: Family<Labels, Counter> = Family::default();
+    for ct in ChangeType::ALL {
+        let _ = commits.get_or_create(&l(&[("change_type", ct.as_str())]));
+    }
+    for o in Outcome::ALL.iter().filter(|o| **o != Outcome::InFlight) {
+        let _ = outcomes.get_or_create(&l(&[("outcome", o.as_str())]));
+    }
+    for (i, st) in stages.iter().enumerate() {
+        let _ = attempts.get_or_create(&l(&[("stage", st)]));
+        let _ = failures.get_or_create(&l(&[("stage", st)]));
+        let _ = gaps.get_or_create(&l(&[("stage", st)]));
+        for s in IN_FLIGHT_STATES {
+            let _ = in_flight.get_or_create(&l(&[("stage", st), ("state", s.as_str())]));
+            let _ = oldest.get_or_create(&l(&[("stage", st), ("state", s.as_str())]));
+        }
+        let _ = stuck.get_or_create(&l(&[("stage", st)]));
+        if let Some(t) = m.core.stages[i].stuck_after {
+            threshold.get_or_create(&l(&[("stage", st)])).set(t);
+        }
+    }
+    for e in &envs {
+        let _ = deployments.get_or_create(&l(&[("environment", e)]));
+        let _ = last_deploy.get_or_create(&l(&[("environment", e)]));
+        let _ = behind.get_or_create(&l(&[("environment", e)]));
+        let _ = oldest_undeployed.get_or_create(&l(&[("environment", e)]));
+    }
+    for me in Method::ALL {
+        let _ = attributions.get_or_create(&l(&[("method", me.as_str())]));
+    }
+
+    // Per finished stage build: duration, attempts, failures, deployments.
+    for b in m.stage_builds {
+        let st = stages[b.stage];
+        let ex = b.head.as_deref().map(exemplar);
+        stage_duration.get_or_create(&l(&[("stage", st), ("result", result_label(b.status))])).observe(
+            (b.end - b.start).max(0) as f64,
+            ex,
+            None,
+        );
+        attempts.get_or_create(&l(&[("stage", st)])).inc();
+        if matches!(b.status, BuildStatus::Failed | BuildStatus::Errored) {
+            failures.get_or_create(&l(&[("stage", st)])).inc();
+        }
+        if let (Some(env), BuildStatus::Succeeded) = (&m.core.stages[b.stage].environment, b.status) {
+            deployments.get_or_create(&l(&[("environment", env)])).inc();
+            let g = last_deploy.get_or_create(&l(&[("environment", env)]));
+            if (b.end as f64) > g.get() {
+                g.set(b.end as f64);
+            }
+        }
+    }
+
+    // Per commit.
+    let mut oldest_age: BTreeMap<(usize, StageState), i64> = BTreeMap::new();
+    let mut oldest_running_age: BTreeMap<usize, i64> = BTreeMap::new();
+    for j in &m.derived.journeys {
+        commits.get_or_create(&l(&[("change_type", j.classification.change_type.as_str())])).inc();
+        if j.vanished {
+            continue;
+        }
+        for (i, s) in j.stages.iter().enumerate() {
+            if let Some(w) = s.wait() {
+                stage_wait.get_or_create(&l(&[("stage", stages[i])])).observe(
+                    w.max(0) as f64,
+                    Some(exemplar(&j.sha)),
+                    None,
+                );
+            }
+        }
+        if j.ended {
+            outcomes.get_or_create(&l(&[("outcome", j.outcome.as_str())])).inc();
+            for env in j.deployed_at.keys() {
+                if let Some(lt) = j.lead_time(env) {
+                    lead_time
+                        .get_or_create(&l(&[
+                            ("environment", env),
+                            ("change_type", j.classification.change_type.as_str()),
+                        ]))
+                        .observe(lt.max(0) as f64, Some(exemplar(&j.sha)), None);
+                }
+            }
+        } else {
+            // A commit in flight sits at its first stage that is neither done nor not applicable.
+            if let Some((i, s)) = j.stages.iter().enumerate().find(|(_, s)| s.state.in_flight()) {
+                in_flight.get_or_create(&l(&[("stage", stages[i]), ("state", s.state.as_str())])).inc();
+                let since = match s.state {
+                    StageState::Running => s.start.unwrap_or(j.commit_time),
+                    StageState::Pending => s.ready_at.unwrap_or(j.commit_time),
+                    _ => j.commit_time,
+                };
+                let age = (m.now - since).max(0);
+                let e = oldest_age.entry((i, s.state)).or_insert(0);
+                *e = (*e).max(age);
+                if s.state == StageState::Running {
+                    let e = oldest_running_age.entry(i).or_insert(0);
+                    *e = (*e).max(age);
+                }
+            }
+            if j.not_picked_up {
+                not_picked_up.inc();
+            }
+        }
+        for env in &envs {
+            if !j.deployed_at.contains_key(env) {
+                behind.get_or_create(&l(&[("environment", env)])).inc();
+                let g = oldest_undeployed.get_or_create(&l(&[("environment", env)]));
+                let age = (m.now - j.commit_time).max(0);
+                if age > g.get() {
+                    g.set(age);
+                }
+            }
+        }
+    }
+    for ((i, s), age) in oldest_age {
+        oldest.get_or_create(&l(&[("stage", stages[i]), ("state", s.as_str())])).set(age);
+    }
+    for (i, st) in m.core.stages.iter().enumerate() {
+        if let (Some(t), Some(age)) = (st.stuck_after, oldest_running_age.get(&i))
+            && *age > t
+        {
+            stuck.get_or_create(&l(&[("stage", stages[i])])).set(1);
+        }
+    }
+    for (me, n) in &m.derived.quality.attributions {
+        attributions.get_or_create(&l(&[("method", me.as_str())])).inc_by(*n);
+    }
+    for (st, n) in &m.derived.quality.gaps {
+        gaps.get_or_create(&l(&[("stage", st)])).inc_by(*n);
+    }
+
+    // --- sources
+    let up: Family<Labels, Gauge> = Family::default();
+    let last_success: Family<Labels, Gauge> = Family::default();
+    let requests: Family<Labels, Counter> = Family::default();
+    let errors: Family<Labels, Counter> = Family::default();
+    let poll_duration: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+    let rate_remaining: Gauge = Gauge::default();
+    for (src, s) in m.sources {
+        up.get_or_create(&l(&[("source", src)])).set(i64::from(s.up));
+        last_success.get_or_create(&l(&[("source", src)])).set(s.last_success.unwrap_or(0));
+        requests.get_or_create(&l(&[("source", src), ("outcome", "ok")])).inc_by(s.requests_ok);
+        requests.get_or_create(&l(&[("source", src), ("outcome", "not_modified")])).inc_by(s.requests_not_modified);
+        requests.get_or_create(&l(&[("source", src), ("outcome", "error")])).inc_by(s.requests_error);
+        for k in ErrorKind::ALL {
+            errors.get_or_create(&l(&[("source", src), ("kind", k.as_str())])).inc_by(s.errors_of(k));
+        }
+        poll_duration
+            .get_or_create(&l(&[("source", src)]))
+            .set(s.last_poll_duration.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        if *src == "github"
+            && let Some(r) = s.rate_limit_remaining
+        {
+            rate_remaining.set(r as i64);
+        }
+    }
+    let build_info: Family<Labels, Gauge> = Family::default();
+    build_info.get_or_create(&l(&[("version", m.version)])).set(1);
+
+    let mut dj = reg.sub_registry_with_prefix("deploy_journey");
+    let r = &mut dj;
+    r.register_with_unit(
+        "stage_duration",
+        format!("Duration of each finished build of a stage's jobs, start to end{note}"),
+        Unit::Seconds,
+        stage_duration,
+    );
+    r.register_with_unit("stage_wait", format!("Time from a commit being ready for a stage (upstream done; commit time for the first) to the start of the build that carried it{note}"), Unit::Seconds, stage_wait);
+    r.register_with_unit("lead_time", format!("Commit time to the end of the deployment that delivered it, one observation per commit (batches credited){note}"), Unit::Seconds, lead_time);
+    r.register("commits", format!("Commits seen on the tracked branch{note}"), commits);
+    r.register("commit_outcomes", format!("Commit journeys ended, by outcome{note}"), outcomes);
+    r.register("stage_attempts", format!("Finished builds of each stage's jobs{note}"), attempts);
+    r.register("stage_failures", format!("Failed or errored builds of each stage's jobs{note}"), failures);
+    r.register("deployments", format!("Successful deployments to each environment{note}"), deployments);
+    r.register_with_unit(
+        "last_deployment_timestamp",
+        format!("End of the last successful deployment, Unix time{note}"),
+        Unit::Seconds,
+        last_deploy,
+    );
+    r.register("stage_in_flight", format!("Commits at each stage now, by state{note}"), in_flight);
+    r.register_with_unit(
+        "stage_oldest_in_flight",
+        format!("Age of the oldest commit at each stage and state (0 when none){note}"),
+        Unit::Seconds,
+        oldest,
+    );
+    r.register(
+        "stage_stuck",
+        format!("1 while the oldest running commit of a stage exceeds its stuck_after threshold{note}"),
+        stuck,
+    );
+    r.register_with_unit("stage_stuck_threshold", "The configured stuck_after of each stage", Unit::Seconds, threshold);
+    r.register(
+        "commits_not_picked_up",
+        format!("Commits that should have triggered a pipeline and have no build after not_picked_up_after{note}"),
+        not_picked_up,
+    );
+    r.register("commits_behind", format!("Commits on the branch not yet in the environment{note}"), behind);
+    r.register_with_unit(
+        "oldest_undeployed_commit_age",
+        format!("Age of the oldest commit not yet in the environment{note}"),
+        Unit::Seconds,
+        oldest_undeployed,
+    );
+    r.register(
+        "attributions",
+        format!("Stage builds tied to commits, by method (exact, bridge, inferred){note}"),
+        attributions,
+    );
+    r.register("lineage_gaps", format!("Finished stage builds no commit could be tied to{note}"), gaps);
+    r.register("source_up", "1 if the last poll of the source succeeded", up);
+    r.register_with_unit(
+        "source_last_success_timestamp",
+        "Unix time of the last successful poll of the source",
+        Unit::Seconds,
+        last_success,
+    );
+    r.register("source_requests", "HTTP requests made to the source, by outcome", requests);
+    r.register("source_errors", "Failed requests to the source, by error kind", errors);
+    r.register_with_unit(
+        "source_poll_duration",
+        "Duration of the last poll cycle of the source",
+        Unit::Seconds,
+        poll_duration,
+    );
+    r.register(
+        "github_rate_limit_remaining",
+        "GitHub API requests left in the current rate-limit window",
+        rate_remaining,
+    );
+    r.register("build_info", "Build information; always 1", build_info);
+    reg
+}
