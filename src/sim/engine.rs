@@ -26,6 +26,8 @@ pub const WARMUP: i64 = 86_400;
 
 /// Tracked commits something carries: (pipeline, git resource, sha).
 type Carries = Vec<(usize, usize, Sha)>;
+/// A version a check found: its map, metadata and carries.
+type NewVersion = (BTreeMap<String, String>, Vec<(String, String)>, Carries);
 
 /// A commit to land on a branch.
 #[derive(Debug, Clone)]
@@ -820,7 +822,7 @@ impl World {
         if self.res[p][r].next_check.is_some_and(|t| t <= now) {
             self.res[p][r].next_check = None;
         }
-        let mut new_versions: Vec<(BTreeMap<String, String>, Vec<(String, String)>, Carries)> = vec![];
+        let mut new_versions: Vec<NewVersion> = vec![];
         match &mut self.res[p][r].kind {
             ResKind::Git { repo, branch, filter, disable_ci_skip, scanned, tip, .. } => {
                 let Some(rp) = self.github.get(repo.as_str()) else { return };

@@ -11,7 +11,8 @@
 //!    highest known + 1>&limit=100`. With only `from` Concourse returns the 100 *oldest* builds at
 //!    or above it (newest first, reruns beside their original), so the highest id is tracked
 //!    here, and a full page is followed by its `rel="previous"` link (newer builds). A job never
-//!    seen before starts from its newest [`INITIAL_BUILDS`] builds.
+//!    seen before starts from its newest [`INITIAL_BUILDS`] builds. (A rerun of an older build
+//!    shows in no job summary; it is picked up with the job's next change.)
 //! 3. `GET /api/v1/builds/{id}/resources` once a build has started (inputs adopted) and once
 //!    more when it has finished (outputs), then never again. Concourse drops an input whose
 //!    exact version the build also put (build-rc tags `repo`): it is left out here too and shows
