@@ -128,8 +128,8 @@ pub async fn serve(
         let persisted = {
             let batch = new.clone();
             blocking(&store, move |s| {
-                s.apply(&batch)?;
-                // After the facts: a cursor is never ahead of what is stored.
+                // Facts and the cursor that covers them in one transaction: a cursor is never
+                // ahead of what is stored.
                 let mut kv: Vec<(&str, &str)> = vec![];
                 if let Some(h) = &head {
                     kv.push((KV_GITHUB_HEAD, h));
@@ -137,7 +137,7 @@ pub async fn serve(
                 if let Some(e) = &etag {
                     kv.push((KV_GITHUB_ETAG, e));
                 }
-                s.set_kv_many(&kv)
+                s.apply_with_kv(&batch, &kv)
             })
             .await
         };

@@ -9,9 +9,11 @@
 //! # Merge semantics
 //! [`Store::apply`] merges facts exactly as [`Facts::apply`] does — it does so by *using*
 //! [`Facts::apply`]: in one transaction it reads the stored rows the facts touch into a `Facts`,
-//! applies the facts in order, and writes back the rows that changed. So a build's status never
-//! moves backwards, a finished fact wins, inputs/outputs only fill in and the earliest
-//! `first_seen` / vanish time wins, with no second implementation to drift from the core.
+//! applies the facts in order, and writes back the rows that changed (comparing rows, not trusting
+//! the `bool` it returns). So a build's status never moves backwards, the more advanced sighting
+//! wins, fields only fill in and the earliest `first_seen` / vanish time wins — whatever the core
+//! decides, with no second implementation to drift from it. Loading is lossless: a row loads back
+//! as exactly the merged fact.
 //!
 //! # Durability
 //! The file is in WAL mode with `synchronous=NORMAL`. A transaction that returned `Ok` is in the
@@ -42,8 +44,8 @@
 //! counters(name, labels, value, PK(name, labels))
 //! ```
 //! Times are Unix seconds. `files_json` is a JSON array of paths; `inputs_json`/`outputs_json`
-//! are JSON arrays of `{"step", "resource", "version": {..}, "message"?}`. `updated_at` is the wall-clock time
-//! the row was last written (diagnostics only; nothing reads it).
+//! are JSON arrays of `{"step", "resource", "version": {..}, "message"?}`. `updated_at` is the
+//! wall-clock time the row was last written (diagnostics only; nothing reads it).
 //!
 //! # Marks and retention
 //! A mark key *belongs* to a commit when it is the sha or starts with `"<sha>/"`, and to a build
@@ -175,10 +177,11 @@ pub enum StoreError {
 
 fn sql_err(path: &str, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| {
-        let corrupt = matches!(
-            &source,
-            rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
-        );
+        let code = match &source {
+            rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+            _ => None,
+        };
+        let corrupt = matches!(code, Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt));
         let path = path.to_string();
         if corrupt { StoreError::Corrupt { op, path, source } } else { StoreError::Sqlite { op, path, source } }
     }

@@ -244,15 +244,18 @@ impl Facts {
                     changed
                 }
             },
-            Fact::Vanished { sha, at } => {
-                let e = self.vanished.entry(sha).or_insert(at);
-                if at < *e {
+            Fact::Vanished { sha, at } => match self.vanished.get_mut(&sha) {
+                None => {
+                    self.vanished.insert(sha, at);
+                    true
+                }
+                // The earliest sighting of the force-push wins.
+                Some(e) if at < *e => {
                     *e = at;
                     true
-                } else {
-                    false
                 }
-            }
+                Some(_) => false,
+            },
         }
     }
 }

@@ -5,7 +5,7 @@
 //! Per watched pipeline, per cycle:
 //! 1. One `GET /api/v1/teams/{t}/pipelines/{p}/jobs` (`JobSummary`: builds omitted when absent,
 //!    times of `-62135596800` for "unset", `trigger` omitempty, no `api_url`). Its `inputs[]`
-//!    map get-step names to resources.
+//!    and `outputs[]` map step names to resources.
 //! 2. Only for a job whose `finished_build`/`next_build` shows an id above the highest known, or
 //!    that has known unfinished builds: `GET .../jobs/{j}/builds?from=<lowest unfinished, else
 //!    highest known + 1>&limit=100`. With only `from` Concourse returns the 100 *oldest* builds at
@@ -34,7 +34,9 @@
 //! Each request is tried three times with exponential backoff and jitter when it fails with a
 //! connect, timeout, 5xx or undecodable-body error (honouring `Retry-After`), never on 401/403,
 //! 404 or other 4xx. A 401 with password auth logs in again once (per cycle) and repeats the
-//! request once. Only `GET`s and the token `POST` are ever sent.
+//! request once; so does a finished build's version metadata coming back hidden, because on a
+//! public pipeline a dead token gets the public view instead of a 401. Only `GET`s and the
+//! token `POST` are ever sent.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;

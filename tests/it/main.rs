@@ -6,6 +6,7 @@ mod config;
 mod core_truth;
 mod journeys;
 mod pathspec;
+mod restart;
 mod sim_concourse;
 mod sim_engine;
 mod sim_github;

@@ -279,9 +279,21 @@ const STATUSES: [BuildStatus; 6] = [
 ];
 
 fn step() -> impl Strategy<Value = Step> {
+    let time = || proptest::option::of(0i64..3);
+    let build = (0i64..6, 0usize..6, time(), time(), any::<bool>(), any::<u8>(), 0usize..4, 0usize..3, any::<bool>())
+        .prop_map(|(id, status, start, end, known, msgs, ins, outs, rerun)| Step::Build {
+            id,
+            status,
+            start,
+            end,
+            known,
+            msgs,
+            ins,
+            outs,
+            rerun,
+        });
     prop_oneof![
-        4 => (0i64..6, 0usize..6, proptest::option::of(0i64..3), proptest::option::of(0i64..3), any::<bool>(), any::<u8>(), 0usize..4, 0usize..3, any::<bool>())
-            .prop_map(|(id, status, start, end, known, msgs, ins, outs, rerun)| Step::Build { id, status, start, end, known, msgs, ins, outs, rerun }),
+        4 => build,
         2 => (0i64..5, 0u8..3, 0i64..4).prop_map(|(n, variant, first_seen)| Step::Commit { n, variant, first_seen }),
         1 => (0i64..5, 0i64..4).prop_map(|(n, at)| Step::Vanished { n, at }),
     ]
@@ -343,7 +355,10 @@ proptest! {
     /// Any sequence of facts, applied to the store in any split into transactions, loads back as
     /// the core's `Facts` after applying the same sequence; and re-applying changes nothing.
     #[test]
-    fn store_merges_like_the_core(steps in proptest::collection::vec(step(), 1..50), chunks in proptest::collection::vec(1usize..8, 1..8)) {
+    fn store_merges_like_the_core(
+        steps in proptest::collection::vec(step(), 1..50),
+        chunks in proptest::collection::vec(1usize..8, 1..8),
+    ) {
         let facts: Vec<Fact> = steps.iter().map(fact).collect();
         let mut want = Facts::default();
         for f in &facts {
