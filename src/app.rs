@@ -68,6 +68,9 @@ pub async fn serve(
         telemetry: telemetry.clone(),
         poll_interval_secs: cfg.poll_interval.as_secs(),
     });
+    if let Some(secret) = cfg.repository.webhook_secret.clone() {
+        shared.set_webhook(crate::http::WebhookContext { secret, branch: cfg.repository.branch.clone() });
+    }
     let publish = |facts: &Facts, shared: &Shared| {
         let now = unix_now();
         let derived = derive(facts, &core, now);
@@ -160,6 +163,7 @@ pub async fn serve(
         let wait = cfg.poll_interval.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = shared.poll_now.notified() => tracing::debug!("push webhook: polling now"),
             _ = stop_rx.changed() => break,
         }
     }

@@ -130,6 +130,8 @@ pub struct Repository {
     pub token_source: Option<SecretSource>,
     pub timeout: Duration,
     pub initial_commits: usize,
+    /// Push webhooks are accepted only when a secret is configured.
+    pub webhook_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +322,9 @@ struct RawRepository {
     token_env: Option<String>,
     timeout: Option<String>,
     initial_commits: Option<usize>,
+    /// The shared secret of a GitHub push webhook (`POST /webhooks/github`).
+    webhook_secret_file: Option<String>,
+    webhook_secret_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -796,7 +801,13 @@ impl Validator<'_> {
         let token = self.secret("repository", "token", &r.token_file, &r.token_env, DEFAULT_GITHUB_TOKEN_ENV, false);
         let token_ok = self.problems.len() == n;
         let (token, token_source) = token.map(|(s, src)| (Some(s), Some(src))).unwrap_or((None, None));
-        (gh.is_some() && !owner.is_empty() && token_ok).then_some(())?;
+        let n = self.problems.len();
+        let webhook = match (&r.webhook_secret_file, &r.webhook_secret_env) {
+            (None, None) => None,
+            (f, e) => self.secret("repository", "webhook_secret", f, e, "GITHUB_WEBHOOK_SECRET", true),
+        };
+        let webhook_ok = self.problems.len() == n;
+        (gh.is_some() && !owner.is_empty() && token_ok && webhook_ok).then_some(())?;
         Some(Repository {
             owner,
             name,
@@ -806,6 +817,7 @@ impl Validator<'_> {
             token_source,
             timeout,
             initial_commits,
+            webhook_secret: webhook.map(|(s, _)| s),
         })
     }
 

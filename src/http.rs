@@ -41,6 +41,15 @@ pub struct Shared {
     /// Every source has answered once.
     ready: AtomicBool,
     metrics: std::sync::OnceLock<MetricsContext>,
+    webhook: std::sync::OnceLock<WebhookContext>,
+    /// Woken by a verified push webhook: poll now instead of at the next interval.
+    pub poll_now: tokio::sync::Notify,
+}
+
+/// A GitHub push webhook's shared secret and the branch it is for.
+pub struct WebhookContext {
+    pub secret: crate::sources::Secret,
+    pub branch: String,
 }
 
 impl Shared {
@@ -59,6 +68,9 @@ impl Shared {
     pub fn set_metrics_context(&self, m: MetricsContext) {
         let _ = self.metrics.set(m);
     }
+    pub fn set_webhook(&self, w: WebhookContext) {
+        let _ = self.webhook.set(w);
+    }
 }
 
 pub fn routes(shared: Arc<Shared>) -> Router {
@@ -66,6 +78,7 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/webhooks/github", axum::routing::post(github_webhook))
         .route("/api/v1/journeys", get(list))
         .route("/api/v1/journeys/{sha}", get(one))
         .with_state(shared)
@@ -76,6 +89,48 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for every source to answer once\n").into_response()
+    }
+}
+
+/// A GitHub push webhook: verified with `X-Hub-Signature-256` (HMAC-SHA256 of the body, compared
+/// in constant time); a push to the tracked branch wakes the poll loop. Nothing else is done
+/// with the payload: the poll reads the branch through the API as usual.
+async fn github_webhook(
+    State(s): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use hmac::Mac;
+    let Some(ctx) = s.webhook.get() else {
+        return (StatusCode::NOT_FOUND, "webhooks are not configured (repository.webhook_secret_file or _env)\n")
+            .into_response();
+    };
+    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("sha256="));
+    let Some(sig) = sig.and_then(|h| hex::decode(h).ok()) else {
+        return (StatusCode::UNAUTHORIZED, "missing or malformed X-Hub-Signature-256\n").into_response();
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(ctx.secret.expose().as_bytes()) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "webhook secret unusable\n").into_response();
+    };
+    mac.update(&body);
+    if mac.verify_slice(&sig).is_err() {
+        return (StatusCode::UNAUTHORIZED, "signature does not match\n").into_response();
+    }
+    let event = headers.get("x-github-event").and_then(|v| v.to_str().ok()).unwrap_or("");
+    match event {
+        "ping" => (StatusCode::OK, "pong\n").into_response(),
+        "push" => {
+            let r#ref = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["ref"].as_str().map(str::to_string));
+            if r#ref.as_deref() == Some(&format!("refs/heads/{}", ctx.branch)) {
+                s.poll_now.notify_one();
+                (StatusCode::ACCEPTED, "polling now\n").into_response()
+            } else {
+                (StatusCode::ACCEPTED, "not the tracked branch; ignored\n").into_response()
+            }
+        }
+        _ => (StatusCode::ACCEPTED, "event ignored\n").into_response(),
     }
 }
 

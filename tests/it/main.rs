@@ -4,7 +4,9 @@ mod support;
 
 mod config;
 mod core_truth;
+mod http;
 mod journeys;
+mod metrics;
 mod pathspec;
 mod restart;
 mod sim_concourse;

@@ -1,0 +1,86 @@
+//! The exporter's own HTTP surface: webhook verification and the journeys API errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deploy_journey::http::{Shared, WebhookContext, routes};
+use deploy_journey::sources::Secret;
+use hmac::Mac;
+
+async fn serve(shared: Arc<Shared>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, routes(shared)).await;
+    });
+    url
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn woke(shared: &Shared) -> bool {
+    tokio::time::timeout(Duration::from_millis(150), shared.poll_now.notified()).await.is_ok()
+}
+
+#[tokio::test]
+async fn push_webhooks_need_a_valid_signature_and_wake_the_poll_loop() {
+    let shared = Arc::new(Shared::default());
+    shared.set_webhook(WebhookContext { secret: Secret::new("s3cr3t-hook"), branch: "main".into() });
+    let url = serve(shared.clone()).await;
+    let c = crate::support::client();
+    let body = br#"{"ref":"refs/heads/main","after":"abc"}"#.to_vec();
+    let post = |sig: Option<String>, event: &str| {
+        let mut r = c.post(format!("{url}/webhooks/github")).header("x-github-event", event).body(body.clone());
+        if let Some(s) = sig {
+            r = r.header("x-hub-signature-256", s);
+        }
+        r.send()
+    };
+    let cases = [
+        (None, 401, "missing signature"),
+        (Some("sha256=zz".to_string()), 401, "malformed signature"),
+        (Some(sign("wrong-secret", &body)), 401, "wrong secret"),
+    ];
+    for (sig, want, what) in cases {
+        let r = post(sig, "push").await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "{what}");
+        assert!(!woke(&shared).await, "{what}: nothing may be processed");
+    }
+    let r = post(Some(sign("s3cr3t-hook", &body)), "push").await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(woke(&shared).await, "a verified push to main polls now");
+    // A push to another branch is verified but changes nothing.
+    let other = br#"{"ref":"refs/heads/feature"}"#.to_vec();
+    let r = c
+        .post(format!("{url}/webhooks/github"))
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", sign("s3cr3t-hook", &other))
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(!woke(&shared).await);
+}
+
+#[tokio::test]
+async fn webhooks_are_off_without_a_secret_and_bad_journey_queries_say_why() {
+    let shared = Arc::new(Shared::default());
+    let url = serve(shared).await;
+    let c = crate::support::client();
+    let r = c.post(format!("{url}/webhooks/github")).body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = c.get(format!("{url}/api/v1/journeys/zz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("prefix of at least 4 hex digits"));
+    let r = c.get(format!("{url}/api/v1/journeys/abcd")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = c.get(format!("{url}/api/v1/journeys?state=stuck")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = c.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503, "not ready before every source answered");
+}
