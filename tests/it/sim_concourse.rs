@@ -630,7 +630,7 @@ async fn failed_build_events_end_with_its_errors() {
     let t = token(&s).await;
     force(&s, "test-integration", BuildStatus::Failed);
     s.commit(&["core/lib.rs"], "feat: breaks things");
-    s.step(1800);
+    s.step(3600);
     let b = json_as(&s, &format!("{LANA}/jobs/test-integration/builds/latest"), &t).await;
     assert_eq!(b["status"], "failed");
     let url = format!("/api/v1/builds/{}/events", b["id"]);
