@@ -75,6 +75,7 @@ impl Shared {
 
 pub fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(landing))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -343,4 +344,96 @@ fn attempt_json(a: &Attempt) -> AttemptJson {
 /// The journey's trace id: the first 32 hex digits of the commit sha.
 pub fn trace_id(sha: &str) -> String {
     sha.chars().take(32).collect()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn age(secs: i64) -> String {
+    let s = secs.max(0);
+    if s >= 86_400 {
+        format!("{}d {}h", s / 86_400, s % 86_400 / 3600)
+    } else if s >= 3600 {
+        format!("{}h {}m", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{}m {}s", s / 60, s % 60)
+    }
+}
+
+/// The landing page: what is in flight, the last deployments, the sources' health, and links.
+/// Plain server-rendered HTML from the snapshot; every value is escaped; no credentials exist here.
+async fn landing(State(s): State<Arc<Shared>>) -> Response {
+    let snap = s.snapshot();
+    let now = crate::app::unix_now();
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>deploy-journey</title>\
+         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;border-bottom:1px solid #ddd}\
+         .running{color:#06c}.failed{color:#c00}.pending,.waiting{color:#888}</style></head><body>\
+         <h1>deploy-journey</h1><p>Every commit on the tracked branch, followed to its environment. \
+         <a href=\"/metrics\">/metrics</a> · <a href=\"/api/v1/journeys?state=in_flight\">/api/v1/journeys</a> · \
+         <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>",
+    );
+    h.push_str(&format!("<p>Repository <b>{}</b>; ready: {}</p>", esc(&snap.repository), s.is_ready()));
+    h.push_str("<h2>In flight</h2><table><tr><th>commit</th><th>subject</th><th>stage</th><th>state</th><th>age</th><th>builds</th></tr>");
+    let mut n = 0;
+    for j in snap.derived.journeys.iter().rev().filter(|j| !j.ended && !j.vanished).take(50) {
+        let cur =
+            j.stages.iter().find(|st| st.state.in_flight() || st.state == crate::core::journey::StageState::Failed);
+        let (stage, state, since, builds) = match cur {
+            Some(st) => {
+                let since = st.start.or(st.ready_at).unwrap_or(j.commit_time);
+                let links: Vec<String> = st
+                    .attempts
+                    .iter()
+                    .map(|a| format!("<a href=\"{}\">{} #{}</a>", esc(&a.url), esc(&a.job), esc(&a.name)))
+                    .collect();
+                (st.name.as_str(), st.state.as_str(), since, links.join(" "))
+            }
+            None => ("-", j.outcome.as_str(), j.commit_time, String::new()),
+        };
+        n += 1;
+        h.push_str(&format!(
+            "<tr><td><a href=\"/api/v1/journeys/{sha}\"><code>{short}</code></a></td><td>{subj}</td><td>{stage}</td><td class=\"{state}\">{state}</td><td>{age}</td><td>{builds}</td></tr>",
+            sha = esc(&j.sha),
+            short = esc(j.short()),
+            subj = esc(&j.subject),
+            stage = esc(stage),
+            state = esc(state),
+            age = age(now - since),
+        ));
+    }
+    if n == 0 {
+        h.push_str("<tr><td colspan=\"6\">nothing in flight</td></tr>");
+    }
+    h.push_str("</table><h2>Last deployments</h2><table><tr><th>environment</th><th>commit</th><th>subject</th><th>lead time</th><th>ended</th></tr>");
+    let mut last: Vec<(&String, i64, &Journey)> =
+        snap.derived.journeys.iter().flat_map(|j| j.deployed_at.iter().map(move |(e, t)| (e, *t, j))).collect();
+    last.sort_by_key(|(_, t, _)| std::cmp::Reverse(*t));
+    for (env, t, j) in last.into_iter().take(15) {
+        h.push_str(&format!(
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{} ago</td></tr>",
+            esc(env),
+            esc(j.short()),
+            esc(&j.subject),
+            j.lead_time(env).map(age).unwrap_or_default(),
+            age(now - t)
+        ));
+    }
+    h.push_str("</table><h2>Sources</h2><table><tr><th>source</th><th>up</th><th>last success</th><th>requests</th><th>errors</th></tr>");
+    if let Some(ctx) = s.metrics.get() {
+        for (name, snap) in ctx.telemetry.snapshots() {
+            let errors: u64 = snap.errors.values().sum();
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                if snap.up { "yes" } else { "no" },
+                snap.last_success.map(|t| format!("{} ago", age(now - t))).unwrap_or_else(|| "never".into()),
+                snap.requests(),
+                errors
+            ));
+        }
+    }
+    h.push_str("</table></body></html>");
+    ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], h).into_response()
 }

@@ -84,3 +84,40 @@ async fn webhooks_are_off_without_a_secret_and_bad_journey_queries_say_why() {
     let r = c.get(format!("{url}/readyz")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503, "not ready before every source answered");
 }
+
+#[tokio::test]
+async fn the_landing_page_lists_commits_in_flight_and_escapes_what_it_shows() {
+    use deploy_journey::core::journey::{CommitFact, Fact, Facts, derive};
+    use deploy_journey::http::Snapshot;
+    let cfg = crate::journeys::example_config("lana", "http://127.0.0.1:1");
+    let mut facts = Facts::default();
+    let now = deploy_journey::app::unix_now();
+    facts.apply(Fact::Commit(CommitFact {
+        sha: "1234567890abcdef1234567890abcdef12345678".into(),
+        parent: None,
+        author: "mallory".into(),
+        author_date: now - 600,
+        committer_date: now - 600,
+        message: "fix: <script>alert(1)</script> & more".into(),
+        files: vec!["core/a.rs".into()],
+        first_seen: now - 600,
+    }));
+    let shared = Arc::new(Shared::default());
+    shared.publish(Snapshot {
+        derived: derive(&facts, &cfg.core(), now),
+        now,
+        environments: cfg.environments(),
+        repository: "GaloyMoney/lana-bank".into(),
+        stage_builds: vec![],
+    });
+    let url = serve(shared).await;
+    let r = crate::support::client().get(format!("{url}/")).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<code>1234567</code>"), "{page}");
+    assert!(page.contains("fix: &lt;script&gt;alert(1)&lt;/script&gt; &amp; more"));
+    assert!(!page.contains("<script>"));
+    assert!(page.contains("href=\"/metrics\"") && page.contains("/api/v1/journeys"));
+    // The commit should trigger `repo` and no build has taken it for 10 minutes.
+    assert!(page.contains(">tests<") && page.contains(">pending<"), "{page}");
+}

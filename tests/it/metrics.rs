@@ -234,7 +234,8 @@ fn canonical(text: &str) -> String {
 }
 
 fn check_golden(path: &str, got: &str) {
-    let got = &canonical(got);
+    let got = canonical(got);
+    let got = got.as_str();
     let full = Path::new(MANIFEST).join(path);
     if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
