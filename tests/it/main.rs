@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cli;
 mod config;
 mod core_truth;
 mod http;

@@ -118,9 +118,9 @@ fn render(
     core: &CoreConfig,
     sources: &[(&'static str, SourceSnapshot)],
     now: i64,
+    version: &str,
 ) -> Rendered {
-    let input =
-        MetricsInput { derived, stage_builds: builds, core, sources, now, poll_interval_secs: 30, version: VERSION };
+    let input = MetricsInput { derived, stage_builds: builds, core, sources, now, poll_interval_secs: 30, version };
     Rendered { text: render_text(&input), om: render_openmetrics(&input) }
 }
 
@@ -306,19 +306,20 @@ fn is_sha_like(v: &str) -> bool {
 
 // ------------------------------------------------------------------ golden
 
-async fn golden_rendering() -> (Rendered, Polled) {
+async fn golden_rendering() -> (Rendered, Polled, Derived) {
     let p = poll_scenario("three-while-tests-run.yaml").await;
     let derived = derive(&p.facts, &p.core, p.now);
     let builds = stage_builds(&p.facts, &p.core, &derived);
-    let r = render(&derived, &builds, &p.core, &fixed_sources(p.now), p.now);
-    (r, p)
+    // A fixed version too, so that a release does not change the golden files.
+    let r = render(&derived, &builds, &p.core, &fixed_sources(p.now), p.now, "0.0.0-golden");
+    (r, p, derived)
 }
 
 /// The fixed scenario renders exactly the golden files; promtool and the strict OpenMetrics
 /// parser accept them, with exemplars (trace id = sha prefix) on the lead-time buckets.
 #[tokio::test]
 async fn metrics_golden_snapshot_of_a_fixed_scenario() {
-    let (r, p) = golden_rendering().await;
+    let (r, p, derived) = golden_rendering().await;
     check_golden("tests/golden/metrics.txt", &r.text);
     check_golden("tests/golden/metrics.om.txt", &r.om);
     // The classic text is the OpenMetrics text minus exemplars, # UNIT and # EOF.
@@ -337,7 +338,8 @@ async fn metrics_golden_snapshot_of_a_fixed_scenario() {
     let lead: Vec<&serde_json::Value> =
         exemplars.iter().filter(|e| e["sample"] == "deploy_journey_lead_time_seconds_bucket").collect();
     assert!(!lead.is_empty(), "no exemplar on the lead-time buckets: {exemplars:?}");
-    let shas: BTreeSet<&str> = p.shas.values().map(|s| s.as_str()).collect();
+    // The branch's commits (the scenario's and the topology's seed history before it).
+    let shas: BTreeSet<&str> = derived.journeys.iter().map(|j| j.sha.as_str()).collect();
     for e in exemplars {
         let trace = e["exemplar"]["trace_id"].as_str().unwrap();
         let short = e["exemplar"]["sha"].as_str().unwrap();
@@ -346,7 +348,7 @@ async fn metrics_golden_snapshot_of_a_fixed_scenario() {
         assert!(e["timestamp"].is_null(), "exemplars carry no timestamp: {e}");
         assert!(e["sample"].as_str().unwrap().ends_with("_bucket"), "{e}");
         if e["sample"] == "deploy_journey_lead_time_seconds_bucket" {
-            assert!(shas.iter().any(|s| s.starts_with(trace)), "lead-time exemplar {trace} is no scenario commit");
+            assert!(shas.iter().any(|s| s.starts_with(trace)), "lead-time exemplar {trace} is no commit on the branch");
         }
     }
     // The scenario's commits a, b and c were deployed by one build: all four lead times counted.
@@ -413,7 +415,7 @@ fn metrics_label_values_are_bounded_and_series_do_not_grow_with_commits() {
         let (facts, now) = lana_weeks(weeks, 3);
         let derived = derive(&facts, &core, now);
         let builds = stage_builds(&facts, &core, &derived);
-        let text = render(&derived, &builds, &core, &sources, now).text;
+        let text = render(&derived, &builds, &core, &sources, now, VERSION).text;
         let all = samples(&text);
         let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for s in &all {
