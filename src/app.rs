@@ -49,8 +49,9 @@ pub async fn serve(
         .await
         .map_err(|e| AppError::Join(e.to_string()))??;
     let store = Arc::new(Mutex::new(store));
-    let (mut facts, head, etag) =
-        blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?))).await?;
+    let (mut facts, head, etag, counters) =
+        blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?, s.counters()?)))
+            .await?;
     tracing::info!(commits = facts.commits.len(), builds = facts.builds.len(), "state loaded");
 
     let telemetry = Arc::new(SourceTelemetry::new());
@@ -67,6 +68,9 @@ pub async fn serve(
         core: core.clone(),
         telemetry: telemetry.clone(),
         poll_interval_secs: cfg.poll_interval.as_secs(),
+        baseline: std::sync::RwLock::new(crate::sinks::metrics::Baseline::from_rows(
+            counters.into_iter().map(|c| (c.name, c.labels, c.value)),
+        )),
     });
     if let Some(secret) = cfg.repository.webhook_secret.clone() {
         shared.set_webhook(crate::http::WebhookContext { secret, branch: cfg.repository.branch.clone() });
@@ -108,6 +112,7 @@ pub async fn serve(
     }
 
     let mut answered = (false, false);
+    let mut next_prune = 0i64;
     loop {
         let started = Instant::now();
         let now = unix_now();
@@ -158,6 +163,42 @@ pub async fn serve(
             // Not applying what could not be stored keeps memory and disk in step; the facts
             // come back with the next poll because the cursor did not move.
             Err(e) => tracing::error!(error = %e, "cannot store facts; will retry next cycle"),
+        }
+        // Retention, at most hourly: forget old journeys, folding what they counted into the
+        // persisted baseline in the same transaction that deletes them.
+        if now >= next_prune {
+            next_prune = now + 3600;
+            let cutoff = now - cfg.retention.as_secs() as i64;
+            let derived = derive(&facts, &core, now);
+            let sb = stage_builds(&facts, &core, &derived);
+            let plan = crate::retention::plan(&facts, &derived, &sb, &core, cutoff);
+            if !plan.is_empty() {
+                let (c, b, rows) = (plan.commits.clone(), plan.builds.clone(), plan.rows.clone());
+                let deltas: Vec<crate::store::Counter> = rows
+                    .iter()
+                    .map(|(n, l, v)| crate::store::Counter { name: n.clone(), labels: l.clone(), value: *v })
+                    .collect();
+                let pruned = blocking(&store, move |s| {
+                    s.prune_and_fold(
+                        cutoff,
+                        |item| match item {
+                            crate::store::PruneItem::Commit(sha) => !c.contains(sha),
+                            crate::store::PruneItem::Build(id) => !b.contains(&id),
+                        },
+                        &deltas,
+                    )
+                })
+                .await;
+                match pruned {
+                    Ok(p) => {
+                        crate::retention::apply(&mut facts, &plan);
+                        shared.add_to_baseline(rows);
+                        publish(&facts, &shared);
+                        tracing::info!(commits = p.commits, builds = p.builds, "retention pruned old journeys");
+                    }
+                    Err(e) => tracing::error!(error = %e, "retention failed; will retry"),
+                }
+            }
         }
         tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "poll cycle");
         let wait = cfg.poll_interval.saturating_sub(started.elapsed()).max(Duration::from_millis(100));

@@ -32,6 +32,8 @@ pub struct MetricsContext {
     pub core: crate::core::journey::CoreConfig,
     pub telemetry: Arc<crate::sources::telemetry::SourceTelemetry>,
     pub poll_interval_secs: u64,
+    /// What retention folded away; grows when journeys are pruned.
+    pub baseline: RwLock<crate::sinks::metrics::Baseline>,
 }
 
 /// Shared between the poll loop and the handlers.
@@ -67,6 +69,12 @@ impl Shared {
     }
     pub fn set_metrics_context(&self, m: MetricsContext) {
         let _ = self.metrics.set(m);
+    }
+    /// Fold rows into the metrics baseline (after retention pruned the facts behind them).
+    pub fn add_to_baseline(&self, rows: Vec<(String, String, f64)>) {
+        if let Some(m) = self.metrics.get() {
+            m.baseline.write().unwrap_or_else(|e| e.into_inner()).add(rows);
+        }
     }
     pub fn set_webhook(&self, w: WebhookContext) {
         let _ = self.webhook.set(w);
@@ -142,7 +150,9 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
     };
     let snap = s.snapshot();
     let sources = ctx.telemetry.snapshots();
+    let baseline = ctx.baseline.read().unwrap_or_else(|e| e.into_inner()).clone();
     let input = crate::sinks::metrics::MetricsInput {
+        baseline: &baseline,
         derived: &snap.derived,
         stage_builds: &snap.stage_builds,
         core: &ctx.core,

@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod retention;
 pub mod sim;
 pub mod sinks;
 pub mod sources;

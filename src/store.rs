@@ -484,6 +484,18 @@ impl Store {
     /// A build that is still pending or started is never deleted, nor a finished build with
     /// neither start nor end time. Persisted counters and `kv` are left alone.
     pub fn prune(&mut self, before: i64, keep: impl Fn(PruneItem<'_>) -> bool) -> Result<Pruned, StoreError> {
+        self.prune_and_fold(before, keep, &[])
+    }
+
+    /// [`Store::prune`] and [`Store::add_counters`] in one transaction: what pruned facts
+    /// contributed to the metrics moves into persisted counters atomically, so a crash can
+    /// neither lose it nor count it twice.
+    pub fn prune_and_fold(
+        &mut self,
+        before: i64,
+        keep: impl Fn(PruneItem<'_>) -> bool,
+        deltas: &[Counter],
+    ) -> Result<Pruned, StoreError> {
         let path = self.path.as_str();
         let op = "prune";
         let e = |err| sql_err(path, op)(err);
@@ -526,6 +538,7 @@ impl Store {
                 .execute("DELETE FROM vanished WHERE at < ?1 AND sha NOT IN (SELECT sha FROM commits)", [before])
                 .map_err(e)? as u64;
         }
+        add_counters(&tx, path, deltas)?;
         tx.commit().map_err(e)?;
         Ok(out)
     }

@@ -192,7 +192,7 @@ pub struct CoreConfig {
 }
 
 impl CoreConfig {
-    fn resource_of_step<'a>(&'a self, step: &'a str) -> Option<&'a str> {
+    pub fn resource_of_step<'a>(&'a self, step: &'a str) -> Option<&'a str> {
         let name = self.step_resources.get(step).map(|s| s.as_str()).unwrap_or(step);
         self.classifier.resources().iter().any(|r| r.name == name).then_some(name)
     }
@@ -201,7 +201,7 @@ impl CoreConfig {
         v.dedup();
         v
     }
-    fn stage_of_job(&self, pipeline: &str, job: &str) -> Option<usize> {
+    pub fn stage_of_job(&self, pipeline: &str, job: &str) -> Option<usize> {
         self.stages.iter().position(|s| s.pipeline == pipeline && s.jobs.iter().any(|j| j.name == job))
     }
 }
@@ -459,6 +459,10 @@ pub struct Derived {
     /// Oldest first (branch order).
     pub journeys: Vec<Journey>,
     pub quality: Quality,
+    /// Per stage build: how it was tied to commits (the weakest method among its attempts).
+    pub build_methods: HashMap<BuildId, Method>,
+    /// Finished stage builds no lineage could be established for.
+    pub gap_builds: std::collections::BTreeSet<BuildId>,
 }
 
 type Carry = BTreeMap<String, (usize, Method)>;
@@ -695,8 +699,16 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     }
 
     // Data quality: how each stage build was tied, and finished stage builds tied to nothing.
+    let mut gap_builds = std::collections::BTreeSet::new();
     for b in facts.builds.values() {
         let Some(si) = cfg.stage_of_job(&b.pipeline, &b.job) else { continue };
+        if attributed.get(&b.id).is_none()
+            && b.status.is_finished()
+            && b.resources_known
+            && carries.get(&b.id).is_none_or(|c| c.is_empty())
+        {
+            gap_builds.insert(b.id);
+        }
         match attributed.get(&b.id) {
             Some(m) => *quality.attributions.entry(*m).or_insert(0) += 1,
             // Re-delivering already delivered commits is not a gap; having no lineage at all is.
@@ -706,7 +718,11 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
             None => {}
         }
     }
-    Derived { journeys, quality }
+    let build_methods = attributed
+        .into_iter()
+        .filter(|(id, _)| facts.builds.get(id).is_some_and(|b| cfg.stage_of_job(&b.pipeline, &b.job).is_some()))
+        .collect();
+    Derived { journeys, quality, build_methods, gap_builds }
 }
 
 fn attempt(b: &BuildFact, method: Method, own: bool, head: Option<Sha>) -> Attempt {

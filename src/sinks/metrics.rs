@@ -47,6 +47,142 @@ pub struct MetricsInput<'a> {
     pub now: i64,
     pub poll_interval_secs: u64,
     pub version: &'a str,
+    /// What journeys and builds pruned by retention contributed (persisted counters).
+    pub baseline: &'a Baseline,
+}
+
+/// Counter values and histogram buckets that pruned facts contributed, keyed by metric name
+/// and a canonical `k=v,k=v` label string. Stored as rows of the store's counters table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Baseline {
+    pub values: BTreeMap<(String, String), f64>,
+}
+
+impl Baseline {
+    pub fn from_rows(rows: impl IntoIterator<Item = (String, String, f64)>) -> Baseline {
+        let mut b = Baseline::default();
+        b.add(rows);
+        b
+    }
+    pub fn add(&mut self, rows: impl IntoIterator<Item = (String, String, f64)>) {
+        for (n, l, v) in rows {
+            *self.values.entry((n, l)).or_insert(0.0) += v;
+        }
+    }
+}
+
+/// What a set of journeys and stage builds adds to the journey counters and histograms.
+#[derive(Debug, Default)]
+struct Contrib {
+    counters: BTreeMap<(&'static str, Labels), u64>,
+    /// (histogram, labels) → observations with their exemplar.
+    hists: BTreeMap<(&'static str, Labels), Vec<(f64, Option<Labels>)>>,
+}
+
+fn contributions<'a>(
+    journeys: impl Iterator<Item = &'a crate::core::journey::Journey>,
+    builds: &[StageBuild],
+    derived: &Derived,
+    core: &CoreConfig,
+) -> Contrib {
+    let mut c = Contrib::default();
+    let stages: Vec<&str> = core.stages.iter().map(|s| s.name.as_str()).collect();
+    for b in builds {
+        let st = stages[b.stage];
+        c.hists
+            .entry(("stage_duration", l(&[("stage", st), ("result", result_label(b.status))])))
+            .or_default()
+            .push(((b.end - b.start).max(0) as f64, b.head.as_deref().map(exemplar)));
+        *c.counters.entry(("stage_attempts", l(&[("stage", st)]))).or_default() += 1;
+        if matches!(b.status, BuildStatus::Failed | BuildStatus::Errored) {
+            *c.counters.entry(("stage_failures", l(&[("stage", st)]))).or_default() += 1;
+        }
+        if let (Some(env), BuildStatus::Succeeded) = (&core.stages[b.stage].environment, b.status) {
+            *c.counters.entry(("deployments", l(&[("environment", env)]))).or_default() += 1;
+        }
+        if let Some(m) = derived.build_methods.get(&b.build_id) {
+            *c.counters.entry(("attributions", l(&[("method", m.as_str())]))).or_default() += 1;
+        }
+        if derived.gap_builds.contains(&b.build_id) {
+            *c.counters.entry(("lineage_gaps", l(&[("stage", st)]))).or_default() += 1;
+        }
+    }
+    for j in journeys {
+        *c.counters.entry(("commits", l(&[("change_type", j.classification.change_type.as_str())]))).or_default() += 1;
+        if j.vanished {
+            continue;
+        }
+        for (i, s) in j.stages.iter().enumerate() {
+            if let Some(w) = s.wait() {
+                c.hists
+                    .entry(("stage_wait", l(&[("stage", stages[i])])))
+                    .or_default()
+                    .push((w.max(0) as f64, Some(exemplar(&j.sha))));
+            }
+        }
+        if j.ended {
+            *c.counters.entry(("commit_outcomes", l(&[("outcome", j.outcome.as_str())]))).or_default() += 1;
+            for env in j.deployed_at.keys() {
+                if let Some(lt) = j.lead_time(env) {
+                    c.hists
+                        .entry((
+                            "lead_time",
+                            l(&[("environment", env), ("change_type", j.classification.change_type.as_str())]),
+                        ))
+                        .or_default()
+                        .push((lt.max(0) as f64, Some(exemplar(&j.sha))));
+                }
+            }
+        }
+    }
+    c
+}
+
+fn buckets_of(hist: &str) -> &'static [f64] {
+    if hist == "lead_time" { &LEAD_BUCKETS } else { &STAGE_BUCKETS }
+}
+
+fn labels_string(labels: &Labels) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn parse_labels(s: &str) -> Labels {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The persisted rows (name, labels, value) that pruning these journeys and builds must fold
+/// into the baseline: counter increments, and per histogram bucket its count and sum (bucket
+/// `i` is the i-th bound, the last one +Inf), so replaying the bucket mean keeps sums exact.
+pub fn fold(
+    journeys: &[&crate::core::journey::Journey],
+    builds: &[StageBuild],
+    derived: &Derived,
+    core: &CoreConfig,
+) -> Vec<(String, String, f64)> {
+    let c = contributions(journeys.iter().copied(), builds, derived, core);
+    let mut rows = vec![];
+    for ((name, labels), n) in c.counters {
+        rows.push((format!("counter:{name}"), labels_string(&labels), n as f64));
+    }
+    for ((name, labels), obs) in c.hists {
+        let bounds = buckets_of(name);
+        let mut per: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+        for (v, _) in obs {
+            let i = bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len());
+            let e = per.entry(i).or_default();
+            e.0 += 1.0;
+            e.1 += v;
+        }
+        for (i, (n, sum)) in per {
+            rows.push((format!("hist:{name}:{i}:count"), labels_string(&labels), n));
+            rows.push((format!("hist:{name}:{i}:sum"), labels_string(&labels), sum));
+        }
+    }
+    rows
 }
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
@@ -197,21 +333,68 @@ fn build(m: &MetricsInput<'_>) -> Registry {
         let _ = attributions.get_or_create(&l(&[("method", me.as_str())]));
     }
 
-    // Per finished stage build: duration, attempts, failures, deployments.
-    for b in m.stage_builds {
-        let st = stages[b.stage];
-        let ex = b.head.as_deref().map(exemplar);
-        stage_duration.get_or_create(&l(&[("stage", st), ("result", result_label(b.status))])).observe(
-            (b.end - b.start).max(0) as f64,
-            ex,
-            None,
-        );
-        attempts.get_or_create(&l(&[("stage", st)])).inc();
-        if matches!(b.status, BuildStatus::Failed | BuildStatus::Errored) {
-            failures.get_or_create(&l(&[("stage", st)])).inc();
+    // Journey counters and histograms: what the live facts contribute, plus the baseline that
+    // pruned facts left behind.
+    let contrib = contributions(m.derived.journeys.iter(), m.stage_builds, m.derived, m.core);
+    let counter_family = |name: &str| match name {
+        "commits" => Some(&commits),
+        "commit_outcomes" => Some(&outcomes),
+        "stage_attempts" => Some(&attempts),
+        "stage_failures" => Some(&failures),
+        "deployments" => Some(&deployments),
+        "attributions" => Some(&attributions),
+        "lineage_gaps" => Some(&gaps),
+        _ => None,
+    };
+    let hist_family = |name: &str| match name {
+        "stage_duration" => Some(&stage_duration),
+        "stage_wait" => Some(&stage_wait),
+        "lead_time" => Some(&lead_time),
+        _ => None,
+    };
+    for ((name, labels), n) in &contrib.counters {
+        if let Some(f) = counter_family(name) {
+            f.get_or_create(labels).inc_by(*n);
         }
+    }
+    for ((name, labels), obs) in &contrib.hists {
+        if let Some(f) = hist_family(name) {
+            let h = f.get_or_create(labels);
+            for (v, ex) in obs {
+                h.observe(*v, ex.clone(), None);
+            }
+        }
+    }
+    let mut hist_rows: BTreeMap<(String, String, usize), (f64, f64)> = BTreeMap::new();
+    for ((name, labels), v) in &m.baseline.values {
+        if let Some(c) = name.strip_prefix("counter:") {
+            if let Some(f) = counter_family(c) {
+                f.get_or_create(&parse_labels(labels)).inc_by(v.round() as u64);
+            }
+        } else if let Some(rest) = name.strip_prefix("hist:") {
+            let mut it = rest.split(':');
+            if let (Some(h), Some(i), Some(kind)) = (it.next(), it.next().and_then(|i| i.parse().ok()), it.next()) {
+                let e = hist_rows.entry((h.to_string(), labels.clone(), i)).or_default();
+                if kind == "count" { e.0 += v } else { e.1 += v }
+            }
+        }
+    }
+    for ((h, labels, _), (n, sum)) in hist_rows {
+        if let Some(f) = hist_family(&h) {
+            let hist = f.get_or_create(&parse_labels(&labels));
+            // The bucket's mean lies within the bucket, so replaying it n times restores the
+            // bucket count and the sum exactly.
+            let n = n.round() as u64;
+            if n > 0 {
+                for _ in 0..n {
+                    hist.observe(sum / n as f64, None, None);
+                }
+            }
+        }
+    }
+    // Gauge: the last deployment among live builds.
+    for b in m.stage_builds {
         if let (Some(env), BuildStatus::Succeeded) = (&m.core.stages[b.stage].environment, b.status) {
-            deployments.get_or_create(&l(&[("environment", env)])).inc();
             let g = last_deploy.get_or_create(&l(&[("environment", env)]));
             if (b.end as f64) > g.get() {
                 g.set(b.end as f64);
@@ -223,32 +406,10 @@ fn build(m: &MetricsInput<'_>) -> Registry {
     let mut oldest_age: BTreeMap<(usize, StageState), i64> = BTreeMap::new();
     let mut oldest_running_age: BTreeMap<usize, i64> = BTreeMap::new();
     for j in &m.derived.journeys {
-        commits.get_or_create(&l(&[("change_type", j.classification.change_type.as_str())])).inc();
         if j.vanished {
             continue;
         }
-        for (i, s) in j.stages.iter().enumerate() {
-            if let Some(w) = s.wait() {
-                stage_wait.get_or_create(&l(&[("stage", stages[i])])).observe(
-                    w.max(0) as f64,
-                    Some(exemplar(&j.sha)),
-                    None,
-                );
-            }
-        }
-        if j.ended {
-            outcomes.get_or_create(&l(&[("outcome", j.outcome.as_str())])).inc();
-            for env in j.deployed_at.keys() {
-                if let Some(lt) = j.lead_time(env) {
-                    lead_time
-                        .get_or_create(&l(&[
-                            ("environment", env),
-                            ("change_type", j.classification.change_type.as_str()),
-                        ]))
-                        .observe(lt.max(0) as f64, Some(exemplar(&j.sha)), None);
-                }
-            }
-        } else {
+        if !j.ended {
             // A commit in flight sits at its first stage that is neither done nor not applicable.
             if let Some((i, s)) = j.stages.iter().enumerate().find(|(_, s)| s.state.in_flight()) {
                 in_flight.get_or_create(&l(&[("stage", stages[i]), ("state", s.state.as_str())])).inc();
@@ -290,13 +451,6 @@ fn build(m: &MetricsInput<'_>) -> Registry {
             stuck.get_or_create(&l(&[("stage", stages[i])])).set(1);
         }
     }
-    for (me, n) in &m.derived.quality.attributions {
-        attributions.get_or_create(&l(&[("method", me.as_str())])).inc_by(*n);
-    }
-    for (st, n) in &m.derived.quality.gaps {
-        gaps.get_or_create(&l(&[("stage", st)])).inc_by(*n);
-    }
-
     // --- sources
     let up: Family<Labels, Gauge> = Family::default();
     let last_success: Family<Labels, Gauge> = Family::default();

@@ -15,19 +15,22 @@ const LANA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lana.yaml");
 /// which real `git rev-list` listed the commit and the message carries no skip marker.
 #[test]
 fn classify_agrees_with_real_git_on_every_real_lana_commit() {
-    let data = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lana-bank-main.jsonl")).unwrap();
+    let data =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lana-bank-main.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = data.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let input: String = lines
         .iter()
         .map(|l| serde_json::json!({"sha": l["sha"], "message": l["subject"], "files": l["files"]}).to_string() + "\n")
         .collect();
-    let mut child = bin().args(["classify", "--config", LANA]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child =
+        bin().args(["classify", "--config", LANA]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
     assert!(out.status.success());
-    let got: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(got.len(), lines.len());
     let mut bad = vec![];
     for (l, g) in lines.iter().zip(&got) {
@@ -50,7 +53,13 @@ fn classify_agrees_with_real_git_on_every_real_lana_commit() {
 
 #[test]
 fn classify_names_the_bad_stdin_line() {
-    let mut child = bin().args(["classify", "--config", LANA]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = bin()
+        .args(["classify", "--config", LANA])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"{\"sha\":\"a\",\"files\":[\"core/x.rs\"]}\nnot json\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
@@ -62,7 +71,10 @@ fn classify_names_the_bad_stdin_line() {
 fn check_config_reports_every_problem_with_its_path_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    let text = std::fs::read_to_string(LANA).unwrap().replace("stuck_after: 20m", "stuck_after: soon").replace("jobs: [lana-bank-testflight]", "jobs: []");
+    let text = std::fs::read_to_string(LANA)
+        .unwrap()
+        .replace("stuck_after: 20m", "stuck_after: soon")
+        .replace("jobs: [lana-bank-testflight]", "jobs: []");
     std::fs::write(&bad, text).unwrap();
     let out = bin().args(["check-config", "--offline", "--config"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -10,6 +10,7 @@ mod journeys;
 mod metrics;
 mod pathspec;
 mod restart;
+mod retention;
 mod sim_concourse;
 mod sim_engine;
 mod sim_github;

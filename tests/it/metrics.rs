@@ -120,7 +120,17 @@ fn render(
     now: i64,
     version: &str,
 ) -> Rendered {
-    let input = MetricsInput { derived, stage_builds: builds, core, sources, now, poll_interval_secs: 30, version };
+    let baseline = deploy_journey::sinks::metrics::Baseline::default();
+    let input = MetricsInput {
+        derived,
+        stage_builds: builds,
+        core,
+        sources,
+        now,
+        poll_interval_secs: 30,
+        version,
+        baseline: &baseline,
+    };
     Rendered { text: render_text(&input), om: render_openmetrics(&input) }
 }
 
@@ -488,6 +498,25 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Val
     r.json().await.ok()
 }
 
+/// Every stored exemplar of the lead-time buckets since `start`: (series labels, exemplar).
+async fn lead_time_exemplars(
+    client: &reqwest::Client,
+    prom: &str,
+    start: i64,
+) -> Option<Vec<(serde_json::Value, serde_json::Value)>> {
+    let end = deploy_journey::app::unix_now() + 60;
+    let u =
+        format!("{prom}/api/v1/query_exemplars?query=deploy_journey_lead_time_seconds_bucket&start={start}&end={end}");
+    let v = get_json(client, &u).await?;
+    let mut out = vec![];
+    for series in v["data"].as_array()? {
+        for e in series["exemplars"].as_array()? {
+            out.push((series["seriesLabels"].clone(), e.clone()));
+        }
+    }
+    Some(out)
+}
+
 /// Poll `f` every 250 ms until it returns `Some`, or fail once `deadline` passes.
 async fn wait_for<T, F, Fut>(what: &str, deadline: Instant, log: &Path, mut f: F) -> T
 where
@@ -621,21 +650,8 @@ async fn metrics_real_prometheus_scrapes_and_stores_lead_time_exemplars() {
 
     let start = wall - 300;
     let exemplars = wait_for("a lead-time exemplar from /api/v1/query_exemplars", deadline, &log, || {
-        let c = client.clone();
-        let u = format!(
-            "{prom}/api/v1/query_exemplars?query=deploy_journey_lead_time_seconds_bucket&start={start}&end={}",
-            deploy_journey::app::unix_now() + 60
-        );
-        async move {
-            let v = get_json(&c, &u).await?;
-            let mut out: Vec<(serde_json::Value, serde_json::Value)> = vec![];
-            for series in v["data"].as_array()? {
-                for e in series["exemplars"].as_array()? {
-                    out.push((series["seriesLabels"].clone(), e.clone()));
-                }
-            }
-            (!out.is_empty()).then_some(out)
-        }
+        let (c, p) = (client.clone(), prom.clone());
+        async move { lead_time_exemplars(&c, &p, start).await.filter(|v| !v.is_empty()) }
     })
     .await;
 
@@ -671,6 +687,24 @@ async fn metrics_real_prometheus_scrapes_and_stores_lead_time_exemplars() {
         e["value"],
         labels
     );
+
+    // Every scrape renders the same exemplar again (without a timestamp): Prometheus stamps it
+    // with the scrape time once and drops the repeats as duplicates, so a few more scrapes add
+    // no second copy of an exemplar to the same series.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = lead_time_exemplars(&client, &prom, start).await.expect("exemplars again");
+    let mut seen = BTreeSet::new();
+    for (labels, e) in &later {
+        let key = (labels.to_string(), e["labels"].to_string(), e["value"].to_string());
+        assert!(seen.insert(key), "exemplar stored twice for one series: {e} on {labels}");
+    }
+    for (labels, e) in &exemplars {
+        let again = later.iter().find(|(l, x)| l == labels && x["labels"] == e["labels"]);
+        if let Some((_, x)) = again {
+            assert_eq!(x["timestamp"], e["timestamp"], "a repeated exemplar keeps its first timestamp");
+        }
+    }
+    println!("  3 s (3 scrapes) later: {} exemplars stored, none twice", later.len());
     println!(
         "  {} deployed commits in the JSON API; whole test {:.1} s",
         deployed.len(),

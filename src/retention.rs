@@ -1,0 +1,210 @@
+//! Retention: which facts are old enough to forget, and what they contributed to the metrics.
+//! Pure: facts, the derived journeys and a cutoff in; a plan out. The app applies the plan in
+//! one store transaction (`Store::prune_and_fold`), so counters and histograms never go back.
+
+use std::collections::BTreeSet;
+
+use crate::core::journey::{BuildId, CoreConfig, Derived, Facts, Sha, StageBuild};
+use crate::sinks::metrics;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    pub commits: BTreeSet<Sha>,
+    pub builds: BTreeSet<BuildId>,
+    /// Baseline rows (name, labels, value) the pruned facts contributed.
+    pub rows: Vec<(String, String, f64)>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.commits.is_empty() && self.builds.is_empty()
+    }
+}
+
+/// Forget journeys whose commit and every deployment and attempt lie before `cutoff` (and, for
+/// journeys that never ended, whose builds all finished before it), and finished builds before
+/// `cutoff` that no kept journey refers to.
+pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core: &CoreConfig, cutoff: i64) -> Plan {
+    let old_commit = |sha: &str| facts.commits.get(sha).is_some_and(|c| c.committer_date < cutoff);
+    // The newest commit stays: the GitHub cursor restarts from the known commits, and with none
+    // known it would read old history again and count it twice.
+    let head = derived.journeys.last().map(|j| j.sha.clone());
+    let mut kept_commits: BTreeSet<Sha> = BTreeSet::new();
+    for j in &derived.journeys {
+        let attempts_done = j
+            .stages
+            .iter()
+            .flat_map(|s| &s.attempts)
+            .all(|a| a.status.is_finished() && a.end.is_some_and(|e| e < cutoff));
+        let deployed_before = j.deployed_at.values().all(|t| *t < cutoff);
+        if Some(&j.sha) == head.as_ref() || !(old_commit(&j.sha) && attempts_done && deployed_before) {
+            kept_commits.insert(j.sha.clone());
+        }
+    }
+    let mut kept_builds: BTreeSet<BuildId> = BTreeSet::new();
+    // The newest build of every job stays (the Concourse cursor is its id), and every build not
+    // finished before the cutoff.
+    let mut newest: std::collections::BTreeMap<(&str, &str), BuildId> = std::collections::BTreeMap::new();
+    for b in facts.builds.values() {
+        let e = newest.entry((b.pipeline.as_str(), b.job.as_str())).or_insert(b.id);
+        *e = (*e).max(b.id);
+    }
+    kept_builds.extend(newest.values());
+    kept_builds.extend(
+        facts
+            .builds
+            .values()
+            .filter(|b| !b.status.is_finished() || b.end.or(b.start).is_none_or(|t| t >= cutoff))
+            .map(|b| b.id),
+    );
+    // Keeping is contagious, so that pruning never changes what is kept: a kept journey keeps
+    // its builds; a kept build keeps the builds its lineage comes from and the commits it
+    // delivers (whose journeys then stay too).
+    let mut attempt_of: std::collections::HashMap<BuildId, Vec<&Sha>> = std::collections::HashMap::new();
+    for j in &derived.journeys {
+        for a in j.stages.iter().flat_map(|s| &s.attempts) {
+            attempt_of.entry(a.build_id).or_default().push(&j.sha);
+        }
+    }
+    loop {
+        let size = (kept_commits.len(), kept_builds.len());
+        // A kept build keeps the journeys it is an attempt of (its attribution counts there).
+        for id in &kept_builds {
+            for sha in attempt_of.get(id).into_iter().flatten() {
+                kept_commits.insert((*sha).clone());
+            }
+        }
+        for j in derived.journeys.iter().filter(|j| kept_commits.contains(&j.sha)) {
+            kept_builds.extend(j.stages.iter().flat_map(|s| s.attempts.iter().map(|a| a.build_id)));
+        }
+        keep_lineage(facts, core, &mut kept_builds);
+        for id in &kept_builds {
+            let Some(b) = facts.builds.get(id) else { continue };
+            for v in b.inputs.iter().chain(&b.outputs) {
+                if core.resource_of_step(&v.step).is_some() {
+                    if let Some(r) = v.version.get("ref").filter(|r| facts.commits.contains_key(*r)) {
+                        kept_commits.insert(r.clone());
+                    }
+                }
+            }
+        }
+        if (kept_commits.len(), kept_builds.len()) == size {
+            break;
+        }
+    }
+    let pruned: Vec<&crate::core::journey::Journey> =
+        derived.journeys.iter().filter(|j| !kept_commits.contains(&j.sha)).collect();
+    let mut commits: BTreeSet<Sha> = pruned.iter().map(|j| j.sha.clone()).collect();
+    // Vanished commits are not journeys; they go with their age.
+    for sha in facts.vanished.keys() {
+        if old_commit(sha) {
+            commits.insert(sha.clone());
+        }
+    }
+    let builds: BTreeSet<BuildId> = facts.builds.keys().filter(|id| !kept_builds.contains(id)).copied().collect();
+    let pruned_stage_builds: Vec<StageBuild> =
+        stage_builds.iter().filter(|b| builds.contains(&b.build_id)).cloned().collect();
+    let rows = metrics::fold(&pruned, &pruned_stage_builds, derived, core);
+    Plan { commits, builds, rows }
+}
+
+/// Remove a plan's facts from memory (the store removes them in its own transaction).
+pub fn apply(facts: &mut Facts, plan: &Plan) {
+    for sha in &plan.commits {
+        facts.commits.remove(sha);
+        facts.vanished.remove(sha);
+    }
+    for id in &plan.builds {
+        facts.builds.remove(id);
+    }
+}
+
+/// Kept builds inherit their carry from the builds that put (or, upstream, took) the versions
+/// they read: an RC may still use a dagster image built weeks ago. Keep those producers too,
+/// transitively, so pruning never changes a kept journey's lineage.
+fn keep_lineage(facts: &Facts, core: &CoreConfig, kept: &mut BTreeSet<BuildId>) {
+    use std::collections::HashMap;
+    let key = |p: &str, r: &str, v: &std::collections::BTreeMap<String, String>| {
+        let mut k = format!("{p}/{r}");
+        for (a, b) in v {
+            k.push_str(&format!(",{a}:{b}"));
+        }
+        k
+    };
+    // The same relation the core's carries follow: whoever put a version, or, when nobody put
+    // it, the builds of an upstream stage that took it.
+    let mut producers: HashMap<String, Vec<BuildId>> = HashMap::new();
+    let mut takers: HashMap<String, Vec<BuildId>> = HashMap::new();
+    for b in facts.builds.values() {
+        for v in &b.outputs {
+            producers.entry(key(&b.pipeline, &v.resource, &v.version)).or_default().push(b.id);
+        }
+        for v in &b.inputs {
+            takers.entry(key(&b.pipeline, &v.resource, &v.version)).or_default().push(b.id);
+        }
+    }
+    let mut todo: Vec<BuildId> = kept.iter().copied().collect();
+    while let Some(id) = todo.pop() {
+        let Some(b) = facts.builds.get(&id) else { continue };
+        let me = core.stage_of_job(&b.pipeline, &b.job);
+        let stage = me.map(|i| &core.stages[i]);
+        for inp in &b.inputs {
+            // Tracked git versions are commits, not builds.
+            if core.resource_of_step(&inp.step).is_some() {
+                continue;
+            }
+            if stage.is_some_and(|st| st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))) {
+                continue;
+            }
+            let k = key(&b.pipeline, &inp.resource, &inp.version);
+            let from: Vec<BuildId> = match producers.get(&k) {
+                Some(p) => p.clone(),
+                None => takers
+                    .get(&k)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|t| {
+                        let tb = &facts.builds[t];
+                        match (me, core.stage_of_job(&tb.pipeline, &tb.job)) {
+                            (Some(me), Some(up)) => core.stages[me].after.contains(&up),
+                            _ => false,
+                        }
+                    })
+                    .collect(),
+            };
+            for other in from {
+                if kept.insert(other) {
+                    todo.push(other);
+                }
+            }
+        }
+        // Bridges reach across pipelines: keep every build whose output a bridge could match.
+        if let Some(st) = stage {
+            for br in &st.bridges {
+                let output = match br {
+                    crate::core::journey::Bridge::MessageContains { output, .. } => output,
+                    crate::core::journey::Bridge::Equals { output, .. } => output,
+                };
+                let input = match br {
+                    crate::core::journey::Bridge::MessageContains { input, .. } => input,
+                    crate::core::journey::Bridge::Equals { input, .. } => input,
+                };
+                let Some(v) = b.inputs.iter().find(|v| &v.step == input) else { continue };
+                let hay: Vec<&str> =
+                    v.message.iter().map(|m| m.as_str()).chain(v.version.values().map(|x| x.as_str())).collect();
+                for ob in facts.builds.values() {
+                    let hit = ob.outputs.iter().any(|o| {
+                        &o.step == output
+                            && o.version
+                                .values()
+                                .any(|val| !val.is_empty() && hay.iter().any(|h| h.contains(val.as_str())))
+                    });
+                    if hit && kept.insert(ob.id) {
+                        todo.push(ob.id);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Retention forgets old journeys without moving any counter or histogram: what they counted
+//! is folded into a persisted baseline in the same transaction that deletes them.
+
+use std::collections::BTreeMap;
+
+use deploy_journey::core::journey::{derive, stage_builds};
+use deploy_journey::sim::engine::World;
+use deploy_journey::sim::topology::Topology;
+use deploy_journey::sim::workload::LanaWorkload;
+use deploy_journey::sinks::metrics::{Baseline, MetricsInput, render_text};
+
+use crate::core_truth::{facts_from_world, lana_core};
+use crate::support::START;
+
+/// Journey counter and histogram samples (gauges excluded: they describe "now").
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| l.split([' ', '{']).next().unwrap_or("").ends_with(s))
+                && !l.starts_with("deploy_journey_source_")
+        })
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
+        .collect()
+}
+
+#[test]
+fn pruning_old_journeys_keeps_every_counter_and_histogram() {
+    let topo = Topology::builtin("lana").unwrap();
+    let mut w = World::new(topo.clone(), START, 3);
+    for (at, a) in LanaWorkload::new(3).generate(START, START + 20 * 86_400) {
+        w.schedule_action(at, a);
+    }
+    let now = START + 20 * 86_400 + 8 * 3600;
+    w.advance_to(now);
+    let core = lana_core(&topo);
+    let render = |facts: &deploy_journey::core::journey::Facts, baseline: &Baseline| {
+        let d = derive(facts, &core, now);
+        let sb = stage_builds(facts, &core, &d);
+        let input = MetricsInput {
+            derived: &d,
+            stage_builds: &sb,
+            core: &core,
+            sources: &[],
+            now,
+            poll_interval_secs: 30,
+            version: "test",
+            baseline,
+        };
+        (render_text(&input), d, sb)
+    };
+    let mut facts = facts_from_world(&w);
+    let (before, derived, sb) = render(&facts, &Baseline::default());
+    let plan = deploy_journey::retention::plan(&facts, &derived, &sb, &core, START + 10 * 86_400);
+    assert!(
+        plan.commits.len() > 10 && plan.builds.len() > 50,
+        "{} commits, {} builds",
+        plan.commits.len(),
+        plan.builds.len()
+    );
+    let n_before = (facts.commits.len(), facts.builds.len());
+    deploy_journey::retention::apply(&mut facts, &plan);
+    assert!(facts.commits.len() < n_before.0 && facts.builds.len() < n_before.1);
+
+    // Through the store, as the app does it: fold and delete in one transaction, read back.
+    let mut store = deploy_journey::store::Store::open_in_memory().unwrap();
+    let deltas: Vec<_> = plan
+        .rows
+        .iter()
+        .map(|(n, l, v)| deploy_journey::store::Counter { name: n.clone(), labels: l.clone(), value: *v })
+        .collect();
+    store.prune_and_fold(i64::MIN, |_| true, &deltas).unwrap();
+    let baseline = Baseline::from_rows(store.counters().unwrap().into_iter().map(|c| (c.name, c.labels, c.value)));
+
+    let (after, derived_after, _) = render(&facts, &baseline);
+    // Every journey that stays is exactly what it was.
+    for j in &derived_after.journeys {
+        let was = derived.journeys.iter().find(|x| x.sha == j.sha).expect("kept journeys existed before");
+        assert!(was == j, "journey {} changed by pruning:\n was {was:?}\n now {j:?}", j.short());
+    }
+    let (a, b) = (samples(&before), samples(&after));
+    assert!(a.len() > 100, "{}", a.len());
+    let mut diffs = vec![];
+    for (k, v) in &a {
+        let got = b.get(k).copied().unwrap_or(f64::NAN);
+        if (got - v).abs() > 1e-6 * v.abs().max(1.0) {
+            diffs.push(format!("{k}: {v} -> {got}"));
+        }
+    }
+    assert_eq!(a.len(), b.len(), "same series");
+    assert!(diffs.is_empty(), "{} samples moved:\n{}", diffs.len(), diffs.join("\n"));
+    println!("pruned {} commits and {} builds; {} samples unchanged", plan.commits.len(), plan.builds.len(), a.len());
+}
