@@ -81,10 +81,10 @@ pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core:
         for id in &kept_builds {
             let Some(b) = facts.builds.get(id) else { continue };
             for v in b.inputs.iter().chain(&b.outputs) {
-                if core.resource_of_step(&v.step).is_some() {
-                    if let Some(r) = v.version.get("ref").filter(|r| facts.commits.contains_key(*r)) {
-                        kept_commits.insert(r.clone());
-                    }
+                if core.resource_of_step(&v.step).is_some()
+                    && let Some(r) = v.version.get("ref").filter(|r| facts.commits.contains_key(*r))
+                {
+                    kept_commits.insert(r.clone());
                 }
             }
         }

@@ -71,12 +71,15 @@ impl Baseline {
     }
 }
 
+/// One histogram observation and its exemplar.
+type Observation = (f64, Option<Labels>);
+
 /// What a set of journeys and stage builds adds to the journey counters and histograms.
 #[derive(Debug, Default)]
 struct Contrib {
     counters: BTreeMap<(&'static str, Labels), u64>,
     /// (histogram, labels) → observations with their exemplar.
-    hists: BTreeMap<(&'static str, Labels), Vec<(f64, Option<Labels>)>>,
+    hists: BTreeMap<(&'static str, Labels), Vec<Observation>>,
 }
 
 fn contributions<'a>(
