@@ -702,7 +702,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     let mut gap_builds = std::collections::BTreeSet::new();
     for b in facts.builds.values() {
         let Some(si) = cfg.stage_of_job(&b.pipeline, &b.job) else { continue };
-        if attributed.get(&b.id).is_none()
+        if !attributed.contains_key(&b.id)
             && b.status.is_finished()
             && b.resources_known
             && carries.get(&b.id).is_none_or(|c| c.is_empty())
