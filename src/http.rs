@@ -2,7 +2,7 @@
 //! Handlers read a snapshot; none of them calls a CI API.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -46,7 +46,11 @@ pub struct Shared {
     webhook: std::sync::OnceLock<WebhookContext>,
     /// Woken by a verified push webhook: poll now instead of at the next interval.
     pub poll_now: tokio::sync::Notify,
+    /// The last renderings of `/metrics`: (second, OpenMetrics?, snapshot, body).
+    rendered: Mutex<Vec<RenderedMetrics>>,
 }
+
+type RenderedMetrics = (i64, bool, Arc<Snapshot>, Arc<String>);
 
 /// A GitHub push webhook's shared secret and the branch it is for.
 pub struct WebhookContext {
@@ -145,31 +149,62 @@ async fn github_webhook(
 
 /// Classic text by default; OpenMetrics (with exemplars) when the scraper asks for it.
 async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
-    let Some(ctx) = s.metrics.get() else {
+    if s.metrics.get().is_none() {
         return (StatusCode::SERVICE_UNAVAILABLE, "metrics not configured\n").into_response();
-    };
-    let snap = s.snapshot();
-    let sources = ctx.telemetry.snapshots();
-    let baseline = ctx.baseline.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let input = crate::sinks::metrics::MetricsInput {
-        baseline: &baseline,
-        derived: &snap.derived,
-        stage_builds: &snap.stage_builds,
-        core: &ctx.core,
-        sources: &sources,
-        now: crate::app::unix_now(),
-        poll_interval_secs: ctx.poll_interval_secs,
-        version: env!("CARGO_PKG_VERSION"),
-    };
-    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if accept.contains("application/openmetrics-text") {
-        let body = crate::sinks::metrics::render_openmetrics(&input);
-        ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
-            .into_response()
-    } else {
-        let body = crate::sinks::metrics::render_text(&input);
-        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
     }
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let om = accept.contains("application/openmetrics-text");
+    let now = crate::app::unix_now();
+    // Concurrent scrapes within the same second share one rendering (ages are in seconds).
+    let cached = {
+        let c = s.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        c.iter()
+            .find(|(t, f, snap, _)| *t == now && *f == om && Arc::ptr_eq(snap, &s.snapshot()))
+            .map(|(_, _, _, b)| b.clone())
+    };
+    let body = match cached {
+        Some(b) => b,
+        None => {
+            let shared = s.clone();
+            // Rendering a long history takes milliseconds of CPU: keep it off the async workers.
+            let rendered = tokio::task::spawn_blocking(move || {
+                let ctx = shared.metrics.get()?;
+                let snap = shared.snapshot();
+                let sources = ctx.telemetry.snapshots();
+                let baseline = ctx.baseline.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let input = crate::sinks::metrics::MetricsInput {
+                    baseline: &baseline,
+                    derived: &snap.derived,
+                    stage_builds: &snap.stage_builds,
+                    core: &ctx.core,
+                    sources: &sources,
+                    now,
+                    poll_interval_secs: ctx.poll_interval_secs,
+                    version: env!("CARGO_PKG_VERSION"),
+                };
+                let body = if om {
+                    crate::sinks::metrics::render_openmetrics(&input)
+                } else {
+                    crate::sinks::metrics::render_text(&input)
+                };
+                Some((snap, Arc::new(body)))
+            })
+            .await;
+            let Ok(Some((snap, body))) = rendered else {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "rendering metrics failed\n").into_response();
+            };
+            let mut c = s.rendered.lock().unwrap_or_else(|e| e.into_inner());
+            c.retain(|(t, f, _, _)| *t == now && *f != om);
+            c.push((now, om, snap, body.clone()));
+            body
+        }
+    };
+    let ct = if om {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(axum::http::header::CONTENT_TYPE, ct)], body.as_str().to_owned()).into_response()
 }
 
 #[derive(Deserialize)]
