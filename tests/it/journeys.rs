@@ -266,7 +266,19 @@ async fn staging_deploys_a_descendant() {
 
 #[tokio::test]
 async fn the_same_scenarios_on_the_two_repo_layout() {
-    for f in ["backend-to-staging.yaml", "three-while-tests-run.yaml", "frontend-only.yaml", "bats-flaky-rerun.yaml"] {
+    let all = [
+        "backend-to-staging.yaml",
+        "three-while-tests-run.yaml",
+        "frontend-only.yaml",
+        "dagster-only.yaml",
+        "ci-only-untracked.yaml",
+        "ci-skip.yaml",
+        "bats-flaky-rerun.yaml",
+        "testflight-fails-then-fix.yaml",
+        "testflight-27m.yaml",
+        "staging-deploys-descendant.yaml",
+    ];
+    for f in all {
         let text = std::fs::read_to_string(format!("{}/tests/scenarios/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let two = text
             .replace("topology: lana\n", "topology: lana-two-repos\n")
@@ -275,9 +287,15 @@ async fn the_same_scenarios_on_the_two_repo_layout() {
         std::fs::write(&path, two).unwrap();
         let r = run_scenario(path.to_str().unwrap(), "lana-two-repos").await;
         check_against_truth(&r);
-        assert!(
-            r.derived.journeys.iter().filter(|j| j.commit_time >= START).all(|j| j.ended),
-            "{f}: every commit reaches staging"
-        );
+        // Commits that trigger something reach staging; a passive one only with a later commit.
+        let open: Vec<_> = r
+            .derived
+            .journeys
+            .iter()
+            .filter(|j| j.commit_time >= START && !j.ended && !j.classification.change_type.is_passive())
+            .map(|j| (j.short().to_string(), j.outcome))
+            .collect();
+        assert!(open.is_empty(), "{f}: every triggering commit reaches staging: {open:?}");
+        println!("two-repo layout: {f}: {} journeys agree with ground truth", r.derived.journeys.len());
     }
 }

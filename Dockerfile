@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# Build: a release binary with the pinned toolchain (rust-version 1.89+; Cargo.lock is committed).
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY examples ./examples
+COPY tests ./tests
+RUN cargo build --release --locked --bin deploy-journey
+
+# Runtime: small, non-root, with CA certificates for GitHub and Concourse over TLS.
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/deploy-journey --create-home deploy-journey
+COPY --from=build /src/target/release/deploy-journey /usr/local/bin/deploy-journey
+USER 10001
+WORKDIR /var/lib/deploy-journey
+# /metrics, the JSON API, the landing page, /healthz and /readyz.
+EXPOSE 9853
+# Mount the config at /etc/deploy-journey/config.yaml; secrets come from the environment
+# (GITHUB_TOKEN, CONCOURSE_PASSWORD) or mounted files named in the config.
+ENTRYPOINT ["/usr/local/bin/deploy-journey"]
+CMD ["serve", "--config", "/etc/deploy-journey/config.yaml"]
