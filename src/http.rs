@@ -48,6 +48,8 @@ pub struct Shared {
     pub poll_now: tokio::sync::Notify,
     /// The last renderings of `/metrics`: (second, OpenMetrics?, snapshot, body).
     rendered: Mutex<Vec<RenderedMetrics>>,
+    /// One rendering at a time: concurrent scrapes wait for it instead of all rendering.
+    render_flight: tokio::sync::Mutex<()>,
 }
 
 type RenderedMetrics = (i64, bool, Arc<Snapshot>, Arc<String>);
@@ -156,11 +158,20 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
     let om = accept.contains("application/openmetrics-text");
     let now = crate::app::unix_now();
     // Concurrent scrapes within the same second share one rendering (ages are in seconds).
-    let cached = {
+    let lookup = || {
         let c = s.rendered.lock().unwrap_or_else(|e| e.into_inner());
         c.iter()
             .find(|(t, f, snap, _)| *t == now && *f == om && Arc::ptr_eq(snap, &s.snapshot()))
             .map(|(_, _, _, b)| b.clone())
+    };
+    let mut cached = lookup();
+    let _flight = if cached.is_none() {
+        let g = s.render_flight.lock().await;
+        // Another scrape may have rendered it while this one waited.
+        cached = lookup();
+        Some(g)
+    } else {
+        None
     };
     let body = match cached {
         Some(b) => b,
