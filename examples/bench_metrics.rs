@@ -131,6 +131,7 @@ fn history(name: &'static str, days: i64, core: &CoreConfig) -> History {
         repository: "GaloyMoney/lana-bank".into(),
         stage_builds: builds,
         derived,
+        baseline: Default::default(),
     };
     History { name, commits: snapshot.derived.journeys.len(), builds: facts.builds.len(), snapshot, took: t0.elapsed() }
 }
@@ -221,7 +222,6 @@ fn main() {
             core: core.clone(),
             telemetry: Arc::new(SourceTelemetry::new()),
             poll_interval_secs: poll,
-            baseline: Default::default(),
         });
         shared.publish(h.snapshot);
         let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");

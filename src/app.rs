@@ -56,7 +56,7 @@ pub async fn serve(
 
     let telemetry = Arc::new(SourceTelemetry::new());
     let mut github = GithubSource::new(cfg.github(), telemetry.clone())?;
-    github.restore(head, etag, branch_order(&facts));
+    github.restore(head, etag.filter(|e| !e.is_empty()), branch_order(&facts));
     let mut concourse = ConcourseSource::new(cfg.concourse(), telemetry.clone())?;
     concourse.restore(&facts);
 
@@ -68,14 +68,13 @@ pub async fn serve(
         core: core.clone(),
         telemetry: telemetry.clone(),
         poll_interval_secs: cfg.poll_interval.as_secs(),
-        baseline: std::sync::RwLock::new(crate::sinks::metrics::Baseline::from_rows(
-            counters.into_iter().map(|c| (c.name, c.labels, c.value)),
-        )),
     });
     if let Some(secret) = cfg.repository.webhook_secret.clone() {
         shared.set_webhook(crate::http::WebhookContext { secret, branch: cfg.repository.branch.clone() });
     }
-    let publish = |facts: &Facts, shared: &Shared| {
+    let mut baseline =
+        Arc::new(crate::sinks::metrics::Baseline::from_rows(counters.into_iter().map(|c| (c.name, c.labels, c.value))));
+    let publish = |facts: &Facts, shared: &Shared, baseline: &Arc<crate::sinks::metrics::Baseline>| {
         let now = unix_now();
         let derived = derive(facts, &core, now);
         let stage_builds = stage_builds(facts, &core, &derived);
@@ -85,9 +84,10 @@ pub async fn serve(
             environments: environments.clone(),
             repository: repository.clone(),
             stage_builds,
+            baseline: baseline.clone(),
         });
     };
-    publish(&facts, &shared);
+    publish(&facts, &shared, &baseline);
 
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
@@ -113,6 +113,9 @@ pub async fn serve(
 
     let mut answered = (false, false);
     let mut next_prune = 0i64;
+    // Facts a failed store write could not keep. The sources' cursors have already moved past
+    // them, so they are retried with the next batch instead of being read again.
+    let mut unstored: Vec<Fact> = vec![];
     loop {
         let started = Instant::now();
         let now = unix_now();
@@ -133,6 +136,11 @@ pub async fn serve(
             Err(e) => tracing::warn!(error = %e, "concourse poll failed"),
         }
         let (head, etag) = github.cursor();
+        if !unstored.is_empty() {
+            let mut b = std::mem::take(&mut unstored);
+            b.append(&mut new);
+            new = b;
+        }
         let persisted = {
             let batch = new.clone();
             blocking(&store, move |s| {
@@ -142,9 +150,8 @@ pub async fn serve(
                 if let Some(h) = &head {
                     kv.push((KV_GITHUB_HEAD, h));
                 }
-                if let Some(e) = &etag {
-                    kv.push((KV_GITHUB_ETAG, e));
-                }
+                // An ETag belongs to the head it came with; none means none (empty is ignored).
+                kv.push((KV_GITHUB_ETAG, etag.as_deref().unwrap_or("")));
                 s.apply_with_kv(&batch, &kv)
             })
             .await
@@ -153,16 +160,19 @@ pub async fn serve(
             Ok(()) => {
                 let changed = new.into_iter().fold(false, |acc, f| facts.apply(f) | acc);
                 if changed || answered != (false, false) {
-                    publish(&facts, &shared);
+                    publish(&facts, &shared, &baseline);
                 }
                 if answered == (true, true) && !shared.is_ready() {
                     shared.set_ready();
                     tracing::info!("ready: every source answered");
                 }
             }
-            // Not applying what could not be stored keeps memory and disk in step; the facts
-            // come back with the next poll because the cursor did not move.
-            Err(e) => tracing::error!(error = %e, "cannot store facts; will retry next cycle"),
+            // Not applying what could not be stored keeps memory and disk in step; the batch
+            // (facts are idempotent) is stored again with the next cycle's.
+            Err(e) => {
+                tracing::error!(error = %e, facts = new.len(), "cannot store facts; will retry next cycle");
+                unstored = new;
+            }
         }
         // Retention, at most hourly: forget old journeys, folding what they counted into the
         // persisted baseline in the same transaction that deletes them.
@@ -192,8 +202,11 @@ pub async fn serve(
                 match pruned {
                     Ok(p) => {
                         crate::retention::apply(&mut facts, &plan);
-                        shared.add_to_baseline(rows);
-                        publish(&facts, &shared);
+                        let mut b = (*baseline).clone();
+                        b.add(rows);
+                        baseline = Arc::new(b);
+                        // The smaller facts and the larger baseline are published together.
+                        publish(&facts, &shared, &baseline);
                         tracing::info!(commits = p.commits, builds = p.builds, "retention pruned old journeys");
                     }
                     Err(e) => tracing::error!(error = %e, "retention failed; will retry"),

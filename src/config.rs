@@ -626,6 +626,10 @@ impl Validator<'_> {
         let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
         if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
             self.problem(path, format!("{s:?} is not an http(s) URL"));
+        } else if rest.is_some_and(|r| r.split('/').next().is_some_and(|host| host.contains('@'))) {
+            // Credentials in a URL would travel into build links, the JSON API and logs.
+            self.problem(path, "must not contain credentials (user:password@); use the auth settings".to_string());
+            return String::new();
         }
         u
     }

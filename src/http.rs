@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub repository: String,
     /// Finished stage builds, for per-build metrics.
     pub stage_builds: Vec<crate::core::journey::StageBuild>,
+    /// What retention folded away. Published with the journeys it excludes, in one swap, so a
+    /// scrape never sees a pruned journey both live and in the baseline.
+    pub baseline: Arc<crate::sinks::metrics::Baseline>,
 }
 
 /// What `/metrics` needs besides the snapshot; fixed for the process.
@@ -32,8 +35,6 @@ pub struct MetricsContext {
     pub core: crate::core::journey::CoreConfig,
     pub telemetry: Arc<crate::sources::telemetry::SourceTelemetry>,
     pub poll_interval_secs: u64,
-    /// What retention folded away; grows when journeys are pruned.
-    pub baseline: RwLock<crate::sinks::metrics::Baseline>,
 }
 
 /// Shared between the poll loop and the handlers.
@@ -75,12 +76,6 @@ impl Shared {
     }
     pub fn set_metrics_context(&self, m: MetricsContext) {
         let _ = self.metrics.set(m);
-    }
-    /// Fold rows into the metrics baseline (after retention pruned the facts behind them).
-    pub fn add_to_baseline(&self, rows: Vec<(String, String, f64)>) {
-        if let Some(m) = self.metrics.get() {
-            m.baseline.write().unwrap_or_else(|e| e.into_inner()).add(rows);
-        }
     }
     pub fn set_webhook(&self, w: WebhookContext) {
         let _ = self.webhook.set(w);
@@ -182,9 +177,8 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
                 let ctx = shared.metrics.get()?;
                 let snap = shared.snapshot();
                 let sources = ctx.telemetry.snapshots();
-                let baseline = ctx.baseline.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let input = crate::sinks::metrics::MetricsInput {
-                    baseline: &baseline,
+                    baseline: &snap.baseline,
                     derived: &snap.derived,
                     stage_builds: &snap.stage_builds,
                     core: &ctx.core,

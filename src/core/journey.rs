@@ -439,7 +439,7 @@ impl Journey {
         self.deployed_at.get(env).map(|t| t - self.commit_time)
     }
     pub fn short(&self) -> &str {
-        &self.sha[..self.sha.len().min(7)]
+        self.sha.get(..7).unwrap_or(&self.sha)
     }
 }
 

@@ -193,7 +193,7 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
 }
 
 fn exemplar(sha: &str) -> Labels {
-    l(&[("trace_id", &sha[..sha.len().min(32)]), ("sha", &sha[..sha.len().min(7)])])
+    l(&[("trace_id", sha.get(..32).unwrap_or(sha)), ("sha", sha.get(..7).unwrap_or(sha))])
 }
 
 fn result_label(s: BuildStatus) -> &'static str {

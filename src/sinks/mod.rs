@@ -2,3 +2,4 @@
 //! at scrape time from the latest snapshot.
 
 pub mod metrics;
+pub mod traces;

@@ -523,16 +523,19 @@ impl ConcourseSource {
         let max_known = self.jobs[pi].get(job).and_then(|j| j.max_id);
         let mut seen = HashSet::new();
         let mut max_seen = max_known;
+        // The cursor may not pass a build that could not be read, or it would never be listed again.
+        let mut first_skipped: Option<i64> = None;
         for b in listed {
             seen.insert(b.id);
-            max_seen = max_seen.max(Some(b.id));
             let Some(status) = BuildStatus::parse(&b.status) else {
                 // A status this version does not know: skip the build (listed again next cycle).
                 let e = self.err(ErrorKind::Decode, &what, format!("build {}: unknown status {:?}", b.id, b.status));
                 tracing::warn!(error = %e, "concourse: build skipped");
                 self.note(e);
+                first_skipped = first_skipped.min(Some(b.id)).or(Some(b.id));
                 continue;
             };
+            max_seen = max_seen.max(Some(b.id));
             let url =
                 url_with(&self.base, &["teams", &self.cfg.team, "pipelines", &wp.name, "jobs", job, "builds", &b.name]);
             let update = BuildFact {
@@ -573,6 +576,10 @@ impl ConcourseSource {
                     );
                 }
             }
+        }
+        if let Some(skipped) = first_skipped {
+            // Stay below the unreadable build so the next listing (from max + 1) includes it.
+            max_seen = max_seen.min(Some(skipped - 1)).max(max_known);
         }
         if let Some(js) = self.jobs[pi].get_mut(job) {
             js.max_id = max_seen;
@@ -808,7 +815,7 @@ impl ConcourseSource {
             let f = self.failed(
                 kind_of_status(status),
                 what,
-                format!("HTTP {status}: {}", body_excerpt(&body)),
+                format!("HTTP {status}: {}", body_excerpt(&body, &self.secrets())),
                 Some(status),
             );
             self.telemetry.record_request(SOURCE, RequestOutcome::Error(f.err.kind));
@@ -999,7 +1006,7 @@ impl ConcourseSource {
             let mut f = self.failed(
                 kind_of_status(status),
                 what,
-                format!("HTTP {status}: {}", body_excerpt(&body)),
+                format!("HTTP {status}: {}", body_excerpt(&body, &self.secrets())),
                 Some(status),
             );
             f.err.retry_after = headers
@@ -1010,7 +1017,12 @@ impl ConcourseSource {
             return Err(f);
         }
         let parsed = serde_json::from_slice::<T>(&body).map_err(|e| {
-            self.failed(ErrorKind::Decode, what, format!("{e} (body: {})", body_excerpt(&body)), Some(status))
+            self.failed(
+                ErrorKind::Decode,
+                what,
+                format!("{e} (body: {})", body_excerpt(&body, &self.secrets())),
+                Some(status),
+            )
         })?;
         Ok((parsed, headers))
     }

@@ -113,6 +113,7 @@ impl std::fmt::Debug for GithubSource {
 
 #[derive(Debug, Deserialize)]
 struct ListedCommit {
+    #[serde(deserialize_with = "hex_sha")]
     sha: String,
     commit: GitCommit,
     /// The GitHub account of the author, `null` when the email maps to none.
@@ -148,6 +149,7 @@ struct Account {
 
 #[derive(Debug, Deserialize)]
 struct ShaRef {
+    #[serde(deserialize_with = "hex_sha")]
     sha: String,
 }
 
@@ -206,6 +208,7 @@ struct PullSide {
     #[serde(rename = "ref", default)]
     git_ref: String,
     #[serde(default)]
+    #[serde(deserialize_with = "hex_sha")]
     sha: String,
 }
 
@@ -229,6 +232,7 @@ struct Review {
 
 #[derive(Debug, Deserialize)]
 struct MergeResult {
+    #[serde(deserialize_with = "hex_sha")]
     sha: String,
 }
 
@@ -617,7 +621,9 @@ impl GithubSource {
     }
 
     fn block_for(&self, d: Duration) {
-        let until = Instant::now() + d;
+        // A server may send any number; waiting over an hour is never what it means.
+        let d = d.min(Duration::from_secs(3600));
+        let Some(until) = Instant::now().checked_add(d) else { return };
         let mut g = self.blocked_until.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_none_or(|t| t < until) {
             *g = Some(until);
@@ -692,7 +698,7 @@ impl GithubSource {
             self.err(kind, what, detail)
         })?;
         if !(200..300).contains(&status) {
-            let excerpt = body_excerpt(&body);
+            let excerpt = body_excerpt(&body, &self.cfg.token.iter().map(|t| t.expose()).collect::<Vec<_>>());
             let limited = status == 429
                 || (status == 403 && (remaining == Some(0) || excerpt.to_ascii_lowercase().contains("rate limit")));
             let kind = if limited { ErrorKind::RateLimited } else { kind_of_status(status) };
@@ -712,8 +718,16 @@ impl GithubSource {
         {
             self.block_for(wait);
         }
-        let body = serde_json::from_slice::<T>(&body)
-            .map_err(|e| self.err(ErrorKind::Decode, what, format!("{e} (body: {})", body_excerpt(&body))))?;
+        let body = serde_json::from_slice::<T>(&body).map_err(|e| {
+            self.err(
+                ErrorKind::Decode,
+                what,
+                format!(
+                    "{e} (body: {})",
+                    body_excerpt(&body, &self.cfg.token.iter().map(|t| t.expose()).collect::<Vec<_>>())
+                ),
+            )
+        })?;
         Ok(Answer::Fresh { body, headers })
     }
 
@@ -744,4 +758,15 @@ fn header_num(headers: &HeaderMap, name: &str) -> Option<u64> {
 fn until_reset(headers: &HeaderMap) -> Option<Duration> {
     let reset = header_num(headers, "x-ratelimit-reset")? as i64;
     Some(Duration::from_secs((reset - wall_now()).max(1) as u64))
+}
+
+/// A commit sha as GitHub sends it: 40 (SHA-1) or 64 (SHA-256) hex digits. Anything else is a
+/// malformed answer (a `Decode` error), never a fact: shas are sliced and become trace ids.
+fn hex_sha<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    if (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(serde::de::Error::custom(format!("{:?} is not a commit sha", s.chars().take(64).collect::<String>())))
+    }
 }

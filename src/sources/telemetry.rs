@@ -228,8 +228,9 @@ pub(crate) fn describe_transport(e: reqwest::Error) -> (ErrorKind, String) {
 }
 
 /// A short, single-line excerpt of an error body for the error detail.
-pub(crate) fn body_excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+pub(crate) fn body_excerpt(body: &[u8], secrets: &[&str]) -> String {
+    // Scrub before cutting: a secret cut at the edge would no longer match.
+    let text = scrub(String::from_utf8_lossy(body).into_owned(), secrets);
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut cut: String = one_line.chars().take(200).collect();
     if one_line.chars().count() > 200 {

@@ -92,3 +92,17 @@ fn check_config_summarises_a_good_file_without_secrets() {
     assert!(text.contains("testflight") && text.contains("staging"));
     assert!(!text.contains("pw-cli-test") && !text.contains("ghp_cli_test"), "secrets never printed");
 }
+
+#[test]
+fn credentials_in_a_configured_url_are_refused_and_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("userinfo.yaml");
+    let text =
+        std::fs::read_to_string(LANA).unwrap().replace("https://ci.galoy.io", "https://bob:hunter2-secret@ci.galoy.io");
+    std::fs::write(&bad, text).unwrap();
+    let out = bin().args(["check-config", "--offline", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("concourse.url") && err.contains("credentials"), "{err}");
+    assert!(!err.contains("hunter2-secret"), "the password must not be echoed: {err}");
+}

@@ -109,6 +109,7 @@ async fn the_landing_page_lists_commits_in_flight_and_escapes_what_it_shows() {
         environments: cfg.environments(),
         repository: "GaloyMoney/lana-bank".into(),
         stage_builds: vec![],
+        baseline: Default::default(),
     });
     let url = serve(shared).await;
     let r = crate::support::client().get(format!("{url}/")).send().await.unwrap();

@@ -17,3 +17,4 @@ mod sim_github;
 mod sim_workload;
 mod sources;
 mod store;
+mod traces;

@@ -758,3 +758,35 @@ async fn concourse_notices_a_dead_token_on_public_pipelines_by_vanished_metadata
         assert!(chart.message.as_deref().is_some_and(|m| m.contains("bump lana-bank image")), "{b:?}");
     }
 }
+
+/// A garbled sha in GitHub's answer is a decode error, never a fact (shas become trace ids).
+#[tokio::test]
+async fn a_malformed_sha_from_github_is_a_decode_error() {
+    crate::support::init_crypto();
+    let app = axum::Router::new().route(
+        "/repos/{o}/{r}/commits",
+        axum::routing::get(|| async {
+            axum::Json(serde_json::json!([{"sha": "zz\u{00e9}not-a-sha", "commit": {"author": {"name": "a", "email": "a@x", "date": "2026-03-02T08:00:00Z"}, "committer": {"name": "a", "email": "a@x", "date": "2026-03-02T08:00:00Z"}, "message": "x"}, "parents": []}]))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let cfg = deploy_journey::sources::GithubConfig {
+        api_url: url,
+        owner: "o".into(),
+        repo: "r".into(),
+        branch: "main".into(),
+        token: None,
+        timeout: std::time::Duration::from_secs(5),
+        initial_commits: 10,
+    };
+    let telemetry = std::sync::Arc::new(deploy_journey::sources::telemetry::SourceTelemetry::new());
+    let mut gh = deploy_journey::sources::github::GithubSource::new(cfg, telemetry.clone()).unwrap();
+    gh.set_retry_base_delay(std::time::Duration::from_millis(1));
+    let err = gh.poll(0).await.expect_err("a garbled sha must not become a fact");
+    assert_eq!(err.kind, deploy_journey::sources::ErrorKind::Decode, "{err}");
+    assert!(telemetry.snapshot("github").errors_of(deploy_journey::sources::ErrorKind::Decode) >= 1);
+}
