@@ -880,8 +880,11 @@ impl ConcourseSource {
         if reply.access_token.is_empty() {
             return Err(self.err(ErrorKind::Decode, what, "token answer without an access_token".into()));
         }
-        let lifetime = reply.expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        self.token = Some(Token { value: Secret::new(reply.access_token), expires_at: self.now + lifetime });
+        // Concourse's longest sensible `--auth-duration` is far below a year; a larger answer is
+        // garbage and must not overflow the expiry.
+        let lifetime = reply.expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_TOKEN_LIFETIME).min(366 * 86_400);
+        self.token =
+            Some(Token { value: Secret::new(reply.access_token), expires_at: self.now.saturating_add(lifetime) });
         Ok(())
     }
 
