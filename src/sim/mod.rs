@@ -15,6 +15,7 @@ pub mod engine;
 pub mod faults;
 pub mod github_api;
 pub mod model;
+pub mod observe;
 pub mod server;
 pub mod stats;
 pub mod topology;

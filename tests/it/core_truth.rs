@@ -9,71 +9,8 @@ use deploy_journey::core::journey::*;
 use deploy_journey::core::pathspec::GitPathFilter;
 use deploy_journey::sim::engine::World;
 use deploy_journey::sim::model::BuildStatus as SimStatus;
+pub use deploy_journey::sim::observe::facts_from_world;
 use deploy_journey::sim::topology::{ResourceSpec, Topology};
-
-/// What the Concourse and GitHub APIs would show of `w`: commits with files; builds with the
-/// inputs `/builds/:id/resources` lists (an input that was also put is dropped) and outputs;
-/// version messages only where metadata is visible.
-pub fn facts_from_world(w: &World) -> Facts {
-    let mut f = Facts::default();
-    let repo = w.tracked_repo();
-    for sha in &repo.branches[&w.topology.tracked_branch] {
-        let c = &repo.commits[sha];
-        f.apply(Fact::Commit(CommitFact {
-            sha: sha.clone(),
-            parent: c.parent.clone(),
-            author: c.author.login.clone().unwrap_or(c.author.name.clone()),
-            author_date: c.author_date,
-            committer_date: c.committer_date,
-            message: c.message.clone(),
-            files: c.files.iter().map(|f| f.filename.clone()).collect(),
-            first_seen: c.committer_date,
-        }));
-    }
-    for b in &w.concourse.builds {
-        let p = &w.concourse.pipelines[b.pipeline];
-        let vf = |name: &str, vid: i64| {
-            let v = w.concourse.version(vid).unwrap();
-            let resource = p.resources[v.resource].name.clone();
-            let message = if v.metadata_visible {
-                v.metadata.iter().find(|(k, _)| k == "message").map(|(_, m)| m.clone())
-            } else {
-                None
-            };
-            VersionFact { step: name.to_string(), resource, version: v.version.clone(), message }
-        };
-        let outputs: Vec<VersionFact> = b.outputs.iter().map(|o| vf(&o.name, o.version)).collect();
-        let inputs: Vec<VersionFact> = b
-            .inputs
-            .iter()
-            .filter(|i| !b.outputs.iter().any(|o| o.resource == i.resource && o.version == i.version))
-            .map(|i| vf(&i.name, i.version))
-            .collect();
-        let status = match b.status {
-            SimStatus::Pending => BuildStatus::Pending,
-            SimStatus::Started => BuildStatus::Started,
-            SimStatus::Succeeded => BuildStatus::Succeeded,
-            SimStatus::Failed => BuildStatus::Failed,
-            SimStatus::Errored => BuildStatus::Errored,
-            SimStatus::Aborted => BuildStatus::Aborted,
-        };
-        f.apply(Fact::Build(BuildFact {
-            id: b.id,
-            pipeline: p.name.clone(),
-            job: p.jobs[b.job].name.clone(),
-            name: b.name.clone(),
-            status,
-            start: b.start_time,
-            end: b.end_time,
-            rerun_of: b.rerun_of,
-            url: format!("http://sim/teams/dev/pipelines/{}/jobs/{}/builds/{}", p.name, p.jobs[b.job].name, b.name),
-            inputs,
-            outputs,
-            resources_known: b.status != SimStatus::Pending,
-        }));
-    }
-    f
-}
 
 /// The lana stages, as examples/lana.yaml describes them.
 pub fn lana_core(topology: &Topology) -> CoreConfig {
