@@ -35,10 +35,18 @@ pub fn example_config(name: &str, url: &str) -> Config {
 
 pub struct Run {
     pub sim: Arc<Sim>,
+    /// Everything the sources reported, for checks that need more than the journeys.
+    pub facts: Facts,
     pub derived: Derived,
     pub shas: BTreeMap<String, String>,
     pub cfg: Config,
     _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
 }
 
 impl Run {
@@ -82,7 +90,7 @@ pub async fn run_scenario(file: &str, config: &str) -> Run {
     }
     let derived = derive(&facts, &cfg.core(), sim.now());
     let shas = sim.with_world(|w| run.shas(w));
-    Run { sim, derived, shas, cfg, _task: task }
+    Run { sim, facts, derived, shas, cfg, _task: task }
 }
 
 /// Attributions equal ground truth; every ended journey's lead time equals the truth's first

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deploy_journey::core::classify::ChangeType;
@@ -21,14 +20,12 @@ use deploy_journey::sim::Sim;
 use deploy_journey::sim::clock::{ClockMode, SimClock};
 use deploy_journey::sim::engine::World;
 use deploy_journey::sim::topology::Topology;
-use deploy_journey::sim::workload::{LanaWorkload, Scenario};
+use deploy_journey::sim::workload::LanaWorkload;
 use deploy_journey::sinks::metrics::{MetricsInput, render_openmetrics, render_text};
 use deploy_journey::sources::ErrorKind;
-use deploy_journey::sources::concourse::ConcourseSource;
-use deploy_journey::sources::github::GithubSource;
 use deploy_journey::sources::telemetry::{SOURCES, SourceSnapshot, SourceTelemetry};
 
-use crate::journeys::{POLL, example_config};
+use crate::journeys::example_config;
 use crate::support::{START, init_crypto};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
@@ -46,34 +43,8 @@ struct Polled {
 }
 
 async fn poll_scenario(file: &str) -> Polled {
-    init_crypto();
-    let sc = Scenario::load(format!("{MANIFEST}/tests/scenarios/{file}")).unwrap();
-    let (world, run) = sc.build_world(START);
-    let sim = Sim::new(world, SimClock::new(START, ClockMode::Stepped));
-    let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
-    let s2 = sim.clone();
-    let task = tokio::spawn(async move {
-        let _ = deploy_journey::sim::server::serve(s2, listener).await;
-    });
-    let cfg = example_config("lana", &url);
-    let telemetry = Arc::new(SourceTelemetry::new());
-    let mut gh = GithubSource::new(cfg.github(), telemetry.clone()).unwrap();
-    let mut cc = ConcourseSource::new(cfg.concourse(), telemetry).unwrap();
-    let mut facts = Facts::default();
-    let end = START + sc.run_for;
-    while sim.now() < end {
-        sim.clock.step(POLL);
-        let now = sim.now();
-        for f in gh.poll(now).await.unwrap() {
-            facts.apply(f);
-        }
-        for f in cc.poll(now).await.unwrap() {
-            facts.apply(f);
-        }
-    }
-    let shas = sim.with_world(|w| run.shas(w));
-    task.abort();
-    Polled { facts, core: cfg.core(), now: sim.now(), shas }
+    let r = crate::journeys::run_scenario(file, "lana").await;
+    Polled { facts: r.facts.clone(), core: r.cfg.core(), now: r.sim.now(), shas: r.shas.clone() }
 }
 
 /// Source counters with fixed values (the real ones count requests, which vary with timing).
