@@ -42,15 +42,15 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::telemetry::{
-    RequestOutcome, SourceTelemetry, backoff, body_excerpt, describe_transport, form_encode, kind_of_status,
-    link_target, next_delay, scrub, url_with,
+    RequestOutcome, SourceTelemetry, backoff, base_url, body_excerpt, common_headers, config_error, describe_transport,
+    form_encode, kind_of_status, link_target, next_delay, scrub, url_with,
 };
 use super::{ConcourseAuth, ConcourseConfig, ErrorKind, Secret, SourceError, WatchedPipeline};
 use crate::core::journey::{BuildFact, BuildId, BuildStatus, Fact, Facts, VersionFact};
@@ -294,19 +294,9 @@ enum Auth<'a> {
 
 impl ConcourseSource {
     pub fn new(cfg: ConcourseConfig, telemetry: Arc<SourceTelemetry>) -> Result<Self, SourceError> {
-        let config_err = |detail: String| SourceError {
-            source_name: SOURCE,
-            kind: ErrorKind::Client,
-            what: "configure".into(),
-            detail,
-            retry_after: None,
-        };
-        let base = Url::parse(&cfg.url).map_err(|e| config_err(format!("url is not a URL: {e}")))?;
-        if base.cannot_be_a_base() {
-            return Err(config_err("url cannot be a base URL".into()));
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("deploy-journey/", env!("CARGO_PKG_VERSION"))));
+        let config_err = |detail: String| config_error(SOURCE, detail);
+        let base = base_url(SOURCE, "url", &cfg.url)?;
+        let headers = common_headers();
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(cfg.timeout)

@@ -27,14 +27,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, IF_NONE_MATCH, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, IF_NONE_MATCH};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::telemetry::{
-    RequestOutcome, SourceTelemetry, backoff, body_excerpt, describe_transport, kind_of_status, link_target,
-    next_delay, same_origin, scrub, url_with,
+    RequestOutcome, SourceTelemetry, backoff, base_url, body_excerpt, common_headers, config_error, describe_transport,
+    kind_of_status, link_target, next_delay, same_origin, scrub, url_with,
 };
 use super::{ErrorKind, GithubConfig, SourceError};
 use crate::core::journey::{CommitFact, Fact};
@@ -252,19 +252,9 @@ fn wall_now() -> i64 {
 
 impl GithubSource {
     pub fn new(cfg: GithubConfig, telemetry: Arc<SourceTelemetry>) -> Result<Self, SourceError> {
-        let config_err = |detail: String| SourceError {
-            source_name: SOURCE,
-            kind: ErrorKind::Client,
-            what: "configure".into(),
-            detail,
-            retry_after: None,
-        };
-        let api = Url::parse(&cfg.api_url).map_err(|e| config_err(format!("api_url is not a URL: {e}")))?;
-        if api.cannot_be_a_base() {
-            return Err(config_err("api_url cannot be a base URL".into()));
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("deploy-journey/", env!("CARGO_PKG_VERSION"))));
+        let config_err = |detail: String| config_error(SOURCE, detail);
+        let api = base_url(SOURCE, "api_url", &cfg.api_url)?;
+        let mut headers = common_headers();
         headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
         headers.insert("x-github-api-version", HeaderValue::from_static(API_VERSION));
         if let Some(t) = &cfg.token {

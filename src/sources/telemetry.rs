@@ -312,6 +312,30 @@ pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
     u.query().unwrap_or("").to_string()
 }
 
+/// A configuration problem found while building a source's client.
+pub(crate) fn config_error(source_name: &'static str, detail: String) -> SourceError {
+    SourceError { source_name, kind: ErrorKind::Client, what: "configure".into(), detail, retry_after: None }
+}
+
+/// The base URL a source's requests are built on; `field` names it in the error.
+pub(crate) fn base_url(source_name: &'static str, field: &str, raw: &str) -> Result<reqwest::Url, SourceError> {
+    let u = reqwest::Url::parse(raw).map_err(|e| config_error(source_name, format!("{field} is not a URL: {e}")))?;
+    if u.cannot_be_a_base() {
+        return Err(config_error(source_name, format!("{field} cannot be a base URL")));
+    }
+    Ok(u)
+}
+
+/// Headers every request of every source carries.
+pub(crate) fn common_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::USER_AGENT,
+        reqwest::header::HeaderValue::from_static(concat!("deploy-journey/", env!("CARGO_PKG_VERSION"))),
+    );
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
