@@ -9,6 +9,7 @@
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod http;
 pub mod retention;
 pub mod sim;

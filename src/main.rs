@@ -1,7 +1,7 @@
 //! The `deploy-journey` binary: argument parsing and wiring. Errors become exit codes here.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -11,9 +11,7 @@ use clap::{Parser, Subcommand};
 
 use deploy_journey::sim::Sim;
 use deploy_journey::sim::clock::{ClockMode, SimClock};
-use deploy_journey::sim::engine::World;
-use deploy_journey::sim::topology::Topology;
-use deploy_journey::sim::workload::{LanaWorkload, Scenario};
+use deploy_journey::sim::workload::Scenario;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The simulated lana CI and the exporter against it, in one command, with no configuration.
+    Demo(DemoArgs),
     /// Run the simulated Concourse + GitHub alone, serving their real HTTP APIs.
     Simulate(SimulateArgs),
     /// Follow every commit: poll the CI APIs, serve /healthz, /readyz and the JSON API.
@@ -60,6 +60,28 @@ struct CheckConfigArgs {
 struct ClassifyArgs {
     #[arg(long, short)]
     config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Where the exporter serves its landing page, /metrics and the JSON API.
+    #[arg(long, default_value = "127.0.0.1:9853")]
+    listen: std::net::SocketAddr,
+    /// Where the simulated Concourse and GitHub APIs are served (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    sim_listen: std::net::SocketAddr,
+    /// Simulated seconds per real second once live.
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+    /// Simulated history generated at once before going live.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    history: Duration,
+    /// Seed of the calibrated lana workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Keep the exporter's state in this folder (default: a temporary folder removed at exit).
+    #[arg(long)]
+    state: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -104,6 +126,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
+            Command::Demo(a) => demo(a).await.map(|()| ExitCode::SUCCESS),
             Command::Simulate(a) => simulate(a).await.map(|()| ExitCode::SUCCESS),
             Command::Serve(a) => serve(a).await.map(|()| ExitCode::SUCCESS),
             Command::CheckConfig(a) => check_config(a).await,
@@ -125,37 +148,21 @@ fn unix_now() -> i64 {
 
 async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     let now = unix_now();
-    let t0 = Instant::now();
-    let (mut world, history_secs) = match &a.scenario {
+    let (world, history) = match &a.scenario {
         Some(path) => {
             let sc = Scenario::load(path).with_context(|| format!("loading scenario {path}"))?;
-            let (w, _run) = sc.build_world(now);
-            (w, 0)
+            let (mut w, _run) = sc.build_world(now);
+            w.advance_to(now);
+            (w, None)
         }
         None => {
-            let topo = Topology::load(&a.topology).with_context(|| format!("loading topology {}", a.topology))?;
-            let history = a.history.as_secs() as i64;
-            let start = now - history;
-            let mut w = World::new(topo, start, a.seed);
-            // The live part is generated ahead too: 30 simulated days, or more at high speed.
-            let ahead = (30 * 86_400).max((a.speed * 86_400.0) as i64);
-            for (at, action) in LanaWorkload::new(a.seed).generate(start, now + ahead) {
-                w.schedule_action(at, action);
-            }
-            (w, history)
+            let (w, figures) = deploy_journey::demo::lana_world(&a.topology, a.seed, a.history, a.speed, now)
+                .with_context(|| format!("generating the {} workload", a.topology))?;
+            (w, Some(figures))
         }
     };
-    world.advance_to(now);
-    let took = t0.elapsed().as_secs_f64();
-    let builds = world.concourse.builds.len();
-    let versions = world.concourse.versions.len();
-    let commits = world.tracked_repo().branches.get(&world.topology.tracked_branch).map(|b| b.len()).unwrap_or(0);
-    if history_secs > 0 {
-        let days = history_secs as f64 / 86_400.0;
-        eprintln!(
-            "generated {days:.1} simulated days of history in {took:.2} s ({:.0} days/s): {commits} commits, {builds} builds, {versions} resource versions",
-            days / took.max(1e-9)
-        );
+    if let Some(h) = history {
+        print_history(a.history, &h);
     }
     let mode = if a.speed > 0.0 { ClockMode::Running { speed: a.speed } } else { ClockMode::Stepped };
     let sim = Sim::new(world, SimClock::new(now, mode));
@@ -182,6 +189,61 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("serving")?;
+    Ok(())
+}
+
+fn print_history(history: Duration, h: &deploy_journey::demo::HistoryFigures) {
+    let days = history.as_secs_f64() / 86_400.0;
+    let took = h.took.as_secs_f64();
+    eprintln!(
+        "generated {days:.1} simulated days of history in {took:.2} s ({:.0} days/s): {} commits, {} builds, {} resource versions",
+        days / took.max(1e-9),
+        h.commits,
+        h.builds,
+        h.versions
+    );
+}
+
+async fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    let opts = deploy_journey::demo::DemoOptions {
+        listen: a.listen,
+        sim_listen: a.sim_listen,
+        speed: a.speed,
+        seed: a.seed,
+        history: a.history,
+        state: a.state.clone(),
+    };
+    let demo = deploy_journey::demo::start(&opts, unix_now()).await.context("starting the demo")?;
+    print_history(a.history, &demo.history);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let cfg = demo.config.clone();
+    let state = cfg.state_path.clone();
+    let serve = tokio::spawn(deploy_journey::app::serve_with_clock(
+        cfg,
+        a.listen,
+        demo.clock(),
+        shutdown_signal(),
+        Some(ready_tx),
+    ));
+    let bound = match ready_rx.await {
+        Ok(addr) => addr,
+        // The server ended before listening: its error says why.
+        Err(_) => return serve.await.context("exporter task")?.context("demo exporter").map(|()| ()),
+    };
+    let url = format!("http://{bound}");
+    println!("deploy-journey demo: simulated lana CI at {}x real time", a.speed);
+    println!("  landing page:  {url}/");
+    println!("  metrics:       {url}/metrics");
+    println!("  journeys API:  {url}/api/v1/journeys");
+    println!("  simulated CI:  {} (Concourse /api/v1, GitHub /repos, control /_sim)", demo.sim_url);
+    println!("  state:         {}", state.display());
+    match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(e) if !e.is_empty() => println!("  traces:        exported over OTLP to {e}"),
+        _ => println!("  traces:        off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)"),
+    }
+    println!("Ctrl-C stops it.");
+    serve.await.context("exporter task")?.context("demo exporter")?;
+    drop(demo);
     Ok(())
 }
 

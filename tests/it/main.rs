@@ -4,7 +4,9 @@ mod support;
 
 mod cli;
 mod config;
+mod container;
 mod core_truth;
+mod demo;
 mod http;
 mod journeys;
 mod metrics;

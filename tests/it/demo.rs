@@ -1,0 +1,86 @@
+//! `deploy-journey demo`, run as a newcomer would: no config, one command, and the exporter's
+//! pages show lead times and stage durations within a minute.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{client, init_crypto};
+
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sum of a metric's samples (every label set) in the classic text exposition.
+fn sum_of(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
+    init_crypto();
+    let state = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deploy-journey"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--state"])
+        .arg(state.path())
+        .env("RUST_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start demo");
+    let stdout = child.stdout.take().unwrap();
+    let demo = Demo(child);
+    // The printed URLs are the interface: find /metrics and the JSON API there.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut urls = std::collections::BTreeMap::new();
+    while !(urls.contains_key("metrics") && urls.contains_key("journeys API")) {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("demo printed its URLs within a minute");
+        if let Some((k, v)) = line.trim().split_once(": ") {
+            urls.insert(k.to_string(), v.trim().to_string());
+        }
+    }
+    let http = client();
+    let (mut lead, mut durations, mut text) = (0.0, 0.0, String::new());
+    while started.elapsed() < Duration::from_secs(60) {
+        text = http.get(&urls["metrics"]).send().await.unwrap().text().await.unwrap();
+        lead = sum_of(&text, "deploy_journey_lead_time_seconds_count");
+        durations = sum_of(&text, "deploy_journey_stage_duration_seconds_count");
+        if lead > 0.0 && durations > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(lead > 0.0 && durations > 0.0, "no lead times or stage durations after a minute:\n{text}");
+    // A week of lana history holds dozens of deployed commits, and every stage reports in flight.
+    assert!(lead >= 10.0, "only {lead} lead-time observations");
+    for stage in ["tests", "build-rc", "testflight", "staging"] {
+        assert!(
+            text.contains(&format!("deploy_journey_stage_in_flight{{stage=\"{stage}\",state=\"running\"}}")),
+            "{stage}"
+        );
+    }
+    let journeys: serde_json::Value = http.get(&urls["journeys API"]).send().await.unwrap().json().await.unwrap();
+    let listed = journeys["journeys"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert!(listed as f64 >= lead, "the JSON API lists {listed} journeys, fewer than {lead} deployed commits");
+    let landing = http.get(&urls["landing page"]).send().await.unwrap();
+    assert!(landing.status().is_success());
+    // --state keeps the store where asked, so a second demo run continues from it.
+    assert!(state.path().join("state.db").exists());
+    drop(demo);
+}
