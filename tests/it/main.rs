@@ -7,6 +7,7 @@ mod config;
 mod container;
 mod core_truth;
 mod demo;
+mod faults;
 mod http;
 mod journeys;
 mod metrics;
