@@ -10,6 +10,7 @@ mod demo;
 mod faults;
 mod http;
 mod journeys;
+mod load;
 mod metrics;
 mod pathspec;
 mod restart;
