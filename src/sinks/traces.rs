@@ -282,11 +282,16 @@ fn stage_spans(j: &Journey, s: &StageJourney) -> Vec<SpanRecord> {
 }
 
 /// Spans that are final before the journey ends: every *succeeded* stage (and its attempts)
-/// among `stage_names` (empty: all stages). A failed stage can still be retried (its end and
+/// among `stage_names` (empty: all stages) whose builds are all the commit's own. A failed stage can still be retried (its end and
 /// attempts change), so it is only exported with the whole journey; the root only exists once
 /// the journey ended. Children point at the root's id, which is computable up front.
 pub fn finished_stage_spans(j: &Journey, stage_names: &[&str]) -> Vec<SpanRecord> {
-    selected(j, stage_names).filter(|s| s.state == StageState::Succeeded).flat_map(|s| stage_spans(j, s)).collect()
+    // A stage that succeeded through a later commit's build can still be re-derived when the
+    // commit's own, slower build ends (staging-deploys-descendant): it waits for the journey.
+    selected(j, stage_names)
+        .filter(|s| s.state == StageState::Succeeded && s.attempts.iter().all(|a| a.own))
+        .flat_map(|s| stage_spans(j, s))
+        .collect()
 }
 
 /// Every span of a journey that can be built now: the root `deliver <short sha>` (only when
