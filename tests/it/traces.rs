@@ -212,7 +212,7 @@ impl Drop for Served {
 impl Served {
     async fn start(file: &str, traces: deploy_journey::config::Traces) -> Served {
         crate::support::init_crypto();
-        let sc = Scenario::load(&format!("{}/tests/scenarios/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let sc = Scenario::load(format!("{}/tests/scenarios/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let (world, _) = sc.build_world(START);
         let sim = Sim::new(world, SimClock::new(START, ClockMode::Stepped));
         let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
