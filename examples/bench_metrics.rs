@@ -158,6 +158,7 @@ fn main() {
             core: core.clone(),
             telemetry: Arc::new(SourceTelemetry::new()),
             poll_interval_secs: poll,
+            spans: None,
         });
         shared.publish(h.snapshot);
         let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");

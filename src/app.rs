@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::config::Config;
 use crate::core::journey::{Fact, Facts, branch_order, derive, stage_builds};
 use crate::http::{MetricsContext, Shared, Snapshot};
@@ -28,6 +30,8 @@ pub enum AppError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("internal task failed: {0}")]
     Join(String),
+    #[error(transparent)]
+    Traces(#[from] crate::sinks::traces::TraceSinkError),
 }
 
 const KV_GITHUB_HEAD: &str = "github.head";
@@ -71,6 +75,36 @@ pub async fn serve_with_clock(
     let (mut facts, head, etag, counters) =
         blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?, s.counters()?)))
             .await?;
+    // Traces: off unless an OTLP endpoint is configured (file or OTEL_* variables).
+    let traces_cfg = crate::sinks::traces::TraceSinkConfig::resolve(&cfg.traces, |k| std::env::var(k).ok())?;
+    let mut self_traces = None;
+    let mut spans = match &traces_cfg {
+        None => None,
+        Some(tc) => {
+            if tc.self_instrumentation {
+                match crate::sinks::traces::install_self_traces(tc) {
+                    Some(Ok(p)) => self_traces = Some(p),
+                    Some(Err(e)) => tracing::warn!(error = %e, "self-instrumentation not started"),
+                    None => tracing::warn!("self-instrumentation needs the binary's tracing setup; not started"),
+                }
+            }
+            let marked = blocking(&store, |s| s.marks(crate::sinks::traces::MARK_KIND)).await?;
+            tracing::info!(endpoint = %tc.endpoint, protocol = tc.protocol.as_str(), already_exported = marked.len(), "exporting journey traces");
+            let repo_url = crate::sinks::traces::repository_web_url(
+                &cfg.repository.api_url,
+                &cfg.repository.owner,
+                &cfg.repository.name,
+            );
+            Some(crate::sinks::traces::SpanExport::start(
+                tc,
+                store.clone(),
+                marked,
+                repo_url,
+                cfg.repository.branch.clone(),
+                clock.clone(),
+            )?)
+        }
+    };
     tracing::info!(commits = facts.commits.len(), builds = facts.builds.len(), "state loaded");
 
     let telemetry = Arc::new(SourceTelemetry::new());
@@ -87,6 +121,7 @@ pub async fn serve_with_clock(
         core: core.clone(),
         telemetry: telemetry.clone(),
         poll_interval_secs: cfg.poll_interval.as_secs(),
+        spans: spans.as_ref().map(|s| s.stats()),
     });
     if let Some(secret) = cfg.repository.webhook_secret.clone() {
         shared.set_webhook(crate::http::WebhookContext { secret, branch: cfg.repository.branch.clone() });
@@ -107,6 +142,13 @@ pub async fn serve_with_clock(
         });
     };
     publish(&facts, &shared, &baseline);
+    // Spans that became exportable since the last publish (after a restart: all not marked).
+    let offer = |spans: &mut Option<crate::sinks::traces::SpanExport>, shared: &Shared| {
+        if let Some(x) = spans.as_mut() {
+            x.offer(&shared.snapshot().derived);
+        }
+    };
+    offer(&mut spans, &shared);
 
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
@@ -138,7 +180,12 @@ pub async fn serve_with_clock(
     loop {
         let started = Instant::now();
         let now = clock();
-        let (gh, cc) = tokio::join!(github.poll(now), concourse.poll(now));
+        // Self-instrumentation (when on): one trace per poll cycle.
+        let cycle = tracing::info_span!("poll_cycle", facts = tracing::field::Empty);
+        let (gh, cc) = tokio::join!(
+            github.poll(now).instrument(tracing::info_span!(parent: &cycle, "github.poll")),
+            concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll"))
+        );
         let mut new: Vec<Fact> = vec![];
         match gh {
             Ok(f) => {
@@ -173,6 +220,7 @@ pub async fn serve_with_clock(
                 kv.push((KV_GITHUB_ETAG, etag.as_deref().unwrap_or("")));
                 s.apply_with_kv(&batch, &kv)
             })
+            .instrument(tracing::info_span!(parent: &cycle, "store.write", facts = new.len()))
             .await
         };
         match persisted {
@@ -180,6 +228,7 @@ pub async fn serve_with_clock(
                 let changed = new.into_iter().fold(false, |acc, f| facts.apply(f) | acc);
                 if changed || answered != (false, false) {
                     publish(&facts, &shared, &baseline);
+                    offer(&mut spans, &shared);
                 }
                 if answered == (true, true) && !shared.is_ready() {
                     shared.set_ready();
@@ -226,6 +275,9 @@ pub async fn serve_with_clock(
                         baseline = Arc::new(b);
                         // The smaller facts and the larger baseline are published together.
                         publish(&facts, &shared, &baseline);
+                        if let Some(x) = spans.as_mut() {
+                            x.retain_commits(|sha| facts.commits.contains_key(sha));
+                        }
                         tracing::info!(commits = p.commits, builds = p.builds, "retention pruned old journeys");
                     }
                     Err(e) => tracing::error!(error = %e, "retention failed; will retry"),
@@ -233,6 +285,7 @@ pub async fn serve_with_clock(
             }
         }
         tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "poll cycle");
+        drop(cycle);
         let wait = cfg.poll_interval.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -242,6 +295,13 @@ pub async fn serve_with_clock(
     }
     tracing::info!("shutting down");
     server.await.map_err(|e| AppError::Join(e.to_string()))?;
+    if let Some(x) = spans {
+        // What is not acknowledged by then is not marked, so the next start sends it.
+        x.shutdown(Duration::from_secs(5)).await;
+    }
+    if let Some(p) = self_traces {
+        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    }
     Ok(())
 }
 

@@ -174,6 +174,24 @@ pub struct Config {
     pub resources: Vec<Resource>,
     /// In file order; `after` holds indices of earlier stages.
     pub stages: Vec<StageDef>,
+    /// `traces:` (OTLP export of journey traces); the standard `OTEL_*` variables win over it.
+    pub traces: Traces,
+}
+
+/// The `traces:` section. Traces are off unless it or `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`
+/// gives an endpoint; see `sinks::traces::TraceSinkConfig::resolve` for the precedence.
+#[derive(Debug, Clone, Default)]
+pub struct Traces {
+    /// Base URL, like `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` is appended for HTTP).
+    pub endpoint: Option<String>,
+    /// `http/protobuf` or `grpc`.
+    pub protocol: Option<String>,
+    /// `k=v,k2=v2` (percent-encoded values), from `headers_file` or `headers_env`.
+    pub headers: Option<Secret>,
+    pub service_name: Option<String>,
+    pub resource_attributes: Vec<(String, String)>,
+    /// Export the exporter's own work (poll cycles, requests) as traces too.
+    pub self_instrumentation: bool,
 }
 
 /// Read and validate a configuration file. `env` looks up environment variables.
@@ -310,6 +328,22 @@ struct RawConfig {
     not_picked_up_after: Option<String>,
     resources: Option<Ordered<RawResource>>,
     stages: Option<Vec<RawStage>>,
+    traces: Option<RawTraces>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping: endpoint, protocol, headers_file or headers_env, service_name, resource_attributes, self_instrumentation"
+)]
+struct RawTraces {
+    endpoint: Option<String>,
+    protocol: Option<String>,
+    headers_file: Option<String>,
+    headers_env: Option<String>,
+    service_name: Option<String>,
+    resource_attributes: Option<BTreeMap<String, String>>,
+    self_instrumentation: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -757,6 +791,7 @@ impl Validator<'_> {
         let declared: Vec<String> = raw.resources.iter().flat_map(|r| r.0.iter().map(|(n, _)| n.clone())).collect();
         let resources = self.resources(raw.resources, first_pipeline, &stage_pipelines);
         let stages = self.stages(raw.stages, &declared);
+        let traces = self.traces(raw.traces.unwrap_or_default());
         Some(Config {
             origin: origin.to_string(),
             repository: repository?,
@@ -769,7 +804,31 @@ impl Validator<'_> {
             not_picked_up_after,
             resources,
             stages,
+            traces,
         })
+    }
+
+    fn traces(&mut self, t: RawTraces) -> Traces {
+        let endpoint = t.endpoint.as_deref().map(|u| self.url("traces.endpoint", u)).filter(|u| !u.is_empty());
+        let protocol = t.protocol.map(|p| p.trim().to_string());
+        if let Some(p) = &protocol
+            && !matches!(p.as_str(), "http/protobuf" | "grpc")
+        {
+            self.problem("traces.protocol", format!("{p:?} is not one of http/protobuf (default), grpc"));
+        }
+        // Headers usually carry an API key: a secret, so only from a file or the environment.
+        let headers = match (&t.headers_file, &t.headers_env) {
+            (None, None) => None,
+            (f, e) => self.secret("traces", "headers", f, e, "OTEL_EXPORTER_OTLP_HEADERS", false).map(|(s, _)| s),
+        };
+        Traces {
+            endpoint,
+            protocol,
+            headers,
+            service_name: t.service_name.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+            resource_attributes: t.resource_attributes.unwrap_or_default().into_iter().collect(),
+            self_instrumentation: t.self_instrumentation.unwrap_or(false),
+        }
     }
 
     fn repository(&mut self, raw: Option<RawRepository>) -> Option<Repository> {

@@ -35,6 +35,8 @@ pub struct MetricsContext {
     pub core: crate::core::journey::CoreConfig,
     pub telemetry: Arc<crate::sources::telemetry::SourceTelemetry>,
     pub poll_interval_secs: u64,
+    /// Span export counters, when traces are on.
+    pub spans: Option<Arc<crate::sinks::traces::SpanExportStats>>,
 }
 
 /// Shared between the poll loop and the handlers.
@@ -186,6 +188,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
                     now,
                     poll_interval_secs: ctx.poll_interval_secs,
                     version: env!("CARGO_PKG_VERSION"),
+                    spans: ctx.spans.as_ref().map(|s| s.counts()),
                 };
                 let body = if om {
                     crate::sinks::metrics::render_openmetrics(&input)

@@ -112,10 +112,19 @@ struct SimulateArgs {
 fn main() -> ExitCode {
     // reqwest is built with rustls and no default crypto provider; install ring once, first.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // An empty slot for the self-instrumentation layer, which `serve` fills once the config
+    // says so (it needs the runtime and the OTLP settings).
+    let (self_traces, handle) = tracing_subscriber::reload::Layer::new(None);
+    deploy_journey::sinks::traces::register_self_trace_handle(handle);
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry()
+            .with(self_traces)
+            .with(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -49,6 +49,8 @@ pub struct MetricsInput<'a> {
     pub version: &'a str,
     /// What journeys and builds pruned by retention contributed (persisted counters).
     pub baseline: &'a Baseline,
+    /// Span export counters; `None` when traces are off (the families are then absent).
+    pub spans: Option<crate::sinks::traces::SpanExportCounts>,
 }
 
 /// Counter values and histogram buckets that pruned facts contributed, keyed by metric name
@@ -554,6 +556,17 @@ fn build(m: &MetricsInput<'_>) -> Registry {
         "GitHub API requests left in the current rate-limit window",
         rate_remaining,
     );
+    if let Some(s) = m.spans {
+        let exported = Counter::<u64>::default();
+        exported.inc_by(s.exported);
+        let errors = Counter::<u64>::default();
+        errors.inc_by(s.errors);
+        let queued = Gauge::<i64>::default();
+        queued.set(i64::try_from(s.queued).unwrap_or(i64::MAX));
+        r.register("spans_exported", "Journey spans the OTLP collector acknowledged since start", exported);
+        r.register("span_export_errors", "Failed OTLP export requests since start (each is retried)", errors);
+        r.register("span_export_queue", "Journey spans waiting for the collector's acknowledgement", queued);
+    }
     r.register("build_info", "Build information; always 1", build_info);
     reg
 }

@@ -20,15 +20,18 @@
 //! dedicated thread): the blocking client owns a runtime of its own.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::{Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanData, SpanEvents, SpanLinks, SpanProcessor};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanEvents, SpanExporter, SpanLinks};
+use tokio::sync::mpsc;
 
 use crate::core::journey::{Attempt, BuildId, BuildStatus, Journey, Outcome, StageJourney, StageState};
 
@@ -279,11 +282,16 @@ fn stage_spans(j: &Journey, s: &StageJourney) -> Vec<SpanRecord> {
 }
 
 /// Spans that are final before the journey ends: every *succeeded* stage (and its attempts)
-/// among `stage_names` (empty: all stages). A failed stage can still be retried (its end and
+/// among `stage_names` (empty: all stages) whose builds are all the commit's own. A failed stage can still be retried (its end and
 /// attempts change), so it is only exported with the whole journey; the root only exists once
 /// the journey ended. Children point at the root's id, which is computable up front.
 pub fn finished_stage_spans(j: &Journey, stage_names: &[&str]) -> Vec<SpanRecord> {
-    selected(j, stage_names).filter(|s| s.state == StageState::Succeeded).flat_map(|s| stage_spans(j, s)).collect()
+    // A stage that succeeded through a later commit's build can still be re-derived when the
+    // commit's own, slower build ends (staging-deploys-descendant): it waits for the journey.
+    selected(j, stage_names)
+        .filter(|s| s.state == StageState::Succeeded && s.attempts.iter().all(|a| a.own))
+        .flat_map(|s| stage_spans(j, s))
+        .collect()
 }
 
 /// Every span of a journey that can be built now: the root `deliver <short sha>` (only when
@@ -386,19 +394,64 @@ pub fn to_span_data(r: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
 
 // ------------------------------------------------------------------ exporter
 
-/// Exporter settings from the standard OTLP environment variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (default, port 4318).
+    HttpProtobuf,
+    /// OTLP/gRPC (port 4317).
+    Grpc,
+}
+
+impl OtlpProtocol {
+    pub fn parse(s: &str) -> Option<OtlpProtocol> {
+        match s.trim() {
+            "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
+            "grpc" => Some(OtlpProtocol::Grpc),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+            OtlpProtocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// Where and how spans are exported. `Debug` shows header names only: values are secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TraceSinkConfig {
-    /// Full URL the spans are POSTed to.
+    pub protocol: OtlpProtocol,
+    /// For HTTP the full URL spans are POSTed to; for gRPC the collector's URL.
     pub endpoint: String,
+    /// Secret values (API keys): never logged.
     pub headers: Vec<(String, String)>,
     pub service_name: String,
-    /// From `OTEL_RESOURCE_ATTRIBUTES`, without `service.name`.
+    /// From the config and `OTEL_RESOURCE_ATTRIBUTES`, without `service.name`.
     pub resource_attributes: Vec<(String, String)>,
+    /// Also export the exporter's own work (poll cycles) as traces.
+    pub self_instrumentation: bool,
+}
+
+impl std::fmt::Debug for TraceSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceSinkConfig")
+            .field("protocol", &self.protocol)
+            .field("endpoint", &self.endpoint)
+            .field("headers", &self.headers.iter().map(|(k, _)| format!("{k}=***")).collect::<Vec<_>>())
+            .field("service_name", &self.service_name)
+            .field("resource_attributes", &self.resource_attributes)
+            .field("self_instrumentation", &self.self_instrumentation)
+            .finish()
+    }
 }
 
 pub const DEFAULT_SERVICE_NAME: &str = "deploy-journey";
-pub const DEFAULT_ENDPOINT: &str = "http://localhost:4318/v1/traces";
+/// Instrumentation scope of journey spans.
+pub const JOURNEY_SCOPE: &str = "deploy-journey";
+/// Instrumentation scope of the exporter's own spans (self-instrumentation).
+pub const SELF_SCOPE: &str = "deploy-journey.self";
 
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -431,32 +484,109 @@ pub fn parse_key_values(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Setting `k` to `v` in a list of pairs, replacing an earlier value.
+fn upsert(list: &mut Vec<(String, String)>, k: String, v: String) {
+    match list.iter_mut().find(|(x, _)| *x == k) {
+        Some(e) => e.1 = v,
+        None => list.push((k, v)),
+    }
+}
+
 impl TraceSinkConfig {
-    /// Read the configuration through `env` (`std::env::var` in production):
-    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used verbatim, else `OTEL_EXPORTER_OTLP_ENDPOINT`
-    /// gets `/v1/traces` appended; headers from `OTEL_EXPORTER_OTLP_TRACES_HEADERS` or
-    /// `OTEL_EXPORTER_OTLP_HEADERS`; `OTEL_SERVICE_NAME` (default `deploy-journey`, or
-    /// `service.name` of `OTEL_RESOURCE_ATTRIBUTES`); `OTEL_RESOURCE_ATTRIBUTES`.
-    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> TraceSinkConfig {
+    /// The effective settings from the config file's `traces:` section and the environment
+    /// (`env`; `std::env::var` in production). **The standard `OTEL_*` variables win over the
+    /// file**, setting by setting: that is how every OpenTelemetry SDK treats them, and what an
+    /// operator injecting `OTEL_*` into the pod expects. `None`: traces are off (no endpoint).
+    ///
+    /// - endpoint: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` verbatim, else
+    ///   `OTEL_EXPORTER_OTLP_ENDPOINT`, else `traces.endpoint`; for HTTP a base URL gets
+    ///   `/v1/traces` appended;
+    /// - protocol: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL`,
+    ///   `traces.protocol`, default `http/protobuf`;
+    /// - headers: `OTEL_EXPORTER_OTLP_TRACES_HEADERS`/`OTEL_EXPORTER_OTLP_HEADERS`, else the file's;
+    /// - `service.name`: `OTEL_SERVICE_NAME`, `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
+    ///   `traces.service_name`, default `deploy-journey`;
+    /// - resource attributes: the file's, overridden key by key by `OTEL_RESOURCE_ATTRIBUTES`;
+    /// - self-instrumentation: `DEPLOY_JOURNEY_SELF_TRACES=true|false`, else the file's.
+    pub fn resolve(
+        file: &crate::config::Traces,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<TraceSinkConfig>, TraceSinkError> {
         let get = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let endpoint = match (get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), get("OTEL_EXPORTER_OTLP_ENDPOINT")) {
-            (Some(e), _) => e,
-            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
-            (None, None) => DEFAULT_ENDPOINT.to_string(),
+        let (protocol, origin) = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .map(|p| (p, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+            .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL").map(|p| (p, "OTEL_EXPORTER_OTLP_PROTOCOL")))
+            .or_else(|| file.protocol.clone().map(|p| (p, "traces.protocol")))
+        {
+            Some((p, origin)) => (
+                OtlpProtocol::parse(&p).ok_or_else(|| TraceSinkError::Config {
+                    setting: origin.to_string(),
+                    problem: format!("{p:?} is not one of http/protobuf, grpc"),
+                })?,
+                origin,
+            ),
+            None => (OtlpProtocol::HttpProtobuf, "default"),
         };
+        let _ = origin;
+        let base = |b: String| match protocol {
+            OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", b.trim_end_matches('/')),
+            OtlpProtocol::Grpc => b,
+        };
+        let endpoint = match (
+            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            file.endpoint.clone().filter(|e| !e.trim().is_empty()),
+        ) {
+            (Some(e), _, _) => e,
+            (None, Some(b), _) => base(b),
+            (None, None, Some(b)) => base(b),
+            (None, None, None) => return Ok(None),
+        };
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(TraceSinkError::Config {
+                setting: "OTLP endpoint".into(),
+                problem: format!("{endpoint:?} is not an http(s) URL"),
+            });
+        }
         let headers = get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
             .or_else(|| get("OTEL_EXPORTER_OTLP_HEADERS"))
+            .or_else(|| file.headers.as_ref().map(|h| h.expose().to_string()))
             .map(|h| parse_key_values(&h))
             .unwrap_or_default();
-        let mut resource_attributes = get("OTEL_RESOURCE_ATTRIBUTES").map(|h| parse_key_values(&h)).unwrap_or_default();
+        let mut resource_attributes = file.resource_attributes.clone();
+        for (k, v) in get("OTEL_RESOURCE_ATTRIBUTES").map(|h| parse_key_values(&h)).unwrap_or_default() {
+            upsert(&mut resource_attributes, k, v);
+        }
         let from_attrs = resource_attributes.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone());
         resource_attributes.retain(|(k, _)| k != "service.name");
-        let service_name = get("OTEL_SERVICE_NAME").or(from_attrs).unwrap_or_else(|| DEFAULT_SERVICE_NAME.into());
-        TraceSinkConfig { endpoint, headers, service_name, resource_attributes }
+        let service_name = get("OTEL_SERVICE_NAME")
+            .or(from_attrs)
+            .or_else(|| file.service_name.clone())
+            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.into());
+        let self_instrumentation = match get("DEPLOY_JOURNEY_SELF_TRACES").as_deref() {
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(other) => {
+                return Err(TraceSinkError::Config {
+                    setting: "DEPLOY_JOURNEY_SELF_TRACES".into(),
+                    problem: format!("{other:?} is not true or false"),
+                });
+            }
+            None => file.self_instrumentation,
+        };
+        Ok(Some(TraceSinkConfig {
+            protocol,
+            endpoint,
+            headers,
+            service_name,
+            resource_attributes,
+            self_instrumentation,
+        }))
     }
 
-    pub fn from_env() -> TraceSinkConfig {
-        Self::from_lookup(|k| std::env::var(k).ok())
+    /// [`TraceSinkConfig::resolve`] with no config file.
+    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Option<TraceSinkConfig>, TraceSinkError> {
+        Self::resolve(&crate::config::Traces::default(), env)
     }
 
     pub fn resource(&self) -> Resource {
@@ -465,77 +595,331 @@ impl TraceSinkConfig {
             .with_attributes(self.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
             .build()
     }
+
+    /// An OTLP span exporter for these settings, carrying [`TraceSinkConfig::resource`]. Build
+    /// it inside a tokio runtime (both transports are async). Its own retries are off: the
+    /// caller retries with backoff and decides what is acknowledged.
+    pub fn exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, TraceSinkError> {
+        let build_err = |e: opentelemetry_otlp::ExporterBuildError| TraceSinkError::Build(e.to_string());
+        let mut exporter = match self.protocol {
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(self.endpoint.clone())
+                .with_timeout(EXPORT_TIMEOUT)
+                .with_retry_policy(RetryPolicy::disabled())
+                .with_headers(self.headers.iter().cloned().collect::<HashMap<_, _>>())
+                .build()
+                .map_err(build_err)?,
+            OtlpProtocol::Grpc => {
+                let mut headers = http::HeaderMap::new();
+                for (k, v) in &self.headers {
+                    // The value is a secret: errors name the header only.
+                    let bad = |problem: &str| TraceSinkError::Config {
+                        setting: format!("OTLP header {k:?}"),
+                        problem: problem.to_string(),
+                    };
+                    let name =
+                        http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad("not a valid header name"))?;
+                    let value = http::HeaderValue::from_str(v).map_err(|_| bad("value is not valid in a header"))?;
+                    headers.insert(name, value);
+                }
+                let md = MetadataMap::from_headers(headers);
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_protocol(Protocol::Grpc)
+                    .with_endpoint(self.endpoint.clone())
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .with_retry_policy(RetryPolicy::disabled())
+                    .with_metadata(md)
+                    .build()
+                    .map_err(build_err)?
+            }
+        };
+        exporter.set_resource(&self.resource());
+        Ok(exporter)
+    }
 }
+
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceSinkError {
     #[error("building the OTLP span exporter: {0}")]
     Build(String),
+    #[error("trace export setting {setting}: {problem}")]
+    Config { setting: String, problem: String },
 }
 
-/// Exports [`SpanRecord`]s over OTLP HTTP/protobuf through a standalone batch processor.
-/// Not for use on an async runtime thread (see module docs).
-pub struct TraceSink {
-    processor: BatchSpanProcessor,
-    scope: InstrumentationScope,
-    config: TraceSinkConfig,
+/// The repository's web URL (`vcs.repository.url.full`) from the API URL the exporter polls:
+/// `api.github.com` → `github.com`, GitHub Enterprise `https://host/api/v3` → `https://host`.
+pub fn repository_web_url(api_url: &str, owner: &str, name: &str) -> String {
+    let base = api_url.trim_end_matches('/');
+    let base = base.strip_suffix("/api/v3").unwrap_or(base);
+    let base = base.replacen("://api.github.com", "://github.com", 1);
+    format!("{base}/{owner}/{name}")
 }
 
-impl std::fmt::Debug for TraceSink {
+// ------------------------------------------------------------------ export with acknowledgement
+
+/// Mark kind of exported spans in the store; keys are `<sha>/<span id hex>` so that retention
+/// forgets them with their commit.
+pub const MARK_KIND: &str = "span";
+/// Spans per export request.
+pub const BATCH_SPANS: usize = 256;
+/// Batches waiting for the exporter task; beyond that, spans wait in the store (they are
+/// recomputed at the next publish).
+pub const QUEUE_BATCHES: usize = 64;
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+pub fn mark_key(sha: &str, span: [u8; 8]) -> String {
+    format!("{sha}/{}", hex::encode(span))
+}
+
+/// Counters of span export, shared with `/metrics`.
+#[derive(Debug, Default)]
+pub struct SpanExportStats {
+    exported: AtomicU64,
+    errors: AtomicU64,
+    queued: AtomicU64,
+}
+
+/// A reading of [`SpanExportStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanExportCounts {
+    /// Spans the collector acknowledged.
+    pub exported: u64,
+    /// Export requests that failed (each is retried).
+    pub errors: u64,
+    /// Spans handed to the exporter task and not yet acknowledged and marked.
+    pub queued: u64,
+}
+
+impl SpanExportStats {
+    pub fn counts(&self) -> SpanExportCounts {
+        SpanExportCounts {
+            exported: self.exported.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Batch {
+    spans: Vec<SpanRecord>,
+    keys: Vec<String>,
+}
+
+/// Exactly-once (per store) export of journey spans. [`SpanExport::offer`] runs on the poll
+/// loop after each publish and never waits: it hands the spans that became exportable and
+/// are neither marked nor queued to a task that exports them, retrying with backoff until the
+/// collector acknowledges, and only then marks them in the store. When the bounded queue is
+/// full the rest stays unqueued and is offered again at the next publish; after a restart,
+/// whatever is not marked is recomputed from the stored facts.
+///
+/// At-least-once at the edges: a kill between the collector's acknowledgement and the mark's
+/// commit resends those spans after the restart, with the same ids (backends deduplicate or
+/// show the same span twice).
+pub struct SpanExport {
+    tx: Option<mpsc::Sender<Batch>>,
+    /// Marked or queued keys.
+    known: HashSet<String>,
+    stats: Arc<SpanExportStats>,
+    repo_url: String,
+    branch: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SpanExport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TraceSink").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("SpanExport").field("known", &self.known.len()).field("stats", &self.stats).finish()
     }
 }
 
-impl TraceSink {
-    /// From the standard environment variables.
-    pub fn from_env() -> Result<TraceSink, TraceSinkError> {
-        Self::new(TraceSinkConfig::from_env())
+/// Store access for marks, off the async workers.
+pub type MarkStore = Arc<Mutex<crate::store::Store>>;
+
+impl SpanExport {
+    /// Start the exporter task (inside a tokio runtime). `marked` are the keys already in the
+    /// store under [`MARK_KIND`]; `clock` gives the marks' time.
+    pub fn start(
+        cfg: &TraceSinkConfig,
+        store: MarkStore,
+        marked: HashSet<String>,
+        repo_url: String,
+        branch: String,
+        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    ) -> Result<SpanExport, TraceSinkError> {
+        let exporter = cfg.exporter()?;
+        let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+        let stats = Arc::new(SpanExportStats::default());
+        let task = tokio::spawn(export_task(exporter, rx, store, stats.clone(), clock));
+        Ok(SpanExport { tx: Some(tx), known: marked, stats, repo_url, branch, task })
     }
 
-    pub fn new(config: TraceSinkConfig) -> Result<TraceSink, TraceSinkError> {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(config.endpoint.clone())
-            .with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>())
-            .build()
-            .map_err(|e| TraceSinkError::Build(e.to_string()))?;
-        let mut processor = BatchSpanProcessor::builder(exporter).build();
-        // A standalone processor gets no resource from a provider: without this, spans arrive
-        // without service.name.
-        processor.set_resource(&config.resource());
-        let scope = InstrumentationScope::builder("deploy-journey").with_version(env!("CARGO_PKG_VERSION")).build();
-        Ok(TraceSink { processor, scope, config })
+    pub fn stats(&self) -> Arc<SpanExportStats> {
+        self.stats.clone()
     }
 
-    pub fn config(&self) -> &TraceSinkConfig {
-        &self.config
-    }
-
-    /// Queue spans for export (batched in the processor's own thread). The processor's queue
-    /// holds 2048 spans; a larger slice is flushed chunk by chunk (blocking) so none is dropped.
-    pub fn export(&self, spans: &[SpanRecord]) -> OTelSdkResult {
-        const QUEUE: usize = 2048;
-        for (i, chunk) in spans.chunks(QUEUE).enumerate() {
-            if i > 0 {
-                self.processor.force_flush()?;
-            }
-            for s in chunk {
-                self.processor.on_end(to_span_data(s, &self.scope));
+    /// Queue what became exportable in `derived`: the spans of every succeeded stage, and
+    /// once a journey ended its root and the rest. Returns how many spans were queued.
+    pub fn offer(&mut self, derived: &crate::core::journey::Derived) -> usize {
+        let Some(tx) = &self.tx else { return 0 };
+        let mut pending: Vec<(String, SpanRecord)> = vec![];
+        for j in &derived.journeys {
+            let spans = if j.ended {
+                journey_spans(j, &self.repo_url, &self.branch, &[])
+            } else {
+                finished_stage_spans(j, &[])
+            };
+            for s in spans {
+                let key = mark_key(&j.sha, s.span_id);
+                if !self.known.contains(&key) {
+                    pending.push((key, s));
+                }
             }
         }
-        Ok(())
+        let mut queued = 0;
+        for chunk in pending.chunks(BATCH_SPANS) {
+            let (keys, spans): (Vec<String>, Vec<SpanRecord>) = chunk.iter().cloned().unzip();
+            let n = spans.len();
+            let keys_again = keys.clone();
+            match tx.try_send(Batch { spans, keys }) {
+                Ok(()) => {
+                    self.known.extend(keys_again);
+                    self.stats.queued.fetch_add(n as u64, Ordering::Relaxed);
+                    queued += n;
+                }
+                // Full: the rest is offered again at the next publish. Closed: the task ended.
+                Err(_) => break,
+            }
+        }
+        queued
     }
 
-    /// Export everything queued now; blocks.
-    pub fn force_flush(&self) -> OTelSdkResult {
-        self.processor.force_flush()
+    /// After retention: forget the keys of commits no longer kept (their marks went with them).
+    pub fn retain_commits(&mut self, keep: impl Fn(&str) -> bool) {
+        self.known.retain(|k| keep(k.split('/').next().unwrap_or("")));
     }
 
-    pub fn shutdown(&self) -> OTelSdkResult {
-        self.processor.shutdown()
+    /// Stop: let the task finish the batch in hand for up to `grace`; anything not marked by
+    /// then is exported again after the next start.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.tx = None;
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            abort.abort();
+        }
     }
+}
+
+async fn export_task(
+    exporter: opentelemetry_otlp::SpanExporter,
+    mut rx: mpsc::Receiver<Batch>,
+    store: MarkStore,
+    stats: Arc<SpanExportStats>,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+) {
+    use backon::BackoffBuilder;
+    let scope = InstrumentationScope::builder(JOURNEY_SCOPE).with_version(env!("CARGO_PKG_VERSION")).build();
+    let backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(BACKOFF_MIN)
+            .with_max_delay(BACKOFF_MAX)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    while let Some(batch) = rx.recv().await {
+        let n = batch.spans.len() as u64;
+        let mut delays = backoff();
+        loop {
+            let data: Vec<SpanData> = batch.spans.iter().map(|s| to_span_data(s, &scope)).collect();
+            match exporter.export(data).await {
+                Ok(()) => break,
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    let wait = delays.next().unwrap_or(BACKOFF_MAX);
+                    tracing::warn!(error = %e, spans = n, retry_in_ms = wait.as_millis() as u64, "span export failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        stats.exported.fetch_add(n, Ordering::Relaxed);
+        // Marked only after the acknowledgement. A store error is retried too: until the mark
+        // is written, a restart would send these spans again.
+        let mut delays = backoff();
+        loop {
+            let (store, keys, at) = (store.clone(), batch.keys.clone(), clock());
+            let marked = tokio::task::spawn_blocking(move || {
+                let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
+                s.mark(MARK_KIND, &keys, at)
+            })
+            .await;
+            match marked {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot mark exported spans; retrying"),
+                Err(e) => tracing::error!(error = %e, "marking exported spans failed; retrying"),
+            }
+            tokio::time::sleep(delays.next().unwrap_or(BACKOFF_MAX)).await;
+        }
+        stats.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+// ------------------------------------------------------------------ self-instrumentation
+
+static SELF_TRACE_HANDLE: std::sync::OnceLock<SelfTraceHandle> = std::sync::OnceLock::new();
+
+/// Called once by `main` with the reload handle of its subscriber; without it (tests, other
+/// embedders) self-instrumentation is unavailable and `serve` says so.
+pub fn register_self_trace_handle(handle: SelfTraceHandle) {
+    let _ = SELF_TRACE_HANDLE.set(handle);
+}
+
+/// Install self-instrumentation into the registered handle; `None` when `main` registered none.
+pub fn install_self_traces(cfg: &TraceSinkConfig) -> Option<Result<SdkTracerProvider, TraceSinkError>> {
+    SELF_TRACE_HANDLE.get().map(|h| install_self_traces_into(cfg, h))
+}
+
+/// The slot in the global `tracing` subscriber where `main` lets `serve` add the
+/// self-instrumentation layer once the configuration is known.
+pub type SelfTraceLayer = Option<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>>;
+pub type SelfTraceHandle = tracing_subscriber::reload::Handle<SelfTraceLayer, tracing_subscriber::Registry>;
+
+/// A tracer provider for the exporter's own spans (inside a tokio runtime): same endpoint and
+/// `service.name`, its own `service.instance.id` (`<service>-self`) and scope
+/// ([`SELF_SCOPE`]), so it never mixes with journey traces.
+pub fn self_tracer_provider(cfg: &TraceSinkConfig) -> Result<SdkTracerProvider, TraceSinkError> {
+    let exporter = cfg.exporter()?;
+    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+        exporter,
+        opentelemetry_sdk::runtime::Tokio,
+    )
+    .build();
+    let resource = Resource::builder_empty()
+        .with_service_name(cfg.service_name.clone())
+        .with_attributes(cfg.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+        .with_attribute(KeyValue::new("service.instance.id", format!("{}-self", cfg.service_name)))
+        .build();
+    Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build())
+}
+
+/// Install self-instrumentation into `handle` (see [`SelfTraceHandle`]); keep the provider
+/// and shut it down at exit to flush.
+pub fn install_self_traces_into(
+    cfg: &TraceSinkConfig,
+    handle: &SelfTraceHandle,
+) -> Result<SdkTracerProvider, TraceSinkError> {
+    use opentelemetry::trace::TracerProvider as _;
+    let provider = self_tracer_provider(cfg)?;
+    let tracer = provider
+        .tracer_with_scope(InstrumentationScope::builder(SELF_SCOPE).with_version(env!("CARGO_PKG_VERSION")).build());
+    let layer: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> =
+        Box::new(tracing_opentelemetry::layer().with_tracer(tracer));
+    handle.reload(Some(layer)).map_err(|e| TraceSinkError::Build(format!("installing self-instrumentation: {e}")))?;
+    Ok(provider)
 }
 
 // ------------------------------------------------------------------ tests
@@ -785,31 +1169,116 @@ mod tests {
         assert_eq!(names(journey_spans(&j, "u", "main", &[])), ["test", "test-unit #10", "rc", "build-rc #15"]);
     }
 
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
     #[test]
     fn config_from_env() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-        };
-        let c = TraceSinkConfig::from_lookup(env(&[]));
-        assert_eq!((c.endpoint.as_str(), c.service_name.as_str()), (DEFAULT_ENDPOINT, "deploy-journey"));
+        assert_eq!(TraceSinkConfig::from_lookup(env(&[])).unwrap(), None, "no endpoint: traces off");
         let c = TraceSinkConfig::from_lookup(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Basic%20abc,x-tenant=lana"),
             ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,deployment.environment.name=prod"),
-        ]));
-        assert_eq!(c.endpoint, "http://collector:4318/v1/traces");
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.protocol, c.endpoint.as_str()), (OtlpProtocol::HttpProtobuf, "http://collector:4318/v1/traces"));
         assert_eq!(
             c.headers,
             [("authorization".to_string(), "Basic abc".to_string()), ("x-tenant".into(), "lana".into())]
         );
         assert_eq!(c.service_name, "from-attrs");
         assert_eq!(c.resource_attributes, [("deployment.environment.name".to_string(), "prod".to_string())]);
+        assert!(!c.self_instrumentation);
+        // Header values never show in Debug output.
+        let dbg = format!("{c:?}");
+        assert!(dbg.contains("authorization=***") && !dbg.contains("Basic"), "{dbg}");
         let c = TraceSinkConfig::from_lookup(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://tempo:4318/otlp/v1/traces"),
             ("OTEL_SERVICE_NAME", "dj"),
-        ]));
+        ]))
+        .unwrap()
+        .unwrap();
         assert_eq!((c.endpoint.as_str(), c.service_name.as_str()), ("http://tempo:4318/otlp/v1/traces", "dj"));
+        // gRPC: the base URL is used as is.
+        let c = TraceSinkConfig::from_lookup(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("DEPLOY_JOURNEY_SELF_TRACES", "true"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.protocol, c.endpoint.as_str()), (OtlpProtocol::Grpc, "http://collector:4317"));
+        assert!(c.self_instrumentation);
+        // Bad values name the variable.
+        for (vars, what) in [
+            (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")][..],
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")][..], "endpoint"),
+            (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), ("DEPLOY_JOURNEY_SELF_TRACES", "yes")][..],
+                "DEPLOY_JOURNEY_SELF_TRACES",
+            ),
+        ] {
+            let vars: &'static [(&'static str, &'static str)] = vars;
+            let e = TraceSinkConfig::from_lookup(env(vars)).unwrap_err().to_string();
+            assert!(e.contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn environment_wins_over_the_config_file() {
+        let file = crate::config::Traces {
+            endpoint: Some("http://file-collector:4317".into()),
+            protocol: Some("grpc".into()),
+            headers: Some(crate::sources::Secret::new("x-api-key=from-file")),
+            service_name: Some("from-file".into()),
+            resource_attributes: vec![("service.namespace".into(), "lana".into()), ("team".into(), "file".into())],
+            self_instrumentation: true,
+        };
+        let c = TraceSinkConfig::resolve(&file, env(&[])).unwrap().unwrap();
+        assert_eq!((c.protocol, c.endpoint.as_str()), (OtlpProtocol::Grpc, "http://file-collector:4317"));
+        assert_eq!(c.headers, [("x-api-key".to_string(), "from-file".to_string())]);
+        assert_eq!(c.service_name, "from-file");
+        assert!(c.self_instrumentation);
+        let c = TraceSinkConfig::resolve(
+            &file,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env-collector:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=from-env"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "team=env"),
+                ("DEPLOY_JOURNEY_SELF_TRACES", "false"),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.protocol, c.endpoint.as_str()),
+            (OtlpProtocol::HttpProtobuf, "http://env-collector:4318/v1/traces")
+        );
+        assert_eq!(c.headers, [("x-api-key".to_string(), "from-env".to_string())]);
+        assert_eq!(
+            c.resource_attributes,
+            [("service.namespace".to_string(), "lana".to_string()), ("team".into(), "env".into())]
+        );
+        assert!(!c.self_instrumentation);
+    }
+
+    #[test]
+    fn repository_web_urls() {
+        for (api, want) in [
+            ("https://api.github.com", "https://github.com/o/r"),
+            ("https://api.github.com/", "https://github.com/o/r"),
+            ("https://ghe.example/api/v3", "https://ghe.example/o/r"),
+            ("http://127.0.0.1:8090", "http://127.0.0.1:8090/o/r"),
+        ] {
+            assert_eq!(repository_web_url(api, "o", "r"), want, "{api}");
+        }
     }
 
     #[test]

@@ -137,6 +137,7 @@ async fn run_day(fault: Fault) -> DayResult {
         poll_interval_secs: POLL as u64,
         version: "test",
         baseline: &baseline,
+        spans: None,
     });
     let counters = text
         .lines()

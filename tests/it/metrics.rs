@@ -101,6 +101,8 @@ fn render(
         poll_interval_secs: 30,
         version,
         baseline: &baseline,
+        // Traces on, with fixed counts, so the span export families are in the catalogue.
+        spans: Some(deploy_journey::sinks::traces::SpanExportCounts { exported: 42, errors: 1, queued: 3 }),
     };
     Rendered { text: render_text(&input), om: render_openmetrics(&input) }
 }

@@ -48,6 +48,7 @@ fn pruning_old_journeys_keeps_every_counter_and_histogram() {
             poll_interval_secs: 30,
             version: "test",
             baseline,
+            spans: None,
         };
         (render_text(&input), d, sb)
     };
