@@ -440,8 +440,11 @@ pub async fn report(
     sim_clock: Option<&str>,
 ) -> Result<Timeline, WatchError> {
     let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
-    let Target::Sha(prefix) = target::parse(Some(sha), &repository)? else {
-        return Err(WatchError::BadTarget { target: sha.into(), why: "report takes a commit sha or prefix".into() });
+    let prefix = match target::parse(Some(sha), &repository)? {
+        Target::Sha(p) => p,
+        // An all-digit prefix reads as a PR number elsewhere; here it can only be a sha.
+        Target::Pull(_) if sha.len() >= 4 && sha.bytes().all(|b| b.is_ascii_digit()) => sha.to_string(),
+        _ => return Err(WatchError::BadTarget { target: sha.into(), why: "report takes a commit sha or prefix".into() }),
     };
     let now = Clock::new(sim_clock)?.now().await?;
     let mut feed = Feed::new(cfg, from)?;

@@ -18,3 +18,4 @@ mod sim_workload;
 mod sources;
 mod store;
 mod traces;
+mod watch;
