@@ -71,14 +71,22 @@ impl Display {
             let bar = match bars.iter().find(|(n, _)| n == &s.name) {
                 Some((_, b)) => b.clone(),
                 None => {
-                    let style = ProgressStyle::with_template(&format!("{{prefix:<{width}}} {{spinner}} {{wide_msg}}"))
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner())
-                        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓");
-                    let b = multi.add(ProgressBar::new_spinner().with_style(style).with_prefix(s.name.clone()));
+                    let b = multi.add(ProgressBar::new_spinner().with_prefix(s.name.clone()));
                     bars.push((s.name.clone(), b.clone()));
                     b
                 }
             };
+            // A spinner while running; a fixed mark otherwise.
+            let mark = match s.state.as_str() {
+                "running" => "{spinner}",
+                "succeeded" => "✓",
+                "failed" => "✗",
+                "not_applicable" => "-",
+                _ => "·",
+            };
+            let style = ProgressStyle::with_template(&format!("{{prefix:<{width}}} {mark} {{wide_msg}}"))
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            bar.set_style(style);
             bar.set_message(stage_status(s, now));
             if s.state == "running" {
                 bar.tick();

@@ -12,17 +12,45 @@ use super::plan::Plan;
 pub enum Event {
     /// The commit is known to the engine for the first time.
     Seen,
-    StageStarted { stage: String, builds: Vec<String> },
-    StageSucceeded { stage: String, wait: Option<i64>, duration: Option<i64> },
+    StageStarted {
+        stage: String,
+        builds: Vec<String>,
+    },
+    StageSucceeded {
+        stage: String,
+        wait: Option<i64>,
+        duration: Option<i64>,
+    },
     /// A build carrying the commit failed (or errored, or was aborted).
-    BuildFailed { stage: String, job: String, build: String, status: String, url: String },
+    BuildFailed {
+        stage: String,
+        job: String,
+        build: String,
+        status: String,
+        url: String,
+    },
     /// A rerun or a later build of a job that had failed.
-    BuildRetried { stage: String, job: String, build: String },
+    BuildRetried {
+        stage: String,
+        job: String,
+        build: String,
+    },
     /// A later commit's build carries this one.
-    CarriedBy { sha: String },
-    NotPickedUp { after: i64 },
-    OverThreshold { stage: String, elapsed: i64, threshold: i64 },
-    Deployed { environment: String, lead_time: Option<i64> },
+    CarriedBy {
+        sha: String,
+    },
+    NotPickedUp {
+        after: i64,
+    },
+    OverThreshold {
+        stage: String,
+        elapsed: i64,
+        threshold: i64,
+    },
+    Deployed {
+        environment: String,
+        lead_time: Option<i64>,
+    },
 }
 
 impl Event {
@@ -71,9 +99,17 @@ pub enum Verdict {
     /// The goal stage succeeded (for an environment stage: the commit is deployed there).
     Reached,
     /// A job carrying the commit failed and nothing carrying it runs or succeeded since.
-    Failed { stage: String, job: String, build_id: i64, build: String, url: String },
+    Failed {
+        stage: String,
+        job: String,
+        build_id: i64,
+        build: String,
+        url: String,
+    },
     /// The goal stage does not apply to this commit.
-    NotApplicable { stage: String },
+    NotApplicable {
+        stage: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -211,18 +247,13 @@ pub fn verdict(plan: &Plan, j: &JourneyJson) -> Verdict {
 /// The text after a stage's name in the live display: state, elapsed time while running,
 /// and the builds carrying the commit.
 pub fn stage_status(s: &StageJson, now: i64) -> String {
-    let builds = s
-        .attempts
-        .iter()
-        .map(|a| format!("{} #{} {}", a.job, a.name, a.status))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let builds =
+        s.attempts.iter().map(|a| format!("{} #{} {}", a.job, a.name, a.status)).collect::<Vec<_>>().join(", ");
     let head = match s.state.as_str() {
         "running" => format!("running {}", s.start.map(|t| fmt_secs(now - t)).unwrap_or_default()),
-        "pending" => format!(
-            "pending {}",
-            s.ready_at.map(|t| format!("(ready {} ago)", fmt_secs(now - t))).unwrap_or_default()
-        ),
+        "pending" => {
+            format!("pending {}", s.ready_at.map(|t| format!("(ready {} ago)", fmt_secs(now - t))).unwrap_or_default())
+        }
         "succeeded" => format!("succeeded in {}", s.duration_seconds.map(fmt_secs).unwrap_or_else(|| "?".into())),
         "not_applicable" => "does not apply".into(),
         other => other.to_string(),

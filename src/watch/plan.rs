@@ -84,13 +84,14 @@ impl Plan {
             .filter(|i| stages[*i].jobs.iter().any(|j| j.git.iter().any(|g| resources.contains(g))))
             .collect();
         let goal = match until {
-            Some(u) => stages
-                .iter()
-                .position(|s| s.name == u || s.environment.as_deref() == Some(u))
-                .ok_or_else(|| WatchError::BadUntil {
-                    until: u.to_string(),
-                    known: stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", "),
-                })?,
+            Some(u) => {
+                stages.iter().position(|s| s.name == u || s.environment.as_deref() == Some(u)).ok_or_else(|| {
+                    WatchError::BadUntil {
+                        until: u.to_string(),
+                        known: stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", "),
+                    }
+                })?
+            }
             None => match path {
                 PathKind::FrontendOnly => triggered.last().copied().or(env_stage).unwrap_or(stages.len() - 1),
                 _ => env_stage.unwrap_or(stages.len() - 1),
@@ -156,10 +157,18 @@ mod tests {
     #[test]
     fn paths_and_goals_per_change_type() {
         // (files, message, until, path, goal, triggered)
-        let table: &[(&[&str], &str, Option<&str>, PathKind, &str, &[&str])] = &[
+        type Row<'a> = (&'a [&'a str], &'a str, Option<&'a str>, PathKind, &'a str, &'a [&'a str]);
+        let table: &[Row] = &[
             (&["core/credit/src/lib.rs"], "feat: x", None, PathKind::Full, "staging", &["tests"]),
             (&["apps/admin-panel/a.tsx"], "feat: ui", None, PathKind::FrontendOnly, "edge-images", &["edge-images"]),
-            (&["apps/admin-panel/a.tsx"], "feat: ui", Some("staging"), PathKind::FrontendOnly, "staging", &["edge-images"]),
+            (
+                &["apps/admin-panel/a.tsx"],
+                "feat: ui",
+                Some("staging"),
+                PathKind::FrontendOnly,
+                "staging",
+                &["edge-images"],
+            ),
             (&["dagster/src/a.py"], "feat: d", None, PathKind::Dagster, "staging", &["tests", "edge-images"]),
             (&["ci/tasks/x.sh"], "ci: y", None, PathKind::Untracked, "staging", &[]),
             (&["core/a.rs"], "chore: z [ci skip]", None, PathKind::CiSkip, "staging", &[]),

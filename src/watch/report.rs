@@ -204,7 +204,12 @@ mod tests {
         let t = Timeline::from_journey(&j, vec!["warning: slow".into()]);
         let text = t.text();
         assert!(text.starts_with("Timeline of 0123456 \"feat: x\" (frontend, frontend-only): deployed\n"), "{text}");
-        assert!(text.contains("  tests    succeeded             30s     22m 0s  test-bats #12 succeeded, carried by a later commit\n"), "{text}");
+        assert!(
+            text.contains(
+                "  tests    succeeded             30s     22m 0s  test-bats #12 succeeded, carried by a later commit\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("  staging  succeeded               -   1h 0m 0s\n"), "{text}");
         assert!(text.contains("lead time to staging: 2h 0m 0s") && text.contains("warning: slow"), "{text}");
         let v: serde_json::Value = serde_json::from_str(&t.json()).unwrap();

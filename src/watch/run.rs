@@ -28,7 +28,10 @@ pub enum Clock {
     System,
     /// The simulator's virtual clock (`GET {url}/_sim/clock`), for tests and the demo, where
     /// the CI runs accelerated and "20 minutes" are simulated minutes.
-    Sim { client: reqwest::Client, url: String },
+    Sim {
+        client: reqwest::Client,
+        url: String,
+    },
 }
 
 impl Clock {
@@ -282,7 +285,10 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
                             None => format!("{} succeeded", p.goal_name),
                         };
                         d.say(now, &format!("done: {} {what}", j.short_sha));
-                        return Ok(Finish { ending: Ending::Reached, timeline: Some(Timeline::from_journey(&j, warnings)) });
+                        return Ok(Finish {
+                            ending: Ending::Reached,
+                            timeline: Some(Timeline::from_journey(&j, warnings)),
+                        });
                     }
                     Verdict::NotApplicable { stage } => return Err(WatchError::NotApplicable { stage }),
                     Verdict::Failed { stage, job, build_id, build, url } => {
@@ -304,7 +310,10 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
                             }
                         }
                         if !o.keep_going {
-                            return Ok(Finish { ending: Ending::Failed, timeline: Some(Timeline::from_journey(&j, warnings)) });
+                            return Ok(Finish {
+                                ending: Ending::Failed,
+                                timeline: Some(Timeline::from_journey(&j, warnings)),
+                            });
                         }
                     }
                     Verdict::Continue => {}
@@ -444,7 +453,12 @@ pub async fn report(
         Target::Sha(p) => p,
         // An all-digit prefix reads as a PR number elsewhere; here it can only be a sha.
         Target::Pull(_) if sha.len() >= 4 && sha.bytes().all(|b| b.is_ascii_digit()) => sha.to_string(),
-        _ => return Err(WatchError::BadTarget { target: sha.into(), why: "report takes a commit sha or prefix".into() }),
+        _ => {
+            return Err(WatchError::BadTarget {
+                target: sha.into(),
+                why: "report takes a commit sha or prefix".into(),
+            });
+        }
     };
     let now = Clock::new(sim_clock)?.now().await?;
     let mut feed = Feed::new(cfg, from)?;

@@ -57,7 +57,7 @@ impl RunningSim {
 
     /// examples/lana.yaml pointed at this simulator.
     fn config(&self) -> PathBuf {
-        config_for(self.dir.path(), &self.url, "1s")
+        config_for(self.dir.path(), "config", &self.url, "1s")
     }
 
     fn head(&self) -> String {
@@ -72,7 +72,7 @@ impl RunningSim {
     }
 }
 
-fn config_for(dir: &Path, url: &str, poll: &str) -> PathBuf {
+fn config_for(dir: &Path, name: &str, url: &str, poll: &str) -> PathBuf {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lana.yaml")).unwrap();
     let text = text
         .replace("https://api.github.com", url)
@@ -81,7 +81,7 @@ fn config_for(dir: &Path, url: &str, poll: &str) -> PathBuf {
         .replace("0.0.0.0:9853", "127.0.0.1:0")
         .replace("poll_interval: 30s", &format!("poll_interval: {poll}"));
     assert!(text.contains(&format!("poll_interval: {poll}")), "examples/lana.yaml changed shape");
-    let path = dir.join("config.yaml");
+    let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -241,7 +241,11 @@ async fn unapproved_pr_is_not_merged() {
     let head = s.head();
     let r = s.cli(&[&["watch", "4242", "--merge"][..], &FAST].concat()).await;
     assert_eq!(r.code, 4, "{}", r.all());
-    assert!(r.stdout.contains("PR #4242 \"feat: credit facility terms\" is not approved (carol commented): not merging"), "{}", r.all());
+    assert!(
+        r.stdout.contains("PR #4242 \"feat: credit facility terms\" is not approved (carol commented): not merging"),
+        "{}",
+        r.all()
+    );
     let (open, merged) = s.sim.with_world(|w| {
         let pr = w.tracked_repo().pull(4242).unwrap();
         (pr.is_open(), pr.merged())
@@ -261,7 +265,8 @@ async fn unapproved_pr_is_not_merged() {
 async fn approved_pr_is_merged_then_followed() {
     let s = running("pr-approved.yaml", 600.0).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let r = s.cli(&[&["watch", "https://github.com/GaloyMoney/lana-bank/pull/4242", "--merge"][..], &FAST].concat()).await;
+    let r =
+        s.cli(&[&["watch", "https://github.com/GaloyMoney/lana-bank/pull/4242", "--merge"][..], &FAST].concat()).await;
     assert_eq!(r.code, 0, "{}", r.all());
     let merge = s.sim.with_world(|w| w.tracked_repo().pull(4242).unwrap().merge_commit_sha.clone());
     let merge = merge.expect("merged in the simulator");
@@ -277,7 +282,7 @@ async fn from_a_running_serve() {
     let s = running("backend-to-staging.yaml", 300.0).await;
     let sha = s.sha("a").await;
     // The exporter, in process, on the simulator's clock, polling every real second.
-    let cfg_path = config_for(s.dir.path(), &s.url, "1s");
+    let cfg_path = config_for(s.dir.path(), "exporter", &s.url, "1s");
     let env = |k: &str| match k {
         "GITHUB_TOKEN" => Some("ghp_watch_test".to_string()),
         "CONCOURSE_PASSWORD" => Some("viewer-password".to_string()),
@@ -300,7 +305,12 @@ async fn from_a_running_serve() {
     ));
     let addr = rx.await.unwrap();
     let from = format!("http://{addr}");
-    let r = s.cli(&[&["watch", &sha[..7], "--from", &from][..], &FAST].concat()).await;
+    // The watcher's configuration points GitHub and Concourse at a closed port: with --from
+    // (and a sha) it needs neither, so it adds no load on them.
+    let nowhere = config_for(s.dir.path(), "watcher", "http://127.0.0.1:9", "1s");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["watch", &sha[..7], "--from", &from, "--config"]).arg(&nowhere).args(["--sim-clock", &s.url]).args(FAST);
+    let r = run(cmd).await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("path: full pipeline"), "{}", r.all());
     assert!(r.stdout.contains("deployed to staging; lead time"), "{}", r.all());
