@@ -365,3 +365,18 @@ async fn bad_input_exits_2_with_what_is_wrong() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("pull request #999: not found"), "{}", r.all());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_skip_commit_is_explained_and_times_out() {
+    let s = running("ci-skip.yaml", 600.0).await;
+    let sha = s.sha("skip").await;
+    // Nothing later deploys it in this scenario, so only the timeout ends the watch.
+    let r = s.cli(&["watch", &sha, "--interval", "200ms", "--timeout", "40m"]).await;
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(r.stdout.contains("path: [ci skip]: the marker keeps every resource from emitting it"), "{}", r.all());
+    assert!(r.stdout.contains("timed out after 4"), "40-odd minutes:\n{}", r.all());
+    // The timeline so far is still printed.
+    assert!(r.stdout.contains("(skipped, [ci skip]): "), "{}", r.all());
+    assert!(r.stdout.contains("lead time: not deployed yet"), "{}", r.all());
+    assert!(!r.stdout.contains("warning: not picked up"), "a skipped commit is not expected to be picked up");
+}
