@@ -370,13 +370,49 @@ async fn bad_input_exits_2_with_what_is_wrong() {
 async fn a_ci_skip_commit_is_explained_and_times_out() {
     let s = running("ci-skip.yaml", 600.0).await;
     let sha = s.sha("skip").await;
-    // Nothing later deploys it in this scenario, so only the timeout ends the watch.
-    let r = s.cli(&["watch", &sha, "--interval", "200ms", "--timeout", "40m"]).await;
+    // No target: the newest commit on the branch, which is this one. Nothing later deploys it
+    // in this scenario, so only the timeout ends the watch.
+    let r = s.cli(&["watch", "--interval", "200ms", "--timeout", "40m"]).await;
     assert_eq!(r.code, 3, "{}", r.all());
+    assert!(r.stdout.contains(&format!("following commit {sha}")), "{}", r.all());
     assert!(r.stdout.contains("path: [ci skip]: the marker keeps every resource from emitting it"), "{}", r.all());
     assert!(r.stdout.contains("timed out after 4"), "40-odd minutes:\n{}", r.all());
     // The timeline so far is still printed.
     assert!(r.stdout.contains("(skipped, [ci skip]): "), "{}", r.all());
     assert!(r.stdout.contains("lead time: not deployed yet"), "{}", r.all());
     assert!(!r.stdout.contains("warning: not picked up"), "a skipped commit is not expected to be picked up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_the_pipeline_ignores_is_not_picked_up() {
+    let s = running("frontend-only.yaml", 600.0).await;
+    let sha = s.sha("ui").await;
+    // A configuration that disagrees with the pipeline: its `repo` does not ignore apps/, so it
+    // expects tests for the admin-panel change, which the pipeline's `repo` never emits.
+    let cfg = std::fs::read_to_string(s.config())
+        .unwrap()
+        .replace(r#"ignore_paths: ["ci/*[^mdxk]", "apps/**/*"]"#, r#"ignore_paths: ["ci/*[^mdxk]"]"#);
+    assert!(!cfg.contains("apps/**/*\"]"), "examples/lana.yaml changed shape");
+    let path = s.dir.path().join("disagreeing.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["watch", &sha, "--until", "tests", "--interval", "200ms", "--timeout", "20m", "--config"])
+        .arg(&path)
+        .args(["--sim-clock", &s.url]);
+    let r = run(cmd).await;
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(r.stdout.contains("path: full pipeline: repo, admin-panel-src trigger tests, edge-images"), "{}", r.all());
+    assert!(
+        r.stdout.contains(
+            "warning: not picked up after 5m 0s: no build has taken it (are its files only in ignored paths?)"
+        ),
+        "{}",
+        r.all()
+    );
+    assert_eq!(
+        r.stdout.matches("warning: not picked up").count(),
+        2,
+        "said once, and listed in the timeline:\n{}",
+        r.all()
+    );
 }
