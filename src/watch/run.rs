@@ -112,8 +112,19 @@ impl Feed {
         match self {
             Feed::Standalone(s) => {
                 let (gh, cc) = tokio::join!(s.gh.poll(now), s.cc.poll(now));
-                for f in gh?.into_iter().chain(cc?) {
-                    s.facts.apply(f);
+                // A source's cursor moves with its answer: keep what one source said even when
+                // the other failed, then report the failure.
+                let mut failed = None;
+                for r in [gh, cc] {
+                    match r {
+                        Ok(facts) => facts.into_iter().for_each(|f| {
+                            s.facts.apply(f);
+                        }),
+                        Err(e) => failed = failed.or(Some(e)),
+                    }
+                }
+                if let Some(e) = failed {
+                    return Err(e.into());
                 }
                 let derived = derive(&s.facts, &s.core, now);
                 let hits: Vec<_> = derived.journeys.iter().filter(|j| j.sha.starts_with(sha)).collect();
@@ -139,6 +150,14 @@ impl Feed {
                     _ => Err(err(format!("HTTP {status}: {}", error_text(&body)))),
                 }
             }
+        }
+    }
+
+    /// What went wrong in the last poll without failing it (a pipeline that did not answer).
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            Feed::Standalone(s) => s.cc.last_errors().iter().map(|e| e.to_string()).collect(),
+            Feed::Exporter { .. } => vec![],
         }
     }
 
@@ -256,11 +275,20 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
     let mut failures = 0u32;
     let mut said_waiting = false;
     let mut failed_builds_shown: Vec<i64> = vec![];
+    // Partial poll problems already said, so a lasting one is said once.
+    let mut problems_said: Vec<String> = vec![];
     loop {
         let now = clock.now().await?;
         match feed.journey(&sha, now).await {
             Ok(Some(j)) => {
                 failures = 0;
+                let problems = feed.problems();
+                for p in &problems {
+                    if !problems_said.contains(p) {
+                        d.say(now, &format!("source problem (following what answered): {p}"));
+                    }
+                }
+                problems_said = problems;
                 let p = match &plan {
                     Some(p) => p,
                     None => {

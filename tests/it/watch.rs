@@ -60,6 +60,11 @@ impl RunningSim {
         config_for(self.dir.path(), "config", &self.url, "1s")
     }
 
+    async fn client_post(&self, path: &str, body: &str) -> reqwest::StatusCode {
+        let c = crate::support::client();
+        c.post(format!("{}{path}", self.url)).body(body.to_string()).send().await.unwrap().status()
+    }
+
     fn head(&self) -> String {
         self.sim.with_world(|w| w.tracked_repo().head(&w.topology.tracked_branch).cloned().unwrap())
     }
@@ -415,4 +420,27 @@ async fn a_commit_the_pipeline_ignores_is_not_picked_up() {
         "said once, and listed in the timeline:\n{}",
         r.all()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concourse_failures_are_said_and_outlived() {
+    let s = running("backend-to-staging.yaml", 600.0).await;
+    let sha = s.sha("a").await;
+    // Malformed job lists: a pipeline that does not answer is skipped for that poll.
+    let rule = r#"{"kind":"malformed","service":"concourse","path_contains":"/jobs","count":4}"#;
+    let resp = s.client_post("/_sim/faults", rule).await;
+    assert!(resp.is_success(), "{resp}");
+    let r = s.cli(&[&["watch", &sha][..], &FAST].concat()).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("source problem (following what answered): concourse GET /api/v1/teams/dev/pipelines/"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("deployed to staging"), "{}", r.all());
+    // What was polled while Concourse failed is not lost: the lead time is the true one.
+    let truth = s.sim.with_world(|w| deploy_journey::sim::workload::truth(w, &sha));
+    let deploy = truth.first_success("galoy-staging/galoy-staging-lana-bank").unwrap();
+    let lead = deploy_journey::watch::fmt_secs(deploy.end.unwrap() - truth.landed_at.unwrap());
+    assert!(r.stdout.contains(&format!("lead time to staging: {lead}\n")), "{lead}\n{}", r.all());
 }
