@@ -36,6 +36,79 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     /// Read JSON lines {"sha","message","files"} on stdin; write which resources fire and the change type.
     Classify(ClassifyArgs),
+    /// Follow one commit (or PR) to staging from a terminal; print its timeline at the end.
+    #[command(after_help = WATCH_EXIT_CODES)]
+    Watch(WatchArgs),
+    /// Print the timeline of a journey (each stage's wait and duration, the lead time).
+    #[command(after_help = REPORT_EXIT_CODES)]
+    Report(ReportArgs),
+}
+
+const WATCH_EXIT_CODES: &str = "Exit codes:
+  0  deployed (or reached the --until stage)
+  1  failed: a build carrying the commit failed (the stage, job and log tail are shown)
+  2  bad input: arguments, configuration, unknown commit or PR, a stage that does not apply
+  3  timed out (--timeout)
+  4  --merge: the pull request is not approved or not mergeable; nothing was merged
+  5  GitHub, Concourse or the exporter could not be reached";
+
+const REPORT_EXIT_CODES: &str = "Exit codes:
+  0  printed
+  2  bad input: arguments, configuration, unknown commit
+  5  GitHub, Concourse or the exporter could not be reached";
+
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// A commit sha (or a unique prefix of >= 4 hex digits), a PR number, #N or PR URL;
+    /// nothing = the newest commit on the branch.
+    target: Option<String>,
+    #[arg(long, short)]
+    config: PathBuf,
+    /// With an open PR: squash-merge it if it is approved (else say so and stop), then follow it.
+    #[arg(long)]
+    merge: bool,
+    /// Follow until this stage (or environment) succeeds. Default: the environment; for a
+    /// frontend-only commit, its edge images.
+    #[arg(long)]
+    until: Option<String>,
+    /// After a failure, wait for a rerun or a later commit that carries it instead of exiting 1.
+    #[arg(long)]
+    keep_going: bool,
+    /// Time between polls (default: the config's poll_interval).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    interval: Option<Duration>,
+    /// Give up (exit 3) after this long, e.g. `3h`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Print the final timeline as JSON on stdout (the live display goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Read journeys from a running exporter's JSON API (e.g. http://deploy-journey:9853)
+    /// instead of polling GitHub and Concourse.
+    #[arg(long)]
+    from: Option<String>,
+    /// Log lines shown for a failed build.
+    #[arg(long, default_value_t = 12)]
+    log_lines: usize,
+    /// Testing and demo: take "now" from the simulator's clock (GET URL/_sim/clock).
+    #[arg(long, hide = true)]
+    sim_clock: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// A commit sha or a unique prefix of >= 4 hex digits.
+    sha: String,
+    #[arg(long, short)]
+    config: PathBuf,
+    #[arg(long)]
+    json: bool,
+    /// Read the journey from a running exporter's JSON API instead of polling the CI.
+    #[arg(long)]
+    from: Option<String>,
+    /// Testing and demo: take "now" from the simulator's clock (GET URL/_sim/clock).
+    #[arg(long, hide = true)]
+    sim_clock: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -140,6 +213,8 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve(a).await.map(|()| ExitCode::SUCCESS),
             Command::CheckConfig(a) => check_config(a).await,
             Command::Classify(a) => classify(a).map(|()| ExitCode::SUCCESS),
+            Command::Watch(a) => Ok(watch(a).await),
+            Command::Report(a) => Ok(report(a).await),
         }
     });
     match result {
@@ -357,4 +432,64 @@ fn classify(a: ClassifyArgs) -> anyhow::Result<()> {
     }
     out.flush().context("writing stdout")?;
     Ok(())
+}
+
+async fn watch(a: WatchArgs) -> ExitCode {
+    use deploy_journey::watch::{display::Display, exit, run};
+    let cfg = match load_config(&a.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let opts = run::Options {
+        target: a.target,
+        merge: a.merge,
+        until: a.until,
+        keep_going: a.keep_going,
+        interval: a.interval.unwrap_or(cfg.poll_interval),
+        timeout: a.timeout,
+        from: a.from,
+        sim_clock: a.sim_clock,
+        log_lines: a.log_lines,
+    };
+    // With --json, stdout carries only the JSON timeline.
+    let mut display = Display::new(a.json);
+    let result = run::watch(&cfg, &opts, &mut display).await;
+    display.finish();
+    match result {
+        Ok(f) => {
+            if let Some(t) = f.timeline {
+                if a.json {
+                    println!("{}", t.json());
+                } else {
+                    println!("\n{}", t.text());
+                }
+            }
+            ExitCode::from(f.ending.code())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code().max(exit::FAILED))
+        }
+    }
+}
+
+async fn report(a: ReportArgs) -> ExitCode {
+    let cfg = match load_config(&a.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match deploy_journey::watch::run::report(&cfg, &a.sha, a.from.as_deref(), a.sim_clock.as_deref()).await {
+        Ok(t) => {
+            if a.json {
+                println!("{}", t.json());
+            } else {
+                print!("{}", t.text());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code().max(deploy_journey::watch::exit::FAILED))
+        }
+    }
 }

@@ -22,3 +22,4 @@ mod sim_workload;
 mod sources;
 mod store;
 mod traces;
+mod watch;

@@ -157,7 +157,7 @@ fn fixed_durations_and_no_failures_do_not_depend_on_the_seed() {
 
 // ---------------------------------------------------------------- tests/scenarios/*.yaml
 
-const CHECKED: [&str; 10] = [
+const CHECKED: [&str; 12] = [
     "backend-to-staging.yaml",
     "three-while-tests-run.yaml",
     "frontend-only.yaml",
@@ -168,6 +168,8 @@ const CHECKED: [&str; 10] = [
     "testflight-fails-then-fix.yaml",
     "testflight-27m.yaml",
     "staging-deploys-descendant.yaml",
+    "pr-unapproved.yaml",
+    "pr-approved.yaml",
 ];
 
 #[test]
@@ -354,6 +356,23 @@ fn scenario_staging_deploys_descendant() {
         let a_bumps = &a.job("private-charts/bump-lana-bank-in-deployments").expect("a bumped").builds;
         assert!(a_bumps.iter().all(|x| b_bumps.contains(&x.id)), "a never got a deployments bump of its own");
     });
+}
+
+/// The scenarios `watch --merge` starts from: PR 4242 open, nobody merges it, nothing from it
+/// on main; approved only in `pr-approved.yaml`.
+#[test]
+fn scenario_open_pull_requests() {
+    for (file, approved) in [("pr-unapproved.yaml", false), ("pr-approved.yaml", true)] {
+        check(file, |o| {
+            let repo = o.world.tracked_repo();
+            let pr = repo.pull(4242).expect("PR 4242");
+            assert!(pr.is_open() && !pr.merged(), "{file}: still open after the run");
+            assert_eq!(pr.approved(), approved, "{file}");
+            assert_eq!(pr.reviews.len(), 1, "{file}");
+            let branch = &repo.branches[&o.world.topology.tracked_branch];
+            assert!(branch.iter().all(|c| !repo.commits[c].message.contains("#4242")), "{file}: nothing merged");
+        });
+    }
 }
 
 struct Outcome {

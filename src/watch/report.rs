@@ -1,0 +1,221 @@
+//! The timeline of a journey: each stage's wait and duration, the builds that carried the
+//! commit, and the lead time. Text for people, JSON (`--json`) for scripts.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::http::JourneyJson;
+
+use super::fmt_secs;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Timeline {
+    pub sha: String,
+    pub short_sha: String,
+    pub subject: String,
+    pub author: String,
+    pub change_type: String,
+    /// `full pipeline`, `frontend-only`, ...
+    pub path: String,
+    pub outcome: String,
+    pub ended: bool,
+    pub failed_stage: Option<String>,
+    pub carried_by: Option<String>,
+    pub commit_time: i64,
+    pub stages: Vec<TimelineStage>,
+    /// Environment → seconds from commit to the end of the deployment that delivered it.
+    pub lead_time_seconds: BTreeMap<String, i64>,
+    /// Warnings said while following (empty for `report`).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineStage {
+    pub name: String,
+    pub state: String,
+    pub wait_seconds: Option<i64>,
+    pub duration_seconds: Option<i64>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub builds: Vec<TimelineBuild>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineBuild {
+    pub job: String,
+    pub name: String,
+    pub status: String,
+    pub url: String,
+    /// The build was for this commit, not a later one that carried it.
+    pub own: bool,
+}
+
+impl Timeline {
+    pub fn from_journey(j: &JourneyJson, warnings: Vec<String>) -> Timeline {
+        let path = super::plan::PathKind::parse_change_type(&j.change_type)
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| j.change_type.clone());
+        Timeline {
+            sha: j.sha.clone(),
+            short_sha: j.short_sha.clone(),
+            subject: j.subject.clone(),
+            author: j.author.clone(),
+            change_type: j.change_type.clone(),
+            path,
+            outcome: j.outcome.clone(),
+            ended: j.ended,
+            failed_stage: j.failed_stage.clone(),
+            carried_by: j.carried_by.clone(),
+            commit_time: j.commit_time,
+            stages: j
+                .stages
+                .iter()
+                .map(|s| TimelineStage {
+                    name: s.name.clone(),
+                    state: s.state.clone(),
+                    wait_seconds: s.wait_seconds,
+                    duration_seconds: s.duration_seconds,
+                    start: s.start,
+                    end: s.end,
+                    builds: s
+                        .attempts
+                        .iter()
+                        .map(|a| TimelineBuild {
+                            job: a.job.clone(),
+                            name: a.name.clone(),
+                            status: a.status.clone(),
+                            url: a.url.clone(),
+                            own: a.own,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            lead_time_seconds: j.lead_time_seconds.clone(),
+            warnings,
+        }
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// A fixed-width table: one row per stage, then the lead time.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "Timeline of {} {:?} ({}, {}): {}\n",
+            self.short_sha, self.subject, self.change_type, self.path, self.outcome
+        );
+        let width = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
+        out.push_str(&format!("  {:<width$}  {:<14}  {:>9}  {:>9}  builds\n", "stage", "state", "wait", "duration"));
+        let dash = |v: Option<i64>| v.map(fmt_secs).unwrap_or_else(|| "-".into());
+        for s in &self.stages {
+            let builds = s
+                .builds
+                .iter()
+                .map(|b| {
+                    let by = if b.own { "" } else { ", carried by a later commit" };
+                    format!("{} #{} {}{by}", b.job, b.name, b.status)
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let row = format!(
+                "  {:<width$}  {:<14}  {:>9}  {:>9}  {}",
+                s.name,
+                s.state,
+                dash(s.wait_seconds),
+                dash(s.duration_seconds),
+                builds
+            );
+            out.push_str(row.trim_end());
+            out.push('\n');
+        }
+        if self.lead_time_seconds.is_empty() {
+            out.push_str("  lead time: not deployed yet\n");
+        }
+        for (env, l) in &self.lead_time_seconds {
+            out.push_str(&format!("  lead time to {env}: {}\n", fmt_secs(*l)));
+        }
+        if let Some(c) = &self.carried_by {
+            out.push_str(&format!("  carried by {}\n", c.get(..7).unwrap_or(c)));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("  {w}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{AttemptJson, StageJson};
+
+    #[test]
+    fn text_and_json_carry_the_same_figures() {
+        let st = |name: &str, state: &str, wait, dur| StageJson {
+            name: name.into(),
+            state: state.into(),
+            ready_at: None,
+            start: None,
+            end: None,
+            wait_seconds: wait,
+            duration_seconds: dur,
+            attribution: None,
+            expected_jobs: vec![],
+            attempts: vec![],
+        };
+        let mut tests = st("tests", "succeeded", Some(30), Some(22 * 60));
+        tests.attempts.push(AttemptJson {
+            build_id: 7,
+            pipeline: "lana-bank".into(),
+            job: "test-bats".into(),
+            name: "12".into(),
+            status: "succeeded".into(),
+            start: None,
+            end: None,
+            url: "http://ci/b/7".into(),
+            rerun_of: None,
+            attribution: "exact".into(),
+            own: false,
+            head: None,
+        });
+        let j = JourneyJson {
+            sha: "0123456789abcdef".repeat(2) + "01234567",
+            short_sha: "0123456".into(),
+            subject: "feat: x".into(),
+            author: "alice".into(),
+            commit_url: String::new(),
+            commit_time: 100,
+            change_type: "frontend".into(),
+            resources: vec![],
+            outcome: "deployed".into(),
+            ended: true,
+            failed_stage: None,
+            carried_on: false,
+            carried_by: None,
+            not_picked_up: false,
+            vanished: false,
+            deployed_at: [("staging".to_string(), 7300)].into(),
+            lead_time_seconds: [("staging".to_string(), 7200)].into(),
+            trace_id: String::new(),
+            stages: vec![tests, st("staging", "succeeded", None, Some(3600))],
+        };
+        let t = Timeline::from_journey(&j, vec!["warning: slow".into()]);
+        let text = t.text();
+        assert!(text.starts_with("Timeline of 0123456 \"feat: x\" (frontend, frontend-only): deployed\n"), "{text}");
+        assert!(
+            text.contains(
+                "  tests    succeeded             30s     22m 0s  test-bats #12 succeeded, carried by a later commit\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  staging  succeeded               -   1h 0m 0s\n"), "{text}");
+        assert!(text.contains("lead time to staging: 2h 0m 0s") && text.contains("warning: slow"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&t.json()).unwrap();
+        assert_eq!(v["lead_time_seconds"]["staging"], 7200);
+        assert_eq!(v["stages"][0]["duration_seconds"], 22 * 60);
+        assert_eq!(v["stages"][0]["builds"][0]["own"], false);
+        assert_eq!(v["path"], "frontend-only");
+    }
+}
