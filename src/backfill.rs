@@ -639,3 +639,122 @@ pub fn write_openmetrics(
     written.bytes = w.get_ref().bytes;
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn family(metric: &'static str, name: &str, kind: Kind, sets: &[&str]) -> FamilyDef {
+        FamilyDef {
+            metric,
+            name: name.into(),
+            kind,
+            headers: vec![format!("# TYPE {name} {}", if kind == Kind::Counter { "counter" } else { "x" })],
+            label_sets: sets.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn ev(at: i64, metric: &'static str, l: &[(&str, &str)], value: Option<f64>) -> Event {
+        Event { at, metric, labels: labels(l), value, exemplar: None }
+    }
+
+    #[test]
+    fn sample_times_are_the_cutoff_every_step_and_now() {
+        let check = |since, now, step, expect: &[i64]| assert_eq!(sample_times(since, now, step), expect);
+        check(100, 1000, 300, &[100, 300, 600, 900, 1000]);
+        check(0, 600, 300, &[0, 300, 600]);
+        check(300, 301, 300, &[300, 301]);
+        check(5, 5, 300, &[5]);
+    }
+
+    #[test]
+    fn series_step_at_the_time_each_observation_happened() {
+        let staging_backend = "environment=\"staging\",change_type=\"backend\"";
+        let cat = Catalogue {
+            families: vec![
+                family("commits", "dj_commits", Kind::Counter, &["change_type=\"backend\"", "change_type=\"docs\""]),
+                family("lead_time", "dj_lead_time_seconds", Kind::Histogram, &[staging_backend]),
+                family("last_deployment_timestamp", "dj_last", Kind::MaxGauge, &["environment=\"staging\""]),
+            ],
+        };
+        let backend = [("change_type", "backend")];
+        let lead = [("environment", "staging"), ("change_type", "backend")];
+        let staging = [("environment", "staging")];
+        let events = vec![
+            ev(700, "commits", &backend, None),
+            ev(150, "commits", &backend, None),
+            ev(650, "lead_time", &lead, Some(400.0)),
+            ev(950, "lead_time", &lead, Some(100_000.0)),
+            ev(650, "deployments", &staging, None),
+            ev(950, "deployments", &staging, None),
+        ];
+        let mut opts = Options::new(100, 1000);
+        opts.step = 300;
+        opts.target_labels = labels(&[("job", "dj")]);
+        let mut out = vec![];
+        let w = write_openmetrics(&mut out, &cat, &events, &opts).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(w.bytes as usize, text.len());
+        assert!(text.starts_with("# TYPE dj_commits counter\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        // Nothing ever happened to docs commits: that series is left out.
+        assert!(!text.contains("docs"), "{text}");
+        assert_eq!(w.series, 3);
+        // 5 sample times: the counter, 14 buckets + +Inf + count + sum, the gauge.
+        assert_eq!(w.samples, 5 * (1 + 17 + 1));
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        for (t, n) in [(100, 0), (300, 1), (600, 1), (900, 2), (1000, 2)] {
+            has(&format!("dj_commits_total{{change_type=\"backend\",job=\"dj\"}} {n} {t}"));
+        }
+        let bucket = |le: &str, n: u64, t: i64| {
+            format!("dj_lead_time_seconds_bucket{{le=\"{le}\",{staging_backend},job=\"dj\"}} {n} {t}")
+        };
+        for (le, at600, at900, at1000) in
+            [("300.0", 0, 0, 0), ("600.0", 0, 1, 1), ("86400.0", 0, 1, 1), ("259200.0", 0, 1, 2), ("+Inf", 0, 1, 2)]
+        {
+            has(&bucket(le, at600, 600));
+            has(&bucket(le, at900, 900));
+            has(&bucket(le, at1000, 1000));
+        }
+        has(&format!("dj_lead_time_seconds_count{{{staging_backend},job=\"dj\"}} 1 900"));
+        has(&format!("dj_lead_time_seconds_sum{{{staging_backend},job=\"dj\"}} 100400.0 1000"));
+        for (t, v) in [(600, "0.0"), (900, "650.0"), (1000, "950.0")] {
+            has(&format!("dj_last{{environment=\"staging\",job=\"dj\"}} {v} {t}"));
+        }
+        // Within a series, time only moves forward.
+        let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (key, ts) = l.rsplit_once(' ').unwrap();
+            let key = key.rsplit_once(' ').unwrap().0;
+            let ts: i64 = ts.parse().unwrap();
+            assert!(last.insert(key, ts).is_none_or(|prev| prev < ts), "{l}");
+        }
+    }
+
+    #[test]
+    fn target_labels_follow_prometheus_rules() {
+        let check = |name: &str, ok: bool| assert_eq!(check_label_name(name).is_ok(), ok, "{name}");
+        check("job", true);
+        check("instance", true);
+        check("_x1", true);
+        check("1x", false);
+        check("a-b", false);
+        check("", false);
+        check("__name__", false);
+        check("le", false);
+        check("stage", false);
+    }
+
+    #[test]
+    fn options_out_of_range_are_refused() {
+        let mut o = Options::new(100, 1000);
+        o.step = 0;
+        assert!(matches!(check_options(&o), Err(BackfillError::Step(0))));
+        let o = Options::new(1000, 1000);
+        assert!(matches!(check_options(&o), Err(BackfillError::Range { .. })));
+    }
+}
