@@ -34,8 +34,8 @@ pub enum AppError {
     Traces(#[from] crate::sinks::traces::TraceSinkError),
 }
 
-const KV_GITHUB_HEAD: &str = "github.head";
-const KV_GITHUB_ETAG: &str = "github.etag";
+pub const KV_GITHUB_HEAD: &str = "github.head";
+pub const KV_GITHUB_ETAG: &str = "github.etag";
 
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)

@@ -7,6 +7,7 @@
 //! the demo and benchmarks. See ARCHITECTURE.md.
 
 pub mod app;
+pub mod backfill;
 pub mod config;
 pub mod core;
 pub mod demo;

@@ -42,6 +42,26 @@ enum Command {
     /// Print the timeline of a journey (each stage's wait and duration, the lead time).
     #[command(after_help = REPORT_EXIT_CODES)]
     Report(ReportArgs),
+    /// Reconstruct past journeys: timestamped OpenMetrics for promtool, and the store for `serve`.
+    Backfill(BackfillArgs),
+}
+
+#[derive(clap::Args)]
+struct BackfillArgs {
+    #[arg(long, short)]
+    config: PathBuf,
+    /// How far back, e.g. `90d`: commits committed and builds started since then.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Duration,
+    /// Where to write the OpenMetrics (for `promtool tsdb create-blocks-from openmetrics`).
+    #[arg(long)]
+    openmetrics: PathBuf,
+    /// Time between samples of each series (keep it ≤ Prometheus' lookback, 5m by default).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    step: Duration,
+    /// `NAME=VALUE` added to every series, e.g. the `job` and `instance` your scrape attaches.
+    #[arg(long = "label", value_name = "NAME=VALUE")]
+    labels: Vec<String>,
 }
 
 const WATCH_EXIT_CODES: &str = "Exit codes:
@@ -215,6 +235,7 @@ fn main() -> ExitCode {
             Command::Classify(a) => classify(a).map(|()| ExitCode::SUCCESS),
             Command::Watch(a) => Ok(watch(a).await),
             Command::Report(a) => Ok(report(a).await),
+            Command::Backfill(a) => backfill(a).await,
         }
     });
     match result {
@@ -368,6 +389,52 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let listen = a.listen.unwrap_or(cfg.listen);
     deploy_journey::app::serve(cfg, listen, shutdown_signal(), None).await.context("serve")?;
     Ok(())
+}
+
+async fn backfill(a: BackfillArgs) -> anyhow::Result<ExitCode> {
+    use deploy_journey::backfill::{Options, Progress, run};
+    let cfg = match load_config(&a.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let now = unix_now();
+    let mut opts = Options::new(now.saturating_sub(a.since.as_secs() as i64), now);
+    opts.step = a.step.as_secs() as i64;
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?}: expected NAME=VALUE"))?;
+        opts.target_labels.push((k.to_string(), v.to_string()));
+    }
+    let file =
+        std::fs::File::create(&a.openmetrics).with_context(|| format!("cannot create {}", a.openmetrics.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let report = run(&cfg, &opts, &mut out, &Progress::stderr())
+        .await
+        .with_context(|| format!("backfill into {}", a.openmetrics.display()))?;
+    out.flush().with_context(|| format!("writing {}", a.openmetrics.display()))?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "backfilled {} commits ({} deployed) and {} builds with {} GitHub and {} Concourse requests in {:.1} s; \
+         wrote {} series, {} samples, {:.1} MB to {} in {:.1} s; state in {}",
+        report.commits,
+        report.deployed,
+        report.builds,
+        report.github_requests,
+        report.concourse_requests,
+        report.collect.as_secs_f64(),
+        report.series,
+        report.samples,
+        report.bytes as f64 / 1e6,
+        a.openmetrics.display(),
+        report.write.as_secs_f64(),
+        cfg.state_path.display(),
+    );
+    eprintln!(
+        "load it with: promtool tsdb create-blocks-from openmetrics --max-block-duration=720h {} <prometheus data dir>",
+        a.openmetrics.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {

@@ -84,6 +84,100 @@ struct Contrib {
     hists: BTreeMap<(&'static str, Labels), Vec<Observation>>,
 }
 
+/// One journey-metric event and when it happened (Unix seconds): a counter increment
+/// (`value: None`) or a histogram observation. Scrapes add them up; `backfill` steps the
+/// cumulative series at `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: i64,
+    /// The catalogue name without prefix and suffix: `lead_time`, `commits`, ...
+    pub metric: &'static str,
+    pub labels: Labels,
+    pub value: Option<f64>,
+    pub exemplar: Option<Labels>,
+}
+
+/// Histograms among the journey metrics, with their buckets.
+pub const HISTOGRAMS: [(&str, &[f64]); 3] =
+    [("stage_duration", &STAGE_BUCKETS), ("stage_wait", &STAGE_BUCKETS), ("lead_time", &LEAD_BUCKETS)];
+/// Counters among the journey metrics.
+pub const COUNTERS: [&str; 7] =
+    ["commits", "commit_outcomes", "stage_attempts", "stage_failures", "deployments", "attributions", "lineage_gaps"];
+
+/// Every counter increment and histogram observation the journeys and stage builds make, with
+/// the time each happened: a build's at its end, a commit's at its commit time, a wait at the
+/// start of the build that ended it, an outcome and a lead time at the deployment's end.
+pub fn events<'a>(
+    journeys: impl Iterator<Item = &'a crate::core::journey::Journey>,
+    builds: &[StageBuild],
+    derived: &Derived,
+    core: &CoreConfig,
+) -> Vec<Event> {
+    let mut ev = vec![];
+    let mut count = |at: i64, metric: &'static str, labels: Labels| {
+        ev.push(Event { at, metric, labels, value: None, exemplar: None })
+    };
+    let stages: Vec<&str> = core.stages.iter().map(|s| s.name.as_str()).collect();
+    let mut obs = vec![];
+    for b in builds {
+        let st = stages[b.stage];
+        obs.push(Event {
+            at: b.end,
+            metric: "stage_duration",
+            labels: l(&[("stage", st), ("result", result_label(b.status))]),
+            value: Some((b.end - b.start).max(0) as f64),
+            exemplar: b.head.as_deref().map(exemplar),
+        });
+        count(b.end, "stage_attempts", l(&[("stage", st)]));
+        if matches!(b.status, BuildStatus::Failed | BuildStatus::Errored) {
+            count(b.end, "stage_failures", l(&[("stage", st)]));
+        }
+        if let (Some(env), BuildStatus::Succeeded) = (&core.stages[b.stage].environment, b.status) {
+            count(b.end, "deployments", l(&[("environment", env)]));
+        }
+        if let Some(m) = derived.build_methods.get(&b.build_id) {
+            count(b.end, "attributions", l(&[("method", m.as_str())]));
+        }
+        if derived.gap_builds.contains(&b.build_id) {
+            count(b.end, "lineage_gaps", l(&[("stage", st)]));
+        }
+    }
+    for j in journeys {
+        count(j.commit_time, "commits", l(&[("change_type", j.classification.change_type.as_str())]));
+        if j.vanished {
+            continue;
+        }
+        for (i, s) in j.stages.iter().enumerate() {
+            if let Some(w) = s.wait() {
+                obs.push(Event {
+                    at: s.start.unwrap_or(j.commit_time),
+                    metric: "stage_wait",
+                    labels: l(&[("stage", stages[i])]),
+                    value: Some(w.max(0) as f64),
+                    exemplar: Some(exemplar(&j.sha)),
+                });
+            }
+        }
+        if j.ended {
+            let ended_at = j.deployed_at.values().min().copied().unwrap_or(j.commit_time);
+            count(ended_at, "commit_outcomes", l(&[("outcome", j.outcome.as_str())]));
+            for (env, at) in &j.deployed_at {
+                if let Some(lt) = j.lead_time(env) {
+                    obs.push(Event {
+                        at: *at,
+                        metric: "lead_time",
+                        labels: l(&[("environment", env), ("change_type", j.classification.change_type.as_str())]),
+                        value: Some(lt.max(0) as f64),
+                        exemplar: Some(exemplar(&j.sha)),
+                    });
+                }
+            }
+        }
+    }
+    ev.extend(obs);
+    ev
+}
+
 fn contributions<'a>(
     journeys: impl Iterator<Item = &'a crate::core::journey::Journey>,
     builds: &[StageBuild],
@@ -91,59 +185,16 @@ fn contributions<'a>(
     core: &CoreConfig,
 ) -> Contrib {
     let mut c = Contrib::default();
-    let stages: Vec<&str> = core.stages.iter().map(|s| s.name.as_str()).collect();
-    for b in builds {
-        let st = stages[b.stage];
-        c.hists
-            .entry(("stage_duration", l(&[("stage", st), ("result", result_label(b.status))])))
-            .or_default()
-            .push(((b.end - b.start).max(0) as f64, b.head.as_deref().map(exemplar)));
-        *c.counters.entry(("stage_attempts", l(&[("stage", st)]))).or_default() += 1;
-        if matches!(b.status, BuildStatus::Failed | BuildStatus::Errored) {
-            *c.counters.entry(("stage_failures", l(&[("stage", st)]))).or_default() += 1;
-        }
-        if let (Some(env), BuildStatus::Succeeded) = (&core.stages[b.stage].environment, b.status) {
-            *c.counters.entry(("deployments", l(&[("environment", env)]))).or_default() += 1;
-        }
-        if let Some(m) = derived.build_methods.get(&b.build_id) {
-            *c.counters.entry(("attributions", l(&[("method", m.as_str())]))).or_default() += 1;
-        }
-        if derived.gap_builds.contains(&b.build_id) {
-            *c.counters.entry(("lineage_gaps", l(&[("stage", st)]))).or_default() += 1;
-        }
-    }
-    for j in journeys {
-        *c.counters.entry(("commits", l(&[("change_type", j.classification.change_type.as_str())]))).or_default() += 1;
-        if j.vanished {
-            continue;
-        }
-        for (i, s) in j.stages.iter().enumerate() {
-            if let Some(w) = s.wait() {
-                c.hists
-                    .entry(("stage_wait", l(&[("stage", stages[i])])))
-                    .or_default()
-                    .push((w.max(0) as f64, Some(exemplar(&j.sha))));
-            }
-        }
-        if j.ended {
-            *c.counters.entry(("commit_outcomes", l(&[("outcome", j.outcome.as_str())]))).or_default() += 1;
-            for env in j.deployed_at.keys() {
-                if let Some(lt) = j.lead_time(env) {
-                    c.hists
-                        .entry((
-                            "lead_time",
-                            l(&[("environment", env), ("change_type", j.classification.change_type.as_str())]),
-                        ))
-                        .or_default()
-                        .push((lt.max(0) as f64, Some(exemplar(&j.sha))));
-                }
-            }
+    for e in events(journeys, builds, derived, core) {
+        match e.value {
+            None => *c.counters.entry((e.metric, e.labels)).or_default() += 1,
+            Some(v) => c.hists.entry((e.metric, e.labels)).or_default().push((v, e.exemplar)),
         }
     }
     c
 }
 
-fn buckets_of(hist: &str) -> &'static [f64] {
+pub fn buckets_of(hist: &str) -> &'static [f64] {
     if hist == "lead_time" { &LEAD_BUCKETS } else { &STAGE_BUCKETS }
 }
 

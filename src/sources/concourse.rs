@@ -62,6 +62,8 @@ const PAGE_LIMIT: usize = 100;
 pub const INITIAL_BUILDS: usize = 50;
 /// Pages of one build list followed in one cycle.
 const MAX_PAGES: usize = 20;
+/// Pages a backfill's walk back through one job's builds follows at most.
+const BACKFILL_MAX_PAGES: usize = 1_000;
 /// Log in again this long before the token expires.
 const RELOGIN_MARGIN: i64 = 300;
 /// skymarshal's default `--auth-duration`, when the token answer has no `expires_in`.
@@ -95,6 +97,9 @@ pub struct ConcourseSource {
     cycle_broken: bool,
     warned: HashSet<(usize, String)>,
     retry_base: Duration,
+    /// Backfill: a job seen for the first time is read back to builds started at this Unix
+    /// time (older pages via `rel="next"`), not just its newest [`INITIAL_BUILDS`].
+    history_since: Option<i64>,
 }
 
 impl std::fmt::Debug for ConcourseSource {
@@ -321,12 +326,20 @@ impl ConcourseSource {
             cycle_broken: false,
             warned: HashSet::new(),
             retry_base: Duration::from_millis(250),
+            history_since: None,
         })
     }
 
     /// The first retry waits about this long, the next twice as long (tests shorten it).
     pub fn set_retry_base_delay(&mut self, d: Duration) {
         self.retry_base = d;
+    }
+
+    /// Backfill mode: jobs seen for the first time are read back to builds started at `since`
+    /// (Unix seconds); builds that started before it are left out (their commits are not
+    /// read, so they would only count as lineage gaps), but they move the cursor past them.
+    pub fn set_history_since(&mut self, since: Option<i64>) {
+        self.history_since = since;
     }
 
     /// Errors of the last poll that did not fail it (after retries), oldest first.
@@ -483,20 +496,30 @@ impl ConcourseSource {
         let team = self.cfg.team.clone();
         let path = ["teams", team.as_str(), "pipelines", &wp.name, "jobs", job, "builds"];
         let mut url = self.api(&path);
-        match from {
-            Some(f) => {
+        // A backfill's first listing walks back, newest first, a full page at a time.
+        let since = self.history_since.filter(|_| from.is_none());
+        match (from, since) {
+            (Some(f), _) => {
                 url.query_pairs_mut().append_pair("from", &f.to_string()).append_pair("limit", &PAGE_LIMIT.to_string())
             }
-            None => url.query_pairs_mut().append_pair("limit", &INITIAL_BUILDS.to_string()),
+            (None, Some(_)) => url.query_pairs_mut().append_pair("limit", &PAGE_LIMIT.to_string()),
+            (None, None) => url.query_pairs_mut().append_pair("limit", &INITIAL_BUILDS.to_string()),
         };
         let mut listed: Vec<ApiBuild> = vec![];
         let mut complete = false;
-        for _ in 0..MAX_PAGES {
+        let max_pages = if since.is_some() { BACKFILL_MAX_PAGES } else { MAX_PAGES };
+        for _ in 0..max_pages {
             let (page, headers) = self.get_json::<Vec<ApiBuild>>(&url, &what).await?;
             let n = page.len();
+            // Build ids grow with time: once a page reaches before the cutoff, older ones do too.
+            let reaches_back = since.is_some_and(|t| page.iter().filter_map(|b| time_of(b.start_time)).any(|s| s < t));
             listed.extend(page);
-            // Only a `from` walk continues, towards newer builds, and only after a full page.
-            let next = link_target(&headers, "previous").filter(|_| from.is_some() && n >= PAGE_LIMIT);
+            // A `from` walk continues towards newer builds, a backfill walk towards older ones,
+            // and only after a full page.
+            let next = match since {
+                Some(_) => link_target(&headers, "next").filter(|_| n >= PAGE_LIMIT && !reaches_back),
+                None => link_target(&headers, "previous").filter(|_| from.is_some() && n >= PAGE_LIMIT),
+            };
             match next.and_then(|l| Url::parse(&l).ok().or_else(|| self.base.join(&l).ok())) {
                 Some(link) => {
                     // Our own origin and path with the link's query: the token stays here.
@@ -513,6 +536,17 @@ impl ConcourseSource {
         let max_known = self.jobs[pi].get(job).and_then(|j| j.max_id);
         let mut seen = HashSet::new();
         let mut max_seen = max_known;
+        if let Some(t) = since {
+            // Builds before the cutoff are skipped, but the cursor passes them.
+            max_seen = max_seen.max(listed.iter().map(|b| b.id).max());
+            let first_kept =
+                listed.iter().filter(|b| time_of(b.start_time).is_some_and(|s| s >= t)).map(|b| b.id).min();
+            listed.retain(|b| match time_of(b.start_time) {
+                Some(s) => s >= t,
+                // Never started: still pending, or cancelled among kept builds.
+                None => matches!(b.status.as_str(), "pending" | "started") || first_kept.is_some_and(|k| b.id >= k),
+            });
+        }
         // The cursor may not pass a build that could not be read, or it would never be listed again.
         let mut first_skipped: Option<i64> = None;
         for b in listed {

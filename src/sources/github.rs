@@ -49,6 +49,8 @@ const MAX_WALK: usize = 1000;
 const KNOWN_CAP: usize = 20_000;
 /// Pages of one list or one commit's files followed at most.
 const MAX_PAGES: usize = 20;
+/// List pages a backfill walk follows at most (100 commits each).
+const BACKFILL_MAX_PAGES: usize = 2_000;
 /// Wait when GitHub rate-limits without saying for how long.
 const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60);
 
@@ -96,6 +98,9 @@ pub struct GithubSource {
     /// No request before this instant (rate limited).
     blocked_until: Mutex<Option<Instant>>,
     retry_base: Duration,
+    /// Backfill: with nothing known, read every commit since this Unix time (GitHub's `since`
+    /// filter, no `initial_commits` bound) instead of the newest `initial_commits`.
+    history_since: Option<i64>,
 }
 
 impl std::fmt::Debug for GithubSource {
@@ -283,12 +288,19 @@ impl GithubSource {
             fetched: HashMap::new(),
             blocked_until: Mutex::new(None),
             retry_base: Duration::from_millis(250),
+            history_since: None,
         })
     }
 
     /// The first retry waits about this long, the next twice as long (tests shorten it).
     pub fn set_retry_base_delay(&mut self, d: Duration) {
         self.retry_base = d;
+    }
+
+    /// Backfill mode: a first poll (nothing known) reads the branch back to `since` (Unix
+    /// seconds, by committer date), every page of it, instead of the newest `initial_commits`.
+    pub fn set_history_since(&mut self, since: Option<i64>) {
+        self.history_since = since;
     }
 
     /// Resume from the store: the branch head and its ETag, and the known shas in branch order
@@ -330,6 +342,13 @@ impl GithubSource {
         let what = format!("GET /repos/{}/{}/commits", self.cfg.owner, self.cfg.repo);
         let mut url = url_with(&self.api, &["repos", &self.cfg.owner, &self.cfg.repo, "commits"]);
         url.query_pairs_mut().append_pair("sha", &self.cfg.branch).append_pair("per_page", PER_PAGE);
+        // A backfill's first walk: GitHub filters by date, so the walk ends where history does.
+        let since = self.history_since.filter(|_| self.known.is_empty());
+        if let Some(t) = since.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+            && let Ok(s) = t.format(&time::format_description::well_known::Rfc3339)
+        {
+            url.query_pairs_mut().append_pair("since", &s);
+        }
 
         let etag = self.head.as_ref().and(self.etag.clone());
         let (first, headers) = match self.get_json::<Vec<ListedCommit>>(url, &what, etag.as_deref()).await? {
@@ -348,8 +367,14 @@ impl GithubSource {
         }
 
         // Walk newest → oldest until a known sha (or the bound).
-        let limit =
-            if self.known.is_empty() { self.cfg.initial_commits } else { MAX_WALK.max(self.cfg.initial_commits) };
+        let limit = if since.is_some() {
+            usize::MAX
+        } else if self.known.is_empty() {
+            self.cfg.initial_commits
+        } else {
+            MAX_WALK.max(self.cfg.initial_commits)
+        };
+        let max_pages = if since.is_some() { BACKFILL_MAX_PAGES } else { MAX_PAGES };
         let mut new: Vec<ListedCommit> = vec![];
         let mut hit: Option<String> = None;
         let mut page = first;
@@ -367,7 +392,7 @@ impl GithubSource {
                 new.push(c);
             }
             let Some(next) = link_target(&page_headers, "next") else { break };
-            if pages >= MAX_PAGES {
+            if pages >= max_pages {
                 break;
             }
             let next = self.follow(&next, &["repos", &self.cfg.owner, &self.cfg.repo, "commits"])?;
@@ -417,7 +442,8 @@ impl GithubSource {
         self.trim_known();
         self.fetched.clear();
         self.head = Some(new_head);
-        self.etag = new_etag;
+        // The ETag of a `since`-filtered list belongs to that query, not to the plain one.
+        self.etag = if since.is_some() { None } else { new_etag };
         facts.extend(commits.into_iter().map(Fact::Commit));
         Ok(facts)
     }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod backfill;
 mod cli;
 mod config;
 mod container;

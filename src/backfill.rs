@@ -1,0 +1,762 @@
+//! `backfill`: reconstruct past journeys from the CI APIs, write their observations as
+//! timestamped OpenMetrics (for `promtool tsdb create-blocks-from openmetrics`) and fill the
+//! store, so a later `serve` continues from there.
+//!
+//! 1. **Collect.** GitHub: every commit on the branch since the cutoff (the list's `since`
+//!    filter, then one request per commit for its files; rate limits are waited out, fetched
+//!    commits are not fetched again). Concourse: every watched job's builds back to the cutoff
+//!    (newest first, 100 a page, following `rel="next"` until a page reaches before it), then
+//!    `/resources` once per build and version metadata once per version. Requests go one at a
+//!    time.
+//! 2. **Store.** The facts and the GitHub cursor in one transaction, as `serve` stores them; the
+//!    Concourse cursor is the facts themselves. `serve` later polls only what is newer.
+//! 3. **Derive** every journey from everything the store holds, with the core `serve` uses.
+//! 4. **Write.** The journey counters and histograms of the live catalogue (same names, labels,
+//!    buckets, HELP) plus `last_deployment_timestamp_seconds`, as cumulative series sampled every
+//!    `step` from the cutoff to now, each observation counted from the time it happened (a
+//!    build at its end, a commit at its commit time, a wait at the start of the build that ended
+//!    it, a lead time and an outcome at the deployment's end). Since live metrics are computed
+//!    from the same stored facts, the last sample of each series equals what `serve` shows.
+//!
+//! Gauges about "now" (in flight, stuck, behind) and source health are not reconstructed: the
+//! past state of a running build is not in the APIs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::core::journey::{Fact, derive, stage_builds};
+use crate::sinks::metrics::{
+    Baseline, COUNTERS, Event, HISTOGRAMS, MetricsInput, buckets_of, events, render_openmetrics,
+};
+use crate::sources::concourse::ConcourseSource;
+use crate::sources::github::GithubSource;
+use crate::sources::telemetry::SourceTelemetry;
+use crate::sources::{ErrorKind, SourceError};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up source: {0}")]
+    Setup(SourceError),
+    #[error("{source_name} history could not be read after {attempts} attempts: {error}")]
+    Source { source_name: &'static str, attempts: u32, error: SourceError },
+    #[error("writing {what}: {source}")]
+    Write { what: String, source: std::io::Error },
+    #[error("--step must be at least 1s (got {0}s)")]
+    Step(i64),
+    #[error("--since reaches before the Unix epoch or after now (cutoff {since}, now {now})")]
+    Range { since: i64, now: i64 },
+    #[error("target label {0:?}: {1}")]
+    Label(String, &'static str),
+}
+
+/// What to reconstruct and how to sample it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The cutoff, Unix seconds: commits committed and builds started from then on.
+    pub since: i64,
+    /// The end of the history, Unix seconds (normally the wall clock).
+    pub now: i64,
+    /// Seconds between samples. At most Prometheus' lookback (5m by default) keeps every
+    /// instant query answered; smaller steps make bigger files.
+    pub step: i64,
+    /// Labels added to every series, e.g. the `job`/`instance` the live scrape will attach,
+    /// so backfilled and scraped samples form one series.
+    pub target_labels: Vec<(String, String)>,
+    /// How many times a failed source read is tried before giving up (rate-limit waits aside).
+    pub attempts: u32,
+}
+
+impl Options {
+    pub fn new(since: i64, now: i64) -> Options {
+        Options { since, now, step: 300, target_labels: vec![], attempts: 5 }
+    }
+}
+
+/// What a backfill did, for the summary line and the benchmark.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub commits: usize,
+    pub builds: usize,
+    pub journeys: usize,
+    pub deployed: usize,
+    pub github_requests: u64,
+    pub concourse_requests: u64,
+    pub series: usize,
+    pub samples: u64,
+    pub bytes: u64,
+    pub collect: Duration,
+    pub store: Duration,
+    pub write: Duration,
+    /// Errors the sources reported but retried past (or that remain for `serve` to retry).
+    pub warnings: Vec<String>,
+}
+
+// ------------------------------------------------------------------ progress
+
+/// A progress display on stderr: an indicatif spinner on a terminal, plain lines (at most one
+/// every few seconds) otherwise, nothing when hidden (tests, benchmarks).
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+    last_plain: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Progress {
+    pub fn stderr() -> Progress {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(120));
+            Progress { bar: Some(bar), plain: false, last_plain: Arc::default() }
+        } else {
+            Progress { bar: None, plain: true, last_plain: Arc::default() }
+        }
+    }
+
+    pub fn hidden() -> Progress {
+        Progress { bar: None, plain: false, last_plain: Arc::default() }
+    }
+
+    /// A new phase: always shown.
+    pub fn phase(&self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.println(msg);
+            b.set_message(msg.to_string());
+        } else if self.plain {
+            eprintln!("{msg}");
+            *self.last_plain.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+
+    /// A running update: redrawn on a terminal, printed every 5 s otherwise.
+    pub fn update(&self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(msg.to_string());
+        } else if self.plain {
+            let mut last = self.last_plain.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                eprintln!("  {msg}");
+                *last = Some(Instant::now());
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+// ------------------------------------------------------------------ collect
+
+/// Facts read from the APIs, and the GitHub head they end at.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub facts: Vec<Fact>,
+    pub head: Option<String>,
+    pub github_requests: u64,
+    pub concourse_requests: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Read every commit since `opts.since` and every watched build started since then.
+pub async fn collect(cfg: &Config, opts: &Options, progress: &Progress) -> Result<Collected, BackfillError> {
+    let telemetry = Arc::new(SourceTelemetry::new());
+    let mut github = GithubSource::new(cfg.github(), telemetry.clone()).map_err(BackfillError::Setup)?;
+    github.set_history_since(Some(opts.since));
+    let mut concourse = ConcourseSource::new(cfg.concourse(), telemetry.clone()).map_err(BackfillError::Setup)?;
+    concourse.set_history_since(Some(opts.since));
+    let mut out = Collected::default();
+
+    progress.phase("reading commits from GitHub");
+    let mut retry = Retry::new("github", opts.attempts);
+    let commits = loop {
+        match with_ticker(github.poll(opts.now), &telemetry, "github", "commits", progress).await {
+            Ok(f) => break f,
+            Err(e) => retry.after(e, progress).await?,
+        }
+    };
+    // A commit's history began when it landed: `first_seen` (for `lead_time_from: first_seen`)
+    // is its committer date, not the moment this backfill read it.
+    for f in commits {
+        out.facts.push(match f {
+            Fact::Commit(mut c) => {
+                c.first_seen = c.first_seen.min(c.committer_date);
+                Fact::Commit(c)
+            }
+            other => other,
+        });
+    }
+    out.head = github.cursor().0;
+    let n_commits = out.facts.len();
+    progress.phase(&format!("{n_commits} commits since the cutoff; reading builds from Concourse"));
+
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut retry = Retry::new("concourse", opts.attempts);
+        let facts = loop {
+            match with_ticker(concourse.poll(opts.now), &telemetry, "concourse", "builds", progress).await {
+                Ok(f) => break f,
+                Err(e) => retry.after(e, progress).await?,
+            }
+        };
+        out.facts.extend(facts);
+        // A build whose resources or metadata could not be read stays tracked: another cycle
+        // reads just those.
+        if concourse.last_errors().is_empty() || attempt >= opts.attempts {
+            out.warnings.extend(concourse.last_errors().iter().map(|e| e.to_string()));
+            break;
+        }
+        progress.update(&format!("{} Concourse reads failed; trying those again", concourse.last_errors().len()));
+        tokio::time::sleep(Duration::from_secs(1 << attempt.min(4))).await;
+    }
+    out.github_requests = telemetry.snapshot("github").requests();
+    out.concourse_requests = telemetry.snapshot("concourse").requests();
+    Ok(out)
+}
+
+/// When a source read fails: a rate limit is waited out (as long as the server says), other
+/// failures are tried `attempts` times with growing pauses.
+struct Retry {
+    source_name: &'static str,
+    attempts: u32,
+    failures: u32,
+    waits: u32,
+}
+
+impl Retry {
+    fn new(source_name: &'static str, attempts: u32) -> Retry {
+        Retry { source_name, attempts: attempts.max(1), failures: 0, waits: 0 }
+    }
+
+    /// Wait before the next try, or give up with the error.
+    async fn after(&mut self, e: SourceError, progress: &Progress) -> Result<(), BackfillError> {
+        let name = self.source_name;
+        // Bounded too, so a server that keeps refusing does not hold the backfill forever.
+        if e.kind == ErrorKind::RateLimited && self.waits < 100 {
+            self.waits += 1;
+            let wait = e.retry_after.unwrap_or(Duration::from_secs(60)) + Duration::from_secs(1);
+            progress.phase(&format!("{name}: rate limited; waiting {}s as the server asks", wait.as_secs()));
+            tokio::time::sleep(wait).await;
+            return Ok(());
+        }
+        self.failures += 1;
+        if self.failures >= self.attempts {
+            return Err(BackfillError::Source { source_name: name, attempts: self.failures, error: e });
+        }
+        progress.phase(&format!("{name}: {e}; trying again"));
+        tokio::time::sleep(Duration::from_secs(1 << self.failures.min(5))).await;
+        Ok(())
+    }
+}
+
+/// Drive `fut` while showing the source's request count.
+async fn with_ticker<T>(
+    fut: impl std::future::Future<Output = T>,
+    telemetry: &SourceTelemetry,
+    source_name: &str,
+    what: &str,
+    progress: &Progress,
+) -> T {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tick.tick() => {
+                let n = telemetry.snapshot(source_name).requests();
+                progress.update(&format!("{source_name}: {n} requests so far (reading {what})"));
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the whole run
+
+/// Collect, store, derive and write OpenMetrics to `out`.
+pub async fn run(
+    cfg: &Config,
+    opts: &Options,
+    out: &mut dyn Write,
+    progress: &Progress,
+) -> Result<Report, BackfillError> {
+    check_options(opts)?;
+    let t0 = Instant::now();
+    let collected = collect(cfg, opts, progress).await?;
+    let collect_took = t0.elapsed();
+
+    let t1 = Instant::now();
+    progress.phase(&format!("storing {} facts in {}", collected.facts.len(), cfg.state_path.display()));
+    let mut store = Store::open(&cfg.state_path)?;
+    let mut kv: Vec<(&str, &str)> = vec![];
+    if let Some(h) = &collected.head {
+        kv.push((crate::app::KV_GITHUB_HEAD, h));
+    }
+    // An ETag belongs to the plain branch list; `serve` gets its own on its first poll.
+    kv.push((crate::app::KV_GITHUB_ETAG, ""));
+    store.apply_with_kv(&collected.facts, &kv)?;
+    let facts = store.load()?;
+    let baseline = store.counters()?;
+    let store_took = t1.elapsed();
+    let mut warnings = collected.warnings;
+    if !baseline.is_empty() {
+        warnings.push(format!(
+            "the store holds {} counter rows folded in by retention; the backfilled series leave them out",
+            baseline.len()
+        ));
+    }
+
+    let t2 = Instant::now();
+    progress.phase("deriving journeys and writing OpenMetrics");
+    let core = cfg.core();
+    let derived = derive(&facts, &core, opts.now);
+    let sb = stage_builds(&facts, &core, &derived);
+    let ev = events(derived.journeys.iter(), &sb, &derived, &core);
+    let catalogue = catalogue(&core, cfg.poll_interval.as_secs(), opts.now);
+    let written = write_openmetrics(out, &catalogue, &ev, opts)?;
+    let write_took = t2.elapsed();
+    progress.finish();
+    Ok(Report {
+        commits: facts.commits.len(),
+        builds: facts.builds.len(),
+        journeys: derived.journeys.len(),
+        deployed: derived.journeys.iter().filter(|j| !j.deployed_at.is_empty()).count(),
+        github_requests: collected.github_requests,
+        concourse_requests: collected.concourse_requests,
+        series: written.series,
+        samples: written.samples,
+        bytes: written.bytes,
+        collect: collect_took,
+        store: store_took,
+        write: write_took,
+        warnings,
+    })
+}
+
+fn check_options(opts: &Options) -> Result<(), BackfillError> {
+    if opts.step < 1 {
+        return Err(BackfillError::Step(opts.step));
+    }
+    if opts.since < 0 || opts.since >= opts.now {
+        return Err(BackfillError::Range { since: opts.since, now: opts.now });
+    }
+    for (k, _) in &opts.target_labels {
+        check_label_name(k)?;
+    }
+    Ok(())
+}
+
+/// Prometheus label name rules, and no clash with the catalogue's own labels.
+fn check_label_name(k: &str) -> Result<(), BackfillError> {
+    let mut chars = k.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(BackfillError::Label(k.into(), "not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"));
+    }
+    if k.starts_with("__") {
+        return Err(BackfillError::Label(k.into(), "names starting with __ are reserved"));
+    }
+    if ["le", "stage", "result", "environment", "change_type", "outcome", "method"].contains(&k) {
+        return Err(BackfillError::Label(k.into(), "the metrics already use this label"));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ OpenMetrics
+
+/// The journey families of the live catalogue: their header lines and every label set the live
+/// exposition has, taken from a real render (so names, HELP, units and label order are the live
+/// ones by construction).
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    pub families: Vec<FamilyDef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FamilyDef {
+    /// The short catalogue name (`lead_time`), or `last_deployment_timestamp`.
+    pub metric: &'static str,
+    /// `deploy_journey_lead_time_seconds`, `deploy_journey_commits`, ...
+    pub name: String,
+    pub kind: Kind,
+    /// `# HELP`, `# TYPE`, `# UNIT` lines as the live exposition has them.
+    pub headers: Vec<String>,
+    /// Label sets, rendered `k="v",k="v"` (without `le`), in live order.
+    pub label_sets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Histogram,
+    /// The largest value observed so far.
+    MaxGauge,
+}
+
+/// Build the catalogue from an empty live render (every label set exists from the first scrape).
+pub fn catalogue(core: &crate::core::journey::CoreConfig, poll_interval_secs: u64, now: i64) -> Catalogue {
+    let derived = crate::core::journey::Derived::default();
+    let baseline = Baseline::default();
+    let om = render_openmetrics(&MetricsInput {
+        derived: &derived,
+        stage_builds: &[],
+        core,
+        sources: &[],
+        now,
+        poll_interval_secs,
+        version: env!("CARGO_PKG_VERSION"),
+        baseline: &baseline,
+        // Span export is about the live process; it has no history to backfill.
+        spans: None,
+    });
+    let mut defs: Vec<(&'static str, String, Kind, &str)> = vec![];
+    for (h, _) in HISTOGRAMS {
+        defs.push((h, format!("deploy_journey_{h}_seconds"), Kind::Histogram, "_count"));
+    }
+    for c in COUNTERS {
+        defs.push((c, format!("deploy_journey_{c}"), Kind::Counter, "_total"));
+    }
+    defs.push((
+        "last_deployment_timestamp",
+        "deploy_journey_last_deployment_timestamp_seconds".into(),
+        Kind::MaxGauge,
+        "",
+    ));
+    let families = defs
+        .into_iter()
+        .map(|(metric, name, kind, suffix)| {
+            let headers = om
+                .lines()
+                .filter(|l| {
+                    ["# HELP ", "# TYPE ", "# UNIT "]
+                        .iter()
+                        .any(|p| l.strip_prefix(p).is_some_and(|r| r.split(' ').next() == Some(name.as_str())))
+                })
+                .map(str::to_string)
+                .collect();
+            let sample = format!("{name}{suffix}");
+            let label_sets = om
+                .lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix(&sample)?;
+                    if rest.starts_with('{') {
+                        rest.get(1..rest.find("} ")?).map(str::to_string)
+                    } else if rest.starts_with(' ') {
+                        Some(String::new())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            FamilyDef { metric, name, kind, headers, label_sets }
+        })
+        .collect();
+    Catalogue { families }
+}
+
+/// `k="v",k="v"` with OpenMetrics escaping.
+pub fn label_text(labels: &[(String, String)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The sample times: the cutoff, every multiple of `step` after it, and `now`.
+pub fn sample_times(since: i64, now: i64, step: i64) -> Vec<i64> {
+    let mut ts = vec![since];
+    let mut t = (since / step + 1) * step;
+    while t < now {
+        ts.push(t);
+        t += step;
+    }
+    if now > since {
+        ts.push(now);
+    }
+    ts
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written {
+    pub series: usize,
+    pub samples: u64,
+    pub bytes: u64,
+}
+
+/// Counts bytes on their way to the writer.
+struct Counting<'a> {
+    inner: &'a mut dyn Write,
+    bytes: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Write the families of `catalogue` as timestamped OpenMetrics: per series, one sample (for a
+/// histogram one point: buckets, `_count`, `_sum`) at each of [`sample_times`], cumulative from
+/// the cutoff. Events before the cutoff count from the first sample; `# EOF` ends it.
+pub fn write_openmetrics(
+    out: &mut dyn Write,
+    catalogue: &Catalogue,
+    events: &[Event],
+    opts: &Options,
+) -> Result<Written, BackfillError> {
+    let io = |source| BackfillError::Write { what: "the OpenMetrics output".into(), source };
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, Counting { inner: out, bytes: 0 });
+    let times = sample_times(opts.since, opts.now.max(opts.since), opts.step);
+    let extra = label_text(&opts.target_labels);
+    let join = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a},{b}"),
+    };
+    // Per family and label set, the (time, value) of each event, oldest first.
+    let mut by_series: BTreeMap<(&str, String), Vec<(i64, f64)>> = BTreeMap::new();
+    for e in events {
+        by_series.entry((e.metric, label_text(&e.labels))).or_default().push((e.at, e.value.unwrap_or(1.0)));
+    }
+    for v in by_series.values_mut() {
+        v.sort_by_key(|(t, _)| *t);
+    }
+    let mut written = Written::default();
+    for fam in &catalogue.families {
+        for h in &fam.headers {
+            writeln!(w, "{h}").map_err(io)?;
+        }
+        // Label sets nothing ever happened to are left out: zero throughout, they would only
+        // make the file bigger (the live exposition shows them as 0; `sum`/`rate` read the same).
+        let source = if fam.kind == Kind::MaxGauge { "deployments" } else { fam.metric };
+        let mut sets: Vec<String> =
+            fam.label_sets.iter().filter(|l| by_series.contains_key(&(source, (*l).clone()))).cloned().collect();
+        for (m, labels) in by_series.keys() {
+            if *m == fam.metric && fam.kind != Kind::MaxGauge && !sets.contains(labels) {
+                sets.push(labels.clone());
+            }
+        }
+        sets.sort();
+        for labels in &sets {
+            // The last-deployment gauge is the end of the newest counted deployment.
+            let mut evs: Vec<(i64, f64)> = by_series.get(&(source, labels.clone())).cloned().unwrap_or_default();
+            if fam.kind == Kind::MaxGauge {
+                evs.iter_mut().for_each(|e| e.1 = e.0 as f64);
+            }
+            let all = join(labels, &extra);
+            written.series += 1;
+            match fam.kind {
+                Kind::Counter => {
+                    let prefix = if all.is_empty() {
+                        format!("{}_total ", fam.name)
+                    } else {
+                        format!("{}_total{{{all}}} ", fam.name)
+                    };
+                    let mut i = 0;
+                    let mut n = 0u64;
+                    for &t in &times {
+                        while i < evs.len() && evs[i].0 <= t {
+                            n += 1;
+                            i += 1;
+                        }
+                        writeln!(w, "{prefix}{n} {t}").map_err(io)?;
+                        written.samples += 1;
+                    }
+                }
+                Kind::MaxGauge => {
+                    let prefix =
+                        if all.is_empty() { format!("{} ", fam.name) } else { format!("{}{{{all}}} ", fam.name) };
+                    let mut i = 0;
+                    let mut v = 0.0f64;
+                    for &t in &times {
+                        while i < evs.len() && evs[i].0 <= t {
+                            v = v.max(evs[i].1);
+                            i += 1;
+                        }
+                        writeln!(w, "{prefix}{v:?} {t}").map_err(io)?;
+                        written.samples += 1;
+                    }
+                }
+                Kind::Histogram => {
+                    let bounds = buckets_of(fam.metric);
+                    let bucket_prefix: Vec<String> = bounds
+                        .iter()
+                        .map(|b| format!("{:?}", b))
+                        .chain(std::iter::once("+Inf".to_string()))
+                        .map(|le| {
+                            format!(
+                                "{}_bucket{{le=\"{le}\"{}{}}} ",
+                                fam.name,
+                                if all.is_empty() { "" } else { "," },
+                                all
+                            )
+                        })
+                        .collect();
+                    let braces = if all.is_empty() { String::new() } else { format!("{{{all}}}") };
+                    let count_prefix = format!("{}_count{braces} ", fam.name);
+                    let sum_prefix = format!("{}_sum{braces} ", fam.name);
+                    let mut per = vec![0u64; bounds.len() + 1];
+                    let mut sum = 0.0f64;
+                    let mut i = 0;
+                    for &t in &times {
+                        while i < evs.len() && evs[i].0 <= t {
+                            let v = evs[i].1;
+                            per[bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())] += 1;
+                            sum += v;
+                            i += 1;
+                        }
+                        let mut cum = 0;
+                        for (k, p) in bucket_prefix.iter().enumerate() {
+                            cum += per[k];
+                            writeln!(w, "{p}{cum} {t}").map_err(io)?;
+                        }
+                        writeln!(w, "{count_prefix}{cum} {t}").map_err(io)?;
+                        writeln!(w, "{sum_prefix}{sum:?} {t}").map_err(io)?;
+                        written.samples += bucket_prefix.len() as u64 + 2;
+                    }
+                }
+            }
+        }
+    }
+    writeln!(w, "# EOF").map_err(io)?;
+    w.flush().map_err(io)?;
+    written.bytes = w.get_ref().bytes;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn family(metric: &'static str, name: &str, kind: Kind, sets: &[&str]) -> FamilyDef {
+        FamilyDef {
+            metric,
+            name: name.into(),
+            kind,
+            headers: vec![format!("# TYPE {name} {}", if kind == Kind::Counter { "counter" } else { "x" })],
+            label_sets: sets.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn ev(at: i64, metric: &'static str, l: &[(&str, &str)], value: Option<f64>) -> Event {
+        Event { at, metric, labels: labels(l), value, exemplar: None }
+    }
+
+    #[test]
+    fn sample_times_are_the_cutoff_every_step_and_now() {
+        let check = |since, now, step, expect: &[i64]| assert_eq!(sample_times(since, now, step), expect);
+        check(100, 1000, 300, &[100, 300, 600, 900, 1000]);
+        check(0, 600, 300, &[0, 300, 600]);
+        check(300, 301, 300, &[300, 301]);
+        check(5, 5, 300, &[5]);
+    }
+
+    #[test]
+    fn series_step_at_the_time_each_observation_happened() {
+        let staging_backend = "environment=\"staging\",change_type=\"backend\"";
+        let cat = Catalogue {
+            families: vec![
+                family("commits", "dj_commits", Kind::Counter, &["change_type=\"backend\"", "change_type=\"docs\""]),
+                family("lead_time", "dj_lead_time_seconds", Kind::Histogram, &[staging_backend]),
+                family("last_deployment_timestamp", "dj_last", Kind::MaxGauge, &["environment=\"staging\""]),
+            ],
+        };
+        let backend = [("change_type", "backend")];
+        let lead = [("environment", "staging"), ("change_type", "backend")];
+        let staging = [("environment", "staging")];
+        let events = vec![
+            ev(700, "commits", &backend, None),
+            ev(150, "commits", &backend, None),
+            ev(650, "lead_time", &lead, Some(400.0)),
+            ev(950, "lead_time", &lead, Some(100_000.0)),
+            ev(650, "deployments", &staging, None),
+            ev(950, "deployments", &staging, None),
+        ];
+        let mut opts = Options::new(100, 1000);
+        opts.step = 300;
+        opts.target_labels = labels(&[("job", "dj")]);
+        let mut out = vec![];
+        let w = write_openmetrics(&mut out, &cat, &events, &opts).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(w.bytes as usize, text.len());
+        assert!(text.starts_with("# TYPE dj_commits counter\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        // Nothing ever happened to docs commits: that series is left out.
+        assert!(!text.contains("docs"), "{text}");
+        assert_eq!(w.series, 3);
+        // 5 sample times: the counter, 14 buckets + +Inf + count + sum, the gauge.
+        assert_eq!(w.samples, 5 * (1 + 17 + 1));
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        for (t, n) in [(100, 0), (300, 1), (600, 1), (900, 2), (1000, 2)] {
+            has(&format!("dj_commits_total{{change_type=\"backend\",job=\"dj\"}} {n} {t}"));
+        }
+        let bucket = |le: &str, n: u64, t: i64| {
+            format!("dj_lead_time_seconds_bucket{{le=\"{le}\",{staging_backend},job=\"dj\"}} {n} {t}")
+        };
+        for (le, at600, at900, at1000) in
+            [("300.0", 0, 0, 0), ("600.0", 0, 1, 1), ("86400.0", 0, 1, 1), ("259200.0", 0, 1, 2), ("+Inf", 0, 1, 2)]
+        {
+            has(&bucket(le, at600, 600));
+            has(&bucket(le, at900, 900));
+            has(&bucket(le, at1000, 1000));
+        }
+        has(&format!("dj_lead_time_seconds_count{{{staging_backend},job=\"dj\"}} 1 900"));
+        has(&format!("dj_lead_time_seconds_sum{{{staging_backend},job=\"dj\"}} 100400.0 1000"));
+        for (t, v) in [(600, "0.0"), (900, "650.0"), (1000, "950.0")] {
+            has(&format!("dj_last{{environment=\"staging\",job=\"dj\"}} {v} {t}"));
+        }
+        // Within a series, time only moves forward.
+        let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (key, ts) = l.rsplit_once(' ').unwrap();
+            let key = key.rsplit_once(' ').unwrap().0;
+            let ts: i64 = ts.parse().unwrap();
+            assert!(last.insert(key, ts).is_none_or(|prev| prev < ts), "{l}");
+        }
+    }
+
+    #[test]
+    fn target_labels_follow_prometheus_rules() {
+        let check = |name: &str, ok: bool| assert_eq!(check_label_name(name).is_ok(), ok, "{name}");
+        check("job", true);
+        check("instance", true);
+        check("_x1", true);
+        check("1x", false);
+        check("a-b", false);
+        check("", false);
+        check("__name__", false);
+        check("le", false);
+        check("stage", false);
+    }
+
+    #[test]
+    fn options_out_of_range_are_refused() {
+        let mut o = Options::new(100, 1000);
+        o.step = 0;
+        assert!(matches!(check_options(&o), Err(BackfillError::Step(0))));
+        let o = Options::new(1000, 1000);
+        assert!(matches!(check_options(&o), Err(BackfillError::Range { .. })));
+    }
+}

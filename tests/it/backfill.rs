@@ -1,0 +1,374 @@
+//! `deploy-journey backfill` against 90 simulated days of lana, loaded into a real Prometheus
+//! with `promtool tsdb create-blocks-from openmetrics`; then `serve` on the same state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deploy_journey::core::journey::derive;
+use deploy_journey::sim::Sim;
+use deploy_journey::sim::clock::{ClockMode, SimClock};
+use deploy_journey::sim::engine::World;
+use deploy_journey::sim::topology::Topology;
+use deploy_journey::sim::workload::LanaWorkload;
+use deploy_journey::store::Store;
+
+use crate::support::{client, init_crypto};
+
+const DAY: i64 = 86_400;
+const STEP: i64 = 3600;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tool(name: &str) -> PathBuf {
+    let found =
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()));
+    found.unwrap_or_else(|| {
+        panic!("`{name}` is not on PATH: run ./scripts/test, which installs it (Debian package `prometheus`)")
+    })
+}
+
+/// examples/lana.yaml pointed at the simulator, with its state in `dir`.
+fn write_config(dir: &Path, sim_url: &str, port: u16) -> PathBuf {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lana.yaml")).unwrap();
+    let text = text
+        .replace("https://api.github.com", sim_url)
+        .replace("https://ci.galoy.io", sim_url)
+        .replace("/var/lib/deploy-journey/state.db", dir.join("state.db").to_str().unwrap())
+        .replace("0.0.0.0:9853", &format!("127.0.0.1:{port}"))
+        .replace("poll_interval: 30s", "poll_interval: 1s ");
+    assert!(text.contains("poll_interval: 1s"), "examples/lana.yaml changed shape");
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn binary(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deploy-journey"));
+    c.args(args)
+        .env("GITHUB_TOKEN", "ghp_backfill_test")
+        .env("CONCOURSE_PASSWORD", "viewer-password")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+/// `name{labels}` → value of the samples at time `at` (or without a timestamp when `None`).
+/// Label values here have no spaces; exemplars are cut off.
+fn samples_at(text: &str, at: Option<i64>) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let parts: Vec<&str> = line.split(" # ").next().unwrap().split_whitespace().collect();
+        let (key, value, ts) = match parts.as_slice() {
+            [k, v] => (*k, *v, None),
+            [k, v, ts] => (*k, *v, Some(ts.parse::<i64>().unwrap())),
+            _ => panic!("unexpected sample line {line:?}"),
+        };
+        if ts == at {
+            out.insert(normalize(key), value.parse::<f64>().unwrap());
+        }
+    }
+    out
+}
+
+/// A series key with its labels sorted, so two label orders compare equal.
+fn normalize(key: &str) -> String {
+    let Some((name, rest)) = key.split_once('{') else { return key.to_string() };
+    let mut labels: Vec<&str> = rest.trim_end_matches('}').split("\",").map(|l| l.trim_end_matches('"')).collect();
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+async fn prom_value(client: &reqwest::Client, prom: &str, query: &str, at: i64) -> Option<f64> {
+    let r = client
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", query), ("time", &at.to_string())])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    assert_eq!(v["status"], "success", "{query} at {at}: {v}");
+    let result = v["data"]["result"].as_array()?;
+    if result.is_empty() {
+        return None;
+    }
+    assert_eq!(result.len(), 1, "{query} at {at}: more than one series: {v}");
+    result[0]["value"][1].as_str()?.parse().ok()
+}
+
+async fn wait_until<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what} after {secs} s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Backfill 90 simulated days ending now, load them into a real Prometheus, and read the
+/// lead-time histogram back (at a past time and at the end) as the journey core derives it
+/// from the stored facts; then `serve` on the same state shows the backfill's last values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_90_days_into_prometheus_then_serve_continues_without_double_counting() {
+    let (prometheus, promtool) = (tool("prometheus"), tool("promtool"));
+    init_crypto();
+    let t_all = Instant::now();
+
+    // 90 days of calibrated lana history generated at once, ending at wall-clock now; the
+    // simulated clock then stands still so `serve` later sees the same world.
+    let wall = deploy_journey::app::unix_now();
+    let start = wall - 90 * DAY;
+    let seed = 11;
+    let mut world = World::new(Topology::builtin("lana").unwrap(), start, seed);
+    for (at, a) in LanaWorkload::new(seed).generate(start, wall + DAY) {
+        world.schedule_action(at, a);
+    }
+    world.advance_to(wall);
+    let sim = Sim::new(world, SimClock::new(wall, ClockMode::Stepped));
+    let (listener, sim_url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let s2 = sim.clone();
+    let sim_task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(s2, listener).await;
+    });
+    println!("simulator at {sim_url}: 90 days of lana history generated in {:.1} s", t_all.elapsed().as_secs_f64());
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), &sim_url, port);
+    let om = dir.path().join("backfill.om");
+
+    // The backfill, as a user runs it (its progress goes to stderr, plain since not a terminal).
+    let t = Instant::now();
+    let out = binary(&["backfill", "--config"])
+        .arg(&config)
+        .args(["--since", "90d", "--step", "1h", "--openmetrics"])
+        .arg(&om)
+        .output()
+        .expect("run backfill");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "backfill failed: {stderr}");
+    assert!(stderr.contains("reading commits from GitHub"), "no progress on stderr: {stderr}");
+    println!("backfill took {:.1} s:\n{stderr}", t.elapsed().as_secs_f64());
+    let text = std::fs::read_to_string(&om).unwrap();
+    assert!(text.ends_with("# EOF\n"), "the OpenMetrics output must end with # EOF");
+    let end: i64 = text.lines().rev().nth(1).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((wall..wall + 600).contains(&end), "the last sample ({end}) is the backfill's now (~{wall})");
+    let since = end - 90 * DAY;
+
+    let cfg = deploy_journey::config::load(&config, &|k: &str| match k {
+        "GITHUB_TOKEN" => Some("x".into()),
+        "CONCOURSE_PASSWORD" => Some("viewer-password".into()),
+        _ => None,
+    })
+    .unwrap();
+    // Every commit the simulator has on the branch since the cutoff was read, with no older one.
+    let (sim_commits, sim_builds) = sim.with_world(|w| {
+        let repo = w.tracked_repo();
+        let shas = repo.branches.get(&w.topology.tracked_branch).cloned().unwrap_or_default();
+        let commits = shas.iter().filter(|s| repo.commits[*s].committer_date >= since).count();
+        let core = cfg.core();
+        let builds = w
+            .concourse
+            .builds
+            .iter()
+            .filter(|b| b.start_time.is_some_and(|s| s >= since))
+            .filter(|b| {
+                let p = &w.concourse.pipelines[b.pipeline];
+                core.stage_of_job(&p.name, &p.jobs[b.job].name).is_some()
+            })
+            .count();
+        (commits, builds)
+    });
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let facts = store.load().unwrap();
+    drop(store);
+    assert_eq!(facts.commits.len(), sim_commits, "commits since the cutoff");
+    assert!(facts.commits.values().all(|c| c.committer_date >= since));
+    assert!(facts.builds.values().all(|b| b.start.is_none_or(|s| s >= since)), "no build from before the cutoff");
+    let started = facts.builds.values().filter(|b| b.start.is_some()).count();
+    assert_eq!(started, sim_builds, "watched builds started since the cutoff");
+    println!(
+        "store: {} commits and {started} started builds: all the simulator has since the cutoff",
+        facts.commits.len()
+    );
+
+    // What the journey core derives from the stored facts: lead times per change type, each
+    // with the time of the deployment that ended it.
+    let derived = derive(&facts, &cfg.core(), end);
+    let leads: Vec<(String, i64, i64)> = derived
+        .journeys
+        .iter()
+        .filter(|j| !j.vanished)
+        .filter_map(|j| {
+            let at = *j.deployed_at.get("staging")?;
+            Some((j.classification.change_type.as_str().to_string(), at, at - j.commit_time))
+        })
+        .collect();
+    assert!(leads.len() > 200, "a 90-day lana history deploys hundreds of commits: {}", leads.len());
+    let expect = |ct: &str, at: i64, le: Option<i64>| {
+        leads.iter().filter(|(c, t, lt)| c == ct && *t <= at && le.is_none_or(|le| *lt <= le)).count() as f64
+    };
+
+    // promtool turns the file into TSDB blocks; a real Prometheus serves them.
+    let data = dir.path().join("data");
+    let t = Instant::now();
+    let p = Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=720h"])
+        .arg(&om)
+        .arg(&data)
+        .output()
+        .expect("run promtool");
+    assert!(
+        p.status.success(),
+        "promtool create-blocks-from openmetrics failed: {}{}",
+        String::from_utf8_lossy(&p.stdout),
+        String::from_utf8_lossy(&p.stderr)
+    );
+    println!("promtool made blocks from {:.1} MB in {:.1} s", text.len() as f64 / 1e6, t.elapsed().as_secs_f64());
+    let prom_port = free_port();
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(&prom_config, "global:\n  scrape_interval: 1m\nscrape_configs: []\n").unwrap();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let child = Command::new(&prometheus)
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg("--storage.tsdb.retention.time=10y")
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    let prom_guard = KillOnDrop(child);
+    let http = client();
+    wait_until("Prometheus to be ready", 60, || {
+        let (c, u) = (http.clone(), format!("{prom}/-/ready"));
+        async move { c.get(u).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await;
+
+    // The lead-time histogram at a past hour (a sample time) and at the end.
+    let past = (end - 30 * DAY) / STEP * STEP;
+    let mut checked = 0;
+    for (at, when) in [(past, "30 days ago"), (end, "at the end")] {
+        for ct in ["backend", "frontend", "mixed"] {
+            let want_count = expect(ct, at, None);
+            let want_hour = expect(ct, at, Some(7200));
+            let sel = format!("environment=\"staging\",change_type=\"{ct}\"");
+            let count = prom_value(&http, &prom, &format!("deploy_journey_lead_time_seconds_count{{{sel}}}"), at).await;
+            let hour = prom_value(
+                &http,
+                &prom,
+                &format!("deploy_journey_lead_time_seconds_bucket{{{sel},le=\"7200.0\"}}"),
+                at,
+            )
+            .await;
+            assert_eq!(count.unwrap_or(0.0), want_count, "{ct} lead-time count {when}");
+            assert_eq!(hour.unwrap_or(0.0), want_hour, "{ct} lead times ≤ 2h {when}");
+            checked += (want_count > 0.0) as usize;
+            println!("  {when}: {ct}: {want_count} lead times, {want_hour} within 2h (Prometheus agrees)");
+        }
+    }
+    assert!(checked >= 4, "the checks must cover non-empty histograms");
+    // The median through histogram_quantile lies in the bucket that holds the core's median.
+    let mut all: Vec<i64> = leads.iter().filter(|(_, t, _)| *t <= end).map(|(_, _, lt)| *lt).collect();
+    all.sort();
+    let median = all[all.len() / 2] as f64;
+    let q = prom_value(
+        &http,
+        &prom,
+        "histogram_quantile(0.5, sum by (le) (deploy_journey_lead_time_seconds_bucket{environment=\"staging\"}))",
+        end,
+    )
+    .await
+    .expect("histogram_quantile");
+    let bounds = deploy_journey::sinks::metrics::LEAD_BUCKETS;
+    let bucket = |v: f64| bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len());
+    assert_eq!(bucket(q), bucket(median), "median lead time: Prometheus {q} s vs the core's {median} s");
+    println!("  median lead time: histogram_quantile {q:.0} s, the core's {median} s (same bucket)");
+    drop(prom_guard);
+
+    // `serve` on the same state: its journey counters and histograms equal the last samples.
+    let last = samples_at(&text, Some(end));
+    assert!(last.len() > 100, "{} series at the end", last.len());
+    let server = binary(&["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let _serve_guard = KillOnDrop(server);
+    let exporter = format!("http://127.0.0.1:{port}");
+    wait_until("serve to be ready", 60, || {
+        let (c, u) = (http.clone(), format!("{exporter}/readyz"));
+        async move { c.get(u).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await;
+    // Two more poll cycles, so anything read twice would show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let live_text = http.get(format!("{exporter}/metrics")).send().await.unwrap().text().await.unwrap();
+    let live = samples_at(&live_text, None);
+    let mut differ = vec![];
+    for (key, v) in &last {
+        match live.get(key) {
+            Some(l) if (l - v).abs() < 1e-6 * v.abs().max(1.0) => {}
+            other => differ.push(format!("{key}: backfill {v}, live {other:?}")),
+        }
+    }
+    assert!(differ.is_empty(), "live values differ from the backfill's last values:\n{}", differ.join("\n"));
+    let commits_total: f64 =
+        last.iter().filter(|(k, _)| k.starts_with("deploy_journey_commits_total")).map(|(_, v)| v).sum();
+    assert_eq!(commits_total as usize, sim_commits);
+    println!(
+        "serve on the same state: all {} backfilled series equal their live values ({} commits); whole test {:.1} s",
+        last.len(),
+        commits_total,
+        t_all.elapsed().as_secs_f64()
+    );
+    sim_task.abort();
+}
+
+/// Bad arguments are refused with what is wrong, before anything is read.
+#[test]
+fn backfill_refuses_a_bad_target_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", free_port());
+    let out = binary(&["backfill", "--config"])
+        .arg(&config)
+        .args(["--since", "1d", "--openmetrics"])
+        .arg(dir.path().join("x.om"))
+        .args(["--label", "le=x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("target label \"le\"") && err.contains("already use"), "{err}");
+    let out = binary(&["backfill", "--config"])
+        .arg(&config)
+        .args(["--since", "1d", "--openmetrics"])
+        .arg(dir.path().join("x.om"))
+        .args(["--label", "job"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--label \"job\": expected NAME=VALUE"), "{err}");
+}
