@@ -2,9 +2,11 @@
 
 mod support;
 
+mod alerts;
 mod cli;
 mod config;
 mod core_truth;
+mod dashboards;
 mod http;
 mod journeys;
 mod metrics;
