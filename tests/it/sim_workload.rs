@@ -344,7 +344,11 @@ fn scenario_testflight_hangs() {
         // b's is still running at the end of the run, long past 20 minutes.
         let started = b_tf.start.expect("b's testflight started");
         assert_eq!(b_tf.status, "started", "{b_tf:?}");
-        assert!(o.start() + 4 * 3600 - started > 2 * 3600, "b's testflight started at +{}m", (started - o.start()) / 60);
+        assert!(
+            o.start() + 4 * 3600 - started > 2 * 3600,
+            "b's testflight started at +{}m",
+            (started - o.start()) / 60
+        );
         assert!(b.first_success("galoy-staging/galoy-staging-lana-bank").is_none(), "b never reaches staging");
     });
 }
