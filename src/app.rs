@@ -115,6 +115,7 @@ pub async fn serve_with_clock(
 
     let core = cfg.core();
     let shared = Arc::new(Shared::default());
+    shared.set_clock(clock.clone());
     let environments = cfg.environments();
     let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
     shared.set_metrics_context(MetricsContext {

@@ -53,6 +53,9 @@ pub struct Shared {
     rendered: Mutex<Vec<RenderedMetrics>>,
     /// One rendering at a time: concurrent scrapes wait for it instead of all rendering.
     render_flight: tokio::sync::Mutex<()>,
+    /// Where ages are measured from: `serve`'s clock (the simulator's in the demo and tests, so
+    /// an age on `/metrics` is in the same time as the facts). The system clock when unset.
+    clock: std::sync::OnceLock<crate::app::Clock>,
 }
 
 type RenderedMetrics = (i64, bool, Arc<Snapshot>, Arc<String>);
@@ -75,6 +78,13 @@ impl Shared {
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+    pub fn set_clock(&self, c: crate::app::Clock) {
+        let _ = self.clock.set(c);
+    }
+    /// Unix seconds on `serve`'s clock.
+    pub fn now(&self) -> i64 {
+        self.clock.get().map(|c| c()).unwrap_or_else(crate::app::unix_now)
     }
     pub fn set_metrics_context(&self, m: MetricsContext) {
         let _ = self.metrics.set(m);
@@ -153,7 +163,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
     }
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let om = accept.contains("application/openmetrics-text");
-    let now = crate::app::unix_now();
+    let now = s.now();
     // Concurrent scrapes within the same second share one rendering (ages are in seconds).
     let lookup = || {
         let c = s.rendered.lock().unwrap_or_else(|e| e.into_inner());
@@ -418,7 +428,7 @@ fn age(secs: i64) -> String {
 /// Plain server-rendered HTML from the snapshot; every value is escaped; no credentials exist here.
 async fn landing(State(s): State<Arc<Shared>>) -> Response {
     let snap = s.snapshot();
-    let now = crate::app::unix_now();
+    let now = s.now();
     let mut h = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>deploy-journey</title>\
          <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;border-bottom:1px solid #ddd}\

@@ -2,11 +2,13 @@
 
 mod support;
 
+mod alerts;
 mod backfill;
 mod cli;
 mod config;
 mod container;
 mod core_truth;
+mod dashboards;
 mod demo;
 mod faults;
 mod http;

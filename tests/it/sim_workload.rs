@@ -157,7 +157,7 @@ fn fixed_durations_and_no_failures_do_not_depend_on_the_seed() {
 
 // ---------------------------------------------------------------- tests/scenarios/*.yaml
 
-const CHECKED: [&str; 12] = [
+const CHECKED: [&str; 13] = [
     "backend-to-staging.yaml",
     "three-while-tests-run.yaml",
     "frontend-only.yaml",
@@ -170,6 +170,7 @@ const CHECKED: [&str; 12] = [
     "staging-deploys-descendant.yaml",
     "pr-unapproved.yaml",
     "pr-approved.yaml",
+    "testflight-hangs.yaml",
 ];
 
 #[test]
@@ -330,6 +331,27 @@ fn scenario_testflight_27m() {
         let tf = t.first_success("private-charts/lana-bank-testflight").expect("testflight");
         assert_eq!(tf.end.zip(tf.start).map(|(e, s)| e - s), Some(27 * 60));
         assert_reaches_staging(&t);
+    });
+}
+
+#[test]
+fn scenario_testflight_hangs() {
+    check("testflight-hangs.yaml", |o| {
+        let (a, b) = (o.truth("a"), o.truth("b"));
+        assert_reaches_staging(&a);
+        let a_tf = a.first_build("private-charts/lana-bank-testflight").expect("a's testflight");
+        let b_tf = b.first_build("private-charts/lana-bank-testflight").expect("b's testflight");
+        assert_ne!(a_tf.id, b_tf.id, "b has its own testflight build");
+        assert_eq!(a_tf.end.zip(a_tf.start).map(|(e, s)| e - s), Some(14 * 60), "a's testflight is not the slow one");
+        // b's is still running at the end of the run, long past 20 minutes.
+        let started = b_tf.start.expect("b's testflight started");
+        assert_eq!(b_tf.status, "started", "{b_tf:?}");
+        assert!(
+            o.start() + 4 * 3600 - started > 2 * 3600,
+            "b's testflight started at +{}m",
+            (started - o.start()) / 60
+        );
+        assert!(b.first_success("galoy-staging/galoy-staging-lana-bank").is_none(), "b never reaches staging");
     });
 }
 
