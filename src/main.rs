@@ -228,7 +228,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let bound = match ready_rx.await {
         Ok(addr) => addr,
         // The server ended before listening: its error says why.
-        Err(_) => return serve.await.context("exporter task")?.context("demo exporter").map(|()| ()),
+        Err(_) => return serve.await.context("exporter task")?.context("demo exporter"),
     };
     let url = format!("http://{bound}");
     println!("deploy-journey demo: simulated lana CI at {}x real time", a.speed);
