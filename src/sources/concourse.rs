@@ -67,9 +67,11 @@ pub const INITIAL_BUILDS: usize = 50;
 const MAX_PAGES: usize = 20;
 /// Pages of the team's builds the first read walks back through for [`INITIAL_BUILDS`].
 const INITIAL_PAGES: usize = 20;
-/// A pipeline's jobs list (step → resource mapping, missing jobs) is read again this often
-/// (seconds); sooner when a build of a job it did not list appears, or after it failed.
-pub const JOBS_REFRESH: i64 = 1800;
+/// A pipeline's jobs list is read again this often (seconds) to notice a pipeline or watched job
+/// that went away. Step mappings do not wait for it: a build of a job the list did not name, or
+/// a `/resources` answer with a step it did not name, has the list read again in that cycle;
+/// so does a failed read. An hour costs 72 requests a day for three pipelines.
+pub const JOBS_REFRESH: i64 = 3600;
 /// Log in again this long before the token expires.
 const RELOGIN_MARGIN: i64 = 300;
 /// skymarshal's default `--auth-duration`, when the token answer has no `expires_in`.
