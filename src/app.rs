@@ -175,25 +175,44 @@ pub async fn serve_with_clock(
 
     let mut answered = (false, false);
     let mut next_prune = 0i64;
+    // GitHub is polled every `github_poll_interval` (clock seconds) and whenever a push webhook
+    // wakes the loop; Concourse every cycle.
+    let github_every = cfg.github_poll_interval().as_secs() as i64;
+    let half_cycle = (cfg.poll_interval.as_secs() / 2) as i64;
+    let mut next_github = i64::MIN;
+    let mut pushed = false;
     // Facts a failed store write could not keep. The sources' cursors have already moved past
     // them, so they are retried with the next batch instead of being read again.
     let mut unstored: Vec<Fact> = vec![];
     loop {
         let started = Instant::now();
         let now = clock();
+        // Half a cycle of slack: a cycle that comes a little early still polls.
+        let poll_github = std::mem::take(&mut pushed) || now.saturating_add(half_cycle) >= next_github;
+        if poll_github {
+            next_github = now.saturating_add(github_every);
+        }
         // Self-instrumentation (when on): one trace per poll cycle.
         let cycle = tracing::info_span!("poll_cycle", facts = tracing::field::Empty);
+        let gh_poll = async {
+            if poll_github {
+                Some(github.poll(now).instrument(tracing::info_span!(parent: &cycle, "github.poll")).await)
+            } else {
+                None
+            }
+        };
         let (gh, cc) = tokio::join!(
-            github.poll(now).instrument(tracing::info_span!(parent: &cycle, "github.poll")),
+            gh_poll,
             concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll"))
         );
         let mut new: Vec<Fact> = vec![];
         match gh {
-            Ok(f) => {
+            Some(Ok(f)) => {
                 answered.0 = true;
                 new.extend(f);
             }
-            Err(e) => tracing::warn!(error = %e, "github poll failed"),
+            Some(Err(e)) => tracing::warn!(error = %e, "github poll failed"),
+            None => {}
         }
         match cc {
             Ok(f) => {
@@ -290,7 +309,10 @@ pub async fn serve_with_clock(
         let wait = cfg.poll_interval.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shared.poll_now.notified() => tracing::debug!("push webhook: polling now"),
+            _ = shared.poll_now.notified() => {
+                tracing::debug!("push webhook: polling now");
+                pushed = true;
+            }
             _ = stop_rx.changed() => break,
         }
     }

@@ -45,6 +45,8 @@ pub const DEFAULT_CONCOURSE_TOKEN_ENV: &str = "CONCOURSE_TOKEN";
 pub const DEFAULT_CONCOURSE_PASSWORD_ENV: &str = "CONCOURSE_PASSWORD";
 pub const DEFAULT_STATE_PATH: &str = "deploy-journey.db";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// GitHub's branch poll when push webhooks are configured: a safety net for a lost delivery.
+pub const DEFAULT_WEBHOOK_SAFETY_POLL: Duration = Duration::from_secs(300);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 pub const DEFAULT_NOT_PICKED_UP_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,6 +134,8 @@ pub struct Repository {
     pub initial_commits: usize,
     /// Push webhooks are accepted only when a secret is configured.
     pub webhook_secret: Option<Secret>,
+    /// `repository.poll_interval` as written; see [`Config::github_poll_interval`].
+    pub poll_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +246,17 @@ impl Config {
         }
     }
 
+    /// How often GitHub's branch is polled: `repository.poll_interval` when set; else, with a
+    /// push webhook configured (pushes wake the loop at once), a slow safety poll
+    /// ([`DEFAULT_WEBHOOK_SAFETY_POLL`], never faster than `poll_interval`); else `poll_interval`.
+    pub fn github_poll_interval(&self) -> Duration {
+        match (self.repository.poll_interval, &self.repository.webhook_secret) {
+            (Some(d), _) => d,
+            (None, Some(_)) => DEFAULT_WEBHOOK_SAFETY_POLL.max(self.poll_interval),
+            (None, None) => self.poll_interval,
+        }
+    }
+
     pub fn github(&self) -> GithubConfig {
         let r = &self.repository;
         GithubConfig {
@@ -347,7 +362,10 @@ struct RawTraces {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping: github, branch, api_url, token_file or token_env")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping: github, branch, api_url, token_file or token_env, poll_interval, ..."
+)]
 struct RawRepository {
     github: Option<String>,
     branch: Option<String>,
@@ -359,6 +377,8 @@ struct RawRepository {
     /// The shared secret of a GitHub push webhook (`POST /webhooks/github`).
     webhook_secret_file: Option<String>,
     webhook_secret_env: Option<String>,
+    /// How often the branch is polled (GitHub only; Concourse keeps `poll_interval`).
+    poll_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -759,6 +779,16 @@ impl Validator<'_> {
             },
         };
         let poll_interval = self.duration("poll_interval", &raw.poll_interval, DEFAULT_POLL_INTERVAL);
+        if let Some(gh) = repository.as_ref().and_then(|r| r.poll_interval).filter(|d| *d < poll_interval) {
+            self.problem(
+                "repository.poll_interval",
+                format!(
+                    "{} is shorter than poll_interval ({}): the loop polls at most once per poll_interval",
+                    format_duration(gh),
+                    format_duration(poll_interval)
+                ),
+            );
+        }
         let retention = self.duration("retention", &raw.retention, DEFAULT_RETENTION);
         let not_picked_up_after =
             self.duration("not_picked_up_after", &raw.not_picked_up_after, DEFAULT_NOT_PICKED_UP_AFTER);
@@ -857,6 +887,7 @@ impl Validator<'_> {
         };
         let timeout = self.duration("repository.timeout", &r.timeout, DEFAULT_TIMEOUT);
         let initial_commits = r.initial_commits.unwrap_or(DEFAULT_INITIAL_COMMITS);
+        let poll_interval = self.opt_duration("repository.poll_interval", &r.poll_interval);
         if initial_commits == 0 {
             self.problem("repository.initial_commits", "must be greater than 0");
         }
@@ -881,6 +912,7 @@ impl Validator<'_> {
             timeout,
             initial_commits,
             webhook_secret: webhook.map(|(s, _)| s),
+            poll_interval,
         })
     }
 
@@ -1517,9 +1549,10 @@ pub fn summary(cfg: &Config) -> String {
     let _ = writeln!(s, "concourse: {} team {} ({auth})", c.url, c.team);
     let _ = writeln!(
         s,
-        "listen {}, poll every {}, state {}, retention {}, lead time from {}, not picked up after {}",
+        "listen {}, poll every {} (GitHub every {}), state {}, retention {}, lead time from {}, not picked up after {}",
         cfg.listen,
         format_duration(cfg.poll_interval),
+        format_duration(cfg.github_poll_interval()),
         cfg.state_path.display(),
         format_duration(cfg.retention),
         lead_time_name(cfg.lead_time_from),

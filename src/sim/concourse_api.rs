@@ -60,6 +60,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/api/v1/builds/{build_id}/plan", get(build_plan))
         .route("/api/v1/builds/{build_id}/events", get(build_events))
         .route("/api/v1/teams/{team}/pipelines", get(list_pipelines))
+        .route("/api/v1/teams/{team}/builds", get(list_team_builds))
         .route(PIPE, get(get_pipeline))
         .route(&format!("{PIPE}/config"), get(get_config))
         .route(&format!("{PIPE}/jobs"), get(list_jobs))
@@ -999,6 +1000,34 @@ async fn list_builds(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(r
         let all: Vec<&Build> =
             c.builds.iter().filter(|b| c.pipelines.get(b.pipeline).is_some_and(|p| visible(acc, p))).collect();
         build_list_response(c, &all, &q, &base, "/api/v1/builds", StatusCode::INTERNAL_SERVER_ERROR)
+    })
+}
+
+/// GET /api/v1/teams/:team/builds (teamserver/list_builds.go, db/team.go `Builds`): every build
+/// of the team's pipelines, every job, paginated like the other lists. Authentication only (the
+/// v8.2.5 wrappa); an unknown team and a bad range are 404s.
+async fn list_team_builds(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(team): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let base = sim.base_url();
+    let q = Query::parse(raw.as_deref());
+    api(&sim, &headers, |w, acc| {
+        if !acc.authenticated() {
+            return Err(Reject::Unauthorized);
+        }
+        let c = &w.concourse;
+        if !c.teams.iter().any(|t| t.name == team) {
+            return Err(status(StatusCode::NOT_FOUND));
+        }
+        let all: Vec<&Build> = c
+            .builds
+            .iter()
+            .filter(|b| c.pipelines.get(b.pipeline).is_some_and(|p| p.team == team && !p.removed))
+            .collect();
+        build_list_response(c, &all, &q, &base, &format!("/api/v1/teams/{team}/builds"), StatusCode::NOT_FOUND)
     })
 }
 

@@ -2,17 +2,20 @@
 //! [`BuildFact`]s.
 //!
 //! # What a poll does and costs
-//! Per watched pipeline, per cycle:
-//! 1. One `GET /api/v1/teams/{t}/pipelines/{p}/jobs` (`JobSummary`: builds omitted when absent,
-//!    times of `-62135596800` for "unset", `trigger` omitempty, no `api_url`). Its `inputs[]`
-//!    and `outputs[]` map step names to resources.
-//! 2. Only for a job whose `finished_build`/`next_build` shows an id above the highest known, or
-//!    that has known unfinished builds: `GET .../jobs/{j}/builds?from=<lowest unfinished, else
-//!    highest known + 1>&limit=100`. With only `from` Concourse returns the 100 *oldest* builds at
-//!    or above it (newest first, reruns beside their original), so the highest id is tracked
-//!    here, and a full page is followed by its `rel="previous"` link (newer builds). A job never
-//!    seen before starts from its newest [`INITIAL_BUILDS`] builds. (A rerun of an older build
-//!    shows in no job summary; it is picked up with the job's next change.)
+//! Per cycle, for the whole team:
+//! 1. One `GET /api/v1/teams/{t}/builds?from=<X>&limit=100` (without credentials
+//!    `/api/v1/builds`, which shows public pipelines), X = min(lowest unfinished tracked build,
+//!    highest build id listed + 1). With only `from` Concourse returns the 100 *oldest* builds at
+//!    or above it, newest first, reruns beside their original, so a full page is followed by its
+//!    `rel="previous"` link (newer builds). The list holds every pipeline and job of the team,
+//!    and one-off/check builds without `job_name`: only builds of watched jobs are kept. The
+//!    first read (no cursor) walks back from the newest build through `rel="next"` pages until
+//!    each watched job has its newest [`INITIAL_BUILDS`] builds (at most 20 pages).
+//! 2. `GET /api/v1/teams/{t}/pipelines/{p}/jobs` (`JobSummary`: `inputs[]`/`outputs[]` map
+//!    step names to resources; a 404 means the pipeline is gone) for a pipeline never read, when
+//!    its last read failed, when a build of a job it did not list appears, when a build's
+//!    `/resources` names a step it did not list, and otherwise every [`JOBS_REFRESH`] seconds.
+//!    Builds of a pipeline whose jobs were never read wait for them.
 //! 3. `GET /api/v1/builds/{id}/resources` once a build has started (inputs adopted) and once
 //!    more when it has finished (outputs), then never again. Concourse drops an input whose
 //!    exact version the build also put (build-rc tags `repo`): it is left out here too and shows
@@ -22,23 +25,23 @@
 //!    caller (or not stored yet) leaves `message: None`; the answer is cached once the build has
 //!    finished (or a message was found).
 //!
-//! An idle cycle (nothing running, nothing new) is one request per pipeline. While a build runs
-//! its job's list is read every cycle.
+//! An idle cycle (nothing running, nothing new, no jobs list due) is one request. One simulated
+//! lana day polled every 30 s costs about 1.1 requests per cycle (`docs/benchmarks.md`).
 //!
 //! # Errors
-//! A poll returns `Err` only when the cycle could not start (login failed) or the jobs list of
-//! every pipeline failed. Anything else (one pipeline gone (404), one job's builds, one build's
-//! resources, one version's metadata) is counted in telemetry, listed in
-//! [`ConcourseSource::last_errors`], and left for the next cycle, while the poll returns the
-//! facts it could gather. After a connect or timeout failure the rest of the cycle is skipped.
-//! Each request is tried three times with exponential backoff and jitter when it fails with a
+//! A poll returns `Err` only when the cycle could not start (login failed, a connect or timeout
+//! failure before the builds list) or the team's builds list failed. Anything else (one
+//! pipeline gone (404), one build's resources, one version's metadata) is counted in
+//! telemetry, listed in [`ConcourseSource::last_errors`], and left for the next cycle, while the
+//! poll returns the facts it could gather. After a connect or timeout failure the rest of the
+//! cycle is skipped. Each request is tried three times with exponential backoff and jitter when it fails with a
 //! connect, timeout, 5xx or undecodable-body error (honouring `Retry-After`), never on 401/403,
 //! 404 or other 4xx. A 401 with password auth logs in again once (per cycle) and repeats the
 //! request once; so does a finished build's version metadata coming back hidden, because on a
 //! public pipeline a dead token gets the public view instead of a 401. Only `GET`s and the
 //! token `POST` are ever sent.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,8 +65,15 @@ const PAGE_LIMIT: usize = 100;
 pub const INITIAL_BUILDS: usize = 50;
 /// Pages of one build list followed in one cycle.
 const MAX_PAGES: usize = 20;
-/// Pages a backfill's walk back through one job's builds follows at most.
+/// Pages of the team's builds the first read walks back through for [`INITIAL_BUILDS`].
+const INITIAL_PAGES: usize = 20;
+/// Pages a backfill's first read walks back through at most (to its cutoff).
 const BACKFILL_MAX_PAGES: usize = 1_000;
+/// A pipeline's jobs list is read again this often (seconds) to notice a pipeline or watched job
+/// that went away. Step mappings do not wait for it: a build of a job the list did not name, or
+/// a `/resources` answer with a step it did not name, has the list read again in that cycle;
+/// so does a failed read. An hour costs 72 requests a day for three pipelines.
+pub const JOBS_REFRESH: i64 = 3600;
 /// Log in again this long before the token expires.
 const RELOGIN_MARGIN: i64 = 300;
 /// skymarshal's default `--auth-duration`, when the token answer has no `expires_in`.
@@ -84,8 +94,14 @@ pub struct ConcourseSource {
     token: Option<Token>,
     /// The clock of the current (or last) poll, in the caller's Unix seconds.
     now: i64,
-    /// Per watched pipeline (same order as `cfg.pipelines`): job name → state.
+    /// Per watched pipeline (same order as `cfg.pipelines`): job name → steps, from the last
+    /// jobs list.
     jobs: Vec<HashMap<String, JobState>>,
+    /// Per watched pipeline: when its jobs list was last read (`None`: never, or it failed).
+    jobs_read_at: Vec<Option<i64>>,
+    jobs_read_this_cycle: Vec<bool>,
+    /// The build cursor: the highest build id listed (of any job), below any build skipped.
+    max_id: Option<BuildId>,
     /// Builds that still need something: a status change, a resources read, a message.
     tracked: BTreeMap<BuildId, Tracked>,
     messages: HashMap<VersionKey, Option<String>>,
@@ -119,7 +135,6 @@ struct Token {
 
 #[derive(Debug, Default)]
 struct JobState {
-    max_id: Option<BuildId>,
     /// Get-step and put-step name → resource name, from the jobs list.
     input_resources: BTreeMap<String, String>,
     output_resources: BTreeMap<String, String>,
@@ -149,19 +164,10 @@ fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> R
 #[derive(Debug, Deserialize)]
 struct JobSummary {
     name: String,
-    #[serde(default)]
-    finished_build: Option<BuildRef>,
-    #[serde(default)]
-    next_build: Option<BuildRef>,
     #[serde(default, deserialize_with = "nullable")]
     inputs: Vec<JobStep>,
     #[serde(default, deserialize_with = "nullable")]
     outputs: Vec<JobStep>,
-}
-
-#[derive(Debug, Deserialize)]
-struct BuildRef {
-    id: BuildId,
 }
 
 /// An input or output of a job: step name and resource.
@@ -175,6 +181,13 @@ struct JobStep {
 #[derive(Debug, Deserialize)]
 struct ApiBuild {
     id: BuildId,
+    #[serde(default)]
+    team_name: Option<String>,
+    /// Absent on one-off and check builds.
+    #[serde(default)]
+    pipeline_name: Option<String>,
+    #[serde(default)]
+    job_name: Option<String>,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -311,6 +324,7 @@ impl ConcourseSource {
             .build()
             .map_err(|e| config_err(describe_transport(e).1))?;
         let jobs = cfg.pipelines.iter().map(|_| HashMap::new()).collect();
+        let n = cfg.pipelines.len();
         Ok(ConcourseSource {
             cfg,
             base,
@@ -319,6 +333,9 @@ impl ConcourseSource {
             token: None,
             now: 0,
             jobs,
+            jobs_read_at: vec![None; n],
+            jobs_read_this_cycle: vec![false; n],
+            max_id: None,
             tracked: BTreeMap::new(),
             messages: HashMap::new(),
             last_errors: vec![],
@@ -347,20 +364,22 @@ impl ConcourseSource {
         &self.last_errors
     }
 
-    /// Resume from stored facts: the highest build id per watched job, and the builds that are
-    /// unfinished, lack their resources, or lack a message (they are read again).
+    /// Resume from stored facts: the build cursor (highest stored build id), and the builds that
+    /// are unfinished, lack their resources, or lack a message (they are read again). Job steps
+    /// are read again with the first poll.
     pub fn restore(&mut self, facts: &Facts) {
         for j in &mut self.jobs {
             j.clear();
         }
+        self.jobs_read_at.iter_mut().for_each(|t| *t = None);
         self.tracked.clear();
+        self.max_id = None;
         for b in facts.builds.values() {
             let Some(pi) = self.cfg.pipelines.iter().position(|p| p.name == b.pipeline) else { continue };
             if !watched(&self.cfg.pipelines[pi], &b.job) {
                 continue;
             }
-            let js = self.jobs[pi].entry(b.job.clone()).or_default();
-            js.max_id = js.max_id.max(Some(b.id));
+            self.max_id = self.max_id.max(Some(b.id));
             let wp = &self.cfg.pipelines[pi];
             let message_missing = b.inputs.iter().any(|i| i.message.is_none() && wp.message_inputs.contains(&i.step));
             let finished = b.status.is_finished();
@@ -380,13 +399,14 @@ impl ConcourseSource {
     }
 
     /// One cycle over every watched pipeline; `now` is the caller's Unix seconds (token expiry
-    /// is judged by it).
+    /// and the jobs-list refresh are judged by it).
     pub async fn poll(&mut self, now: i64) -> Result<Vec<Fact>, SourceError> {
         let started = Instant::now();
         self.now = now;
         self.last_errors.clear();
         self.relogin_left = true;
         self.cycle_broken = false;
+        self.jobs_read_this_cycle.iter_mut().for_each(|r| *r = false);
         let result = self.poll_inner().await;
         self.telemetry.record_poll(SOURCE, result.is_ok(), now, started.elapsed());
         result
@@ -394,26 +414,46 @@ impl ConcourseSource {
 
     async fn poll_inner(&mut self) -> Result<Vec<Fact>, SourceError> {
         self.ensure_token().await?;
-        let mut facts = vec![];
-        let mut ok = 0;
-        let mut first_err = None;
+        // Job steps first where they are missing or old: the builds list and the resources
+        // reads below need them.
         for pi in 0..self.cfg.pipelines.len() {
-            if self.cycle_broken {
-                break;
+            let due = self.jobs_read_at[pi].is_none_or(|t| self.now - t >= JOBS_REFRESH || self.now < t);
+            if due && !self.cycle_broken {
+                self.read_jobs(pi).await;
             }
-            match self.poll_pipeline(pi, &mut facts).await {
-                Ok(()) => ok += 1,
-                Err(e) => {
-                    tracing::warn!(error = %e, "concourse: pipeline not polled");
-                    self.note(e.clone());
-                    first_err.get_or_insert(e);
+        }
+        if self.cycle_broken {
+            return Err(self.last_errors.last().cloned().unwrap_or_else(|| {
+                self.err(ErrorKind::Connect, "GET /api/v1/teams/{team}/pipelines/{pipeline}/jobs", "unreachable".into())
+            }));
+        }
+        let unknown_jobs = self.read_builds().await?;
+        // A build of a job whose steps were not in the last jobs list: read that list again.
+        for pi in unknown_jobs {
+            if !self.jobs_read_this_cycle[pi] && !self.cycle_broken {
+                self.read_jobs(pi).await;
+            }
+        }
+
+        // Reads and messages for the builds that still need them: pipeline by pipeline, oldest
+        // first. A build waits while its pipeline's jobs list has never been read (its steps'
+        // resources are unknown).
+        let mut facts = vec![];
+        for pi in 0..self.cfg.pipelines.len() {
+            let wp = self.cfg.pipelines[pi].clone();
+            let ids: Vec<BuildId> = self.tracked.iter().filter(|(_, t)| t.pi == pi).map(|(id, _)| *id).collect();
+            for id in ids {
+                if self.cycle_broken {
+                    break;
                 }
+                let steps_known = self.tracked.get(&id).is_some_and(|t| self.jobs[pi].contains_key(&t.fact.job));
+                if !steps_known && self.jobs_read_at[pi].is_none() {
+                    continue;
+                }
+                self.complete_build(id, &wp, &mut facts).await;
             }
         }
-        match first_err {
-            Some(e) if ok == 0 => Err(e),
-            _ => Ok(facts),
-        }
+        Ok(facts)
     }
 
     /// Remember a failure that does not fail the poll; connect/timeout ends the cycle.
@@ -426,100 +466,92 @@ impl ConcourseSource {
         }
     }
 
-    async fn poll_pipeline(&mut self, pi: usize, facts: &mut Vec<Fact>) -> Result<(), SourceError> {
+    /// The pipeline's jobs list: each watched job's step → resource mapping. A failure (the
+    /// pipeline gone, say) is noted and the list is read again next cycle.
+    async fn read_jobs(&mut self, pi: usize) {
+        self.jobs_read_this_cycle[pi] = true;
         let wp = self.cfg.pipelines[pi].clone();
         let what = format!("GET /api/v1/teams/{}/pipelines/{}/jobs", self.cfg.team, wp.name);
         let url = self.api(&["teams", &self.cfg.team, "pipelines", &wp.name, "jobs"]);
-        let (summaries, _) = self.get_json::<Vec<JobSummary>>(&url, &what).await?;
-
+        let summaries = match self.get_json::<Vec<JobSummary>>(&url, &what).await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "concourse: pipeline jobs not read");
+                self.note(e);
+                self.jobs_read_at[pi] = None;
+                return;
+            }
+        };
+        self.jobs_read_at[pi] = Some(self.now);
+        let by_step = |steps: &[JobStep]| -> BTreeMap<String, String> {
+            steps.iter().map(|i| (i.name.clone(), i.resource.clone().unwrap_or_else(|| i.name.clone()))).collect()
+        };
         let mut seen = HashSet::new();
         for s in summaries.into_iter().filter(|s| watched(&wp, &s.name)) {
             seen.insert(s.name.clone());
             let js = self.jobs[pi].entry(s.name.clone()).or_default();
-            let by_step = |steps: &[JobStep]| -> BTreeMap<String, String> {
-                steps.iter().map(|i| (i.name.clone(), i.resource.clone().unwrap_or_else(|| i.name.clone()))).collect()
-            };
             js.input_resources = by_step(&s.inputs);
             js.output_resources = by_step(&s.outputs);
-            let max_id = js.max_id;
-            let is_new = |b: &Option<BuildRef>| b.as_ref().is_some_and(|b| max_id.is_none_or(|m| b.id > m));
-            let changed = is_new(&s.finished_build) || is_new(&s.next_build);
-            let lowest_unfinished = self
-                .tracked
-                .values()
-                .filter(|t| t.pi == pi && t.fact.job == s.name && !t.fact.status.is_finished())
-                .map(|t| t.fact.id)
-                .min();
-            if !changed && lowest_unfinished.is_none() {
-                continue;
-            }
-            let from = match (max_id, lowest_unfinished) {
-                (None, None) => None,
-                (Some(m), None) => Some(m + 1),
-                (None, Some(u)) => Some(u),
-                (Some(m), Some(u)) => Some(u.min(m + 1)),
-            };
-            if let Err(e) = self.read_job_builds(pi, &wp, &s.name, from).await {
-                tracing::warn!(error = %e, "concourse: job builds not read");
-                self.note(e);
-                if self.cycle_broken {
-                    return Ok(());
-                }
-            }
         }
+        // A job gone from the pipeline: its builds use Concourse's default (step = resource).
+        self.jobs[pi].retain(|name, _| seen.contains(name));
         for job in wp.jobs.iter().filter(|j| !seen.contains(*j)) {
             if self.warned.insert((pi, job.clone())) {
                 tracing::warn!(pipeline = %wp.name, job = %job, "concourse: watched job is not in the pipeline");
             }
         }
-
-        // Reads and messages for the builds that still need them, oldest first.
-        let ids: Vec<BuildId> = self.tracked.iter().filter(|(_, t)| t.pi == pi).map(|(id, _)| *id).collect();
-        for id in ids {
-            if self.cycle_broken {
-                break;
-            }
-            self.complete_build(id, &wp, facts).await;
-        }
-        Ok(())
     }
 
-    /// List a job's builds from `from` (or its newest when nothing is known) into `tracked`.
-    async fn read_job_builds(
-        &mut self,
-        pi: usize,
-        wp: &WatchedPipeline,
-        job: &str,
-        from: Option<BuildId>,
-    ) -> Result<(), SourceError> {
-        let what = format!("GET /api/v1/teams/{}/pipelines/{}/jobs/{job}/builds", self.cfg.team, wp.name);
+    /// The team's builds since the cursor (or, the first time, the newest [`INITIAL_BUILDS`] of
+    /// each watched job) into `tracked`. Returns the pipelines that showed a build of a job
+    /// whose steps are unknown.
+    async fn read_builds(&mut self) -> Result<BTreeSet<usize>, SourceError> {
+        let lowest_unfinished = self.tracked.values().filter(|t| !t.fact.status.is_finished()).map(|t| t.fact.id).min();
+        let from = match (self.max_id, lowest_unfinished) {
+            (None, None) => None,
+            (Some(m), None) => Some(m + 1),
+            (None, Some(u)) => Some(u),
+            (Some(m), Some(u)) => Some(u.min(m + 1)),
+        };
+        // With a token, the team's own list; without one only the global list shows public
+        // pipelines (the team list needs authentication).
         let team = self.cfg.team.clone();
-        let path = ["teams", team.as_str(), "pipelines", &wp.name, "jobs", job, "builds"];
+        let path: Vec<&str> =
+            if matches!(self.cfg.auth, ConcourseAuth::None) { vec!["builds"] } else { vec!["teams", &team, "builds"] };
+        let what = format!("GET /api/v1/{}", path.join("/"));
         let mut url = self.api(&path);
         // A backfill's first listing walks back, newest first, a full page at a time.
         let since = self.history_since.filter(|_| from.is_none());
-        match (from, since) {
-            (Some(f), _) => {
+        match from {
+            Some(f) => {
                 url.query_pairs_mut().append_pair("from", &f.to_string()).append_pair("limit", &PAGE_LIMIT.to_string())
             }
-            (None, Some(_)) => url.query_pairs_mut().append_pair("limit", &PAGE_LIMIT.to_string()),
-            (None, None) => url.query_pairs_mut().append_pair("limit", &INITIAL_BUILDS.to_string()),
+            None => url.query_pairs_mut().append_pair("limit", &PAGE_LIMIT.to_string()),
         };
         let mut listed: Vec<ApiBuild> = vec![];
         let mut complete = false;
-        let max_pages = if since.is_some() { BACKFILL_MAX_PAGES } else { MAX_PAGES };
+        let max_pages = match (from, since) {
+            (Some(_), _) => MAX_PAGES,
+            (None, Some(_)) => BACKFILL_MAX_PAGES,
+            (None, None) => INITIAL_PAGES,
+        };
         for _ in 0..max_pages {
             let (page, headers) = self.get_json::<Vec<ApiBuild>>(&url, &what).await?;
             let n = page.len();
             // Build ids grow with time: once a page reaches before the cutoff, older ones do too.
             let reaches_back = since.is_some_and(|t| page.iter().filter_map(|b| time_of(b.start_time)).any(|s| s < t));
             listed.extend(page);
-            // A `from` walk continues towards newer builds, a backfill walk towards older ones,
-            // and only after a full page.
-            let next = match since {
-                Some(_) => link_target(&headers, "next").filter(|_| n >= PAGE_LIMIT && !reaches_back),
-                None => link_target(&headers, "previous").filter(|_| from.is_some() && n >= PAGE_LIMIT),
-            };
+            // A `from` walk continues towards newer builds ("previous"), the first read towards
+            // older ones ("next") until each watched job has its initial builds, or a backfill's
+            // until a page reaches before its cutoff; only after a full page.
+            let rel = if from.is_some() { "previous" } else { "next" };
+            let more = n >= PAGE_LIMIT
+                && match (from, since) {
+                    (Some(_), _) => true,
+                    (None, Some(_)) => !reaches_back,
+                    (None, None) => !self.initial_window_filled(&listed),
+                };
+            let next = link_target(&headers, rel).filter(|_| more);
             match next.and_then(|l| Url::parse(&l).ok().or_else(|| self.base.join(&l).ok())) {
                 Some(link) => {
                     // Our own origin and path with the link's query: the token stays here.
@@ -533,12 +565,17 @@ impl ConcourseSource {
             }
         }
 
-        let max_known = self.jobs[pi].get(job).and_then(|j| j.max_id);
-        let mut seen = HashSet::new();
-        let mut max_seen = max_known;
+        let max_known = self.max_id;
+        let seen: HashSet<BuildId> = listed.iter().map(|b| b.id).collect();
+        let mut max_seen = max_known.max(listed.iter().map(|b| b.id).max());
+        if from.is_some() && !complete {
+            // Reruns sort beside their original: an unfinished walk covers every id up to the
+            // highest original it reached, not necessarily up to its highest id.
+            let reached = listed.iter().map(|b| b.rerun_of.as_ref().and_then(|r| r.id).unwrap_or(b.id)).max();
+            max_seen = max_known.max(reached.min(max_seen));
+        }
         if let Some(t) = since {
-            // Builds before the cutoff are skipped, but the cursor passes them.
-            max_seen = max_seen.max(listed.iter().map(|b| b.id).max());
+            // A backfill: builds before the cutoff are left out, but the cursor passes them.
             let first_kept =
                 listed.iter().filter(|b| time_of(b.start_time).is_some_and(|s| s >= t)).map(|b| b.id).min();
             listed.retain(|b| match time_of(b.start_time) {
@@ -547,10 +584,28 @@ impl ConcourseSource {
                 None => matches!(b.status.as_str(), "pending" | "started") || first_kept.is_some_and(|k| b.id >= k),
             });
         }
+        // Only watched builds of this team, grouped by pipeline and job; the first read keeps
+        // the newest INITIAL_BUILDS of each job (listed newest first), a backfill all of them.
+        let mut per_job: HashMap<(usize, String), usize> = HashMap::new();
+        let mut unknown_jobs = BTreeSet::new();
         // The cursor may not pass a build that could not be read, or it would never be listed again.
-        let mut first_skipped: Option<i64> = None;
+        let mut first_skipped: Option<BuildId> = None;
         for b in listed {
-            seen.insert(b.id);
+            let (Some(pipeline), Some(job)) = (b.pipeline_name.as_deref(), b.job_name.as_deref()) else { continue };
+            if b.team_name.as_deref().is_some_and(|t| t != self.cfg.team) {
+                continue;
+            }
+            let Some(pi) = self.cfg.pipelines.iter().position(|p| p.name == pipeline) else { continue };
+            if !watched(&self.cfg.pipelines[pi], job) {
+                continue;
+            }
+            if from.is_none() && since.is_none() {
+                let n = per_job.entry((pi, job.to_string())).or_insert(0);
+                *n += 1;
+                if *n > INITIAL_BUILDS {
+                    continue;
+                }
+            }
             let Some(status) = BuildStatus::parse(&b.status) else {
                 // A status this version does not know: skip the build (listed again next cycle).
                 let e = self.err(ErrorKind::Decode, &what, format!("build {}: unknown status {:?}", b.id, b.status));
@@ -559,7 +614,10 @@ impl ConcourseSource {
                 first_skipped = first_skipped.min(Some(b.id)).or(Some(b.id));
                 continue;
             };
-            max_seen = max_seen.max(Some(b.id));
+            if !self.jobs[pi].contains_key(job) && !self.jobs_read_this_cycle[pi] {
+                unknown_jobs.insert(pi);
+            }
+            let wp = &self.cfg.pipelines[pi];
             let url =
                 url_with(&self.base, &["teams", &self.cfg.team, "pipelines", &wp.name, "jobs", job, "builds", &b.name]);
             let update = BuildFact {
@@ -576,7 +634,7 @@ impl ConcourseSource {
                 outputs: vec![],
                 resources_known: false,
             };
-            match self.tracked.get_mut(&b.id) {
+            match self.tracked.get_mut(&update.id) {
                 Some(t) => {
                     // Status only moves forward; what was read stays.
                     if status.is_finished() || !t.fact.status.is_finished() {
@@ -592,10 +650,10 @@ impl ConcourseSource {
                     t.fact.url = update.url;
                 }
                 // Known and complete before: nothing to do.
-                None if max_known.is_some_and(|m| b.id <= m) => {}
+                None if max_known.is_some_and(|m| update.id <= m) => {}
                 None => {
                     self.tracked.insert(
-                        b.id,
+                        update.id,
                         Tracked { pi, fact: update, read_started: false, read_final: false, emitted: None },
                     );
                 }
@@ -605,17 +663,13 @@ impl ConcourseSource {
             // Stay below the unreadable build so the next listing (from max + 1) includes it.
             max_seen = max_seen.min(Some(skipped - 1)).max(max_known);
         }
-        if let Some(js) = self.jobs[pi].get_mut(job) {
-            js.max_id = max_seen;
-        }
+        self.max_id = max_seen;
         // An unfinished build a complete listing no longer shows was deleted: stop asking.
         if let (true, Some(f)) = (complete, from) {
             let gone: Vec<BuildId> = self
                 .tracked
                 .iter()
-                .filter(|(id, t)| {
-                    t.pi == pi && t.fact.job == job && **id >= f && !t.fact.status.is_finished() && !seen.contains(*id)
-                })
+                .filter(|(id, t)| **id >= f && !t.fact.status.is_finished() && !seen.contains(*id))
                 .map(|(id, _)| *id)
                 .collect();
             for id in gone {
@@ -623,7 +677,25 @@ impl ConcourseSource {
                 self.tracked.remove(&id);
             }
         }
-        Ok(())
+        Ok(unknown_jobs)
+    }
+
+    /// The first read walks back until every watched job named in the configuration has its
+    /// newest [`INITIAL_BUILDS`] builds (a pipeline watching all its jobs walks to the limit).
+    fn initial_window_filled(&self, listed: &[ApiBuild]) -> bool {
+        let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
+        for b in listed {
+            if let (Some(p), Some(j)) = (b.pipeline_name.as_deref(), b.job_name.as_deref()) {
+                *counts.entry((p, j)).or_insert(0) += 1;
+            }
+        }
+        self.cfg.pipelines.iter().all(|wp| {
+            !wp.jobs.is_empty()
+                && wp
+                    .jobs
+                    .iter()
+                    .all(|j| counts.get(&(wp.name.as_str(), j.as_str())).is_some_and(|n| *n >= INITIAL_BUILDS))
+        })
     }
 
     /// Read what a tracked build still lacks, emit it if it changed, forget it when complete.
@@ -674,6 +746,14 @@ impl ConcourseSource {
         let what = "GET /api/v1/builds/{id}/resources".to_string();
         let url = self.api(&["builds", &id.to_string(), "resources"]);
         let (io, _) = self.get_json::<BuildIo>(&url, &what).await?;
+        // A step the last jobs list did not name: the pipeline was set again since; read it.
+        let stale = self.jobs[pi].get(job).is_none_or(|js| {
+            io.inputs.iter().any(|i| !js.input_resources.contains_key(&i.name))
+                || io.outputs.iter().any(|o| !js.output_resources.contains_key(&o.name))
+        });
+        if stale && !self.jobs_read_this_cycle[pi] && !self.cycle_broken {
+            self.read_jobs(pi).await;
+        }
         let js = self.jobs[pi].get(job);
         let conv = |v: Vec<IoVersion>, map: Option<&BTreeMap<String, String>>| -> Vec<VersionFact> {
             v.into_iter()
@@ -1167,10 +1247,9 @@ mod tests {
                 {"name":"old","next_build":null,"finished_build":null,"inputs":null}]"#,
         )
         .unwrap();
-        assert_eq!(s[0].next_build.as_ref().map(|b| b.id), Some(3));
-        assert!(s[0].finished_build.is_none());
+        assert_eq!(s[0].name, "unit");
         assert_eq!(s[0].inputs[0].resource.as_deref(), Some("repo"));
-        assert!(s[1].inputs.is_empty() && s[1].next_build.is_none());
+        assert!(s[1].inputs.is_empty() && s[1].outputs.is_empty());
         assert_eq!(time_of(Some(-62_135_596_800)), None);
         assert_eq!(time_of(Some(0)), None);
         assert_eq!(time_of(Some(5)), Some(5));

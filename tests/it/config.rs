@@ -387,3 +387,30 @@ fn summary_lists_the_stages_in_order() {
         assert!(s.contains(needle), "{needle:?} not in\n{s}");
     }
 }
+
+/// `repository.poll_interval`: GitHub follows the global interval without a webhook, a slow
+/// safety poll with one, whatever is written when it is written, never faster than the loop.
+#[test]
+fn github_poll_interval_follows_the_webhook() {
+    let text = std::fs::read_to_string(root().join("examples/lana.yaml")).unwrap();
+    let env = |k: &str| match k {
+        "GITHUB_WEBHOOK_SECRET" => Some("whsec-fake".to_string()),
+        other => fake_env(other),
+    };
+    let with =
+        |extra: &str| text.replacen("  token_env: GITHUB_TOKEN\n", &format!("  token_env: GITHUB_TOKEN\n{extra}"), 1);
+    let parse = |t: &str| config::parse(t, "lana.yaml", &env);
+    let secs = |t: &str| parse(t).unwrap_or_else(|e| panic!("{e}")).github_poll_interval().as_secs();
+    assert_eq!(secs(&text), 30);
+    assert_eq!(secs(&with("  webhook_secret_env: GITHUB_WEBHOOK_SECRET\n")), 300);
+    assert_eq!(secs(&with("  webhook_secret_env: GITHUB_WEBHOOK_SECRET\n  poll_interval: 15m\n")), 900);
+    assert_eq!(secs(&with("  poll_interval: 2m\n")), 120);
+    let slow_loop =
+        with("  webhook_secret_env: GITHUB_WEBHOOK_SECRET\n").replace("poll_interval: 30s", "poll_interval: 10m");
+    assert_eq!(secs(&slow_loop), 600, "never faster than the loop");
+    let e = parse(&with("  poll_interval: 10s\n")).expect_err("faster than the loop").to_string();
+    assert_eq!(
+        e,
+        "lana.yaml: repository.poll_interval: 10s is shorter than poll_interval (30s): the loop polls at most once per poll_interval"
+    );
+}

@@ -600,6 +600,59 @@ async fn from_polls_only_newer_builds() {
     assert_eq!(ids(&dated.json().await.unwrap()), expected);
 }
 
+/// `/api/v1/teams/:team/builds`: every job's builds of the team in one list, paginated and
+/// ordered like the job lists, with its own Link path; authentication required.
+#[tokio::test]
+async fn team_builds_list_every_job_with_the_same_pagination() {
+    let s = spawn_sim("lana", 9).await;
+    let t = token(&s).await;
+    let path = "/api/v1/teams/dev/builds";
+    assert_eq!(get_as(&s, path, None).await.status(), 401, "authentication required");
+    assert_eq!(get_as(&s, path, Some("not-a-token")).await.status(), 401);
+    assert_eq!(get_as(&s, "/api/v1/teams/nobody/builds", Some(&t)).await.status(), 404);
+    assert_eq!(get_as(&s, &format!("{path}?from=5&to=2"), Some(&t)).await.status(), 404);
+
+    let max = ids(&json_as(&s, path, &t).await).into_iter().max().expect("warm-up builds");
+    for k in 0..3 {
+        s.commit(&["core/lib.rs"], &format!("feat: team {k}"));
+        s.step(30 * 60);
+    }
+    // Ground truth: every build above the bound, of any pipeline and job, oldest first.
+    let expected: Vec<i64> = s.sim.with_world(|w| {
+        let mut v: Vec<i64> = w.concourse.builds.iter().map(|b| b.id).filter(|id| *id > max).collect();
+        v.sort();
+        v
+    });
+    let pipelines: std::collections::BTreeSet<String> = s.sim.with_world(|w| {
+        w.concourse
+            .builds
+            .iter()
+            .filter(|b| b.id > max)
+            .map(|b| w.concourse.pipelines[b.pipeline].name.clone())
+            .collect()
+    });
+    assert!(expected.len() > 4 && pipelines.len() > 1, "{expected:?} {pipelines:?}");
+
+    let r = get_as(&s, &format!("{path}?from={}&limit=100", max + 1), Some(&t)).await;
+    assert!(!links(&r).contains_key("previous"), "nothing newer");
+    assert_eq!(links(&r).get("next"), Some(&format!("{}{path}?to={max}&limit=100", s.url)));
+    let all = r.json::<Value>().await.unwrap();
+    let mut got = ids(&all);
+    got.reverse();
+    assert_eq!(got, expected, "newest first, every job");
+    let names: std::collections::BTreeSet<String> =
+        all.as_array().unwrap().iter().map(|b| b["pipeline_name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, pipelines);
+    assert!(all.as_array().unwrap().iter().all(|b| b["team_name"] == "dev" && b["job_name"].is_string()));
+
+    // A lone `from` gives the oldest builds at or above it; "previous" leads to the newer ones.
+    let r = get_as(&s, &format!("{path}?from={}&limit=2", max + 1), Some(&t)).await;
+    let prev = links(&r).get("previous").cloned().expect("newer page");
+    assert_eq!(prev, format!("{}{path}?from={}&limit=2", s.url, expected[2]));
+    assert_eq!(ids(&r.json().await.unwrap()), vec![expected[1], expected[0]]);
+    assert_eq!(ids(&json_as(&s, &prev, &t).await), vec![expected[3], expected[2]]);
+}
+
 // ------------------------------------------------------------ events
 
 /// (id, event name, data) of each server-sent event in `text`.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use deploy_journey::core::journey::{BuildFact, BuildStatus, CommitFact, Fact, Facts};
 use deploy_journey::sim::engine::{Action, BuildOverride};
 use deploy_journey::sim::model::BuildStatus as SimStatus;
-use deploy_journey::sources::concourse::ConcourseSource;
+use deploy_journey::sources::concourse::{ConcourseSource, JOBS_REFRESH};
 use deploy_journey::sources::github::GithubSource;
 use deploy_journey::sources::telemetry::SourceTelemetry;
 use deploy_journey::sources::{
@@ -23,6 +23,7 @@ const REPO: &str = "GaloyMoney/lana-bank";
 const LIST_ROUTE: &str = "/repos/{owner}/{repo}/commits";
 const COMMIT_ROUTE: &str = "/repos/{owner}/{repo}/commits/{*ref}";
 const JOBS_ROUTE: &str = "/api/v1/teams/{team}/pipelines/{pipeline}/jobs";
+const BUILDS_ROUTE: &str = "/api/v1/teams/{team}/builds";
 const TOKEN_ROUTE: &str = "/sky/issuer/token";
 
 // ------------------------------------------------------------------ helpers
@@ -401,15 +402,23 @@ async fn concourse_builds_carry_commit_refs_tag_outputs_and_chart_messages() {
     }
     assert_eq!(all.count("concourse", "POST", TOKEN_ROUTE, None), 1, "one login");
 
-    // Let everything finish; then an idle cycle is one jobs list per pipeline.
+    // Let everything finish. A cycle once the jobs lists are due reads them again (one per
+    // pipeline) besides the team's builds; an idle cycle is the builds list alone.
     run_concourse(&sim, &mut c, &mut facts, 4 * 3600, 120).await;
+    let before = Stats::read(&sim).await;
+    sim.step(JOBS_REFRESH);
+    assert!(c.poll(sim.sim.now()).await.expect("refresh poll").is_empty());
+    let d = Stats::read(&sim).await.since(&before);
+    assert_eq!(d.total("concourse"), 4, "{}", d.describe("concourse"));
+    assert_eq!(d.count("concourse", "GET", JOBS_ROUTE, Some(200)), 3);
+    assert_eq!(d.count("concourse", "GET", BUILDS_ROUTE, Some(200)), 1);
     let before = Stats::read(&sim).await;
     sim.step(30);
     assert!(c.poll(sim.sim.now()).await.expect("idle poll").is_empty());
     let d = Stats::read(&sim).await.since(&before);
     println!("idle Concourse cycle ({} requests):\n{}", d.total("concourse"), d.describe("concourse"));
-    assert_eq!(d.total("concourse"), 3, "{}", d.describe("concourse"));
-    assert_eq!(d.count("concourse", "GET", JOBS_ROUTE, Some(200)), 3);
+    assert_eq!(d.total("concourse"), 1, "{}", d.describe("concourse"));
+    assert_eq!(d.count("concourse", "GET", BUILDS_ROUTE, Some(200)), 1);
 }
 
 #[tokio::test]
@@ -426,7 +435,7 @@ async fn concourse_logs_in_again_after_tokens_expire_without_an_error() {
     assert!(c.last_errors().is_empty(), "{:?}", c.last_errors());
     let d = Stats::read(&sim).await.since(&before);
     assert_eq!(d.count("concourse", "POST", TOKEN_ROUTE, Some(200)), 1, "{}", d.describe("concourse"));
-    assert_eq!(d.count("concourse", "GET", JOBS_ROUTE, Some(401)), 1, "{}", d.describe("concourse"));
+    assert_eq!(d.count("concourse", "GET", BUILDS_ROUTE, Some(401)), 1, "{}", d.describe("concourse"));
 
     // And before expiry runs out (24 h), without a 401.
     let before = Stats::read(&sim).await;
@@ -435,6 +444,7 @@ async fn concourse_logs_in_again_after_tokens_expire_without_an_error() {
     let d = Stats::read(&sim).await.since(&before);
     assert_eq!(d.count("concourse", "POST", TOKEN_ROUTE, Some(200)), 1, "{}", d.describe("concourse"));
     assert_eq!(d.count("concourse", "GET", JOBS_ROUTE, Some(401)), 0);
+    assert_eq!(d.count("concourse", "GET", BUILDS_ROUTE, Some(401)), 0);
 }
 
 #[tokio::test]
@@ -494,7 +504,8 @@ async fn concourse_gone_pipeline_is_not_found_and_the_others_are_polled() {
 
     add_fault(&sim, json!({"kind": "pipeline_gone", "pipeline": "galoy-staging"})).await;
     let before = Stats::read(&sim).await;
-    sim.step(30);
+    // The jobs lists, which notice a missing pipeline, are read again every JOBS_REFRESH.
+    sim.step(JOBS_REFRESH);
     c.poll(sim.sim.now()).await.expect("the other pipelines still count");
     let d = Stats::read(&sim).await.since(&before);
     assert_eq!(c.last_errors().len(), 1, "{:?}", c.last_errors());
@@ -503,11 +514,15 @@ async fn concourse_gone_pipeline_is_not_found_and_the_others_are_polled() {
     assert_eq!(tel.snapshot("concourse").errors_of(ErrorKind::NotFound), 1, "404 is not retried");
     assert_eq!(d.count("concourse", "GET", JOBS_ROUTE, Some(200)), 2, "{}", d.describe("concourse"));
 
-    // It comes back: polled again, its builds were kept.
+    // It comes back: its jobs list (and only that one) is read again the next cycle, its builds
+    // were kept.
     clear_faults(&sim).await;
+    let before = Stats::read(&sim).await;
     sim.step(30);
     c.poll(sim.sim.now()).await.expect("poll");
     assert!(c.last_errors().is_empty());
+    let d = Stats::read(&sim).await.since(&before);
+    assert_eq!(d.count("concourse", "GET", JOBS_ROUTE, Some(200)), 1, "{}", d.describe("concourse"));
     assert_eq!(builds(&facts, "galoy-staging", "galoy-staging-lana-bank").len(), staging_builds);
 }
 
@@ -598,6 +613,12 @@ async fn one_simulated_lana_day_polled_every_30s() {
         d.total("concourse") as f64 / cycles as f64,
         d.describe("concourse"),
     );
+
+    // The bill: one team builds list per cycle (the jobs lists every JOBS_REFRESH, resources and
+    // messages only where something changed) — about one request per cycle in all.
+    assert_eq!(d.count("concourse", "GET", BUILDS_ROUTE, Some(200)), cycles as u64, "{}", d.describe("concourse"));
+    assert_eq!(d.count("concourse", "GET", JOBS_ROUTE, Some(200)), 3 * (day / JOBS_REFRESH) as u64);
+    assert!(d.total("concourse") * 10 <= cycles as u64 * 12, "{}", d.describe("concourse"));
 
     // Completeness: every build of a watched job the simulator ran is a fact with its status,
     // and every finished one has its resources.
