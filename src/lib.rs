@@ -15,3 +15,4 @@ pub mod sim;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod webconfig;
