@@ -11,7 +11,7 @@ use deploy_journey::core::pathspec::{GitPathFilter, emits_version, has_ci_skip_m
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let mut parts = text.splitn(4, "\n--\n");
-    let mut lines = |s: Option<&str>| -> Vec<String> { s.unwrap_or("").lines().map(str::to_string).collect() };
+    let lines = |s: Option<&str>| -> Vec<String> { s.unwrap_or("").lines().map(str::to_string).collect() };
     let (paths, ignore_paths, files) = (lines(parts.next()), lines(parts.next()), lines(parts.next()));
     let message = parts.next().unwrap_or("");
     let _ = has_ci_skip_marker(message);
