@@ -402,6 +402,9 @@ fn single_mistakes_give_one_problem_naming_the_path() {
     let empty_file = dir.path().join("empty-token");
     std::fs::write(&empty_file, "").unwrap();
     let empty = empty_file.display().to_string();
+    let binary_file = dir.path().join("binary-token");
+    std::fs::write(&binary_file, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let binary = binary_file.display().to_string();
     #[rustfmt::skip]
     let table: Vec<(String, String)> = vec![
         ("- a\n- b\n".into(), "a mapping of settings".into()),
@@ -413,6 +416,9 @@ fn single_mistakes_give_one_problem_naming_the_path() {
         (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: GITHUB_TOKEN\n  token_file: /run/secrets/t"), "repository: give token_file or token_env, not both".into()),
         (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: EMPTY_VAR"), "repository.token_env: environment variable EMPTY_VAR is empty".into()),
         (lana.replace("  token_env: GITHUB_TOKEN", &format!("  token_file: {empty}")), format!("repository.token_file: {empty} is empty")),
+        // Bounded reads: an endless or binary "secret file" is an error, not a hang or a crash.
+        (lana.replace("  token_env: GITHUB_TOKEN", "  token_file: /dev/zero"), "repository.token_file: cannot read /dev/zero: larger than 64 KiB; a secret file holds one token or password".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", &format!("  token_file: {binary}")), format!("repository.token_file: cannot read {binary}: not UTF-8 text")),
         (lana.replace("url: https://ci.galoy.io", "url: ci.galoy.io"), "concourse.url: \"ci.galoy.io\" is not an http(s) URL".into()),
         (lana.replace("    username: deploy-journey\n", ""), "concourse.auth.username: is required with password_file/password_env".into()),
         (lana.replace("- name: build-rc", "- name: tests"), "stages[2].name: \"tests\" is already the name of stages[0]".into()),
