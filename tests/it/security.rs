@@ -13,12 +13,13 @@ use deploy_journey::sim::workload::Scenario;
 
 use crate::support::{client, init_crypto, spawn_sim};
 
-// Recognisable credentials: any of them (or a long enough piece) in an output is a leak.
+// Recognisable credentials: any of them (or a long enough piece) in an output is a leak. No two
+// share a 12-character piece, so a finding names the right one.
 const GITHUB_TOKEN: &str = "ghp_LEAKCANARYgithub7c1e5a";
 const CONCOURSE_PASSWORD: &str = "LEAKCANARYconcourse3b9d";
 const WEBHOOK_SECRET: &str = "LEAKCANARYwebhook51f08e";
 const OTLP_HEADER: &str = "LEAKCANARYotlp8e2d44";
-const WRONG_GITHUB_TOKEN: &str = "ghp_LEAKCANARYwrongtoken94a";
+const WRONG_GITHUB_TOKEN: &str = "github_pat_LEAKCANARYbadtoken94a";
 const WRONG_PASSWORD: &str = "LEAKCANARYwrongpw0d7c1";
 
 const LANA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lana.yaml");
@@ -585,4 +586,14 @@ fn the_leak_search_finds_whole_cut_and_encoded_secrets() {
     let basic = base64::engine::general_purpose::STANDARD.encode(s);
     assert_eq!(leaks(&format!("Basic {basic}"), &[s]).len(), 1);
     assert!(leaks("Authorization: token ***", &[s, CONCOURSE_PASSWORD]).is_empty());
+}
+
+/// The planted credentials are told apart by the search.
+#[test]
+fn planted_credentials_share_no_piece() {
+    let all = [GITHUB_TOKEN, CONCOURSE_PASSWORD, WEBHOOK_SECRET, OTLP_HEADER, WRONG_GITHUB_TOKEN, WRONG_PASSWORD];
+    for (i, s) in all.iter().enumerate() {
+        let others: Vec<&str> = all.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, o)| *o).collect();
+        assert!(leaks(s, &others).is_empty(), "{s} shares a piece with {:?}", leaks(s, &others));
+    }
 }
