@@ -32,6 +32,8 @@ pub enum AppError {
     Join(String),
     #[error(transparent)]
     Traces(#[from] crate::sinks::traces::TraceSinkError),
+    #[error(transparent)]
+    WebConfig(#[from] crate::webconfig::WebConfigError),
 }
 
 pub const KV_GITHUB_HEAD: &str = "github.head";
@@ -67,6 +69,8 @@ pub async fn serve_with_clock(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), AppError> {
+    // A bad web config stops the start before anything else happens.
+    let web = cfg.web_config_file.as_deref().map(crate::webconfig::load).transpose()?.unwrap_or_default();
     let state_path = cfg.state_path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&state_path))
         .await
@@ -154,17 +158,25 @@ pub async fn serve_with_clock(
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| AppError::Listen { addr: listen, source })?;
-    tracing::info!(%bound, "listening");
-    let app = crate::http::routes(shared.clone());
+    tracing::info!(%bound, tls = web.tls.is_some(), basic_auth = web.has_users(), "listening");
+    let app = web.wrap(crate::http::routes(shared.clone()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.changed().await;
+    let stopped = async move {
+        let _ = server_stop.changed().await;
+    };
+    let server = match web.tls.clone() {
+        Some(tls) => {
+            let listener = crate::webconfig::TlsListener::new(listener, tls)
+                .map_err(|source| AppError::Listen { addr: listen, source })?;
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
             })
-            .await;
-    });
+        }
+        None => tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
+        }),
+    };
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -169,6 +169,8 @@ pub struct Config {
     pub repository: Repository,
     pub concourse: Concourse,
     pub listen: SocketAddr,
+    /// TLS and basic auth for the HTTP endpoints (exporter-toolkit format); `--web.config.file` overrides.
+    pub web_config_file: Option<PathBuf>,
     pub poll_interval: Duration,
     pub state_path: PathBuf,
     pub retention: Duration,
@@ -328,6 +330,23 @@ fn push_unique(v: &mut Vec<String>, s: &str) {
     }
 }
 
+/// A secret file holds one token or password; more than this is a wrong path (a log, a device).
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// Read a secret file, bounded: `/dev/zero` or a huge file must not exhaust memory.
+fn read_secret_file(p: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = vec![];
+    std::fs::File::open(p)?.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB; a secret file holds one token or password",
+            MAX_SECRET_FILE / 1024
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
 // ------------------------------------------------------------------ raw file structure
 
 #[derive(Debug, Default, Deserialize)]
@@ -336,6 +355,7 @@ struct RawConfig {
     repository: Option<RawRepository>,
     concourse: Option<RawConcourse>,
     listen: Option<String>,
+    web_config_file: Option<String>,
     poll_interval: Option<String>,
     state_path: Option<String>,
     retention: Option<String>,
@@ -713,7 +733,7 @@ impl Validator<'_> {
                     self.problem(path(&file_key), "must not be empty");
                     return None;
                 }
-                match std::fs::read_to_string(&p) {
+                match read_secret_file(&p) {
                     Ok(s) => {
                         let s = s.trim_end_matches(['\n', '\r']);
                         if s.is_empty() {
@@ -827,6 +847,7 @@ impl Validator<'_> {
             repository: repository?,
             concourse: concourse?,
             listen: listen?,
+            web_config_file: raw.web_config_file.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from),
             poll_interval,
             state_path: state_path?,
             retention,

@@ -18,3 +18,4 @@ pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod watch;
+pub mod webconfig;

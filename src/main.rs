@@ -138,6 +138,10 @@ struct ServeArgs {
     /// Overrides the config's `listen`.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// TLS and basic auth for the HTTP endpoints, in the Prometheus exporter-toolkit web-config
+    /// format; overrides the config's `web_config_file`.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -147,6 +151,9 @@ struct CheckConfigArgs {
     /// Do not contact Concourse to compare resources and jobs with the pipeline configs.
     #[arg(long)]
     offline: bool,
+    /// Also validate this web config (TLS, basic auth); default: the config's `web_config_file`.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -387,6 +394,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         Err(_) => anyhow::bail!("invalid configuration {}", a.config.display()),
     };
     let listen = a.listen.unwrap_or(cfg.listen);
+    let mut cfg = cfg;
+    if let Some(w) = a.web_config_file {
+        cfg.web_config_file = Some(w);
+    }
     deploy_journey::app::serve(cfg, listen, shutdown_signal(), None).await.context("serve")?;
     Ok(())
 }
@@ -443,6 +454,20 @@ async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     println!("{}", deploy_journey::config::summary(&cfg));
+    if let Some(w) = a.web_config_file.as_ref().or(cfg.web_config_file.as_ref()) {
+        match deploy_journey::webconfig::load(w) {
+            Ok(web) => println!(
+                "web config {}: TLS {}, basic auth {}",
+                w.display(),
+                if web.tls.is_some() { "on" } else { "off" },
+                if web.has_users() { "on" } else { "off" }
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+            }
+        }
+    }
     if a.offline {
         return Ok(ExitCode::SUCCESS);
     }

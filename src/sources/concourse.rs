@@ -1223,6 +1223,71 @@ fn sse_drain(buf: &mut String, tail: &mut LogTail) -> bool {
     }
 }
 
+/// Entry point for fuzzing (`fuzz/fuzz_targets/concourse_json.rs`): `body` read as every answer
+/// this client decodes, through the helpers the poll uses on them (statuses, times, versions,
+/// metadata, build URLs, the token lifetime, the event stream's log tail, error excerpts).
+/// Returns how many answer shapes accepted it. Whatever the bytes, it must not panic.
+#[doc(hidden)]
+pub fn decode_answers(body: &[u8]) -> usize {
+    let mut accepted = 0;
+    let base = Url::parse("https://ci.example.com").expect("a fixed, valid URL");
+    if let Ok(jobs) = serde_json::from_slice::<Vec<JobSummary>>(body) {
+        accepted += 1;
+        for j in jobs {
+            let _ = j.name;
+            let _: Vec<(String, Option<String>)> =
+                j.inputs.into_iter().chain(j.outputs).map(|s| (s.name, s.resource)).collect();
+        }
+    }
+    let mut builds = serde_json::from_slice::<Vec<ApiBuild>>(body).unwrap_or_default();
+    accepted += usize::from(!builds.is_empty());
+    if let Ok(b) = serde_json::from_slice::<ApiBuild>(body) {
+        accepted += 1;
+        builds.push(b);
+    }
+    for b in builds {
+        let _ = BuildStatus::parse(&b.status);
+        let _ = (time_of(b.start_time), time_of(b.end_time), b.rerun_of.and_then(|r| r.id));
+        let _ = (b.pipeline_name, b.job_name, b.team_name);
+        let _ = url_with(&base, &["teams", "dev", "pipelines", "p", "jobs", "j", "builds", &b.name]);
+    }
+    if let Ok(io) = serde_json::from_slice::<BuildIo>(body) {
+        accepted += 1;
+        for v in io.inputs.into_iter().chain(io.outputs) {
+            let _ = (v.name, version_map(v.version));
+        }
+    }
+    if let Ok(versions) = serde_json::from_slice::<Vec<ApiVersion>>(body) {
+        accepted += 1;
+        for v in versions {
+            let _ = version_map(v.version);
+            let _ = v.metadata.and_then(|md| md.into_iter().find(|m| m.name == "message").and_then(|m| m.value));
+        }
+    }
+    if let Ok(t) = serde_json::from_slice::<TokenReply>(body) {
+        accepted += 1;
+        let lifetime = t.expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_TOKEN_LIFETIME).min(366 * 86_400);
+        let _ = i64::MAX.saturating_add(lifetime);
+    }
+    if serde_json::from_slice::<ConfigReply>(body).is_ok() {
+        accepted += 1;
+    }
+    // The build event stream arrives in arbitrary chunks: feed it in two.
+    let text = String::from_utf8_lossy(body);
+    let mut tail = LogTail::new(20);
+    let mut buf = String::new();
+    let mid = text.char_indices().nth(text.chars().count() / 2).map(|(i, _)| i).unwrap_or(0);
+    for chunk in [&text[..mid], &text[mid..]] {
+        buf.push_str(chunk);
+        if sse_drain(&mut buf, &mut tail) {
+            break;
+        }
+    }
+    accepted += tail.finish().len().min(1);
+    let _ = body_excerpt(body, &["viewer-password"]);
+    accepted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

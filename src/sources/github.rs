@@ -786,3 +786,60 @@ fn hex_sha<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         Err(serde::de::Error::custom(format!("{:?} is not a commit sha", s.chars().take(64).collect::<String>())))
     }
 }
+
+/// Entry point for fuzzing (`fuzz/fuzz_targets/github_json.rs`): `body` read as every answer this
+/// client decodes, through the helpers the poll uses on them (shas, dates, renamed files, error
+/// excerpts), and its first line as a `Link` header. Returns how many answer shapes accepted it.
+/// Whatever the bytes, it must not panic.
+#[doc(hidden)]
+pub fn decode_answers(body: &[u8]) -> usize {
+    let mut accepted = 0;
+    let commit = |c: ListedCommit| {
+        let dates = [&c.commit.author, &c.commit.committer]
+            .map(|p| p.as_ref().and_then(|p| p.date.as_deref()).and_then(parse_time));
+        let author = c.author.and_then(|a| a.login).or_else(|| c.commit.author.and_then(|a| a.name));
+        (c.sha, c.parents.into_iter().next().map(|p| p.sha), c.commit.message, author, dates)
+    };
+    if let Ok(list) = serde_json::from_slice::<Vec<ListedCommit>>(body) {
+        accepted += 1;
+        list.into_iter().for_each(|c| drop(commit(c)));
+    }
+    if let Ok(d) = serde_json::from_slice::<CommitDetail>(body) {
+        accepted += 1;
+        let mut files = vec![];
+        push_files(&mut files, d.files.unwrap_or_default());
+        drop(commit(d.commit));
+    }
+    if let Ok(c) = serde_json::from_slice::<Comparison>(body) {
+        accepted += 1;
+        let _ = (c.status, c.merge_base_commit.map(|m| m.sha));
+    }
+    if let Ok(p) = serde_json::from_slice::<Pull>(body) {
+        accepted += 1;
+        let _ = p.merged_at.as_deref().and_then(parse_time);
+        let _ = (p.head.git_ref, p.base.sha, p.labels.into_iter().map(|l| l.name).collect::<Vec<_>>());
+    }
+    if let Ok(reviews) = serde_json::from_slice::<Vec<Review>>(body) {
+        accepted += 1;
+        for r in reviews {
+            let _ =
+                (r.user.and_then(|u| u.login), r.state, r.submitted_at.as_deref().and_then(parse_time), r.commit_id);
+        }
+    }
+    if serde_json::from_slice::<MergeResult>(body).is_ok() {
+        accepted += 1;
+    }
+    let first_line = body.split(|b| *b == b'\n').next().unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_bytes(first_line) {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::LINK, v);
+        for rel in ["next", "previous", "last"] {
+            if let Some(target) = link_target(&h, rel) {
+                let base = Url::parse("https://api.github.com/repos/o/r/commits").expect("a fixed, valid URL");
+                let _ = base.join(&target).map(|u| same_origin(&u, &base));
+            }
+        }
+    }
+    let _ = body_excerpt(body, &["ghp_secret"]);
+    accepted
+}

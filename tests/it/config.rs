@@ -414,3 +414,64 @@ fn github_poll_interval_follows_the_webhook() {
         "lana.yaml: repository.poll_interval: 10s is shorter than poll_interval (30s): the loop polls at most once per poll_interval"
     );
 }
+
+/// Single edits of `examples/lana.yaml`, each with the one problem line it must produce: the
+/// messages the files in `tests/data/config` do not cover (top-level shape, types, addresses,
+/// secrets from empty sources, duplicates, the web config key).
+#[test]
+fn single_mistakes_give_one_problem_naming_the_path() {
+    let lana = std::fs::read_to_string(root().join("examples/lana.yaml")).unwrap();
+    let env = |k: &str| match k {
+        "EMPTY_VAR" => Some(String::new()),
+        other => fake_env(other),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let empty_file = dir.path().join("empty-token");
+    std::fs::write(&empty_file, "").unwrap();
+    let empty = empty_file.display().to_string();
+    let binary_file = dir.path().join("binary-token");
+    std::fs::write(&binary_file, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let binary = binary_file.display().to_string();
+    #[rustfmt::skip]
+    let table: Vec<(String, String)> = vec![
+        ("- a\n- b\n".into(), "a mapping of settings".into()),
+        (lana.replace("listen: 0.0.0.0:9853", "listen: localhost"), "listen: \"localhost\" is not an address:port such as 0.0.0.0:9853".into()),
+        (lana.replace("retention: 90d", "retention: forever"), "retention: \"forever\" is not a duration".into()),
+        (lana.replace("poll_interval: 30s", "poll_interval: [30s]"), "poll_interval: invalid type: sequence, expected a string".into()),
+        (lana.replace("github: GaloyMoney/lana-bank", "github: lana-bank"), "repository.github: \"lana-bank\" is not owner/name, e.g. GaloyMoney/lana-bank".into()),
+        (lana.replace("api_url: https://api.github.com", "api_url: https://me:pw@api.github.com"), "repository.api_url: must not contain credentials (user:password@); use the auth settings".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: GITHUB_TOKEN\n  token_file: /run/secrets/t"), "repository: give token_file or token_env, not both".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: EMPTY_VAR"), "repository.token_env: environment variable EMPTY_VAR is empty".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", &format!("  token_file: {empty}")), format!("repository.token_file: {empty} is empty")),
+        // Bounded reads: an endless or binary "secret file" is an error, not a hang or a crash.
+        (lana.replace("  token_env: GITHUB_TOKEN", "  token_file: /dev/zero"), "repository.token_file: cannot read /dev/zero: larger than 64 KiB; a secret file holds one token or password".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", &format!("  token_file: {binary}")), format!("repository.token_file: cannot read {binary}: not UTF-8 text")),
+        (lana.replace("url: https://ci.galoy.io", "url: ci.galoy.io"), "concourse.url: \"ci.galoy.io\" is not an http(s) URL".into()),
+        (lana.replace("    username: deploy-journey\n", ""), "concourse.auth.username: is required with password_file/password_env".into()),
+        (lana.replace("- name: build-rc", "- name: tests"), "stages[2].name: \"tests\" is already the name of stages[0]".into()),
+        (lana.replace("listen: 0.0.0.0:9853", "listen: 0.0.0.0:9853\nlisten: 0.0.0.0:1"), "duplicate".into()),
+        (lana.replace("listen: 0.0.0.0:9853", "listen: 0.0.0.0:9853\nweb_config: web.yml"), "unknown field `web_config`".into()),
+    ];
+    let mut failures = vec![];
+    for (i, (text, want)) in table.iter().enumerate() {
+        assert!(i < 1 || *text != lana, "edit {i} changed nothing; examples/lana.yaml changed shape");
+        match config::parse(text, "c.yaml", &env) {
+            Ok(_) => failures.push(format!("edit {i}: loaded, want {want:?}")),
+            Err(e) => {
+                let lines = e.lines();
+                if lines.len() != 1 || !lines[0].contains(want.as_str()) {
+                    failures.push(format!("edit {i}: got {lines:#?}, want one line with {want:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // An empty file: every required section, each named.
+    let lines = config::parse("", "c.yaml", &env).unwrap_err().lines();
+    let named: Vec<&str> = lines.iter().filter_map(|l| l.split_once(": is required").map(|(p, _)| p)).collect();
+    assert_eq!(named, ["repository", "concourse", "resources", "stages"], "{lines:#?}");
+    // The web config key is a path, kept as written.
+    let text = lana.replace("listen: 0.0.0.0:9853", "listen: 0.0.0.0:9853\nweb_config_file: /etc/dj/web.yml");
+    let cfg = config::parse(&text, "c.yaml", &env).unwrap();
+    assert_eq!(cfg.web_config_file, Some(PathBuf::from("/etc/dj/web.yml")));
+}

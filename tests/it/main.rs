@@ -18,6 +18,7 @@ mod metrics;
 mod pathspec;
 mod restart;
 mod retention;
+mod security;
 mod sim_concourse;
 mod sim_engine;
 mod sim_github;

@@ -1,0 +1,536 @@
+//! TLS and basic auth for the HTTP endpoints, from a web configuration file in the format of the
+//! Prometheus exporter-toolkit (`--web.config.file`), so the same file works for this exporter
+//! and the others on the host:
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt          # relative paths are relative to this file
+//!   key_file: server.key
+//!   client_auth_type: RequireAndVerifyClientCert   # optional
+//!   client_ca_file: clients.pem                    # optional
+//!   min_version: TLS12                             # optional
+//! http_server_config:
+//!   headers: { X-Frame-Options: deny }             # optional
+//! basic_auth_users:
+//!   prometheus: $2y$10$...                         # bcrypt hashes (htpasswd -nBC 10 "")
+//! ```
+//!
+//! As in the exporter-toolkit, basic auth guards every path (`/healthz` included), an unknown user
+//! costs as much as a wrong password (a decoy hash), and results are cached so a scraper pays for
+//! bcrypt once. Unlike it, the file is read once at start, and settings rustls cannot honour
+//! (unverified client certificates, Go cipher-suite and curve names) are refused by name instead
+//! of being ignored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+/// A web configuration that failed to load: the file, the field and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum WebConfigError {
+    #[error("web config {file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("web config {file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("web config {file}: {field}: {message}")]
+    Field { file: String, field: String, message: String },
+}
+
+/// What the HTTP server needs: a TLS configuration (none = plain HTTP), the users allowed in
+/// (none = no authentication) and extra response headers.
+#[derive(Clone, Default)]
+pub struct WebConfig {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    users: BTreeMap<String, String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    // Hashes stay out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("tls", &self.tls.is_some())
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("headers", &self.headers.len())
+            .finish()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    tls_server_config: Option<RawTls>,
+    http_server_config: Option<RawHttp>,
+    basic_auth_users: Option<BTreeMap<String, String>>,
+    rate_limit: Option<serde_norway::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<String>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+    prefer_server_cipher_suites: Option<bool>,
+    cipher_suites: Option<serde_norway::Value>,
+    curve_preferences: Option<serde_norway::Value>,
+    client_allowed_sans: Option<serde_norway::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    /// Accepted for compatibility; the server speaks HTTP/1.1.
+    #[allow(dead_code)]
+    http2: Option<bool>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+/// The headers the exporter-toolkit lets a web config set, with their allowed values (none =
+/// any value).
+const EXTRA_HEADERS: &[(&str, &[&str])] = &[
+    ("Strict-Transport-Security", &[]),
+    ("X-Content-Type-Options", &["nosniff"]),
+    ("X-Frame-Options", &["deny", "sameorigin"]),
+    ("X-XSS-Protection", &[]),
+    ("Content-Security-Policy", &[]),
+];
+
+/// Read and validate a web configuration file (certificates and keys included).
+pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read { file: file.clone(), source })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &file, &dir)
+}
+
+/// Validate web configuration text; files it names are read relative to `dir`.
+pub fn parse(text: &str, file: &str, dir: &Path) -> Result<WebConfig, WebConfigError> {
+    let field = |field: &str, message: String| WebConfigError::Field {
+        file: file.to_string(),
+        field: field.to_string(),
+        message,
+    };
+    // An empty file is a valid, empty configuration (plain HTTP, no auth), as in the toolkit.
+    let raw: Raw = if text.trim().is_empty() {
+        Raw::default()
+    } else {
+        serde_norway::from_str::<Option<Raw>>(text)
+            .map_err(|e| WebConfigError::Syntax { file: file.to_string(), message: e.to_string() })?
+            .unwrap_or_default()
+    };
+    if raw.rate_limit.is_some() {
+        return Err(field("rate_limit", "is not supported by deploy-journey".into()));
+    }
+    let mut out = WebConfig::default();
+    for (user, hash) in raw.basic_auth_users.unwrap_or_default() {
+        let at = format!("basic_auth_users.{user}");
+        if user.is_empty() || user.contains(':') {
+            return Err(field(&at, "a user name must be non-empty and contain no ':'".into()));
+        }
+        // The hash itself is not repeated in the message.
+        if hash.parse::<bcrypt::HashParts>().is_err() {
+            return Err(field(
+                &at,
+                "is not a bcrypt hash (create one with: htpasswd -nBC 10 \"\" | tr -d ':\\n')".into(),
+            ));
+        }
+        out.users.insert(user, hash);
+    }
+    for (name, value) in raw.http_server_config.and_then(|h| h.headers).unwrap_or_default() {
+        let at = format!("http_server_config.headers.{name}");
+        let Some((_, allowed)) = EXTRA_HEADERS.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) else {
+            let names: Vec<&str> = EXTRA_HEADERS.iter().map(|(n, _)| *n).collect();
+            return Err(field(&at, format!("cannot be configured; the headers that can are {}", names.join(", "))));
+        };
+        if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
+            return Err(field(&at, format!("{value:?} is not one of {allowed:?}")));
+        }
+        let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) else {
+            return Err(field(&at, "is not a valid HTTP header value".into()));
+        };
+        out.headers.push((n, v));
+    }
+    if let Some(tls) = raw.tls_server_config {
+        out.tls = tls_config(tls, dir, &field)?;
+    }
+    Ok(out)
+}
+
+fn tls_config(
+    t: RawTls,
+    dir: &Path,
+    field: &dyn Fn(&str, String) -> WebConfigError,
+) -> Result<Option<Arc<rustls::ServerConfig>>, WebConfigError> {
+    const AT: &str = "tls_server_config";
+    let at = |name: &str| format!("{AT}.{name}");
+    for (name, set) in [
+        ("cipher_suites", t.cipher_suites.is_some()),
+        ("curve_preferences", t.curve_preferences.is_some()),
+        ("client_allowed_sans", t.client_allowed_sans.is_some()),
+    ] {
+        if set {
+            return Err(field(&at(name), "is not supported by deploy-journey (rustls chooses safe defaults)".into()));
+        }
+    }
+    let nonempty = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let (cert_file, key_file, ca_file) = (nonempty(&t.cert_file), nonempty(&t.key_file), nonempty(&t.client_ca_file));
+    let (cert, key, ca) = (nonempty(&t.cert), nonempty(&t.key), nonempty(&t.client_ca));
+    let auth_type = nonempty(&t.client_auth_type);
+    // The toolkit's rule: TLS is on when any of these is set; then a certificate and key are needed.
+    let enabled = [&cert_file, &key_file, &ca_file, &cert, &key, &ca, &auth_type].iter().any(|v| v.is_some());
+    if !enabled {
+        return Ok(None);
+    }
+    let version = |name: &str, v: &Option<String>, default: u8| -> Result<u8, WebConfigError> {
+        match nonempty(v).as_deref() {
+            None => Ok(default),
+            Some("TLS10") => Ok(10),
+            Some("TLS11") => Ok(11),
+            Some("TLS12") => Ok(12),
+            Some("TLS13") => Ok(13),
+            Some(other) => Err(field(&at(name), format!("{other:?} is not one of TLS10, TLS11, TLS12, TLS13"))),
+        }
+    };
+    let (min, max) = (version("min_version", &t.min_version, 12)?, version("max_version", &t.max_version, 13)?);
+    if min > max {
+        return Err(field(&at("min_version"), "is above max_version".into()));
+    }
+    // rustls speaks TLS 1.2 and 1.3 only, so a lower minimum changes nothing.
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = vec![];
+    if min <= 12 && max >= 12 {
+        versions.push(&rustls::version::TLS12);
+    }
+    if max >= 13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if versions.is_empty() {
+        return Err(field(&at("max_version"), "must be TLS12 or TLS13 (TLS 1.0 and 1.1 are not supported)".into()));
+    }
+    // Say what is missing before reading anything.
+    if cert_file.is_none() && cert.is_none() {
+        return Err(field(&at("cert_file"), "is required when TLS is configured (or give cert inline)".into()));
+    }
+    if key_file.is_none() && key.is_none() {
+        return Err(field(&at("key_file"), "is required when TLS is configured (or give key inline)".into()));
+    }
+    let read = |name: &str, rel: &str| -> Result<(Vec<u8>, String), WebConfigError> {
+        let p: PathBuf = dir.join(rel);
+        let shown = p.display().to_string();
+        std::fs::read(&p).map(|b| (b, shown.clone())).map_err(|e| field(&at(name), format!("cannot read {shown}: {e}")))
+    };
+    let pem = |file_key: &str,
+               inline_key: &str,
+               file: &Option<String>,
+               inline: &Option<String>|
+     -> Result<Option<(Vec<u8>, String)>, WebConfigError> {
+        match (file, inline) {
+            (Some(_), Some(_)) => {
+                Err(field(&at(file_key), format!("set one of {file_key} and {inline_key}, not both")))
+            }
+            (Some(f), None) => read(file_key, f).map(Some),
+            (None, Some(text)) => Ok(Some((text.clone().into_bytes(), format!("the inline {inline_key}")))),
+            (None, None) => Ok(None),
+        }
+    };
+    let (Some((cert_pem, cert_from)), Some((key_pem, key_from))) =
+        (pem("cert_file", "cert", &cert_file, &cert)?, pem("key_file", "key", &key_file, &key)?)
+    else {
+        return Err(field(&at("cert_file"), "and key_file are required when TLS is configured".into()));
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| field(&at("cert_file"), format!("{cert_from}: not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(field(&at("cert_file"), format!("{cert_from}: holds no PEM certificate")));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| field(&at("key_file"), format!("{key_from}: no PEM private key: {e}")))?;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| field(&at("min_version"), e.to_string()))?;
+
+    let ca_pem = pem("client_ca_file", "client_ca", &ca_file, &ca)?;
+    let builder = match auth_type.as_deref() {
+        None | Some("NoClientCert") => {
+            if ca_pem.is_some() {
+                return Err(field(
+                    &at("client_auth_type"),
+                    "client_ca_file is set but client_auth_type is NoClientCert; use RequireAndVerifyClientCert".into(),
+                ));
+            }
+            builder.with_no_client_auth()
+        }
+        Some(kind @ ("RequireAndVerifyClientCert" | "VerifyClientCertIfGiven")) => {
+            let Some((ca_pem, ca_from)) = ca_pem else {
+                return Err(field(&at("client_ca_file"), format!("is required with client_auth_type {kind}")));
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(&ca_pem) {
+                let c = c.map_err(|e| field(&at("client_ca_file"), format!("{ca_from}: not PEM certificates: {e}")))?;
+                roots
+                    .add(c)
+                    .map_err(|e| field(&at("client_ca_file"), format!("{ca_from}: unusable CA certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(field(&at("client_ca_file"), format!("{ca_from}: holds no PEM certificate")));
+            }
+            let mut v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if kind == "VerifyClientCertIfGiven" {
+                v = v.allow_unauthenticated();
+            }
+            let verifier = v.build().map_err(|e| field(&at("client_ca_file"), e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        Some(kind @ ("RequestClientCert" | "RequireAnyClientCert" | "RequireClientCert")) => {
+            return Err(field(
+                &at("client_auth_type"),
+                format!(
+                    "{kind} accepts client certificates without verifying them and is not supported; use RequireAndVerifyClientCert"
+                ),
+            ));
+        }
+        Some(other) => {
+            return Err(field(
+                &at("client_auth_type"),
+                format!("{other:?} is not one of NoClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"),
+            ));
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| field(&at("key_file"), format!("{key_from} does not fit {cert_from}: {e}")))?;
+    cfg.ignore_client_order = t.prefer_server_cipher_suites.unwrap_or(true);
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(cfg)))
+}
+
+// ------------------------------------------------------------------ basic auth
+
+/// Verified (user, hash, password) digests → outcome. Bounded: cleared when full.
+const AUTH_CACHE_CAP: usize = 1024;
+
+/// Basic auth over the configured users, as the exporter-toolkit does it.
+pub struct BasicAuth {
+    users: BTreeMap<String, String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// A hash of the configured users' highest cost for unknown users, so their answer takes as
+    /// long as a wrong password's (no user enumeration by timing).
+    decoy: String,
+    cache: Mutex<HashMap<[u8; 32], bool>>,
+    /// One bcrypt at a time: a flood of wrong passwords costs one core, not all of them.
+    bcrypt: tokio::sync::Mutex<()>,
+}
+
+impl WebConfig {
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// `router` behind the configured basic auth and headers (unchanged when neither is set).
+    pub fn wrap(&self, router: axum::Router) -> axum::Router {
+        if self.users.is_empty() && self.headers.is_empty() {
+            return router;
+        }
+        let cost = self.users.values().filter_map(|h| h.parse::<bcrypt::HashParts>().ok()).map(|p| p.get_cost()).max();
+        let decoy = cost.and_then(|c| bcrypt::hash("deploy-journey decoy password", c).ok()).unwrap_or_default();
+        let auth = Arc::new(BasicAuth {
+            users: self.users.clone(),
+            headers: self.headers.clone(),
+            decoy,
+            cache: Mutex::new(HashMap::new()),
+            bcrypt: tokio::sync::Mutex::new(()),
+        });
+        router.layer(axum::middleware::from_fn_with_state(auth, guard))
+    }
+}
+
+async fn guard(State(auth): State<Arc<BasicAuth>>, req: Request, next: Next) -> Response {
+    // Only the header crosses the await: a request body is not `Sync`.
+    let credentials = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut resp = if auth.users.is_empty() || auth.allows(credentials.as_deref()).await {
+        next.run(req).await
+    } else {
+        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic")], "Unauthorized\n").into_response()
+    };
+    for (n, v) in &auth.headers {
+        resp.headers_mut().insert(n.clone(), v.clone());
+    }
+    resp
+}
+
+impl BasicAuth {
+    async fn allows(&self, authorization: Option<&str>) -> bool {
+        use base64::Engine;
+        use sha2::Digest;
+        let Some((user, pass)) = authorization
+            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+        else {
+            return false;
+        };
+        let (known, hash) = match self.users.get(&user) {
+            Some(h) => (true, h.clone()),
+            None => (false, self.decoy.clone()),
+        };
+        let key: [u8; 32] = {
+            let mut d = sha2::Sha256::new();
+            for part in [user.as_bytes(), hash.as_bytes(), pass.as_bytes()] {
+                d.update((part.len() as u64).to_le_bytes());
+                d.update(part);
+            }
+            d.finalize().into()
+        };
+        if let Some(ok) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return *ok && known;
+        }
+        let _one = self.bcrypt.lock().await;
+        // bcrypt at cost 10 takes tens of milliseconds: off the async workers. Go's bcrypt refuses
+        // passwords over 72 bytes instead of truncating them; the non-truncating check does too.
+        let ok = tokio::task::spawn_blocking(move || bcrypt::non_truncating_verify(pass, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() >= AUTH_CACHE_CAP {
+            c.clear();
+        }
+        c.insert(key, ok);
+        ok && known
+    }
+}
+
+// ------------------------------------------------------------------ TLS listener
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TCP listener that hands out TLS streams, for `axum::serve`. Handshakes run in their own
+/// tasks, so a client that connects and says nothing holds up no one else.
+pub struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: tokio::net::TcpListener, cfg: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { rx, local, accept_task })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(x) => x,
+            // The accept task only ends when aborted, i.e. never while this listener lives.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, "web.yml", Path::new("/nonexistent")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_means_plain_http_without_auth() {
+        let w = parse("", "web.yml", Path::new(".")).unwrap();
+        assert!(w.tls.is_none() && !w.has_users());
+        let w = parse("basic_auth_users: {}\n", "web.yml", Path::new(".")).unwrap();
+        assert!(!w.has_users());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let cases = [
+            ("tls_server_config: {cert_file: a.crt}\n", "tls_server_config.key_file"),
+            ("tls_server_config: {key_file: a.key}\n", "tls_server_config.cert_file"),
+            ("tls_server_config: {cert_file: a.crt, key_file: a.key}\n", "tls_server_config.cert_file: cannot read"),
+            ("tls_server_config: {client_auth_type: RequireAnyClientCert}\n", "tls_server_config.cert_file"),
+            ("tls_server_config: {cipher_suites: [TLS_AES_128_GCM_SHA256]}\n", "tls_server_config.cipher_suites"),
+            ("tls_server_config: {min_version: TLS9, cert: x, key: y}\n", "tls_server_config.min_version"),
+            ("basic_auth_users: {alice: plaintext}\n", "basic_auth_users.alice: is not a bcrypt hash"),
+            ("basic_auth_users: {\"a:b\": x}\n", "basic_auth_users.a:b"),
+            ("http_server_config: {headers: {X-Frame-Options: allow}}\n", "http_server_config.headers.X-Frame-Options"),
+            ("http_server_config: {headers: {Server: x}}\n", "http_server_config.headers.Server"),
+            ("rate_limit: {interval: 1s, burst: 2}\n", "rate_limit"),
+            ("basic_auth_user: {}\n", "unknown field `basic_auth_user`"),
+            ("tls_server_config: {cert_fle: a}\n", "unknown field `cert_fle`"),
+            ("tls_server_config: [1]\n", "tls_server_config"),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.starts_with("web config web.yml: "), "{text}: {e}");
+            assert!(e.contains(want), "{text}: {e:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_hash_is_not_repeated_in_the_error() {
+        let e = err("basic_auth_users: {alice: hunter2-not-a-hash}\n");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}

@@ -1,0 +1,599 @@
+//! Security: no credential leaks into any output, webhooks need a valid signature, only GETs and
+//! the token grant go to Concourse, and TLS and basic auth (exporter-toolkit web config) work end
+//! to end with a real HTTP client.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deploy_journey::sim::Sim;
+use deploy_journey::sim::clock::{ClockMode, SimClock};
+use deploy_journey::sim::faults::FaultRule;
+use deploy_journey::sim::workload::Scenario;
+
+use crate::support::{client, init_crypto, spawn_sim};
+
+// Recognisable credentials: any of them (or a long enough piece) in an output is a leak. No two
+// share a 12-character piece, so a finding names the right one.
+const GITHUB_TOKEN: &str = "ghp_LEAKCANARYgithub7c1e5a";
+const CONCOURSE_PASSWORD: &str = "LEAKCANARYconcourse3b9d";
+const WEBHOOK_SECRET: &str = "LEAKCANARYwebhook51f08e";
+const OTLP_HEADER: &str = "LEAKCANARYotlp8e2d44";
+const WRONG_GITHUB_TOKEN: &str = "github_pat_LEAKCANARYbadtoken94a";
+const WRONG_PASSWORD: &str = "LEAKCANARYwrongpw0d7c1";
+
+const LANA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lana.yaml");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `examples/lana.yaml` pointed at the simulator, with a webhook secret and a fast poll.
+fn config_text(sim_url: &str, state: &Path, port: u16, poll: &str) -> String {
+    let text = std::fs::read_to_string(LANA).unwrap();
+    let out = text
+        .replace("https://api.github.com", sim_url)
+        .replace("https://ci.galoy.io", sim_url)
+        .replace("/var/lib/deploy-journey/state.db", state.to_str().unwrap())
+        .replace("0.0.0.0:9853", &format!("127.0.0.1:{port}"))
+        .replace("poll_interval: 30s", &format!("poll_interval: {poll}"))
+        .replace(
+            "  token_env: GITHUB_TOKEN\n",
+            "  token_env: GITHUB_TOKEN\n  webhook_secret_env: GITHUB_WEBHOOK_SECRET\n",
+        );
+    assert!(
+        out.contains("webhook_secret_env") && out.contains(&format!("poll_interval: {poll}")),
+        "lana.yaml changed shape"
+    );
+    out
+}
+
+/// Every place a secret could show up in `text`: the whole secret, or a 12-character piece of it
+/// (a truncated excerpt), or its base64 (an encoded header or body).
+fn leaks(text: &str, secrets: &[&str]) -> Vec<String> {
+    use base64::Engine;
+    let mut found = vec![];
+    for s in secrets {
+        let pieces: Vec<String> =
+            (0..=s.len().saturating_sub(12)).map(|i| s[i..i + 12.min(s.len())].to_string()).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(s);
+        for p in pieces.iter().chain([&b64]) {
+            if text.contains(p.as_str()) {
+                found.push(format!("{s:?} (as {p:?})"));
+                break;
+            }
+        }
+    }
+    found
+}
+
+struct Exporter {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_serve(dir: &Path, name: &str, sim_url: &str, github_token: &str, password: &str) -> Exporter {
+    let port = free_port();
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(&config, config_text(sim_url, &dir.join(format!("{name}.db")), port, "1s ")).unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_deploy-journey"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("GITHUB_TOKEN", github_token)
+        .env("CONCOURSE_PASSWORD", password)
+        .env("GITHUB_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        // Where traces would go: a port nobody listens on, with a credential header.
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
+        .env("OTEL_EXPORTER_OTLP_HEADERS", format!("authorization=Bearer {OTLP_HEADER}"))
+        .env("RUST_LOG", "trace")
+        .env("NO_COLOR", "1")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawn deploy-journey serve");
+    Exporter { child, url: format!("http://127.0.0.1:{port}"), log }
+}
+
+async fn get_text(url: &str) -> String {
+    match client().get(url).header("accept", "application/openmetrics-text").send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => format!("request failed: {e}"),
+    }
+}
+
+async fn wait_ready(e: &Exporter, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Ok(r) = client().get(format!("{}/readyz", e.url)).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < until, "{} not ready; log:\n{}", e.url, tail(&e.log));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tail(p: &Path) -> String {
+    let t = std::fs::read_to_string(p).unwrap_or_default();
+    t.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+fn check_config(config: &Path, github_token: &str, password: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_deploy-journey"))
+        .args(["check-config", "--config"])
+        .arg(config)
+        .env("GITHUB_TOKEN", github_token)
+        .env("CONCOURSE_PASSWORD", password)
+        .env("GITHUB_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn fault(json: &str) -> FaultRule {
+    FaultRule::parse(json.as_bytes()).unwrap()
+}
+
+/// `serve` at trace level against a simulator that fails in every way it can (5xx, 401, 403,
+/// 429, malformed and truncated bodies, resets, expired tokens), one instance with the right
+/// credentials and one with wrong ones, plus `check-config` with both: no secret appears in the
+/// logs, `/metrics`, `/`, the JSON API, `check-config`'s output or the state file. And the
+/// simulator's request accounting shows nothing but GETs and the token grant went to Concourse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_leaks_and_concourse_only_sees_gets_and_the_token_grant() {
+    init_crypto();
+    let sc =
+        Scenario::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/three-while-tests-run.yaml")).unwrap();
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (mut world, _) = sc.build_world(start);
+    world.concourse.users.insert("deploy-journey".into(), CONCOURSE_PASSWORD.into());
+    let sim = Sim::new(world, SimClock::new(start, ClockMode::Running { speed: 120.0 }));
+    *sim.github_tokens.write().unwrap() = vec![GITHUB_TOKEN.to_string()];
+    let (listener, sim_url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let s = sim.clone();
+    let _sim_task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(s, listener).await;
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = spawn_serve(dir.path(), "good", &sim_url, GITHUB_TOKEN, CONCOURSE_PASSWORD);
+    let bad = spawn_serve(dir.path(), "bad", &sim_url, WRONG_GITHUB_TOKEN, WRONG_PASSWORD);
+    wait_ready(&good, Duration::from_secs(60)).await;
+
+    // Trouble of every kind while both poll.
+    for rule in [
+        r#"{"kind":"server_error","service":"concourse","status":500,"count":4}"#,
+        r#"{"kind":"server_error","service":"concourse","status":401,"count":3}"#,
+        r#"{"kind":"server_error","service":"concourse","status":403,"count":2}"#,
+        r#"{"kind":"server_error","service":"github","status":401,"count":2}"#,
+        r#"{"kind":"server_error","service":"github","status":502,"count":3}"#,
+        r#"{"kind":"rate_limit","service":"github","status":403,"retry_after_secs":1,"count":1}"#,
+        r#"{"kind":"malformed","service":"any","count":3}"#,
+        r#"{"kind":"truncated","service":"any","count":3}"#,
+        r#"{"kind":"reset","service":"concourse","count":2}"#,
+    ] {
+        sim.faults.add(fault(rule));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    client().post(format!("{sim_url}/_sim/expire-tokens")).send().await.unwrap();
+    // Webhooks with bad and good signatures, so their handling is in the logs too.
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    for sig in ["sha256=00", "nonsense", &sign(WEBHOOK_SECRET, body)] {
+        let _ = client()
+            .post(format!("{}/webhooks/github", good.url))
+            .header("x-github-event", "push")
+            .header("x-hub-signature-256", sig)
+            .body(body)
+            .send()
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Every output of both instances.
+    let mut outputs: Vec<(String, String)> = vec![];
+    for (name, e) in [("good", &good), ("bad", &bad)] {
+        for path in ["/metrics", "/", "/api/v1/journeys?state=all&limit=1000", "/readyz", "/healthz"] {
+            outputs.push((format!("{name} {path}"), get_text(&format!("{}{path}", e.url)).await));
+        }
+    }
+    let journeys: serde_json::Value = serde_json::from_str(
+        &outputs.iter().find(|(n, _)| n == "good /api/v1/journeys?state=all&limit=1000").unwrap().1,
+    )
+    .unwrap();
+    let shas: Vec<String> =
+        journeys["journeys"].as_array().unwrap().iter().map(|j| j["sha"].as_str().unwrap().to_string()).collect();
+    assert!(!shas.is_empty(), "the good instance followed no commit; log:\n{}", tail(&good.log));
+    for sha in &shas {
+        outputs.push((format!("good journey {sha}"), get_text(&format!("{}/api/v1/journeys/{sha}", good.url)).await));
+    }
+    let good_cfg = dir.path().join("good.yaml");
+    outputs
+        .push(("check-config (right credentials)".into(), check_config(&good_cfg, GITHUB_TOKEN, CONCOURSE_PASSWORD)));
+    outputs
+        .push(("check-config (wrong credentials)".into(), check_config(&good_cfg, WRONG_GITHUB_TOKEN, WRONG_PASSWORD)));
+    // A config that names a secret file that is not there, and one with a literal secret.
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&good_cfg)
+            .unwrap()
+            .replace("password_env: CONCOURSE_PASSWORD", &format!("password: {CONCOURSE_PASSWORD}")),
+    )
+    .unwrap();
+    outputs.push(("check-config (literal secret)".into(), check_config(&broken, GITHUB_TOKEN, CONCOURSE_PASSWORD)));
+
+    drop(good);
+    drop(bad);
+    for name in ["good", "bad"] {
+        let log = std::fs::read(dir.path().join(format!("{name}.log"))).unwrap();
+        outputs.push((format!("{name} serve log"), String::from_utf8_lossy(&log).into_owned()));
+        // The state file is an output too.
+        let db = std::fs::read(dir.path().join(format!("{name}.db"))).unwrap_or_default();
+        outputs.push((format!("{name} state file"), String::from_utf8_lossy(&db).into_owned()));
+    }
+
+    // The Concourse tokens the simulator issued are secrets as well.
+    let issued: Vec<String> = sim.with_world(|w| w.concourse.tokens.keys().cloned().collect());
+    assert!(!issued.is_empty(), "no Concourse token was ever granted");
+    let mut secrets: Vec<&str> =
+        vec![GITHUB_TOKEN, CONCOURSE_PASSWORD, WEBHOOK_SECRET, OTLP_HEADER, WRONG_GITHUB_TOKEN, WRONG_PASSWORD];
+    secrets.extend(issued.iter().map(String::as_str));
+    let mut found = vec![];
+    for (name, text) in &outputs {
+        for l in leaks(text, &secrets) {
+            found.push(format!("{name}: {l}"));
+        }
+    }
+    assert!(found.is_empty(), "secrets leaked:\n{}", found.join("\n"));
+
+    // The run did what it was meant to: trace-level logs, the faults and the failed logins.
+    let good_log = &outputs.iter().find(|(n, _)| n == "good serve log").unwrap().1;
+    let bad_log = &outputs.iter().find(|(n, _)| n == "bad serve log").unwrap().1;
+    assert!(good_log.contains("TRACE") && good_log.lines().count() > 200, "not a trace-level log:\n{good_log}");
+    assert!(bad_log.contains("WARN"), "the wrong credentials caused no warning:\n{bad_log}");
+    let rows = sim.stats.rows();
+    let seen = |service: &str, status: u16| rows.iter().any(|r| r.service == service && r.status == status);
+    for (service, status) in
+        [("concourse", 500), ("concourse", 401), ("concourse", 403), ("github", 401), ("github", 502)]
+    {
+        assert!(seen(service, status), "no {service} {status} answered: {rows:#?}");
+    }
+    let metrics = &outputs.iter().find(|(n, _)| n == "good /metrics").unwrap().1;
+    assert!(metrics.contains("deploy_journey_source_errors_total"), "{metrics}");
+
+    // Only GETs and the password grant reached Concourse.
+    let concourse: Vec<_> = rows.iter().filter(|r| r.service == "concourse").collect();
+    let writes: Vec<_> = concourse
+        .iter()
+        .filter(|r| !(r.method == "GET" || (r.method == "POST" && r.route == "/sky/issuer/token")))
+        .collect();
+    assert!(writes.is_empty(), "requests to Concourse other than GET and the token grant: {writes:#?}");
+    let grants: u64 = concourse.iter().filter(|r| r.method == "POST").map(|r| r.count).sum();
+    let gets: u64 = concourse.iter().filter(|r| r.method == "GET").map(|r| r.count).sum();
+    // Two instances log in, at least one logs in again after the tokens expire.
+    assert!(grants >= 3 && gets > 20, "{grants} token grants, {gets} GETs: {concourse:#?}");
+    println!(
+        "{} outputs ({} bytes) searched for {} secrets; Concourse saw {gets} GETs and {grants} token grants",
+        outputs.len(),
+        outputs.iter().map(|(_, t)| t.len()).sum::<usize>(),
+        secrets.len()
+    );
+}
+
+fn sign(secret: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// In-process `serve` against a stepped simulator, polling only when woken (the interval is an
+/// hour). Returns its base URL and the shutdown sender.
+async fn serve_in_process(
+    cfg_text: &str,
+    dir: &Path,
+    web_config: Option<PathBuf>,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let path = dir.join("serve.yaml");
+    std::fs::write(&path, cfg_text).unwrap();
+    let env = |k: &str| match k {
+        "GITHUB_TOKEN" => Some(GITHUB_TOKEN.to_string()),
+        "CONCOURSE_PASSWORD" => Some("viewer-password".to_string()),
+        "GITHUB_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.to_string()),
+        _ => None,
+    };
+    let mut cfg = deploy_journey::config::load(&path, &env).unwrap();
+    cfg.web_config_file = web_config;
+    let listen = cfg.listen;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let r = deploy_journey::app::serve(
+            cfg,
+            listen,
+            async move {
+                let _ = stop_rx.await;
+            },
+            Some(ready_tx),
+        )
+        .await;
+        if let Err(e) = r {
+            panic!("serve failed: {e}");
+        }
+    });
+    let bound = tokio::time::timeout(Duration::from_secs(30), ready_rx).await.unwrap().unwrap();
+    (bound, stop_tx)
+}
+
+/// A webhook with a missing, malformed or wrong signature (or a body that does not match it) is
+/// answered 401 and changes nothing: no poll reaches GitHub or Concourse, no new commit appears.
+/// A correctly signed push then does poll at once and brings the commit in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_without_a_valid_signature_get_401_and_trigger_nothing() {
+    let sim = spawn_sim("lana", 3).await;
+    sim.commit(&["core/src/a.rs"], "feat: first");
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&sim.url, &dir.path().join("s.db"), 0, "1h ");
+    let (addr, _stop) = serve_in_process(&text, dir.path(), None).await;
+    let base = format!("http://{addr}");
+    let c = client();
+    // The first poll has happened once every source answered.
+    let until = Instant::now() + Duration::from_secs(30);
+    while c.get(format!("{base}/readyz")).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < until, "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let journeys = || async {
+        let v: serde_json::Value =
+            c.get(format!("{base}/api/v1/journeys?state=all")).send().await.unwrap().json().await.unwrap();
+        v["journeys"].as_array().unwrap().iter().map(|j| j["sha"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let before = journeys().await;
+    assert!(!before.is_empty(), "the first poll brought no commit in");
+    let requests = || sim.sim.stats.total("github") + sim.sim.stats.total("concourse");
+    let polled = requests();
+    let new_sha = sim.commit(&["core/src/b.rs"], "feat: second");
+
+    let body = r#"{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000000"}"#;
+    let good = sign(WEBHOOK_SECRET, body);
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no signature", None, body),
+        ("malformed signature", Some("sha256=not-hex".into()), body),
+        ("sha1 signature", Some(format!("sha1={}", &good[7..47])), body),
+        ("wrong secret", Some(sign("not-the-secret", body)), body),
+        (
+            "tampered body",
+            Some(good.clone()),
+            r#"{"ref":"refs/heads/main","after":"1111111111111111111111111111111111111111"}"#,
+        ),
+        ("empty signature", Some("sha256=".into()), body),
+    ];
+    for (what, sig, body) in &cases {
+        let mut req = c.post(format!("{base}/webhooks/github")).header("x-github-event", "push").body(body.to_string());
+        if let Some(s) = sig {
+            req = req.header("x-hub-signature-256", s);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+    }
+    // Give a wrongly woken poll time to happen.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(requests(), polled, "a rejected webhook made the exporter poll");
+    assert_eq!(journeys().await, before, "a rejected webhook changed the journeys");
+
+    // The control: the same push, correctly signed, polls at once.
+    let r = c
+        .post(format!("{base}/webhooks/github"))
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", &good)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !journeys().await.contains(&new_sha) {
+        assert!(Instant::now() < until, "a signed push did not bring the new commit in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(requests() > polled);
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    client_pem: String,
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate signed by it, and
+/// a web config next to them (relative paths, as users write them).
+fn pki(web_config: &str) -> (Pki, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let named = |sans: Vec<String>, cn: &str| {
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = named(vec![], "deploy-journey test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = named(vec!["localhost".into()], "deploy-journey").signed_by(&server_key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = named(vec!["prometheus".into()], "prometheus").signed_by(&client_key, &issuer).unwrap();
+    std::fs::write(dir.path().join("server.crt"), server.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, web_config).unwrap();
+    let client_pem = format!("{}{}", client.pem(), client_key.serialize_pem());
+    (Pki { ca_pem: ca.pem(), client_pem, dir }, web)
+}
+
+/// A client that trusts only `ca_pem` and reaches `localhost` at `addr`.
+fn tls_client(ca_pem: &str, identity: Option<&str>, addr: std::net::SocketAddr) -> reqwest::Client {
+    init_crypto();
+    let mut b = reqwest::Client::builder()
+        .resolve("localhost", addr)
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .timeout(Duration::from_secs(10));
+    if let Some(pem) = identity {
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// TLS with a certificate from the web config and basic auth on every path, as the
+/// exporter-toolkit does it: the right user and password get in; a wrong password, an unknown
+/// user or no credentials get 401 with `WWW-Authenticate: Basic` (on `/healthz` too); plain HTTP
+/// and clients that do not trust the certificate get nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_basic_auth_guard_every_endpoint() {
+    let sim = spawn_sim("lana", 4).await;
+    sim.commit(&["core/src/a.rs"], "feat: first");
+    let hash = bcrypt::hash("scrape-secret", 4).unwrap();
+    let (pki, web) = pki(&format!(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS12\n\
+         http_server_config:\n  headers:\n    X-Frame-Options: deny\n\
+         basic_auth_users:\n  prometheus: {hash}\n"
+    ));
+    let text = config_text(&sim.url, &pki.dir.path().join("s.db"), 0, "1h ");
+    let (addr, _stop) = serve_in_process(&text, pki.dir.path(), Some(web)).await;
+    let https = format!("https://localhost:{}", addr.port());
+    let c = tls_client(&pki.ca_pem, None, addr);
+
+    for path in ["/metrics", "/healthz", "/readyz", "/", "/api/v1/journeys"] {
+        let r = c.get(format!("{https}{path}")).basic_auth("prometheus", Some("scrape-secret")).send().await.unwrap();
+        assert!(r.status() == 200 || (path == "/readyz" && r.status() == 503), "{path}: {}", r.status());
+        assert_eq!(r.headers()["x-frame-options"], "deny", "{path}");
+        for (what, user, pass) in [
+            ("wrong password", Some("prometheus"), Some("scrape-secreT")),
+            ("unknown user", Some("grafana"), Some("scrape-secret")),
+            ("no password", Some("prometheus"), None),
+            ("no credentials", None, None),
+        ] {
+            let mut req = c.get(format!("{https}{path}"));
+            if let Some(u) = user {
+                req = req.basic_auth(u, pass);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path} with {what}");
+            assert_eq!(r.headers()["www-authenticate"], "Basic", "{path} with {what}");
+            let body = r.text().await.unwrap();
+            assert!(!body.contains("deploy_journey_") && !body.contains("journeys"), "{path} with {what}: {body}");
+        }
+    }
+    let metrics = c
+        .get(format!("{https}/metrics"))
+        .basic_auth("prometheus", Some("scrape-secret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("deploy_journey_build_info"), "{metrics}");
+
+    // Plain HTTP to the TLS port, and a client that trusts only the system roots.
+    let plain =
+        client().get(format!("http://{addr}/healthz")).basic_auth("prometheus", Some("scrape-secret")).send().await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true), "plain HTTP was served on the TLS port");
+    let untrusting =
+        reqwest::Client::builder().resolve("localhost", addr).timeout(Duration::from_secs(10)).build().unwrap();
+    let e = untrusting.get(format!("{https}/healthz")).send().await;
+    assert!(e.is_err(), "a client that does not trust the certificate got an answer");
+}
+
+/// `client_auth_type: RequireAndVerifyClientCert`: a client with a certificate from the
+/// configured CA is served; one without a certificate is refused in the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_and_verified_when_configured() {
+    let sim = spawn_sim("lana", 5).await;
+    let (pki, web) = pki("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n");
+    let text = config_text(&sim.url, &pki.dir.path().join("s.db"), 0, "1h ");
+    let (addr, _stop) = serve_in_process(&text, pki.dir.path(), Some(web)).await;
+    let url = format!("https://localhost:{}/healthz", addr.port());
+    let with = tls_client(&pki.ca_pem, Some(&pki.client_pem), addr).get(&url).send().await.unwrap();
+    assert_eq!(with.status(), 200);
+    assert_eq!(with.text().await.unwrap(), "ok\n");
+    let without = tls_client(&pki.ca_pem, None, addr).get(&url).send().await;
+    assert!(without.is_err(), "served a client without a certificate: {:?}", without.map(|r| r.status()));
+}
+
+/// A web config that does not validate stops `serve` and fails `check-config` (exit 2), each
+/// naming the file and the field.
+#[test]
+fn bad_web_configs_are_refused_by_serve_and_check_config_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, "tls_server_config:\n  cert_file: server.crt\n  key_file: missing.key\n").unwrap();
+    std::fs::write(dir.path().join("server.crt"), "not a certificate").unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, config_text("http://127.0.0.1:9", &dir.path().join("s.db"), free_port(), "1s ")).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_deploy-journey"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .arg("--web.config.file")
+            .arg(&web)
+            .env("GITHUB_TOKEN", GITHUB_TOKEN)
+            .env("CONCOURSE_PASSWORD", CONCOURSE_PASSWORD)
+            .env("GITHUB_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let want = format!(
+        "web config {}: tls_server_config.key_file: cannot read {}",
+        web.display(),
+        dir.path().join("missing.key").display()
+    );
+    let out = run(&["check-config", "--offline"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&want), "{stderr}");
+    let out = run(&["serve"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&want), "{stderr}");
+    assert!(!dir.path().join("s.db").exists(), "serve opened its store despite the bad web config");
+}
+
+/// The search above finds a secret whole, cut to an excerpt, or base64-encoded, and nothing else.
+#[test]
+fn the_leak_search_finds_whole_cut_and_encoded_secrets() {
+    use base64::Engine;
+    let s = GITHUB_TOKEN;
+    assert_eq!(leaks(&format!("Authorization: token {s}"), &[s]).len(), 1);
+    assert_eq!(leaks(&format!("body: …{}", &s[5..19]), &[s]).len(), 1);
+    let basic = base64::engine::general_purpose::STANDARD.encode(s);
+    assert_eq!(leaks(&format!("Basic {basic}"), &[s]).len(), 1);
+    assert!(leaks("Authorization: token ***", &[s, CONCOURSE_PASSWORD]).is_empty());
+}
+
+/// The planted credentials are told apart by the search.
+#[test]
+fn planted_credentials_share_no_piece() {
+    let all = [GITHUB_TOKEN, CONCOURSE_PASSWORD, WEBHOOK_SECRET, OTLP_HEADER, WRONG_GITHUB_TOKEN, WRONG_PASSWORD];
+    for (i, s) in all.iter().enumerate() {
+        let others: Vec<&str> = all.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, o)| *o).collect();
+        assert!(leaks(s, &others).is_empty(), "{s} shares a piece with {:?}", leaks(s, &others));
+    }
+}
