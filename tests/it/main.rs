@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod container;
 mod core_truth;
+mod crash;
 mod demo;
 mod faults;
 mod http;
