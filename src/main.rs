@@ -142,6 +142,10 @@ struct ServeArgs {
     /// format; overrides the config's `web_config_file`.
     #[arg(long = "web.config.file", value_name = "FILE")]
     web_config_file: Option<PathBuf>,
+    /// Testing: take "now" from the simulator's clock (GET URL/_sim/clock), so a restarted
+    /// binary against an accelerated simulator sees simulated time.
+    #[arg(long, hide = true)]
+    sim_clock: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -398,8 +402,35 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(w) = a.web_config_file {
         cfg.web_config_file = Some(w);
     }
-    deploy_journey::app::serve(cfg, listen, shutdown_signal(), None).await.context("serve")?;
+    let clock = match &a.sim_clock {
+        None => deploy_journey::app::system_clock(),
+        Some(url) => sim_clock(url).await?,
+    };
+    deploy_journey::app::serve_with_clock(cfg, listen, clock, shutdown_signal(), None).await.context("serve")?;
     Ok(())
+}
+
+/// `serve`'s clock is synchronous; the simulator's is behind HTTP. A task reads it every
+/// 100 ms and the clock returns the last reading (never going backwards).
+async fn sim_clock(url: &str) -> anyhow::Result<deploy_journey::app::Clock> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let remote = deploy_journey::watch::run::Clock::new(Some(url)).context("--sim-clock")?;
+    let first = remote.now().await.context("--sim-clock")?;
+    let now = Arc::new(AtomicI64::new(first));
+    let writer = now.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match remote.now().await {
+                Ok(t) => {
+                    writer.fetch_max(t, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "simulator clock unreadable; keeping the last reading"),
+            }
+        }
+    });
+    Ok(Arc::new(move || now.load(Ordering::Relaxed)))
 }
 
 async fn backfill(a: BackfillArgs) -> anyhow::Result<ExitCode> {

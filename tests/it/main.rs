@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod container;
 mod core_truth;
+mod crash;
 mod dashboards;
 mod demo;
 mod faults;

@@ -34,8 +34,8 @@ use crate::journeys::{example_config, run_scenario};
 use crate::support::START;
 
 /// Requests a receiver got: (headers or gRPC metadata, decoded body).
-type Received = Arc<Mutex<Vec<(HeaderMap, ExportTraceServiceRequest)>>>;
-async fn receive(State(got): State<Received>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+pub(crate) type Received = Arc<Mutex<Vec<(HeaderMap, ExportTraceServiceRequest)>>>;
+pub(crate) async fn receive(State(got): State<Received>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if ct != "application/x-protobuf" {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Vec::new());
@@ -106,25 +106,25 @@ async fn spawn_grpc_receiver() -> (String, Received, tokio::task::JoinHandle<()>
     (url, got, task)
 }
 
-fn attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+pub(crate) fn attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     kvs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
 }
 
-fn str_attr<'a>(kvs: &'a [KeyValue], key: &str) -> &'a str {
+pub(crate) fn str_attr<'a>(kvs: &'a [KeyValue], key: &str) -> &'a str {
     match attr(kvs, key) {
         Some(AnyValue::StringValue(s)) => s,
         other => panic!("{key}: {other:?}"),
     }
 }
 
-fn id16(v: &[u8]) -> [u8; 16] {
+pub(crate) fn id16(v: &[u8]) -> [u8; 16] {
     v.try_into().unwrap_or_else(|_| panic!("trace id of {} bytes", v.len()))
 }
-fn id8(v: &[u8]) -> [u8; 8] {
+pub(crate) fn id8(v: &[u8]) -> [u8; 8] {
     v.try_into().unwrap_or_else(|_| panic!("span id of {} bytes", v.len()))
 }
 
-type Key = ([u8; 16], [u8; 8]);
+pub(crate) type Key = ([u8; 16], [u8; 8]);
 
 /// The journey spans (scope `deploy-journey`) a receiver got, by (trace id, span id), and how
 /// many arrived more than once.
