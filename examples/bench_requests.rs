@@ -99,6 +99,12 @@ impl Exporter {
         .expect("lana config");
         if webhook {
             cfg.repository.webhook_secret = Some(Secret::new("bench-webhook-secret"));
+            // BENCH_GITHUB_SAFETY_POLL=30m measures a slower safety poll than the default 5m.
+            if let Some(d) =
+                std::env::var("BENCH_GITHUB_SAFETY_POLL").ok().and_then(|v| humantime::parse_duration(&v).ok())
+            {
+                cfg.repository.poll_interval = Some(d);
+            }
         }
         let tel = Arc::new(SourceTelemetry::new());
         Exporter {

@@ -221,12 +221,22 @@ fn main() -> ExitCode {
     let (self_traces, handle) = tracing_subscriber::reload::Layer::new(None);
     deploy_journey::sinks::traces::register_self_trace_handle(handle);
     {
+        use tracing_subscriber::Layer;
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
         tracing_subscriber::registry()
-            .with(self_traces)
-            .with(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            // Self-instrumentation sees only this crate's own spans (poll cycles and their parts),
+            // whatever RUST_LOG says about log lines. The filter wraps the reload slot rather
+            // than the layer put in it later: a per-layer filter must exist when the stack is built.
+            .with(self_traces.with_filter(
+                tracing_subscriber::filter::Targets::new().with_target("deploy_journey", tracing::Level::INFO),
+            ))
+            // RUST_LOG filters the log lines only; self-instrumentation has its own filter.
+            .with(
+                tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+                ),
+            )
             .init();
     }
     let cli = Cli::parse();

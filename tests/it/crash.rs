@@ -588,6 +588,8 @@ async fn self_traces_arrive_apart_from_journeys_only_when_asked_for() {
     let (on_otlp, off_otlp) = (Collector::start().await, Collector::start().await);
     let mut on = Bin::new(dir.path(), "self-on", &url, &on_otlp.url());
     on.set_env("DEPLOY_JOURNEY_SELF_TRACES", "true");
+    // Log level and self-instrumentation are separate: quiet logs still send the poll spans.
+    on.set_env("RUST_LOG", "warn");
     let mut off = Bin::new(dir.path(), "self-off", &url, &off_otlp.url());
     on.start();
     off.start();

@@ -39,7 +39,11 @@ fn config_text(sim_url: &str, state: &Path, port: u16, poll: &str) -> String {
         .replace("poll_interval: 30s", &format!("poll_interval: {poll}"))
         .replace(
             "  token_env: GITHUB_TOKEN\n",
-            "  token_env: GITHUB_TOKEN\n  webhook_secret_env: GITHUB_WEBHOOK_SECRET\n",
+            // GitHub polled every cycle too (not the webhook's slow safety poll), so its
+            // faults meet requests.
+            &format!(
+                "  token_env: GITHUB_TOKEN\n  webhook_secret_env: GITHUB_WEBHOOK_SECRET\n  poll_interval: {poll}\n"
+            ),
         );
     assert!(
         out.contains("webhook_secret_env") && out.contains(&format!("poll_interval: {poll}")),
