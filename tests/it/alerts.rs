@@ -23,21 +23,13 @@ use deploy_journey::sinks::metrics::{Baseline, MetricsInput, render_text};
 use deploy_journey::sources::telemetry::SourceTelemetry;
 
 use crate::journeys::example_config;
+use crate::support::{KillOnDrop, free_port, tool};
 use crate::support::{START, init_crypto};
 
 pub const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 const RULES: &str = "alerts/deploy-journey.rules.yml";
 
 // ------------------------------------------------------------------ shared helpers
-
-/// The path of an external tool, or a failure that says how to get it.
-pub fn tool(name: &str) -> PathBuf {
-    let found =
-        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()));
-    found.unwrap_or_else(|| {
-        panic!("`{name}` is not on PATH: run ./scripts/test, which installs it (Debian package `prometheus`)")
-    })
-}
 
 /// Run a command; (exit code, stdout + stderr).
 pub fn run(cmd: &mut Command) -> (i32, String) {
@@ -342,19 +334,6 @@ fn rewrite_for(rules: &str, name: &str, value: &str) -> String {
 }
 
 // ------------------------------------------------------------------ end to end
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     let r = client.get(url).timeout(Duration::from_secs(5)).send().await.ok()?;

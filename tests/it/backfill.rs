@@ -15,6 +15,7 @@ use deploy_journey::sim::workload::LanaWorkload;
 use deploy_journey::store::Store;
 
 use crate::support::{client, init_crypto};
+use crate::support::{free_port, tool};
 
 const DAY: i64 = 86_400;
 const STEP: i64 = 3600;
@@ -26,18 +27,6 @@ impl Drop for KillOnDrop {
         let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn tool(name: &str) -> PathBuf {
-    let found =
-        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()));
-    found.unwrap_or_else(|| {
-        panic!("`{name}` is not on PATH: run ./scripts/test, which installs it (Debian package `prometheus`)")
-    })
 }
 
 /// examples/lana.yaml pointed at the simulator, with its state in `dir`.

@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::alerts::{MANIFEST, catalogue, catalogue_problems, recording_rules, run, tool};
+use crate::alerts::{MANIFEST, catalogue, catalogue_problems, recording_rules, run};
+use crate::support::tool;
 
 fn dashboards() -> Vec<(String, Value)> {
     let dir = Path::new(MANIFEST).join("dashboards");

@@ -2,19 +2,10 @@
 //! pages show lead times and stage durations within a minute.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{client, init_crypto};
-
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{KillOnDrop, client, init_crypto};
 
 /// Sum of a metric's samples (every label set) in the classic text exposition.
 fn sum_of(metrics: &str, name: &str) -> f64 {
@@ -40,7 +31,7 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
         .spawn()
         .expect("start demo");
     let stdout = child.stdout.take().unwrap();
-    let demo = Demo(child);
+    let demo = KillOnDrop(child);
     // The printed URLs are the interface: find /metrics and the JSON API there.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -2,7 +2,7 @@
 //! `serve` binary while it polls a simulated lana CI with a week of history. Every scrape
 //! answers 200, and the exporter's resident memory stays flat.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -10,19 +10,10 @@ use std::time::{Duration, Instant};
 use deploy_journey::sim::Sim;
 use deploy_journey::sim::clock::{ClockMode, SimClock};
 
-use crate::support::{client, init_crypto};
+use crate::support::{KillOnDrop, client, init_crypto};
 
 const CLIENTS: usize = 200;
 const LOAD: Duration = Duration::from_secs(60);
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
@@ -69,7 +60,7 @@ async fn two_hundred_scrapers_for_a_minute_while_polling() {
         .spawn()
         .expect("spawn serve");
     let pid = child.id();
-    let _child = Killed(child);
+    let _child = KillOnDrop(child);
     let base = format!("http://127.0.0.1:{port}");
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(60);

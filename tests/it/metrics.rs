@@ -26,6 +26,7 @@ use deploy_journey::sources::ErrorKind;
 use deploy_journey::sources::telemetry::{SOURCES, SourceSnapshot, SourceTelemetry};
 
 use crate::journeys::example_config;
+use crate::support::{KillOnDrop, free_port, tool};
 use crate::support::{START, init_crypto};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
@@ -128,15 +129,6 @@ fn run_with_stdin(cmd: &mut Command, input: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
-}
-
-/// The path of an external tool, or a failure that says how to get it.
-fn tool(name: &str) -> PathBuf {
-    let found =
-        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()));
-    found.unwrap_or_else(|| {
-        panic!("`{name}` is not on PATH: run ./scripts/test, which installs it (Debian package `prometheus`)")
-    })
 }
 
 fn venv_python() -> PathBuf {
@@ -439,20 +431,6 @@ fn metrics_label_values_are_bounded_and_series_do_not_grow_with_commits() {
 }
 
 // ------------------------------------------------------------------ a real Prometheus
-
-/// Kills the Prometheus server when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// `(major, minor)` of `prometheus --version`.
 fn prometheus_version(bin: &Path) -> (u32, u32) {

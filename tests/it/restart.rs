@@ -12,6 +12,7 @@ use deploy_journey::sim::clock::{ClockMode, SimClock};
 use deploy_journey::sim::workload::Scenario;
 
 use crate::support::client;
+use crate::support::free_port;
 
 const SPEED: f64 = 300.0;
 
@@ -50,10 +51,6 @@ impl Drop for Exporter {
     fn drop(&mut self) {
         self.signal("-KILL");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn sim_for(scenario: &Scenario, start: i64) -> (Arc<Sim>, String, tokio::task::JoinHandle<()>) {

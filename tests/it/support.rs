@@ -94,3 +94,27 @@ impl TestSim {
         r.json().await.expect("json")
     }
 }
+
+/// The path of an external tool, or a failure that says how to get it.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    let found =
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()));
+    found.unwrap_or_else(|| {
+        panic!("`{name}` is not on PATH: run ./scripts/test, which installs it (Debian package `prometheus`)")
+    })
+}
+
+/// A free port on 127.0.0.1 (for a server started by a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Kills a child process (a server the test started) when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
