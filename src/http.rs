@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::core::journey::{Attempt, Derived, Journey, StageJourney};
+use crate::core::journey::{Attempt, Derived, Journey, RunningBuild, StageJourney, WaitsFor};
 
 /// What the poll loop publishes after each cycle.
 #[derive(Debug, Clone, Default)]
@@ -256,7 +256,9 @@ async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Respo
         .take(limit)
         .map(|j| JourneyJson::from(j, &snap))
         .collect();
-    Json(serde_json::json!({ "now": snap.now, "journeys": items })).into_response()
+    // Each stage's running builds, whatever they carry (what a pending commit may wait for).
+    let stages = stages_now_json(&snap.derived, snap.now);
+    Json(serde_json::json!({ "now": snap.now, "journeys": items, "stages": stages })).into_response()
 }
 
 async fn one(State(s): State<Arc<Shared>>, Path(sha): Path<String>) -> Response {
@@ -323,6 +325,92 @@ pub struct StageJson {
     pub attribution: Option<String>,
     pub expected_jobs: Vec<String>,
     pub attempts: Vec<AttemptJson>,
+    /// For a commit in flight that is not running here: what it waits for. Absent from the
+    /// JSON of older exporters, hence the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<WaitsForJson>,
+}
+
+/// What a commit waits for at a stage.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WaitsForJson {
+    /// `no_build`, `busy`, `queued`, `upstream` or `triggering_commit`.
+    pub kind: String,
+    /// One phrase for a person, e.g. "the stage is busy with build lana-bank-testflight #41
+    /// (started, carrying 3f2a1bc)".
+    pub text: String,
+    /// For `busy` and `queued`: the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<RunningBuildJson>,
+    /// For `upstream`: the stage and its state for this commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_state: Option<String>,
+}
+
+/// A running build of a stage's job, whatever commit it carries.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RunningBuildJson {
+    pub build_id: i64,
+    pub pipeline: String,
+    pub job: String,
+    pub name: String,
+    /// `pending` (not started) or `started`.
+    pub status: String,
+    pub start: Option<i64>,
+    pub url: String,
+    pub rerun_of: Option<i64>,
+    /// The newest commit it carries, when known.
+    pub head: Option<String>,
+}
+
+/// A stage as its builds show it now.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StageNowJson {
+    pub name: String,
+    pub running_builds: Vec<RunningBuildJson>,
+    /// Seconds since the oldest started build started (0 when none).
+    pub oldest_running_build_seconds: i64,
+    pub stuck_after_seconds: Option<i64>,
+    pub stuck: bool,
+}
+
+fn running_json(r: &RunningBuild) -> RunningBuildJson {
+    RunningBuildJson {
+        build_id: r.build_id,
+        pipeline: r.pipeline.clone(),
+        job: r.job.clone(),
+        name: r.name.clone(),
+        status: r.status.as_str().into(),
+        start: r.start,
+        url: r.url.clone(),
+        rerun_of: r.rerun_of,
+        head: r.head.clone(),
+    }
+}
+
+fn waits_json(w: &WaitsFor) -> WaitsForJson {
+    let (build, upstream, upstream_state) = match w {
+        WaitsFor::Busy(b) | WaitsFor::Queued(b) => (Some(running_json(b)), None, None),
+        WaitsFor::Upstream { stage, state } => (None, Some(stage.clone()), Some(state.as_str().to_string())),
+        WaitsFor::NoBuild | WaitsFor::TriggeringCommit => (None, None, None),
+    };
+    WaitsForJson { kind: w.kind().into(), text: w.describe(), build, upstream, upstream_state }
+}
+
+/// The stages' running builds, with ages measured at `now`.
+pub fn stages_now_json(d: &Derived, now: i64) -> Vec<StageNowJson> {
+    d.stages
+        .iter()
+        .map(|sn| StageNowJson {
+            name: sn.name.clone(),
+            running_builds: sn.running.iter().map(running_json).collect(),
+            oldest_running_build_seconds: sn.oldest_age(now),
+            stuck_after_seconds: sn.stuck_after,
+            stuck: sn.stuck_at(now),
+        })
+        .collect()
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -384,6 +472,7 @@ fn stage_json(s: &StageJourney) -> StageJson {
         attribution: s.method().map(|m| m.as_str().into()),
         expected_jobs: s.expected_jobs.clone(),
         attempts: s.attempts.iter().map(attempt_json).collect(),
+        waits_for: s.waits_for.as_ref().map(waits_json),
     }
 }
 
@@ -432,18 +521,53 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
     let mut h = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>deploy-journey</title>\
          <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;border-bottom:1px solid #ddd}\
-         .running{color:#06c}.failed{color:#c00}.pending,.waiting{color:#888}</style></head><body>\
+         .running{color:#06c}.failed{color:#c00}.pending,.waiting,.riding{color:#888}.stuck{color:#c00;font-weight:bold}</style></head><body>\
          <h1>deploy-journey</h1><p>Every commit on the tracked branch, followed to its environment. \
          <a href=\"/metrics\">/metrics</a> · <a href=\"/api/v1/journeys?state=in_flight\">/api/v1/journeys</a> · \
          <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>",
     );
     h.push_str(&format!("<p>Repository <b>{}</b>; ready: {}</p>", esc(&snap.repository), s.is_ready()));
-    h.push_str("<h2>In flight</h2><table><tr><th>commit</th><th>subject</th><th>stage</th><th>state</th><th>age</th><th>builds</th></tr>");
+    // Each stage's running builds, whatever commits they carry: a stage can be busy (or stuck)
+    // with no commit in flight attached to it.
+    h.push_str(
+        "<h2>Stages</h2><table><tr><th>stage</th><th>running builds</th><th>oldest</th><th>stuck after</th></tr>",
+    );
+    for st in stages_now_json(&snap.derived, now) {
+        let builds: Vec<String> = st
+            .running_builds
+            .iter()
+            .map(|b| {
+                let carrying = b.head.as_deref().map(|x| x.get(..7).unwrap_or(x)).unwrap_or("?");
+                format!(
+                    "<a href=\"{}\">{} #{}</a> {} (carrying <code>{}</code>)",
+                    esc(&b.url),
+                    esc(&b.job),
+                    esc(&b.name),
+                    esc(&b.status),
+                    esc(carrying)
+                )
+            })
+            .collect();
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td></tr>",
+            esc(&st.name),
+            if builds.is_empty() { "-".to_string() } else { builds.join("<br>") },
+            if st.stuck { " class=\"stuck\"" } else { "" },
+            if st.running_builds.iter().any(|b| b.start.is_some()) {
+                format!("{}{}", age(st.oldest_running_build_seconds), if st.stuck { " (stuck)" } else { "" })
+            } else {
+                "-".into()
+            },
+            st.stuck_after_seconds.map(age).unwrap_or_else(|| "-".into()),
+        ));
+    }
+    h.push_str("</table>");
+    h.push_str("<h2>In flight</h2><table><tr><th>commit</th><th>subject</th><th>stage</th><th>state</th><th>age</th><th>waits for</th><th>builds</th></tr>");
     let mut n = 0;
     for j in snap.derived.journeys.iter().rev().filter(|j| !j.ended && !j.vanished).take(50) {
         let cur =
             j.stages.iter().find(|st| st.state.in_flight() || st.state == crate::core::journey::StageState::Failed);
-        let (stage, state, since, builds) = match cur {
+        let (stage, state, since, builds, waits) = match cur {
             Some(st) => {
                 let since = st.start.or(st.ready_at).unwrap_or(j.commit_time);
                 let links: Vec<String> = st
@@ -451,25 +575,31 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
                     .iter()
                     .map(|a| format!("<a href=\"{}\">{} #{}</a>", esc(&a.url), esc(&a.job), esc(&a.name)))
                     .collect();
-                (st.name.as_str(), st.state.as_str(), since, links.join(" "))
+                let waits = st.waits_for.as_ref().map(|w| w.describe()).unwrap_or_default();
+                (st.name.as_str(), st.state.as_str(), since, links.join(" "), waits)
             }
-            None => ("-", j.outcome.as_str(), j.commit_time, String::new()),
+            None => ("-", j.outcome.as_str(), j.commit_time, String::new(), String::new()),
         };
         n += 1;
         h.push_str(&format!(
-            "<tr><td><a href=\"/api/v1/journeys/{sha}\"><code>{short}</code></a></td><td>{subj}</td><td>{stage}</td><td class=\"{state}\">{state}</td><td>{age}</td><td>{builds}</td></tr>",
+            "<tr><td><a href=\"/api/v1/journeys/{sha}\"><code>{short}</code></a></td><td>{subj}</td><td>{stage}</td><td class=\"{state}\">{state}</td><td>{age}</td><td>{waits}</td><td>{builds}</td></tr>",
             sha = esc(&j.sha),
             short = esc(j.short()),
             subj = esc(&j.subject),
             stage = esc(stage),
             state = esc(state),
             age = age(now - since),
+            waits = esc(&waits),
         ));
     }
     if n == 0 {
-        h.push_str("<tr><td colspan=\"6\">nothing in flight</td></tr>");
+        h.push_str("<tr><td colspan=\"7\">nothing in flight</td></tr>");
     }
-    h.push_str("</table><h2>Last deployments</h2><table><tr><th>environment</th><th>commit</th><th>subject</th><th>lead time</th><th>ended</th></tr>");
+    h.push_str(
+        "</table><p><i>riding</i>: a <code>[ci skip]</code> or untracked commit; no stage builds it on its own, \
+         it rides with the next triggering commit's builds.</p>",
+    );
+    h.push_str("<h2>Last deployments</h2><table><tr><th>environment</th><th>commit</th><th>subject</th><th>lead time</th><th>ended</th></tr>");
     let mut last: Vec<(&String, i64, &Journey)> =
         snap.derived.journeys.iter().flat_map(|j| j.deployed_at.iter().map(move |(e, t)| (e, *t, j))).collect();
     last.sort_by_key(|(_, t, _)| std::cmp::Reverse(*t));

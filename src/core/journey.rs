@@ -313,6 +313,9 @@ pub enum StageState {
     Waiting,
     /// Ready, but no build carrying the commit has started.
     Pending,
+    /// A passive commit (untracked, `[ci skip]`) that no build of the stage carried yet: the
+    /// stage never builds it on its own; it rides with the next triggering commit's build.
+    Riding,
     Running,
     Succeeded,
     Failed,
@@ -325,6 +328,7 @@ impl StageState {
         match self {
             StageState::Waiting => "waiting",
             StageState::Pending => "pending",
+            StageState::Riding => "riding",
             StageState::Running => "running",
             StageState::Succeeded => "succeeded",
             StageState::Failed => "failed",
@@ -332,7 +336,7 @@ impl StageState {
         }
     }
     pub fn in_flight(self) -> bool {
-        matches!(self, StageState::Waiting | StageState::Pending | StageState::Running)
+        matches!(self, StageState::Waiting | StageState::Pending | StageState::Riding | StageState::Running)
     }
 }
 
@@ -364,6 +368,94 @@ pub struct StageJourney {
     pub attempts: Vec<Attempt>,
     /// Jobs expected to carry this commit.
     pub expected_jobs: Vec<String>,
+    /// For a commit in flight whose stage is waiting, pending or riding: what it waits for.
+    pub waits_for: Option<WaitsFor>,
+}
+
+/// What a commit that is not running at a stage waits for there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitsFor {
+    /// No build of the stage's jobs (expected for this commit) is running: the next one the
+    /// scheduler starts will take it.
+    NoBuild,
+    /// The stage's jobs are busy with a build that does not carry this commit (the oldest
+    /// such); Concourse takes the newest version once it is done.
+    Busy(RunningBuild),
+    /// A build carrying it was created and waits to start (Concourse `pending`: a serial
+    /// job's queue, a paused job, no worker).
+    Queued(RunningBuild),
+    /// An upstream stage has not succeeded for this commit; its state there.
+    Upstream { stage: String, state: StageState },
+    /// A passive commit: it rides with the next triggering commit's build.
+    TriggeringCommit,
+}
+
+impl WaitsFor {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WaitsFor::NoBuild => "no_build",
+            WaitsFor::Busy(_) => "busy",
+            WaitsFor::Queued(_) => "queued",
+            WaitsFor::Upstream { .. } => "upstream",
+            WaitsFor::TriggeringCommit => "triggering_commit",
+        }
+    }
+
+    /// One phrase for a person.
+    pub fn describe(&self) -> String {
+        match self {
+            WaitsFor::NoBuild => "no build yet".into(),
+            WaitsFor::Busy(b) => format!(
+                "the stage is busy with build {} #{} ({}, carrying {})",
+                b.job,
+                b.name,
+                b.status.as_str(),
+                b.head.as_deref().map(|h| h.get(..7).unwrap_or(h)).unwrap_or("no known commit")
+            ),
+            WaitsFor::Queued(b) => format!("its build {} #{} is queued (pending, not started)", b.job, b.name),
+            WaitsFor::Upstream { stage, state } => format!("waiting for upstream {stage} ({})", state.as_str()),
+            WaitsFor::TriggeringCommit => "rides with the next triggering commit".into(),
+        }
+    }
+}
+
+/// A build of a stage's job that runs now (Concourse's "running": `pending` or `started`),
+/// whatever commit it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningBuild {
+    pub build_id: BuildId,
+    pub pipeline: String,
+    pub job: String,
+    pub name: String,
+    /// `Pending` (created, not started: no start time yet) or `Started`.
+    pub status: BuildStatus,
+    pub start: Option<i64>,
+    pub url: String,
+    pub rerun_of: Option<BuildId>,
+    /// The newest commit it carries (over all tracked resources), when its lineage is known.
+    pub head: Option<Sha>,
+}
+
+impl RunningBuild {
+    /// Seconds since it started; `None` while pending. The API gives a queued build no
+    /// creation time (`atc.Build` has none), so a queue wait is not measurable.
+    pub fn age(&self, now: i64) -> Option<i64> {
+        self.start.map(|s| (now - s).max(0))
+    }
+}
+
+/// A stage as its builds show it now, whatever commits they carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageNow {
+    pub name: String,
+    pub stuck_after: Option<i64>,
+    /// Running builds of the stage's jobs (every job, reruns included): started ones oldest
+    /// first, then pending ones by id.
+    pub running: Vec<RunningBuild>,
+    /// Age of the oldest started build at `now` (0 when none has started).
+    pub oldest_running_age: i64,
+    /// `oldest_running_age` exceeds the stage's `stuck_after`.
+    pub stuck: bool,
 }
 
 impl StageJourney {
@@ -463,6 +555,8 @@ pub struct Derived {
     pub build_methods: HashMap<BuildId, Method>,
     /// Finished stage builds no lineage could be established for.
     pub gap_builds: std::collections::BTreeSet<BuildId>,
+    /// Per configured stage (in order): its running builds now, from the builds themselves.
+    pub stages: Vec<StageNow>,
 }
 
 type Carry = BTreeMap<String, (usize, Method)>;
@@ -475,6 +569,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         order.iter().map(|s| cfg.classifier.classify(&facts.commits[s].message, &facts.commits[s].files)).collect();
 
     let carries = compute_carries(facts, cfg, &pos);
+    let stages_now = stages_now(facts, cfg, &carries, &order, now);
 
     // Per (pipeline, job): builds in id order, with a running max of carried positions per
     // resource, so the first build that can contain a commit is found by binary search.
@@ -530,6 +625,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                     end: None,
                     attempts: vec![],
                     expected_jobs: vec![],
+                    waits_for: None,
                 });
                 continue;
             }
@@ -611,6 +707,9 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                 StageState::Running
             } else if job_states.contains(&StageState::Failed) {
                 StageState::Failed
+            } else if ready_at.is_some() && passive && attempts.is_empty() {
+                // No stage builds a passive commit on its own: it is not pending, it rides.
+                StageState::Riding
             } else if ready_at.is_some() {
                 StageState::Pending
             } else {
@@ -641,6 +740,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                 end,
                 attempts,
                 expected_jobs: expected.iter().map(|j| j.name.clone()).collect(),
+                waits_for: None,
             });
         }
 
@@ -651,6 +751,12 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
             }
         }
         let ended = !deployed_at.is_empty();
+        if !ended {
+            for si in 0..stages.len() {
+                let w = waits_for(&cfg.stages[si], &stages, si, &stages_now[si]);
+                stages[si].waits_for = w;
+            }
+        }
         let own_failure = stages.iter().find(|s| {
             s.attempts.iter().any(|a| a.own && matches!(a.status, BuildStatus::Failed | BuildStatus::Errored))
         });
@@ -722,7 +828,85 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         .into_iter()
         .filter(|(id, _)| facts.builds.get(id).is_some_and(|b| cfg.stage_of_job(&b.pipeline, &b.job).is_some()))
         .collect();
-    Derived { journeys, quality, build_methods, gap_builds }
+    Derived { journeys, quality, build_methods, gap_builds, stages: stages_now }
+}
+
+/// The running builds of every stage's jobs and the age of the oldest, from the builds
+/// themselves: a build runs for as long as it runs, whatever commit it was tied to.
+fn stages_now(
+    facts: &Facts,
+    cfg: &CoreConfig,
+    carries: &HashMap<BuildId, Carry>,
+    order: &[Sha],
+    now: i64,
+) -> Vec<StageNow> {
+    let mut out: Vec<StageNow> = cfg
+        .stages
+        .iter()
+        .map(|s| StageNow { name: s.name.clone(), stuck_after: s.stuck_after, ..StageNow::default() })
+        .collect();
+    for b in facts.builds.values().filter(|b| !b.status.is_finished()) {
+        let Some(si) = cfg.stage_of_job(&b.pipeline, &b.job) else { continue };
+        let head = carries.get(&b.id).and_then(|c| c.values().map(|(p, _)| *p).max()).and_then(|p| order.get(p));
+        out[si].running.push(RunningBuild {
+            build_id: b.id,
+            pipeline: b.pipeline.clone(),
+            job: b.job.clone(),
+            name: b.name.clone(),
+            // A started build has a start time; a sighting with one but an older status is started.
+            status: if b.start.is_some() { BuildStatus::Started } else { b.status },
+            start: b.start,
+            url: b.url.clone(),
+            rerun_of: b.rerun_of,
+            head: head.cloned(),
+        });
+    }
+    for sn in out.iter_mut() {
+        sn.running.sort_by_key(|r| (r.start.is_none(), r.start, r.build_id));
+        sn.oldest_running_age = sn.oldest_age(now);
+        sn.stuck = sn.stuck_at(now);
+    }
+    out
+}
+
+impl StageNow {
+    /// Age of the oldest started build at `now` (0 when none has started).
+    pub fn oldest_age(&self, now: i64) -> i64 {
+        self.running.iter().filter_map(|r| r.age(now)).max().unwrap_or(0)
+    }
+    /// The oldest started build has run longer than `stuck_after` at `now`.
+    pub fn stuck_at(&self, now: i64) -> bool {
+        self.stuck_after.is_some_and(|t| self.oldest_age(now) > t)
+    }
+}
+
+/// What a commit at stage `si` waits for, when it is there and not running.
+fn waits_for(st: &StageDef, stages: &[StageJourney], si: usize, now: &StageNow) -> Option<WaitsFor> {
+    let sj = &stages[si];
+    match sj.state {
+        StageState::Riding => Some(WaitsFor::TriggeringCommit),
+        StageState::Waiting => st
+            .after
+            .iter()
+            .map(|a| &stages[*a])
+            .find(|u| !matches!(u.state, StageState::Succeeded | StageState::NotApplicable))
+            .map(|u| WaitsFor::Upstream { stage: u.name.clone(), state: u.state }),
+        StageState::Pending => {
+            let queued = now.running.iter().find(|r| sj.attempts.iter().any(|a| a.build_id == r.build_id));
+            if let Some(q) = queued {
+                return Some(WaitsFor::Queued(q.clone()));
+            }
+            let busy = now
+                .running
+                .iter()
+                .find(|r| sj.expected_jobs.contains(&r.job) && !sj.attempts.iter().any(|a| a.build_id == r.build_id));
+            Some(match busy {
+                Some(b) => WaitsFor::Busy(b.clone()),
+                None => WaitsFor::NoBuild,
+            })
+        }
+        _ => None,
+    }
 }
 
 fn attempt(b: &BuildFact, method: Method, own: bool, head: Option<Sha>) -> Attempt {
@@ -988,4 +1172,201 @@ pub fn stage_builds(facts: &Facts, cfg: &CoreConfig, derived: &Derived) -> Vec<S
             Some(StageBuild { stage, build_id: b.id, status: b.status, start, end, head: heads.get(&b.id).cloned() })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "
+repository: { github: o/r }
+concourse: { url: 'http://ci/', team: dev }
+resources: { repo: { ignore_paths: ['ci/*'] } }
+stages:
+  - { name: tests, pipeline: p, jobs: [t1, t2], stuck_after: 30m }
+  - { name: testflight, pipeline: p, jobs: [tf], stuck_after: 20m, environment: staging }
+";
+    const NOW: i64 = 100_000;
+
+    fn cfg() -> CoreConfig {
+        crate::config::parse(CONFIG, "t.yaml", &|_| None).unwrap().core()
+    }
+
+    /// c0 and c1 change code, c2 is `[ci skip]`, c3 touches only ignored paths.
+    fn commits() -> Vec<Fact> {
+        let mk = |i: usize, msg: &str, file: &str| {
+            Fact::Commit(CommitFact {
+                sha: format!("c{i}{}", "0".repeat(39)),
+                parent: (i > 0).then(|| format!("c{}{}", i - 1, "0".repeat(39))),
+                author: "dev".into(),
+                author_date: 1_000 * (i as i64 + 1),
+                committer_date: 1_000 * (i as i64 + 1),
+                message: msg.into(),
+                files: vec![file.into()],
+                first_seen: 1_000 * (i as i64 + 1),
+            })
+        };
+        vec![
+            mk(0, "feat: a", "src/a.rs"),
+            mk(1, "feat: b", "src/b.rs"),
+            mk(2, "chore: notes [ci skip]", "src/c.rs"),
+            mk(3, "ci: tweak", "ci/x.sh"),
+        ]
+    }
+
+    fn sha(i: usize) -> String {
+        format!("c{i}{}", "0".repeat(39))
+    }
+
+    /// A build of job `job` taking commit `c` of `repo`; `start`/`end` `None` as the status says.
+    fn build(id: i64, job: &str, status: BuildStatus, start: Option<i64>, end: Option<i64>, c: usize) -> Fact {
+        let mut version = BTreeMap::new();
+        version.insert("ref".to_string(), sha(c));
+        Fact::Build(BuildFact {
+            id,
+            pipeline: "p".into(),
+            job: job.into(),
+            name: id.to_string(),
+            status,
+            start,
+            end,
+            rerun_of: None,
+            url: format!("http://ci/builds/{id}"),
+            inputs: vec![VersionFact { step: "repo".into(), resource: "repo".into(), version, message: None }],
+            outputs: vec![],
+            resources_known: true,
+        })
+    }
+
+    fn derived(builds: Vec<Fact>) -> Derived {
+        let mut f = Facts::default();
+        for x in commits().into_iter().chain(builds) {
+            f.apply(x);
+        }
+        derive(&f, &cfg(), NOW)
+    }
+
+    use BuildStatus::{Pending as Queued, Started, Succeeded as Done};
+
+    /// c0 went the whole way (tests and testflight succeeded); builds after that are the case.
+    fn c0_deployed() -> Vec<Fact> {
+        vec![
+            build(1, "t1", Done, Some(1_100), Some(1_500), 0),
+            build(2, "t2", Done, Some(1_100), Some(1_600), 0),
+            build(3, "tf", Done, Some(1_700), Some(2_000), 0),
+        ]
+    }
+
+    /// The stage-level signal comes from the stage's running builds, whatever they carry: a
+    /// rerun of testflight on the already deployed c0 carries no commit in flight and still
+    /// makes testflight stuck after 20 minutes; a queued build counts but has no age.
+    #[test]
+    fn stage_running_builds_and_stuck_come_from_the_builds() {
+        let check = |extra: Vec<Fact>, want: [(usize, i64, bool); 2]| {
+            let d = derived(c0_deployed().into_iter().chain(extra).collect());
+            let got: Vec<(usize, i64, bool)> =
+                d.stages.iter().map(|s| (s.running.len(), s.oldest_running_age, s.stuck)).collect();
+            assert_eq!(got, want, "{:?}", d.stages);
+            d
+        };
+        // Nothing runs.
+        check(vec![], [(0, 0, false), (0, 0, false)]);
+        // A testflight build on c0 started 25 minutes ago, and a queued one: stuck (20m).
+        let d = check(
+            vec![build(10, "tf", Started, Some(NOW - 1_500), None, 0), build(11, "tf", Queued, None, None, 0)],
+            [(0, 0, false), (2, 1_500, true)],
+        );
+        assert_eq!(d.stages[1].running[0].build_id, 10, "started first, then queued");
+        assert_eq!(d.stages[1].running[0].head.as_deref(), Some(sha(0).as_str()));
+        assert_eq!(d.stages[1].running[1].age(NOW), None);
+        let c0 = &d.journeys[0];
+        assert!(c0.ended && c0.stages.iter().all(|s| !s.state.in_flight()), "no commit in flight carries it");
+        // Exactly 20 minutes is not over 20 minutes.
+        check(vec![build(10, "tf", Started, Some(NOW - 1_200), None, 0)], [(0, 0, false), (1, 1_200, false)]);
+        // Three parallel test jobs: the oldest running build counts (31 minutes > 30).
+        check(
+            vec![
+                build(10, "t1", Started, Some(NOW - 600), None, 1),
+                build(11, "t2", Started, Some(NOW - 1_860), None, 1),
+            ],
+            [(2, 1_860, true), (0, 0, false)],
+        );
+        // A rerun runs on its own clock: the original's start does not count.
+        let mut rerun = build(12, "tf", Started, Some(NOW - 60), None, 0);
+        if let Fact::Build(b) = &mut rerun {
+            b.rerun_of = Some(3);
+            b.name = "3.1".into();
+        }
+        check(vec![rerun], [(0, 0, false), (1, 60, false)]);
+    }
+
+    /// What a commit that is not running at a stage waits for, and the passive commits' own
+    /// state: they ride with the next triggering commit, are never pending, never "not picked up".
+    #[test]
+    fn what_a_commit_waits_for() {
+        let check = |builds: Vec<Fact>, c: usize, want: Vec<(&str, Option<&str>)>| {
+            let d = derived(builds);
+            let j = d.journeys.iter().find(|j| j.sha == sha(c)).unwrap();
+            let got: Vec<(&str, Option<String>)> =
+                j.stages.iter().map(|s| (s.state.as_str(), s.waits_for.as_ref().map(|w| w.describe()))).collect();
+            let want: Vec<(&str, Option<String>)> = want.into_iter().map(|(a, b)| (a, b.map(String::from))).collect();
+            assert_eq!(got, want, "c{c}");
+            j.clone()
+        };
+        let none = vec![];
+        check(
+            none.clone(),
+            1,
+            vec![("pending", Some("no build yet")), ("waiting", Some("waiting for upstream tests (pending)"))],
+        );
+        // t1 runs on c0 (older than c1): busy.
+        check(
+            vec![build(1, "t1", Started, Some(1_100), None, 0)],
+            1,
+            vec![
+                ("pending", Some("the stage is busy with build t1 #1 (started, carrying c000000)")),
+                ("waiting", Some("waiting for upstream tests (pending)")),
+            ],
+        );
+        // A build carrying c1 was created and has not started.
+        check(
+            vec![build(4, "t1", Queued, None, None, 1)],
+            1,
+            vec![
+                ("pending", Some("its build t1 #4 is queued (pending, not started)")),
+                ("waiting", Some("waiting for upstream tests (pending)")),
+            ],
+        );
+        // c1's tests failed: testflight waits for them.
+        check(
+            vec![
+                build(4, "t1", BuildStatus::Failed, Some(2_100), Some(2_200), 1),
+                build(5, "t2", Done, Some(2_100), Some(2_200), 1),
+            ],
+            1,
+            vec![("failed", None), ("waiting", Some("waiting for upstream tests (failed)"))],
+        );
+        // Passive commits ride; after any time, they are not "not picked up".
+        for c in [2, 3] {
+            let j = check(
+                none.clone(),
+                c,
+                vec![
+                    ("riding", Some("rides with the next triggering commit")),
+                    ("waiting", Some("waiting for upstream tests (riding)")),
+                ],
+            );
+            assert!(!j.not_picked_up);
+        }
+        // A later build carries the passive commits: they run with it.
+        let j = check(
+            vec![build(6, "t1", Started, Some(5_000), None, 3)],
+            2,
+            vec![("running", None), ("waiting", Some("waiting for upstream tests (running)"))],
+        );
+        assert!(j.stages[0].attempts.iter().all(|a| !a.own));
+        // A deployed journey waits for nothing.
+        let j = check(c0_deployed(), 0, vec![("succeeded", None), ("succeeded", None)]);
+        assert!(j.ended);
+    }
 }

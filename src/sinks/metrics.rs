@@ -260,7 +260,10 @@ fn result_label(s: BuildStatus) -> &'static str {
 }
 
 const RESULTS: [&str; 4] = ["succeeded", "failed", "errored", "aborted"];
-const IN_FLIGHT_STATES: [StageState; 3] = [StageState::Waiting, StageState::Pending, StageState::Running];
+const IN_FLIGHT_STATES: [StageState; 4] =
+    [StageState::Waiting, StageState::Pending, StageState::Riding, StageState::Running];
+/// Concourse's running statuses, for the running builds of a stage.
+const RUNNING_STATUSES: [BuildStatus; 2] = [BuildStatus::Pending, BuildStatus::Started];
 
 /// Render OpenMetrics text (with exemplars).
 pub fn render_openmetrics(m: &MetricsInput<'_>) -> String {
@@ -354,6 +357,8 @@ fn build(m: &MetricsInput<'_>) -> Registry {
     let in_flight: Family<Labels, Gauge> = Family::default();
     let oldest: Family<Labels, Gauge> = Family::default();
     let stuck: Family<Labels, Gauge> = Family::default();
+    let running_builds: Family<Labels, Gauge> = Family::default();
+    let oldest_running_build: Family<Labels, Gauge> = Family::default();
     let threshold: Family<Labels, Gauge> = Family::default();
     let not_picked_up: Gauge = Gauge::default();
     let behind: Family<Labels, Gauge> = Family::default();
@@ -375,6 +380,10 @@ fn build(m: &MetricsInput<'_>) -> Registry {
             let _ = oldest.get_or_create(&l(&[("stage", st), ("state", s.as_str())]));
         }
         let _ = stuck.get_or_create(&l(&[("stage", st)]));
+        let _ = oldest_running_build.get_or_create(&l(&[("stage", st)]));
+        for b in RUNNING_STATUSES {
+            let _ = running_builds.get_or_create(&l(&[("stage", st), ("status", b.as_str())]));
+        }
         if let Some(t) = m.core.stages[i].stuck_after {
             threshold.get_or_create(&l(&[("stage", st)])).set(t);
         }
@@ -460,7 +469,6 @@ fn build(m: &MetricsInput<'_>) -> Registry {
 
     // Per commit.
     let mut oldest_age: BTreeMap<(usize, StageState), i64> = BTreeMap::new();
-    let mut oldest_running_age: BTreeMap<usize, i64> = BTreeMap::new();
     for j in &m.derived.journeys {
         if j.vanished {
             continue;
@@ -471,16 +479,12 @@ fn build(m: &MetricsInput<'_>) -> Registry {
                 in_flight.get_or_create(&l(&[("stage", stages[i]), ("state", s.state.as_str())])).inc();
                 let since = match s.state {
                     StageState::Running => s.start.unwrap_or(j.commit_time),
-                    StageState::Pending => s.ready_at.unwrap_or(j.commit_time),
+                    StageState::Pending | StageState::Riding => s.ready_at.unwrap_or(j.commit_time),
                     _ => j.commit_time,
                 };
                 let age = (m.now - since).max(0);
                 let e = oldest_age.entry((i, s.state)).or_insert(0);
                 *e = (*e).max(age);
-                if s.state == StageState::Running {
-                    let e = oldest_running_age.entry(i).or_insert(0);
-                    *e = (*e).max(age);
-                }
             }
             if j.not_picked_up {
                 not_picked_up.inc();
@@ -500,10 +504,15 @@ fn build(m: &MetricsInput<'_>) -> Registry {
     for ((i, s), age) in oldest_age {
         oldest.get_or_create(&l(&[("stage", stages[i]), ("state", s.as_str())])).set(age);
     }
-    for (i, st) in m.core.stages.iter().enumerate() {
-        if let (Some(t), Some(age)) = (st.stuck_after, oldest_running_age.get(&i))
-            && *age > t
-        {
+    // Per stage, from its running builds whatever they carry: "testflight runs over 20
+    // minutes" is a fact about the CI, not about how attribution came out.
+    for (i, sn) in m.derived.stages.iter().enumerate().filter(|(i, _)| *i < stages.len()) {
+        for r in &sn.running {
+            running_builds.get_or_create(&l(&[("stage", stages[i]), ("status", r.status.as_str())])).inc();
+        }
+        // Measured at the scrape, like the per-commit ages.
+        oldest_running_build.get_or_create(&l(&[("stage", stages[i])])).set(sn.oldest_age(m.now));
+        if m.core.stages[i].stuck_after.is_some_and(|t| sn.oldest_age(m.now) > t) {
             stuck.get_or_create(&l(&[("stage", stages[i])])).set(1);
         }
     }
@@ -556,7 +565,11 @@ fn build(m: &MetricsInput<'_>) -> Registry {
         Unit::Seconds,
         last_deploy,
     );
-    r.register("stage_in_flight", format!("Commits at each stage now, by state{note}"), in_flight);
+    r.register(
+        "stage_in_flight",
+        format!("Commits in flight at their current stage, by state (riding: a passive commit waiting for a triggering one){note}"),
+        in_flight,
+    );
     r.register_with_unit(
         "stage_oldest_in_flight",
         format!("Age of the oldest commit at each stage and state (0 when none){note}"),
@@ -564,8 +577,19 @@ fn build(m: &MetricsInput<'_>) -> Registry {
         oldest,
     );
     r.register(
+        "stage_running_builds",
+        format!("Running builds of each stage's jobs by Concourse status, whatever commits they carry{note}"),
+        running_builds,
+    );
+    r.register_with_unit(
+        "stage_oldest_running_build",
+        format!("Time since the oldest started build of each stage's jobs started, whatever it carries (0 when none; a pending build has no start){note}"),
+        Unit::Seconds,
+        oldest_running_build,
+    );
+    r.register(
         "stage_stuck",
-        format!("1 while the oldest running commit of a stage exceeds its stuck_after threshold{note}"),
+        format!("1 while the oldest started build of a stage has run longer than its stuck_after{note}"),
         stuck,
     );
     r.register_with_unit("stage_stuck_threshold", "The configured stuck_after of each stage", Unit::Seconds, threshold);

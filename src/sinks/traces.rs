@@ -963,6 +963,7 @@ mod tests {
             end: if state.in_flight() { None } else { end },
             attempts,
             expected_jobs: vec![],
+            waits_for: None,
         }
     }
 

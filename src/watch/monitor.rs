@@ -51,6 +51,12 @@ pub enum Event {
         environment: String,
         lead_time: Option<i64>,
     },
+    /// What the commit waits for at its current stage changed (no build yet, the stage is busy
+    /// with another build, an upstream stage, or a triggering commit to ride with).
+    Waits {
+        stage: String,
+        what: String,
+    },
 }
 
 impl Event {
@@ -84,6 +90,7 @@ impl Event {
                 fmt_secs(*elapsed),
                 fmt_secs(*threshold)
             ),
+            Event::Waits { stage, what } => format!("{stage}: {what}"),
             Event::Deployed { environment, lead_time } => format!(
                 "deployed to {environment}; lead time {}",
                 lead_time.map(fmt_secs).unwrap_or_else(|| "?".into())
@@ -124,6 +131,8 @@ pub struct Monitor {
     warned_not_picked_up: bool,
     carried_by: Option<String>,
     deployed: BTreeSet<String>,
+    /// The last "waits for" said: (stage, kind, build id, upstream).
+    waits: Option<(String, String, Option<i64>, Option<String>)>,
 }
 
 fn is_failure(status: &str) -> bool {
@@ -183,6 +192,18 @@ impl Monitor {
                 && self.warned_stages.insert(s.name.clone())
             {
                 out.push(Event::OverThreshold { stage: s.name.clone(), elapsed: now - start, threshold });
+            }
+        }
+        // What it waits for at its current stage, said when that changes (not as time passes).
+        let current =
+            j.stages.iter().find(|s| matches!(s.state.as_str(), "waiting" | "pending" | "riding" | "running"));
+        if let Some(s) = current
+            && let Some(w) = &s.waits_for
+        {
+            let key = (s.name.clone(), w.kind.clone(), w.build.as_ref().map(|b| b.build_id), w.upstream.clone());
+            if self.waits.as_ref() != Some(&key) {
+                self.waits = Some(key);
+                out.push(Event::Waits { stage: s.name.clone(), what: w.text.clone() });
             }
         }
         if let Some(c) = &j.carried_by
@@ -252,8 +273,19 @@ pub fn stage_status(s: &StageJson, now: i64) -> String {
     let head = match s.state.as_str() {
         "running" => format!("running {}", s.start.map(|t| fmt_secs(now - t)).unwrap_or_default()),
         "pending" => {
-            format!("pending {}", s.ready_at.map(|t| format!("(ready {} ago)", fmt_secs(now - t))).unwrap_or_default())
+            let p = format!(
+                "pending {}",
+                s.ready_at.map(|t| format!("(ready {} ago)", fmt_secs(now - t))).unwrap_or_default()
+            );
+            match &s.waits_for {
+                Some(w) => format!("{p}: {}", w.text),
+                None => p,
+            }
         }
+        "riding" | "waiting" => match &s.waits_for {
+            Some(w) => format!("{}: {}", s.state, w.text),
+            None => s.state.clone(),
+        },
         "succeeded" => format!("succeeded in {}", s.duration_seconds.map(fmt_secs).unwrap_or_else(|| "?".into())),
         "not_applicable" => "does not apply".into(),
         other => other.to_string(),
@@ -308,6 +340,7 @@ mod tests {
             attribution: None,
             expected_jobs: vec![],
             attempts,
+            waits_for: None,
         }
     }
 

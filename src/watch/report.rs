@@ -164,6 +164,7 @@ mod tests {
             attribution: None,
             expected_jobs: vec![],
             attempts: vec![],
+            waits_for: None,
         };
         let mut tests = st("tests", "succeeded", Some(30), Some(22 * 60));
         tests.attempts.push(AttemptJson {
