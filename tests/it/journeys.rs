@@ -307,3 +307,181 @@ async fn the_same_scenarios_on_the_two_repo_layout() {
         println!("two-repo layout: {f}: {} journeys agree with ground truth", r.derived.journeys.len());
     }
 }
+
+/// `/metrics` of a run as the exporter renders it (no source counters): sample line → value.
+fn metric_lines(r: &Run) -> BTreeMap<String, f64> {
+    let core = r.cfg.core();
+    let builds = deploy_journey::core::journey::stage_builds(&r.facts, &core, &r.derived);
+    let sources = SourceTelemetry::new().snapshots();
+    let baseline = deploy_journey::sinks::metrics::Baseline::default();
+    let text = deploy_journey::sinks::metrics::render_text(&deploy_journey::sinks::metrics::MetricsInput {
+        derived: &r.derived,
+        stage_builds: &builds,
+        core: &core,
+        sources: &sources,
+        now: r.sim.now(),
+        poll_interval_secs: 30,
+        version: "0.0.0-test",
+        baseline: &baseline,
+        spans: None,
+    });
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
+        .collect()
+}
+
+/// The exporter's HTTP surface over a run's journeys: (JSON of `sha`, the list, the landing page).
+async fn served(r: &Run, sha: &str) -> (serde_json::Value, serde_json::Value, String) {
+    use deploy_journey::http::{Shared, Snapshot, routes};
+    let shared = Arc::new(Shared::default());
+    shared.set_clock(Arc::new({
+        let sim = r.sim.clone();
+        move || sim.now()
+    }));
+    shared.publish(Snapshot {
+        derived: r.derived.clone(),
+        now: r.sim.now(),
+        environments: r.cfg.environments(),
+        repository: "GaloyMoney/lana-bank".into(),
+        stage_builds: vec![],
+        baseline: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, routes(shared)).await;
+    });
+    let c = crate::support::client();
+    let one = c.get(format!("{url}/api/v1/journeys/{sha}")).send().await.unwrap().json().await.unwrap();
+    let list = c.get(format!("{url}/api/v1/journeys?state=all")).send().await.unwrap().json().await.unwrap();
+    let page = c.get(format!("{url}/")).send().await.unwrap().text().await.unwrap();
+    server.abort();
+    (one, list, page)
+}
+
+/// A `[ci skip]` commit is never built on its own: it is not "pending" at tests (where it would
+/// count as a commit waiting for a build that never comes) but "riding" with the next triggering
+/// commit, in the journey, the metrics, the JSON and the landing page; never "not picked up".
+#[tokio::test]
+async fn a_skipped_commit_rides_and_is_never_pending() {
+    let r = run_scenario("ci-skip.yaml", "lana").await;
+    check_against_truth(&r);
+    let j = r.journey("skip");
+    assert_eq!(stage(j, "tests").state, StageState::Riding, "{:?}", stage(j, "tests"));
+    assert!(j.stages.iter().all(|s| s.state != StageState::Pending), "{:?}", j.stages);
+    assert!(!j.not_picked_up && !j.ended);
+    assert_eq!(stage(j, "tests").waits_for, Some(deploy_journey::core::journey::WaitsFor::TriggeringCommit));
+
+    let m = metric_lines(&r);
+    assert_eq!(m["deploy_journey_stage_in_flight{stage=\"tests\",state=\"riding\"}"], 1.0);
+    assert_eq!(m["deploy_journey_stage_in_flight{stage=\"tests\",state=\"pending\"}"], 0.0, "not counted as pending");
+    assert_eq!(m["deploy_journey_commits_not_picked_up"], 0.0);
+    let age = m["deploy_journey_stage_oldest_in_flight_seconds{stage=\"tests\",state=\"riding\"}"];
+    assert_eq!(age as i64, r.sim.now() - j.commit_time);
+
+    let (one, _, page) = served(&r, &j.sha).await;
+    let tests = &one["stages"][0];
+    assert_eq!(tests["name"], "tests");
+    assert_eq!(tests["state"], "riding", "{tests}");
+    assert_eq!(tests["waits_for"]["kind"], "triggering_commit", "{tests}");
+    assert_eq!(tests["waits_for"]["text"], "rides with the next triggering commit");
+    assert!(page.contains("class=\"riding\">riding<"), "{page}");
+    assert!(page.contains("rides with the next triggering commit"), "{page}");
+}
+
+/// A rerun of testflight on commit a, already deployed, hangs: no journey is in flight at
+/// testflight, yet the stage runs a build for over 20 minutes. The stage-level signal says so
+/// (running builds, the oldest one's age, stuck), the JSON lists the build and what it carries.
+#[tokio::test]
+async fn a_testflight_rerun_on_a_deployed_commit_makes_the_stage_stuck() {
+    let r = run_scenario("testflight-rerun-hangs.yaml", "lana").await;
+    check_against_truth(&r);
+    let a = r.journey("a");
+    assert!(a.ended && a.outcome == Outcome::Deployed, "{:?}", a.outcome);
+    let core = r.cfg.core();
+    let tf = core.stages.iter().position(|s| s.name == "testflight").unwrap();
+    let now = r.sim.now();
+    let sn = &r.derived.stages[tf];
+    assert_eq!(sn.running.len(), 1, "{sn:?}");
+    let b = &sn.running[0];
+    assert_eq!(b.head.as_deref(), Some(a.sha.as_str()), "the rerun carries a");
+    assert!(b.rerun_of.is_some() && b.name.contains('.'), "{b:?}");
+    let age = now - b.start.expect("started");
+    assert!(age > 20 * 60, "the rerun runs for {age} s");
+    assert!(sn.stuck && sn.oldest_running_age == age, "{sn:?}");
+    for j in &r.derived.journeys {
+        assert!(!j.stages[tf].state.in_flight() || j.ended, "{} is in flight at testflight", j.short());
+    }
+
+    let m = metric_lines(&r);
+    assert_eq!(m["deploy_journey_stage_stuck{stage=\"testflight\"}"], 1.0);
+    assert_eq!(m["deploy_journey_stage_oldest_running_build_seconds{stage=\"testflight\"}"], age as f64);
+    assert_eq!(m["deploy_journey_stage_running_builds{stage=\"testflight\",status=\"started\"}"], 1.0);
+    assert_eq!(m["deploy_journey_stage_running_builds{stage=\"testflight\",status=\"pending\"}"], 0.0);
+    // What the per-commit gauges (and the alerts before this change) see: nothing running.
+    assert_eq!(m["deploy_journey_stage_in_flight{stage=\"testflight\",state=\"running\"}"], 0.0);
+    assert_eq!(m["deploy_journey_stage_oldest_in_flight_seconds{stage=\"testflight\",state=\"running\"}"], 0.0);
+    assert_eq!(m["deploy_journey_stage_stuck{stage=\"tests\"}"], 0.0);
+
+    let (_, list, page) = served(&r, &a.sha).await;
+    let st = list["stages"].as_array().unwrap().iter().find(|s| s["name"] == "testflight").unwrap().clone();
+    assert_eq!(st["stuck"], true, "{st}");
+    assert_eq!(st["stuck_after_seconds"], 20 * 60);
+    assert_eq!(st["running_builds"][0]["build_id"], b.build_id, "{st}");
+    assert_eq!(st["running_builds"][0]["head"], a.sha.as_str(), "{st}");
+    assert!(st["running_builds"][0]["url"].as_str().unwrap().ends_with(&format!("/builds/{}", b.name)), "{st}");
+    assert!(
+        page.contains(&format!("lana-bank-testflight #{}</a> started (carrying <code>{}</code>)", b.name, a.short())),
+        "{page}"
+    );
+    assert!(page.contains("(stuck)"), "{page}");
+}
+
+/// A commit that lands while the tests run on an older one waits for the stage, and says so:
+/// busy with the running build and what that carries.
+#[tokio::test]
+async fn a_commit_behind_a_busy_stage_says_what_it_waits_for() {
+    let r = run_scenario("three-while-tests-run.yaml", "lana").await;
+    // At the end everything is deployed; derive again at the moment c landed, while the
+    // tests ran on the previous commit.
+    let c_landed = r.journey("c").commit_time;
+    let first = r.journey("first").sha.clone();
+    let t = c_landed + 60;
+    let d = derive(&facts_at(&r.facts, t), &r.cfg.core(), t);
+    let c = d.journeys.iter().find(|j| j.sha == r.shas["c"]).unwrap();
+    let tests = stage(c, "tests");
+    assert_eq!(tests.state, StageState::Pending, "{tests:?}");
+    match &tests.waits_for {
+        Some(deploy_journey::core::journey::WaitsFor::Busy(b)) => {
+            assert_eq!(b.head.as_deref(), Some(first.as_str()), "busy with first's tests: {b:?}");
+            assert!(tests.expected_jobs.contains(&b.job));
+        }
+        other => panic!("c waits for {other:?}"),
+    }
+    let w = tests.waits_for.as_ref().unwrap().describe();
+    assert!(
+        w.starts_with("the stage is busy with build ") && w.ends_with(&format!("carrying {})", &first[..7])),
+        "{w}"
+    );
+}
+
+/// The facts as a poll at `t` would have seen them: commits landed by then, builds started by
+/// then, those that ended later still running.
+fn facts_at(all: &Facts, t: i64) -> Facts {
+    use deploy_journey::core::journey::{BuildStatus, Fact};
+    let mut f = Facts::default();
+    for c in all.commits.values().filter(|c| c.committer_date <= t) {
+        f.apply(Fact::Commit(c.clone()));
+    }
+    for b in all.builds.values().filter(|b| b.start.is_some_and(|s| s <= t)) {
+        let mut b = b.clone();
+        if b.end.is_some_and(|e| e > t) {
+            b.status = BuildStatus::Started;
+            b.end = None;
+            b.outputs.clear();
+        }
+        f.apply(Fact::Build(b));
+    }
+    f
+}

@@ -157,7 +157,7 @@ fn fixed_durations_and_no_failures_do_not_depend_on_the_seed() {
 
 // ---------------------------------------------------------------- tests/scenarios/*.yaml
 
-const CHECKED: [&str; 13] = [
+const CHECKED: [&str; 14] = [
     "backend-to-staging.yaml",
     "three-while-tests-run.yaml",
     "frontend-only.yaml",
@@ -171,6 +171,7 @@ const CHECKED: [&str; 13] = [
     "pr-unapproved.yaml",
     "pr-approved.yaml",
     "testflight-hangs.yaml",
+    "testflight-rerun-hangs.yaml",
 ];
 
 #[test]
@@ -352,6 +353,24 @@ fn scenario_testflight_hangs() {
             (started - o.start()) / 60
         );
         assert!(b.first_success("galoy-staging/galoy-staging-lana-bank").is_none(), "b never reaches staging");
+    });
+}
+
+#[test]
+fn scenario_testflight_rerun_hangs() {
+    check("testflight-rerun-hangs.yaml", |o| {
+        let a = o.truth("a");
+        assert_reaches_staging(&a);
+        let staged = a.first_success("galoy-staging/galoy-staging-lana-bank").and_then(|b| b.end).expect("staged");
+        assert!(staged < o.start() + 3 * 3600, "a is deployed before the rerun");
+        // The rerun of a's testflight carries a (its inputs are a's) and still runs at the end.
+        let tf: Vec<&BuildTruth> =
+            a.job("private-charts/lana-bank-testflight").expect("a's testflight builds").builds.iter().collect();
+        assert_eq!(tf.len(), 2, "a's build and its rerun: {tf:?}");
+        assert_eq!(tf[0].status, "succeeded");
+        assert_eq!(tf[1].status, "started", "{:?}", tf[1]);
+        assert!(tf[1].start.is_some_and(|s| s >= o.start() + 3 * 3600), "{:?}", tf[1]);
+        assert!(tf[1].name.contains('.'), "a rerun is named N.M: {:?}", tf[1]);
     });
 }
 
