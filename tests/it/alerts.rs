@@ -368,186 +368,282 @@ const SPEED: f64 = 240.0;
 /// copy changes: the expressions are the shipped ones.
 const E2E_FOR_SECS: u64 = 8;
 
-/// A real Prometheus loads the shipped rules (with only the testflight alert's `for` shortened)
-/// and scrapes `serve_with_clock`, whose clock is the simulator's, running testflight-hangs.yaml
-/// at 240×: commit a reaches staging; b's testflight build hangs. The alert is absent while b's
-/// testflight has run ≤ 20 simulated minutes, then pending, then firing once its `for` has
-/// passed; the other "too slow" alerts stay quiet; the lead-time recording rules return a's lead
-/// time as histogram_quantile places it in its bucket.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alerts_testflight_too_slow_goes_pending_then_firing_in_a_real_prometheus() {
-    let prometheus = tool("prometheus");
-    init_crypto();
-    let t_all = Instant::now();
-    let deadline = t_all + Duration::from_secs(110);
+/// The end-to-end setup: the simulator running a scenario (advanced to `live_at` and standing
+/// still until the test lets it run), `serve_with_clock` on the simulator's clock, and a real
+/// Prometheus loading the shipped rules (only the testflight alert's `for` shortened) and
+/// scraping the exporter every second. Ready once Prometheus has scraped the exporter.
+struct E2e {
+    sim: Arc<Sim>,
+    scenario_run: deploy_journey::sim::workload::ScenarioRun,
+    exporter: String,
+    prom: String,
+    client: reqwest::Client,
+    log: PathBuf,
+    threshold: i64,
+    t_all: Instant,
+    deadline: Instant,
+    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    app: Option<tokio::task::JoinHandle<Result<(), deploy_journey::app::AppError>>>,
+    sim_task: tokio::task::JoinHandle<()>,
+    _prometheus: KillOnDrop,
+    _dir: tempfile::TempDir,
+}
 
-    // The simulator: the scenario's world advanced to +60m (a is in testflight; nothing deployed
-    // yet), then live at 240x once Prometheus scrapes.
-    let sc = Scenario::load(Path::new(MANIFEST).join("tests/scenarios/testflight-hangs.yaml")).unwrap();
-    let (mut world, scenario_run) = sc.build_world(START);
-    let live = START + 60 * 60;
-    world.advance_to(live);
-    // The clock stands still until Prometheus has scraped once, so the scrape that sets the
-    // baseline comes before a's deployment however slowly the processes start.
-    let sim = Sim::new(world, SimClock::new(live, ClockMode::Stepped));
-    let (listener, sim_url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
-    let s2 = sim.clone();
-    let sim_task = tokio::spawn(async move {
-        let _ = deploy_journey::sim::server::serve(s2, listener).await;
-    });
+impl E2e {
+    async fn start(scenario: &str, live_at: i64) -> E2e {
+        let prometheus = tool("prometheus");
+        init_crypto();
+        let t_all = Instant::now();
+        let deadline = t_all + Duration::from_secs(110);
+        let sc = Scenario::load(Path::new(MANIFEST).join("tests/scenarios").join(scenario)).unwrap();
+        let (mut world, scenario_run) = sc.build_world(START);
+        let live = START + live_at;
+        world.advance_to(live);
+        // The clock stands still until the test lets it run, so the scrape that sets the
+        // baseline comes first however slowly the processes start.
+        let sim = Sim::new(world, SimClock::new(live, ClockMode::Stepped));
+        let (listener, sim_url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+        let s2 = sim.clone();
+        let sim_task = tokio::spawn(async move {
+            let _ = deploy_journey::sim::server::serve(s2, listener).await;
+        });
 
-    // The exporter, in process, on the simulator's clock.
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = example_config("lana", &sim_url);
-    cfg.poll_interval = Duration::from_secs(1);
-    cfg.state_path = dir.path().join("state.db");
-    let threshold =
-        cfg.stages.iter().find(|s| s.name == "testflight").and_then(|s| s.stuck_after).expect("testflight stuck_after");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let clock_sim = sim.clone();
-    let app = tokio::spawn(deploy_journey::app::serve_with_clock(
-        cfg,
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(move || clock_sim.now()),
-        async move {
-            let _ = stop_rx.await;
-        },
-        Some(ready_tx),
-    ));
-    let addr = tokio::time::timeout(Duration::from_secs(30), ready_rx).await.expect("exporter listens").unwrap();
-    let exporter = format!("http://{addr}");
-    let client = crate::support::client();
+        // The exporter, in process, on the simulator's clock.
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = example_config("lana", &sim_url);
+        cfg.poll_interval = Duration::from_secs(1);
+        cfg.state_path = dir.path().join("state.db");
+        let threshold = cfg
+            .stages
+            .iter()
+            .find(|s| s.name == "testflight")
+            .and_then(|s| s.stuck_after)
+            .expect("testflight stuck_after");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let clock_sim = sim.clone();
+        let app = tokio::spawn(deploy_journey::app::serve_with_clock(
+            cfg,
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(move || clock_sim.now()),
+            async move {
+                let _ = stop_rx.await;
+            },
+            Some(ready_tx),
+        ));
+        let addr = tokio::time::timeout(Duration::from_secs(30), ready_rx).await.expect("exporter listens").unwrap();
+        let exporter = format!("http://{addr}");
+        let client = crate::support::client();
 
-    // The shipped rules, with only the testflight alert's `for` shortened.
-    let shipped = std::fs::read_to_string(Path::new(MANIFEST).join(RULES)).unwrap();
-    let rules = rewrite_for(&shipped, "DeployJourneyTestflightTooSlow", &format!("{E2E_FOR_SECS}s"));
-    let rules_path = dir.path().join("rules.yml");
-    std::fs::write(&rules_path, &rules).unwrap();
-    let port = free_port();
-    let prom = format!("http://127.0.0.1:{port}");
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nscrape_configs:\n  - job_name: deploy-journey\n    static_configs:\n      - targets: ['{addr}']\n",
-        rules_path.display()
-    );
-    let config_path = dir.path().join("prometheus.yml");
-    std::fs::write(&config_path, &config).unwrap();
-    let (code, out) = run(Command::new(tool("promtool")).args(["check", "config"]).arg(&config_path));
-    assert_eq!(code, 0, "{out}");
-    let log = dir.path().join("prometheus.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(&prometheus)
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .expect("start prometheus");
-    let _guard = KillOnDrop(child);
-    println!("simulator at {sim_url} ({SPEED}x from +60m), exporter at {exporter}, prometheus at {prom}");
-
-    // Until Prometheus has scraped once, the lead-time count it sees first is the baseline.
-    let first_count = loop {
-        let q = "sum(deploy_journey_lead_time_seconds_count{change_type=\"backend\"})";
-        if let Some((_, n)) = query_one(&client, &prom, q).await {
-            break n;
-        }
-        assert!(Instant::now() < deadline, "Prometheus never scraped the exporter:\n{}", prom_log_tail(&log));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    println!(
-        "  first scrape after {:.1} s (sim +{}m): {first_count} backend lead times",
-        t_all.elapsed().as_secs_f64(),
-        (sim.now() - START) / 60
-    );
-    sim.clock.set_mode(ClockMode::Running { speed: SPEED });
-    let t_live = Instant::now();
-
-    // Watch the alert. Alerts are read first, then the latest scraped age: the age only grows
-    // while b's testflight runs, so an age ≤ the threshold means the alert was evaluated on
-    // ages ≤ the threshold and must be absent.
-    let alert = "DeployJourneyTestflightTooSlow";
-    let age_q = "max(deploy_journey_stage_oldest_in_flight_seconds{stage=\"testflight\",state=\"running\"})";
-    let mut quiet_below = 0;
-    let mut pending: Option<(Instant, serde_json::Value)> = None;
-    let firing: (Instant, serde_json::Value) = loop {
-        assert!(
-            Instant::now() < deadline,
-            "{alert} did not fire in time (pending: {pending:?}):\n{}",
-            prom_log_tail(&log)
+        // The shipped rules, with only the testflight alert's `for` shortened.
+        let shipped = std::fs::read_to_string(Path::new(MANIFEST).join(RULES)).unwrap();
+        let rules = rewrite_for(&shipped, "DeployJourneyTestflightTooSlow", &format!("{E2E_FOR_SECS}s"));
+        let rules_path = dir.path().join("rules.yml");
+        std::fs::write(&rules_path, &rules).unwrap();
+        let port = free_port();
+        let prom = format!("http://127.0.0.1:{port}");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nscrape_configs:\n  - job_name: deploy-journey\n    static_configs:\n      - targets: ['{addr}']\n",
+            rules_path.display()
         );
-        let v = get_json(&client, &format!("{prom}/api/v1/alerts")).await.expect("alerts API");
-        let mine: Vec<serde_json::Value> = v["data"]["alerts"]
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, &config).unwrap();
+        let (code, out) = run(Command::new(tool("promtool")).args(["check", "config"]).arg(&config_path));
+        assert_eq!(code, 0, "{out}");
+        let log = dir.path().join("prometheus.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&prometheus)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("start prometheus");
+        println!(
+            "{scenario}: simulator at {sim_url} ({SPEED}x from +{}m), exporter at {exporter}, prometheus at {prom}",
+            live_at / 60
+        );
+        let e = E2e {
+            sim,
+            scenario_run,
+            exporter,
+            prom,
+            client,
+            log,
+            threshold,
+            t_all,
+            deadline,
+            stop_tx: Some(stop_tx),
+            app: Some(app),
+            sim_task,
+            _prometheus: KillOnDrop(child),
+            _dir: dir,
+        };
+        while query_one(&e.client, &e.prom, "deploy_journey_build_info").await.is_none() {
+            assert!(Instant::now() < e.deadline, "Prometheus never scraped the exporter:\n{}", prom_log_tail(&e.log));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!("  first scrape after {:.1} s", e.t_all.elapsed().as_secs_f64());
+        e
+    }
+
+    /// Let the simulator's clock run at `SPEED`.
+    fn go_live(&self) -> Instant {
+        self.sim.clock.set_mode(ClockMode::Running { speed: SPEED });
+        Instant::now()
+    }
+
+    fn sim_minutes(&self) -> i64 {
+        (self.sim.now() - START) / 60
+    }
+
+    /// Watch `alert` until it fires. Alerts are read first, then `age_q`, the age the alert
+    /// compares: it only grows while the build runs, so an age ≤ the threshold means the alert
+    /// was evaluated on ages ≤ the threshold and must be absent. Also runs `each` on every
+    /// round. Returns (when and how it was first seen pending, when and how it fired, rounds
+    /// quiet below the threshold).
+    async fn until_firing(
+        &self,
+        alert: &str,
+        age_q: &str,
+        t_live: Instant,
+    ) -> ((Instant, serde_json::Value), (Instant, serde_json::Value), usize) {
+        let mut quiet_below = 0;
+        let mut pending: Option<(Instant, serde_json::Value)> = None;
+        let firing = loop {
+            assert!(
+                Instant::now() < self.deadline,
+                "{alert} did not fire in time (pending: {pending:?}):\n{}",
+                prom_log_tail(&self.log)
+            );
+            let v = get_json(&self.client, &format!("{}/api/v1/alerts", self.prom)).await.expect("alerts API");
+            let mine: Vec<serde_json::Value> = v["data"]["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["labels"]["alertname"] == alert)
+                .cloned()
+                .collect();
+            let age = query_one(&self.client, &self.prom, age_q).await.map(|(_, x)| x).unwrap_or(0.0);
+            if age > 0.0 && age <= self.threshold as f64 {
+                assert!(mine.is_empty(), "{alert} active while testflight had run {age} s: {mine:?}");
+                quiet_below += 1;
+            }
+            assert!(mine.len() <= 1, "{mine:?}");
+            if let Some(a) = mine.into_iter().next() {
+                match a["state"].as_str() {
+                    Some("pending") if pending.is_none() => {
+                        println!(
+                            "  pending {:.1} s after going live (sim +{}m): {a}",
+                            t_live.elapsed().as_secs_f64(),
+                            self.sim_minutes()
+                        );
+                        pending = Some((Instant::now(), a));
+                    }
+                    Some("firing") => break (Instant::now(), a),
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        println!(
+            "  firing {:.1} s after going live (sim +{}m): {}",
+            t_live.elapsed().as_secs_f64(),
+            self.sim_minutes(),
+            firing.1
+        );
+        let pending = pending.expect("the alert was seen pending before firing");
+        assert!(quiet_below > 0, "the build was never seen running under the threshold");
+        assert!(
+            firing.0.duration_since(pending.0) >= Duration::from_secs(E2E_FOR_SECS - 2),
+            "fired {:?} after pending, `for` is {E2E_FOR_SECS}s",
+            firing.0.duration_since(pending.0)
+        );
+        for a in [&pending.1, &firing.1] {
+            let labels: BTreeMap<String, String> = serde_json::from_value(a["labels"].clone()).unwrap();
+            let want: BTreeMap<String, String> =
+                [("alertname", alert), ("severity", "warning"), ("stage", "testflight")]
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .into();
+            assert_eq!(labels, want, "no job/instance/sha label reaches the alert");
+            let value: f64 = a["value"].as_str().unwrap().parse().unwrap();
+            assert!(value > self.threshold as f64, "{a}");
+            assert!(
+                a["annotations"]["summary"].as_str().unwrap().starts_with("testflight has been running for "),
+                "{a}"
+            );
+            assert!(a["annotations"]["runbook_url"].as_str().unwrap().ends_with("#deployjourneytestflighttooslow"));
+        }
+        (pending, firing, quiet_below)
+    }
+
+    /// Alerts active now, by name.
+    async fn active(&self) -> BTreeSet<String> {
+        let v = get_json(&self.client, &format!("{}/api/v1/alerts", self.prom)).await.unwrap();
+        v["data"]["alerts"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|a| a["labels"]["alertname"] == alert)
-            .cloned()
-            .collect();
-        let age = query_one(&client, &prom, age_q).await.map(|(_, x)| x).unwrap_or(0.0);
-        if age > 0.0 && age <= threshold as f64 {
-            assert!(mine.is_empty(), "{alert} active while testflight had run {age} s: {mine:?}");
-            quiet_below += 1;
-        }
-        assert!(mine.len() <= 1, "{mine:?}");
-        if let Some(a) = mine.into_iter().next() {
-            match a["state"].as_str() {
-                Some("pending") if pending.is_none() => {
-                    println!(
-                        "  pending {:.1} s after going live (sim +{}m): {a}",
-                        t_live.elapsed().as_secs_f64(),
-                        (sim.now() - START) / 60
-                    );
-                    pending = Some((Instant::now(), a));
-                }
-                Some("firing") => break (Instant::now(), a),
-                _ => {}
+            .map(|a| a["labels"]["alertname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Every shipped rule is loaded and healthy.
+    async fn rules_healthy(&self) {
+        let rules_api = get_json(&self.client, &format!("{}/api/v1/rules", self.prom)).await.unwrap();
+        let mut n_rules = 0;
+        for g in rules_api["data"]["groups"].as_array().unwrap() {
+            for r in g["rules"].as_array().unwrap() {
+                n_rules += 1;
+                assert_eq!(r["health"], "ok", "{r}");
             }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    println!(
-        "  firing {:.1} s after going live (sim +{}m): {}",
-        t_live.elapsed().as_secs_f64(),
-        (sim.now() - START) / 60,
-        firing.1
-    );
-    let (pending_at, p) = pending.expect("the alert was seen pending before firing");
-    assert!(quiet_below > 0, "b's testflight was never seen running under the threshold");
-    assert!(
-        firing.0.duration_since(pending_at) >= Duration::from_secs(E2E_FOR_SECS - 2),
-        "fired {:?} after pending, `for` is {E2E_FOR_SECS}s",
-        firing.0.duration_since(pending_at)
-    );
-    for a in [&p, &firing.1] {
-        let labels: BTreeMap<String, String> = serde_json::from_value(a["labels"].clone()).unwrap();
-        let want: BTreeMap<String, String> = [("alertname", alert), ("severity", "warning"), ("stage", "testflight")]
-            .map(|(k, v)| (k.into(), v.into()))
-            .into();
-        assert_eq!(labels, want, "no job/instance/sha label reaches the alert");
-        let value: f64 = a["value"].as_str().unwrap().parse().unwrap();
-        assert!(value > threshold as f64, "{a}");
-        assert!(a["annotations"]["summary"].as_str().unwrap().starts_with("testflight has been running for "), "{a}");
-        assert!(a["annotations"]["runbook_url"].as_str().unwrap().ends_with("#deployjourneytestflighttooslow"));
+        assert_eq!(n_rules, rule_list().len(), "Prometheus loaded every shipped rule");
     }
+
+    async fn stop(mut self) {
+        println!("  whole test {:.1} s", self.t_all.elapsed().as_secs_f64());
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(app) = self.app.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), app).await;
+        }
+        self.sim_task.abort();
+    }
+}
+
+/// The age the "too slow" alerts compare: the oldest started testflight build's.
+const TESTFLIGHT_AGE: &str = "max(deploy_journey_stage_oldest_running_build_seconds{stage=\"testflight\"})";
+
+/// testflight-hangs.yaml from +60m at 240×: commit a reaches staging; b's testflight build
+/// hangs. The alert is absent while b's testflight has run ≤ 20 simulated minutes, then
+/// pending, then firing once its `for` has passed; the other "too slow" alerts stay quiet; the
+/// lead-time recording rules return a's lead time as histogram_quantile places it in its bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_testflight_too_slow_goes_pending_then_firing_in_a_real_prometheus() {
+    // At +60m a is in testflight; nothing is deployed yet.
+    let e = E2e::start("testflight-hangs.yaml", 60 * 60).await;
+    let (client, prom, sim) = (&e.client, e.prom.as_str(), &e.sim);
+    // Before the clock moves, the lead-time count Prometheus sees is the baseline.
+    let q = "sum(deploy_journey_lead_time_seconds_count{change_type=\"backend\"})";
+    let (_, first_count) = query_one(client, prom, q).await.expect("the lead-time count was scraped");
+    let t_live = e.go_live();
+    let alert = "DeployJourneyTestflightTooSlow";
+    e.until_firing(alert, TESTFLIGHT_AGE, t_live).await;
+
     // The commit in testflight is b, and the simulator says its build is still running.
-    let shas = sim.with_world(|w| scenario_run.shas(w));
+    let shas = sim.with_world(|w| e.scenario_run.shas(w));
     let b = sim.with_world(|w| truth(w, &shas["b"]));
     let b_tf = b.first_build("private-charts/lana-bank-testflight").expect("b's testflight").clone();
     assert_eq!(b_tf.status, "started", "{b_tf:?}");
-    let j = get_json(&client, &format!("{exporter}/api/v1/journeys/{}", shas["b"])).await.expect("b's journey");
+    let j = get_json(client, &format!("{}/api/v1/journeys/{}", e.exporter, shas["b"])).await.expect("b's journey");
     let tf = j["stages"].as_array().unwrap().iter().find(|s| s["name"] == "testflight").unwrap().clone();
     assert_eq!(tf["state"], "running", "{tf}");
 
     // The other stages are within their thresholds: their alerts stay quiet. Every rule is healthy.
-    let v = get_json(&client, &format!("{prom}/api/v1/alerts")).await.unwrap();
-    let active: BTreeSet<String> = v["data"]["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["labels"]["alertname"].as_str().unwrap().to_string())
-        .collect();
+    let active = e.active().await;
     for quiet in [
         "DeployJourneyTestsTooSlow",
         "DeployJourneyStagingDeployTooSlow",
@@ -557,20 +653,12 @@ async fn alerts_testflight_too_slow_goes_pending_then_firing_in_a_real_prometheu
     ] {
         assert!(!active.contains(quiet), "{quiet} is active: {active:?}");
     }
-    let rules_api = get_json(&client, &format!("{prom}/api/v1/rules")).await.unwrap();
-    let mut n_rules = 0;
-    for g in rules_api["data"]["groups"].as_array().unwrap() {
-        for r in g["rules"].as_array().unwrap() {
-            n_rules += 1;
-            assert_eq!(r["health"], "ok", "{r}");
-        }
-    }
-    assert_eq!(n_rules, rule_list().len(), "Prometheus loaded every shipped rule");
+    e.rules_healthy().await;
 
     // a's lead time, as the exporter and the simulator's ground truth say.
     let a = sim.with_world(|w| truth(w, &shas["a"]));
     let staged = a.first_success("galoy-staging/galoy-staging-lana-bank").and_then(|x| x.end).expect("a staged");
-    let ja = get_json(&client, &format!("{exporter}/api/v1/journeys/{}", shas["a"])).await.expect("a's journey");
+    let ja = get_json(client, &format!("{}/api/v1/journeys/{}", e.exporter, shas["a"])).await.expect("a's journey");
     let commit_time = sim.with_world(|w| w.tracked_repo().commits[&shas["a"]].committer_date);
     let lead = (staged - commit_time) as f64;
     assert_eq!(ja["deployed_at"]["staging"].as_i64(), Some(staged), "{ja}");
@@ -587,10 +675,10 @@ async fn alerts_testflight_too_slow_goes_pending_then_firing_in_a_real_prometheu
         ("environment:deploy_journey_lead_time_seconds:p90_1d", "", 0.9),
     ] {
         let (labels, got) = loop {
-            if let Some(x) = query_one(&client, &prom, &format!("{rule}{sel}")).await.filter(|(_, x)| !x.is_nan()) {
+            if let Some(x) = query_one(client, prom, &format!("{rule}{sel}")).await.filter(|(_, x)| !x.is_nan()) {
                 break x;
             }
-            assert!(Instant::now() < deadline, "{rule} has no value:\n{}", prom_log_tail(&log));
+            assert!(Instant::now() < e.deadline, "{rule} has no value:\n{}", prom_log_tail(&e.log));
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         // One observation: histogram_quantile interpolates linearly inside its bucket.
@@ -600,9 +688,60 @@ async fn alerts_testflight_too_slow_goes_pending_then_firing_in_a_real_prometheu
         assert_eq!(labels["environment"], "staging", "{labels}");
         println!("  {rule}{sel} = {got} (a's lead time {lead} s, bucket ({lo}, {hi}])");
     }
-    println!("  whole test {:.1} s", t_all.elapsed().as_secs_f64());
+    e.stop().await;
+}
 
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), app).await;
-    sim_task.abort();
+/// The case, end to end: testflight-rerun-hangs.yaml from +2h55m at 240×. Commit a is
+/// deployed; at +3h a's testflight build is rerun and hangs. That build carries no commit in
+/// flight, so the per-commit gauges say nothing runs at testflight; the alert fires anyway,
+/// from the running build's age. The expression the rules had before (the oldest running
+/// commit's age against the threshold) returns nothing in the same Prometheus at that moment:
+/// it would never have fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_testflight_too_slow_fires_on_a_build_carrying_no_commit_in_flight() {
+    let e = E2e::start("testflight-rerun-hangs.yaml", 3 * 3600 - 5 * 60).await;
+    let (client, prom) = (&e.client, e.prom.as_str());
+    let t_live = e.go_live();
+    let alert = "DeployJourneyTestflightTooSlow";
+    let (_, firing, _) = e.until_firing(alert, TESTFLIGHT_AGE, t_live).await;
+    let value: f64 = firing.1["value"].as_str().unwrap().parse().unwrap();
+
+    // Nothing in flight at testflight: the per-commit view is empty...
+    let running_commits = "max(deploy_journey_stage_in_flight{stage=\"testflight\",state=\"running\"})";
+    assert_eq!(query_one(client, prom, running_commits).await.map(|x| x.1), Some(0.0));
+    let old_age = "max(deploy_journey_stage_oldest_in_flight_seconds{stage=\"testflight\",state=\"running\"})";
+    assert_eq!(query_one(client, prom, old_age).await.map(|x| x.1), Some(0.0));
+    // ... and the rules' previous expression selects nothing: the old alert stays silent.
+    let old_expr = "max by (stage) (deploy_journey_stage_oldest_in_flight_seconds{stage=\"testflight\", state=\"running\"}) > on (stage) max by (stage) (deploy_journey_stage_stuck_threshold_seconds{stage=\"testflight\"})";
+    let u = reqwest::Url::parse_with_params(&format!("{prom}/api/v1/query"), &[("query", old_expr)]).unwrap();
+    let v = get_json(client, u.as_str()).await.expect("query");
+    assert_eq!(v["data"]["result"], serde_json::json!([]), "the old expression fires: {v}");
+    // The stage-level gauges: one started build, stuck.
+    let stuck = "max(deploy_journey_stage_stuck{stage=\"testflight\"})";
+    assert_eq!(query_one(client, prom, stuck).await.map(|x| x.1), Some(1.0));
+    let started = "max(deploy_journey_stage_running_builds{stage=\"testflight\",status=\"started\"})";
+    assert_eq!(query_one(client, prom, started).await.map(|x| x.1), Some(1.0));
+
+    // The exporter names the build and what it carries: a, deployed, per the simulator too.
+    let shas = e.sim.with_world(|w| e.scenario_run.shas(w));
+    let a = e.sim.with_world(|w| truth(w, &shas["a"]));
+    let rerun = a.job("private-charts/lana-bank-testflight").unwrap().builds.last().unwrap().clone();
+    assert!(rerun.rerun_of.is_some() && rerun.status == "started", "{rerun:?}");
+    assert!(a.first_success("galoy-staging/galoy-staging-lana-bank").is_some(), "a is deployed");
+    let list = get_json(client, &format!("{}/api/v1/journeys?state=in_flight", e.exporter)).await.unwrap();
+    let tf = list["stages"].as_array().unwrap().iter().find(|s| s["name"] == "testflight").unwrap().clone();
+    assert_eq!(tf["running_builds"][0]["build_id"], rerun.id, "{tf}");
+    assert_eq!(tf["running_builds"][0]["head"], shas["a"].as_str(), "{tf}");
+    assert_eq!(tf["stuck"], true, "{tf}");
+    assert!(value > e.threshold as f64);
+    for j in list["journeys"].as_array().unwrap() {
+        let st = j["stages"].as_array().unwrap().iter().find(|s| s["name"] == "testflight").unwrap();
+        assert_ne!(st["state"], "running", "{} is running at testflight: {j}", j["short_sha"]);
+    }
+    let active = e.active().await;
+    for quiet in ["DeployJourneyTestsTooSlow", "DeployJourneyStagingDeployTooSlow", "DeployJourneyStageTooSlow"] {
+        assert!(!active.contains(quiet), "{quiet} is active: {active:?}");
+    }
+    e.rules_healthy().await;
+    e.stop().await;
 }
