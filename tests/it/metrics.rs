@@ -378,7 +378,9 @@ fn metrics_label_values_are_bounded_and_series_do_not_grow_with_commits() {
     outcomes.extend(set(&["ok", "not_modified", "error"]));
     allowed.insert("outcome", outcomes);
     allowed.insert("method", Method::ALL.iter().map(|m| m.as_str().to_string()).collect());
-    allowed.insert("state", set(&["waiting", "pending", "running"]));
+    allowed.insert("state", set(&["waiting", "pending", "riding", "running"]));
+    // Concourse's running statuses, for the stages' running builds.
+    allowed.insert("status", set(&["pending", "started"]));
     allowed.insert("result", set(&["succeeded", "failed", "errored", "aborted"]));
     allowed.insert("source", SOURCES.iter().map(|s| s.to_string()).collect());
     allowed.insert("kind", ErrorKind::ALL.iter().map(|k| k.as_str().to_string()).collect());
