@@ -230,6 +230,8 @@ fn dashboards_promql_parses_and_names_only_catalogue_metrics() {
         "deploy_journey_stage_in_flight",
         "deploy_journey_stage_oldest_in_flight_seconds",
         "deploy_journey_stage_stuck",
+        "deploy_journey_stage_running_builds",
+        "deploy_journey_stage_oldest_running_build_seconds",
         "deploy_journey_stage_failures_total",
         "deploy_journey_commits_behind",
         "deploy_journey_oldest_undeployed_commit_age_seconds",
