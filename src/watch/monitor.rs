@@ -446,6 +446,55 @@ mod tests {
         assert_eq!(verdict(&p, &j), Verdict::NotApplicable { stage: "tests".into() });
     }
 
+    fn waits(kind: &str, text: &str, build: Option<i64>) -> Option<crate::http::WaitsForJson> {
+        Some(crate::http::WaitsForJson {
+            kind: kind.into(),
+            text: text.into(),
+            build: build.map(|id| crate::http::RunningBuildJson {
+                build_id: id,
+                pipeline: "p".into(),
+                job: "test-bats".into(),
+                name: id.to_string(),
+                status: "started".into(),
+                start: Some(0),
+                url: String::new(),
+                rerun_of: None,
+                head: Some("b".repeat(40)),
+            }),
+            upstream: None,
+            upstream_state: None,
+        })
+    }
+
+    /// What the commit waits for is said when it changes (kind or build), not as time passes;
+    /// the live line says it too.
+    #[test]
+    fn what_a_pending_commit_waits_for_is_said_when_it_changes() {
+        let p = plan();
+        let mut m = Monitor::new();
+        let mut j = journey(vec![stage("tests", "pending", None, vec![]), stage("staging", "waiting", None, vec![])]);
+        j.stages[0].waits_for = waits("no_build", "no build yet", None);
+        assert_eq!(
+            m.observe(&p, &j, 10),
+            vec![Event::Seen, Event::Waits { stage: "tests".into(), what: "no build yet".into() }]
+        );
+        assert_eq!(m.observe(&p, &j, 20), vec![]);
+        let busy = "the stage is busy with build test-bats #7 (started, carrying bbbbbbb)";
+        j.stages[0].waits_for = waits("busy", busy, Some(7));
+        let ev = m.observe(&p, &j, 30);
+        assert_eq!(ev, vec![Event::Waits { stage: "tests".into(), what: busy.into() }]);
+        assert_eq!(ev[0].line(), format!("tests: {busy}"));
+        assert!(!ev[0].is_warning());
+        assert_eq!(stage_status(&j.stages[0], 90), format!("pending (ready 1m 30s ago): {busy}"));
+        // Another build keeps it busy: said again.
+        j.stages[0].waits_for = waits("busy", busy, Some(8));
+        assert_eq!(m.observe(&p, &j, 40).len(), 1);
+        // A passive commit rides.
+        let mut r = stage("tests", "riding", None, vec![]);
+        r.waits_for = waits("triggering_commit", "rides with the next triggering commit", None);
+        assert_eq!(stage_status(&r, 0), "riding: rides with the next triggering commit");
+    }
+
     #[test]
     fn stage_status_lines() {
         let s = stage("tests", "running", Some(100), vec![att(1, "test-bats", "3", "started", 100)]);
