@@ -278,7 +278,11 @@ pub fn stage_status(s: &StageJson, now: i64) -> String {
                 s.ready_at.map(|t| format!("(ready {} ago)", fmt_secs(now - t))).unwrap_or_default()
             );
             match &s.waits_for {
-                Some(w) => format!("{p}: {}", w.text),
+                // The build it waits behind, with how long that has been running.
+                Some(w) => match w.build.as_ref().and_then(|b| b.start) {
+                    Some(t) => format!("{p}: {} for {}", w.text, fmt_secs(now - t)),
+                    None => format!("{p}: {}", w.text),
+                },
                 None => p,
             }
         }
@@ -485,7 +489,7 @@ mod tests {
         assert_eq!(ev, vec![Event::Waits { stage: "tests".into(), what: busy.into() }]);
         assert_eq!(ev[0].line(), format!("tests: {busy}"));
         assert!(!ev[0].is_warning());
-        assert_eq!(stage_status(&j.stages[0], 90), format!("pending (ready 1m 30s ago): {busy}"));
+        assert_eq!(stage_status(&j.stages[0], 90), format!("pending (ready 1m 30s ago): {busy} for 1m 30s"));
         // Another build keeps it busy: said again.
         j.stages[0].waits_for = waits("busy", busy, Some(8));
         assert_eq!(m.observe(&p, &j, 40).len(), 1);
