@@ -569,7 +569,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         order.iter().map(|s| cfg.classifier.classify(&facts.commits[s].message, &facts.commits[s].files)).collect();
 
     let carries = compute_carries(facts, cfg, &pos);
-    let stages_now = stages_now(facts, cfg, &carries, &order, now);
+    let stages_now = stages_now(facts, cfg, &carries, &order, &class, now);
 
     // Per (pipeline, job): builds in id order, with a running max of carried positions per
     // resource, so the first build that can contain a commit is found by binary search.
@@ -838,6 +838,7 @@ fn stages_now(
     cfg: &CoreConfig,
     carries: &HashMap<BuildId, Carry>,
     order: &[Sha],
+    class: &[Classification],
     now: i64,
 ) -> Vec<StageNow> {
     let mut out: Vec<StageNow> = cfg
@@ -847,7 +848,7 @@ fn stages_now(
         .collect();
     for b in facts.builds.values().filter(|b| !b.status.is_finished()) {
         let Some(si) = cfg.stage_of_job(&b.pipeline, &b.job) else { continue };
-        let head = carries.get(&b.id).and_then(|c| c.values().map(|(p, _)| *p).max()).and_then(|p| order.get(p));
+        let head = carries.get(&b.id).and_then(|c| running_head(c, class)).and_then(|p| order.get(p));
         out[si].running.push(RunningBuild {
             build_id: b.id,
             pipeline: b.pipeline.clone(),
@@ -867,6 +868,18 @@ fn stages_now(
         sn.stuck = sn.stuck_at(now);
     }
     out
+}
+
+/// The newest commit a build delivers whole: every tracked resource that emits it is carried at
+/// or after it (an RC with a newer commit's dagster image but the previous `repo` carries the
+/// previous commit, not the newer one). Passive commits ride along with anything, so they count
+/// only when nothing else does.
+fn running_head(carry: &Carry, class: &[Classification]) -> Option<usize> {
+    let max = carry.values().map(|(p, _)| *p).max()?;
+    (0..=max.min(class.len().saturating_sub(1)))
+        .rev()
+        .find(|i| !class[*i].change_type.is_passive() && contains(carry, &class[*i], *i, false))
+        .or(Some(max))
 }
 
 impl StageNow {
@@ -1368,5 +1381,57 @@ stages:
         // A deployed journey waits for nothing.
         let j = check(c0_deployed(), 0, vec![("succeeded", None), ("succeeded", None)]);
         assert!(j.ended);
+    }
+
+    /// A running build "carries" the newest commit it delivers whole: an RC with the dagster
+    /// image of a newer commit but the previous `repo` carries the previous commit. Passive
+    /// commits in between do not count; when nothing else is delivered, the newest one does.
+    #[test]
+    fn a_running_build_carries_the_newest_commit_it_delivers_whole() {
+        let config = CONFIG.replace(
+            "resources: { repo: { ignore_paths: ['ci/*'] } }",
+            "resources: { repo: { ignore_paths: ['ci/*'] }, dagster-src: { paths: ['dagster/*'] } }",
+        );
+        let core = crate::config::parse(&config, "t.yaml", &|_| None).unwrap().core();
+        let mut facts = Facts::default();
+        for c in commits() {
+            facts.apply(c);
+        }
+        // c4 changes dagster/: both repo and dagster-src emit it.
+        facts.apply(Fact::Commit(CommitFact {
+            sha: sha(4),
+            parent: Some(sha(3)),
+            author: "dev".into(),
+            author_date: 5_000,
+            committer_date: 5_000,
+            message: "feat(dagster): d".into(),
+            files: vec!["dagster/d.py".into()],
+            first_seen: 5_000,
+        }));
+        let with_dagster = |id: i64, repo: usize, dagster: Option<usize>| {
+            let Fact::Build(mut b) = build(id, "tf", Started, Some(NOW - 60), None, repo) else { unreachable!() };
+            if let Some(d) = dagster {
+                let mut v = BTreeMap::new();
+                v.insert("ref".to_string(), sha(d));
+                b.inputs.push(VersionFact {
+                    step: "dagster-src".into(),
+                    resource: "dagster-src".into(),
+                    version: v,
+                    message: None,
+                });
+            }
+            Fact::Build(b)
+        };
+        let check = |b: Fact, want: usize| {
+            let mut f = facts.clone();
+            f.apply(b);
+            let d = derive(&f, &core, NOW);
+            assert_eq!(d.stages[1].running[0].head, Some(sha(want)), "{:?}", d.stages[1].running[0]);
+        };
+        check(with_dagster(10, 1, Some(4)), 1);
+        check(with_dagster(10, 4, Some(4)), 4);
+        check(with_dagster(10, 0, None), 0);
+        // repo at the untracked c3: c1 is the newest commit it delivers whole.
+        check(with_dagster(10, 3, None), 1);
     }
 }

@@ -58,6 +58,15 @@ impl Run {
 
 /// Run a scenario file against the exporter's sources and core.
 pub async fn run_scenario(file: &str, config: &str) -> Run {
+    run_scenario_each(file, config, |_, _, _| {}).await
+}
+
+/// `run_scenario`, calling `each(facts, core, now)` after every poll.
+pub async fn run_scenario_each(
+    file: &str,
+    config: &str,
+    mut each: impl FnMut(&Facts, &deploy_journey::core::journey::CoreConfig, i64),
+) -> Run {
     init_crypto();
     let path = if file.starts_with('/') {
         file.to_string()
@@ -78,6 +87,7 @@ pub async fn run_scenario(file: &str, config: &str) -> Run {
     let mut cc = ConcourseSource::new(cfg.concourse(), telemetry).unwrap();
     let mut facts = Facts::default();
     let end = START + sc.run_for;
+    let core = cfg.core();
     while sim.now() < end {
         sim.clock.step(POLL);
         let now = sim.now();
@@ -87,6 +97,7 @@ pub async fn run_scenario(file: &str, config: &str) -> Run {
         for f in cc.poll(now).await.unwrap() {
             facts.apply(f);
         }
+        each(&facts, &core, now);
     }
     let derived = derive(&facts, &cfg.core(), sim.now());
     let shas = sim.with_world(|w| run.shas(w));
@@ -484,4 +495,54 @@ fn facts_at(all: &Facts, t: i64) -> Facts {
         f.apply(Fact::Build(b));
     }
     f
+}
+
+/// The first example, polled every 30 s: an RC with the dagster image of commit d but the
+/// previous `repo` carries the previous commit, not d; its testflight build hangs for an hour. The
+/// stage is stuck from the first poll after 20 minutes of that build to its end, including the
+/// long stretch when no commit in flight is running at testflight (d's own testflight has ended
+/// and d is deployed): the per-commit view would have said nothing.
+#[tokio::test]
+async fn an_older_rc_hanging_at_testflight_is_stuck_whatever_it_carries() {
+    // (now, the oldest running testflight build: id, start, head; stuck; a commit in flight
+    // running at testflight)
+    type Seen = (i64, Option<(i64, i64, Option<String>)>, bool, bool);
+    let mut seen: Vec<Seen> = vec![];
+    let r = run_scenario_each("testflight-older-rc-hangs.yaml", "lana", |facts, core, now| {
+        let d = derive(facts, core, now);
+        let tf = core.stages.iter().position(|s| s.name == "testflight").unwrap();
+        let sn = &d.stages[tf];
+        let oldest = sn.running.first().and_then(|b| Some((b.build_id, b.start?, b.head.clone())));
+        let commit_running = d.journeys.iter().any(|j| !j.ended && j.stages[tf].state == StageState::Running);
+        seen.push((now, oldest, sn.stuck, commit_running));
+    })
+    .await;
+    check_against_truth(&r);
+    let d = r.journey("d");
+    assert_eq!(d.outcome, Outcome::Deployed);
+    let prev = r.derived.journeys.iter().rev().find(|j| j.commit_time < d.commit_time).unwrap().sha.clone();
+    let d_tf = stage(d, "testflight").attempts[0].build_id;
+    // The slow build: the first testflight build seen running that is not d's.
+    let (slow, start) = seen
+        .iter()
+        .find_map(|(_, o, _, _)| o.as_ref().filter(|(id, _, _)| *id != d_tf).map(|(id, s, _)| (*id, *s)))
+        .expect("the older RC's testflight was seen running");
+    for (now, o, stuck, _) in &seen {
+        if let Some((id, s, head)) = o
+            && *id == slow
+        {
+            assert_eq!(head.as_deref(), Some(prev.as_str()), "the older RC carries the previous commit, not d");
+            assert_eq!(*stuck, now - s > 20 * 60, "at +{} s of the slow build", now - s);
+        }
+    }
+    let stuck_alone = seen
+        .iter()
+        .filter(|(_, o, stuck, running)| *stuck && !*running && o.as_ref().is_some_and(|(id, _, _)| *id == slow));
+    let n = stuck_alone.count();
+    assert!(n * POLL as usize >= 15 * 60, "stuck with no commit running at testflight for {} s", n as i64 * POLL);
+    println!(
+        "older RC's testflight build {slow} started at +{} s; stuck with no commit in flight running at testflight for {} s",
+        start - START,
+        n as i64 * POLL
+    );
 }

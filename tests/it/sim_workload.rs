@@ -157,7 +157,7 @@ fn fixed_durations_and_no_failures_do_not_depend_on_the_seed() {
 
 // ---------------------------------------------------------------- tests/scenarios/*.yaml
 
-const CHECKED: [&str; 14] = [
+const CHECKED: [&str; 15] = [
     "backend-to-staging.yaml",
     "three-while-tests-run.yaml",
     "frontend-only.yaml",
@@ -172,6 +172,7 @@ const CHECKED: [&str; 14] = [
     "pr-approved.yaml",
     "testflight-hangs.yaml",
     "testflight-rerun-hangs.yaml",
+    "testflight-older-rc-hangs.yaml",
 ];
 
 #[test]
@@ -371,6 +372,30 @@ fn scenario_testflight_rerun_hangs() {
         assert_eq!(tf[1].status, "started", "{:?}", tf[1]);
         assert!(tf[1].start.is_some_and(|s| s >= o.start() + 3 * 3600), "{:?}", tf[1]);
         assert!(tf[1].name.contains('.'), "a rerun is named N.M: {:?}", tf[1]);
+    });
+}
+
+#[test]
+fn scenario_testflight_older_rc_hangs() {
+    check("testflight-older-rc-hangs.yaml", |o| {
+        let d = o.truth("d");
+        assert_reaches_staging(&d);
+        // Two RCs after d landed: the first on d's dagster image only (it does not carry d), the
+        // second with d's repo. The first's testflight is the slow one; d's starts after it.
+        let rcs = o.builds_after("lana-bank/build-rc", o.landed("d"));
+        assert!(rcs.len() >= 2, "{rcs:?}");
+        let d_rc = d.first_build("lana-bank/build-rc").expect("d's RC").id;
+        assert_eq!(d_rc, rcs[1], "d's RC is the second: {rcs:?}");
+        let tfs = o.builds_after("private-charts/lana-bank-testflight", o.landed("d"));
+        let d_tf = d.first_build("private-charts/lana-bank-testflight").expect("d's testflight").clone();
+        assert_eq!(tfs.len(), 2, "{tfs:?}");
+        assert_eq!(d_tf.id, tfs[1], "the first testflight after d landed is the older RC's");
+        let slow = o.world.concourse.build(tfs[0]).expect("older RC's testflight");
+        let (start, end) = (slow.start_time.expect("started"), slow.end_time.expect("ended"));
+        assert_eq!(end - start, 3600);
+        // Not serial: d's own testflight runs beside it, and ends well before it.
+        let (d_start, d_end) = (d_tf.start.expect("d's testflight started"), d_tf.end.expect("ended"));
+        assert!(d_start > start + 10 * 60 && d_end + 20 * 60 < end, "slow {start}..{end}, d's {d_start}..{d_end}");
     });
 }
 
