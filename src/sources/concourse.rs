@@ -273,6 +273,23 @@ fn version_map(v: BTreeMap<String, Value>) -> BTreeMap<String, String> {
 }
 
 /// Concourse times: Unix seconds; ≤ 0 (Go's zero time in job summaries) means unset.
+/// Concourse's build-list order, `COALESCE(rerun_of, id), id` (lists show it descending).
+fn order_key(b: &ApiBuild) -> (BuildId, BuildId) {
+    (b.rerun_of.as_ref().and_then(|r| r.id).unwrap_or(b.id), b.id)
+}
+
+/// Two listings as one: each build once (the later listing's view of it wins, being fresher),
+/// newest first in Concourse's order.
+fn merge_listings(older: Vec<ApiBuild>, newer: Vec<ApiBuild>) -> Vec<ApiBuild> {
+    let mut by_id: BTreeMap<BuildId, ApiBuild> = BTreeMap::new();
+    for b in older.into_iter().chain(newer) {
+        by_id.insert(b.id, b);
+    }
+    let mut out: Vec<ApiBuild> = by_id.into_values().collect();
+    out.sort_by_key(|b| std::cmp::Reverse(order_key(b)));
+    out
+}
+
 fn time_of(t: Option<i64>) -> Option<i64> {
     t.filter(|t| *t > 0)
 }
@@ -513,66 +530,35 @@ impl ConcourseSource {
             (None, Some(u)) => Some(u),
             (Some(m), Some(u)) => Some(u.min(m + 1)),
         };
-        // With a token, the team's own list; without one only the global list shows public
-        // pipelines (the team list needs authentication).
-        let team = self.cfg.team.clone();
-        let path: Vec<&str> =
-            if matches!(self.cfg.auth, ConcourseAuth::None) { vec!["builds"] } else { vec!["teams", &team, "builds"] };
-        let what = format!("GET /api/v1/{}", path.join("/"));
-        let mut url = self.api(&path);
-        // A backfill's first listing walks back, newest first, a full page at a time.
+        // A backfill's first listing walks back to its cutoff, the first read of `serve` until
+        // each watched job has its initial builds.
         let since = self.history_since.filter(|_| from.is_none());
-        match from {
-            Some(f) => {
-                url.query_pairs_mut().append_pair("from", &f.to_string()).append_pair("limit", &PAGE_LIMIT.to_string())
-            }
-            None => url.query_pairs_mut().append_pair("limit", &PAGE_LIMIT.to_string()),
-        };
-        let mut listed: Vec<ApiBuild> = vec![];
-        let mut complete = false;
-        let max_pages = match (from, since) {
-            (Some(_), _) => MAX_PAGES,
-            (None, Some(_)) => BACKFILL_MAX_PAGES,
-            (None, None) => INITIAL_PAGES,
-        };
-        for _ in 0..max_pages {
-            let (page, headers) = self.get_json::<Vec<ApiBuild>>(&url, &what).await?;
-            let n = page.len();
-            // Build ids grow with time: once a page reaches before the cutoff, older ones do too.
-            let reaches_back = since.is_some_and(|t| page.iter().filter_map(|b| time_of(b.start_time)).any(|s| s < t));
-            listed.extend(page);
-            // A `from` walk continues towards newer builds ("previous"), the first read towards
-            // older ones ("next") until each watched job has its initial builds, or a backfill's
-            // until a page reaches before its cutoff; only after a full page.
-            let rel = if from.is_some() { "previous" } else { "next" };
-            let more = n >= PAGE_LIMIT
-                && match (from, since) {
-                    (Some(_), _) => true,
-                    (None, Some(_)) => !reaches_back,
-                    (None, None) => !self.initial_window_filled(&listed),
-                };
-            let next = link_target(&headers, rel).filter(|_| more);
-            match next.and_then(|l| Url::parse(&l).ok().or_else(|| self.base.join(&l).ok())) {
-                Some(link) => {
-                    // Our own origin and path with the link's query: the token stays here.
-                    url = self.api(&path);
-                    url.set_query(link.query());
-                }
-                None => {
-                    complete = true;
-                    break;
+        let what = self.builds_what();
+        let (mut listed, complete, covered_to) = match from {
+            Some(f) => self.walk_forward(f, MAX_PAGES).await?,
+            None => {
+                let max_pages = if since.is_some() { BACKFILL_MAX_PAGES } else { INITIAL_PAGES };
+                let back = self.walk_back(since, max_pages).await?;
+                // Walking back skips every rerun whose original is on a later page (Concourse
+                // orders by COALESCE(rerun_of, id) but cuts pages by id). A forward pass over
+                // the same range lists them; it ends at the newest build, so the cursor is exact.
+                match back.iter().map(|b| b.id).min() {
+                    None => (back, true, None),
+                    Some(lowest) => {
+                        let (fwd, complete, covered) = self.walk_forward(lowest, max_pages + 1).await?;
+                        (merge_listings(back, fwd), complete, covered)
+                    }
                 }
             }
-        }
+        };
 
         let max_known = self.max_id;
         let seen: HashSet<BuildId> = listed.iter().map(|b| b.id).collect();
         let mut max_seen = max_known.max(listed.iter().map(|b| b.id).max());
-        if from.is_some() && !complete {
-            // Reruns sort beside their original: an unfinished walk covers every id up to the
-            // highest original it reached, not necessarily up to its highest id.
-            let reached = listed.iter().map(|b| b.rerun_of.as_ref().and_then(|r| r.id).unwrap_or(b.id)).max();
-            max_seen = max_known.max(reached.min(max_seen));
+        if !complete {
+            // An unfinished forward walk has listed every build up to `covered_to`, not
+            // necessarily every one below its highest id: the next cycle continues from there.
+            max_seen = max_known.max(covered_to.min(max_seen));
         }
         if let Some(t) = since {
             // A backfill: builds before the cutoff are left out, but the cursor passes them.
@@ -678,6 +664,115 @@ impl ConcourseSource {
             }
         }
         Ok(unknown_jobs)
+    }
+
+    /// With a token, the team's own list; without one only the global list shows public
+    /// pipelines (the team list needs authentication).
+    fn builds_path(&self) -> Vec<String> {
+        if matches!(self.cfg.auth, ConcourseAuth::None) {
+            vec!["builds".into()]
+        } else {
+            vec!["teams".into(), self.cfg.team.clone(), "builds".into()]
+        }
+    }
+
+    fn builds_what(&self) -> String {
+        format!("GET /api/v1/{}", self.builds_path().join("/"))
+    }
+
+    /// One page of the builds list with these query parameters (and `limit`).
+    async fn builds_page(&mut self, params: &[(&str, i64)]) -> Result<(Vec<ApiBuild>, HeaderMap), SourceError> {
+        let path = self.builds_path();
+        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut url = self.api(&segments);
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, &v.to_string());
+            }
+            q.append_pair("limit", &PAGE_LIMIT.to_string());
+        }
+        let what = self.builds_what();
+        self.get_json::<Vec<ApiBuild>>(&url, &what).await
+    }
+
+    /// Newest first through `rel="next"` (`to=`) pages, while a page is full and: a backfill's
+    /// pages have not reached before its cutoff, or the first read's watched jobs lack their
+    /// initial builds. This misses reruns whose original is on a later page; the caller follows
+    /// it with [`Self::walk_forward`].
+    async fn walk_back(&mut self, since: Option<i64>, max_pages: usize) -> Result<Vec<ApiBuild>, SourceError> {
+        let mut listed: Vec<ApiBuild> = vec![];
+        let mut to: Option<i64> = None;
+        for _ in 0..max_pages {
+            let (page, headers) = match to {
+                Some(t) => self.builds_page(&[("to", t)]).await?,
+                None => self.builds_page(&[]).await?,
+            };
+            let n = page.len();
+            // Build ids grow with time: once a page reaches before the cutoff, older ones do too.
+            let reaches_back = since.is_some_and(|t| page.iter().filter_map(|b| time_of(b.start_time)).any(|s| s < t));
+            listed.extend(page);
+            let more = n >= PAGE_LIMIT
+                && match since {
+                    Some(_) => !reaches_back,
+                    None => !self.initial_window_filled(&listed),
+                };
+            // Only the link's `to` is taken: the request keeps our own origin, path and token.
+            let next_to = link_target(&headers, "next")
+                .filter(|_| more)
+                .and_then(|l| Url::parse(&l).ok().or_else(|| self.base.join(&l).ok()))
+                .and_then(|u| u.query_pairs().find(|(k, _)| k == "to").and_then(|(_, v)| v.parse::<i64>().ok()));
+            match next_to {
+                Some(t) => to = Some(t),
+                None => break,
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Every build with an id at or above `from`, oldest pages first. Concourse's `rel="previous"`
+    /// link is not followed: its `from` is the id of the lowest-ordered build above the page's
+    /// newest *id*, so a rerun of an old build on the page makes it jump over builds (see
+    /// ARCHITECTURE.md, "Complete build history"). Instead, a full `?from=F` page (the `limit`
+    /// lowest builds in COALESCE(rerun_of, id) order with id ≥ F) holds every build with an id
+    /// from F up to C, the COALESCE value of its last build in that order, so the next page is
+    /// `from=C+1`. When C < F (a page of nothing but reruns of older builds) the id window
+    /// `from=F&to=F+limit-1` is read instead: it cannot hold more than `limit` builds.
+    /// Returns the builds (deduplicated, newest first in Concourse's order), whether the walk
+    /// reached the newest build, and otherwise the highest id up to which it is complete.
+    async fn walk_forward(
+        &mut self,
+        from: BuildId,
+        max_pages: usize,
+    ) -> Result<(Vec<ApiBuild>, bool, Option<BuildId>), SourceError> {
+        let mut pages: Vec<ApiBuild> = vec![];
+        let mut next = from;
+        let window = PAGE_LIMIT as i64;
+        let mut in_window = false;
+        for _ in 0..max_pages {
+            let (page, _) = if in_window {
+                self.builds_page(&[("from", next), ("to", next + window - 1)]).await?
+            } else {
+                self.builds_page(&[("from", next)]).await?
+            };
+            let full = page.len() >= PAGE_LIMIT;
+            let reach = page.iter().map(order_key).max().map(|(c, _)| c);
+            pages.extend(page);
+            if in_window {
+                // The window is complete whatever it held; what is above it comes next.
+                next += window;
+                in_window = false;
+                continue;
+            }
+            if !full {
+                return Ok((merge_listings(vec![], pages), true, None));
+            }
+            match reach {
+                Some(c) if c >= next => next = c + 1,
+                _ => in_window = true,
+            }
+        }
+        Ok((merge_listings(vec![], pages), false, Some(next - 1)))
     }
 
     /// The first read walks back until every watched job named in the configuration has its
