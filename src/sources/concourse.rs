@@ -6,11 +6,15 @@
 //! 1. One `GET /api/v1/teams/{t}/builds?from=<X>&limit=100` (without credentials
 //!    `/api/v1/builds`, which shows public pipelines), X = min(lowest unfinished tracked build,
 //!    highest build id listed + 1). With only `from` Concourse returns the 100 *oldest* builds at
-//!    or above it, newest first, reruns beside their original, so a full page is followed by its
-//!    `rel="previous"` link (newer builds). The list holds every pipeline and job of the team,
+//!    or above it in `COALESCE(rerun_of, id)` order, newest first, so a rerun of an old build
+//!    with a new id is in it. A full page is followed by `from=C+1`, C the COALESCE value of its
+//!    last build in that order (not by its `rel="previous"` link, which can jump over builds;
+//!    see `walk_forward`). The list holds every pipeline and job of the team,
 //!    and one-off/check builds without `job_name`: only builds of watched jobs are kept. The
 //!    first read (no cursor) walks back from the newest build through `rel="next"` pages until
-//!    each watched job has its newest [`INITIAL_BUILDS`] builds (at most 20 pages).
+//!    each watched job has its newest [`INITIAL_BUILDS`] builds (at most 20 pages), then reads
+//!    forward from the lowest id it reached, because walking back never lists a rerun whose
+//!    original is on a later page. That costs about as many pages again, once.
 //! 2. `GET /api/v1/teams/{t}/pipelines/{p}/jobs` (`JobSummary`: `inputs[]`/`outputs[]` map
 //!    step names to resources; a 404 means the pipeline is gone) for a pipeline never read, when
 //!    its last read failed, when a build of a job it did not list appears, when a build's
