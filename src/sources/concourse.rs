@@ -120,6 +120,8 @@ pub struct ConcourseSource {
     /// Backfill: a job seen for the first time is read back to builds started at this Unix
     /// time (older pages via `rel="next"`), not just its newest [`INITIAL_BUILDS`].
     history_since: Option<i64>,
+    /// The last builds listing reached the newest build (it was not cut by its page budget).
+    caught_up: bool,
 }
 
 impl std::fmt::Debug for ConcourseSource {
@@ -365,6 +367,7 @@ impl ConcourseSource {
             warned: HashSet::new(),
             retry_base: Duration::from_millis(250),
             history_since: None,
+            caught_up: false,
         })
     }
 
@@ -378,6 +381,13 @@ impl ConcourseSource {
     /// read, so they would only count as lineage gaps), but they move the cursor past them.
     pub fn set_history_since(&mut self, since: Option<i64>) {
         self.history_since = since;
+    }
+
+    /// Whether the last poll's builds listing reached the newest build. A listing longer than
+    /// a cycle's page budget stops at a point below which it is complete, and the next poll
+    /// continues from there (a backfill polls until this holds).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
     }
 
     /// Errors of the last poll that did not fail it (after retries), oldest first.
@@ -556,6 +566,7 @@ impl ConcourseSource {
             }
         };
 
+        self.caught_up = complete;
         let max_known = self.max_id;
         let seen: HashSet<BuildId> = listed.iter().map(|b| b.id).collect();
         let mut max_seen = max_known.max(listed.iter().map(|b| b.id).max());

@@ -399,13 +399,20 @@ fn staging_builds(sim: &crate::support::TestSim) -> Vec<(i64, Option<i64>, SimSt
     })
 }
 
-/// The issue's story: hours of CI history in which one commit's staging deploy failed and was
-/// rerun green a few hours later (more than a page of team builds after the failure); the
-/// exporter is then started for the first time. Walking back through the builds list never
-/// shows that rerun, so the commit was credited to the next deployment and
-/// `deployments_total` was one short. `serve`'s first read must see it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_first_started_on_a_long_history_counts_a_staging_deploy_rerun_green() {
+struct RerunStory {
+    sim: crate::support::TestSim,
+    /// The commit whose staging deploy failed, then was rerun green.
+    sha: String,
+    rerun_id: i64,
+    rerun_end: i64,
+    /// Successful staging deploys in the whole history, the rerun included.
+    deployed: usize,
+}
+
+/// The issue's CI: a commit's staging deploy fails at about START + 3.5 h; main is red for
+/// hours (more than a page of team builds, nothing deployed); the failed deploy is rerun green;
+/// main is fixed and deploys again 2 h later.
+async fn rerun_story() -> RerunStory {
     let sim = crate::support::spawn_sim("lana", 31).await;
     sim.step(2 * 3600);
     // The commit goes all the way; its staging deploy fails.
@@ -460,7 +467,17 @@ async fn serve_first_started_on_a_long_history_counts_a_staging_deploy_rerun_gre
     sim.step(4 * 3600);
     let deployed = staging_builds(&sim).iter().filter(|b| b.2 == SimStatus::Succeeded).count();
     assert!(staging_builds(&sim).iter().any(|b| b.0 > rerun.0 && b.2 == SimStatus::Succeeded), "a later deploy");
+    RerunStory { sim, sha, rerun_id: rerun.0, rerun_end, deployed }
+}
 
+/// The issue's story: hours of CI history in which one commit's staging deploy failed and was
+/// rerun green a few hours later (more than a page of team builds after the failure); the
+/// exporter is then started for the first time. Walking back through the builds list never
+/// shows that rerun, so the commit was credited to the next deployment and
+/// `deployments_total` was one short. `serve`'s first read must see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_first_started_on_a_long_history_counts_a_staging_deploy_rerun_green() {
+    let RerunStory { sim, sha, rerun_id, rerun_end, deployed } = rerun_story().await;
     // The exporter, started now for the first time, on the simulator's clock.
     init_crypto();
     let dir = tempfile::tempdir().unwrap();
@@ -493,8 +510,8 @@ async fn serve_first_started_on_a_long_history_counts_a_staging_deploy_rerun_gre
         http.get(format!("{base}/api/v1/journeys/{sha}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(
         j["deployed_at"]["staging"], rerun_end,
-        "deployed by the rerun (build {}): {}",
-        rerun.0, j["deployed_at"]
+        "deployed by the rerun (build {rerun_id}): {}",
+        j["deployed_at"]
     );
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     let total = samples_at(&metrics, None)
@@ -504,4 +521,46 @@ async fn serve_first_started_on_a_long_history_counts_a_staging_deploy_rerun_gre
     assert_eq!(total, Some(deployed as f64), "every successful staging deploy, the rerun included");
     let _ = stop_tx.send(());
     let _ = app.await;
+}
+
+/// The same history through `backfill` (its first read walks back to the cutoff): the rerun is
+/// read, the commit is deployed by it, and the last backfilled `deployments_total` sample counts
+/// every successful staging deploy since the cutoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_over_a_long_history_counts_a_staging_deploy_rerun_green() {
+    let RerunStory { sim, sha, rerun_id, rerun_end, .. } = rerun_story().await;
+    let since = crate::support::START;
+    let now = sim.sim.now();
+    let deployed = staging_builds(&sim)
+        .iter()
+        .filter(|b| b.2 == SimStatus::Succeeded)
+        .filter(|b| {
+            sim.sim.with_world(|w| w.concourse.build(b.0).and_then(|b| b.start_time)).is_some_and(|s| s >= since)
+        })
+        .count();
+    init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::journeys::example_config("lana", &sim.url);
+    cfg.state_path = dir.path().join("state.db");
+    let mut opts = deploy_journey::backfill::Options::new(since, now);
+    opts.step = 3600;
+    let mut out = vec![];
+    let report = deploy_journey::backfill::run(&cfg, &opts, &mut out, &deploy_journey::backfill::Progress::hidden())
+        .await
+        .expect("backfill");
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    let facts = Store::open(&cfg.state_path).unwrap().load().unwrap();
+    assert!(facts.builds.contains_key(&rerun_id), "rerun {rerun_id} read");
+    let derived = derive(&facts, &cfg.core(), now);
+    let j = derived.journeys.iter().find(|j| j.sha == sha).expect("the journey");
+    assert_eq!(j.deployed_at.values().copied().collect::<Vec<_>>(), vec![rerun_end], "deployed by the rerun");
+
+    let text = String::from_utf8(out).unwrap();
+    let end: i64 = text.lines().rev().nth(1).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let total = samples_at(&text, Some(end))
+        .into_iter()
+        .find(|(k, _)| k.starts_with("deploy_journey_deployments_total{") && k.contains("environment=\"staging"))
+        .map(|(_, v)| v);
+    assert_eq!(total, Some(deployed as f64), "every successful staging deploy since the cutoff, the rerun included");
 }

@@ -990,3 +990,46 @@ async fn concourse_cursor_polls_list_reruns_of_old_builds_and_skip_nothing_after
         "the rerun {new_rerun} of an old build is in the next poll"
     );
 }
+
+/// After a pause longer than a cycle's page budget (20 pages of 100), a poll lists what it can
+/// and says it has not caught up; its cursor stays where its listing is complete, so the next
+/// polls read on and no build is missed.
+#[tokio::test]
+async fn concourse_a_pause_longer_than_the_page_budget_is_read_over_several_polls() {
+    use deploy_journey::sim::workload::{LanaWorkload, schedule_all};
+    let sim = spawn_sim("lana", 23).await;
+    let tel = Arc::new(SourceTelemetry::new());
+    let mut c = concourse(&sim, &tel);
+    let mut facts = Facts::default();
+    run_concourse(&sim, &mut c, &mut facts, 60, 60).await;
+    assert!(c.caught_up());
+    let days = 40;
+    let actions = LanaWorkload::new(23).generate(sim.sim.now(), sim.sim.now() + days * 86_400);
+    sim.sim.with_world(|w| schedule_all(w, &actions));
+    sim.step(days * 86_400);
+    let before = sim.sim.with_world(|w| w.concourse.builds.len());
+    let mut polls = 0;
+    loop {
+        for f in c.poll(sim.sim.now()).await.expect("poll") {
+            facts.apply(f);
+        }
+        polls += 1;
+        if c.caught_up() {
+            break;
+        }
+        assert!(polls < 10, "never caught up");
+    }
+    println!("{before} builds in all; caught up after {polls} polls");
+    assert!(polls >= 2, "the pause is longer than one poll's budget");
+    for (p, jobs) in [
+        ("lana-bank", vec!["test-integration", "test-bats", "build-rc", "bump-image-in-chart-rc"]),
+        ("galoy-staging", vec!["galoy-staging-lana-bank"]),
+    ] {
+        for job in jobs {
+            let (ids, _) = sim_job_builds(&sim, p, job);
+            let read: BTreeSet<i64> = builds(&facts, p, job).iter().map(|b| b.id).collect();
+            let missing: Vec<i64> = ids.iter().filter(|id| !read.contains(id)).copied().collect();
+            assert!(missing.is_empty(), "{job}: builds never read: {missing:?}");
+        }
+    }
+}
