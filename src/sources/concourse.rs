@@ -278,7 +278,6 @@ fn version_map(v: BTreeMap<String, Value>) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Concourse times: Unix seconds; ≤ 0 (Go's zero time in job summaries) means unset.
 /// Concourse's build-list order, `COALESCE(rerun_of, id), id` (lists show it descending).
 fn order_key(b: &ApiBuild) -> (BuildId, BuildId) {
     (b.rerun_of.as_ref().and_then(|r| r.id).unwrap_or(b.id), b.id)
@@ -296,6 +295,7 @@ fn merge_listings(older: Vec<ApiBuild>, newer: Vec<ApiBuild>) -> Vec<ApiBuild> {
     out
 }
 
+/// Concourse times: Unix seconds; ≤ 0 (Go's zero time in job summaries) means unset.
 fn time_of(t: Option<i64>) -> Option<i64> {
     t.filter(|t| *t > 0)
 }
@@ -548,8 +548,24 @@ impl ConcourseSource {
         // each watched job has its initial builds.
         let since = self.history_since.filter(|_| from.is_none());
         let what = self.builds_what();
+        // Whether the listing holds every build from `from` up (what the deletion check needs).
+        let mut whole = true;
         let (mut listed, complete, covered_to) = match from {
-            Some(f) => self.walk_forward(f, MAX_PAGES).await?,
+            Some(f) => {
+                // Below the cursor (unfinished builds to look at again) the walk stops once it
+                // covers the cursor; the new builds above it are a walk of their own, so a
+                // build left unfinished for more than a cycle's pages cannot hold the reads back.
+                let cursor = self.max_id.filter(|m| f <= *m);
+                let (l, complete, covered) = self.walk_forward(f, MAX_PAGES, cursor).await?;
+                match (complete, covered, cursor) {
+                    (false, Some(c), Some(m)) => {
+                        whole = c >= m;
+                        let (l2, complete, covered) = self.walk_forward(c.max(m) + 1, MAX_PAGES, None).await?;
+                        (merge_listings(l, l2), complete, covered)
+                    }
+                    _ => (l, complete, covered),
+                }
+            }
             None => {
                 let max_pages = if since.is_some() { BACKFILL_MAX_PAGES } else { INITIAL_PAGES };
                 let back = self.walk_back(since, max_pages).await?;
@@ -559,7 +575,7 @@ impl ConcourseSource {
                 match back.iter().map(|b| b.id).min() {
                     None => (back, true, None),
                     Some(lowest) => {
-                        let (fwd, complete, covered) = self.walk_forward(lowest, max_pages + 1).await?;
+                        let (fwd, complete, covered) = self.walk_forward(lowest, max_pages + 1, None).await?;
                         (merge_listings(back, fwd), complete, covered)
                     }
                 }
@@ -666,7 +682,7 @@ impl ConcourseSource {
         }
         self.max_id = max_seen;
         // An unfinished build a complete listing no longer shows was deleted: stop asking.
-        if let (true, Some(f)) = (complete, from) {
+        if let (true, true, Some(f)) = (complete, whole, from) {
             let gone: Vec<BuildId> = self
                 .tracked
                 .iter()
@@ -753,18 +769,23 @@ impl ConcourseSource {
     /// from F up to C, the COALESCE value of its last build in that order, so the next page is
     /// `from=C+1`. When C < F (a page of nothing but reruns of older builds) the id window
     /// `from=F&to=F+limit-1` is read instead: it cannot hold more than `limit` builds.
+    /// With `until`, the walk also stops once it is complete up to that id.
     /// Returns the builds (deduplicated, newest first in Concourse's order), whether the walk
     /// reached the newest build, and otherwise the highest id up to which it is complete.
     async fn walk_forward(
         &mut self,
         from: BuildId,
         max_pages: usize,
+        until: Option<BuildId>,
     ) -> Result<(Vec<ApiBuild>, bool, Option<BuildId>), SourceError> {
         let mut pages: Vec<ApiBuild> = vec![];
         let mut next = from;
         let window = PAGE_LIMIT as i64;
         let mut in_window = false;
         for _ in 0..max_pages {
+            if until.is_some_and(|u| next > u) {
+                break;
+            }
             let (page, _) = if in_window {
                 self.builds_page(&[("from", next), ("to", next + window - 1)]).await?
             } else {

@@ -1033,3 +1033,54 @@ async fn concourse_a_pause_longer_than_the_page_budget_is_read_over_several_poll
         }
     }
 }
+
+/// A watched build that stays unfinished (here: running for 80 days) while more than a cycle's
+/// pages of builds pass above it: each poll still lists its status, and the new builds are read
+/// too (a walk from the unfinished build alone would read the same pages every cycle).
+#[tokio::test]
+async fn concourse_a_long_unfinished_build_does_not_hold_back_the_new_builds() {
+    use deploy_journey::sim::workload::{LanaWorkload, schedule_all};
+    let sim = spawn_sim("lana", 24).await;
+    let tel = Arc::new(SourceTelemetry::new());
+    let mut c = concourse(&sim, &tel);
+    let mut facts = Facts::default();
+    run_concourse(&sim, &mut c, &mut facts, 600, 60).await;
+    let long = BuildOverride { duration: Some(80 * 86_400), ..Default::default() };
+    schedule(&sim, Action::Override { pipeline: "lana-bank".into(), job: "build-dagster-edge-image".into(), ov: long });
+    sim.commit(&["dagster/definitions.py"], "feat: dagster");
+    run_concourse(&sim, &mut c, &mut facts, 1200, 60).await;
+    let (ids, _) = sim_job_builds(&sim, "lana-bank", "build-dagster-edge-image");
+    let long_id = *ids.last().expect("the long build");
+    assert_eq!(facts.builds[&long_id].status, BuildStatus::Started);
+
+    let days = 40;
+    let actions = LanaWorkload::new(24).generate(sim.sim.now(), sim.sim.now() + days * 86_400);
+    sim.sim.with_world(|w| schedule_all(w, &actions));
+    sim.step(days * 86_400);
+    let above = sim.sim.with_world(|w| w.concourse.builds.iter().filter(|b| b.id > long_id).count());
+    assert!(above > 2100, "more than a cycle's pages above the unfinished build: {above}");
+    let mut polls = 0;
+    loop {
+        for f in c.poll(sim.sim.now()).await.expect("poll") {
+            facts.apply(f);
+        }
+        polls += 1;
+        if c.caught_up() {
+            break;
+        }
+        assert!(polls < 10, "never caught up");
+    }
+    assert_eq!(facts.builds[&long_id].status, BuildStatus::Started, "still running, still listed");
+    for job in ["test-integration", "test-bats", "build-rc"] {
+        let (ids, _) = sim_job_builds(&sim, "lana-bank", job);
+        let read: BTreeSet<i64> = builds(&facts, "lana-bank", job).iter().map(|b| b.id).collect();
+        let missing: Vec<i64> = ids.iter().filter(|id| !read.contains(id)).copied().collect();
+        assert!(missing.is_empty(), "{job}: builds never read: {missing:?}");
+    }
+    // Steady state: one cycle is the walk from the unfinished build plus one page of new builds.
+    sim.step(60);
+    let before = Stats::read(&sim).await;
+    c.poll(sim.sim.now()).await.expect("poll");
+    let pages = Stats::read(&sim).await.since(&before).count("concourse", "GET", BUILDS_ROUTE, Some(200));
+    println!("{above} builds above the unfinished one; caught up after {polls} polls; then {pages} pages a cycle");
+}
