@@ -9,8 +9,10 @@
 //!    or above it in `COALESCE(rerun_of, id)` order, newest first, so a rerun of an old build
 //!    with a new id is in it. A full page is followed by `from=C+1`, C the COALESCE value of its
 //!    last build in that order (not by its `rel="previous"` link, which can jump over builds;
-//!    see `walk_forward`). The list holds every pipeline and job of the team,
-//!    and one-off/check builds without `job_name`: only builds of watched jobs are kept. The
+//!    see `walk_forward`). From an unfinished build below the cursor the walk stops once it
+//!    covers the cursor, and the builds above the cursor are a walk of their own. The list
+//!    holds every pipeline and job of the team, and one-off/check builds without `job_name`:
+//!    only builds of watched jobs are kept. The
 //!    first read (no cursor) walks back from the newest build through `rel="next"` pages until
 //!    each watched job has its newest [`INITIAL_BUILDS`] builds (at most 20 pages), then reads
 //!    forward from the lowest id it reached, because walking back never lists a rerun whose
