@@ -5,7 +5,9 @@
 //! 1. **Collect.** GitHub: every commit on the branch since the cutoff (the list's `since`
 //!    filter, then one request per commit for its files; rate limits are waited out, fetched
 //!    commits are not fetched again). Concourse: every watched job's builds back to the cutoff
-//!    (newest first, 100 a page, following `rel="next"` until a page reaches before it), then
+//!    (newest first, 100 a page, following `rel="next"` until a page reaches before it, then
+//!    forward again from the lowest id reached, because walking back never lists a rerun whose
+//!    original is on a later page; ARCHITECTURE.md, "Complete build history"), then
 //!    `/resources` once per build and version metadata once per version. Requests go one at a
 //!    time.
 //! 2. **Store.** The facts and the GitHub cursor in one transaction, as `serve` stores them; the
@@ -36,6 +38,10 @@ use crate::sources::github::GithubSource;
 use crate::sources::telemetry::SourceTelemetry;
 use crate::sources::{ErrorKind, SourceError};
 use crate::store::{Store, StoreError};
+
+/// Reads after the first one that continue a builds history longer than its page budget
+/// (each lists up to 20 pages of 100 builds).
+const MAX_CATCH_UP_READS: u32 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
@@ -203,6 +209,7 @@ pub async fn collect(cfg: &Config, opts: &Options, progress: &Progress) -> Resul
     progress.phase(&format!("{n_commits} commits since the cutoff; reading builds from Concourse"));
 
     let mut attempt = 0;
+    let mut caught_up_reads = 0;
     loop {
         attempt += 1;
         let mut retry = Retry::new("concourse", opts.attempts);
@@ -213,6 +220,14 @@ pub async fn collect(cfg: &Config, opts: &Options, progress: &Progress) -> Resul
             }
         };
         out.facts.extend(facts);
+        // A history longer than one read's page budget: the next read continues where this
+        // one is complete (no attempt is spent on it).
+        if !concourse.caught_up() && caught_up_reads < MAX_CATCH_UP_READS {
+            caught_up_reads += 1;
+            attempt -= 1;
+            progress.update("more builds than one read lists; reading on");
+            continue;
+        }
         // A build whose resources or metadata could not be read stays tracked: another cycle
         // reads just those.
         if concourse.last_errors().is_empty() || attempt >= opts.attempts {

@@ -252,9 +252,18 @@ fn hex_val(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
-/// `strconv.Atoi` with the error ignored, as the handlers do: garbage becomes 0.
+/// `strconv.Atoi` with the error ignored, as the handlers do: garbage becomes 0, and a number
+/// out of range the nearest int64 (`ParseInt` returns it with `ErrRange`).
 fn atoi(s: &str) -> i64 {
-    s.parse().unwrap_or(0)
+    use std::num::IntErrorKind;
+    match s.parse::<i64>() {
+        Ok(n) => n,
+        Err(e) => match e.kind() {
+            IntErrorKind::PosOverflow => i64::MAX,
+            IntErrorKind::NegOverflow => i64::MIN,
+            _ => 0,
+        },
+    }
 }
 
 /// `db.Page` as the list handlers build it: `limit` 0 or garbage → 100; empty `from`/`to` absent.
@@ -274,7 +283,7 @@ impl Page {
         let opt = |k: &str| Some(q.first(k)).filter(|v| !v.is_empty()).map(atoi);
         Page { from: opt("from"), to: opt("to"), limit }
     }
-    /// `Limit(uint64(page.Limit))`: a negative limit wraps to "no limit".
+    /// The row limit; a negative one is refused before it is used (an SQL error).
     fn take(&self) -> usize {
         usize::try_from(self.limit).unwrap_or(usize::MAX)
     }
@@ -306,22 +315,38 @@ fn build_order_key(b: &Build) -> (i64, i64) {
     (b.rerun_of.unwrap_or(b.id), b.id)
 }
 
-/// db/build_factory.go `getBuildsWithPagination` (non-chronological). `Err` is the
-/// "invalid range boundaries" error of `from > to`.
+/// Errors of the builds queries that the handlers turn into 404 (500 on `/api/v1/builds`):
+/// `from > to` ("invalid range boundaries", checked on the signed values first), then what
+/// Postgres refuses. Squirrel writes `Limit(uint64(page.Limit))` into the SQL text, so a
+/// negative limit becomes `LIMIT 18446744073709551615`, out of bigint range; a bound is passed
+/// as `uint64(*page.From)`, which pgx cannot encode into the bigint `b.id` once it is above
+/// `i64::MAX`, i.e. when it was negative.
+fn builds_query_ok(page: Page, bounds_are_ids: bool) -> Result<(), ()> {
+    if page.limit < 0 {
+        return Err(());
+    }
+    if let (true, Some(f), Some(t)) = (bounds_are_ids, page.from, page.to)
+        && f > t
+    {
+        return Err(());
+    }
+    if bounds_are_ids && (page.from.is_some_and(|f| f < 0) || page.to.is_some_and(|t| t < 0)) {
+        return Err(());
+    }
+    Ok(())
+}
+
+/// db/build_factory.go `getBuildsWithPagination` (non-chronological, as every list handler
+/// calls it). `Err` is a query error (see [`builds_query_ok`]).
 fn paginate_builds<'a>(all: &[&'a Build], page: Page) -> Result<(Vec<&'a Build>, Pagination), ()> {
-    // Ids are compared as uint64 in SQL: a negative bound wraps around.
-    let ge = |b: &Build, f: i64| (b.id as u64) >= (f as u64);
-    let le = |b: &Build, t: i64| (b.id as u64) <= (t as u64);
+    builds_query_ok(page, true)?;
+    let ge = |b: &Build, f: i64| b.id >= f;
+    let le = |b: &Build, t: i64| b.id <= t;
     let mut sel: Vec<&Build> = match (page.from, page.to) {
         (None, None) => all.to_vec(),
         (Some(f), None) => all.iter().copied().filter(|b| ge(b, f)).collect(),
         (None, Some(t)) => all.iter().copied().filter(|b| le(b, t)).collect(),
-        (Some(f), Some(t)) => {
-            if f > t {
-                return Err(());
-            }
-            all.iter().copied().filter(|b| ge(b, f) && le(b, t)).collect()
-        }
+        (Some(f), Some(t)) => all.iter().copied().filter(|b| ge(b, f) && le(b, t)).collect(),
     };
     let ascending = page.from.is_some();
     if ascending {
@@ -340,8 +365,10 @@ fn paginate_builds<'a>(all: &[&'a Build], page: Page) -> Result<(Vec<&'a Build>,
     Ok((sel, Pagination { older_to, newer_from }))
 }
 
-/// db/build_factory.go `getBuildsWithDates`: `from`/`to` are Unix seconds on `start_time`; no pagination.
-fn builds_by_date<'a>(all: &[&'a Build], page: Page) -> Vec<&'a Build> {
+/// db/build_factory.go `getBuildsWithDates`: `from`/`to` are Unix seconds on `start_time`
+/// (`to_timestamp`, any sign, no `from > to` check); no pagination.
+fn builds_by_date<'a>(all: &[&'a Build], page: Page) -> Result<Vec<&'a Build>, ()> {
+    builds_query_ok(page, false)?;
     let mut sel: Vec<&Build> = all
         .iter()
         .copied()
@@ -350,7 +377,7 @@ fn builds_by_date<'a>(all: &[&'a Build], page: Page) -> Vec<&'a Build> {
         .collect();
     sel.sort_by_key(|b| std::cmp::Reverse(build_order_key(b)));
     sel.truncate(page.take());
-    sel
+    Ok(sel)
 }
 
 /// A build list with Link headers (or none in `timestamps` mode). `err` is the status the
@@ -361,7 +388,7 @@ fn build_list_response(c: &Concourse, all: &[&Build], q: &Query, base: &str, pat
         let (b, pg) = paginate_builds(all, page).map_err(|_| status(err))?;
         (b, link_headers(base, path, pg, page.limit))
     } else {
-        (builds_by_date(all, page), vec![])
+        (builds_by_date(all, page).map_err(|_| status(err))?, vec![])
     };
     let body: Vec<Value> = builds.iter().map(|b| build_json(c, b)).collect();
     let mut resp = json_ok(&Value::Array(body));
@@ -1731,6 +1758,32 @@ mod tests {
         let (got, _) = ids(Page { from: Some(2), to: Some(4), limit: 10 }).unwrap();
         assert_eq!(got, vec![2, 3, 4]);
         assert!(ids(Page { from: Some(5), to: Some(3), limit: 2 }).is_err());
+    }
+
+    /// The query errors of `getBuildsWithPagination` (404 or 500 in the handlers) and
+    /// `strconv.Atoi`'s values, as data.
+    #[test]
+    fn build_queries_fail_where_concourse_s_do() {
+        let bs: Vec<Build> = (1..=3).map(|i| build(i, &i.to_string(), BuildStatus::Succeeded, Some(i), None)).collect();
+        let all: Vec<&Build> = bs.iter().collect();
+        let check = |from: Option<i64>, to: Option<i64>, limit: i64, expect: Option<Vec<i64>>| {
+            let got =
+                paginate_builds(&all, Page { from, to, limit }).ok().map(|(b, _)| b.iter().map(|b| b.id).collect());
+            assert_eq!(got, expect, "from={from:?} to={to:?} limit={limit}");
+        };
+        check(Some(1), Some(3), 100, Some(vec![1, 2, 3]));
+        check(Some(3), Some(1), 100, None);
+        check(Some(-1), None, 100, None);
+        check(None, Some(-1), 100, None);
+        check(Some(-5), Some(2), 100, None);
+        check(None, None, -1, None);
+        check(Some(i64::MAX), None, 100, Some(vec![]));
+        assert!(builds_by_date(&all, Page { from: Some(-10), to: None, limit: 100 }).is_ok());
+        assert!(builds_by_date(&all, Page { from: None, to: None, limit: -1 }).is_err());
+        for (raw, n) in [("12", 12), ("+7", 7), ("-3", -3), ("x1", 0), ("", 0), ("99999999999999999999", i64::MAX)] {
+            assert_eq!(atoi(raw), n, "{raw:?}");
+        }
+        assert_eq!(atoi("-99999999999999999999"), i64::MIN);
     }
 
     #[test]

@@ -6,11 +6,17 @@
 //! 1. One `GET /api/v1/teams/{t}/builds?from=<X>&limit=100` (without credentials
 //!    `/api/v1/builds`, which shows public pipelines), X = min(lowest unfinished tracked build,
 //!    highest build id listed + 1). With only `from` Concourse returns the 100 *oldest* builds at
-//!    or above it, newest first, reruns beside their original, so a full page is followed by its
-//!    `rel="previous"` link (newer builds). The list holds every pipeline and job of the team,
-//!    and one-off/check builds without `job_name`: only builds of watched jobs are kept. The
+//!    or above it in `COALESCE(rerun_of, id)` order, newest first, so a rerun of an old build
+//!    with a new id is in it. A full page is followed by `from=C+1`, C the COALESCE value of its
+//!    last build in that order (not by its `rel="previous"` link, which can jump over builds;
+//!    see `walk_forward`). From an unfinished build below the cursor the walk stops once it
+//!    covers the cursor, and the builds above the cursor are a walk of their own. The list
+//!    holds every pipeline and job of the team, and one-off/check builds without `job_name`:
+//!    only builds of watched jobs are kept. The
 //!    first read (no cursor) walks back from the newest build through `rel="next"` pages until
-//!    each watched job has its newest [`INITIAL_BUILDS`] builds (at most 20 pages).
+//!    each watched job has its newest [`INITIAL_BUILDS`] builds (at most 20 pages), then reads
+//!    forward from the lowest id it reached, because walking back never lists a rerun whose
+//!    original is on a later page. That costs about as many pages again, once.
 //! 2. `GET /api/v1/teams/{t}/pipelines/{p}/jobs` (`JobSummary`: `inputs[]`/`outputs[]` map
 //!    step names to resources; a 404 means the pipeline is gone) for a pipeline never read, when
 //!    its last read failed, when a build of a job it did not list appears, when a build's
@@ -116,6 +122,8 @@ pub struct ConcourseSource {
     /// Backfill: a job seen for the first time is read back to builds started at this Unix
     /// time (older pages via `rel="next"`), not just its newest [`INITIAL_BUILDS`].
     history_since: Option<i64>,
+    /// The last builds listing reached the newest build (it was not cut by its page budget).
+    caught_up: bool,
 }
 
 impl std::fmt::Debug for ConcourseSource {
@@ -272,6 +280,23 @@ fn version_map(v: BTreeMap<String, Value>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Concourse's build-list order, `COALESCE(rerun_of, id), id` (lists show it descending).
+fn order_key(b: &ApiBuild) -> (BuildId, BuildId) {
+    (b.rerun_of.as_ref().and_then(|r| r.id).unwrap_or(b.id), b.id)
+}
+
+/// Two listings as one: each build once (the later listing's view of it wins, being fresher),
+/// newest first in Concourse's order.
+fn merge_listings(older: Vec<ApiBuild>, newer: Vec<ApiBuild>) -> Vec<ApiBuild> {
+    let mut by_id: BTreeMap<BuildId, ApiBuild> = BTreeMap::new();
+    for b in older.into_iter().chain(newer) {
+        by_id.insert(b.id, b);
+    }
+    let mut out: Vec<ApiBuild> = by_id.into_values().collect();
+    out.sort_by_key(|b| std::cmp::Reverse(order_key(b)));
+    out
+}
+
 /// Concourse times: Unix seconds; ≤ 0 (Go's zero time in job summaries) means unset.
 fn time_of(t: Option<i64>) -> Option<i64> {
     t.filter(|t| *t > 0)
@@ -344,6 +369,7 @@ impl ConcourseSource {
             warned: HashSet::new(),
             retry_base: Duration::from_millis(250),
             history_since: None,
+            caught_up: false,
         })
     }
 
@@ -357,6 +383,13 @@ impl ConcourseSource {
     /// read, so they would only count as lineage gaps), but they move the cursor past them.
     pub fn set_history_since(&mut self, since: Option<i64>) {
         self.history_since = since;
+    }
+
+    /// Whether the last poll's builds listing reached the newest build. A listing longer than
+    /// a cycle's page budget stops at a point below which it is complete, and the next poll
+    /// continues from there (a backfill polls until this holds).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
     }
 
     /// Errors of the last poll that did not fail it (after retries), oldest first.
@@ -513,66 +546,52 @@ impl ConcourseSource {
             (None, Some(u)) => Some(u),
             (Some(m), Some(u)) => Some(u.min(m + 1)),
         };
-        // With a token, the team's own list; without one only the global list shows public
-        // pipelines (the team list needs authentication).
-        let team = self.cfg.team.clone();
-        let path: Vec<&str> =
-            if matches!(self.cfg.auth, ConcourseAuth::None) { vec!["builds"] } else { vec!["teams", &team, "builds"] };
-        let what = format!("GET /api/v1/{}", path.join("/"));
-        let mut url = self.api(&path);
-        // A backfill's first listing walks back, newest first, a full page at a time.
+        // A backfill's first listing walks back to its cutoff, the first read of `serve` until
+        // each watched job has its initial builds.
         let since = self.history_since.filter(|_| from.is_none());
-        match from {
+        let what = self.builds_what();
+        // Whether the listing holds every build from `from` up (what the deletion check needs).
+        let mut whole = true;
+        let (mut listed, complete, covered_to) = match from {
             Some(f) => {
-                url.query_pairs_mut().append_pair("from", &f.to_string()).append_pair("limit", &PAGE_LIMIT.to_string())
-            }
-            None => url.query_pairs_mut().append_pair("limit", &PAGE_LIMIT.to_string()),
-        };
-        let mut listed: Vec<ApiBuild> = vec![];
-        let mut complete = false;
-        let max_pages = match (from, since) {
-            (Some(_), _) => MAX_PAGES,
-            (None, Some(_)) => BACKFILL_MAX_PAGES,
-            (None, None) => INITIAL_PAGES,
-        };
-        for _ in 0..max_pages {
-            let (page, headers) = self.get_json::<Vec<ApiBuild>>(&url, &what).await?;
-            let n = page.len();
-            // Build ids grow with time: once a page reaches before the cutoff, older ones do too.
-            let reaches_back = since.is_some_and(|t| page.iter().filter_map(|b| time_of(b.start_time)).any(|s| s < t));
-            listed.extend(page);
-            // A `from` walk continues towards newer builds ("previous"), the first read towards
-            // older ones ("next") until each watched job has its initial builds, or a backfill's
-            // until a page reaches before its cutoff; only after a full page.
-            let rel = if from.is_some() { "previous" } else { "next" };
-            let more = n >= PAGE_LIMIT
-                && match (from, since) {
-                    (Some(_), _) => true,
-                    (None, Some(_)) => !reaches_back,
-                    (None, None) => !self.initial_window_filled(&listed),
-                };
-            let next = link_target(&headers, rel).filter(|_| more);
-            match next.and_then(|l| Url::parse(&l).ok().or_else(|| self.base.join(&l).ok())) {
-                Some(link) => {
-                    // Our own origin and path with the link's query: the token stays here.
-                    url = self.api(&path);
-                    url.set_query(link.query());
-                }
-                None => {
-                    complete = true;
-                    break;
+                // Below the cursor (unfinished builds to look at again) the walk stops once it
+                // covers the cursor; the new builds above it are a walk of their own, so a
+                // build left unfinished for more than a cycle's pages cannot hold the reads back.
+                let cursor = self.max_id.filter(|m| f <= *m);
+                let (l, complete, covered) = self.walk_forward(f, MAX_PAGES, cursor).await?;
+                match (complete, covered, cursor) {
+                    (false, Some(c), Some(m)) => {
+                        whole = c >= m;
+                        let (l2, complete, covered) = self.walk_forward(c.max(m) + 1, MAX_PAGES, None).await?;
+                        (merge_listings(l, l2), complete, covered)
+                    }
+                    _ => (l, complete, covered),
                 }
             }
-        }
+            None => {
+                let max_pages = if since.is_some() { BACKFILL_MAX_PAGES } else { INITIAL_PAGES };
+                let back = self.walk_back(since, max_pages).await?;
+                // Walking back skips every rerun whose original is on a later page (Concourse
+                // orders by COALESCE(rerun_of, id) but cuts pages by id). A forward pass over
+                // the same range lists them; it ends at the newest build, so the cursor is exact.
+                match back.iter().map(|b| b.id).min() {
+                    None => (back, true, None),
+                    Some(lowest) => {
+                        let (fwd, complete, covered) = self.walk_forward(lowest, max_pages + 1, None).await?;
+                        (merge_listings(back, fwd), complete, covered)
+                    }
+                }
+            }
+        };
 
+        self.caught_up = complete;
         let max_known = self.max_id;
         let seen: HashSet<BuildId> = listed.iter().map(|b| b.id).collect();
         let mut max_seen = max_known.max(listed.iter().map(|b| b.id).max());
-        if from.is_some() && !complete {
-            // Reruns sort beside their original: an unfinished walk covers every id up to the
-            // highest original it reached, not necessarily up to its highest id.
-            let reached = listed.iter().map(|b| b.rerun_of.as_ref().and_then(|r| r.id).unwrap_or(b.id)).max();
-            max_seen = max_known.max(reached.min(max_seen));
+        if !complete {
+            // An unfinished forward walk has listed every build up to `covered_to`, not
+            // necessarily every one below its highest id: the next cycle continues from there.
+            max_seen = max_known.max(covered_to.min(max_seen));
         }
         if let Some(t) = since {
             // A backfill: builds before the cutoff are left out, but the cursor passes them.
@@ -665,7 +684,7 @@ impl ConcourseSource {
         }
         self.max_id = max_seen;
         // An unfinished build a complete listing no longer shows was deleted: stop asking.
-        if let (true, Some(f)) = (complete, from) {
+        if let (true, true, Some(f)) = (complete, whole, from) {
             let gone: Vec<BuildId> = self
                 .tracked
                 .iter()
@@ -678,6 +697,120 @@ impl ConcourseSource {
             }
         }
         Ok(unknown_jobs)
+    }
+
+    /// With a token, the team's own list; without one only the global list shows public
+    /// pipelines (the team list needs authentication).
+    fn builds_path(&self) -> Vec<String> {
+        if matches!(self.cfg.auth, ConcourseAuth::None) {
+            vec!["builds".into()]
+        } else {
+            vec!["teams".into(), self.cfg.team.clone(), "builds".into()]
+        }
+    }
+
+    fn builds_what(&self) -> String {
+        format!("GET /api/v1/{}", self.builds_path().join("/"))
+    }
+
+    /// One page of the builds list with these query parameters (and `limit`).
+    async fn builds_page(&mut self, params: &[(&str, i64)]) -> Result<(Vec<ApiBuild>, HeaderMap), SourceError> {
+        let path = self.builds_path();
+        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut url = self.api(&segments);
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, &v.to_string());
+            }
+            q.append_pair("limit", &PAGE_LIMIT.to_string());
+        }
+        let what = self.builds_what();
+        self.get_json::<Vec<ApiBuild>>(&url, &what).await
+    }
+
+    /// Newest first through `rel="next"` (`to=`) pages, while a page is full and: a backfill's
+    /// pages have not reached before its cutoff, or the first read's watched jobs lack their
+    /// initial builds. This misses reruns whose original is on a later page; the caller follows
+    /// it with [`Self::walk_forward`].
+    async fn walk_back(&mut self, since: Option<i64>, max_pages: usize) -> Result<Vec<ApiBuild>, SourceError> {
+        let mut listed: Vec<ApiBuild> = vec![];
+        let mut to: Option<i64> = None;
+        for _ in 0..max_pages {
+            let (page, headers) = match to {
+                Some(t) => self.builds_page(&[("to", t)]).await?,
+                None => self.builds_page(&[]).await?,
+            };
+            let n = page.len();
+            // Build ids grow with time: once a page reaches before the cutoff, older ones do too.
+            let reaches_back = since.is_some_and(|t| page.iter().filter_map(|b| time_of(b.start_time)).any(|s| s < t));
+            listed.extend(page);
+            let more = n >= PAGE_LIMIT
+                && match since {
+                    Some(_) => !reaches_back,
+                    None => !self.initial_window_filled(&listed),
+                };
+            // Only the link's `to` is taken: the request keeps our own origin, path and token.
+            let next_to = link_target(&headers, "next")
+                .filter(|_| more)
+                .and_then(|l| Url::parse(&l).ok().or_else(|| self.base.join(&l).ok()))
+                .and_then(|u| u.query_pairs().find(|(k, _)| k == "to").and_then(|(_, v)| v.parse::<i64>().ok()));
+            match next_to {
+                Some(t) => to = Some(t),
+                None => break,
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Every build with an id at or above `from`, oldest pages first. Concourse's `rel="previous"`
+    /// link is not followed: its `from` is the id of the lowest-ordered build above the page's
+    /// newest *id*, so a rerun of an old build on the page makes it jump over builds (see
+    /// ARCHITECTURE.md, "Complete build history"). Instead, a full `?from=F` page (the `limit`
+    /// lowest builds in COALESCE(rerun_of, id) order with id ≥ F) holds every build with an id
+    /// from F up to C, the COALESCE value of its last build in that order, so the next page is
+    /// `from=C+1`. When C < F (a page of nothing but reruns of older builds) the id window
+    /// `from=F&to=F+limit-1` is read instead: it cannot hold more than `limit` builds.
+    /// With `until`, the walk also stops once it is complete up to that id.
+    /// Returns the builds (deduplicated, newest first in Concourse's order), whether the walk
+    /// reached the newest build, and otherwise the highest id up to which it is complete.
+    async fn walk_forward(
+        &mut self,
+        from: BuildId,
+        max_pages: usize,
+        until: Option<BuildId>,
+    ) -> Result<(Vec<ApiBuild>, bool, Option<BuildId>), SourceError> {
+        let mut pages: Vec<ApiBuild> = vec![];
+        let mut next = from;
+        let window = PAGE_LIMIT as i64;
+        let mut in_window = false;
+        for _ in 0..max_pages {
+            if until.is_some_and(|u| next > u) {
+                break;
+            }
+            let (page, _) = if in_window {
+                self.builds_page(&[("from", next), ("to", next + window - 1)]).await?
+            } else {
+                self.builds_page(&[("from", next)]).await?
+            };
+            let full = page.len() >= PAGE_LIMIT;
+            let reach = page.iter().map(order_key).max().map(|(c, _)| c);
+            pages.extend(page);
+            if in_window {
+                // The window is complete whatever it held; what is above it comes next.
+                next += window;
+                in_window = false;
+                continue;
+            }
+            if !full {
+                return Ok((merge_listings(vec![], pages), true, None));
+            }
+            match reach {
+                Some(c) if c >= next => next = c + 1,
+                _ => in_window = true,
+            }
+        }
+        Ok((merge_listings(vec![], pages), false, Some(next - 1)))
     }
 
     /// The first read walks back until every watched job named in the configuration has its

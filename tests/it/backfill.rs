@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use deploy_journey::core::journey::derive;
 use deploy_journey::sim::Sim;
 use deploy_journey::sim::clock::{ClockMode, SimClock};
-use deploy_journey::sim::engine::World;
+use deploy_journey::sim::engine::{Action, BuildOverride, World};
+use deploy_journey::sim::model::BuildStatus as SimStatus;
 use deploy_journey::sim::topology::Topology;
 use deploy_journey::sim::workload::LanaWorkload;
 use deploy_journey::store::Store;
@@ -360,4 +361,206 @@ fn backfill_refuses_a_bad_target_label() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("--label \"job\": expected NAME=VALUE"), "{err}");
+}
+
+// ------------------------------------------------------------------ complete history reads
+
+fn schedule(sim: &crate::support::TestSim, action: deploy_journey::sim::engine::Action) {
+    let now = sim.sim.now();
+    sim.sim.with_world(|w| w.schedule_action(now, action));
+}
+
+fn next_build(sim: &crate::support::TestSim, pipeline: &str, job: &str, result: SimStatus) {
+    let ov = BuildOverride { result: Some(result), ..Default::default() };
+    schedule(sim, Action::Override { pipeline: pipeline.into(), job: job.into(), ov });
+}
+
+/// The next build of every job up to the staging deploy succeeds.
+fn all_green(sim: &crate::support::TestSim) {
+    for (p, j) in [
+        ("lana-bank", "test-integration"),
+        ("lana-bank", "test-bats"),
+        ("lana-bank", "flake-check"),
+        ("lana-bank", "build-rc"),
+        ("lana-bank", "bump-image-in-chart-rc"),
+        ("private-charts", "lana-bank-testflight"),
+        ("private-charts", "bump-lana-bank-in-deployments"),
+    ] {
+        next_build(sim, p, j, SimStatus::Succeeded);
+    }
+}
+
+/// Staging builds in the simulator: (id, rerun_of, status, end).
+fn staging_builds(sim: &crate::support::TestSim) -> Vec<(i64, Option<i64>, SimStatus, Option<i64>)> {
+    sim.sim.with_world(|w| {
+        let (p, j) = w.job_index("galoy-staging", "galoy-staging-lana-bank").expect("staging job");
+        let ids = w.concourse.pipelines[p].jobs[j].builds.clone();
+        ids.iter().filter_map(|id| w.concourse.build(*id)).map(|b| (b.id, b.rerun_of, b.status, b.end_time)).collect()
+    })
+}
+
+struct RerunStory {
+    sim: crate::support::TestSim,
+    /// The commit whose staging deploy failed, then was rerun green.
+    sha: String,
+    rerun_id: i64,
+    rerun_end: i64,
+    /// Successful staging deploys in the whole history, the rerun included.
+    deployed: usize,
+}
+
+/// The issue's CI: a commit's staging deploy fails at about START + 3.5 h; main is red for
+/// hours (more than a page of team builds, nothing deployed); the failed deploy is rerun green;
+/// main is fixed and deploys again 2 h later.
+async fn rerun_story() -> RerunStory {
+    let sim = crate::support::spawn_sim("lana", 31).await;
+    sim.step(2 * 3600);
+    // The commit goes all the way; its staging deploy fails.
+    all_green(&sim);
+    next_build(&sim, "galoy-staging", "galoy-staging-lana-bank", SimStatus::Failed);
+    let sha = sim.commit(&["core/lib.rs"], "feat: fails on staging first");
+    let before: Vec<i64> = staging_builds(&sim).iter().map(|b| b.0).collect();
+    let mut waited = 0;
+    let orig = loop {
+        sim.step(300);
+        waited += 300;
+        assert!(waited < 6 * 3600, "the staging deploy never ran");
+        let done = staging_builds(&sim).into_iter().find(|b| !before.contains(&b.0) && b.2.is_finished());
+        if let Some(b) = done {
+            break b;
+        }
+    };
+    assert_eq!(orig.2, SimStatus::Failed);
+    // Then main is red for hours: plenty of team builds, nothing reaches staging (one commit
+    // per test run, so each forced failure meets its own build).
+    let newer = |sim: &crate::support::TestSim| {
+        sim.sim.with_world(|w| w.concourse.builds.iter().filter(|b| b.id > orig.0).count())
+    };
+    let mut k = 0;
+    while newer(&sim) < 150 {
+        next_build(&sim, "lana-bank", "test-integration", SimStatus::Failed);
+        sim.commit(&["core/lib.rs"], &format!("wip: red main {k}"));
+        sim.step(40 * 60);
+        k += 1;
+        assert!(k < 100, "no builds");
+    }
+    // The failed deploy is rerun, green.
+    next_build(&sim, "galoy-staging", "galoy-staging-lana-bank", SimStatus::Succeeded);
+    let name = sim.sim.with_world(|w| w.concourse.build(orig.0).unwrap().name.clone());
+    schedule(
+        &sim,
+        Action::Rerun {
+            pipeline: "galoy-staging".into(),
+            job: "galoy-staging-lana-bank".into(),
+            build_name: Some(name),
+            by: "alice".into(),
+        },
+    );
+    sim.step(40 * 60);
+    let rerun = staging_builds(&sim).into_iter().find(|b| b.1 == Some(orig.0)).expect("the rerun");
+    assert_eq!(rerun.2, SimStatus::Succeeded);
+    let rerun_end = rerun.3.expect("rerun ended");
+    // Later commits deploy normally: the next deployment is hours after the rerun.
+    all_green(&sim);
+    next_build(&sim, "galoy-staging", "galoy-staging-lana-bank", SimStatus::Succeeded);
+    sim.commit(&["core/lib.rs"], "fix: main green again");
+    sim.step(4 * 3600);
+    let deployed = staging_builds(&sim).iter().filter(|b| b.2 == SimStatus::Succeeded).count();
+    assert!(staging_builds(&sim).iter().any(|b| b.0 > rerun.0 && b.2 == SimStatus::Succeeded), "a later deploy");
+    RerunStory { sim, sha, rerun_id: rerun.0, rerun_end, deployed }
+}
+
+/// The issue's story: hours of CI history in which one commit's staging deploy failed and was
+/// rerun green a few hours later (more than a page of team builds after the failure); the
+/// exporter is then started for the first time. Walking back through the builds list never
+/// shows that rerun, so the commit was credited to the next deployment and
+/// `deployments_total` was one short. `serve`'s first read must see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_first_started_on_a_long_history_counts_a_staging_deploy_rerun_green() {
+    let RerunStory { sim, sha, rerun_id, rerun_end, deployed } = rerun_story().await;
+    // The exporter, started now for the first time, on the simulator's clock.
+    init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::journeys::example_config("lana", &sim.url);
+    cfg.poll_interval = Duration::from_secs(1);
+    cfg.state_path = dir.path().join("state.db");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let s = sim.sim.clone();
+    let app = tokio::spawn(deploy_journey::app::serve_with_clock(
+        cfg,
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::new(move || s.now()),
+        async move {
+            let _ = stop_rx.await;
+        },
+        Some(ready_tx),
+    ));
+    let addr = tokio::time::timeout(Duration::from_secs(30), ready_rx).await.expect("exporter listens").unwrap();
+    let http = client();
+    let base = format!("http://{addr}");
+    let (h, u) = (http.clone(), format!("{base}/readyz"));
+    wait_until("the first read", 60, || {
+        let (h, u) = (h.clone(), u.clone());
+        async move { h.get(u).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await;
+
+    let j: serde_json::Value =
+        http.get(format!("{base}/api/v1/journeys/{sha}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        j["deployed_at"]["staging"], rerun_end,
+        "deployed by the rerun (build {rerun_id}): {}",
+        j["deployed_at"]
+    );
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let total = samples_at(&metrics, None)
+        .into_iter()
+        .find(|(k, _)| k.starts_with("deploy_journey_deployments_total{") && k.contains("environment=\"staging"))
+        .map(|(_, v)| v);
+    assert_eq!(total, Some(deployed as f64), "every successful staging deploy, the rerun included");
+    let _ = stop_tx.send(());
+    let _ = app.await;
+}
+
+/// The same history through `backfill` (its first read walks back to the cutoff): the rerun is
+/// read, the commit is deployed by it, and the last backfilled `deployments_total` sample counts
+/// every successful staging deploy since the cutoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_over_a_long_history_counts_a_staging_deploy_rerun_green() {
+    let RerunStory { sim, sha, rerun_id, rerun_end, .. } = rerun_story().await;
+    let since = crate::support::START;
+    let now = sim.sim.now();
+    let deployed = staging_builds(&sim)
+        .iter()
+        .filter(|b| b.2 == SimStatus::Succeeded)
+        .filter(|b| {
+            sim.sim.with_world(|w| w.concourse.build(b.0).and_then(|b| b.start_time)).is_some_and(|s| s >= since)
+        })
+        .count();
+    init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::journeys::example_config("lana", &sim.url);
+    cfg.state_path = dir.path().join("state.db");
+    let mut opts = deploy_journey::backfill::Options::new(since, now);
+    opts.step = 3600;
+    let mut out = vec![];
+    let report = deploy_journey::backfill::run(&cfg, &opts, &mut out, &deploy_journey::backfill::Progress::hidden())
+        .await
+        .expect("backfill");
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    let facts = Store::open(&cfg.state_path).unwrap().load().unwrap();
+    assert!(facts.builds.contains_key(&rerun_id), "rerun {rerun_id} read");
+    let derived = derive(&facts, &cfg.core(), now);
+    let j = derived.journeys.iter().find(|j| j.sha == sha).expect("the journey");
+    assert_eq!(j.deployed_at.values().copied().collect::<Vec<_>>(), vec![rerun_end], "deployed by the rerun");
+
+    let text = String::from_utf8(out).unwrap();
+    let end: i64 = text.lines().rev().nth(1).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let total = samples_at(&text, Some(end))
+        .into_iter()
+        .find(|(k, _)| k.starts_with("deploy_journey_deployments_total{") && k.contains("environment=\"staging"))
+        .map(|(_, v)| v);
+    assert_eq!(total, Some(deployed as f64), "every successful staging deploy since the cutoff, the rerun included");
 }

@@ -739,3 +739,89 @@ async fn running_build_events_stream_until_it_finishes() {
     assert_eq!(events.last().unwrap().1, "end");
     assert!(events.iter().any(|e| e.2["event"] == "status" && e.2["data"]["status"] == "succeeded"));
 }
+
+/// Follow `rel` links from `path` (`limit` a page); the ids listed.
+async fn link_walk(s: &TestSim, path: &str, rel: &str, token: &str) -> BTreeSet<i64> {
+    let mut url = format!("{}{path}", s.url);
+    let mut out = BTreeSet::new();
+    for _ in 0..500 {
+        let r = get_as(s, &url, Some(token)).await;
+        assert_eq!(r.status(), 200, "GET {url}");
+        let next = links(&r).get(rel).cloned();
+        out.extend(ids(&r.json().await.unwrap()));
+        match next {
+            Some(n) => url = n,
+            None => return out,
+        }
+    }
+    panic!("{path}: no end to the {rel} links");
+}
+
+/// atc/db/build_factory.go `getBuildsWithPagination`, shared by all four builds lists: ordered
+/// by COALESCE(rerun_of, id) but cut by id. A rerun made several builds after its original is
+/// on no page of a `rel="next"` walk once a page boundary falls between them; a `from=` query
+/// at or below its id lists it; `rel="previous"` from a page holding such a rerun jumps to the
+/// rerun's id over the builds between. Query errors are 404 (500 on `/api/v1/builds`).
+#[tokio::test]
+async fn every_builds_list_pages_by_id_but_orders_reruns_beside_their_original() {
+    let s = spawn_sim("lana", 9).await;
+    let t = token(&s).await;
+    force(&s, "test-bats", BuildStatus::Failed);
+    s.commit(&["core/lib.rs"], "feat: flaky");
+    s.step(1800);
+    let orig = json_as(&s, &format!("{LANA}/jobs/test-bats/builds/latest"), &t).await;
+    let (orig_id, name) = (orig["id"].as_i64().unwrap(), orig["name"].as_str().unwrap().to_string());
+    for k in 0..6 {
+        s.commit(&["core/lib.rs"], &format!("feat: more {k}"));
+        s.step(40 * 60);
+    }
+    s.sim.with_world(|w| {
+        let now = w.now;
+        w.schedule_action(
+            now,
+            Action::Rerun {
+                pipeline: "lana-bank".into(),
+                job: "test-bats".into(),
+                build_name: Some(name.clone()),
+                by: "alice".into(),
+            },
+        );
+    });
+    s.step(60);
+    s.commit(&["core/lib.rs"], "feat: after");
+    s.step(40 * 60);
+    let job_list = json_as(&s, &format!("{LANA}/jobs/test-bats/builds"), &t).await;
+    let rerun_id = job_list.as_array().unwrap().iter().find(|b| b["rerun_of"]["id"] == orig_id).expect("rerun")["id"]
+        .as_i64()
+        .unwrap();
+
+    for (path, err) in [
+        (format!("{LANA}/jobs/test-bats/builds"), 404),
+        (format!("{LANA}/builds"), 404),
+        (format!("/api/v1/teams/{TEAM}/builds"), 404),
+        ("/api/v1/builds".to_string(), 500),
+    ] {
+        let everything = ids(&json_as(&s, &format!("{path}?limit=1000"), &t).await);
+        assert!(everything.contains(&rerun_id) && everything.contains(&orig_id), "{path}: one page has both");
+        // Pages of 2 (the job list) or 5: more than a page of builds lies between the two.
+        let limit = if path.contains("/jobs/") { 2 } else { 5 };
+        let back = link_walk(&s, &format!("{path}?limit={limit}"), "next", &t).await;
+        assert!(back.contains(&orig_id), "{path}: the walk back lists the original");
+        assert!(!back.contains(&rerun_id), "{path}: the walk back never lists rerun {rerun_id}");
+        assert_eq!(back.len() + 1, everything.len(), "{path}: it misses nothing else");
+        // `from` at the original's id: ascending in COALESCE order, so the rerun comes right
+        // after its original; the page's newest build is older than the rerun, and its
+        // rel="previous" jumps to the rerun's id, over the builds between.
+        let r = get_as(&s, &format!("{path}?from={orig_id}&limit={}", limit + 1), Some(&t)).await;
+        let prev = links(&r).get("previous").cloned().expect("newer builds");
+        let page = ids(&r.json().await.unwrap());
+        assert_eq!(page[page.len() - 2..], [rerun_id, orig_id], "{path}: newest first, the rerun beside its original");
+        assert!(prev.contains(&format!("from={rerun_id}&")), "{path}: rel=previous jumps to the rerun: {prev}");
+        for bad in ["from=-1", "to=-1", "limit=-1", "from=5&to=4", "from=-3&to=4"] {
+            let r = get_as(&s, &format!("{path}?{bad}"), Some(&t)).await;
+            assert_eq!(r.status().as_u16(), err, "{path}?{bad}");
+        }
+        let r = get_as(&s, &format!("{path}?from=99999999999999999999"), Some(&t)).await;
+        assert_eq!(ids(&r.json().await.unwrap()), Vec::<i64>::new(), "{path}: Atoi clamps to the max int64");
+    }
+}

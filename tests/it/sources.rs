@@ -2,7 +2,7 @@
 //! what they turn into facts, what each poll costs (`/_sim/stats` deltas), and how they behave
 //! under faults, expired tokens and bad credentials.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -615,8 +615,16 @@ async fn one_simulated_lana_day_polled_every_30s() {
     );
 
     // The bill: one team builds list per cycle (the jobs lists every JOBS_REFRESH, resources and
-    // messages only where something changed) — about one request per cycle in all.
-    assert_eq!(d.count("concourse", "GET", BUILDS_ROUTE, Some(200)), cycles as u64, "{}", d.describe("concourse"));
+    // messages only where something changed) — about one request per cycle in all. The first
+    // read lists the warm-up's history twice: walking back, then forward (reruns).
+    let first_pages = first_cycle.count("concourse", "GET", BUILDS_ROUTE, Some(200));
+    assert_eq!(first_pages, 2, "one page back, one forward: {}", first_cycle.describe("concourse"));
+    assert_eq!(
+        d.count("concourse", "GET", BUILDS_ROUTE, Some(200)),
+        cycles as u64 - 1 + first_pages,
+        "{}",
+        d.describe("concourse")
+    );
     assert_eq!(d.count("concourse", "GET", JOBS_ROUTE, Some(200)), 3 * (day / JOBS_REFRESH) as u64);
     assert!(d.total("concourse") * 10 <= cycles as u64 * 12, "{}", d.describe("concourse"));
 
@@ -810,4 +818,269 @@ async fn a_malformed_sha_from_github_is_a_decode_error() {
     let err = gh.poll(0).await.expect_err("a garbled sha must not become a fact");
     assert_eq!(err.kind, deploy_journey::sources::ErrorKind::Decode, "{err}");
     assert!(telemetry.snapshot("github").errors_of(deploy_journey::sources::ErrorKind::Decode) >= 1);
+}
+
+// ------------------------------------------------------------------ complete history reads
+
+/// The ids a client gets walking the team's builds back from the newest through Concourse's own
+/// `rel="next"` links (what the first read did alone before).
+async fn link_walk_back(sim: &TestSim) -> BTreeSet<i64> {
+    let r = sim
+        .client
+        .post(format!("{}/sky/issuer/token", sim.url))
+        .basic_auth("fly", Some("Zmx5"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=password&username=deploy-journey&password=viewer-password&scope=openid")
+        .send()
+        .await
+        .expect("token");
+    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+    let mut url = format!("{}/api/v1/teams/dev/builds?limit=100", sim.url);
+    let mut ids = BTreeSet::new();
+    for _ in 0..100 {
+        let r = sim.client.get(&url).bearer_auth(&token).send().await.expect("builds");
+        let next = r.headers().get_all("link").iter().find_map(|v| {
+            let v = v.to_str().ok()?;
+            if !v.contains("rel=\"next\"") {
+                return None;
+            }
+            Some(v[v.find('<')? + 1..v.find('>')?].to_string())
+        });
+        let page: Vec<Value> = r.json().await.unwrap();
+        ids.extend(page.iter().map(|b| b["id"].as_i64().unwrap()));
+        match next {
+            Some(n) => url = n,
+            None => break,
+        }
+    }
+    ids
+}
+
+fn schedule(sim: &TestSim, action: Action) {
+    let now = sim.sim.now();
+    sim.sim.with_world(|w| w.schedule_action(now, action));
+}
+
+/// The ids of a job's builds in the simulator, and of the reruns among them (→ original).
+fn sim_job_builds(sim: &TestSim, pipeline: &str, job: &str) -> (Vec<i64>, BTreeMap<i64, i64>) {
+    sim.sim.with_world(|w| {
+        let (p, j) = w.job_index(pipeline, job).expect("job");
+        let ids = w.concourse.pipelines[p].jobs[j].builds.clone();
+        let reruns =
+            ids.iter().filter_map(|id| w.concourse.build(*id).and_then(|b| Some((*id, b.rerun_of?)))).collect();
+        (ids, reruns)
+    })
+}
+
+/// test-bats fails, and is rerun after more than a page of team builds; a few more builds
+/// follow. Returns (original id, rerun id).
+async fn rerun_a_page_later(sim: &TestSim) -> (i64, i64) {
+    let bats = BuildOverride { result: Some(SimStatus::Failed), ..Default::default() };
+    schedule(sim, Action::Override { pipeline: "lana-bank".into(), job: "test-bats".into(), ov: bats });
+    sim.commit(&["core/lib.rs"], "feat: breaks bats");
+    sim.step(45 * 60);
+    let (ids, _) = sim_job_builds(sim, "lana-bank", "test-bats");
+    let orig = *ids.last().expect("a test-bats build");
+    let name = sim.sim.with_world(|w| {
+        let b = w.concourse.build(orig).unwrap();
+        assert_eq!(b.status, SimStatus::Failed, "the forced failure");
+        b.name.clone()
+    });
+    let newer = |sim: &TestSim| sim.sim.with_world(|w| w.concourse.builds.iter().filter(|b| b.id > orig).count());
+    let mut k = 0;
+    while newer(sim) < 150 {
+        sim.commit(&["core/lib.rs"], &format!("feat: change {k}"));
+        sim.step(15 * 60);
+        k += 1;
+        assert!(k < 100, "the simulator makes no builds");
+    }
+    let rerun = Action::Rerun {
+        pipeline: "lana-bank".into(),
+        job: "test-bats".into(),
+        build_name: Some(name),
+        by: "alice".into(),
+    };
+    schedule(sim, rerun);
+    sim.step(60);
+    sim.commit(&["core/lib.rs"], "feat: after the rerun");
+    sim.step(20 * 60);
+    let (_, reruns) = sim_job_builds(sim, "lana-bank", "test-bats");
+    let rerun = reruns.iter().find(|(_, o)| **o == orig).map(|(r, _)| *r).expect("the rerun");
+    (orig, rerun)
+}
+
+/// Concourse orders build lists by COALESCE(rerun_of, id) but cuts `to=` pages by id, so walking
+/// back through `rel="next"` never lists a rerun whose original is on a later page. The first
+/// read must list it anyway, in the cycle it starts (and with the cursor past it, it would never
+/// come again). Also measured: what the forward pass costs on top of the walk back.
+#[tokio::test]
+async fn concourse_first_read_lists_a_rerun_whose_original_is_pages_back() {
+    let sim = spawn_sim("lana", 21).await;
+    let (orig, rerun) = rerun_a_page_later(&sim).await;
+    let walked = link_walk_back(&sim).await;
+    assert!(walked.contains(&orig) && !walked.contains(&rerun), "precondition: the link walk misses rerun {rerun}");
+
+    let tel = Arc::new(SourceTelemetry::new());
+    let mut c = concourse(&sim, &tel);
+    let before = Stats::read(&sim).await;
+    let mut facts = Facts::default();
+    for f in c.poll(sim.sim.now()).await.expect("first read") {
+        facts.apply(f);
+    }
+    let cost = Stats::read(&sim).await.since(&before);
+    let pages = cost.count("concourse", "GET", BUILDS_ROUTE, Some(200));
+    println!("first read: {pages} builds-list pages; all requests:\n{}", cost.describe("concourse"));
+    let b = facts.builds.get(&rerun).unwrap_or_else(|| panic!("rerun {rerun} of {orig} not read"));
+    assert_eq!(b.rerun_of, Some(orig));
+    assert!(pages >= 4, "a history of several pages (walked back, then forward), got {pages}");
+    assert!(facts.builds.contains_key(&orig));
+    // Every test-bats build the simulator has (fewer than the initial 50) was read.
+    let (ids, _) = sim_job_builds(&sim, "lana-bank", "test-bats");
+    let read: Vec<i64> = builds(&facts, "lana-bank", "test-bats").iter().map(|b| b.id).collect();
+    assert_eq!(read, ids);
+
+    // An idle cycle after it is still one request.
+    let before = Stats::read(&sim).await;
+    c.poll(sim.sim.now()).await.expect("idle poll");
+    assert_eq!(Stats::read(&sim).await.since(&before).total("concourse"), 1);
+}
+
+/// Steady state: the cursor poll (`from=`) lists a rerun of a build far below the cursor (it
+/// sorts early in the ascending query). After a pause longer than a page of builds, with such a
+/// rerun late in it, following Concourse's `rel="previous"` link would jump from the page's newest
+/// build to the rerun's id and skip the builds between; every build must be read.
+#[tokio::test]
+async fn concourse_cursor_polls_list_reruns_of_old_builds_and_skip_nothing_after_a_pause() {
+    let sim = spawn_sim("lana", 22).await;
+    let tel = Arc::new(SourceTelemetry::new());
+    let mut c = concourse(&sim, &tel);
+    let mut facts = Facts::default();
+    run_concourse(&sim, &mut c, &mut facts, 600, 60).await;
+    let (orig, rerun) = rerun_a_page_later(&sim).await;
+    for f in c.poll(sim.sim.now()).await.expect("poll after the pause") {
+        facts.apply(f);
+    }
+    run_concourse(&sim, &mut c, &mut facts, 3600, 60).await;
+    assert_eq!(facts.builds.get(&rerun).and_then(|b| b.rerun_of), Some(orig), "rerun {rerun} read");
+    for job in ["test-integration", "test-bats", "flake-check", "build-rc"] {
+        let (ids, _) = sim_job_builds(&sim, "lana-bank", job);
+        let read: BTreeSet<i64> = builds(&facts, "lana-bank", job).iter().map(|b| b.id).collect();
+        let missing: Vec<i64> = ids.iter().filter(|id| !read.contains(id)).copied().collect();
+        assert!(missing.is_empty(), "{job}: builds never read: {missing:?}");
+    }
+
+    // A rerun of an old build, later: the next cursor poll lists it.
+    let (ids, _) = sim_job_builds(&sim, "lana-bank", "flake-check");
+    let old = sim.sim.with_world(|w| w.concourse.build(ids[ids.len() / 2]).unwrap().name.clone());
+    schedule(
+        &sim,
+        Action::Rerun {
+            pipeline: "lana-bank".into(),
+            job: "flake-check".into(),
+            build_name: Some(old),
+            by: "bob".into(),
+        },
+    );
+    sim.step(30);
+    let got: Vec<Fact> = c.poll(sim.sim.now()).await.expect("poll");
+    let (_, reruns) = sim_job_builds(&sim, "lana-bank", "flake-check");
+    let (new_rerun, _) = reruns.iter().max().expect("the rerun");
+    assert!(
+        got.iter().any(|f| matches!(f, Fact::Build(b) if b.id == *new_rerun)),
+        "the rerun {new_rerun} of an old build is in the next poll"
+    );
+}
+
+/// After a pause longer than a cycle's page budget (20 pages of 100), a poll lists what it can
+/// and says it has not caught up; its cursor stays where its listing is complete, so the next
+/// polls read on and no build is missed.
+#[tokio::test]
+async fn concourse_a_pause_longer_than_the_page_budget_is_read_over_several_polls() {
+    use deploy_journey::sim::workload::{LanaWorkload, schedule_all};
+    let sim = spawn_sim("lana", 23).await;
+    let tel = Arc::new(SourceTelemetry::new());
+    let mut c = concourse(&sim, &tel);
+    let mut facts = Facts::default();
+    run_concourse(&sim, &mut c, &mut facts, 60, 60).await;
+    assert!(c.caught_up());
+    let days = 40;
+    let actions = LanaWorkload::new(23).generate(sim.sim.now(), sim.sim.now() + days * 86_400);
+    sim.sim.with_world(|w| schedule_all(w, &actions));
+    sim.step(days * 86_400);
+    let before = sim.sim.with_world(|w| w.concourse.builds.len());
+    let mut polls = 0;
+    loop {
+        for f in c.poll(sim.sim.now()).await.expect("poll") {
+            facts.apply(f);
+        }
+        polls += 1;
+        if c.caught_up() {
+            break;
+        }
+        assert!(polls < 10, "never caught up");
+    }
+    println!("{before} builds in all; caught up after {polls} polls");
+    assert!(polls >= 2, "the pause is longer than one poll's budget");
+    for (p, jobs) in [
+        ("lana-bank", vec!["test-integration", "test-bats", "build-rc", "bump-image-in-chart-rc"]),
+        ("galoy-staging", vec!["galoy-staging-lana-bank"]),
+    ] {
+        for job in jobs {
+            let (ids, _) = sim_job_builds(&sim, p, job);
+            let read: BTreeSet<i64> = builds(&facts, p, job).iter().map(|b| b.id).collect();
+            let missing: Vec<i64> = ids.iter().filter(|id| !read.contains(id)).copied().collect();
+            assert!(missing.is_empty(), "{job}: builds never read: {missing:?}");
+        }
+    }
+}
+
+/// A watched build that stays unfinished (here: running for 80 days) while more than a cycle's
+/// pages of builds pass above it: each poll still lists its status, and the new builds are read
+/// too (a walk from the unfinished build alone would read the same pages every cycle).
+#[tokio::test]
+async fn concourse_a_long_unfinished_build_does_not_hold_back_the_new_builds() {
+    use deploy_journey::sim::workload::{LanaWorkload, schedule_all};
+    let sim = spawn_sim("lana", 24).await;
+    let tel = Arc::new(SourceTelemetry::new());
+    let mut c = concourse(&sim, &tel);
+    let mut facts = Facts::default();
+    run_concourse(&sim, &mut c, &mut facts, 600, 60).await;
+    let long = BuildOverride { duration: Some(80 * 86_400), ..Default::default() };
+    schedule(&sim, Action::Override { pipeline: "lana-bank".into(), job: "build-dagster-edge-image".into(), ov: long });
+    sim.commit(&["dagster/definitions.py"], "feat: dagster");
+    run_concourse(&sim, &mut c, &mut facts, 1200, 60).await;
+    let (ids, _) = sim_job_builds(&sim, "lana-bank", "build-dagster-edge-image");
+    let long_id = *ids.last().expect("the long build");
+    assert_eq!(facts.builds[&long_id].status, BuildStatus::Started);
+
+    let days = 40;
+    let actions = LanaWorkload::new(24).generate(sim.sim.now(), sim.sim.now() + days * 86_400);
+    sim.sim.with_world(|w| schedule_all(w, &actions));
+    sim.step(days * 86_400);
+    let above = sim.sim.with_world(|w| w.concourse.builds.iter().filter(|b| b.id > long_id).count());
+    assert!(above > 2100, "more than a cycle's pages above the unfinished build: {above}");
+    let mut polls = 0;
+    loop {
+        for f in c.poll(sim.sim.now()).await.expect("poll") {
+            facts.apply(f);
+        }
+        polls += 1;
+        if c.caught_up() {
+            break;
+        }
+        assert!(polls < 10, "never caught up");
+    }
+    assert_eq!(facts.builds[&long_id].status, BuildStatus::Started, "still running, still listed");
+    for job in ["test-integration", "test-bats", "build-rc"] {
+        let (ids, _) = sim_job_builds(&sim, "lana-bank", job);
+        let read: BTreeSet<i64> = builds(&facts, "lana-bank", job).iter().map(|b| b.id).collect();
+        let missing: Vec<i64> = ids.iter().filter(|id| !read.contains(id)).copied().collect();
+        assert!(missing.is_empty(), "{job}: builds never read: {missing:?}");
+    }
+    // Steady state: one cycle is the walk from the unfinished build plus one page of new builds.
+    sim.step(60);
+    let before = Stats::read(&sim).await;
+    c.poll(sim.sim.now()).await.expect("poll");
+    let pages = Stats::read(&sim).await.since(&before).count("concourse", "GET", BUILDS_ROUTE, Some(200));
+    println!("{above} builds above the unfinished one; caught up after {polls} polls; then {pages} pages a cycle");
 }
