@@ -278,7 +278,8 @@ pub async fn serve_with_clock(
         // persisted baseline in the same transaction that deletes them.
         if now >= next_prune {
             next_prune = now + 3600;
-            let cutoff = now - cfg.retention.as_secs() as i64;
+            // Saturating: no retention, however long, wraps round into the future.
+            let cutoff = now.saturating_sub(i64::try_from(cfg.retention.as_secs()).unwrap_or(i64::MAX));
             let derived = derive(&facts, &core, now);
             let sb = stage_builds(&facts, &core, &derived);
             let plan = crate::retention::plan(&facts, &derived, &sb, &core, cutoff);

@@ -494,20 +494,25 @@ async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    println!("{}", deploy_journey::config::summary(&cfg));
-    if let Some(w) = a.web_config_file.as_ref().or(cfg.web_config_file.as_ref()) {
-        match deploy_journey::webconfig::load(w) {
-            Ok(web) => println!(
-                "web config {}: TLS {}, basic auth {}",
-                w.display(),
-                if web.tls.is_some() { "on" } else { "off" },
-                if web.has_users() { "on" } else { "off" }
-            ),
+    // Everything is validated before the summary says "OK".
+    let web = match a.web_config_file.as_ref().or(cfg.web_config_file.as_ref()) {
+        None => None,
+        Some(w) => match deploy_journey::webconfig::load(w) {
+            Ok(web) => Some((w, web)),
             Err(e) => {
                 eprintln!("{e}");
                 return Ok(ExitCode::from(EXIT_BAD_CONFIG));
             }
-        }
+        },
+    };
+    println!("{}", deploy_journey::config::summary(&cfg));
+    if let Some((w, web)) = web {
+        println!(
+            "web config {}: TLS {}, basic auth {}",
+            w.display(),
+            if web.tls.is_some() { "on" } else { "off" },
+            if web.has_users() { "on" } else { "off" }
+        );
     }
     if a.offline {
         return Ok(ExitCode::SUCCESS);
