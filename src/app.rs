@@ -34,6 +34,32 @@ pub enum AppError {
     Traces(#[from] crate::sinks::traces::TraceSinkError),
     #[error(transparent)]
     WebConfig(#[from] crate::webconfig::WebConfigError),
+    #[error(
+        "store {path}: its newest commit {sha} is unknown to GitHub repository {repository} ({detail}): the state comes from another repository or world. Move the file away, or start with --reset-state to forget it"
+    )]
+    UnknownHead { path: String, sha: String, repository: String, detail: String },
+}
+
+/// How `serve` treats its state file.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Forget every stored fact, cursor, mark and counter before starting (`--reset-state`).
+    pub reset_state: bool,
+}
+
+/// What the state file is recorded as being for: the configuration's repository, branch,
+/// Concourse and team, and a fingerprint of the stages and tracked resources (what derivation
+/// depends on besides the facts).
+pub fn identity_of(cfg: &Config) -> crate::store::Identity {
+    let core = cfg.core();
+    let canonical = format!("{:?}\n{:?}", core.stages, cfg.resources);
+    crate::store::Identity {
+        repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
+        branch: cfg.repository.branch.clone(),
+        concourse_url: cfg.concourse.url.clone(),
+        concourse_team: cfg.concourse.team.clone(),
+        stages: crate::store::stages_fingerprint(&canonical),
+    }
 }
 
 pub const KV_GITHUB_HEAD: &str = "github.head";
@@ -69,12 +95,47 @@ pub async fn serve_with_clock(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), AppError> {
+    serve_with_options(cfg, listen, clock, ServeOptions::default(), shutdown, ready_tx).await
+}
+
+/// [`serve_with_clock`] with [`ServeOptions`].
+pub async fn serve_with_options(
+    cfg: Config,
+    listen: SocketAddr,
+    clock: Clock,
+    options: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), AppError> {
     // A bad web config stops the start before anything else happens.
     let web = cfg.web_config_file.as_deref().map(crate::webconfig::load).transpose()?.unwrap_or_default();
+    // One serve per state file, for the life of the process (the lock dies with it).
+    let _lock = crate::store::lock(&cfg.state_path)?;
     let state_path = cfg.state_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&state_path))
-        .await
-        .map_err(|e| AppError::Join(e.to_string()))??;
+    let identity = identity_of(&cfg);
+    let (store, checked) = tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&state_path)?;
+        if options.reset_state {
+            store.reset()?;
+            tracing::warn!(path = %state_path.display(), "--reset-state: every stored fact, cursor and counter forgotten");
+        }
+        // Writes the identity too: a state file that cannot be written stops the start here.
+        let checked = store.check_identity(&identity)?;
+        Ok::<_, StoreError>((store, checked))
+    })
+    .await
+    .map_err(|e| AppError::Join(e.to_string()))??;
+    match checked {
+        crate::store::IdentityCheck::Adopted => {
+            tracing::info!("state file without an identity adopted for this repository and Concourse team")
+        }
+        crate::store::IdentityCheck::StagesChanged => {
+            tracing::warn!(
+                "stage definitions changed since the state was written; journeys are derived afresh from the stored facts"
+            )
+        }
+        crate::store::IdentityCheck::Fresh | crate::store::IdentityCheck::Same => {}
+    }
     let store = Arc::new(Mutex::new(store));
     let (mut facts, head, etag, counters) =
         blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?, s.counters()?)))
@@ -113,6 +174,29 @@ pub async fn serve_with_clock(
 
     let telemetry = Arc::new(SourceTelemetry::new());
     let mut github = GithubSource::new(cfg.github(), telemetry.clone())?;
+    // Same repository, branch and Concourse is not yet the same world (a state file from
+    // another simulator seed, a repository recreated under the same name): the stored head must
+    // be a commit GitHub knows. A force-push leaves it known (it is reported as vanished by the
+    // poll); a commit GitHub has never seen is another history. When GitHub cannot answer now,
+    // the start goes on.
+    if let Some(h) = head.as_deref().filter(|_| checked != crate::store::IdentityCheck::Fresh) {
+        // Bounded: an unreachable GitHub must not hold the start back for its retries.
+        match tokio::time::timeout(Duration::from_secs(10), github.commit(h)).await {
+            Err(_) => {
+                tracing::warn!("cannot check the stored head with GitHub now (no answer in 10s); starting anyway")
+            }
+            Ok(Err(e)) if e.kind == crate::sources::ErrorKind::Client => {
+                return Err(AppError::UnknownHead {
+                    path: cfg.state_path.display().to_string(),
+                    sha: h.chars().take(12).collect(),
+                    repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
+                    detail: e.detail,
+                });
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the stored head with GitHub now; starting anyway"),
+            Ok(Ok(_)) => {}
+        }
+    }
     github.restore(head, etag.filter(|e| !e.is_empty()), branch_order(&facts));
     let mut concourse = ConcourseSource::new(cfg.concourse(), telemetry.clone())?;
     concourse.restore(&facts);
@@ -257,6 +341,7 @@ pub async fn serve_with_clock(
         };
         match persisted {
             Ok(()) => {
+                shared.store_ok();
                 let changed = new.into_iter().fold(false, |acc, f| facts.apply(f) | acc);
                 if changed || answered != (false, false) {
                     publish(&facts, &shared, &baseline);
@@ -271,6 +356,7 @@ pub async fn serve_with_clock(
             // (facts are idempotent) is stored again with the next cycle's.
             Err(e) => {
                 tracing::error!(error = %e, facts = new.len(), "cannot store facts; will retry next cycle");
+                shared.store_failed(&e.to_string());
                 unstored = new;
             }
         }
@@ -313,7 +399,10 @@ pub async fn serve_with_clock(
                         }
                         tracing::info!(commits = p.commits, builds = p.builds, "retention pruned old journeys");
                     }
-                    Err(e) => tracing::error!(error = %e, "retention failed; will retry"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "retention failed; will retry");
+                        shared.store_failed(&e.to_string());
+                    }
                 }
             }
         }

@@ -142,6 +142,11 @@ struct ServeArgs {
     /// format; overrides the config's `web_config_file`.
     #[arg(long = "web.config.file", value_name = "FILE")]
     web_config_file: Option<PathBuf>,
+    /// Forget everything the state file holds (facts, cursors, counters, its repository and
+    /// Concourse) and start afresh: for a state file that belongs to another repository,
+    /// branch or Concourse, which `serve` otherwise refuses.
+    #[arg(long)]
+    reset_state: bool,
     /// Testing: take "now" from the simulator's clock (GET URL/_sim/clock), so a restarted
     /// binary against an accelerated simulator sees simulated time.
     #[arg(long, hide = true)]
@@ -416,7 +421,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         None => deploy_journey::app::system_clock(),
         Some(url) => sim_clock(url).await?,
     };
-    deploy_journey::app::serve_with_clock(cfg, listen, clock, shutdown_signal(), None).await.context("serve")?;
+    let options = deploy_journey::app::ServeOptions { reset_state: a.reset_state };
+    deploy_journey::app::serve_with_options(cfg, listen, clock, options, shutdown_signal(), None)
+        .await
+        .context("serve")?;
     Ok(())
 }
 
