@@ -1357,6 +1357,71 @@ mod tests {
         assert!(st.db_bytes > 0 && st.wal_bytes > 0, "{st:?}");
     }
 
+    fn ident(repo: &str, branch: &str, url: &str, team: &str, stages: &str) -> Identity {
+        Identity {
+            repository: repo.into(),
+            branch: branch.into(),
+            concourse_url: url.into(),
+            concourse_team: team.into(),
+            stages: stages.into(),
+        }
+    }
+
+    #[test]
+    fn identity_is_recorded_adopted_compared_and_reset() {
+        let lana = ident("GaloyMoney/lana-bank", "main", "https://ci.galoy.io", "dev", "f1");
+        // Fresh: recorded.
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.identity().unwrap(), None);
+        assert_eq!(s.check_identity(&lana).unwrap(), IdentityCheck::Fresh);
+        assert_eq!(s.identity().unwrap(), Some(lana.clone()));
+        // A file written before identities, with facts: adopted, then the same.
+        let mut old = Store::open_in_memory().unwrap();
+        old.apply(&[Fact::Commit(commit("a1", None, 1, 1))]).unwrap();
+        assert_eq!(old.check_identity(&lana).unwrap(), IdentityCheck::Adopted);
+        assert_eq!(old.check_identity(&lana).unwrap(), IdentityCheck::Same);
+        // Case of a GitHub name and a trailing slash do not make another world.
+        let same = ident("galoymoney/Lana-Bank", "main", "https://ci.galoy.io/", "dev", "f1");
+        assert_eq!(old.check_identity(&same).unwrap(), IdentityCheck::Same);
+        // Other stages: re-derived, the new fingerprint recorded.
+        let restaged = ident("GaloyMoney/lana-bank", "main", "https://ci.galoy.io", "dev", "f2");
+        assert_eq!(old.check_identity(&restaged).unwrap(), IdentityCheck::StagesChanged);
+        assert_eq!(old.check_identity(&restaged).unwrap(), IdentityCheck::Same);
+        // Another repository, branch, Concourse or team: refused, and nothing is overwritten.
+        for (what, other) in [
+            ("repository", ident("GaloyMoney/other", "main", "https://ci.galoy.io", "dev", "f2")),
+            ("branch", ident("GaloyMoney/lana-bank", "develop", "https://ci.galoy.io", "dev", "f2")),
+            ("Concourse", ident("GaloyMoney/lana-bank", "main", "https://ci.example.com", "dev", "f2")),
+            ("Concourse team", ident("GaloyMoney/lana-bank", "main", "https://ci.galoy.io", "main", "f2")),
+        ] {
+            let e = old.check_identity(&other).unwrap_err();
+            assert!(matches!(&e, StoreError::OtherWorld { what: w, .. } if *w == what), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("was built for {what} ")) && msg.contains("--reset-state"), "{msg}");
+        }
+        assert_eq!(old.identity().unwrap(), Some(restaged));
+        // Reset forgets everything, the identity included.
+        old.mark("span", &["a1".into()], 1).unwrap();
+        old.reset().unwrap();
+        assert_eq!(old.identity().unwrap(), None);
+        assert!(old.load().unwrap().commits.is_empty() && old.marks("span").unwrap().is_empty());
+        assert_eq!(old.check_identity(&ident("x/y", "main", "https://c", "t", "f")).unwrap(), IdentityCheck::Fresh);
+    }
+
+    #[test]
+    fn one_lock_per_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let first = lock(&path).unwrap();
+        let e = lock(&path).unwrap_err();
+        assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("{}.lock", path.display())), "{e}");
+        // Another state file is another lock.
+        let _other = lock(&dir.path().join("t.sqlite")).unwrap();
+        drop(first);
+        let _again = lock(&path).unwrap();
+    }
+
     #[test]
     fn store_is_send() {
         fn send<T: Send>() {}
