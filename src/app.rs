@@ -52,7 +52,14 @@ pub struct ServeOptions {
 /// depends on besides the facts).
 pub fn identity_of(cfg: &Config) -> crate::store::Identity {
     let core = cfg.core();
-    let canonical = format!("{:?}\n{:?}", core.stages, cfg.resources);
+    // Our own types' Debug forms; the filters as written (a compiled matcher's Debug could
+    // change with a library upgrade and would then look like a stage change).
+    let resources: Vec<_> = cfg
+        .resources
+        .iter()
+        .map(|r| (&r.name, r.filter.paths(), r.filter.ignore_paths(), r.disable_ci_skip, r.kind, &r.aliases))
+        .collect();
+    let canonical = format!("{:?}\n{:?}", core.stages, resources);
     crate::store::Identity {
         repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
         branch: cfg.repository.branch.clone(),
