@@ -38,6 +38,10 @@ pub enum AppError {
         "store {path}: its newest commit {sha} is unknown to GitHub repository {repository} ({detail}): the state comes from another repository or world. Move the file away, or start with --reset-state to forget it"
     )]
     UnknownHead { path: String, sha: String, repository: String, detail: String },
+    #[error(
+        "store {path}: its newest build {id} ({job}) is not that build on {concourse}: the state comes from another Concourse, or its database was reset. Move the file away, or start with --reset-state to forget it"
+    )]
+    UnknownBuild { path: String, id: i64, job: String, concourse: String },
 }
 
 /// How `serve` treats its state file.
@@ -206,6 +210,28 @@ pub async fn serve_with_options(
     }
     github.restore(head, etag.filter(|e| !e.is_empty()), branch_order(&facts));
     let mut concourse = ConcourseSource::new(cfg.concourse(), telemetry.clone())?;
+    // Likewise for Concourse: its build ids restart when its database does, and the source's
+    // cursor would then skip every new build up to the highest stored id. The newest stored
+    // build must be there, as the same job's same build.
+    if let Some(b) = facts.builds.values().next_back().filter(|_| checked != crate::store::IdentityCheck::Fresh) {
+        match tokio::time::timeout(Duration::from_secs(10), concourse.knows_build(b)).await {
+            Ok(Ok(false)) => {
+                return Err(AppError::UnknownBuild {
+                    path: cfg.state_path.display().to_string(),
+                    id: b.id,
+                    job: format!("{}/{}", b.pipeline, b.job),
+                    concourse: cfg.concourse.url.clone(),
+                });
+            }
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot check the newest stored build with Concourse now; starting anyway")
+            }
+            Err(_) => tracing::warn!(
+                "cannot check the newest stored build with Concourse now (no answer in 10s); starting anyway"
+            ),
+        }
+    }
     concourse.restore(&facts);
 
     let core = cfg.core();

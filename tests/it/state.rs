@@ -19,6 +19,11 @@ use crate::support::{KillOnDrop, START, client, free_port};
 /// A stepped simulator on `addr` (`127.0.0.1:0` for any port) with one commit on the branch
 /// whose message is `message`; returns it, its URL, its server task and the commit's sha.
 async fn world_at(addr: &str, message: &str) -> (Arc<Sim>, String, tokio::task::JoinHandle<()>, String) {
+    world_after(addr, message, 60).await
+}
+
+/// [`world_at`], `secs` simulated seconds after the commit.
+async fn world_after(addr: &str, message: &str, secs: i64) -> (Arc<Sim>, String, tokio::task::JoinHandle<()>, String) {
     let world = World::new(Topology::load("lana").unwrap(), START, 1);
     let sim = Sim::new(world, SimClock::new(START, ClockMode::Stepped));
     let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), addr).await.expect("bind");
@@ -38,7 +43,7 @@ async fn world_at(addr: &str, message: &str) -> (Arc<Sim>, String, tokio::task::
         w.advance_to(START);
         w.repo(&repo).and_then(|r| r.head(&branch).cloned()).expect("head")
     });
-    sim.clock.step(60);
+    sim.clock.step(secs);
     drop(sim.world());
     (sim, url, task, sha)
 }
@@ -226,4 +231,45 @@ async fn store_write_failures_are_counted_and_named_by_readyz() {
 
     conn.execute_batch("ROLLBACK").unwrap();
     wait_for(&format!("{base}/readyz"), &log, "ready once writes succeed", |s, _| s == 200).await;
+}
+
+/// The same GitHub history, but a Concourse whose builds stop short of the newest stored one (a
+/// Concourse whose database was reset, or another one at the same address): refused, since the
+/// build cursor would otherwise skip every new build up to the stored id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_another_concourse_at_the_same_address_is_refused() {
+    crate::support::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    // An hour after the commit, its tests and more have run.
+    let (sim, url, task, sha) = world_after("127.0.0.1:0", "feat: one", 3600).await;
+    let newest = sim.with_world(|w| w.concourse.builds.iter().map(|b| b.id).max()).expect("builds ran");
+    let port = free_port();
+    let lana = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
+    let log = dir.path().join("serve.log");
+    {
+        let _p = serve(&lana, &url, &[], &log);
+        let api = format!("http://127.0.0.1:{port}/api/v1/journeys/{sha}");
+        wait_for(&api, &log, "builds stored", |s, body| s == 200 && body.contains("\"attempts\":[{")).await;
+    }
+    let stored = rusqlite::Connection::open(&state)
+        .unwrap()
+        .query_row("SELECT max(id) FROM builds", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    let addr = url.trim_start_matches("http://").to_string();
+    task.abort();
+    let _ = task.await;
+    drop(sim);
+    // The same commit, a minute after it: Concourse has not got that far.
+    let (sim2, url2, _task2, sha2) = world_after(&addr, "feat: one", 60).await;
+    assert_eq!((url2.as_str(), sha2.as_str()), (url.as_str(), sha.as_str()), "not the same GitHub history");
+    let fewer = sim2.with_world(|w| w.concourse.builds.iter().map(|b| b.id).max().unwrap_or(0));
+    assert!(fewer < stored && stored <= newest, "{fewer} < {stored} <= {newest}");
+    let text = refused(serve(&lana, &url, &[], &log), &log);
+    assert!(
+        text.contains(&format!("store {}: its newest build {stored} (", state.display()))
+            && text.contains(&format!("is not that build on {url}"))
+            && text.contains("--reset-state"),
+        "{text}"
+    );
 }
