@@ -51,6 +51,7 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 pub const DEFAULT_NOT_PICKED_UP_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_INITIAL_COMMITS: usize = 300;
+pub const MAX_INITIAL_COMMITS: usize = 2000;
 
 const SECOND: Duration = Duration::from_secs(1);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -1058,6 +1059,12 @@ impl Validator<'_> {
         let poll_interval = self.opt_duration("repository.poll_interval", &r.poll_interval, POLL_INTERVAL_RANGE);
         if initial_commits == 0 {
             self.problem("repository.initial_commits", "must be greater than 0");
+        } else if initial_commits > MAX_INITIAL_COMMITS {
+            // A poll reads at most 20 pages of 100; more history is what `backfill` is for.
+            self.problem(
+                "repository.initial_commits",
+                format!("{initial_commits} is more than a first poll reads ({MAX_INITIAL_COMMITS}); use backfill for a longer history"),
+            );
         }
         let n = self.problems.len();
         let token = self.secret("repository", "token", &r.token_file, &r.token_env, DEFAULT_GITHUB_TOKEN_ENV, false);

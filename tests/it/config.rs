@@ -462,6 +462,7 @@ fn single_mistakes_give_one_problem_naming_the_path() {
         (lana.replace("stuck_after: 30m", "stuck_after: 999999999999s"), "stages[0].stuck_after: 999999999999s is too long: at most 30d".into()),
         (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: GITHUB_TOKEN\n  timeout: 1ns"), "repository.timeout: 1ns is too short: at least 1s".into()),
         (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: GITHUB_TOKEN\n  poll_interval: 100y"), "repository.poll_interval: 100y is too long: at most 1d".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: GITHUB_TOKEN\n  initial_commits: 18446744073709551615"), "repository.initial_commits: 18446744073709551615 is more than a first poll reads (2000); use backfill for a longer history".into()),
         // Branch names by git's rules.
         (lana.replace("branch: main", "branch: \"../../etc\""), "repository.branch: \"../../etc\" is not a valid git branch name: it contains '..'".into()),
         (lana.replace("branch: main", "branch: \"-main\""), "repository.branch: \"-main\" is not a valid git branch name: it starts with '-'".into()),
