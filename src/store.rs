@@ -177,13 +177,9 @@ pub enum StoreError {
         "store {path}: in use by another deploy-journey process (it holds the lock on {lock}); stop it first, or give this one its own state_path"
     )]
     Locked { path: String, lock: String },
-    #[error("store {path}: cannot lock {lock}: {source}")]
-    Lock {
-        path: String,
-        lock: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // `error`, not `source`: the message holds it, and a chain would print it twice.
+    #[error("store {path}: cannot lock {lock}: {error}")]
+    Lock { path: String, lock: String, error: std::io::Error },
     #[error(
         "store {path} was built for {what} {stored:?}, but the configuration says {configured:?}: its journeys are not this one's. Move the file away, or start with --reset-state to forget them"
     )]
@@ -281,11 +277,11 @@ pub fn lock(path: &Path) -> Result<StoreLock, StoreError> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|source| StoreError::Lock { path: p.clone(), lock: l.clone(), source })?;
+        .map_err(|error| StoreError::Lock { path: p.clone(), lock: l.clone(), error })?;
     match file.try_lock() {
         Ok(()) => Ok(StoreLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path: p, lock: l }),
-        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Lock { path: p, lock: l, source }),
+        Err(std::fs::TryLockError::Error(error)) => Err(StoreError::Lock { path: p, lock: l, error }),
     }
 }
 
