@@ -188,7 +188,8 @@ struct DemoArgs {
     /// Seed of the calibrated lana workload.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Keep the exporter's state in this folder (default: a temporary folder removed at exit).
+    /// Keep the exporter's state in this folder after exit (default: a temporary folder removed
+    /// at exit). Each demo generates a new world, so the state is started afresh.
     #[arg(long)]
     state: Option<PathBuf>,
 }
@@ -349,10 +350,14 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let cfg = demo.config.clone();
     let state = cfg.state_path.clone();
-    let serve = tokio::spawn(deploy_journey::app::serve_with_clock(
+    // Every demo generates a new world (its own history, at its own address), so a kept state
+    // file is of another one: start it afresh rather than have serve refuse it.
+    let options = deploy_journey::app::ServeOptions { reset_state: true };
+    let serve = tokio::spawn(deploy_journey::app::serve_with_options(
         cfg,
         a.listen,
         demo.clock(),
+        options,
         shutdown_signal(),
         Some(ready_tx),
     ));
