@@ -34,6 +34,43 @@ pub enum AppError {
     Traces(#[from] crate::sinks::traces::TraceSinkError),
     #[error(transparent)]
     WebConfig(#[from] crate::webconfig::WebConfigError),
+    #[error(
+        "store {path}: its newest commit {sha} is unknown to GitHub repository {repository} ({detail}): the state comes from another repository or world. Move the file away, or start with --reset-state to forget it"
+    )]
+    UnknownHead { path: String, sha: String, repository: String, detail: String },
+    #[error(
+        "store {path}: its newest build {id} ({job}) is not that build on {concourse}: the state comes from another Concourse, or its database was reset. Move the file away, or start with --reset-state to forget it"
+    )]
+    UnknownBuild { path: String, id: i64, job: String, concourse: String },
+}
+
+/// How `serve` treats its state file.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Forget every stored fact, cursor, mark and counter before starting (`--reset-state`).
+    pub reset_state: bool,
+}
+
+/// What the state file is recorded as being for: the configuration's repository, branch,
+/// Concourse and team, and a fingerprint of the stages and tracked resources (what derivation
+/// depends on besides the facts).
+pub fn identity_of(cfg: &Config) -> crate::store::Identity {
+    let core = cfg.core();
+    // Our own types' Debug forms; the filters as written (a compiled matcher's Debug could
+    // change with a library upgrade and would then look like a stage change).
+    let resources: Vec<_> = cfg
+        .resources
+        .iter()
+        .map(|r| (&r.name, r.filter.paths(), r.filter.ignore_paths(), r.disable_ci_skip, r.kind, &r.aliases))
+        .collect();
+    let canonical = format!("{:?}\n{:?}", core.stages, resources);
+    crate::store::Identity {
+        repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
+        branch: cfg.repository.branch.clone(),
+        concourse_url: cfg.concourse.url.clone(),
+        concourse_team: cfg.concourse.team.clone(),
+        stages: crate::store::stages_fingerprint(&canonical),
+    }
 }
 
 pub const KV_GITHUB_HEAD: &str = "github.head";
@@ -69,12 +106,47 @@ pub async fn serve_with_clock(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), AppError> {
+    serve_with_options(cfg, listen, clock, ServeOptions::default(), shutdown, ready_tx).await
+}
+
+/// [`serve_with_clock`] with [`ServeOptions`].
+pub async fn serve_with_options(
+    cfg: Config,
+    listen: SocketAddr,
+    clock: Clock,
+    options: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), AppError> {
     // A bad web config stops the start before anything else happens.
     let web = cfg.web_config_file.as_deref().map(crate::webconfig::load).transpose()?.unwrap_or_default();
+    // One serve per state file, for the life of the process (the lock dies with it).
+    let _lock = crate::store::lock(&cfg.state_path)?;
     let state_path = cfg.state_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&state_path))
-        .await
-        .map_err(|e| AppError::Join(e.to_string()))??;
+    let identity = identity_of(&cfg);
+    let (store, checked) = tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&state_path)?;
+        if options.reset_state {
+            store.reset()?;
+            tracing::warn!(path = %state_path.display(), "--reset-state: every stored fact, cursor and counter forgotten");
+        }
+        // Writes the identity too: a state file that cannot be written stops the start here.
+        let checked = store.check_identity(&identity)?;
+        Ok::<_, StoreError>((store, checked))
+    })
+    .await
+    .map_err(|e| AppError::Join(e.to_string()))??;
+    match checked {
+        crate::store::IdentityCheck::Adopted => {
+            tracing::info!("state file without an identity adopted for this repository and Concourse team")
+        }
+        crate::store::IdentityCheck::StagesChanged => {
+            tracing::warn!(
+                "stage definitions changed since the state was written; journeys are derived afresh from the stored facts"
+            )
+        }
+        crate::store::IdentityCheck::Fresh | crate::store::IdentityCheck::Same => {}
+    }
     let store = Arc::new(Mutex::new(store));
     let (mut facts, head, etag, counters) =
         blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?, s.counters()?)))
@@ -113,8 +185,53 @@ pub async fn serve_with_clock(
 
     let telemetry = Arc::new(SourceTelemetry::new());
     let mut github = GithubSource::new(cfg.github(), telemetry.clone())?;
+    // Same repository, branch and Concourse is not yet the same world (a state file from
+    // another simulator seed, a repository recreated under the same name): the stored head must
+    // be a commit GitHub knows. A force-push leaves it known (it is reported as vanished by the
+    // poll); a commit GitHub has never seen is another history. When GitHub cannot answer now,
+    // the start goes on.
+    if let Some(h) = head.as_deref().filter(|_| checked != crate::store::IdentityCheck::Fresh) {
+        // Bounded: an unreachable GitHub must not hold the start back for its retries.
+        match tokio::time::timeout(Duration::from_secs(10), github.commit(h)).await {
+            Err(_) => {
+                tracing::warn!("cannot check the stored head with GitHub now (no answer in 10s); starting anyway")
+            }
+            Ok(Err(e)) if e.kind == crate::sources::ErrorKind::Client => {
+                return Err(AppError::UnknownHead {
+                    path: cfg.state_path.display().to_string(),
+                    sha: h.chars().take(12).collect(),
+                    repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
+                    detail: e.detail,
+                });
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the stored head with GitHub now; starting anyway"),
+            Ok(Ok(_)) => {}
+        }
+    }
     github.restore(head, etag.filter(|e| !e.is_empty()), branch_order(&facts));
     let mut concourse = ConcourseSource::new(cfg.concourse(), telemetry.clone())?;
+    // Likewise for Concourse: its build ids restart when its database does, and the source's
+    // cursor would then skip every new build up to the highest stored id. The newest stored
+    // build must be there, as the same job's same build.
+    if let Some(b) = facts.builds.values().next_back().filter(|_| checked != crate::store::IdentityCheck::Fresh) {
+        match tokio::time::timeout(Duration::from_secs(10), concourse.knows_build(b)).await {
+            Ok(Ok(false)) => {
+                return Err(AppError::UnknownBuild {
+                    path: cfg.state_path.display().to_string(),
+                    id: b.id,
+                    job: format!("{}/{}", b.pipeline, b.job),
+                    concourse: cfg.concourse.url.clone(),
+                });
+            }
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot check the newest stored build with Concourse now; starting anyway")
+            }
+            Err(_) => tracing::warn!(
+                "cannot check the newest stored build with Concourse now (no answer in 10s); starting anyway"
+            ),
+        }
+    }
     concourse.restore(&facts);
 
     let core = cfg.core();
@@ -257,6 +374,7 @@ pub async fn serve_with_clock(
         };
         match persisted {
             Ok(()) => {
+                shared.store_ok();
                 let changed = new.into_iter().fold(false, |acc, f| facts.apply(f) | acc);
                 if changed || answered != (false, false) {
                     publish(&facts, &shared, &baseline);
@@ -271,6 +389,7 @@ pub async fn serve_with_clock(
             // (facts are idempotent) is stored again with the next cycle's.
             Err(e) => {
                 tracing::error!(error = %e, facts = new.len(), "cannot store facts; will retry next cycle");
+                shared.store_failed(&e.to_string());
                 unstored = new;
             }
         }
@@ -278,7 +397,8 @@ pub async fn serve_with_clock(
         // persisted baseline in the same transaction that deletes them.
         if now >= next_prune {
             next_prune = now + 3600;
-            let cutoff = now - cfg.retention.as_secs() as i64;
+            // Saturating: no retention, however long, wraps round into the future.
+            let cutoff = now.saturating_sub(i64::try_from(cfg.retention.as_secs()).unwrap_or(i64::MAX));
             let derived = derive(&facts, &core, now);
             let sb = stage_builds(&facts, &core, &derived);
             let plan = crate::retention::plan(&facts, &derived, &sb, &core, cutoff);
@@ -312,7 +432,10 @@ pub async fn serve_with_clock(
                         }
                         tracing::info!(commits = p.commits, builds = p.builds, "retention pruned old journeys");
                     }
-                    Err(e) => tracing::error!(error = %e, "retention failed; will retry"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "retention failed; will retry");
+                        shared.store_failed(&e.to_string());
+                    }
                 }
             }
         }

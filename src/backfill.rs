@@ -308,6 +308,8 @@ pub async fn run(
     progress: &Progress,
 ) -> Result<Report, BackfillError> {
     check_options(opts)?;
+    // Not beside a running `serve` on the same state file (checked before the long collection).
+    let _lock = crate::store::lock(&cfg.state_path)?;
     let t0 = Instant::now();
     let collected = collect(cfg, opts, progress).await?;
     let collect_took = t0.elapsed();
@@ -315,6 +317,7 @@ pub async fn run(
     let t1 = Instant::now();
     progress.phase(&format!("storing {} facts in {}", collected.facts.len(), cfg.state_path.display()));
     let mut store = Store::open(&cfg.state_path)?;
+    store.check_identity(&crate::app::identity_of(cfg))?;
     let mut kv: Vec<(&str, &str)> = vec![];
     if let Some(h) = &collected.head {
         kv.push((crate::app::KV_GITHUB_HEAD, h));
@@ -435,6 +438,7 @@ pub fn catalogue(core: &crate::core::journey::CoreConfig, poll_interval_secs: u6
         baseline: &baseline,
         // Span export is about the live process; it has no history to backfill.
         spans: None,
+        store_errors: 0,
     });
     let mut defs: Vec<(&'static str, String, Kind, &str)> = vec![];
     for (h, _) in HISTOGRAMS {

@@ -51,6 +51,20 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 pub const DEFAULT_NOT_PICKED_UP_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_INITIAL_COMMITS: usize = 300;
+pub const MAX_INITIAL_COMMITS: usize = 2000;
+
+const SECOND: Duration = Duration::from_secs(1);
+const DAY: Duration = Duration::from_secs(86_400);
+/// `poll_interval` and `repository.poll_interval`: at least a second (the APIs' rate limits),
+/// at most a day.
+pub const POLL_INTERVAL_RANGE: (Duration, Duration) = (SECOND, DAY);
+/// HTTP timeouts.
+pub const TIMEOUT_RANGE: (Duration, Duration) = (SECOND, Duration::from_secs(3600));
+/// `not_picked_up_after` and `stuck_after`.
+pub const THRESHOLD_RANGE: (Duration, Duration) = (SECOND, Duration::from_secs(30 * 86_400));
+/// `retention`: at least a day (journeys take hours), at most ten years, far from where
+/// `now - retention` in Unix seconds could wrap.
+pub const RETENTION_RANGE: (Duration, Duration) = (DAY, Duration::from_secs(3650 * 86_400));
 
 // ------------------------------------------------------------------ errors
 
@@ -203,7 +217,7 @@ pub struct Traces {
 /// Read and validate a configuration file. `env` looks up environment variables.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = read_text_bounded(path, MAX_CONFIG_FILE, "a configuration file").map_err(|e| ConfigError {
         origin: origin.clone(),
         problems: vec![Problem::new("", format!("cannot read: {e}"))],
     })?;
@@ -345,6 +359,116 @@ fn read_secret_file(p: &Path) -> std::io::Result<String> {
         )));
     }
     String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
+/// The largest configuration or web configuration file read: a real one is a few KiB; more is
+/// a wrong path (a log, `/dev/zero`) that must not exhaust memory.
+pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
+/// Read a text file of at most `max` bytes; `what` names what it should be in the error.
+pub fn read_text_bounded(p: &Path, max: u64, what: &str) -> std::io::Result<String> {
+    let bytes = read_bounded(p, max, what)?;
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
+/// Read a file of at most `max` bytes (PEM files, configuration files).
+pub fn read_bounded(p: &Path, max: u64, what: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = vec![];
+    std::fs::File::open(p)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {} KiB, too large for {what}", max / 1024)));
+    }
+    Ok(bytes)
+}
+
+/// The deepest `[`/`{` nesting accepted in a YAML file. The parser has a recursion limit of its
+/// own, but reaches it only after seconds on a deep flow collection.
+pub const MAX_YAML_NESTING: usize = 64;
+
+/// Prepare YAML text for the parser: a UTF-8 byte order mark (which editors on Windows write) is
+/// dropped, and flow nesting deeper than [`MAX_YAML_NESTING`] is refused, naming its line, before
+/// the parser spends seconds on it.
+pub fn yaml_prelude(text: &str) -> Result<&str, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<char> = None;
+    let (mut comment, mut escaped) = (false, false);
+    // Whether the previous character ends a token, so that a quote or `#` starts one.
+    let mut boundary = true;
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+            comment = false;
+        }
+        if comment {
+            continue;
+        }
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' if boundary => quote = Some(c),
+                '#' if boundary => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_YAML_NESTING {
+                        return Err(format!("nesting deeper than {MAX_YAML_NESTING} levels at line {line}"));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        boundary = c.is_whitespace() || "[{,:-".contains(c);
+    }
+    Ok(text)
+}
+
+/// Why `name` is not a valid branch name, by the rules of `git check-ref-format --branch`
+/// (`refs/heads/<name>` must be a valid ref name, and a branch does not start with `-`).
+pub fn branch_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("is empty");
+    }
+    if name.starts_with('-') {
+        return Some("starts with '-'");
+    }
+    if name == "HEAD" {
+        return Some("is 'HEAD'");
+    }
+    if let Some(c) = name.chars().find(|c| c.is_ascii_control() || " ~^:?*[\\".contains(*c)) {
+        return Some(match c {
+            ' ' => "contains a space",
+            '~' | '^' | ':' => "contains '~', '^' or ':'",
+            '?' | '*' | '[' => "contains '?', '*' or '['",
+            '\\' => "contains a backslash",
+            _ => "contains a control character",
+        });
+    }
+    if name.contains("..") {
+        return Some("contains '..'");
+    }
+    if name.contains("@{") {
+        return Some("contains '@{'");
+    }
+    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        return Some("begins or ends with '/', or contains '//'");
+    }
+    if name.ends_with('.') {
+        return Some("ends with '.'");
+    }
+    for component in name.split('/') {
+        if component.starts_with('.') {
+            return Some("has a part that begins with '.'");
+        }
+        if component.ends_with(".lock") {
+            return Some("has a part that ends with '.lock'");
+        }
+    }
+    None
 }
 
 // ------------------------------------------------------------------ raw file structure
@@ -599,6 +723,7 @@ fn yaml_problem(e: &serde_norway::Error, with_location: bool) -> Problem {
 /// Phase 1. Err: the file could not be decoded (syntax, unknown key, wrong type); Ok carries
 /// problems found on the way (secrets in the file body).
 fn decode(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
+    let text = yaml_prelude(text).map_err(|e| vec![Problem::new("", e)])?;
     let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| vec![yaml_problem(&e, true)])?;
     if value.is_null() {
         return Ok((RawConfig::default(), vec![]));
@@ -676,15 +801,25 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&mut self, path: &str, s: &Option<String>, default: Duration) -> Duration {
-        self.opt_duration(path, s).unwrap_or(default)
+    fn duration(&mut self, path: &str, s: &Option<String>, default: Duration, range: (Duration, Duration)) -> Duration {
+        self.opt_duration(path, s, range).unwrap_or(default)
     }
 
-    fn opt_duration(&mut self, path: &str, s: &Option<String>) -> Option<Duration> {
+    /// A duration within `range` (inclusive): nothing faster than a second, nothing so long that
+    /// Unix-second arithmetic on it could overflow.
+    fn opt_duration(&mut self, path: &str, s: &Option<String>, (min, max): (Duration, Duration)) -> Option<Duration> {
         let s = s.as_deref()?;
         match humantime::parse_duration(s.trim()) {
             Ok(d) if d.is_zero() => {
                 self.problem(path, "must be greater than 0");
+                None
+            }
+            Ok(d) if d < min => {
+                self.problem(path, format!("{} is too short: at least {}", s.trim(), format_duration(min)));
+                None
+            }
+            Ok(d) if d > max => {
+                self.problem(path, format!("{} is too long: at most {}", s.trim(), format_duration(max)));
                 None
             }
             Ok(d) => Some(d),
@@ -798,7 +933,8 @@ impl Validator<'_> {
                 }
             },
         };
-        let poll_interval = self.duration("poll_interval", &raw.poll_interval, DEFAULT_POLL_INTERVAL);
+        let poll_interval =
+            self.duration("poll_interval", &raw.poll_interval, DEFAULT_POLL_INTERVAL, POLL_INTERVAL_RANGE);
         if let Some(gh) = repository.as_ref().and_then(|r| r.poll_interval).filter(|d| *d < poll_interval) {
             self.problem(
                 "repository.poll_interval",
@@ -809,9 +945,13 @@ impl Validator<'_> {
                 ),
             );
         }
-        let retention = self.duration("retention", &raw.retention, DEFAULT_RETENTION);
-        let not_picked_up_after =
-            self.duration("not_picked_up_after", &raw.not_picked_up_after, DEFAULT_NOT_PICKED_UP_AFTER);
+        let retention = self.duration("retention", &raw.retention, DEFAULT_RETENTION, RETENTION_RANGE);
+        let not_picked_up_after = self.duration(
+            "not_picked_up_after",
+            &raw.not_picked_up_after,
+            DEFAULT_NOT_PICKED_UP_AFTER,
+            THRESHOLD_RANGE,
+        );
         let state_path = match &raw.state_path {
             None => Some(PathBuf::from(DEFAULT_STATE_PATH)),
             Some(_) => self.required("state_path", &raw.state_path).map(PathBuf::from),
@@ -902,15 +1042,29 @@ impl Validator<'_> {
             None => Some(DEFAULT_BRANCH),
             Some(_) => self.required("repository.branch", &r.branch),
         };
+        // The branch goes into API paths and ref comparisons: git's own rules for a name.
+        let branch = match branch.map(|b| (b, branch_name_problem(b))) {
+            Some((b, Some(why))) => {
+                self.problem("repository.branch", format!("{b:?} is not a valid git branch name: it {why}"));
+                None
+            }
+            other => other.map(|(b, _)| b),
+        };
         let api_url = match &r.api_url {
             None => DEFAULT_GITHUB_API.to_string(),
             Some(u) => self.url("repository.api_url", u),
         };
-        let timeout = self.duration("repository.timeout", &r.timeout, DEFAULT_TIMEOUT);
+        let timeout = self.duration("repository.timeout", &r.timeout, DEFAULT_TIMEOUT, TIMEOUT_RANGE);
         let initial_commits = r.initial_commits.unwrap_or(DEFAULT_INITIAL_COMMITS);
-        let poll_interval = self.opt_duration("repository.poll_interval", &r.poll_interval);
+        let poll_interval = self.opt_duration("repository.poll_interval", &r.poll_interval, POLL_INTERVAL_RANGE);
         if initial_commits == 0 {
             self.problem("repository.initial_commits", "must be greater than 0");
+        } else if initial_commits > MAX_INITIAL_COMMITS {
+            // A poll reads at most 20 pages of 100; more history is what `backfill` is for.
+            self.problem(
+                "repository.initial_commits",
+                format!("{initial_commits} is more than a first poll reads ({MAX_INITIAL_COMMITS}); use backfill for a longer history"),
+            );
         }
         let n = self.problems.len();
         let token = self.secret("repository", "token", &r.token_file, &r.token_env, DEFAULT_GITHUB_TOKEN_ENV, false);
@@ -945,7 +1099,7 @@ impl Validator<'_> {
         let url = self.required("concourse.url", &c.url).map(|u| u.to_string());
         let url = url.map(|u| self.url("concourse.url", &u));
         let team = self.required("concourse.team", &c.team).map(str::to_string);
-        let timeout = self.duration("concourse.timeout", &c.timeout, DEFAULT_TIMEOUT);
+        let timeout = self.duration("concourse.timeout", &c.timeout, DEFAULT_TIMEOUT, TIMEOUT_RANGE);
         let n = self.problems.len();
         let (auth, auth_source) = match c.auth {
             // No auth section: a bearer token from the default variable if it is set, else public
@@ -1270,8 +1424,9 @@ impl Validator<'_> {
                     e
                 }
             };
-            let stuck_after =
-                self.opt_duration(&format!("{at}.stuck_after"), &s.stuck_after).map(|d| d.as_secs() as i64);
+            let stuck_after = self
+                .opt_duration(&format!("{at}.stuck_after"), &s.stuck_after, THRESHOLD_RANGE)
+                .map(|d| d.as_secs() as i64);
             out.push(StageDef {
                 name: name.unwrap_or_default(),
                 pipeline,

@@ -45,6 +45,10 @@ pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Every source has answered once.
     ready: AtomicBool,
+    /// The last store write failed: why (cleared by the next write that succeeds).
+    store_error: Mutex<Option<String>>,
+    /// Store writes that failed since start (`deploy_journey_store_errors_total`).
+    store_errors: std::sync::atomic::AtomicU64,
     metrics: std::sync::OnceLock<MetricsContext>,
     webhook: std::sync::OnceLock<WebhookContext>,
     /// Woken by a verified push webhook: poll now instead of at the next interval.
@@ -79,6 +83,21 @@ impl Shared {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
+    /// A store write failed: counted, and `/readyz` says so until one succeeds.
+    pub fn store_failed(&self, why: &str) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+        *self.store_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_string());
+    }
+    /// A store write succeeded.
+    pub fn store_ok(&self) {
+        self.store_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+    pub fn store_errors(&self) -> u64 {
+        self.store_errors.load(Ordering::Relaxed)
+    }
+    pub fn store_error(&self) -> Option<String> {
+        self.store_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
     pub fn set_clock(&self, c: crate::app::Clock) {
         let _ = self.clock.set(c);
     }
@@ -107,7 +126,10 @@ pub fn routes(shared: Arc<Shared>) -> Router {
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
-    if s.is_ready() {
+    // A store that cannot be written loses what is polled: not ready, whatever the sources say.
+    if let Some(e) = s.store_error() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: cannot write the state file: {e}\n")).into_response()
+    } else if s.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for every source to answer once\n").into_response()
@@ -199,6 +221,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
                     poll_interval_secs: ctx.poll_interval_secs,
                     version: env!("CARGO_PKG_VERSION"),
                     spans: ctx.spans.as_ref().map(|s| s.counts()),
+                    store_errors: shared.store_errors(),
                 };
                 let body = if om {
                     crate::sinks::metrics::render_openmetrics(&input)

@@ -142,6 +142,11 @@ struct ServeArgs {
     /// format; overrides the config's `web_config_file`.
     #[arg(long = "web.config.file", value_name = "FILE")]
     web_config_file: Option<PathBuf>,
+    /// Forget everything the state file holds (facts, cursors, counters, its repository and
+    /// Concourse) and start afresh: for a state file that belongs to another repository,
+    /// branch or Concourse, which `serve` otherwise refuses.
+    #[arg(long)]
+    reset_state: bool,
     /// Testing: take "now" from the simulator's clock (GET URL/_sim/clock), so a restarted
     /// binary against an accelerated simulator sees simulated time.
     #[arg(long, hide = true)]
@@ -183,7 +188,8 @@ struct DemoArgs {
     /// Seed of the calibrated lana workload.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Keep the exporter's state in this folder (default: a temporary folder removed at exit).
+    /// Keep the exporter's state in this folder after exit (default: a temporary folder removed
+    /// at exit). Each demo generates a new world, so the state is started afresh.
     #[arg(long)]
     state: Option<PathBuf>,
 }
@@ -344,10 +350,14 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let cfg = demo.config.clone();
     let state = cfg.state_path.clone();
-    let serve = tokio::spawn(deploy_journey::app::serve_with_clock(
+    // Every demo generates a new world (its own history, at its own address), so a kept state
+    // file is of another one: start it afresh rather than have serve refuse it.
+    let options = deploy_journey::app::ServeOptions { reset_state: true };
+    let serve = tokio::spawn(deploy_journey::app::serve_with_options(
         cfg,
         a.listen,
         demo.clock(),
+        options,
         shutdown_signal(),
         Some(ready_tx),
     ));
@@ -416,7 +426,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         None => deploy_journey::app::system_clock(),
         Some(url) => sim_clock(url).await?,
     };
-    deploy_journey::app::serve_with_clock(cfg, listen, clock, shutdown_signal(), None).await.context("serve")?;
+    let options = deploy_journey::app::ServeOptions { reset_state: a.reset_state };
+    deploy_journey::app::serve_with_options(cfg, listen, clock, options, shutdown_signal(), None)
+        .await
+        .context("serve")?;
     Ok(())
 }
 
@@ -494,20 +507,25 @@ async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    println!("{}", deploy_journey::config::summary(&cfg));
-    if let Some(w) = a.web_config_file.as_ref().or(cfg.web_config_file.as_ref()) {
-        match deploy_journey::webconfig::load(w) {
-            Ok(web) => println!(
-                "web config {}: TLS {}, basic auth {}",
-                w.display(),
-                if web.tls.is_some() { "on" } else { "off" },
-                if web.has_users() { "on" } else { "off" }
-            ),
+    // Everything is validated before the summary says "OK".
+    let web = match a.web_config_file.as_ref().or(cfg.web_config_file.as_ref()) {
+        None => None,
+        Some(w) => match deploy_journey::webconfig::load(w) {
+            Ok(web) => Some((w, web)),
             Err(e) => {
                 eprintln!("{e}");
                 return Ok(ExitCode::from(EXIT_BAD_CONFIG));
             }
-        }
+        },
+    };
+    println!("{}", deploy_journey::config::summary(&cfg));
+    if let Some((w, web)) = web {
+        println!(
+            "web config {}: TLS {}, basic auth {}",
+            w.display(),
+            if web.tls.is_some() { "on" } else { "off" },
+            if web.has_users() { "on" } else { "off" }
+        );
     }
     if a.offline {
         return Ok(ExitCode::SUCCESS);

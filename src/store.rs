@@ -173,6 +173,17 @@ pub enum StoreError {
         "store {path}: cannot switch to WAL journal mode (the journal mode is {mode}); is it on a network filesystem?"
     )]
     NoWal { path: String, mode: String },
+    #[error(
+        "store {path}: in use by another deploy-journey process (it holds the lock on {lock}); stop it first, or give this one its own state_path"
+    )]
+    Locked { path: String, lock: String },
+    // `error`, not `source`: the message holds it, and a chain would print it twice.
+    #[error("store {path}: cannot lock {lock}: {error}")]
+    Lock { path: String, lock: String, error: std::io::Error },
+    #[error(
+        "store {path} was built for {what} {stored:?}, but the configuration says {configured:?}: its journeys are not this one's. Move the file away, or start with --reset-state to forget them"
+    )]
+    OtherWorld { path: String, what: &'static str, stored: String, configured: String },
 }
 
 fn sql_err(path: &str, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -242,6 +253,76 @@ pub struct StoreStats {
     /// The write-ahead log (0 when absent or in memory).
     pub wal_bytes: u64,
 }
+
+// ------------------------------------------------------------------ lock
+
+/// An exclusive advisory lock on `<state file>.lock`, held for as long as this value lives: a
+/// second `serve` (or `backfill`) on the same state file is refused instead of taking turns with
+/// the first through SQLite's own locks. The operating system drops it with the process, so a
+/// `kill -9` leaves no stale lock behind. A separate file, because closing any descriptor of the
+/// database file would drop SQLite's own POSIX locks on it.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: std::fs::File,
+}
+
+/// Take the lock for the state file at `path`, or fail at once if another process holds it.
+pub fn lock(path: &Path) -> Result<StoreLock, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let (p, l) = (path.display().to_string(), lock_path.display().to_string());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| StoreError::Lock { path: p.clone(), lock: l.clone(), error })?;
+    match file.try_lock() {
+        Ok(()) => Ok(StoreLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path: p, lock: l }),
+        Err(std::fs::TryLockError::Error(error)) => Err(StoreError::Lock { path: p, lock: l, error }),
+    }
+}
+
+// ------------------------------------------------------------------ identity
+
+/// What a store was built for: its facts are this repository's branch and this Concourse
+/// team's builds, and nothing else's. Kept in `kv` under `identity.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `owner/name`.
+    pub repository: String,
+    pub branch: String,
+    pub concourse_url: String,
+    pub concourse_team: String,
+    /// A fingerprint of the stage definitions (see [`stages_fingerprint`]).
+    pub stages: String,
+}
+
+/// What [`Store::check_identity`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityCheck {
+    /// An empty store: the identity is now recorded.
+    Fresh,
+    /// A store written before identities existed, with facts: adopted as this configuration's.
+    Adopted,
+    /// Recorded and equal.
+    Same,
+    /// Same repository and Concourse, other stage definitions: the facts (commits and builds)
+    /// do not depend on them, so journeys are derived afresh from them; the new fingerprint is
+    /// recorded.
+    StagesChanged,
+}
+
+/// A stable fingerprint of the stage definitions: SHA-256 of their canonical text.
+pub fn stages_fingerprint(canonical: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(canonical.as_bytes()))[..16].to_string()
+}
+
+const ID_KEYS: [&str; 5] =
+    ["identity.repository", "identity.branch", "identity.concourse_url", "identity.concourse_team", "identity.stages"];
 
 // ------------------------------------------------------------------ store
 
@@ -541,6 +622,104 @@ impl Store {
         add_counters(&tx, path, deltas)?;
         tx.commit().map_err(e)?;
         Ok(out)
+    }
+
+    // -------------------------------------------------------------- identity
+
+    /// The recorded identity, if any.
+    pub fn identity(&self) -> Result<Option<Identity>, StoreError> {
+        let mut v = Vec::with_capacity(ID_KEYS.len());
+        for k in ID_KEYS {
+            match self.get_kv(k)? {
+                Some(x) => v.push(x),
+                None => return Ok(None),
+            }
+        }
+        let [repository, branch, concourse_url, concourse_team, stages]: [String; 5] =
+            v.try_into().unwrap_or_else(|_| unreachable!("five keys read"));
+        Ok(Some(Identity { repository, branch, concourse_url, concourse_team, stages }))
+    }
+
+    /// Compare the recorded identity with `want`, in one transaction: a store of another
+    /// repository, branch or Concourse team is refused ([`StoreError::OtherWorld`]); an empty
+    /// store or one without an identity (older files) records `want`; changed stages record the
+    /// new fingerprint.
+    pub fn check_identity(&mut self, want: &Identity) -> Result<IdentityCheck, StoreError> {
+        let stored = self.identity()?;
+        let outcome = match &stored {
+            Some(have) => {
+                // GitHub names are case-insensitive; a Concourse URL is compared as written, less a
+                // trailing slash.
+                let url = |u: &str| u.trim_end_matches('/').to_string();
+                let checks = [
+                    (
+                        "repository",
+                        have.repository.to_lowercase(),
+                        want.repository.to_lowercase(),
+                        &have.repository,
+                        &want.repository,
+                    ),
+                    ("branch", have.branch.clone(), want.branch.clone(), &have.branch, &want.branch),
+                    (
+                        "Concourse",
+                        url(&have.concourse_url),
+                        url(&want.concourse_url),
+                        &have.concourse_url,
+                        &want.concourse_url,
+                    ),
+                    (
+                        "Concourse team",
+                        have.concourse_team.clone(),
+                        want.concourse_team.clone(),
+                        &have.concourse_team,
+                        &want.concourse_team,
+                    ),
+                ];
+                for (what, a, b, stored, configured) in checks {
+                    if a != b {
+                        return Err(StoreError::OtherWorld {
+                            path: self.path.clone(),
+                            what,
+                            stored: stored.clone(),
+                            configured: configured.clone(),
+                        });
+                    }
+                }
+                if have.stages == want.stages {
+                    return Ok(IdentityCheck::Same);
+                }
+                IdentityCheck::StagesChanged
+            }
+            None => {
+                let empty: bool = self
+                    .conn
+                    .query_row(
+                        "SELECT NOT EXISTS (SELECT 1 FROM commits) AND NOT EXISTS (SELECT 1 FROM builds)",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql_err(&self.path, "read identity"))?;
+                if empty { IdentityCheck::Fresh } else { IdentityCheck::Adopted }
+            }
+        };
+        let values = [&want.repository, &want.branch, &want.concourse_url, &want.concourse_team, &want.stages];
+        let pairs: Vec<(&str, &str)> = ID_KEYS.iter().copied().zip(values.iter().map(|v| v.as_str())).collect();
+        self.set_kv_many(&pairs)?;
+        Ok(outcome)
+    }
+
+    /// Forget everything (`--reset-state`): facts, cursors, marks, counters and the identity, in
+    /// one transaction. The file, its schema and its application id stay.
+    pub fn reset(&mut self) -> Result<(), StoreError> {
+        let path = self.path.as_str();
+        let op = "reset state";
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(path, op))?;
+        tx.execute_batch(
+            "DELETE FROM commits; DELETE FROM builds; DELETE FROM vanished; DELETE FROM kv; \
+             DELETE FROM marks; DELETE FROM counters;",
+        )
+        .map_err(sql_err(path, op))?;
+        tx.commit().map_err(sql_err(path, op))
     }
 
     // -------------------------------------------------------------- diagnostics
@@ -1172,6 +1351,71 @@ mod tests {
         assert_eq!(st.marks_by_kind, BTreeMap::from([("span".to_string(), 1)]));
         assert_eq!(st.schema_version, SCHEMA_VERSION);
         assert!(st.db_bytes > 0 && st.wal_bytes > 0, "{st:?}");
+    }
+
+    fn ident(repo: &str, branch: &str, url: &str, team: &str, stages: &str) -> Identity {
+        Identity {
+            repository: repo.into(),
+            branch: branch.into(),
+            concourse_url: url.into(),
+            concourse_team: team.into(),
+            stages: stages.into(),
+        }
+    }
+
+    #[test]
+    fn identity_is_recorded_adopted_compared_and_reset() {
+        let lana = ident("GaloyMoney/lana-bank", "main", "https://ci.galoy.io", "dev", "f1");
+        // Fresh: recorded.
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.identity().unwrap(), None);
+        assert_eq!(s.check_identity(&lana).unwrap(), IdentityCheck::Fresh);
+        assert_eq!(s.identity().unwrap(), Some(lana.clone()));
+        // A file written before identities, with facts: adopted, then the same.
+        let mut old = Store::open_in_memory().unwrap();
+        old.apply(&[Fact::Commit(commit("a1", None, 1, 1))]).unwrap();
+        assert_eq!(old.check_identity(&lana).unwrap(), IdentityCheck::Adopted);
+        assert_eq!(old.check_identity(&lana).unwrap(), IdentityCheck::Same);
+        // Case of a GitHub name and a trailing slash do not make another world.
+        let same = ident("galoymoney/Lana-Bank", "main", "https://ci.galoy.io/", "dev", "f1");
+        assert_eq!(old.check_identity(&same).unwrap(), IdentityCheck::Same);
+        // Other stages: re-derived, the new fingerprint recorded.
+        let restaged = ident("GaloyMoney/lana-bank", "main", "https://ci.galoy.io", "dev", "f2");
+        assert_eq!(old.check_identity(&restaged).unwrap(), IdentityCheck::StagesChanged);
+        assert_eq!(old.check_identity(&restaged).unwrap(), IdentityCheck::Same);
+        // Another repository, branch, Concourse or team: refused, and nothing is overwritten.
+        for (what, other) in [
+            ("repository", ident("GaloyMoney/other", "main", "https://ci.galoy.io", "dev", "f2")),
+            ("branch", ident("GaloyMoney/lana-bank", "develop", "https://ci.galoy.io", "dev", "f2")),
+            ("Concourse", ident("GaloyMoney/lana-bank", "main", "https://ci.example.com", "dev", "f2")),
+            ("Concourse team", ident("GaloyMoney/lana-bank", "main", "https://ci.galoy.io", "main", "f2")),
+        ] {
+            let e = old.check_identity(&other).unwrap_err();
+            assert!(matches!(&e, StoreError::OtherWorld { what: w, .. } if *w == what), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("was built for {what} ")) && msg.contains("--reset-state"), "{msg}");
+        }
+        assert_eq!(old.identity().unwrap(), Some(restaged));
+        // Reset forgets everything, the identity included.
+        old.mark("span", &["a1".into()], 1).unwrap();
+        old.reset().unwrap();
+        assert_eq!(old.identity().unwrap(), None);
+        assert!(old.load().unwrap().commits.is_empty() && old.marks("span").unwrap().is_empty());
+        assert_eq!(old.check_identity(&ident("x/y", "main", "https://c", "t", "f")).unwrap(), IdentityCheck::Fresh);
+    }
+
+    #[test]
+    fn one_lock_per_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let first = lock(&path).unwrap();
+        let e = lock(&path).unwrap_err();
+        assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("{}.lock", path.display())), "{e}");
+        // Another state file is another lock.
+        let _other = lock(&dir.path().join("t.sqlite")).unwrap();
+        drop(first);
+        let _again = lock(&path).unwrap();
     }
 
     #[test]

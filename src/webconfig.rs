@@ -112,10 +112,14 @@ const EXTRA_HEADERS: &[(&str, &[&str])] = &[
     ("Content-Security-Policy", &[]),
 ];
 
+/// A certificate chain, key or CA bundle is a few KiB; this bounds a wrong path (`/dev/zero`).
+const MAX_PEM_FILE: u64 = 1024 * 1024;
+
 /// Read and validate a web configuration file (certificates and keys included).
 pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read { file: file.clone(), source })?;
+    let text = crate::config::read_text_bounded(path, crate::config::MAX_CONFIG_FILE, "a web configuration file")
+        .map_err(|source| WebConfigError::Read { file: file.clone(), source })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&text, &file, &dir)
 }
@@ -127,13 +131,21 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<WebConfig, WebConfigE
         field: field.to_string(),
         message,
     };
-    // An empty file is a valid, empty configuration (plain HTTP, no auth), as in the toolkit.
+    let syntax = |message: String| WebConfigError::Syntax { file: file.to_string(), message };
+    let text = crate::config::yaml_prelude(text).map_err(syntax)?;
+    // The toolkit takes an empty file as "plain HTTP, no auth". Here it is an error: a file given
+    // to secure the endpoints that secures nothing is a mistake (a truncated or wrong file), and
+    // leaving out --web.config.file says "plain HTTP" plainly.
+    let empty = || {
+        syntax(
+            "is empty: it configures neither TLS nor basic auth (leave out the web config to serve plain HTTP)"
+                .to_string(),
+        )
+    };
     let raw: Raw = if text.trim().is_empty() {
-        Raw::default()
+        return Err(empty());
     } else {
-        serde_norway::from_str::<Option<Raw>>(text)
-            .map_err(|e| WebConfigError::Syntax { file: file.to_string(), message: e.to_string() })?
-            .unwrap_or_default()
+        serde_norway::from_str::<Option<Raw>>(text).map_err(|e| syntax(e.to_string()))?.ok_or_else(empty)?
     };
     if raw.rate_limit.is_some() {
         return Err(field("rate_limit", "is not supported by deploy-journey".into()));
@@ -169,6 +181,9 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<WebConfig, WebConfigE
     }
     if let Some(tls) = raw.tls_server_config {
         out.tls = tls_config(tls, dir, &field)?;
+    }
+    if out.tls.is_none() && out.users.is_empty() && out.headers.is_empty() {
+        return Err(empty());
     }
     Ok(out)
 }
@@ -233,7 +248,9 @@ fn tls_config(
     let read = |name: &str, rel: &str| -> Result<(Vec<u8>, String), WebConfigError> {
         let p: PathBuf = dir.join(rel);
         let shown = p.display().to_string();
-        std::fs::read(&p).map(|b| (b, shown.clone())).map_err(|e| field(&at(name), format!("cannot read {shown}: {e}")))
+        crate::config::read_bounded(&p, MAX_PEM_FILE, "a PEM file")
+            .map(|b| (b, shown.clone()))
+            .map_err(|e| field(&at(name), format!("cannot read {shown}: {e}")))
     };
     let pem = |file_key: &str,
                inline_key: &str,
@@ -496,11 +513,19 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_means_plain_http_without_auth() {
-        let w = parse("", "web.yml", Path::new(".")).unwrap();
-        assert!(w.tls.is_none() && !w.has_users());
-        let w = parse("basic_auth_users: {}\n", "web.yml", Path::new(".")).unwrap();
-        assert!(!w.has_users());
+    fn a_file_that_configures_nothing_is_an_error() {
+        for text in ["", "\n# nothing yet\n", "~\n", "{}\n", "basic_auth_users: {}\n", "tls_server_config: {}\n"] {
+            let e = err(text);
+            assert!(
+                e.starts_with("web config web.yml: is empty: it configures neither TLS nor basic auth"),
+                "{text:?}: {e}"
+            );
+        }
+        // A byte order mark is not part of the YAML.
+        let ok = parse("\u{feff}http_server_config: {headers: {X-Frame-Options: deny}}\n", "web.yml", Path::new("."));
+        assert!(ok.is_ok(), "{ok:?}");
+        let deep = format!("basic_auth_users: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(err(&deep), "web config web.yml: nesting deeper than 64 levels at line 1");
     }
 
     #[test]

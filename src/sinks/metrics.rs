@@ -51,6 +51,8 @@ pub struct MetricsInput<'a> {
     pub baseline: &'a Baseline,
     /// Span export counters; `None` when traces are off (the families are then absent).
     pub spans: Option<crate::sinks::traces::SpanExportCounts>,
+    /// Store writes that failed since start.
+    pub store_errors: u64,
 }
 
 /// Counter values and histogram buckets that pruned facts contributed, keyed by metric name
@@ -642,6 +644,9 @@ fn build(m: &MetricsInput<'_>) -> Registry {
         r.register("span_export_errors", "Failed OTLP export requests since start (each is retried)", errors);
         r.register("span_export_queue", "Journey spans waiting for the collector's acknowledgement", queued);
     }
+    let store_errors = Counter::<u64>::default();
+    store_errors.inc_by(m.store_errors);
+    r.register("store_errors", "Writes to the state file that failed since start (each is retried)", store_errors);
     r.register("build_info", "Build information; always 1", build_info);
     reg
 }

@@ -994,6 +994,25 @@ impl ConcourseSource {
         Ok(reply.config)
     }
 
+    /// Whether this Concourse has build `b` as the store knows it: the same pipeline, job and
+    /// name under its id (`GET /api/v1/builds/:id`). `Ok(false)` when it has no such build (404)
+    /// or another one under that id: another Concourse at the same URL, or its database was
+    /// reset. Other failures are errors (nothing is known).
+    pub async fn knows_build(&mut self, b: &crate::core::journey::BuildFact) -> Result<bool, SourceError> {
+        self.begin_call();
+        self.ensure_token().await?;
+        let what = "GET /api/v1/builds/{id}".to_string();
+        let url = self.api(&["builds", &b.id.to_string()]);
+        match self.get_json::<ApiBuild>(&url, &what).await {
+            Ok((a, _)) => Ok(a.id == b.id
+                && a.pipeline_name.as_deref() == Some(b.pipeline.as_str())
+                && a.job_name.as_deref() == Some(b.job.as_str())
+                && a.name == b.name),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The last `lines` log lines of a build, from its event stream: read until `end`, or for
     /// a running build until a few seconds pass (then the tail so far).
     pub async fn build_log_tail(&mut self, build_id: BuildId, lines: usize) -> Result<Vec<String>, SourceError> {

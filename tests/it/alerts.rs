@@ -56,6 +56,7 @@ pub fn catalogue() -> BTreeMap<String, BTreeSet<String>> {
         version: "0.0.0-test",
         baseline: &baseline,
         spans: None,
+        store_errors: 0,
     });
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {

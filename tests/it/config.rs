@@ -451,8 +451,27 @@ fn single_mistakes_give_one_problem_naming_the_path() {
         (lana.replace("- name: build-rc", "- name: tests"), "stages[2].name: \"tests\" is already the name of stages[0]".into()),
         (lana.replace("listen: 0.0.0.0:9853", "listen: 0.0.0.0:9853\nlisten: 0.0.0.0:1"), "duplicate".into()),
         (lana.replace("listen: 0.0.0.0:9853", "listen: 0.0.0.0:9853\nweb_config: web.yml"), "unknown field `web_config`".into()),
+        // Ranges: nothing faster than a second, no retention that could wrap round or forget
+        // journeys while they run.
+        (lana.replace("poll_interval: 30s", "poll_interval: 1ms"), "poll_interval: 1ms is too short: at least 1s".into()),
+        (lana.replace("poll_interval: 30s", "poll_interval: 400ms"), "poll_interval: 400ms is too short: at least 1s".into()),
+        (lana.replace("poll_interval: 30s", "poll_interval: 30d"), "poll_interval: 30d is too long: at most 1d".into()),
+        (lana.replace("retention: 90d", "retention: 200000000000000d"), "retention: 200000000000000d is too long: at most 3650d".into()),
+        (lana.replace("retention: 90d", "retention: 2h"), "retention: 2h is too short: at least 1d".into()),
+        (lana.replace("not_picked_up_after: 5m", "not_picked_up_after: 10ms"), "not_picked_up_after: 10ms is too short: at least 1s".into()),
+        (lana.replace("stuck_after: 30m", "stuck_after: 999999999999s"), "stages[0].stuck_after: 999999999999s is too long: at most 30d".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: GITHUB_TOKEN\n  timeout: 1ns"), "repository.timeout: 1ns is too short: at least 1s".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: GITHUB_TOKEN\n  poll_interval: 100y"), "repository.poll_interval: 100y is too long: at most 1d".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: GITHUB_TOKEN\n  initial_commits: 18446744073709551615"), "repository.initial_commits: 18446744073709551615 is more than a first poll reads (2000); use backfill for a longer history".into()),
+        // Branch names by git's rules.
+        (lana.replace("branch: main", "branch: \"../../etc\""), "repository.branch: \"../../etc\" is not a valid git branch name: it contains '..'".into()),
+        (lana.replace("branch: main", "branch: \"-main\""), "repository.branch: \"-main\" is not a valid git branch name: it starts with '-'".into()),
+        (lana.replace("branch: main", "branch: \"main.lock\""), "repository.branch: \"main.lock\" is not a valid git branch name: it has a part that ends with '.lock'".into()),
+        // Nesting is bounded before the parser spends seconds on it.
+        (lana.replace("retention: 90d", &format!("retention: {}{}", "[".repeat(50_000), "]".repeat(50_000))), "nesting deeper than 64 levels at line 45".into()),
     ];
     let mut failures = vec![];
+    let started = std::time::Instant::now();
     for (i, (text, want)) in table.iter().enumerate() {
         assert!(i < 1 || *text != lana, "edit {i} changed nothing; examples/lana.yaml changed shape");
         match config::parse(text, "c.yaml", &env) {
@@ -466,6 +485,17 @@ fn single_mistakes_give_one_problem_naming_the_path() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The whole table, the 50,000-deep nesting included, is quick (it took 8 s alone).
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+    // A UTF-8 byte order mark (Windows editors) is not part of the YAML.
+    let cfg = config::parse(&format!("\u{feff}{lana}"), "c.yaml", &env);
+    assert!(cfg.is_ok(), "{:?}", cfg.err().map(|e| e.lines()));
+    // The bounds hold at their edges.
+    let edges = lana.replace("poll_interval: 30s", "poll_interval: 1s").replace("retention: 90d", "retention: 1d");
+    let cfg = config::parse(&edges, "c.yaml", &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((cfg.poll_interval.as_secs(), cfg.retention.as_secs()), (1, 86_400));
+    let cfg = config::parse(&lana.replace("retention: 90d", "retention: 3650d"), "c.yaml", &env).unwrap();
+    assert_eq!(cfg.retention.as_secs(), 3650 * 86_400);
     // An empty file: every required section, each named.
     let lines = config::parse("", "c.yaml", &env).unwrap_err().lines();
     let named: Vec<&str> = lines.iter().filter_map(|l| l.split_once(": is required").map(|(p, _)| p)).collect();
@@ -474,4 +504,136 @@ fn single_mistakes_give_one_problem_naming_the_path() {
     let text = lana.replace("listen: 0.0.0.0:9853", "listen: 0.0.0.0:9853\nweb_config_file: /etc/dj/web.yml");
     let cfg = config::parse(&text, "c.yaml", &env).unwrap();
     assert_eq!(cfg.web_config_file, Some(PathBuf::from("/etc/dj/web.yml")));
+}
+
+/// `repository.branch` is checked by git's own rules: the validator agrees with
+/// `git check-ref-format --branch` on every name here.
+#[test]
+fn branch_names_follow_git_check_ref_format() {
+    let git = crate::support::tool("git");
+    let names = [
+        "main",
+        "release/1.2",
+        "feature/a-b_c",
+        "v1.0",
+        "ünïcode",
+        "a@b",
+        "a.b",
+        "x/y/z",
+        "",
+        "-x",
+        "@",
+        "HEAD",
+        "../../etc",
+        "a..b",
+        "a/../b",
+        ".hidden",
+        "a/.b",
+        "a.lock",
+        "a/b.lock/c",
+        "a.lock/b",
+        "a/",
+        "/a",
+        "a//b",
+        "a.",
+        "a b",
+        "a~1",
+        "a^",
+        "a:b",
+        "a?",
+        "a*",
+        "a[b",
+        "a\\b",
+        "a@{1}",
+        "a\tb",
+        "a\u{7f}b",
+        "trailing.",
+        "refs/heads/x",
+        "x.lock.y",
+        "@{-1}x",
+        "a/.",
+        "a/..",
+        "-",
+        ".",
+        "..",
+        "a/b/",
+        "lock",
+        ".lock",
+        "a@",
+        "{a}",
+        "a}b",
+        "a!b",
+        "a#b",
+        "a'b",
+    ];
+    let mut differ = vec![];
+    for name in names {
+        let out = std::process::Command::new(&git)
+            .args(["check-ref-format", "--branch", name])
+            .current_dir(std::env::temp_dir())
+            .output()
+            .expect("git check-ref-format");
+        let git_ok = out.status.success();
+        let ours = config::branch_name_problem(name);
+        if git_ok != ours.is_none() {
+            differ.push(format!("{name:?}: git {}, ours {ours:?}", if git_ok { "accepts" } else { "refuses" }));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// Files named by the configuration or on the command line are read with a bound: `/dev/zero`
+/// is an error naming the file, not gigabytes of memory. `check-config` says "OK" only after
+/// the web config validated, and an empty web config is an error.
+#[test]
+fn every_file_read_is_bounded_and_check_config_says_ok_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let lana = std::fs::read_to_string(root().join("examples/lana.yaml")).unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, &lana).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_deploy-journey"))
+            .args(args)
+            .env("GITHUB_TOKEN", "ghp_fake-github-token")
+            .env("CONCOURSE_PASSWORD", "viewer-password")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["check-config", "--offline", "--config", "/dev/zero"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("/dev/zero: cannot read: larger than 1024 KiB"), "{err}");
+
+    let web = dir.path().join("web.yml");
+    let c = config.to_str().unwrap();
+    let w = web.to_str().unwrap();
+    for (text, want) in [
+        ("", format!("web config {w}: is empty: it configures neither TLS nor basic auth")),
+        (
+            "tls_server_config:\n  cert_file: /dev/zero\n  key_file: /dev/zero\n",
+            format!("web config {w}: tls_server_config.cert_file: cannot read /dev/zero: larger than 1024 KiB"),
+        ),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n",
+            format!("web config {w}: tls_server_config.key_file: is required"),
+        ),
+    ] {
+        std::fs::write(&web, text).unwrap();
+        let (code, out, err) = run(&["check-config", "--offline", "--config", c, "--web.config.file", w]);
+        assert_eq!(code, Some(2), "{text:?}: {out}{err}");
+        assert!(err.contains(&want), "{text:?}: {err}");
+        assert!(!out.contains("OK"), "{text:?}: said OK before the web config failed:\n{out}");
+    }
+    let (code, out, err) = run(&["check-config", "--offline", "--config", c, "--web.config.file", "/dev/zero"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("web config /dev/zero: cannot read: larger than 1024 KiB"), "{err}");
+    // A good one: OK, then the web config line.
+    std::fs::write(&web, "http_server_config:\n  headers:\n    X-Frame-Options: deny\n").unwrap();
+    let (code, out, err) = run(&["check-config", "--offline", "--config", c, "--web.config.file", w]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(": OK") && out.contains("TLS off, basic auth off"), "{out}");
 }

@@ -38,11 +38,12 @@ const MARK_WINDOW: Duration = Duration::from_secs(2);
 /// Counter families that count this process's own work (requests, exports); they restart at
 /// zero with the process, as Prometheus expects of counters. Every other counter and histogram
 /// is a function of the stored facts.
-const PROCESS_FAMILIES: [&str; 4] = [
+const PROCESS_FAMILIES: [&str; 5] = [
     "deploy_journey_source_requests",
     "deploy_journey_source_errors",
     "deploy_journey_spans_exported",
     "deploy_journey_span_export_errors",
+    "deploy_journey_store_errors",
 ];
 
 // ------------------------------------------------------------------ a collector that can go down

@@ -71,7 +71,7 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
     assert!(listed as f64 >= lead, "the JSON API lists {listed} journeys, fewer than {lead} deployed commits");
     let landing = http.get(&urls["landing page"]).send().await.unwrap();
     assert!(landing.status().is_success());
-    // --state keeps the store where asked, so a second demo run continues from it.
+    // --state keeps the store where asked (each run starts it afresh: a new world each time).
     assert!(state.path().join("state.db").exists());
     drop(demo);
 }

@@ -152,6 +152,7 @@ async fn run_day(fault: Fault) -> DayResult {
         version: "test",
         baseline: &baseline,
         spans: None,
+        store_errors: 0,
     });
     let counters = text
         .lines()

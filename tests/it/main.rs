@@ -25,6 +25,7 @@ mod sim_engine;
 mod sim_github;
 mod sim_workload;
 mod sources;
+mod state;
 mod store;
 mod traces;
 mod watch;

@@ -104,6 +104,7 @@ fn render(
         baseline: &baseline,
         // Traces on, with fixed counts, so the span export families are in the catalogue.
         spans: Some(deploy_journey::sinks::traces::SpanExportCounts { exported: 42, errors: 1, queued: 3 }),
+        store_errors: 0,
     };
     Rendered { text: render_text(&input), om: render_openmetrics(&input) }
 }

@@ -49,6 +49,7 @@ fn pruning_old_journeys_keeps_every_counter_and_histogram() {
             version: "test",
             baseline,
             spans: None,
+            store_errors: 0,
         };
         (render_text(&input), d, sb)
     };
