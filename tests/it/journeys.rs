@@ -335,6 +335,7 @@ fn metric_lines(r: &Run) -> BTreeMap<String, f64> {
         version: "0.0.0-test",
         baseline: &baseline,
         spans: None,
+        store_errors: 0,
     });
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
