@@ -1604,14 +1604,21 @@ pub fn summary(cfg: &Config) -> String {
     let mut s = String::new();
     let r = &cfg.repository;
     let _ = writeln!(s, "{}: OK", cfg.origin);
-    let token = match &r.token_source {
-        Some(src) => format!("token from {src}"),
-        None => "anonymous: no token (GitHub allows 60 requests an hour)".to_string(),
+    // A credential the file names but the environment lacks (lazy loading) is said as such,
+    // not as "anonymous".
+    let missing = |at: &str| {
+        cfg.missing_secrets.iter().find(|p| p.path.starts_with(at)).map(|p| format!("{}: {}", p.path, p.message))
+    };
+    let token = match (&r.token_source, missing("repository")) {
+        (Some(src), _) => format!("token from {src}"),
+        (None, Some(m)) => format!("credentials missing: {m}"),
+        (None, None) => "anonymous: no token (GitHub allows 60 requests an hour)".to_string(),
     };
     let _ = writeln!(s, "repository: {}/{} branch {} via {} ({token})", r.owner, r.name, r.branch, r.api_url);
     let c = &cfg.concourse;
     let src = c.auth_source.as_ref().map(|s| s.to_string()).unwrap_or_default();
     let auth = match &c.auth {
+        ConcourseAuth::None if let Some(m) = missing("concourse") => format!("credentials missing: {m}"),
         ConcourseAuth::None => "no auth: public pipelines only".to_string(),
         ConcourseAuth::Bearer(_) => format!("bearer token from {src}"),
         ConcourseAuth::Password { username, .. } => format!("password grant as {username}, password from {src}"),

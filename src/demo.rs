@@ -136,20 +136,28 @@ pub fn write_demo_config(
 }
 
 /// Where the demo's simulated clock starts: derived from the seed only. The first weekday
-/// (from Monday 2026-03-02) whose 10:00–13:30 UTC, a busy stretch of lana's calibrated day,
-/// has a commit landed in the 40 minutes before and another in the 20 after: the newest commit
-/// is in flight from the start and the next lands within a real minute at 60×.
+/// moment (from Monday 2026-03-02, 10:00–13:30 UTC, a busy stretch of lana's calibrated day, in
+/// quarter hours) when the newest commit is a backend change that landed 10–40 minutes before,
+/// so its tests are running, and the next one lands 3–20 minutes after: at 60× something is in
+/// flight from the first second, the next commit comes within a real minute, and a `watch` of
+/// the newest commit started at once follows a full pipeline.
 pub fn busy_moment(seed: u64) -> i64 {
+    use crate::sim::workload::ChangeCategory;
     const MONDAY: i64 = 1_772_409_600; // 2026-03-02 00:00 UTC
     let w = LanaWorkload::new(seed);
     for day in 0..56 {
-        let start = MONDAY + day * 86_400;
         if day % 7 >= 5 {
             continue;
         }
-        for half_hours in 20..=27 {
-            let t = start + half_hours * 1800;
-            if !w.commits(t - 40 * 60, t).is_empty() && !w.commits(t, t + 20 * 60).is_empty() {
+        for quarter in 40..=54 {
+            let t = MONDAY + day * 86_400 + quarter * 900;
+            let before = w.commits(t - 40 * 60, t);
+            let Some(last) = before.last() else { continue };
+            let after = w.commits(t, t + 20 * 60);
+            if matches!(last.category, ChangeCategory::Backend | ChangeCategory::Mixed)
+                && last.at <= t - 10 * 60
+                && after.first().is_some_and(|n| n.at >= t + 3 * 60)
+            {
                 return t;
             }
         }

@@ -227,7 +227,7 @@ impl Feed {
                 let err = |why: String| WatchError::Exporter { url: url.clone(), why };
                 let r = client.get(&url).send().await.map_err(|e| err(request_error(&e)))?;
                 let v: serde_json::Value = r.json().await.map_err(|e| err(request_error(&e)))?;
-                v["journeys"][0]["sha"].as_str().map(str::to_string).ok_or_else(|| err("no journeys yet".into()))
+                v["journeys"][0]["sha"].as_str().map(str::to_string).ok_or_else(|| err(NO_JOURNEYS_YET.into()))
             }
         }
     }
@@ -246,6 +246,9 @@ impl Feed {
         }
     }
 }
+
+/// An exporter that has not published its first poll yet (just started, as in the demo).
+const NO_JOURNEYS_YET: &str = "no journeys yet";
 
 fn error_text(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
@@ -318,7 +321,19 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
         Plan::new(&core, PathKind::Full, &[], Some(u))?;
     }
     let sha = match target {
-        Target::Head => feed.head(&cfg.repository.branch).await?,
+        Target::Head => {
+            // A just-started exporter publishes after its first poll: wait for it a little.
+            let mut tries = 0;
+            loop {
+                match feed.head(&cfg.repository.branch).await {
+                    Err(WatchError::Exporter { why, .. }) if why == NO_JOURNEYS_YET && tries < MAX_POLL_FAILURES => {
+                        tries += 1;
+                        tokio::time::sleep(interval.max(Duration::from_millis(500))).await;
+                    }
+                    r => break r?,
+                }
+            }
+        }
         Target::Sha(p) => feed.resolve(&p).await?,
         Target::Pull(n) => match pull_merge_commit(cfg, o, n, &clock, deadline, d).await? {
             Ok(sha) => sha,
@@ -447,7 +462,8 @@ async fn poll_interval(cfg: &Config, o: &Options, d: &mut Display, now: i64) -> 
         let pace = match (st.speed, every) {
             (Some(x), Some(e)) => format!(" at {x}x real time; polling every {:.1} s", e.as_secs_f64()),
             (Some(x), None) => format!(" at {x}x real time"),
-            _ => String::new(),
+            (None, Some(e)) => format!("; polling every {:.1} s", e.as_secs_f64()),
+            (None, None) => String::new(),
         };
         d.say(now, &format!("exporter {base}: simulated clock{pace}"));
     }

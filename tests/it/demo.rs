@@ -71,6 +71,45 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
     assert!(listed as f64 >= lead, "the JSON API lists {listed} journeys, fewer than {lead} deployed commits");
     let landing = http.get(&urls["landing page"]).send().await.unwrap();
     assert!(landing.status().is_success());
+    // The build links handed out lead to the simulated Concourse's build page.
+    let builds: Vec<&str> = journeys["journeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|j| j["stages"].as_array().unwrap())
+        .flat_map(|s| s["attempts"].as_array().unwrap())
+        .filter_map(|a| a["url"].as_str())
+        .take(20)
+        .collect();
+    assert!(!builds.is_empty());
+    for url in builds {
+        let r = http.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let page = r.text().await.unwrap();
+        let job = url.split("/jobs/").nth(1).unwrap().split('/').next().unwrap();
+        assert!(page.contains(job) && page.contains("status <b>"), "{url}:\n{page}");
+    }
+    // A commit's page on the simulated GitHub, at github.com's path.
+    let sha = journeys["journeys"][0]["sha"].as_str().unwrap();
+    let sim = urls["simulated CI"].split(' ').next().unwrap();
+    let r = http.get(format!("{sim}/GaloyMoney/lana-bank/commit/{}", &sha[..10])).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let subject = journeys["journeys"][0]["subject"].as_str().unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains(sha), "{page}");
+    assert!(
+        page.contains(
+            &subject
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#39;")
+        ),
+        "{subject}\n{page}"
+    );
+    let r = http.get(format!("{sim}/GaloyMoney/lana-bank/commit/0000000000")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
     // --state keeps the store where asked, so a second demo run continues from it.
     assert!(state.path().join("state.db").exists());
     drop(demo);
