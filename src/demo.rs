@@ -137,7 +137,7 @@ pub fn write_demo_config(
 
 /// Where the demo's simulated clock starts: derived from the seed only. The first weekday
 /// moment (from Monday 2026-03-02, 10:00–13:30 UTC, a busy stretch of lana's calibrated day, in
-/// quarter hours) when the newest commit is a backend change that landed 10–40 minutes before,
+/// quarter hours) when the newest commit is a backend change that landed 5–20 minutes before,
 /// so its tests are running, and the next one lands 3–20 minutes after: at 60× something is in
 /// flight from the first second, the next commit comes within a real minute, and a `watch` of
 /// the newest commit started at once follows a full pipeline.
@@ -155,7 +155,8 @@ pub fn busy_moment(seed: u64) -> i64 {
             let Some(last) = before.last() else { continue };
             let after = w.commits(t, t + 20 * 60);
             if matches!(last.category, ChangeCategory::Backend | ChangeCategory::Mixed)
-                && last.at <= t - 10 * 60
+                && last.at <= t - 5 * 60
+                && last.at >= t - 20 * 60
                 && after.first().is_some_and(|n| n.at >= t + 3 * 60)
             {
                 return t;

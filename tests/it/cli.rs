@@ -302,3 +302,18 @@ fn every_config_flag_has_help() {
         assert!(line.contains("configuration file") || help.contains("The configuration file"), "{cmd}: {line}");
     }
 }
+
+/// `demo --listen` on a taken port: one line, the cause once, and the flag that fixes it.
+#[test]
+fn demo_on_a_taken_port_says_so_once_with_the_flag_to_change() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = bin_without_secrets().args(["demo", "--history", "1h", "--listen", &addr]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let err: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(err.len(), 1, "{stderr}");
+    assert!(err[0].contains(&addr) && err[0].contains("--listen"), "{stderr}");
+    assert_eq!(err[0].matches("in use").count(), 1, "{stderr}");
+    assert_said_once(&stderr);
+}

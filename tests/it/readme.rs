@@ -27,6 +27,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_deploy-journey");
 
 struct Block {
     line: usize,
+    /// The fence's indentation (a block inside a list item), taken off every line.
+    indent: usize,
     lang: String,
     marker: Option<String>,
     text: String,
@@ -46,11 +48,14 @@ fn blocks(readme: &str) -> Vec<Block> {
                         .strip_prefix("<!-- readme-test:")
                         .and_then(|m| m.strip_suffix("-->"))
                         .map(|m| m.trim().to_string());
-                    current = Some(Block { line: i + 1, lang: rest.trim().to_string(), marker, text: String::new() });
+                    let indent = l.len() - l.trim_start().len();
+                    current =
+                        Some(Block { line: i + 1, indent, lang: rest.trim().to_string(), marker, text: String::new() });
                 }
             }
         } else if let Some(b) = &mut current {
-            b.text.push_str(t);
+            let cut = l.len().min(b.indent).min(l.len() - l.trim_start().len());
+            b.text.push_str(&l[cut..]);
             b.text.push('\n');
         }
         if !t.is_empty() {
