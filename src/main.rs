@@ -305,14 +305,17 @@ fn init_logging(format: LogFormat) {
 fn error_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
+        // Libraries also repeat themselves within a cause ("unable to open database file"
+        // beside "Error code 14: unable to open database file"): parts already said are dropped.
         let text = cause.to_string();
-        if text.is_empty() || line.contains(&text) {
+        let new: Vec<&str> = text.split(": ").filter(|part| !part.is_empty() && !line.contains(part)).collect();
+        if new.is_empty() {
             continue;
         }
         if !line.is_empty() {
             line.push_str(": ");
         }
-        line.push_str(&text);
+        line.push_str(&new.join(": "));
     }
     line
 }

@@ -223,6 +223,15 @@ fn serve_with_a_missing_state_folder_says_what_to_create_once() {
         assert!(lines[0].contains(&format!("mkdir -p {}", missing.display())), "{stderr}");
         assert!(lines[0].contains("--state PATH"), "{stderr}");
     }
+    // A state file SQLite cannot open (here a folder): one line, each cause once.
+    let odd = dir.path().join("odd.db");
+    std::fs::create_dir(&odd).unwrap();
+    let out = bin().args(["serve", "--config", LANA, "--listen", "127.0.0.1:0", "--state"]).arg(&odd).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let err: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(err.len(), 1, "{stderr}");
+    assert_eq!(err[0].matches("unable to open database file").count(), 1, "{stderr}");
+    assert!(err[0].contains(odd.to_str().unwrap()), "{stderr}");
     // Once the folder exists, the state file is created there.
     std::fs::create_dir(&missing).unwrap();
     let mut child = bin()
