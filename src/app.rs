@@ -237,6 +237,7 @@ pub async fn serve_with_options(
     let core = cfg.core();
     let shared = Arc::new(Shared::default());
     shared.set_clock(clock.clone());
+    shared.set_poll_interval(cfg.poll_interval);
     let environments = cfg.environments();
     let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
     shared.set_metrics_context(MetricsContext {

@@ -196,6 +196,9 @@ pub struct Config {
     pub stages: Vec<StageDef>,
     /// `traces:` (OTLP export of journey traces); the standard `OTEL_*` variables win over it.
     pub traces: Traces,
+    /// Credentials the file names but the environment does not hold, when loaded with
+    /// [`load_lazy`]: an error only for commands that call an API ([`Config::require_credentials`]).
+    pub missing_secrets: Vec<Problem>,
 }
 
 /// The `traces:` section. Traces are off unless it or `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`
@@ -224,20 +227,53 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     parse(&text, &origin, env)
 }
 
+/// Like [`load`], but a credential whose environment variable is unset or empty is not a
+/// problem: it is recorded in [`Config::missing_secrets`], so commands that call no API
+/// (`classify`, `check-config` offline, `watch --from`) run on a machine without secrets.
+pub fn load_lazy(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: origin.clone(),
+        problems: vec![Problem::new("", format!("cannot read: {e}"))],
+    })?;
+    parse_with(&text, &origin, env, true)
+}
+
 /// Validate a configuration given as text; `origin` names it in messages.
 pub fn parse(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    parse_with(text, origin, env, false)
+}
+
+fn parse_with(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    lazy_secrets: bool,
+) -> Result<Config, ConfigError> {
     let err = |problems| ConfigError { origin: origin.to_string(), problems };
     let (raw, mut problems) = decode(text).map_err(err)?;
-    let mut v = Validator { problems: vec![], env };
+    let mut v = Validator { problems: vec![], env, lazy_secrets, missing: vec![] };
     let cfg = v.config(raw, origin);
     problems.append(&mut v.problems);
     match cfg {
-        Some(cfg) if problems.is_empty() => Ok(cfg),
+        Some(mut cfg) if problems.is_empty() => {
+            cfg.missing_secrets = v.missing;
+            Ok(cfg)
+        }
         _ => Err(err(problems)),
     }
 }
 
 impl Config {
+    /// Fails, naming each variable, when a credential the file asks for is missing (see
+    /// [`load_lazy`]). Commands call it before they call an API.
+    pub fn require_credentials(&self) -> Result<(), ConfigError> {
+        if self.missing_secrets.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError { origin: self.origin.clone(), problems: self.missing_secrets.clone() })
+    }
+
     /// The journey core's configuration.
     pub fn core(&self) -> CoreConfig {
         let classifier = Classifier::new(
@@ -751,6 +787,9 @@ fn decode(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
 struct Validator<'a> {
     problems: Vec<Problem>,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Unset credential variables go to `missing` instead of `problems`.
+    lazy_secrets: bool,
+    missing: Vec<Problem>,
 }
 
 fn nonempty(s: &Option<String>) -> Option<&str> {
@@ -785,6 +824,15 @@ fn looks_like_env_name(s: &str) -> bool {
 impl Validator<'_> {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem::new(path, message));
+    }
+
+    /// A credential variable that is unset or empty: a problem, or with lazy secrets, missing.
+    fn missing_secret(&mut self, path: String, message: String) {
+        if self.lazy_secrets {
+            self.missing.push(Problem::new(path, message));
+        } else {
+            self.problem(path, message);
+        }
     }
 
     fn required<'s>(&mut self, path: &str, s: &'s Option<String>) -> Option<&'s str> {
@@ -896,11 +944,11 @@ impl Validator<'_> {
                 match (self.env)(name) {
                     Some(v) if !v.is_empty() => Some((Secret::new(v), SecretSource::Env(name.to_string()))),
                     Some(_) => {
-                        self.problem(path(&env_key), format!("environment variable {name} is empty"));
+                        self.missing_secret(path(&env_key), format!("environment variable {name} is empty"));
                         None
                     }
                     None => {
-                        self.problem(path(&env_key), format!("environment variable {name} is not set"));
+                        self.missing_secret(path(&env_key), format!("environment variable {name} is not set"));
                         None
                     }
                 }
@@ -909,7 +957,7 @@ impl Validator<'_> {
                 Some(v) if !v.is_empty() => Some((Secret::new(v), SecretSource::Env(default_env.to_string()))),
                 _ => {
                     if required {
-                        self.problem(
+                        self.missing_secret(
                             path(&env_key),
                             format!("environment variable {default_env} (the default) is not set; or give {file_key}"),
                         );
@@ -996,6 +1044,7 @@ impl Validator<'_> {
             resources,
             stages,
             traces,
+            missing_secrets: vec![],
         })
     }
 
@@ -1710,14 +1759,21 @@ pub fn summary(cfg: &Config) -> String {
     let mut s = String::new();
     let r = &cfg.repository;
     let _ = writeln!(s, "{}: OK", cfg.origin);
-    let token = match &r.token_source {
-        Some(src) => format!("token from {src}"),
-        None => "anonymous: no token (GitHub allows 60 requests an hour)".to_string(),
+    // A credential the file names but the environment lacks (lazy loading) is said as such,
+    // not as "anonymous".
+    let missing = |at: &str| {
+        cfg.missing_secrets.iter().find(|p| p.path.starts_with(at)).map(|p| format!("{}: {}", p.path, p.message))
+    };
+    let token = match (&r.token_source, missing("repository")) {
+        (Some(src), _) => format!("token from {src}"),
+        (None, Some(m)) => format!("credentials missing: {m}"),
+        (None, None) => "anonymous: no token (GitHub allows 60 requests an hour)".to_string(),
     };
     let _ = writeln!(s, "repository: {}/{} branch {} via {} ({token})", r.owner, r.name, r.branch, r.api_url);
     let c = &cfg.concourse;
     let src = c.auth_source.as_ref().map(|s| s.to_string()).unwrap_or_default();
     let auth = match &c.auth {
+        ConcourseAuth::None if let Some(m) = missing("concourse") => format!("credentials missing: {m}"),
         ConcourseAuth::None => "no auth: public pipelines only".to_string(),
         ConcourseAuth::Bearer(_) => format!("bearer token from {src}"),
         ConcourseAuth::Password { username, .. } => format!("password grant as {username}, password from {src}"),
@@ -2201,5 +2257,52 @@ stages: [{}]
             assert!(s.contains(needle), "{needle:?} not in\n{s}");
         }
         assert!(!s.contains("secret"), "{s}");
+    }
+
+    /// Loaded lazily, unset credential variables are not problems: they are kept for the
+    /// commands that call an API, and every other problem is still found.
+    #[test]
+    fn lazy_secrets_defer_missing_credentials_to_the_commands_that_need_them() {
+        let auth = |a: &str| MINIMAL.replace("team: dev", &format!("team: dev, auth: {a}"));
+        #[track_caller]
+        fn check(text: &str, problems: &[&str], missing: &[&str]) {
+            match parse_with(text, "t.yaml", &no_env, true) {
+                Ok(cfg) => {
+                    assert!(problems.is_empty(), "want problems {problems:?}");
+                    let got: Vec<String> = cfg.missing_secrets.iter().map(|p| p.to_string()).collect();
+                    assert_eq!(got, missing);
+                    match cfg.require_credentials() {
+                        Ok(()) => assert!(missing.is_empty()),
+                        Err(e) => assert_eq!(e.lines(), missing),
+                    }
+                }
+                Err(e) => assert_eq!(e.lines(), problems),
+            }
+        }
+        check(
+            &MINIMAL.replace("github: o/r", "github: o/r, token_env: GH"),
+            &[],
+            &["repository.token_env: environment variable GH is not set"],
+        );
+        check(
+            &auth("{ username: u }"),
+            &[],
+            &[
+                "concourse.auth.password_env: environment variable CONCOURSE_PASSWORD (the default) is not set; or give password_file",
+            ],
+        );
+        // Anonymous GitHub and public Concourse need nothing.
+        check(MINIMAL, &[], &[]);
+        // Real problems are still problems; a missing secret beside them is not listed twice.
+        check(
+            &auth("{ password_env: PW }"),
+            &["concourse.auth.username: is required with password_file/password_env"],
+            &[],
+        );
+        check(
+            &auth("{ token_env: A, token_file: b }"),
+            &["concourse.auth: give token_file or token_env, not both"],
+            &[],
+        );
     }
 }

@@ -60,6 +60,11 @@ pub struct Shared {
     /// Where ages are measured from: `serve`'s clock (the simulator's in the demo and tests, so
     /// an age on `/metrics` is in the same time as the facts). The system clock when unset.
     clock: std::sync::OnceLock<crate::app::Clock>,
+    /// When the clock was set, on the wall and on the clock: `/api/v1/status` measures the
+    /// clock's speed from it.
+    clock_origin: std::sync::OnceLock<(std::time::Instant, i64)>,
+    /// `serve`'s poll interval (real time), for `/api/v1/status`.
+    poll_interval: std::sync::OnceLock<std::time::Duration>,
 }
 
 type RenderedMetrics = (i64, bool, Arc<Snapshot>, Arc<String>);
@@ -99,7 +104,11 @@ impl Shared {
         self.store_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
     pub fn set_clock(&self, c: crate::app::Clock) {
+        let _ = self.clock_origin.set((std::time::Instant::now(), c()));
         let _ = self.clock.set(c);
+    }
+    pub fn set_poll_interval(&self, d: std::time::Duration) {
+        let _ = self.poll_interval.set(d);
     }
     /// Unix seconds on `serve`'s clock.
     pub fn now(&self) -> i64 {
@@ -122,7 +131,44 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .route("/webhooks/github", axum::routing::post(github_webhook))
         .route("/api/v1/journeys", get(list))
         .route("/api/v1/journeys/{sha}", get(one))
+        .route("/api/v1/status", get(status))
         .with_state(shared)
+}
+
+/// The exporter's clock and poll interval, so `watch --from` and `report --from` measure time
+/// as the exporter does (simulated time against the demo) and poll at its pace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusJson {
+    /// Unix seconds on the exporter's clock.
+    pub now: i64,
+    /// `system`, or `simulated` when the clock is measurably not the wall clock.
+    pub clock: String,
+    /// Clock seconds per real second, when simulated and measured over at least a second.
+    pub speed: Option<f64>,
+    /// Real seconds between polls.
+    pub poll_interval_seconds: Option<f64>,
+    pub ready: bool,
+    pub version: String,
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Json<StatusJson> {
+    let now = s.now();
+    let wall = crate::app::unix_now();
+    // Measured, not declared: the clock is whatever `serve` was given. Seconds are whole, so
+    // the speed is known to ±1/elapsed.
+    let speed = s.clock_origin.get().and_then(|(at, t0)| {
+        let elapsed = at.elapsed().as_secs_f64();
+        (elapsed >= 1.0).then(|| ((now - t0) as f64 / elapsed * 10.0).round() / 10.0)
+    });
+    let simulated = (now - wall).abs() > 2 || speed.is_some_and(|v| (v - 1.0).abs() > 0.5);
+    Json(StatusJson {
+        now,
+        clock: if simulated { "simulated" } else { "system" }.to_string(),
+        speed: speed.filter(|_| simulated),
+        poll_interval_seconds: s.poll_interval.get().map(|d| d.as_secs_f64()),
+        ready: s.is_ready(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {

@@ -19,6 +19,7 @@ pub mod observe;
 pub mod server;
 pub mod stats;
 pub mod topology;
+pub mod web;
 pub mod workload;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};

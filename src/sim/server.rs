@@ -21,6 +21,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .merge(super::concourse_api::routes())
         .route_layer(middleware::from_fn_with_state(sim.clone(), faults_and_stats))
         .merge(super::control::routes())
+        // Web pages for the build and commit links handed out (not API calls: not counted).
+        .merge(super::web::routes())
         .fallback(not_found)
         .with_state(sim)
 }

@@ -26,9 +26,15 @@ use super::{WatchError, exit, fmt_secs};
 /// Where "now" comes from.
 pub enum Clock {
     System,
-    /// The simulator's virtual clock (`GET {url}/_sim/clock`), for tests and the demo, where
-    /// the CI runs accelerated and "20 minutes" are simulated minutes.
+    /// The simulator's virtual clock (`GET {url}/_sim/clock`), for tests (hidden `--sim-clock`),
+    /// where the CI runs accelerated and "20 minutes" are simulated minutes.
     Sim {
+        client: reqwest::Client,
+        url: String,
+    },
+    /// A running exporter's clock (`GET {url}/api/v1/status`): with `--from`, times are the
+    /// exporter's, simulated against the demo.
+    Exporter {
         client: reqwest::Client,
         url: String,
     },
@@ -42,6 +48,16 @@ impl Clock {
         }
     }
 
+    /// The simulator's clock when given, else the exporter's with `--from`, else the system's.
+    pub fn for_watch(sim_clock: Option<&str>, from: Option<&str>) -> Result<Clock, WatchError> {
+        match (sim_clock, from) {
+            (None, Some(base)) => {
+                Ok(Clock::Exporter { client: http_client()?, url: base.trim_end_matches('/').to_string() })
+            }
+            _ => Clock::new(sim_clock),
+        }
+    }
+
     pub async fn now(&self) -> Result<i64, WatchError> {
         match self {
             Clock::System => Ok(crate::app::unix_now()),
@@ -51,16 +67,57 @@ impl Clock {
                     .get(format!("{url}/_sim/clock"))
                     .send()
                     .await
-                    .map_err(|e| err(e.to_string()))?
+                    .map_err(|e| err(request_error(&e)))?
                     .error_for_status()
-                    .map_err(|e| err(e.to_string()))?
+                    .map_err(|e| err(request_error(&e)))?
                     .json()
                     .await
-                    .map_err(|e| err(e.to_string()))?;
+                    .map_err(|e| err(request_error(&e)))?;
                 v["now"].as_i64().ok_or_else(|| err("answer has no integer \"now\"".into()))
             }
+            Clock::Exporter { client, url } => Ok(exporter_status(client, url).await?.now),
         }
     }
+}
+
+/// `GET {base}/api/v1/status` of a running exporter.
+pub async fn exporter_status(client: &reqwest::Client, base: &str) -> Result<crate::http::StatusJson, WatchError> {
+    let url = format!("{base}/api/v1/status");
+    let err = |why: String| WatchError::Exporter { url: url.clone(), why };
+    let r = client.get(&url).send().await.map_err(|e| err(request_error(&e)))?;
+    let status = r.status();
+    let body = r.text().await.map_err(|e| err(request_error(&e)))?;
+    if !status.is_success() {
+        return Err(err(format!("HTTP {status}: {} (is it a deploy-journey exporter?)", error_text(&body))));
+    }
+    serde_json::from_str(&body).map_err(|e| err(format!("not an exporter status: {e}")))
+}
+
+/// What failed in a request, cause by cause, each said once: reqwest's own message only names
+/// the URL ("error sending request for url (...)"); the reason is in its sources.
+pub fn request_error(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = vec![];
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        let text = c.to_string();
+        // The URL is already in the message this goes into.
+        let text = match text.find(" for url (") {
+            Some(i) => text[..i].to_string(),
+            None => text,
+        };
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = c.source();
+    }
+    let kind = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {}", parts.join(": "))
 }
 
 fn http_client() -> Result<reqwest::Client, WatchError> {
@@ -140,9 +197,9 @@ impl Feed {
             Feed::Exporter { client, base } => {
                 let url = format!("{base}/api/v1/journeys/{sha}");
                 let err = |why: String| WatchError::Exporter { url: url.clone(), why };
-                let r = client.get(&url).send().await.map_err(|e| err(e.to_string()))?;
+                let r = client.get(&url).send().await.map_err(|e| err(request_error(&e)))?;
                 let status = r.status();
-                let body = r.text().await.map_err(|e| err(e.to_string()))?;
+                let body = r.text().await.map_err(|e| err(request_error(&e)))?;
                 match status.as_u16() {
                     200 => serde_json::from_str(&body).map(Some).map_err(|e| err(format!("not a journey: {e}"))),
                     404 => Ok(None),
@@ -168,9 +225,9 @@ impl Feed {
             Feed::Exporter { client, base } => {
                 let url = format!("{base}/api/v1/journeys?limit=1");
                 let err = |why: String| WatchError::Exporter { url: url.clone(), why };
-                let r = client.get(&url).send().await.map_err(|e| err(e.to_string()))?;
-                let v: serde_json::Value = r.json().await.map_err(|e| err(e.to_string()))?;
-                v["journeys"][0]["sha"].as_str().map(str::to_string).ok_or_else(|| err("no journeys yet".into()))
+                let r = client.get(&url).send().await.map_err(|e| err(request_error(&e)))?;
+                let v: serde_json::Value = r.json().await.map_err(|e| err(request_error(&e)))?;
+                v["journeys"][0]["sha"].as_str().map(str::to_string).ok_or_else(|| err(NO_JOURNEYS_YET.into()))
             }
         }
     }
@@ -190,6 +247,9 @@ impl Feed {
     }
 }
 
+/// An exporter that has not published its first poll yet (just started, as in the demo).
+const NO_JOURNEYS_YET: &str = "no journeys yet";
+
 fn error_text(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
@@ -202,7 +262,8 @@ pub struct Options {
     pub merge: bool,
     pub until: Option<String>,
     pub keep_going: bool,
-    pub interval: Duration,
+    /// Time between polls; `None`: the exporter's with `from`, else the config's.
+    pub interval: Option<Duration>,
     /// Measured on the watch clock (the simulator's with `sim_clock`).
     pub timeout: Option<Duration>,
     pub from: Option<String>,
@@ -241,8 +302,9 @@ const MAX_POLL_FAILURES: u32 = 10;
 
 /// Follow the target until it reaches the goal, fails, or the timeout passes.
 pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish, WatchError> {
-    let clock = Clock::new(o.sim_clock.as_deref())?;
+    let clock = Clock::for_watch(o.sim_clock.as_deref(), o.from.as_deref())?;
     let t0 = clock.now().await?;
+    let interval = poll_interval(cfg, o, d, t0).await?;
     let deadline = o.timeout.map(|t| t0 + t.as_secs() as i64);
     let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
     let target = target::parse(o.target.as_deref(), &repository)?;
@@ -259,7 +321,19 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
         Plan::new(&core, PathKind::Full, &[], Some(u))?;
     }
     let sha = match target {
-        Target::Head => feed.head(&cfg.repository.branch).await?,
+        Target::Head => {
+            // A just-started exporter publishes after its first poll: wait for it a little.
+            let mut tries = 0;
+            loop {
+                match feed.head(&cfg.repository.branch).await {
+                    Err(WatchError::Exporter { why, .. }) if why == NO_JOURNEYS_YET && tries < MAX_POLL_FAILURES => {
+                        tries += 1;
+                        tokio::time::sleep(interval.max(Duration::from_millis(500))).await;
+                    }
+                    r => break r?,
+                }
+            }
+        }
         Target::Sha(p) => feed.resolve(&p).await?,
         Target::Pull(n) => match pull_merge_commit(cfg, o, n, &clock, deadline, d).await? {
             Ok(sha) => sha,
@@ -371,8 +445,29 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
                 timeline: last.as_ref().map(|j| Timeline::from_journey(j, warnings.clone())),
             });
         }
-        tokio::time::sleep(o.interval).await;
+        tokio::time::sleep(interval).await;
     }
+}
+
+/// `--interval`, else with `--from` the exporter's own poll interval (its clock may be
+/// simulated: polling faster than it shows nothing new, slower skips stages), else the config's.
+async fn poll_interval(cfg: &Config, o: &Options, d: &mut Display, now: i64) -> Result<Duration, WatchError> {
+    if let Some(i) = o.interval {
+        return Ok(i);
+    }
+    let Some(base) = &o.from else { return Ok(cfg.poll_interval) };
+    let st = exporter_status(&http_client()?, base.trim_end_matches('/')).await?;
+    let every = st.poll_interval_seconds.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
+    if st.clock == "simulated" {
+        let pace = match (st.speed, every) {
+            (Some(x), Some(e)) => format!(" at {x}x real time; polling every {:.1} s", e.as_secs_f64()),
+            (Some(x), None) => format!(" at {x}x real time"),
+            (None, Some(e)) => format!("; polling every {:.1} s", e.as_secs_f64()),
+            (None, None) => String::new(),
+        };
+        d.say(now, &format!("exporter {base}: simulated clock{pace}"));
+    }
+    Ok(every.unwrap_or(cfg.poll_interval))
 }
 
 /// The merge commit of PR `n`: at once when merged; with `--merge`, after checking the approval
@@ -387,6 +482,7 @@ async fn pull_merge_commit(
     d: &mut Display,
 ) -> Result<Result<String, Ending>, WatchError> {
     let gh = GithubSource::new(cfg.github(), Arc::new(SourceTelemetry::new()))?;
+    let interval = o.interval.unwrap_or(cfg.poll_interval);
     let mut said_waiting = false;
     loop {
         let now = clock.now().await?;
@@ -453,7 +549,7 @@ async fn pull_merge_commit(
             d.say(now, "timed out waiting for the merge");
             return Ok(Err(Ending::TimedOut));
         }
-        tokio::time::sleep(o.interval).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -488,7 +584,7 @@ pub async fn report(
             });
         }
     };
-    let now = Clock::new(sim_clock)?.now().await?;
+    let now = Clock::for_watch(sim_clock, from)?.now().await?;
     let mut feed = Feed::new(cfg, from)?;
     let full = feed.resolve(&prefix).await?;
     match feed.journey(&full, now).await? {

@@ -106,3 +106,223 @@ fn credentials_in_a_configured_url_are_refused_and_not_echoed() {
     assert!(err.contains("concourse.url") && err.contains("credentials"), "{err}");
     assert!(!err.contains("hunter2-secret"), "the password must not be echoed: {err}");
 }
+
+/// The binary as a newcomer runs it: no GitHub or Concourse credentials in the environment.
+fn bin_without_secrets() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deploy-journey"));
+    for k in ["GITHUB_TOKEN", "CONCOURSE_PASSWORD", "CONCOURSE_TOKEN", "DEPLOY_JOURNEY_STATE"] {
+        c.env_remove(k);
+    }
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// No line of `text` appears twice, and no line repeats a cause within itself.
+#[track_caller]
+fn assert_said_once(text: &str) {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    for (i, l) in lines.iter().enumerate() {
+        assert!(!lines[..i].contains(l), "said twice: {l:?}\n{text}");
+        let parts: Vec<&str> = l.split(": ").filter(|p| p.len() > 12).collect();
+        for (j, p) in parts.iter().enumerate() {
+            assert!(!parts[..j].contains(p), "a cause repeated in {l:?}");
+        }
+    }
+}
+
+#[test]
+fn check_config_without_secrets_validates_and_says_the_live_comparison_was_skipped() {
+    let out = bin_without_secrets().args(["check-config", "--config", LANA]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("examples/lana.yaml: OK"), "{stdout}");
+    let skipped: Vec<&str> = stdout.lines().filter(|l| l.contains("live comparison")).collect();
+    assert_eq!(
+        skipped,
+        ["live comparison with the pipelines skipped: set CONCOURSE_PASSWORD to enable it (or pass --offline)"]
+    );
+    // The summary says the credentials are missing rather than calling it anonymous access.
+    assert!(stdout.contains("credentials missing: concourse.auth.password_env"), "{stdout}");
+    assert!(stderr.trim().is_empty(), "{stderr}");
+    // An invalid file is still an error without secrets.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, std::fs::read_to_string(LANA).unwrap().replace("stuck_after: 20m", "stuck_after: soon"))
+        .unwrap();
+    let out = bin_without_secrets().args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stuck_after") && !stderr.contains("GITHUB_TOKEN"), "{stderr}");
+}
+
+#[test]
+fn classify_needs_no_secrets() {
+    let mut child = bin_without_secrets()
+        .args(["classify", "--config", LANA])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"sha\":\"abc\",\"message\":\"feat: ui\",\"files\":[\"apps/admin-panel/a.tsx\"]}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"change_type":"frontend","resources":["admin-panel-src"],"sha":"abc"}));
+}
+
+#[test]
+fn commands_that_call_an_api_name_each_missing_variable_once() {
+    for args in [
+        vec!["serve"],
+        vec!["backfill", "--since", "1d", "--openmetrics", "/dev/null"],
+        vec!["watch"],
+        vec!["report", "abcd"],
+    ] {
+        let out = bin_without_secrets().args(&args).args(["--config", LANA]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                format!("{LANA}: repository.token_env: environment variable GITHUB_TOKEN is not set"),
+                format!("{LANA}: concourse.auth.password_env: environment variable CONCOURSE_PASSWORD is not set"),
+            ],
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn serve_with_a_missing_state_folder_says_what_to_create_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-folder");
+    let state = missing.join("state.db");
+    // The example's state_path (/var/lib/deploy-journey) is missing here too; --state wins, and
+    // so does DEPLOY_JOURNEY_STATE.
+    for via_env in [false, true] {
+        let mut c = bin();
+        c.args(["serve", "--config", LANA, "--listen", "127.0.0.1:0"]);
+        if via_env {
+            c.env("DEPLOY_JOURNEY_STATE", &state);
+        } else {
+            c.arg("--state").arg(&state);
+        }
+        let out = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(lines[0].contains(&format!("the folder {} does not exist", missing.display())), "{stderr}");
+        assert!(lines[0].contains(&format!("mkdir -p {}", missing.display())), "{stderr}");
+        assert!(lines[0].contains("--state PATH"), "{stderr}");
+    }
+    // A state file SQLite cannot open (here a folder): one line, each cause once.
+    let odd = dir.path().join("odd.db");
+    std::fs::create_dir(&odd).unwrap();
+    let out = bin().args(["serve", "--config", LANA, "--listen", "127.0.0.1:0", "--state"]).arg(&odd).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let err: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(err.len(), 1, "{stderr}");
+    assert_eq!(err[0].matches("unable to open database file").count(), 1, "{stderr}");
+    assert!(err[0].contains(odd.to_str().unwrap()), "{stderr}");
+    // Once the folder exists, the state file is created there.
+    std::fs::create_dir(&missing).unwrap();
+    let mut child = bin()
+        .args(["serve", "--config", LANA, "--listen", "127.0.0.1:0", "--state"])
+        .arg(&state)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !state.exists() && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(state.exists(), "serve --state did not create {}", state.display());
+}
+
+#[test]
+fn report_from_a_dead_exporter_says_what_failed_once() {
+    let port = crate::support::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = bin_without_secrets().args(["report", "abcd", "--from", &url, "--config", LANA]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("exporter {url}/api/v1/status: cannot connect")), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert_said_once(&stderr);
+}
+
+/// Log lines: plain text (no colour codes) when stderr is not a terminal; one JSON object a
+/// line with --log-format json.
+#[test]
+fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port();
+    // Both APIs on a closed port: serve logs its failed polls.
+    let cfg = dir.path().join("c.yaml");
+    let text = std::fs::read_to_string(LANA)
+        .unwrap()
+        .replace("https://api.github.com", &format!("http://127.0.0.1:{port}"))
+        .replace("https://ci.galoy.io", &format!("http://127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).unwrap();
+    for json in [false, true] {
+        let mut c = bin();
+        c.env("RUST_LOG", "info").args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&cfg);
+        c.arg("--state").arg(dir.path().join(format!("s{json}.db")));
+        if json {
+            c.args(["--log-format", "json"]);
+        }
+        let child = c.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.lines().count() >= 2, "{stderr}");
+        assert!(!stderr.contains('\x1b'), "colour codes in a redirected log:\n{stderr}");
+        for l in stderr.lines() {
+            let parsed = serde_json::from_str::<serde_json::Value>(l);
+            if json {
+                let v = parsed.unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+                assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+            } else {
+                assert!(parsed.is_err(), "JSON without --log-format json: {l}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_config_flag_has_help() {
+    for cmd in ["serve", "check-config", "classify", "watch", "report", "backfill"] {
+        let out = bin().args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let line = help.lines().find(|l| l.contains("--config <CONFIG>")).unwrap_or_else(|| panic!("{cmd}: {help}"));
+        assert!(line.contains("configuration file") || help.contains("The configuration file"), "{cmd}: {line}");
+    }
+}
+
+/// `demo --listen` on a taken port: one line, the cause once, and the flag that fixes it.
+#[test]
+fn demo_on_a_taken_port_says_so_once_with_the_flag_to_change() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = bin_without_secrets().args(["demo", "--history", "1h", "--listen", &addr]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let err: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(err.len(), 1, "{stderr}");
+    assert!(err[0].contains(&addr) && err[0].contains("--listen"), "{stderr}");
+    assert_eq!(err[0].matches("in use").count(), 1, "{stderr}");
+    assert_said_once(&stderr);
+}

@@ -40,7 +40,7 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
         }
     });
     let mut urls = std::collections::BTreeMap::new();
-    while !(urls.contains_key("metrics") && urls.contains_key("journeys API")) {
+    while !(urls.contains_key("metrics") && urls.contains_key("journeys API") && urls.contains_key("simulated CI")) {
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("demo printed its URLs within a minute");
         if let Some((k, v)) = line.trim().split_once(": ") {
             urls.insert(k.to_string(), v.trim().to_string());
@@ -71,7 +71,76 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
     assert!(listed as f64 >= lead, "the JSON API lists {listed} journeys, fewer than {lead} deployed commits");
     let landing = http.get(&urls["landing page"]).send().await.unwrap();
     assert!(landing.status().is_success());
-    // --state keeps the store where asked (each run starts it afresh: a new world each time).
+    // The build links handed out lead to the simulated Concourse's build page.
+    let builds: Vec<&str> = journeys["journeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|j| j["stages"].as_array().unwrap())
+        .flat_map(|s| s["attempts"].as_array().unwrap())
+        .filter_map(|a| a["url"].as_str())
+        .take(20)
+        .collect();
+    assert!(!builds.is_empty());
+    for url in builds {
+        let r = http.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let page = r.text().await.unwrap();
+        let job = url.split("/jobs/").nth(1).unwrap().split('/').next().unwrap();
+        assert!(page.contains(job) && page.contains("status <b>"), "{url}:\n{page}");
+    }
+    // A commit's page on the simulated GitHub, at github.com's path.
+    let sha = journeys["journeys"][0]["sha"].as_str().unwrap();
+    let sim = urls["simulated CI"].split(' ').next().unwrap();
+    let r = http.get(format!("{sim}/GaloyMoney/lana-bank/commit/{}", &sha[..10])).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let subject = journeys["journeys"][0]["subject"].as_str().unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains(sha), "{page}");
+    assert!(
+        page.contains(
+            &subject
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#39;")
+        ),
+        "{subject}\n{page}"
+    );
+    let r = http.get(format!("{sim}/GaloyMoney/lana-bank/commit/0000000000")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // --state keeps the store where asked (each run starts it afresh: the simulator's address changes).
     assert!(state.path().join("state.db").exists());
     drop(demo);
+}
+
+/// The same seed gives the same history, whatever the wall-clock time: the simulated clock
+/// starts at a moment derived from the seed, a weekday with a commit in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_gives_the_same_history_and_starts_busy() {
+    let run = |seed: u64| async move {
+        let opts = deploy_journey::demo::DemoOptions {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            sim_listen: "127.0.0.1:0".parse().unwrap(),
+            speed: 60.0,
+            seed,
+            history: std::time::Duration::from_secs(2 * 86_400),
+            state: None,
+        };
+        let demo = deploy_journey::demo::start(&opts).await.unwrap();
+        let head = demo.sim.with_world(|w| w.tracked_repo().head(&w.topology.tracked_branch).cloned().unwrap());
+        let in_flight = demo.sim.with_world(|w| {
+            w.concourse.builds.iter().filter(|b| b.status.is_running()).map(|b| b.id).collect::<Vec<_>>()
+        });
+        ((demo.started_at, demo.history.commits, demo.history.builds, head), in_flight.len())
+    };
+    let a = run(1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let b = run(1).await;
+    // (Which builds run a few simulated seconds in may differ: the clock is live.)
+    assert_eq!(a.0, b.0, "two runs with seed 1");
+    assert!(a.1 > 0, "no build running at the start");
+    let c = run(2).await;
+    assert_ne!((a.0.0, &a.0.3), (c.0.0, &c.0.3), "seeds 1 and 2 gave the same start");
 }

@@ -17,6 +17,7 @@ mod journeys;
 mod load;
 mod metrics;
 mod pathspec;
+mod readme;
 mod restart;
 mod retention;
 mod security;
