@@ -240,6 +240,8 @@ pub async fn serve_with_options(
     shared.set_poll_interval(cfg.poll_interval);
     let environments = cfg.environments();
     let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
+    let repository_url =
+        crate::sinks::traces::repository_web_url(&cfg.repository.api_url, &cfg.repository.owner, &cfg.repository.name);
     shared.set_metrics_context(MetricsContext {
         core: core.clone(),
         telemetry: telemetry.clone(),
@@ -260,6 +262,7 @@ pub async fn serve_with_options(
             now,
             environments: environments.clone(),
             repository: repository.clone(),
+            repository_url: repository_url.clone(),
             stage_builds,
             baseline: baseline.clone(),
         });

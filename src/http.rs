@@ -21,8 +21,11 @@ pub struct Snapshot {
     pub now: i64,
     /// Environment names, in stage order.
     pub environments: Vec<String>,
-    /// GitHub `owner/name`, for commit links.
+    /// GitHub `owner/name`.
     pub repository: String,
+    /// The repository's web address (`https://github.com/owner/name`, or the GitHub Enterprise or
+    /// simulator host the API is on), for commit links; empty = on github.com.
+    pub repository_url: String,
     /// Finished stage builds, for per-build metrics.
     pub stage_builds: Vec<crate::core::journey::StageBuild>,
     /// What retention folded away. Published with the journeys it excludes, in one swap, so a
@@ -506,7 +509,10 @@ impl JourneyJson {
             short_sha: j.short().to_string(),
             subject: j.subject.clone(),
             author: j.author.clone(),
-            commit_url: format!("https://github.com/{}/commit/{}", snap.repository, j.sha),
+            commit_url: match snap.repository_url.as_str() {
+                "" => format!("https://github.com/{}/commit/{}", snap.repository, j.sha),
+                base => format!("{base}/commit/{}", j.sha),
+            },
             commit_time: j.commit_time,
             change_type: j.classification.change_type.as_str().into(),
             resources: j.classification.resources.clone(),

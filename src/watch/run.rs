@@ -156,6 +156,11 @@ impl Feed {
                     meta: Snapshot {
                         environments: cfg.environments(),
                         repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
+                        repository_url: crate::sinks::traces::repository_web_url(
+                            &cfg.repository.api_url,
+                            &cfg.repository.owner,
+                            &cfg.repository.name,
+                        ),
                         ..Default::default()
                     },
                 })))

@@ -108,6 +108,11 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
         ),
         "{subject}\n{page}"
     );
+    // The journey's own commit link leads there too (not to github.com).
+    let commit_url = journeys["journeys"][0]["commit_url"].as_str().unwrap();
+    assert!(commit_url.starts_with(sim), "{commit_url} is not on the simulator {sim}");
+    let r = http.get(commit_url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{commit_url}");
     let r = http.get(format!("{sim}/GaloyMoney/lana-bank/commit/0000000000")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     // --state keeps the store where asked (each run starts it afresh: the simulator's address changes).

@@ -108,6 +108,7 @@ async fn the_landing_page_lists_commits_in_flight_and_escapes_what_it_shows() {
         now,
         environments: cfg.environments(),
         repository: "GaloyMoney/lana-bank".into(),
+        repository_url: String::new(),
         stage_builds: vec![],
         baseline: Default::default(),
     });

@@ -356,6 +356,7 @@ async fn served(r: &Run, sha: &str) -> (serde_json::Value, serde_json::Value, St
         now: r.sim.now(),
         environments: r.cfg.environments(),
         repository: "GaloyMoney/lana-bank".into(),
+        repository_url: String::new(),
         stage_builds: vec![],
         baseline: Default::default(),
     });
