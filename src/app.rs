@@ -158,25 +158,14 @@ pub async fn serve_with_clock(
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| AppError::Listen { addr: listen, source })?;
-    tracing::info!(%bound, tls = web.tls.is_some(), basic_auth = web.has_users(), "listening");
+    tracing::info!(%bound, tls = web.tls.is_some(), basic_auth = web.has_users(), max_connections = cfg.server.max_connections, header_read_timeout = ?cfg.server.header_read_timeout, "listening");
     let app = web.wrap(crate::http::routes(shared.clone()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
     let stopped = async move {
         let _ = server_stop.changed().await;
     };
-    let server = match web.tls.clone() {
-        Some(tls) => {
-            let listener = crate::webconfig::TlsListener::new(listener, tls)
-                .map_err(|source| AppError::Listen { addr: listen, source })?;
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
-            })
-        }
-        None => tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
-        }),
-    };
+    let server = tokio::spawn(crate::server::serve(listener, web.tls.clone(), app, cfg.server.clone(), stopped));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
