@@ -36,6 +36,11 @@ pub enum AppError {
     WebConfig(#[from] crate::webconfig::WebConfigError),
 }
 
+/// Pushes poll at most this many extra times per `poll_interval` (a cycle polls GitHub and
+/// Concourse once each when nothing changed), so a flood of webhook deliveries costs at most
+/// N + 1 cycles per interval.
+pub const PUSH_POLLS_PER_INTERVAL: u32 = 6;
+
 pub const KV_GITHUB_HEAD: &str = "github.head";
 pub const KV_GITHUB_ETAG: &str = "github.etag";
 
@@ -182,6 +187,7 @@ pub async fn serve_with_clock(
     let half_cycle = (cfg.poll_interval.as_secs() / 2) as i64;
     let mut next_github = i64::MIN;
     let mut pushed = false;
+    let push_gap = cfg.poll_interval / PUSH_POLLS_PER_INTERVAL;
     // Facts a failed store write could not keep. The sources' cursors have already moved past
     // them, so they are retried with the next batch instead of being read again.
     let mut unstored: Vec<Fact> = vec![];
@@ -311,6 +317,16 @@ pub async fn serve_with_clock(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shared.poll_now.notified() => {
+                // Pushes are coalesced: a cycle starts at most every poll_interval / N however
+                // many arrive (the Notify keeps one wake-up for those during the wait).
+                let earliest = started + push_gap;
+                if earliest > Instant::now() {
+                    tracing::debug!(wait_ms = (earliest - Instant::now()).as_millis() as u64, "push webhook: polling soon");
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(earliest.into()) => {}
+                        _ = stop_rx.changed() => break,
+                    }
+                }
                 tracing::debug!("push webhook: polling now");
                 pushed = true;
             }
