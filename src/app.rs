@@ -40,6 +40,8 @@ pub enum AppError {
 /// Concourse once each when nothing changed), so a flood of webhook deliveries costs at most
 /// N + 1 cycles per interval.
 pub const PUSH_POLLS_PER_INTERVAL: u32 = 6;
+/// The gap between push-triggered cycles is never longer than this.
+pub const MAX_PUSH_GAP: Duration = Duration::from_secs(10);
 
 pub const KV_GITHUB_HEAD: &str = "github.head";
 pub const KV_GITHUB_ETAG: &str = "github.etag";
@@ -187,7 +189,9 @@ pub async fn serve_with_clock(
     let half_cycle = (cfg.poll_interval.as_secs() / 2) as i64;
     let mut next_github = i64::MIN;
     let mut pushed = false;
-    let push_gap = cfg.poll_interval / PUSH_POLLS_PER_INTERVAL;
+    // Capped so that with a long poll_interval a push still shows up within seconds.
+    let push_gap = (cfg.poll_interval / PUSH_POLLS_PER_INTERVAL).min(MAX_PUSH_GAP);
+    let mut last_push_cycle: Option<Instant> = None;
     // Facts a failed store write could not keep. The sources' cursors have already moved past
     // them, so they are retried with the next batch instead of being read again.
     let mut unstored: Vec<Fact> = vec![];
@@ -319,8 +323,11 @@ pub async fn serve_with_clock(
             _ = shared.poll_now.notified() => {
                 // Pushes are coalesced: a cycle starts at most every poll_interval / N however
                 // many arrive (the Notify keeps one wake-up for those during the wait).
-                let earliest = started + push_gap;
-                if earliest > Instant::now() {
+                // Measured from the last push-triggered cycle, so a push after a quiet spell
+                // polls at once.
+                if let Some(earliest) = last_push_cycle.map(|t| t + push_gap)
+                    && earliest > Instant::now()
+                {
                     tracing::debug!(wait_ms = (earliest - Instant::now()).as_millis() as u64, "push webhook: polling soon");
                     tokio::select! {
                         _ = tokio::time::sleep_until(earliest.into()) => {}
@@ -328,6 +335,7 @@ pub async fn serve_with_clock(
                     }
                 }
                 tracing::debug!("push webhook: polling now");
+                last_push_cycle = Some(Instant::now());
                 pushed = true;
             }
             _ = stop_rx.changed() => break,
