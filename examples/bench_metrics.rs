@@ -65,6 +65,7 @@ fn history(name: &'static str, days: i64, core: &CoreConfig) -> History {
         now,
         environments: core.environments(),
         repository: "GaloyMoney/lana-bank".into(),
+        repository_url: String::new(),
         stage_builds: builds,
         derived,
         baseline: Default::default(),

@@ -73,6 +73,13 @@ pub fn identity_of(cfg: &Config) -> crate::store::Identity {
     }
 }
 
+/// Pushes poll at most this many extra times per `poll_interval` (a cycle polls GitHub and
+/// Concourse once each when nothing changed), so a flood of webhook deliveries costs at most
+/// N + 1 cycles per interval.
+pub const PUSH_POLLS_PER_INTERVAL: u32 = 6;
+/// The gap between push-triggered cycles is never longer than this.
+pub const MAX_PUSH_GAP: Duration = Duration::from_secs(10);
+
 pub const KV_GITHUB_HEAD: &str = "github.head";
 pub const KV_GITHUB_ETAG: &str = "github.etag";
 
@@ -279,25 +286,14 @@ pub async fn serve_with_options(
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| AppError::Listen { addr: listen, source })?;
-    tracing::info!(%bound, tls = web.tls.is_some(), basic_auth = web.has_users(), "listening");
+    tracing::info!(%bound, tls = web.tls.is_some(), basic_auth = web.has_users(), max_connections = cfg.server.max_connections, header_read_timeout = ?cfg.server.header_read_timeout, "listening");
     let app = web.wrap(crate::http::routes(shared.clone()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
     let stopped = async move {
         let _ = server_stop.changed().await;
     };
-    let server = match web.tls.clone() {
-        Some(tls) => {
-            let listener = crate::webconfig::TlsListener::new(listener, tls)
-                .map_err(|source| AppError::Listen { addr: listen, source })?;
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
-            })
-        }
-        None => tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(stopped).await;
-        }),
-    };
+    let server = tokio::spawn(crate::server::serve(listener, web.tls.clone(), app, cfg.server.clone(), stopped));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -314,6 +310,9 @@ pub async fn serve_with_options(
     let half_cycle = (cfg.poll_interval.as_secs() / 2) as i64;
     let mut next_github = i64::MIN;
     let mut pushed = false;
+    // Capped so that with a long poll_interval a push still shows up within seconds.
+    let push_gap = (cfg.poll_interval / PUSH_POLLS_PER_INTERVAL).min(MAX_PUSH_GAP);
+    let mut last_push_cycle: Option<Instant> = None;
     // Facts a failed store write could not keep. The sources' cursors have already moved past
     // them, so they are retried with the next batch instead of being read again.
     let mut unstored: Vec<Fact> = vec![];
@@ -449,7 +448,21 @@ pub async fn serve_with_options(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shared.poll_now.notified() => {
+                // Pushes are coalesced: a cycle starts at most every poll_interval / N however
+                // many arrive (the Notify keeps one wake-up for those during the wait).
+                // Measured from the last push-triggered cycle, so a push after a quiet spell
+                // polls at once.
+                if let Some(earliest) = last_push_cycle.map(|t| t + push_gap)
+                    && earliest > Instant::now()
+                {
+                    tracing::debug!(wait_ms = (earliest - Instant::now()).as_millis() as u64, "push webhook: polling soon");
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(earliest.into()) => {}
+                        _ = stop_rx.changed() => break,
+                    }
+                }
                 tracing::debug!("push webhook: polling now");
+                last_push_cycle = Some(Instant::now());
                 pushed = true;
             }
             _ = stop_rx.changed() => break,

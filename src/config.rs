@@ -199,6 +199,8 @@ pub struct Config {
     /// Credentials the file names but the environment does not hold, when loaded with
     /// [`load_lazy`]: an error only for commands that call an API ([`Config::require_credentials`]).
     pub missing_secrets: Vec<Problem>,
+    /// `server:` limits of the HTTP server (timeouts, connections).
+    pub server: crate::server::ServerLimits,
 }
 
 /// The `traces:` section. Traces are off unless it or `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`
@@ -524,6 +526,15 @@ struct RawConfig {
     resources: Option<Ordered<RawResource>>,
     stages: Option<Vec<RawStage>>,
     traces: Option<RawTraces>,
+    server: Option<RawServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping: header_read_timeout, request_timeout, max_connections")]
+struct RawServer {
+    header_read_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1030,6 +1041,7 @@ impl Validator<'_> {
         let resources = self.resources(raw.resources, first_pipeline, &stage_pipelines);
         let stages = self.stages(raw.stages, &declared);
         let traces = self.traces(raw.traces.unwrap_or_default());
+        let server = self.server(raw.server.unwrap_or_default());
         Some(Config {
             origin: origin.to_string(),
             repository: repository?,
@@ -1045,7 +1057,39 @@ impl Validator<'_> {
             stages,
             traces,
             missing_secrets: vec![],
+            server,
         })
+    }
+
+    fn server(&mut self, r: RawServer) -> crate::server::ServerLimits {
+        use crate::server::{MAX_CONNECTIONS_CEILING, ServerLimits};
+        let d = ServerLimits::default();
+        let max_connections = match r.max_connections {
+            None => d.max_connections,
+            Some(n) if (1..=MAX_CONNECTIONS_CEILING as u64).contains(&n) => n as usize,
+            Some(n) => {
+                self.problem(
+                    "server.max_connections",
+                    format!("{n} is not between 1 and {MAX_CONNECTIONS_CEILING} (default {})", d.max_connections),
+                );
+                d.max_connections
+            }
+        };
+        ServerLimits {
+            header_read_timeout: self.duration(
+                "server.header_read_timeout",
+                &r.header_read_timeout,
+                d.header_read_timeout,
+                TIMEOUT_RANGE,
+            ),
+            request_timeout: self.duration(
+                "server.request_timeout",
+                &r.request_timeout,
+                d.request_timeout,
+                TIMEOUT_RANGE,
+            ),
+            max_connections,
+        }
     }
 
     fn traces(&mut self, t: RawTraces) -> Traces {

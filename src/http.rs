@@ -60,6 +60,9 @@ pub struct Shared {
     rendered: Mutex<Vec<RenderedMetrics>>,
     /// One rendering at a time: concurrent scrapes wait for it instead of all rendering.
     render_flight: tokio::sync::Mutex<()>,
+    /// Webhook deliveries already acted on (by `X-GitHub-Delivery` and by signature), so a
+    /// replayed delivery triggers nothing.
+    deliveries: Mutex<Deliveries>,
     /// Where ages are measured from: `serve`'s clock (the simulator's in the demo and tests, so
     /// an age on `/metrics` is in the same time as the facts). The system clock when unset.
     clock: std::sync::OnceLock<crate::app::Clock>,
@@ -71,6 +74,49 @@ pub struct Shared {
 }
 
 type RenderedMetrics = (i64, bool, Arc<Snapshot>, Arc<String>);
+
+/// How many webhook deliveries are remembered, and for how long. GitHub retries a delivery
+/// within minutes and a redelivery by hand keeps its id; a replay later than this costs at most
+/// one coalesced poll (see `app::PUSH_POLLS_PER_INTERVAL`).
+pub const DELIVERIES_KEPT: usize = 4096;
+pub const DELIVERY_MEMORY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A bounded set of recently seen delivery keys that forgets them after [`DELIVERY_MEMORY`] (and
+/// the oldest first when full).
+#[derive(Default)]
+pub struct Deliveries {
+    seen: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<(std::time::Instant, String)>,
+}
+
+impl Deliveries {
+    /// Record `keys` as seen at `now`; false when any of them was seen already (a replay).
+    pub fn first_time(&mut self, keys: &[String], now: std::time::Instant) -> bool {
+        while let Some((t, k)) = self.order.front() {
+            if now.duration_since(*t) < DELIVERY_MEMORY && self.order.len() < DELIVERIES_KEPT * 2 {
+                break;
+            }
+            self.seen.remove(k);
+            self.order.pop_front();
+        }
+        if keys.iter().any(|k| self.seen.contains(k)) {
+            return false;
+        }
+        for k in keys {
+            self.seen.insert(k.clone());
+            self.order.push_back((now, k.clone()));
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
 
 /// A GitHub push webhook's shared secret and the branch it is for.
 pub struct WebhookContext {
@@ -208,6 +254,16 @@ async fn github_webhook(
     mac.update(&body);
     if mac.verify_slice(&sig).is_err() {
         return (StatusCode::UNAUTHORIZED, "signature does not match\n").into_response();
+    }
+    // A verified delivery seen before is a replay (or GitHub's retry of one already handled):
+    // by its id, and by its signature since the id header is not signed.
+    let mut keys = vec![format!("sig:{}", hex::encode(&sig))];
+    if let Some(id) = headers.get("x-github-delivery").and_then(|v| v.to_str().ok()) {
+        keys.push(format!("id:{}", id.chars().take(128).collect::<String>()));
+    }
+    let fresh = s.deliveries.lock().unwrap_or_else(|e| e.into_inner()).first_time(&keys, std::time::Instant::now());
+    if !fresh {
+        return (StatusCode::OK, "delivery already handled; ignored\n").into_response();
     }
     let event = headers.get("x-github-event").and_then(|v| v.to_str().ok()).unwrap_or("");
     match event {

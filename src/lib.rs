@@ -13,6 +13,7 @@ pub mod core;
 pub mod demo;
 pub mod http;
 pub mod retention;
+pub mod server;
 pub mod sim;
 pub mod sinks;
 pub mod sources;

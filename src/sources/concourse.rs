@@ -58,8 +58,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::telemetry::{
-    RequestOutcome, SourceTelemetry, backoff, base_url, body_excerpt, common_headers, config_error, describe_transport,
-    form_encode, kind_of_status, link_target, next_delay, scrub, url_with,
+    ERROR_BODY_LIMIT, LIST_BODY_LIMIT, RequestOutcome, SourceTelemetry, TOKEN_BODY_LIMIT, backoff, base_url,
+    body_excerpt, common_headers, config_error, describe_transport, form_encode, kind_of_status, link_target,
+    next_delay, read_body, read_body_prefix, scrub, url_with,
 };
 use super::{ConcourseAuth, ConcourseConfig, ErrorKind, Secret, SourceError, WatchedPipeline};
 use crate::core::journey::{BuildFact, BuildId, BuildStatus, Fact, Facts, VersionFact};
@@ -1067,7 +1068,8 @@ impl ConcourseSource {
         };
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            let body = resp.bytes().await.unwrap_or_default();
+            let mut resp = resp;
+            let body = read_body_prefix(&mut resp, ERROR_BODY_LIMIT).await;
             let f = self.failed(
                 kind_of_status(status),
                 what,
@@ -1247,21 +1249,20 @@ impl ConcourseSource {
         auth: Auth<'_>,
         form: Option<String>,
     ) -> Result<(T, HeaderMap), Failed> {
+        // The token answer is small; lists can be long.
+        let limit = if method == Method::POST { TOKEN_BODY_LIMIT } else { LIST_BODY_LIMIT };
         let mut req = self.authorize(self.client.request(method, url.clone()), auth).header(ACCEPT, "application/json");
         if let Some(body) = form {
             req = req.header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
         }
-        let resp = req.send().await.map_err(|e| {
+        let mut resp = req.send().await.map_err(|e| {
             let (kind, detail) = describe_transport(e);
             self.failed(kind, what, detail, None)
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| {
-            let (kind, detail) = describe_transport(e);
-            self.failed(kind, what, detail, Some(status))
-        })?;
         if !(200..300).contains(&status) {
+            let body = read_body_prefix(&mut resp, ERROR_BODY_LIMIT).await;
             let mut f = self.failed(
                 kind_of_status(status),
                 what,
@@ -1275,6 +1276,10 @@ impl ConcourseSource {
                 .map(Duration::from_secs);
             return Err(f);
         }
+        let body = read_body(&mut resp, limit).await.map_err(|e| {
+            let (kind, detail) = e.describe();
+            self.failed(kind, what, detail, Some(status))
+        })?;
         let parsed = serde_json::from_slice::<T>(&body).map_err(|e| {
             self.failed(
                 ErrorKind::Decode,

@@ -33,8 +33,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::telemetry::{
-    RequestOutcome, SourceTelemetry, backoff, base_url, body_excerpt, common_headers, config_error, describe_transport,
-    kind_of_status, link_target, next_delay, same_origin, scrub, url_with,
+    ERROR_BODY_LIMIT, LIST_BODY_LIMIT, RequestOutcome, SourceTelemetry, backoff, base_url, body_excerpt,
+    common_headers, config_error, describe_transport, kind_of_status, link_target, next_delay, read_body,
+    read_body_prefix, same_origin, scrub, url_with,
 };
 use super::{ErrorKind, GithubConfig, SourceError};
 use crate::core::journey::{CommitFact, Fact};
@@ -695,7 +696,7 @@ impl GithubSource {
         req: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<Answer<T>, SourceError> {
-        let resp = req.send().await.map_err(|e| {
+        let mut resp = req.send().await.map_err(|e| {
             let (kind, detail) = describe_transport(e);
             self.err(kind, what, detail)
         })?;
@@ -709,11 +710,8 @@ impl GithubSource {
         if status == 304 {
             return Ok(Answer::NotModified);
         }
-        let body = resp.bytes().await.map_err(|e| {
-            let (kind, detail) = describe_transport(e);
-            self.err(kind, what, detail)
-        })?;
         if !(200..300).contains(&status) {
+            let body = read_body_prefix(&mut resp, ERROR_BODY_LIMIT).await;
             let excerpt = body_excerpt(&body, &self.cfg.token.iter().map(|t| t.expose()).collect::<Vec<_>>());
             let limited = status == 429
                 || (status == 403 && (remaining == Some(0) || excerpt.to_ascii_lowercase().contains("rate limit")));
@@ -728,6 +726,10 @@ impl GithubSource {
             }
             return Err(e);
         }
+        let body = read_body(&mut resp, LIST_BODY_LIMIT).await.map_err(|e| {
+            let (kind, detail) = e.describe();
+            self.err(kind, what, detail)
+        })?;
         // A spent quota: wait for the reset rather than collect a 403.
         if remaining == Some(0)
             && let Some(wait) = until_reset(&headers)

@@ -3,6 +3,7 @@
 
 pub mod concourse;
 pub mod github;
+pub mod redact;
 pub mod telemetry;
 
 use std::fmt;

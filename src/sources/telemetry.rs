@@ -229,25 +229,87 @@ pub(crate) fn describe_transport(e: reqwest::Error) -> (ErrorKind, String) {
 
 /// A short, single-line excerpt of an error body for the error detail.
 pub(crate) fn body_excerpt(body: &[u8], secrets: &[&str]) -> String {
-    // Scrub before cutting: a secret cut at the edge would no longer match.
-    let text = scrub(String::from_utf8_lossy(body).into_owned(), secrets);
+    // Scrub before cutting (a secret cut at the edge would no longer be whole), but only the
+    // start of the body: the excerpt shows 200 characters of it.
+    let head = &body[..body.len().min(EXCERPT_SCAN)];
+    let text = scrub(String::from_utf8_lossy(head).into_owned(), secrets);
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut cut: String = one_line.chars().take(200).collect();
-    if one_line.chars().count() > 200 {
+    if one_line.chars().count() > 200 || head.len() < body.len() {
         cut.push('…');
     }
-    cut
+    // Joining lines can join pieces of a secret that contains spaces.
+    scrub(cut, secrets)
 }
 
-/// Remove every occurrence of each secret from `s` (belt and braces: error texts are built
-/// without credentials, but a server may echo what it was sent).
-pub(crate) fn scrub(mut s: String, secrets: &[&str]) -> String {
-    for secret in secrets.iter().filter(|x| x.len() >= 4) {
-        if s.contains(secret) {
-            s = s.replace(secret, "***");
+/// How much of an error body is searched for secrets and excerpted.
+const EXCERPT_SCAN: usize = 16 << 10;
+
+/// Remove every recognisable encoding of each secret from `s` (error texts are built without
+/// credentials, but a server may echo what it was sent): see [`super::redact`].
+pub(crate) fn scrub(s: String, secrets: &[&str]) -> String {
+    super::redact::redact(&s, secrets)
+}
+
+/// Bounds of what is read of an answer. Lists (builds, commits, resources) are far below it;
+/// a larger answer is an error, counted as `decode`, and is not read further.
+pub(crate) const LIST_BODY_LIMIT: usize = 32 << 20;
+/// A token answer (`/sky/issuer/token`) is a few kilobytes.
+pub(crate) const TOKEN_BODY_LIMIT: usize = 256 << 10;
+/// Of an error answer only an excerpt is shown; the rest is not read.
+pub(crate) const ERROR_BODY_LIMIT: usize = 64 << 10;
+
+/// Why a body could not be read whole.
+pub(crate) enum BodyError {
+    /// Larger than the limit: what the answer announced (Content-Length) or what was read.
+    TooLarge {
+        limit: usize,
+        announced: Option<u64>,
+    },
+    Transport(reqwest::Error),
+}
+
+impl BodyError {
+    /// The kind and a description, for a [`SourceError`].
+    pub(crate) fn describe(self) -> (ErrorKind, String) {
+        match self {
+            BodyError::TooLarge { limit, announced: Some(n) } => {
+                (ErrorKind::Decode, format!("answer of {n} bytes is over the {limit}-byte limit; not read"))
+            }
+            BodyError::TooLarge { limit, announced: None } => {
+                (ErrorKind::Decode, format!("answer is over the {limit}-byte limit; stopped reading"))
+            }
+            BodyError::Transport(e) => describe_transport(e),
         }
     }
-    s
+}
+
+/// Read a body in chunks, stopping at `limit` bytes (a huge answer is never buffered whole).
+pub(crate) async fn read_body(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let announced = resp.content_length();
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit, announced });
+    }
+    let mut body = Vec::with_capacity(announced.unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit, announced: None });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Up to `limit` bytes of a body (an error answer: what comes after is not needed).
+pub(crate) async fn read_body_prefix(resp: &mut reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = vec![];
+    while body.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
+            _ => break,
+        }
+    }
+    body
 }
 
 /// The target of the `Link` relation `rel` (RFC 8288; one header or several, comma-separated).

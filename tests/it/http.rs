@@ -123,3 +123,38 @@ async fn the_landing_page_lists_commits_in_flight_and_escapes_what_it_shows() {
     // The commit should trigger `repo` and no build has taken it for 10 minutes.
     assert!(page.contains(">tests<") && page.contains(">pending<"), "{page}");
 }
+
+/// A verified delivery replayed (same `X-GitHub-Delivery`, or the same signed body under a new
+/// id, since the id is not signed) is answered 200 and wakes nothing; a new push still does.
+#[tokio::test]
+async fn replayed_webhook_deliveries_are_answered_but_trigger_nothing() {
+    let shared = Arc::new(Shared::default());
+    shared.set_webhook(WebhookContext { secret: Secret::new("s3cr3t-hook"), branch: "main".into() });
+    let url = serve(shared.clone()).await;
+    let c = crate::support::client();
+    let push = |body: &'static [u8], delivery: &str| {
+        c.post(format!("{url}/webhooks/github"))
+            .header("x-github-event", "push")
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", sign("s3cr3t-hook", body))
+            .body(body)
+            .send()
+    };
+    let first: &[u8] = br#"{"ref":"refs/heads/main","after":"aaa"}"#;
+    let r = push(first, "72d3162e-cc78-11e3-81ab-4c9367dc0958").await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(woke(&shared).await, "the first delivery polls");
+    for (what, body, delivery) in [
+        ("the same delivery again", first, "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        ("the same body under a new id", first, "00000000-0000-0000-0000-000000000001"),
+    ] {
+        let r = push(body, delivery).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{what}");
+        assert!(r.text().await.unwrap().contains("already handled"), "{what}");
+        assert!(!woke(&shared).await, "{what}: a replay must not poll");
+    }
+    let second: &[u8] = br#"{"ref":"refs/heads/main","after":"bbb"}"#;
+    let r = push(second, "72d3162e-cc78-11e3-81ab-4c9367dc0959").await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(woke(&shared).await, "a new push polls");
+}

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deploy_journey::sim::Sim;
@@ -29,7 +30,7 @@ fn free_port() -> u16 {
 }
 
 /// `examples/lana.yaml` pointed at the simulator, with a webhook secret and a fast poll.
-fn config_text(sim_url: &str, state: &Path, port: u16, poll: &str) -> String {
+pub(crate) fn config_text(sim_url: &str, state: &Path, port: u16, poll: &str) -> String {
     let text = std::fs::read_to_string(LANA).unwrap();
     let out = text
         .replace("https://api.github.com", sim_url)
@@ -53,15 +54,15 @@ fn config_text(sim_url: &str, state: &Path, port: u16, poll: &str) -> String {
 }
 
 /// Every place a secret could show up in `text`: the whole secret, or a 12-character piece of it
-/// (a truncated excerpt), or its base64 (an encoded header or body).
+/// (a truncated excerpt), or the whole secret in an encoding it can travel or be echoed in:
+/// form/URL-encoded, JSON-escaped (also Go's `\u0026` style), HTML-escaped, base64 (alone and
+/// as the basic auth of `deploy-journey:<secret>`, both alphabets).
 fn leaks(text: &str, secrets: &[&str]) -> Vec<String> {
-    use base64::Engine;
     let mut found = vec![];
     for s in secrets {
         let pieces: Vec<String> =
             (0..=s.len().saturating_sub(12)).map(|i| s[i..i + 12.min(s.len())].to_string()).collect();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(s);
-        for p in pieces.iter().chain([&b64]) {
+        for p in pieces.iter().chain(encodings(s).iter()) {
             if text.contains(p.as_str()) {
                 found.push(format!("{s:?} (as {p:?})"));
                 break;
@@ -69,6 +70,44 @@ fn leaks(text: &str, secrets: &[&str]) -> Vec<String> {
         }
     }
     found
+}
+
+fn encodings(s: &str) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let form = {
+        let mut u = reqwest::Url::parse("http://x/").unwrap();
+        u.query_pairs_mut().append_pair("p", s);
+        u.query().unwrap()[2..].to_string()
+    };
+    let pct: String = s
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let json = serde_json::to_string(s).unwrap().trim_matches('"').to_string();
+    let go_json = json.replace('&', "\\u0026").replace('<', "\\u003c").replace('>', "\\u003e");
+    let html = s.replace('&', "&amp;").replace('+', "&#43;").replace('<', "&lt;");
+    let basic = format!("deploy-journey:{s}");
+    vec![
+        form,
+        pct,
+        json,
+        go_json,
+        html,
+        STANDARD.encode(s),
+        URL_SAFE_NO_PAD.encode(s),
+        STANDARD.encode(&basic),
+        URL_SAFE_NO_PAD.encode(&basic),
+    ]
+    .into_iter()
+    .filter(|e| e.as_str() != s)
+    .collect()
 }
 
 struct Exporter {
@@ -600,4 +639,173 @@ fn planted_credentials_share_no_piece() {
         let others: Vec<&str> = all.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, o)| *o).collect();
         assert!(leaks(s, &others).is_empty(), "{s} shares a piece with {:?}", leaks(s, &others));
     }
+}
+
+// Credentials with characters that change under every encoding.
+const ECHO_TOKEN: &str = "ghp_EchoCanary+9f/3@a&b%c1d2e3f4";
+const ECHO_PASSWORD: &str = "S3cr3t+p@ss/w+rd&zz%41echo";
+
+/// An upstream that fails every request and echoes it (its `Authorization` header, its body and
+/// the rest) in its error answer, in a different encoding first each time: as sent, JSON (Go's
+/// escaping), base64 (of the whole request and of `user:password` from the form), URL-encoded
+/// and HTML-escaped. Statuses rotate through 500, 401, 200 (not JSON), 502 and 403.
+async fn echo_upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = n.clone();
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+            let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let rest: String = headers
+                    .iter()
+                    .filter(|(k, _)| *k != "authorization")
+                    .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("")))
+                    .collect();
+                let raw = format!("authorization: {auth}\nbody: {body}\n{method} {uri}\n{rest}");
+                let form: std::collections::HashMap<String, String> =
+                    reqwest::Url::parse(&format!("http://x/?{body}")).unwrap().query_pairs().into_owned().collect();
+                let basic = match (form.get("username"), form.get("password")) {
+                    (Some(u), Some(p)) => format!("upstream auth: Basic {}", STANDARD.encode(format!("{u}:{p}"))),
+                    _ => format!("token: {}", STANDARD.encode(auth.trim_start_matches("Bearer "))),
+                };
+                let json = serde_json::json!({"authorization": auth, "body": body, "uri": uri.to_string()})
+                    .to_string()
+                    .replace('&', "\\u0026");
+                let b64 = format!("request: {}", STANDARD.encode(&raw));
+                let pct = {
+                    let mut u = reqwest::Url::parse("http://x/").unwrap();
+                    u.query_pairs_mut().append_pair("echo", &raw);
+                    u.query().unwrap().to_string()
+                };
+                let html = raw.replace('&', "&amp;").replace('+', "&#43;").replace('<', "&lt;");
+                let mut reps = [raw, json, basic, b64, pct, html];
+                reps.rotate_left(i % 6);
+                let status = [500u16, 401, 200, 502, 403][i % 5];
+                (axum::http::StatusCode::from_u16(status).unwrap(), reps.join("\n"))
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, n)
+}
+
+/// `serve` at trace level against [`echo_upstream`] for both GitHub and Concourse: the echoed
+/// token and password appear in no encoding (nor any 12-character piece) in its log, `/metrics`
+/// or its pages, though the error excerpts are logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_echoed_by_an_upstream_are_scrubbed_in_every_encoding() {
+    init_crypto();
+    let (url, answered) = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = spawn_serve(dir.path(), "echo", &url, ECHO_TOKEN, ECHO_PASSWORD);
+    // Enough cycles (1 s apart, three tries per request) for every encoding to come first.
+    let until = Instant::now() + Duration::from_secs(40);
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 60 {
+        assert!(Instant::now() < until, "the upstream got few requests; log:\n{}", tail(&e.log));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut outputs: Vec<(String, String)> = vec![];
+    for path in ["/metrics", "/", "/api/v1/journeys?state=all", "/readyz"] {
+        outputs.push((path.to_string(), get_text(&format!("{}{path}", e.url)).await));
+    }
+    let log_path = e.log.clone();
+    drop(e);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    outputs.push(("serve log".into(), log.clone()));
+    let mut found = vec![];
+    for (name, text) in &outputs {
+        for l in leaks(text, &[ECHO_TOKEN, ECHO_PASSWORD]) {
+            found.push(format!("{name}: {l}"));
+        }
+    }
+    assert!(found.is_empty(), "secrets leaked:\n{}", found.join("\n"));
+    // The echoes did reach the log: excerpts of every status, with the redactions in them.
+    for status in ["HTTP 500", "HTTP 401", "HTTP 502"] {
+        assert!(log.contains(status), "no {status} excerpt in the log:\n{log}");
+    }
+    assert!(log.contains("authorization: Bearer ***"), "no echoed header in the log:\n{log}");
+    assert!(log.contains("Basic ***") && log.contains("request: ***"), "no echoed base64 in the log:\n{log}");
+    println!(
+        "{} requests echoed; {} log lines searched; {} redactions",
+        answered.load(std::sync::atomic::Ordering::Relaxed),
+        log.lines().count(),
+        log.matches("***").count()
+    );
+}
+
+/// A captured, correctly signed push replayed as fast as it can be sent for 5 s, while distinct
+/// signed pushes arrive too, costs at most one poll cycle per `poll_interval / 6` (here 1 s): a
+/// cycle is 2 requests when nothing changed (GitHub's 304 and one Concourse builds list), so at
+/// most 2 × (5 + 3) requests (the first push polls at once; one regular cycle). Without
+/// coalescing every delivery would poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_flood_stays_within_the_request_budget() {
+    let sim = spawn_sim("lana", 3).await;
+    sim.commit(&["core/src/a.rs"], "feat: first");
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&sim.url, &dir.path().join("s.db"), 0, "6s ");
+    let (addr, _stop) = serve_in_process(&text, dir.path(), None).await;
+    let base = format!("http://{addr}");
+    let c = client();
+    let until = Instant::now() + Duration::from_secs(30);
+    while c.get(format!("{base}/readyz")).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < until, "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests = || sim.sim.stats.total("github") + sim.sim.stats.total("concourse");
+    let before = requests();
+    let captured = r#"{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000001"}"#;
+    let captured_sig = sign(WEBHOOK_SECRET, captured);
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let flood = Duration::from_secs(5);
+    let mut tasks = vec![];
+    for t in 0..8u64 {
+        let (c, base, sig, sent) = (c.clone(), base.clone(), captured_sig.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut k = 0u64;
+            while started.elapsed() < flood {
+                k += 1;
+                // Half the senders replay the captured delivery; the others send new pushes.
+                let (body, sig) = if t % 2 == 0 {
+                    (captured.to_string(), sig.clone())
+                } else {
+                    let b = format!(r#"{{"ref":"refs/heads/main","after":"{t:020}{k:020}"}}"#);
+                    let s = sign(WEBHOOK_SECRET, &b);
+                    (b, s)
+                };
+                let r = c
+                    .post(format!("{base}/webhooks/github"))
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+                    .header("x-hub-signature-256", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{}", r.status());
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = started.elapsed();
+    // A cycle woken at the end finishes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spent = requests() - before;
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let budget = 2 * (took.as_secs() + 3);
+    assert!(sent > 500, "only {sent} deliveries sent");
+    assert!(spent <= budget, "{sent} deliveries in {took:?} cost {spent} upstream requests (budget {budget})");
+    println!("{sent} deliveries in {took:?} cost {spent} upstream requests (budget {budget})");
 }
