@@ -221,24 +221,24 @@ pub struct Traces {
 
 /// Read and validate a configuration file. `env` looks up environment variables.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let origin = path.display().to_string();
-    let text = read_text_bounded(path, MAX_CONFIG_FILE, "a configuration file").map_err(|e| ConfigError {
-        origin: origin.clone(),
-        problems: vec![Problem::new("", format!("cannot read: {e}"))],
-    })?;
-    parse(&text, &origin, env)
+    load_with(path, env, false)
 }
 
 /// Like [`load`], but a credential whose environment variable is unset or empty is not a
 /// problem: it is recorded in [`Config::missing_secrets`], so commands that call no API
 /// (`classify`, `check-config` offline, `watch --from`) run on a machine without secrets.
 pub fn load_lazy(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    load_with(path, env, true)
+}
+
+/// The file, read with a bound (`/dev/zero` is an error, not gigabytes), then [`parse_with`].
+fn load_with(path: &Path, env: &dyn Fn(&str) -> Option<String>, lazy: bool) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = read_text_bounded(path, MAX_CONFIG_FILE, "a configuration file").map_err(|e| ConfigError {
         origin: origin.clone(),
         problems: vec![Problem::new("", format!("cannot read: {e}"))],
     })?;
-    parse_with(&text, &origin, env, true)
+    parse_with(&text, &origin, env, lazy)
 }
 
 /// Validate a configuration given as text; `origin` names it in messages.
@@ -387,16 +387,7 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// Read a secret file, bounded: `/dev/zero` or a huge file must not exhaust memory.
 fn read_secret_file(p: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = vec![];
-    std::fs::File::open(p)?.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_SECRET_FILE {
-        return Err(std::io::Error::other(format!(
-            "larger than {} KiB; a secret file holds one token or password",
-            MAX_SECRET_FILE / 1024
-        )));
-    }
-    String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+    read_text_bounded(p, MAX_SECRET_FILE, "a secret file, which holds one token or password")
 }
 
 /// The largest configuration or web configuration file read: a real one is a few KiB; more is

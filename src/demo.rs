@@ -113,7 +113,6 @@ pub fn write_demo_config(
     };
     let token = write("github-token", "demo-token\n")?;
     let password = write("concourse-password", "viewer-password\n")?;
-    let poll = format!("{}ms", poll_interval.as_millis().max(1));
     let mut text = format!(
         "# Written by `deploy-journey demo`: examples/lana.yaml with the simulated CI at {sim_url}.\n{LANA_CONFIG}"
     );
@@ -123,7 +122,6 @@ pub fn write_demo_config(
         ("token_env: GITHUB_TOKEN", format!("token_file: '{}'", token.display())),
         ("password_env: CONCOURSE_PASSWORD", format!("password_file: '{}'", password.display())),
         ("listen: 0.0.0.0:9853", format!("listen: {listen}")),
-        ("poll_interval: 30s", format!("poll_interval: {poll}")),
         ("state_path: /var/lib/deploy-journey/state.db", format!("state_path: '{}'", state_path.display())),
     ] {
         // The example is compiled in: a setting that moved is a bug here, not a user's problem.
@@ -131,7 +129,11 @@ pub fn write_demo_config(
         text = text.replacen(from, &to, 1);
     }
     let path = write("demo.yaml", &text)?;
-    let cfg = crate::config::load(&path, &|_| None)?;
+    let mut cfg = crate::config::load(&path, &|_| None)?;
+    // The file keeps lana's 30 s, which is what the demo polls in simulated time; in real time
+    // that is `30 s / speed`, below the 1 s floor a real CI's configuration is held to, so it is
+    // set here, after validation. `watch --from` takes the interval from the exporter anyway.
+    cfg.poll_interval = poll_interval;
     Ok((path, cfg))
 }
 

@@ -444,7 +444,7 @@ fn single_mistakes_give_one_problem_naming_the_path() {
         (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: EMPTY_VAR"), "repository.token_env: environment variable EMPTY_VAR is empty".into()),
         (lana.replace("  token_env: GITHUB_TOKEN", &format!("  token_file: {empty}")), format!("repository.token_file: {empty} is empty")),
         // Bounded reads: an endless or binary "secret file" is an error, not a hang or a crash.
-        (lana.replace("  token_env: GITHUB_TOKEN", "  token_file: /dev/zero"), "repository.token_file: cannot read /dev/zero: larger than 64 KiB; a secret file holds one token or password".into()),
+        (lana.replace("  token_env: GITHUB_TOKEN", "  token_file: /dev/zero"), "repository.token_file: cannot read /dev/zero: larger than 64 KiB, too large for a secret file, which holds one token or password".into()),
         (lana.replace("  token_env: GITHUB_TOKEN", &format!("  token_file: {binary}")), format!("repository.token_file: cannot read {binary}: not UTF-8 text")),
         (lana.replace("url: https://ci.galoy.io", "url: ci.galoy.io"), "concourse.url: \"ci.galoy.io\" is not an http(s) URL".into()),
         (lana.replace("    username: deploy-journey\n", ""), "concourse.auth.username: is required with password_file/password_env".into()),
@@ -467,6 +467,11 @@ fn single_mistakes_give_one_problem_naming_the_path() {
         (lana.replace("branch: main", "branch: \"../../etc\""), "repository.branch: \"../../etc\" is not a valid git branch name: it contains '..'".into()),
         (lana.replace("branch: main", "branch: \"-main\""), "repository.branch: \"-main\" is not a valid git branch name: it starts with '-'".into()),
         (lana.replace("branch: main", "branch: \"main.lock\""), "repository.branch: \"main.lock\" is not a valid git branch name: it has a part that ends with '.lock'".into()),
+        // The HTTP server's limits.
+        (lana.replace("retention: 90d", "retention: 90d\nserver: { max_connections: 0 }"), "server.max_connections: 0 is not between 1 and 65536 (default 512)".into()),
+        (lana.replace("retention: 90d", "retention: 90d\nserver: { header_read_timeout: 10ms }"), "server.header_read_timeout: 10ms is too short: at least 1s".into()),
+        (lana.replace("retention: 90d", "retention: 90d\nserver: { request_timeout: 2h }"), "server.request_timeout: 2h is too long: at most 1h".into()),
+        (lana.replace("retention: 90d", "retention: 90d\nserver: { max_conections: 5 }"), "server: unknown field `max_conections`".into()),
         // Nesting is bounded before the parser spends seconds on it.
         (lana.replace("retention: 90d", &format!("retention: {}{}", "[".repeat(50_000), "]".repeat(50_000))), "nesting deeper than 64 levels at line 45".into()),
     ];
@@ -485,8 +490,9 @@ fn single_mistakes_give_one_problem_naming_the_path() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // The whole table, the 50,000-deep nesting included, is quick (it took 8 s alone).
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+    // The 50,000-deep nesting is refused by the depth bound before the parser runs (it took 8 s
+    // in the parser alone); the figure is printed, not asserted (no timed tests).
+    println!("config table of {} edits: {:?}", table.len(), started.elapsed());
     // A UTF-8 byte order mark (Windows editors) is not part of the YAML.
     let cfg = config::parse(&format!("\u{feff}{lana}"), "c.yaml", &env);
     assert!(cfg.is_ok(), "{:?}", cfg.err().map(|e| e.lines()));
