@@ -546,3 +546,98 @@ async fn an_older_rc_hanging_at_testflight_is_stuck_whatever_it_carries() {
         n as i64 * POLL
     );
 }
+
+/// Staging fails for commit a; a rerun of that build succeeds three hours later. a is deployed
+/// once, at the rerun's end (the lead time runs to it); the failed build stays an attempt, the
+/// deployment is counted once, and no staging build is left running.
+#[tokio::test]
+async fn a_staging_rerun_after_a_failure_deploys_once_at_its_end() {
+    let r = run_scenario("staging-fails-then-rerun.yaml", "lana").await;
+    check_against_truth(&r);
+    let a = r.journey("a");
+    let st = stage(a, "staging");
+    assert_eq!(st.attempts.len(), 2, "{:?}", st.attempts);
+    assert_eq!(st.attempts[0].status, deploy_journey::core::journey::BuildStatus::Failed);
+    assert_eq!(st.attempts[1].rerun_of, Some(st.attempts[0].build_id));
+    assert_eq!(st.state, StageState::Succeeded);
+    assert_eq!((a.outcome, a.failed_stage.as_deref()), (Outcome::Deployed, None), "a rerun of its own build");
+    assert_eq!(a.deployed_at.get("staging").copied(), st.attempts[1].end);
+    assert_eq!(lead(a), st.attempts[1].end.unwrap() - a.commit_time);
+    assert!(lead(a) > 3 * 3600, "{}", lead(a));
+    // The history before the run has deployments of its own; the run adds one.
+    let before = r
+        .facts
+        .builds
+        .values()
+        .filter(|b| {
+            b.job == "galoy-staging-lana-bank" && b.status == deploy_journey::core::journey::BuildStatus::Succeeded
+        })
+        .filter(|b| b.end.is_some_and(|e| e < a.commit_time))
+        .count() as f64;
+    let m = metric_lines(&r);
+    assert_eq!(m["deploy_journey_deployments_total{environment=\"staging\"}"], before + 1.0, "one deployment");
+    assert_eq!(m["deploy_journey_stage_running_builds{stage=\"staging\",status=\"started\"}"], 0.0);
+}
+
+/// a's testflight build is aborted ten minutes in. Concourse starts no other build of the job
+/// until a new version arrives, so until b lands a's journey stops at testflight: failed there
+/// (aborted), not running, not pending behind a build, and the stage is not stuck (nothing
+/// runs). b then carries a to staging: a is superseded, not failed on its own (a person
+/// stopped the build; it is not a's failure).
+#[tokio::test]
+async fn an_aborted_testflight_build_while_a_commit_waits() {
+    let mut mid: Option<Derived> = None;
+    let r = run_scenario_each("testflight-aborted.yaml", "lana", |facts, core, now| {
+        if now == START + 3 * 3600 {
+            mid = Some(derive(facts, core, now));
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    let mid = mid.unwrap();
+    let a_mid = mid.journeys.iter().find(|j| j.sha == r.shas["a"]).unwrap();
+    let tf = stage(a_mid, "testflight");
+    assert_eq!(tf.attempts.len(), 1, "{tf:?}");
+    assert_eq!(tf.attempts[0].status, deploy_journey::core::journey::BuildStatus::Aborted);
+    assert_eq!(tf.state, StageState::Failed, "{tf:?}");
+    assert_eq!(a_mid.outcome, Outcome::Failed);
+    assert_eq!(a_mid.failed_stage.as_deref(), Some("testflight"));
+    let core = r.cfg.core();
+    let ti = core.stages.iter().position(|s| s.name == "testflight").unwrap();
+    assert!(mid.stages[ti].running.is_empty() && !mid.stages[ti].stuck, "{:?}", mid.stages[ti]);
+
+    let a = r.journey("a");
+    assert!(a.ended, "{:?}", a.stages);
+    assert_eq!(a.outcome, Outcome::Superseded, "an aborted build is no failure of a's: {:?}", a.failed_stage);
+    assert_eq!(a.carried_by.as_deref(), Some(r.shas["b"].as_str()));
+    assert_eq!(a.deployed_at, r.journey("b").deployed_at);
+}
+
+/// A `[ci skip]` commit followed an hour later by a triggering one: the skipped commit rides at
+/// tests (never pending, never "not picked up") until the triggering commit's builds carry it,
+/// then it is credited with them and reaches staging with that deploy.
+#[tokio::test]
+async fn a_skipped_commit_rides_then_ships_with_the_triggering_commit() {
+    let mut before: Option<Derived> = None;
+    let r = run_scenario_each("ci-skip-then-trigger.yaml", "lana", |facts, core, now| {
+        if now == START + 55 * 60 {
+            before = Some(derive(facts, core, now));
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    let before = before.unwrap();
+    let s = before.journeys.iter().find(|j| j.sha == r.shas["skip"]).unwrap();
+    assert_eq!(stage(s, "tests").state, StageState::Riding);
+    assert!(!s.not_picked_up && !s.ended);
+
+    let s = r.journey("skip");
+    let n = r.journey("next");
+    assert_eq!(n.outcome, Outcome::Deployed);
+    assert!(s.ended && !s.not_picked_up, "{:?}", s.stages);
+    assert_eq!(s.outcome, Outcome::Skipped);
+    assert_eq!(s.deployed_at, n.deployed_at);
+    let ids = |j: &Journey| stage(j, "tests").attempts.iter().map(|a| a.build_id).collect::<Vec<_>>();
+    assert_eq!(ids(s), ids(n), "the triggering commit's test builds carry the skipped one");
+    assert!(s.stages.iter().all(|x| matches!(x.state, StageState::Succeeded | StageState::NotApplicable)));
+}
