@@ -70,6 +70,13 @@ pub enum Action {
         build_name: Option<String>,
         by: String,
     },
+    /// Trigger a new build of a job by hand (`fly trigger-job`): it takes the newest inputs when
+    /// it starts, whether or not they are new.
+    Trigger {
+        pipeline: String,
+        job: String,
+        by: String,
+    },
     /// Open a pull request with the given content (a human's PR, for `watch --merge`).
     OpenPull {
         repo: String,
@@ -640,6 +647,11 @@ impl World {
             Action::Rerun { pipeline, job, build_name, by } => {
                 if let Some((p, j)) = self.job_index(&pipeline, &job) {
                     self.rerun(p, j, build_name.as_deref(), &by);
+                }
+            }
+            Action::Trigger { pipeline, job, by } => {
+                if let Some((p, j)) = self.job_index(&pipeline, &job) {
+                    self.trigger_job(p, j, &by);
                 }
             }
             Action::OpenPull { repo, number_hint, title, head, files, author } => {
@@ -1458,6 +1470,37 @@ impl World {
             end_time: None,
             rerun_of: Some(orig),
             rerun_number: Some(reruns + 1),
+            created_by: Some(by.to_string()),
+            inputs: vec![],
+            outputs: vec![],
+            log: vec![],
+            plan: None,
+        });
+        self.schedule(now + SCHEDULER_DELAY, Event::TryStart { build: id });
+    }
+
+    /// `fly trigger-job`: a new numbered build, created pending like a scheduled one (inputs are
+    /// chosen when it starts, atc/db/job.go `CreateBuild` + the scheduler), but whether or not
+    /// any input is new, and alongside an already pending build: a manual build is not the one
+    /// pending build the scheduler keeps per job.
+    fn trigger_job(&mut self, p: usize, j: usize, by: &str) {
+        let now = self.now;
+        let id = self.concourse.builds.len() as i64 + 1;
+        let job = &mut self.concourse.pipelines[p].jobs[j];
+        let name = job.next_build_number.to_string();
+        job.next_build_number += 1;
+        job.builds.push(id);
+        self.concourse.builds.push(Build {
+            id,
+            pipeline: p,
+            job: j,
+            name,
+            status: BuildStatus::Pending,
+            create_time: now,
+            start_time: None,
+            end_time: None,
+            rerun_of: None,
+            rerun_number: None,
             created_by: Some(by.to_string()),
             inputs: vec![],
             outputs: vec![],

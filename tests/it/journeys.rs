@@ -641,3 +641,32 @@ async fn a_skipped_commit_rides_then_ships_with_the_triggering_commit() {
     assert_eq!(ids(s), ids(n), "the triggering commit's test builds carry the skipped one");
     assert!(s.stages.iter().all(|x| matches!(x.state, StageState::Succeeded | StageState::NotApplicable)));
 }
+
+/// A frontend-only commit and no backend commit after it: it waits at build-rc (no build
+/// carries it, none is running) until someone triggers build-rc by hand; the manual RC carries
+/// it (the newest admin-panel-src that passed its edge job) and it reaches staging with it.
+#[tokio::test]
+async fn a_frontend_only_commit_ships_with_a_manually_triggered_rc() {
+    let mut before: Option<Derived> = None;
+    let r = run_scenario_each("frontend-only-manual-rc.yaml", "lana", |facts, core, now| {
+        if now == START + 55 * 60 {
+            before = Some(derive(facts, core, now));
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    let before = before.unwrap();
+    let ui = before.journeys.iter().find(|j| j.sha == r.shas["ui"]).unwrap();
+    assert_eq!(stage(ui, "edge-images").state, StageState::Succeeded);
+    let rc = stage(ui, "build-rc");
+    assert_eq!(rc.state, StageState::Pending, "{rc:?}");
+    assert_eq!(rc.waits_for, Some(deploy_journey::core::journey::WaitsFor::NoBuild));
+    assert!(!ui.not_picked_up, "its edge image was built");
+
+    let ui = r.journey("ui");
+    assert!(ui.ended && ui.outcome == Outcome::Deployed, "{:?} {:?}", ui.outcome, ui.stages);
+    let rc = &stage(ui, "build-rc").attempts;
+    assert_eq!(rc.len(), 1, "{rc:?}");
+    assert!(rc[0].start.unwrap() >= START + 3600, "the manual build: {:?}", rc[0]);
+    assert!(lead(ui) > 3600);
+}
