@@ -670,3 +670,41 @@ async fn a_frontend_only_commit_ships_with_a_manually_triggered_rc() {
     assert!(rc[0].start.unwrap() >= START + 3600, "the manual build: {:?}", rc[0]);
     assert!(lead(ui) > 3600);
 }
+
+/// Once the triggering commit's builds carry a `[ci skip]` commit, the two travel together: at
+/// every poll after that, the skipped commit's state and what it waits for at each stage are the
+/// triggering commit's (it no longer "rides with the next triggering commit": that commit came).
+#[tokio::test]
+async fn a_carried_skipped_commit_travels_with_the_triggering_commit() {
+    let mut diffs: Vec<String> = vec![];
+    let mut compared = 0;
+    let mut shas: Option<(String, String)> = None;
+    let r = run_scenario_each("ci-skip-then-trigger.yaml", "lana", |facts, core, now| {
+        let d = derive(facts, core, now);
+        let order: Vec<&Journey> = d.journeys.iter().filter(|j| j.commit_time >= START).collect();
+        let (Some(s), Some(n)) = (order.first(), order.get(1)) else { return };
+        shas.get_or_insert_with(|| (s.sha.clone(), n.sha.clone()));
+        if stage(s, "tests").attempts.is_empty() {
+            return;
+        }
+        compared += 1;
+        for (a, b) in s.stages.iter().zip(&n.stages) {
+            if (a.state, &a.waits_for) != (b.state, &b.waits_for) {
+                diffs.push(format!(
+                    "+{} s {}: skipped {:?} {:?}, triggering {:?} {:?}",
+                    now - START,
+                    a.name,
+                    a.state,
+                    a.waits_for,
+                    b.state,
+                    b.waits_for
+                ));
+            }
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    assert_eq!(shas, Some((r.shas["skip"].clone(), r.shas["next"].clone())));
+    assert!(compared > 100, "{compared} polls compared");
+    assert!(diffs.is_empty(), "{} polls differ:\n{}", diffs.len(), diffs.join("\n"));
+}
