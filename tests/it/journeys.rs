@@ -708,3 +708,64 @@ async fn a_carried_skipped_commit_travels_with_the_triggering_commit() {
     assert!(compared > 100, "{compared} polls compared");
     assert!(diffs.is_empty(), "{} polls differ:\n{}", diffs.len(), diffs.join("\n"));
 }
+
+/// a's testflight build hangs for two hours and is then aborted; b lands 20 minutes after a.
+/// testflight is not serial, so b's build runs beside a's, carries a too and succeeds: both are
+/// done at testflight while a's own build still hangs, and the stage is stuck on that build
+/// alone until the abort. a is superseded (an abort is not a's failure), its aborted build an
+/// attempt, and b is deployed.
+#[tokio::test]
+async fn two_testflight_builds_at_once_one_hangs_and_is_aborted() {
+    use deploy_journey::core::journey::{BuildStatus, WaitsFor};
+    // (now, a's testflight state, b's testflight state and waits_for, running statuses, oldest age, stuck)
+    type Seen = (i64, StageState, StageState, Option<WaitsFor>, Vec<BuildStatus>, i64, bool);
+    let mut seen: Vec<Seen> = vec![];
+    let r = run_scenario_each("testflight-two-builds-one-aborted.yaml", "lana", |facts, core, now| {
+        let d = derive(facts, core, now);
+        let tf = core.stages.iter().position(|s| s.name == "testflight").unwrap();
+        let js: Vec<&Journey> = d.journeys.iter().filter(|j| j.commit_time >= START).collect();
+        let (Some(a), Some(b)) = (js.first(), js.get(1)) else { return };
+        let sn = &d.stages[tf];
+        seen.push((
+            now,
+            a.stages[tf].state,
+            b.stages[tf].state,
+            b.stages[tf].waits_for.clone(),
+            sn.running.iter().map(|x| x.status).collect(),
+            sn.oldest_running_age,
+            sn.stuck,
+        ));
+    })
+    .await;
+    check_against_truth(&r);
+    let a = r.journey("a");
+    let b = r.journey("b");
+    let tf = stage(a, "testflight");
+    assert_eq!(tf.attempts.len(), 2, "{:?}", tf.attempts);
+    assert_eq!(tf.attempts[0].status, deploy_journey::core::journey::BuildStatus::Aborted);
+    assert!(tf.attempts[0].own && tf.attempts[0].end.unwrap() - tf.attempts[0].start.unwrap() == 2 * 3600);
+    assert_eq!(tf.attempts[1].build_id, stage(b, "testflight").attempts[0].build_id);
+    assert_eq!((a.outcome, b.outcome), (Outcome::Superseded, Outcome::Deployed), "{:?}", a.failed_stage);
+    assert_eq!(a.deployed_at, b.deployed_at);
+
+    // testflight is not serial (lana-pipeline.md §2.2): b's build starts beside a's hanging one.
+    let both = seen.iter().filter(|s| s.1 == StageState::Running && s.2 == StageState::Running).count();
+    assert!(both > 0 && seen.iter().any(|s| s.4 == vec![BuildStatus::Started, BuildStatus::Started]));
+    // Then b's build carried a through: both are done at testflight while a's own build still
+    // hangs, and the stage is stuck on it with no commit in flight there.
+    let alone = seen
+        .iter()
+        .filter(|s| s.1 == StageState::Succeeded && s.2 == StageState::Succeeded && s.4 == vec![BuildStatus::Started])
+        .filter(|s| s.6)
+        .count();
+    assert!(alone as i64 * POLL > 30 * 60, "stuck on a's aborted-to-be build alone for {} polls", alone);
+    for (now, _, _, _, running, age, stuck) in &seen {
+        assert_eq!(*stuck, *age > 20 * 60, "+{}", now - START);
+        if running.is_empty() {
+            assert_eq!(*age, 0);
+        }
+    }
+    let end = tf.attempts[0].end.unwrap();
+    assert!(seen.iter().filter(|s| s.0 > end + POLL).all(|s| !s.6), "not stuck after the abort");
+    assert!(seen.iter().any(|s| s.6), "stuck while a's build hung");
+}
