@@ -77,6 +77,12 @@ pub enum Action {
         job: String,
         by: String,
     },
+    /// `fly pause-job` (`paused: true`) or `fly unpause-job`.
+    Pause {
+        pipeline: String,
+        job: String,
+        paused: bool,
+    },
     /// Open a pull request with the given content (a human's PR, for `watch --merge`).
     OpenPull {
         repo: String,
@@ -356,6 +362,7 @@ impl World {
                 groups: js.groups.clone(),
                 builds: vec![],
                 next_build_number: 1,
+                paused: false,
             });
             jrts.push(JobRt {
                 spec: js.clone(),
@@ -652,6 +659,13 @@ impl World {
             Action::Trigger { pipeline, job, by } => {
                 if let Some((p, j)) = self.job_index(&pipeline, &job) {
                     self.trigger_job(p, j, &by);
+                }
+            }
+            Action::Pause { pipeline, job, paused } => {
+                if let Some((p, j)) = self.job_index(&pipeline, &job) {
+                    self.concourse.pipelines[p].jobs[j].paused = paused;
+                    // Unpaused, the scheduler looks at the job again; its pending builds start.
+                    self.dirty.insert(p);
                 }
             }
             Action::OpenPull { repo, number_hint, title, head, files, author } => {
@@ -969,7 +983,8 @@ impl World {
 
     fn schedule_job(&mut self, p: usize, j: usize) {
         let job = &self.concourse.pipelines[p].jobs[j];
-        if job.inputs.iter().all(|i| !i.trigger) {
+        // A paused job gets no new builds (atc/scheduler skips paused jobs).
+        if job.paused || job.inputs.iter().all(|i| !i.trigger) {
             return;
         }
         let has_pending = job.builds.iter().rev().take(8).any(|b| {
@@ -1079,6 +1094,11 @@ impl World {
         }
         let (p, j) = (b.pipeline, b.job);
         let job = &self.concourse.pipelines[p].jobs[j];
+        if job.paused {
+            // Pending builds of a paused job wait (a manual trigger or rerun stays pending).
+            self.schedule(now + 60, Event::TryStart { build: id });
+            return;
+        }
         if job.serial {
             let busy =
                 job.builds.iter().any(|x| self.concourse.build(*x).is_some_and(|x| x.status == BuildStatus::Started));

@@ -321,16 +321,21 @@ async fn the_same_scenarios_on_the_two_repo_layout() {
 
 /// `/metrics` of a run as the exporter renders it (no source counters): sample line → value.
 fn metric_lines(r: &Run) -> BTreeMap<String, f64> {
+    metric_lines_of(r, &r.facts, &r.derived, r.sim.now())
+}
+
+/// `metric_lines` of facts and journeys derived from them at `now`.
+fn metric_lines_of(r: &Run, facts: &Facts, derived: &Derived, now: i64) -> BTreeMap<String, f64> {
     let core = r.cfg.core();
-    let builds = deploy_journey::core::journey::stage_builds(&r.facts, &core, &r.derived);
+    let builds = deploy_journey::core::journey::stage_builds(facts, &core, derived);
     let sources = SourceTelemetry::new().snapshots();
     let baseline = deploy_journey::sinks::metrics::Baseline::default();
     let text = deploy_journey::sinks::metrics::render_text(&deploy_journey::sinks::metrics::MetricsInput {
-        derived: &r.derived,
+        derived,
         stage_builds: &builds,
         core: &core,
         sources: &sources,
-        now: r.sim.now(),
+        now,
         poll_interval_secs: 30,
         version: "0.0.0-test",
         baseline: &baseline,
@@ -768,4 +773,45 @@ async fn two_testflight_builds_at_once_one_hangs_and_is_aborted() {
     let end = tf.attempts[0].end.unwrap();
     assert!(seen.iter().filter(|s| s.0 > end + POLL).all(|s| !s.6), "not stuck after the abort");
     assert!(seen.iter().any(|s| s.6), "stuck while a's build hung");
+}
+
+/// The staging job is paused while commit a reaches it, and unpaused after four hours. What the
+/// exporter says meanwhile: a is pending at staging with no build, the stage runs no build and is
+/// not stuck (nothing runs), and the signal is the pending commit's age since it became ready
+/// (`stage_oldest_in_flight_seconds{state="pending"}`). Unpaused, the job deploys a; the lead
+/// time includes the pause.
+#[tokio::test]
+async fn a_paused_staging_job_leaves_the_commit_pending_with_no_build() {
+    let at = START + 3 * 3600;
+    let mut mid: Option<(Facts, Derived)> = None;
+    let r = run_scenario_each("staging-job-paused.yaml", "lana", |facts, core, now| {
+        if now == at {
+            mid = Some((facts.clone(), derive(facts, core, now)));
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    let (facts, d) = mid.unwrap();
+    let a = d.journeys.iter().find(|j| j.sha == r.shas["a"]).unwrap();
+    let st = stage(a, "staging");
+    assert_eq!(st.state, StageState::Pending, "{st:?}");
+    assert_eq!(st.waits_for, Some(deploy_journey::core::journey::WaitsFor::NoBuild));
+    let ready = st.ready_at.unwrap();
+    assert!(at - ready > 3600, "ready {} s before", at - ready);
+    assert!(!a.not_picked_up);
+    let m = metric_lines_of(&r, &facts, &d, at);
+    assert_eq!(m["deploy_journey_stage_in_flight{stage=\"staging\",state=\"pending\"}"], 1.0);
+    assert_eq!(
+        m["deploy_journey_stage_oldest_in_flight_seconds{stage=\"staging\",state=\"pending\"}"],
+        (at - ready) as f64
+    );
+    assert_eq!(m["deploy_journey_stage_running_builds{stage=\"staging\",status=\"pending\"}"], 0.0);
+    assert_eq!(m["deploy_journey_stage_running_builds{stage=\"staging\",status=\"started\"}"], 0.0);
+    assert_eq!(m["deploy_journey_stage_stuck{stage=\"staging\"}"], 0.0);
+
+    let a = r.journey("a");
+    assert_eq!(a.outcome, Outcome::Deployed);
+    let st = stage(a, "staging");
+    assert!(st.start.unwrap() >= START + 4 * 3600, "{st:?}");
+    assert_eq!(lead(a), st.end.unwrap() - a.commit_time);
 }
