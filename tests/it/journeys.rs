@@ -296,6 +296,11 @@ async fn the_same_scenarios_on_the_two_repo_layout() {
         "testflight-fails-then-fix.yaml",
         "testflight-27m.yaml",
         "staging-deploys-descendant.yaml",
+        "staging-fails-then-rerun.yaml",
+        "testflight-aborted.yaml",
+        "ci-skip-then-trigger.yaml",
+        "testflight-two-builds-one-aborted.yaml",
+        "staging-job-paused.yaml",
     ];
     for f in all {
         let text = std::fs::read_to_string(format!("{}/tests/scenarios/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
