@@ -640,6 +640,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                     _ => ready_at = None,
                 }
             }
+            let carried = stages.iter().any(|s| !s.attempts.is_empty());
             let mut attempts = vec![];
             let mut job_states = vec![];
             for j in &expected {
@@ -707,8 +708,10 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                 StageState::Running
             } else if job_states.contains(&StageState::Failed) {
                 StageState::Failed
-            } else if ready_at.is_some() && passive && attempts.is_empty() {
-                // No stage builds a passive commit on its own: it is not pending, it rides.
+            } else if ready_at.is_some() && passive && attempts.is_empty() && !carried {
+                // No stage builds a passive commit on its own: until a triggering commit's
+                // build carries it, it is not pending, it rides. Once one did, it travels
+                // with that commit and waits where that commit waits.
                 StageState::Riding
             } else if ready_at.is_some() {
                 StageState::Pending
@@ -909,11 +912,17 @@ fn waits_for(st: &StageDef, stages: &[StageJourney], si: usize, now: &StageNow) 
             if let Some(q) = queued {
                 return Some(WaitsFor::Queued(q.clone()));
             }
+            // Started builds sort first: a pending one behind them waits too.
             let busy = now
                 .running
                 .iter()
                 .find(|r| sj.expected_jobs.contains(&r.job) && !sj.attempts.iter().any(|a| a.build_id == r.build_id));
             Some(match busy {
+                // A pending build (not a rerun) has no inputs yet: Concourse gives it the
+                // newest versions when it starts, so nothing ahead of it, it is this commit's.
+                Some(b) if b.status == BuildStatus::Pending && b.rerun_of.is_none() && b.head.is_none() => {
+                    WaitsFor::Queued(b.clone())
+                }
                 Some(b) => WaitsFor::Busy(b.clone()),
                 None => WaitsFor::NoBuild,
             })
@@ -1350,6 +1359,41 @@ stages:
                 ("waiting", Some("waiting for upstream tests (pending)")),
             ],
         );
+        // What Concourse shows of a build that has not started: no inputs yet (it takes the
+        // newest versions when it starts, so a created one that is not a rerun is c1's).
+        let no_inputs = |id: i64, job: &str, rerun_of: Option<i64>| {
+            let Fact::Build(mut b) = build(id, job, Queued, None, None, 0) else { unreachable!() };
+            b.inputs.clear();
+            b.resources_known = false;
+            b.rerun_of = rerun_of;
+            Fact::Build(b)
+        };
+        check(
+            vec![no_inputs(4, "t1", None)],
+            1,
+            vec![
+                ("pending", Some("its build t1 #4 is queued (pending, not started)")),
+                ("waiting", Some("waiting for upstream tests (pending)")),
+            ],
+        );
+        // Behind a started build, it waits for that one; a queued rerun takes an old build's
+        // inputs, so it is not c1's.
+        check(
+            vec![build(1, "t1", Started, Some(1_100), None, 0), no_inputs(4, "t1", None)],
+            1,
+            vec![
+                ("pending", Some("the stage is busy with build t1 #1 (started, carrying c000000)")),
+                ("waiting", Some("waiting for upstream tests (pending)")),
+            ],
+        );
+        check(
+            vec![no_inputs(4, "t1", Some(1))],
+            1,
+            vec![
+                ("pending", Some("the stage is busy with build t1 #4 (pending, carrying no known commit)")),
+                ("waiting", Some("waiting for upstream tests (pending)")),
+            ],
+        );
         // c1's tests failed: testflight waits for them.
         check(
             vec![
@@ -1378,6 +1422,13 @@ stages:
             vec![("running", None), ("waiting", Some("waiting for upstream tests (running)"))],
         );
         assert!(j.stages[0].attempts.iter().all(|a| !a.own));
+        // Once a triggering commit's builds carried it, it no longer rides: it waits where that
+        // build's commit waits (here for a testflight build, like c3 itself).
+        let tests_on_c3 = || {
+            vec![build(6, "t1", Done, Some(5_000), Some(5_500), 3), build(7, "t2", Done, Some(5_000), Some(5_600), 3)]
+        };
+        check(tests_on_c3(), 2, vec![("succeeded", None), ("pending", Some("no build yet"))]);
+        check(tests_on_c3(), 3, vec![("succeeded", None), ("pending", Some("no build yet"))]);
         // A deployed journey waits for nothing.
         let j = check(c0_deployed(), 0, vec![("succeeded", None), ("succeeded", None)]);
         assert!(j.ended);

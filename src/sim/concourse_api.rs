@@ -537,6 +537,10 @@ fn job_json(c: &Concourse, p: &Pipeline, job: &Job) -> Value {
     if !job.groups.is_empty() {
         o["groups"] = json!(job.groups);
     }
+    // `paused` is omitempty in atc.Job.
+    if job.paused {
+        o["paused"] = json!(true);
+    }
     // As if build log retention were configured and nothing reaped yet: the oldest build.
     if let Some(first) = job.builds.iter().min() {
         o["first_logged_build_id"] = json!(first);
@@ -1652,6 +1656,7 @@ mod tests {
             groups: vec![],
             builds: builds.iter().map(|b| b.id).collect(),
             next_build_number: 1,
+            paused: false,
         };
         let res = |n: &str, t: &str| Resource {
             name: n.into(),

@@ -70,6 +70,19 @@ pub enum Action {
         build_name: Option<String>,
         by: String,
     },
+    /// Trigger a new build of a job by hand (`fly trigger-job`): it takes the newest inputs when
+    /// it starts, whether or not they are new.
+    Trigger {
+        pipeline: String,
+        job: String,
+        by: String,
+    },
+    /// `fly pause-job` (`paused: true`) or `fly unpause-job`.
+    Pause {
+        pipeline: String,
+        job: String,
+        paused: bool,
+    },
     /// Open a pull request with the given content (a human's PR, for `watch --merge`).
     OpenPull {
         repo: String,
@@ -349,6 +362,7 @@ impl World {
                 groups: js.groups.clone(),
                 builds: vec![],
                 next_build_number: 1,
+                paused: false,
             });
             jrts.push(JobRt {
                 spec: js.clone(),
@@ -640,6 +654,18 @@ impl World {
             Action::Rerun { pipeline, job, build_name, by } => {
                 if let Some((p, j)) = self.job_index(&pipeline, &job) {
                     self.rerun(p, j, build_name.as_deref(), &by);
+                }
+            }
+            Action::Trigger { pipeline, job, by } => {
+                if let Some((p, j)) = self.job_index(&pipeline, &job) {
+                    self.trigger_job(p, j, &by);
+                }
+            }
+            Action::Pause { pipeline, job, paused } => {
+                if let Some((p, j)) = self.job_index(&pipeline, &job) {
+                    self.concourse.pipelines[p].jobs[j].paused = paused;
+                    // Unpaused, the scheduler looks at the job again; its pending builds start.
+                    self.dirty.insert(p);
                 }
             }
             Action::OpenPull { repo, number_hint, title, head, files, author } => {
@@ -957,7 +983,8 @@ impl World {
 
     fn schedule_job(&mut self, p: usize, j: usize) {
         let job = &self.concourse.pipelines[p].jobs[j];
-        if job.inputs.iter().all(|i| !i.trigger) {
+        // A paused job gets no new builds (atc/scheduler skips paused jobs).
+        if job.paused || job.inputs.iter().all(|i| !i.trigger) {
             return;
         }
         let has_pending = job.builds.iter().rev().take(8).any(|b| {
@@ -1067,6 +1094,11 @@ impl World {
         }
         let (p, j) = (b.pipeline, b.job);
         let job = &self.concourse.pipelines[p].jobs[j];
+        if job.paused {
+            // Pending builds of a paused job wait (a manual trigger or rerun stays pending).
+            self.schedule(now + 60, Event::TryStart { build: id });
+            return;
+        }
         if job.serial {
             let busy =
                 job.builds.iter().any(|x| self.concourse.build(*x).is_some_and(|x| x.status == BuildStatus::Started));
@@ -1458,6 +1490,37 @@ impl World {
             end_time: None,
             rerun_of: Some(orig),
             rerun_number: Some(reruns + 1),
+            created_by: Some(by.to_string()),
+            inputs: vec![],
+            outputs: vec![],
+            log: vec![],
+            plan: None,
+        });
+        self.schedule(now + SCHEDULER_DELAY, Event::TryStart { build: id });
+    }
+
+    /// `fly trigger-job`: a new numbered build, created pending like a scheduled one (inputs are
+    /// chosen when it starts, atc/db/job.go `CreateBuild` + the scheduler), but whether or not
+    /// any input is new, and alongside an already pending build: a manual build is not the one
+    /// pending build the scheduler keeps per job.
+    fn trigger_job(&mut self, p: usize, j: usize, by: &str) {
+        let now = self.now;
+        let id = self.concourse.builds.len() as i64 + 1;
+        let job = &mut self.concourse.pipelines[p].jobs[j];
+        let name = job.next_build_number.to_string();
+        job.next_build_number += 1;
+        job.builds.push(id);
+        self.concourse.builds.push(Build {
+            id,
+            pipeline: p,
+            job: j,
+            name,
+            status: BuildStatus::Pending,
+            create_time: now,
+            start_time: None,
+            end_time: None,
+            rerun_of: None,
+            rerun_number: None,
             created_by: Some(by.to_string()),
             inputs: vec![],
             outputs: vec![],

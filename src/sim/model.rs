@@ -280,6 +280,8 @@ pub struct Job {
     /// Builds of this job, in creation order.
     pub builds: Vec<BuildId>,
     pub next_build_number: u64,
+    /// `fly pause-job`: no new builds are scheduled and pending ones do not start; checks go on.
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -93,8 +93,8 @@ fn default_run_for() -> Duration {
     Duration::from_secs(6 * 3600)
 }
 
-/// One event: `at` plus exactly one of `commit`, `job` + `next_build`, `rerun`, `pull_request`,
-/// `review`. (A struct of options rather than an enum: `deny_unknown_fields` does not work with
+/// One event: `at` plus exactly one of `commit`, `job` + `next_build`, `rerun`, `trigger`,
+/// `pause`, `unpause`, `pull_request`, `review`. (A struct of options rather than an enum: `deny_unknown_fields` does not work with
 /// `#[serde(flatten)]`, and an enum tag would make the YAML less readable.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,9 +112,17 @@ struct RawEvent {
     /// With `rerun`: the build name to rerun (default: the job's latest non-rerun build).
     #[serde(default)]
     build: Option<String>,
-    /// With `rerun`: who reruns it.
+    /// With `rerun` or `trigger`: who does it.
     #[serde(default)]
     by: Option<String>,
+    /// Trigger a new build of `pipeline/job` by hand (`fly trigger-job`).
+    #[serde(default)]
+    trigger: Option<String>,
+    /// `fly pause-job` / `fly unpause-job` on `pipeline/job`.
+    #[serde(default)]
+    pause: Option<String>,
+    #[serde(default)]
+    unpause: Option<String>,
     #[serde(default)]
     pull_request: Option<RawPull>,
     #[serde(default)]
@@ -212,6 +220,10 @@ fn default_author() -> String {
 ///     next_build: { fail_first_attempt: true }   # and/or result: failed, duration: 27m
 ///   - at: 40m
 ///     rerun: lana-bank/test-bats                 # optional build: "3", by: carol
+///   - at: 45m
+///     trigger: lana-bank/build-rc                # fly trigger-job; optional by: carol
+///   - at: 46m
+///     pause: galoy-staging/galoy-staging-lana-bank   # fly pause-job; later unpause: the same
 ///   - at: 50m
 ///     pull_request: { number: 4242, title: "feat: z", files: [core/z.rs], author: bob }
 ///   - at: 51m
@@ -322,17 +334,24 @@ impl Scenario {
                 e.commit.is_some(),
                 e.job.is_some() || e.next_build.is_some(),
                 e.rerun.is_some(),
+                e.trigger.is_some(),
+                e.pause.is_some(),
+                e.unpause.is_some(),
                 e.pull_request.is_some(),
                 e.review.is_some(),
             ];
             if kinds.iter().filter(|x| **x).count() != 1 {
                 return Err(bad(
                     path,
-                    "needs exactly one of commit, job + next_build, rerun, pull_request, review".into(),
+                    "needs exactly one of commit, job + next_build, rerun, trigger, pause, unpause, pull_request, review"
+                        .into(),
                 ));
             }
-            if (e.build.is_some() || e.by.is_some()) && e.rerun.is_none() {
-                return Err(bad(path, "build and by go with rerun".into()));
+            if e.build.is_some() && e.rerun.is_none() {
+                return Err(bad(path, "build goes with rerun".into()));
+            }
+            if e.by.is_some() && e.rerun.is_none() && e.trigger.is_none() {
+                return Err(bad(path, "by goes with rerun or trigger".into()));
             }
             let (id, action) = if let Some(c) = e.commit {
                 n_commits += 1;
@@ -387,6 +406,13 @@ impl Scenario {
             } else if let Some(r) = e.rerun {
                 let (pipeline, job) = job_of(format!("{path}.rerun"), &r)?;
                 (None, Action::Rerun { pipeline, job, build_name: e.build, by: e.by.unwrap_or_else(|| "admin".into()) })
+            } else if let Some(t) = e.trigger {
+                let (pipeline, job) = job_of(format!("{path}.trigger"), &t)?;
+                (None, Action::Trigger { pipeline, job, by: e.by.unwrap_or_else(|| "admin".into()) })
+            } else if let Some((t, paused)) = e.pause.map(|t| (t, true)).or(e.unpause.map(|t| (t, false))) {
+                let key = if paused { "pause" } else { "unpause" };
+                let (pipeline, job) = job_of(format!("{path}.{key}"), &t)?;
+                (None, Action::Pause { pipeline, job, paused })
             } else if let Some(pr) = e.pull_request {
                 let repo = pr.repo.unwrap_or_else(|| tracked.0.clone());
                 if !known_repo(&repo) {

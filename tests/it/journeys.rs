@@ -296,6 +296,11 @@ async fn the_same_scenarios_on_the_two_repo_layout() {
         "testflight-fails-then-fix.yaml",
         "testflight-27m.yaml",
         "staging-deploys-descendant.yaml",
+        "staging-fails-then-rerun.yaml",
+        "testflight-aborted.yaml",
+        "ci-skip-then-trigger.yaml",
+        "testflight-two-builds-one-aborted.yaml",
+        "staging-job-paused.yaml",
     ];
     for f in all {
         let text = std::fs::read_to_string(format!("{}/tests/scenarios/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
@@ -321,16 +326,21 @@ async fn the_same_scenarios_on_the_two_repo_layout() {
 
 /// `/metrics` of a run as the exporter renders it (no source counters): sample line → value.
 fn metric_lines(r: &Run) -> BTreeMap<String, f64> {
+    metric_lines_of(r, &r.facts, &r.derived, r.sim.now())
+}
+
+/// `metric_lines` of facts and journeys derived from them at `now`.
+fn metric_lines_of(r: &Run, facts: &Facts, derived: &Derived, now: i64) -> BTreeMap<String, f64> {
     let core = r.cfg.core();
-    let builds = deploy_journey::core::journey::stage_builds(&r.facts, &core, &r.derived);
+    let builds = deploy_journey::core::journey::stage_builds(facts, &core, derived);
     let sources = SourceTelemetry::new().snapshots();
     let baseline = deploy_journey::sinks::metrics::Baseline::default();
     let text = deploy_journey::sinks::metrics::render_text(&deploy_journey::sinks::metrics::MetricsInput {
-        derived: &r.derived,
+        derived,
         stage_builds: &builds,
         core: &core,
         sources: &sources,
-        now: r.sim.now(),
+        now,
         poll_interval_secs: 30,
         version: "0.0.0-test",
         baseline: &baseline,
@@ -547,4 +557,268 @@ async fn an_older_rc_hanging_at_testflight_is_stuck_whatever_it_carries() {
         start - START,
         n as i64 * POLL
     );
+}
+
+/// Staging fails for commit a; a rerun of that build succeeds three hours later. a is deployed
+/// once, at the rerun's end (the lead time runs to it); the failed build stays an attempt, the
+/// deployment is counted once, and no staging build is left running.
+#[tokio::test]
+async fn a_staging_rerun_after_a_failure_deploys_once_at_its_end() {
+    let r = run_scenario("staging-fails-then-rerun.yaml", "lana").await;
+    check_against_truth(&r);
+    let a = r.journey("a");
+    let st = stage(a, "staging");
+    assert_eq!(st.attempts.len(), 2, "{:?}", st.attempts);
+    assert_eq!(st.attempts[0].status, deploy_journey::core::journey::BuildStatus::Failed);
+    assert_eq!(st.attempts[1].rerun_of, Some(st.attempts[0].build_id));
+    assert_eq!(st.state, StageState::Succeeded);
+    assert_eq!((a.outcome, a.failed_stage.as_deref()), (Outcome::Deployed, None), "a rerun of its own build");
+    assert_eq!(a.deployed_at.get("staging").copied(), st.attempts[1].end);
+    assert_eq!(lead(a), st.attempts[1].end.unwrap() - a.commit_time);
+    assert!(lead(a) > 3 * 3600, "{}", lead(a));
+    // The history before the run has deployments of its own; the run adds one.
+    let before = r
+        .facts
+        .builds
+        .values()
+        .filter(|b| {
+            b.job == "galoy-staging-lana-bank" && b.status == deploy_journey::core::journey::BuildStatus::Succeeded
+        })
+        .filter(|b| b.end.is_some_and(|e| e < a.commit_time))
+        .count() as f64;
+    let m = metric_lines(&r);
+    assert_eq!(m["deploy_journey_deployments_total{environment=\"staging\"}"], before + 1.0, "one deployment");
+    assert_eq!(m["deploy_journey_stage_running_builds{stage=\"staging\",status=\"started\"}"], 0.0);
+}
+
+/// a's testflight build is aborted ten minutes in. Concourse starts no other build of the job
+/// until a new version arrives, so until b lands a's journey stops at testflight: failed there
+/// (aborted), not running, not pending behind a build, and the stage is not stuck (nothing
+/// runs). b then carries a to staging: a is superseded, not failed on its own (a person
+/// stopped the build; it is not a's failure).
+#[tokio::test]
+async fn an_aborted_testflight_build_while_a_commit_waits() {
+    let mut mid: Option<Derived> = None;
+    let r = run_scenario_each("testflight-aborted.yaml", "lana", |facts, core, now| {
+        if now == START + 3 * 3600 {
+            mid = Some(derive(facts, core, now));
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    let mid = mid.unwrap();
+    let a_mid = mid.journeys.iter().find(|j| j.sha == r.shas["a"]).unwrap();
+    let tf = stage(a_mid, "testflight");
+    assert_eq!(tf.attempts.len(), 1, "{tf:?}");
+    assert_eq!(tf.attempts[0].status, deploy_journey::core::journey::BuildStatus::Aborted);
+    assert_eq!(tf.state, StageState::Failed, "{tf:?}");
+    assert_eq!(a_mid.outcome, Outcome::Failed);
+    assert_eq!(a_mid.failed_stage.as_deref(), Some("testflight"));
+    let core = r.cfg.core();
+    let ti = core.stages.iter().position(|s| s.name == "testflight").unwrap();
+    assert!(mid.stages[ti].running.is_empty() && !mid.stages[ti].stuck, "{:?}", mid.stages[ti]);
+
+    let a = r.journey("a");
+    assert!(a.ended, "{:?}", a.stages);
+    assert_eq!(a.outcome, Outcome::Superseded, "an aborted build is no failure of a's: {:?}", a.failed_stage);
+    assert_eq!(a.carried_by.as_deref(), Some(r.shas["b"].as_str()));
+    assert_eq!(a.deployed_at, r.journey("b").deployed_at);
+}
+
+/// A `[ci skip]` commit followed an hour later by a triggering one: the skipped commit rides at
+/// tests (never pending, never "not picked up") until the triggering commit's builds carry it,
+/// then it is credited with them and reaches staging with that deploy.
+#[tokio::test]
+async fn a_skipped_commit_rides_then_ships_with_the_triggering_commit() {
+    let mut before: Option<Derived> = None;
+    let r = run_scenario_each("ci-skip-then-trigger.yaml", "lana", |facts, core, now| {
+        if now == START + 55 * 60 {
+            before = Some(derive(facts, core, now));
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    let before = before.unwrap();
+    let s = before.journeys.iter().find(|j| j.sha == r.shas["skip"]).unwrap();
+    assert_eq!(stage(s, "tests").state, StageState::Riding);
+    assert!(!s.not_picked_up && !s.ended);
+
+    let s = r.journey("skip");
+    let n = r.journey("next");
+    assert_eq!(n.outcome, Outcome::Deployed);
+    assert!(s.ended && !s.not_picked_up, "{:?}", s.stages);
+    assert_eq!(s.outcome, Outcome::Skipped);
+    assert_eq!(s.deployed_at, n.deployed_at);
+    let ids = |j: &Journey| stage(j, "tests").attempts.iter().map(|a| a.build_id).collect::<Vec<_>>();
+    assert_eq!(ids(s), ids(n), "the triggering commit's test builds carry the skipped one");
+    assert!(s.stages.iter().all(|x| matches!(x.state, StageState::Succeeded | StageState::NotApplicable)));
+}
+
+/// A frontend-only commit and no backend commit after it: it waits at build-rc (no build
+/// carries it, none is running) until someone triggers build-rc by hand; the manual RC carries
+/// it (the newest admin-panel-src that passed its edge job) and it reaches staging with it.
+#[tokio::test]
+async fn a_frontend_only_commit_ships_with_a_manually_triggered_rc() {
+    let mut before: Option<Derived> = None;
+    let r = run_scenario_each("frontend-only-manual-rc.yaml", "lana", |facts, core, now| {
+        if now == START + 55 * 60 {
+            before = Some(derive(facts, core, now));
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    let before = before.unwrap();
+    let ui = before.journeys.iter().find(|j| j.sha == r.shas["ui"]).unwrap();
+    assert_eq!(stage(ui, "edge-images").state, StageState::Succeeded);
+    let rc = stage(ui, "build-rc");
+    assert_eq!(rc.state, StageState::Pending, "{rc:?}");
+    assert_eq!(rc.waits_for, Some(deploy_journey::core::journey::WaitsFor::NoBuild));
+    assert!(!ui.not_picked_up, "its edge image was built");
+
+    let ui = r.journey("ui");
+    assert!(ui.ended && ui.outcome == Outcome::Deployed, "{:?} {:?}", ui.outcome, ui.stages);
+    let rc = &stage(ui, "build-rc").attempts;
+    assert_eq!(rc.len(), 1, "{rc:?}");
+    assert!(rc[0].start.unwrap() >= START + 3600, "the manual build: {:?}", rc[0]);
+    assert!(lead(ui) > 3600);
+}
+
+/// Once the triggering commit's builds carry a `[ci skip]` commit, the two travel together: at
+/// every poll after that, the skipped commit's state and what it waits for at each stage are the
+/// triggering commit's (it no longer "rides with the next triggering commit": that commit came).
+#[tokio::test]
+async fn a_carried_skipped_commit_travels_with_the_triggering_commit() {
+    let mut diffs: Vec<String> = vec![];
+    let mut compared = 0;
+    let mut shas: Option<(String, String)> = None;
+    let r = run_scenario_each("ci-skip-then-trigger.yaml", "lana", |facts, core, now| {
+        let d = derive(facts, core, now);
+        let order: Vec<&Journey> = d.journeys.iter().filter(|j| j.commit_time >= START).collect();
+        let (Some(s), Some(n)) = (order.first(), order.get(1)) else { return };
+        shas.get_or_insert_with(|| (s.sha.clone(), n.sha.clone()));
+        if stage(s, "tests").attempts.is_empty() {
+            return;
+        }
+        compared += 1;
+        for (a, b) in s.stages.iter().zip(&n.stages) {
+            if (a.state, &a.waits_for) != (b.state, &b.waits_for) {
+                diffs.push(format!(
+                    "+{} s {}: skipped {:?} {:?}, triggering {:?} {:?}",
+                    now - START,
+                    a.name,
+                    a.state,
+                    a.waits_for,
+                    b.state,
+                    b.waits_for
+                ));
+            }
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    assert_eq!(shas, Some((r.shas["skip"].clone(), r.shas["next"].clone())));
+    assert!(compared > 100, "{compared} polls compared");
+    assert!(diffs.is_empty(), "{} polls differ:\n{}", diffs.len(), diffs.join("\n"));
+}
+
+/// a's testflight build hangs for two hours and is then aborted; b lands 20 minutes after a.
+/// testflight is not serial, so b's build runs beside a's, carries a too and succeeds: both are
+/// done at testflight while a's own build still hangs, and the stage is stuck on that build
+/// alone until the abort. a is superseded (an abort is not a's failure), its aborted build an
+/// attempt, and b is deployed.
+#[tokio::test]
+async fn two_testflight_builds_at_once_one_hangs_and_is_aborted() {
+    use deploy_journey::core::journey::{BuildStatus, WaitsFor};
+    // (now, a's testflight state, b's testflight state and waits_for, running statuses, oldest age, stuck)
+    type Seen = (i64, StageState, StageState, Option<WaitsFor>, Vec<BuildStatus>, i64, bool);
+    let mut seen: Vec<Seen> = vec![];
+    let r = run_scenario_each("testflight-two-builds-one-aborted.yaml", "lana", |facts, core, now| {
+        let d = derive(facts, core, now);
+        let tf = core.stages.iter().position(|s| s.name == "testflight").unwrap();
+        let js: Vec<&Journey> = d.journeys.iter().filter(|j| j.commit_time >= START).collect();
+        let (Some(a), Some(b)) = (js.first(), js.get(1)) else { return };
+        let sn = &d.stages[tf];
+        seen.push((
+            now,
+            a.stages[tf].state,
+            b.stages[tf].state,
+            b.stages[tf].waits_for.clone(),
+            sn.running.iter().map(|x| x.status).collect(),
+            sn.oldest_running_age,
+            sn.stuck,
+        ));
+    })
+    .await;
+    check_against_truth(&r);
+    let a = r.journey("a");
+    let b = r.journey("b");
+    let tf = stage(a, "testflight");
+    assert_eq!(tf.attempts.len(), 2, "{:?}", tf.attempts);
+    assert_eq!(tf.attempts[0].status, deploy_journey::core::journey::BuildStatus::Aborted);
+    assert!(tf.attempts[0].own && tf.attempts[0].end.unwrap() - tf.attempts[0].start.unwrap() == 2 * 3600);
+    assert_eq!(tf.attempts[1].build_id, stage(b, "testflight").attempts[0].build_id);
+    assert_eq!((a.outcome, b.outcome), (Outcome::Superseded, Outcome::Deployed), "{:?}", a.failed_stage);
+    assert_eq!(a.deployed_at, b.deployed_at);
+
+    // testflight is not serial (lana-pipeline.md §2.2): b's build starts beside a's hanging one.
+    let both = seen.iter().filter(|s| s.1 == StageState::Running && s.2 == StageState::Running).count();
+    assert!(both > 0 && seen.iter().any(|s| s.4 == vec![BuildStatus::Started, BuildStatus::Started]));
+    // Then b's build carried a through: both are done at testflight while a's own build still
+    // hangs, and the stage is stuck on it with no commit in flight there.
+    let alone = seen
+        .iter()
+        .filter(|s| s.1 == StageState::Succeeded && s.2 == StageState::Succeeded && s.4 == vec![BuildStatus::Started])
+        .filter(|s| s.6)
+        .count();
+    assert!(alone as i64 * POLL > 30 * 60, "stuck on a's aborted-to-be build alone for {} polls", alone);
+    for (now, _, _, _, running, age, stuck) in &seen {
+        assert_eq!(*stuck, *age > 20 * 60, "+{}", now - START);
+        if running.is_empty() {
+            assert_eq!(*age, 0);
+        }
+    }
+    let end = tf.attempts[0].end.unwrap();
+    assert!(seen.iter().filter(|s| s.0 > end + POLL).all(|s| !s.6), "not stuck after the abort");
+    assert!(seen.iter().any(|s| s.6), "stuck while a's build hung");
+}
+
+/// The staging job is paused while commit a reaches it, and unpaused after four hours. What the
+/// exporter says meanwhile: a is pending at staging with no build, the stage runs no build and is
+/// not stuck (nothing runs), and the signal is the pending commit's age since it became ready
+/// (`stage_oldest_in_flight_seconds{state="pending"}`). Unpaused, the job deploys a; the lead
+/// time includes the pause.
+#[tokio::test]
+async fn a_paused_staging_job_leaves_the_commit_pending_with_no_build() {
+    let at = START + 3 * 3600;
+    let mut mid: Option<(Facts, Derived)> = None;
+    let r = run_scenario_each("staging-job-paused.yaml", "lana", |facts, core, now| {
+        if now == at {
+            mid = Some((facts.clone(), derive(facts, core, now)));
+        }
+    })
+    .await;
+    check_against_truth(&r);
+    let (facts, d) = mid.unwrap();
+    let a = d.journeys.iter().find(|j| j.sha == r.shas["a"]).unwrap();
+    let st = stage(a, "staging");
+    assert_eq!(st.state, StageState::Pending, "{st:?}");
+    assert_eq!(st.waits_for, Some(deploy_journey::core::journey::WaitsFor::NoBuild));
+    let ready = st.ready_at.unwrap();
+    assert!(at - ready > 3600, "ready {} s before", at - ready);
+    assert!(!a.not_picked_up);
+    let m = metric_lines_of(&r, &facts, &d, at);
+    assert_eq!(m["deploy_journey_stage_in_flight{stage=\"staging\",state=\"pending\"}"], 1.0);
+    assert_eq!(
+        m["deploy_journey_stage_oldest_in_flight_seconds{stage=\"staging\",state=\"pending\"}"],
+        (at - ready) as f64
+    );
+    assert_eq!(m["deploy_journey_stage_running_builds{stage=\"staging\",status=\"pending\"}"], 0.0);
+    assert_eq!(m["deploy_journey_stage_running_builds{stage=\"staging\",status=\"started\"}"], 0.0);
+    assert_eq!(m["deploy_journey_stage_stuck{stage=\"staging\"}"], 0.0);
+
+    let a = r.journey("a");
+    assert_eq!(a.outcome, Outcome::Deployed);
+    let st = stage(a, "staging");
+    assert!(st.start.unwrap() >= START + 4 * 3600, "{st:?}");
+    assert_eq!(lead(a), st.end.unwrap() - a.commit_time);
 }

@@ -157,7 +157,8 @@ fn fixed_durations_and_no_failures_do_not_depend_on_the_seed() {
 
 // ---------------------------------------------------------------- tests/scenarios/*.yaml
 
-const CHECKED: [&str; 15] = [
+/// Each has a test here or in journeys.rs.
+const CHECKED: [&str; 21] = [
     "backend-to-staging.yaml",
     "three-while-tests-run.yaml",
     "frontend-only.yaml",
@@ -173,6 +174,12 @@ const CHECKED: [&str; 15] = [
     "testflight-hangs.yaml",
     "testflight-rerun-hangs.yaml",
     "testflight-older-rc-hangs.yaml",
+    "staging-fails-then-rerun.yaml",
+    "testflight-aborted.yaml",
+    "ci-skip-then-trigger.yaml",
+    "frontend-only-manual-rc.yaml",
+    "testflight-two-builds-one-aborted.yaml",
+    "staging-job-paused.yaml",
 ];
 
 #[test]
