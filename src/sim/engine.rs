@@ -1000,6 +1000,12 @@ impl World {
         if !new_trigger {
             return;
         }
+        self.create_pending_build(p, j, None);
+    }
+
+    /// A new numbered build, pending: its inputs are chosen when it starts (atc/db/job.go
+    /// `CreateBuild` + the scheduler). `created_by` is set for a manual trigger only.
+    fn create_pending_build(&mut self, p: usize, j: usize, created_by: Option<String>) {
         let now = self.now;
         let id = self.concourse.builds.len() as i64 + 1;
         let job = &mut self.concourse.pipelines[p].jobs[j];
@@ -1017,7 +1023,7 @@ impl World {
             end_time: None,
             rerun_of: None,
             rerun_number: None,
-            created_by: None,
+            created_by,
             inputs: vec![],
             outputs: vec![],
             log: vec![],
@@ -1504,30 +1510,7 @@ impl World {
     /// any input is new, and alongside an already pending build: a manual build is not the one
     /// pending build the scheduler keeps per job.
     fn trigger_job(&mut self, p: usize, j: usize, by: &str) {
-        let now = self.now;
-        let id = self.concourse.builds.len() as i64 + 1;
-        let job = &mut self.concourse.pipelines[p].jobs[j];
-        let name = job.next_build_number.to_string();
-        job.next_build_number += 1;
-        job.builds.push(id);
-        self.concourse.builds.push(Build {
-            id,
-            pipeline: p,
-            job: j,
-            name,
-            status: BuildStatus::Pending,
-            create_time: now,
-            start_time: None,
-            end_time: None,
-            rerun_of: None,
-            rerun_number: None,
-            created_by: Some(by.to_string()),
-            inputs: vec![],
-            outputs: vec![],
-            log: vec![],
-            plan: None,
-        });
-        self.schedule(now + SCHEDULER_DELAY, Event::TryStart { build: id });
+        self.create_pending_build(p, j, Some(by.to_string()));
     }
 
     fn exp_gap(&mut self, mean: f64) -> i64 {

@@ -342,6 +342,19 @@ fn sign(secret: &str, body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// [`serve_in_process`] without a web config, once `/readyz` says every source answered (the
+/// first poll has happened). Returns its base URL and the shutdown sender.
+async fn serve_ready(cfg_text: &str, dir: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (addr, stop) = serve_in_process(cfg_text, dir, None).await;
+    let base = format!("http://{addr}");
+    let until = Instant::now() + Duration::from_secs(30);
+    while client().get(format!("{base}/readyz")).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < until, "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (base, stop)
+}
+
 /// In-process `serve` against a stepped simulator, polling only when woken (the interval is an
 /// hour). Returns its base URL and the shutdown sender.
 async fn serve_in_process(
@@ -389,15 +402,8 @@ async fn webhooks_without_a_valid_signature_get_401_and_trigger_nothing() {
     sim.commit(&["core/src/a.rs"], "feat: first");
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(&sim.url, &dir.path().join("s.db"), 0, "1h ");
-    let (addr, _stop) = serve_in_process(&text, dir.path(), None).await;
-    let base = format!("http://{addr}");
+    let (base, _stop) = serve_ready(&text, dir.path()).await;
     let c = client();
-    // The first poll has happened once every source answered.
-    let until = Instant::now() + Duration::from_secs(30);
-    while c.get(format!("{base}/readyz")).send().await.unwrap().status() != 200 {
-        assert!(Instant::now() < until, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let journeys = || async {
         let v: serde_json::Value =
             c.get(format!("{base}/api/v1/journeys?state=all")).send().await.unwrap().json().await.unwrap();
@@ -751,14 +757,8 @@ async fn a_webhook_flood_stays_within_the_request_budget() {
     sim.commit(&["core/src/a.rs"], "feat: first");
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(&sim.url, &dir.path().join("s.db"), 0, "6s ");
-    let (addr, _stop) = serve_in_process(&text, dir.path(), None).await;
-    let base = format!("http://{addr}");
+    let (base, _stop) = serve_ready(&text, dir.path()).await;
     let c = client();
-    let until = Instant::now() + Duration::from_secs(30);
-    while c.get(format!("{base}/readyz")).send().await.unwrap().status() != 200 {
-        assert!(Instant::now() < until, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let requests = || sim.sim.stats.total("github") + sim.sim.stats.total("concourse");
     let before = requests();

@@ -1008,6 +1008,20 @@ async fn concourse_a_pause_longer_than_the_page_budget_is_read_over_several_poll
     sim.sim.with_world(|w| schedule_all(w, &actions));
     sim.step(days * 86_400);
     let before = sim.sim.with_world(|w| w.concourse.builds.len());
+    let polls = poll_until_caught_up(&sim, &mut c, &mut facts).await;
+    println!("{before} builds in all; caught up after {polls} polls");
+    assert!(polls >= 2, "the pause is longer than one poll's budget");
+    assert_every_build_read(
+        &sim,
+        &facts,
+        "lana-bank",
+        &["test-integration", "test-bats", "build-rc", "bump-image-in-chart-rc"],
+    );
+    assert_every_build_read(&sim, &facts, "galoy-staging", &["galoy-staging-lana-bank"]);
+}
+
+/// Polls until the source says it reached the newest build; the number of polls it took.
+async fn poll_until_caught_up(sim: &TestSim, c: &mut ConcourseSource, facts: &mut Facts) -> usize {
     let mut polls = 0;
     loop {
         for f in c.poll(sim.sim.now()).await.expect("poll") {
@@ -1015,22 +1029,19 @@ async fn concourse_a_pause_longer_than_the_page_budget_is_read_over_several_poll
         }
         polls += 1;
         if c.caught_up() {
-            break;
+            return polls;
         }
         assert!(polls < 10, "never caught up");
     }
-    println!("{before} builds in all; caught up after {polls} polls");
-    assert!(polls >= 2, "the pause is longer than one poll's budget");
-    for (p, jobs) in [
-        ("lana-bank", vec!["test-integration", "test-bats", "build-rc", "bump-image-in-chart-rc"]),
-        ("galoy-staging", vec!["galoy-staging-lana-bank"]),
-    ] {
-        for job in jobs {
-            let (ids, _) = sim_job_builds(&sim, p, job);
-            let read: BTreeSet<i64> = builds(&facts, p, job).iter().map(|b| b.id).collect();
-            let missing: Vec<i64> = ids.iter().filter(|id| !read.contains(id)).copied().collect();
-            assert!(missing.is_empty(), "{job}: builds never read: {missing:?}");
-        }
+}
+
+/// Every build the simulator made for these jobs is among the facts.
+fn assert_every_build_read(sim: &TestSim, facts: &Facts, pipeline: &str, jobs: &[&str]) {
+    for job in jobs {
+        let (ids, _) = sim_job_builds(sim, pipeline, job);
+        let read: BTreeSet<i64> = builds(facts, pipeline, job).iter().map(|b| b.id).collect();
+        let missing: Vec<i64> = ids.iter().filter(|id| !read.contains(id)).copied().collect();
+        assert!(missing.is_empty(), "{job}: builds never read: {missing:?}");
     }
 }
 
@@ -1059,24 +1070,9 @@ async fn concourse_a_long_unfinished_build_does_not_hold_back_the_new_builds() {
     sim.step(days * 86_400);
     let above = sim.sim.with_world(|w| w.concourse.builds.iter().filter(|b| b.id > long_id).count());
     assert!(above > 2100, "more than a cycle's pages above the unfinished build: {above}");
-    let mut polls = 0;
-    loop {
-        for f in c.poll(sim.sim.now()).await.expect("poll") {
-            facts.apply(f);
-        }
-        polls += 1;
-        if c.caught_up() {
-            break;
-        }
-        assert!(polls < 10, "never caught up");
-    }
+    let polls = poll_until_caught_up(&sim, &mut c, &mut facts).await;
     assert_eq!(facts.builds[&long_id].status, BuildStatus::Started, "still running, still listed");
-    for job in ["test-integration", "test-bats", "build-rc"] {
-        let (ids, _) = sim_job_builds(&sim, "lana-bank", job);
-        let read: BTreeSet<i64> = builds(&facts, "lana-bank", job).iter().map(|b| b.id).collect();
-        let missing: Vec<i64> = ids.iter().filter(|id| !read.contains(id)).copied().collect();
-        assert!(missing.is_empty(), "{job}: builds never read: {missing:?}");
-    }
+    assert_every_build_read(&sim, &facts, "lana-bank", &["test-integration", "test-bats", "build-rc"]);
     // Steady state: one cycle is the walk from the unfinished build plus one page of new builds.
     sim.step(60);
     let before = Stats::read(&sim).await;
