@@ -594,6 +594,16 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         prefix.insert(*k, v);
     }
 
+    // Per (pipeline, job): when its newest finished build ended. A commit that lands while a
+    // serial job runs is taken only after that build ends, so "not picked up" counts from then.
+    let mut last_end: HashMap<(&str, &str), i64> = HashMap::new();
+    for b in facts.builds.values() {
+        if let (true, Some(end)) = (b.status.is_finished(), b.end) {
+            let e = last_end.entry((b.pipeline.as_str(), b.job.as_str())).or_insert(end);
+            *e = (*e).max(end);
+        }
+    }
+
     let mut quality = Quality::default();
     let mut attributed: HashMap<BuildId, Method> = HashMap::new();
     let mut journeys = Vec::with_capacity(order.len());
@@ -784,11 +794,24 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         } else {
             (Outcome::InFlight, None, false)
         };
-        let first = stages.iter().find(|s| s.state != StageState::NotApplicable);
+        // Not picked up: the first stage that applies has no build for it, none of its jobs is busy
+        // or has a build queued (Concourse would take the commit next), and it has been free to
+        // take it for longer than `not_picked_up_after`: since the commit, or since the last build
+        // of those jobs ended, whichever is later.
+        let first = cfg.stages.iter().zip(&stages).find(|(_, s)| s.state != StageState::NotApplicable);
         let not_picked_up = !passive
-            && now - commit_time > cfg.not_picked_up_after
-            && first
-                .is_some_and(|s| s.attempts.is_empty() && matches!(s.state, StageState::Pending | StageState::Waiting));
+            && first.is_some_and(|(st, s)| {
+                let free_since = s
+                    .expected_jobs
+                    .iter()
+                    .filter_map(|j| last_end.get(&(st.pipeline.as_str(), j.as_str())))
+                    .copied()
+                    .fold(commit_time, i64::max);
+                s.attempts.is_empty()
+                    && matches!(s.state, StageState::Pending | StageState::Waiting)
+                    && !matches!(s.waits_for, Some(WaitsFor::Busy(_) | WaitsFor::Queued(_)))
+                    && now - free_since > cfg.not_picked_up_after
+            });
         journeys.push(Journey {
             sha: sha.clone(),
             subject: c.subject().to_string(),
@@ -1320,6 +1343,28 @@ stages:
             b.name = "3.1".into();
         }
         check(vec![rerun], [(0, 0, false), (1, 60, false)]);
+    }
+
+    /// "Not picked up" is about Concourse not taking a commit, not about a busy serial job: a
+    /// commit that lands while the tests run on an older one is not flagged while they run, nor
+    /// within `not_picked_up_after` of their end; after that, with nothing started, it is.
+    #[test]
+    fn not_picked_up_counts_from_when_the_stage_was_free() {
+        let c1 = |builds: Vec<Fact>| derived(builds).journeys[1].not_picked_up;
+        let c0_tests = |end: Option<i64>| {
+            let status = if end.is_some() { Done } else { Started };
+            vec![build(1, "t1", status, Some(1_100), end, 0), build(2, "t2", status, Some(1_100), end, 0)]
+        };
+        // c1 landed at 2_000; NOW is 98_000 s later. The tests on c0 still run: busy, not flagged.
+        assert!(!c1(c0_tests(None)));
+        // They ended 2 minutes ago: Concourse is about to take c1.
+        assert!(!c1(c0_tests(Some(NOW - 120))));
+        // They ended an hour ago and nothing took c1: flagged.
+        assert!(c1(c0_tests(Some(NOW - 3_600))));
+        // A queued build of the stage will take it: not flagged.
+        let mut queued = c0_tests(Some(NOW - 3_600));
+        queued.push(build(3, "t1", Queued, None, None, 0));
+        assert!(!c1(queued));
     }
 
     /// What a commit that is not running at a stage waits for, and the passive commits' own
