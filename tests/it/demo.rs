@@ -115,6 +115,22 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
     assert_eq!(r.status(), 200, "{commit_url}");
     let r = http.get(format!("{sim}/GaloyMoney/lana-bank/commit/0000000000")).send().await.unwrap();
     assert_eq!(r.status(), 404);
+    // The landing page in a real browser: Chromium builds the tables a person reads (stages
+    // with their running builds, commits in flight with what they wait for), and the build links
+    // on it open the simulated Concourse's build page there too.
+    let dom = crate::support::chromium_dom(&urls["landing page"]);
+    for heading in ["<h2>Stages</h2>", "<h2>In flight</h2>", "<h2>Last deployments</h2>", "<h2>Sources</h2>"] {
+        assert!(dom.contains(heading), "{heading} not rendered:\n{dom}");
+    }
+    for stage in ["tests", "build-rc", "testflight", "staging"] {
+        assert!(dom.contains(&format!("<td>{stage}</td>")), "stage {stage} not in the rendered page:\n{dom}");
+    }
+    let build_links: Vec<String> = crate::support::hrefs(&dom).into_iter().filter(|h| h.contains("/builds/")).collect();
+    let first = build_links.first().unwrap_or_else(|| panic!("no build link on the rendered page:\n{dom}"));
+    assert!(first.starts_with(sim), "{first} is not on the simulator {sim}");
+    let build_page = crate::support::chromium_dom(first);
+    let job = first.split("/jobs/").nth(1).unwrap().split('/').next().unwrap();
+    assert!(build_page.contains(job) && build_page.contains("status <b>"), "{first} in the browser:\n{build_page}");
     // --state keeps the store where asked (each run starts it afresh: the simulator's address changes).
     assert!(state.path().join("state.db").exists());
     drop(demo);
