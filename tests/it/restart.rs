@@ -85,8 +85,9 @@ async fn journeys(e: &Exporter) -> Option<Vec<JourneyJson>> {
     let v: serde_json::Value = r.json().await.ok()?;
     let mut list: Vec<JourneyJson> = serde_json::from_value(v["journeys"].clone()).ok()?;
     list.sort_by(|a, b| a.sha.cmp(&b.sha));
-    // The two simulators listen on different ports; build URLs differ only there.
+    // The two simulators listen on different ports; build and commit URLs differ only there.
     for j in &mut list {
+        j.commit_url = j.commit_url.split_once("/GaloyMoney/").map(|(_, rest)| rest.to_string()).unwrap_or_default();
         for s in &mut j.stages {
             for a in &mut s.attempts {
                 a.url = a.url.split_once("/teams/").map(|(_, rest)| rest.to_string()).unwrap_or_default();
