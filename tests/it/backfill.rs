@@ -365,14 +365,9 @@ fn backfill_refuses_a_bad_target_label() {
 
 // ------------------------------------------------------------------ complete history reads
 
-fn schedule(sim: &crate::support::TestSim, action: deploy_journey::sim::engine::Action) {
-    let now = sim.sim.now();
-    sim.sim.with_world(|w| w.schedule_action(now, action));
-}
-
 fn next_build(sim: &crate::support::TestSim, pipeline: &str, job: &str, result: SimStatus) {
     let ov = BuildOverride { result: Some(result), ..Default::default() };
-    schedule(sim, Action::Override { pipeline: pipeline.into(), job: job.into(), ov });
+    sim.schedule_now(Action::Override { pipeline: pipeline.into(), job: job.into(), ov });
 }
 
 /// The next build of every job up to the staging deploy succeeds.
@@ -447,15 +442,12 @@ async fn rerun_story() -> RerunStory {
     // The failed deploy is rerun, green.
     next_build(&sim, "galoy-staging", "galoy-staging-lana-bank", SimStatus::Succeeded);
     let name = sim.sim.with_world(|w| w.concourse.build(orig.0).unwrap().name.clone());
-    schedule(
-        &sim,
-        Action::Rerun {
-            pipeline: "galoy-staging".into(),
-            job: "galoy-staging-lana-bank".into(),
-            build_name: Some(name),
-            by: "alice".into(),
-        },
-    );
+    sim.schedule_now(Action::Rerun {
+        pipeline: "galoy-staging".into(),
+        job: "galoy-staging-lana-bank".into(),
+        build_name: Some(name),
+        by: "alice".into(),
+    });
     sim.step(40 * 60);
     let rerun = staging_builds(&sim).into_iter().find(|b| b.1 == Some(orig.0)).expect("the rerun");
     assert_eq!(rerun.2, SimStatus::Succeeded);

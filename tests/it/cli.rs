@@ -11,6 +11,19 @@ fn bin() -> Command {
 
 const LANA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lana.yaml");
 
+/// `classify --config examples/lana.yaml` run by `cmd` with `stdin` as its input.
+fn classify(mut cmd: Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .args(["classify", "--config", LANA])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// `classify` over the 2178 real lana commits: the resources it names are exactly those for
 /// which real `git rev-list` listed the commit and the message carries no skip marker.
 #[test]
@@ -53,15 +66,7 @@ fn classify_agrees_with_real_git_on_every_real_lana_commit() {
 
 #[test]
 fn classify_names_the_bad_stdin_line() {
-    let mut child = bin()
-        .args(["classify", "--config", LANA])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"{\"sha\":\"a\",\"files\":[\"core/x.rs\"]}\nnot json\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = classify(bin(), b"{\"sha\":\"a\",\"files\":[\"core/x.rs\"]}\nnot json\n");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stdin line 2"), "{err}");
@@ -157,20 +162,10 @@ fn check_config_without_secrets_validates_and_says_the_live_comparison_was_skipp
 
 #[test]
 fn classify_needs_no_secrets() {
-    let mut child = bin_without_secrets()
-        .args(["classify", "--config", LANA])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"sha\":\"abc\",\"message\":\"feat: ui\",\"files\":[\"apps/admin-panel/a.tsx\"]}\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = classify(
+        bin_without_secrets(),
+        b"{\"sha\":\"abc\",\"message\":\"feat: ui\",\"files\":[\"apps/admin-panel/a.tsx\"]}\n",
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v, serde_json::json!({"change_type":"frontend","resources":["admin-panel-src"],"sha":"abc"}));

@@ -543,17 +543,11 @@ async fn reruns_sort_beside_their_original() {
 
     s.commit(&["core/lib.rs"], "feat: next");
     s.step(60);
-    s.sim.with_world(|w| {
-        let now = w.now;
-        w.schedule_action(
-            now,
-            Action::Rerun {
-                pipeline: "lana-bank".into(),
-                job: "test-bats".into(),
-                build_name: Some(name.clone()),
-                by: "alice".into(),
-            },
-        );
+    s.schedule_now(Action::Rerun {
+        pipeline: "lana-bank".into(),
+        job: "test-bats".into(),
+        build_name: Some(name.clone()),
+        by: "alice".into(),
     });
     s.step(30);
 
@@ -775,17 +769,11 @@ async fn every_builds_list_pages_by_id_but_orders_reruns_beside_their_original()
         s.commit(&["core/lib.rs"], &format!("feat: more {k}"));
         s.step(40 * 60);
     }
-    s.sim.with_world(|w| {
-        let now = w.now;
-        w.schedule_action(
-            now,
-            Action::Rerun {
-                pipeline: "lana-bank".into(),
-                job: "test-bats".into(),
-                build_name: Some(name.clone()),
-                by: "alice".into(),
-            },
-        );
+    s.schedule_now(Action::Rerun {
+        pipeline: "lana-bank".into(),
+        job: "test-bats".into(),
+        build_name: Some(name.clone()),
+        by: "alice".into(),
     });
     s.step(60);
     s.commit(&["core/lib.rs"], "feat: after");

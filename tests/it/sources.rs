@@ -856,11 +856,6 @@ async fn link_walk_back(sim: &TestSim) -> BTreeSet<i64> {
     ids
 }
 
-fn schedule(sim: &TestSim, action: Action) {
-    let now = sim.sim.now();
-    sim.sim.with_world(|w| w.schedule_action(now, action));
-}
-
 /// The ids of a job's builds in the simulator, and of the reruns among them (→ original).
 fn sim_job_builds(sim: &TestSim, pipeline: &str, job: &str) -> (Vec<i64>, BTreeMap<i64, i64>) {
     sim.sim.with_world(|w| {
@@ -876,7 +871,7 @@ fn sim_job_builds(sim: &TestSim, pipeline: &str, job: &str) -> (Vec<i64>, BTreeM
 /// follow. Returns (original id, rerun id).
 async fn rerun_a_page_later(sim: &TestSim) -> (i64, i64) {
     let bats = BuildOverride { result: Some(SimStatus::Failed), ..Default::default() };
-    schedule(sim, Action::Override { pipeline: "lana-bank".into(), job: "test-bats".into(), ov: bats });
+    sim.schedule_now(Action::Override { pipeline: "lana-bank".into(), job: "test-bats".into(), ov: bats });
     sim.commit(&["core/lib.rs"], "feat: breaks bats");
     sim.step(45 * 60);
     let (ids, _) = sim_job_builds(sim, "lana-bank", "test-bats");
@@ -900,7 +895,7 @@ async fn rerun_a_page_later(sim: &TestSim) -> (i64, i64) {
         build_name: Some(name),
         by: "alice".into(),
     };
-    schedule(sim, rerun);
+    sim.schedule_now(rerun);
     sim.step(60);
     sim.commit(&["core/lib.rs"], "feat: after the rerun");
     sim.step(20 * 60);
@@ -972,15 +967,12 @@ async fn concourse_cursor_polls_list_reruns_of_old_builds_and_skip_nothing_after
     // A rerun of an old build, later: the next cursor poll lists it.
     let (ids, _) = sim_job_builds(&sim, "lana-bank", "flake-check");
     let old = sim.sim.with_world(|w| w.concourse.build(ids[ids.len() / 2]).unwrap().name.clone());
-    schedule(
-        &sim,
-        Action::Rerun {
-            pipeline: "lana-bank".into(),
-            job: "flake-check".into(),
-            build_name: Some(old),
-            by: "bob".into(),
-        },
-    );
+    sim.schedule_now(Action::Rerun {
+        pipeline: "lana-bank".into(),
+        job: "flake-check".into(),
+        build_name: Some(old),
+        by: "bob".into(),
+    });
     sim.step(30);
     let got: Vec<Fact> = c.poll(sim.sim.now()).await.expect("poll");
     let (_, reruns) = sim_job_builds(&sim, "lana-bank", "flake-check");
@@ -1057,7 +1049,11 @@ async fn concourse_a_long_unfinished_build_does_not_hold_back_the_new_builds() {
     let mut facts = Facts::default();
     run_concourse(&sim, &mut c, &mut facts, 600, 60).await;
     let long = BuildOverride { duration: Some(80 * 86_400), ..Default::default() };
-    schedule(&sim, Action::Override { pipeline: "lana-bank".into(), job: "build-dagster-edge-image".into(), ov: long });
+    sim.schedule_now(Action::Override {
+        pipeline: "lana-bank".into(),
+        job: "build-dagster-edge-image".into(),
+        ov: long,
+    });
     sim.commit(&["dagster/definitions.py"], "feat: dagster");
     run_concourse(&sim, &mut c, &mut facts, 1200, 60).await;
     let (ids, _) = sim_job_builds(&sim, "lana-bank", "build-dagster-edge-image");

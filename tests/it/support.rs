@@ -54,6 +54,12 @@ pub fn alice() -> Person {
 }
 
 impl TestSim {
+    /// Schedule a world action (a rerun, an override, a commit…) at the current virtual time.
+    pub fn schedule_now(&self, action: Action) {
+        let now = self.sim.now();
+        self.sim.with_world(|w| w.schedule_action(now, action));
+    }
+
     /// Advance virtual time by `secs`, processing every event on the way.
     pub fn step(&self, secs: i64) {
         self.sim.clock.step(secs);
