@@ -60,7 +60,7 @@ use serde_json::Value;
 use super::telemetry::{
     ERROR_BODY_LIMIT, LIST_BODY_LIMIT, RequestOutcome, SourceTelemetry, TOKEN_BODY_LIMIT, backoff, base_url,
     body_excerpt, common_headers, config_error, describe_transport, form_encode, kind_of_status, link_target,
-    next_delay, read_body, read_body_prefix, scrub, url_with,
+    next_delay, read_body, read_body_prefix, scrub, token_answer_error, token_decode_error, url_with,
 };
 use super::{ConcourseAuth, ConcourseConfig, ErrorKind, Secret, SourceError, WatchedPipeline};
 use crate::core::journey::{BuildFact, BuildId, BuildStatus, Fact, Facts, VersionFact};
@@ -1251,6 +1251,8 @@ impl ConcourseSource {
     ) -> Result<(T, HeaderMap), Failed> {
         // The token answer is small; lists can be long.
         let limit = if method == Method::POST { TOKEN_BODY_LIMIT } else { LIST_BODY_LIMIT };
+        // A token grant's answer carries a fresh token: never excerpted, whatever went wrong.
+        let token_answer = matches!(auth, Auth::FlyClient);
         let mut req = self.authorize(self.client.request(method, url.clone()), auth).header(ACCEPT, "application/json");
         if let Some(body) = form {
             req = req.header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
@@ -1266,7 +1268,11 @@ impl ConcourseSource {
             let mut f = self.failed(
                 kind_of_status(status),
                 what,
-                format!("HTTP {status}: {}", body_excerpt(&body, &self.secrets())),
+                if token_answer {
+                    format!("HTTP {status}: {}", token_answer_error(&body))
+                } else {
+                    format!("HTTP {status}: {}", body_excerpt(&body, &self.secrets()))
+                },
                 Some(status),
             );
             f.err.retry_after = headers
@@ -1284,7 +1290,11 @@ impl ConcourseSource {
             self.failed(
                 ErrorKind::Decode,
                 what,
-                format!("{e} (body: {})", body_excerpt(&body, &self.secrets())),
+                if token_answer {
+                    token_decode_error(&e, body.len())
+                } else {
+                    format!("{e} (body: {})", body_excerpt(&body, &self.secrets()))
+                },
                 Some(status),
             )
         })?;

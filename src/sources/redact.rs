@@ -11,8 +11,17 @@
 //! decoded byte: the text itself; percent/`+`/JSON/HTML-unescaped (once and twice); and every
 //! base64-looking run decoded at each of its four alignments. Whatever produced a match is
 //! replaced by `***` in the original (a whole base64 run when it decodes to a match).
+//!
+//! Known secrets are not the only ones an answer can carry: a token grant's answer holds a
+//! token nobody configured. So every text is also scrubbed of anything shaped like a
+//! credential ([`scrub_shapes`]): JWTs, GitHub tokens, `Authorization`/`Bearer`/`Basic`
+//! values, and the values of JSON and form fields named like a credential, each also when
+//! cut off mid-value.
+
+use std::sync::LazyLock;
 
 use aho_corasick::AhoCorasick;
+use regex::Regex;
 
 /// Pieces this long of a secret are recognisable; shorter ones are left (they also occur by
 /// chance in ordinary text).
@@ -22,8 +31,51 @@ const MIN_SECRET: usize = 4;
 /// Base64 runs shorter than this decode to fewer than the shortest secret searched for.
 const MIN_RUN: usize = 8;
 
-/// `text` with every recognisable encoding of each secret replaced by `***`.
+/// `text` with every recognisable encoding of each secret, and anything shaped like a
+/// credential, replaced by `***`.
 pub fn redact(text: &str, secrets: &[&str]) -> String {
+    scrub_shapes(&redact_known(text, secrets))
+}
+
+/// A field name that says its value is a credential: `access_token`, `id_token`,
+/// `refresh_token`, `token`, `password`, `client_secret`, `api_key`, … (any case).
+const CREDENTIAL_KEY: &str = r"[A-Za-z0-9_.-]*(?:token|password|passwd|secret|api[_-]?key)";
+
+/// Credential shapes, each with what replaces a match (`$k` keeps the field name).
+static SHAPES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    let re = |s: &str| Regex::new(s).expect("credential pattern");
+    vec![
+        // JSON fields, also JSON inside a JSON string (`\"token\":\"…`); the value ends at its
+        // closing quote or wherever the text was cut. An escaped quote is taken as part of the
+        // value (so JSON inside a string loses the rest of that string: more, never less).
+        (re(&format!(r#"(?i)(?P<k>\\?"{CREDENTIAL_KEY}\\?"\s*:\s*\\?")(?:[^"\\]|\\.)*"#)), "${k}***"),
+        // Form and query fields (`password=…&`), HTTP header style `Authorization: <scheme> <value>`.
+        (re(&format!(r#"(?i)(?P<k>\b{CREDENTIAL_KEY}=)[^&\s"'<>]+"#)), "${k}***"),
+        (
+            re(r#"(?i)(?P<k>\b(?:proxy-)?authorization\s*[:=]\s*(?:(?:bearer|basic|token|digest)\s+)?)[^\s,;"'<>]+"#),
+            "${k}***",
+        ),
+        (re(r"(?i)(?P<k>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}"), "${k}***"),
+        // JWTs (a JSON header, base64url: always `eyJ`), whole or cut after any part.
+        (re(r"eyJ[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){0,2}"), "***"),
+        // GitHub tokens by their documented prefixes, cut or whole.
+        (re(r"\b(?:gh[pousr]_[A-Za-z0-9]*|github_pat_[A-Za-z0-9_]*)"), "***"),
+    ]
+});
+
+/// `text` with anything shaped like a credential replaced by `***` (see the module comment).
+pub fn scrub_shapes(text: &str) -> String {
+    let mut out = text.to_string();
+    for (re, with) in SHAPES.iter() {
+        if re.is_match(&out) {
+            out = re.replace_all(&out, *with).into_owned();
+        }
+    }
+    out
+}
+
+/// `text` with every recognisable encoding of each of `secrets` replaced by `***`.
+fn redact_known(text: &str, secrets: &[&str]) -> String {
     let patterns = pieces(secrets);
     if patterns.is_empty() || text.is_empty() {
         return text.to_string();
@@ -302,6 +354,68 @@ mod tests {
         ];
         for (input, expect) in &cases {
             check(input, expect);
+        }
+    }
+
+    #[test]
+    fn credential_shapes_are_replaced_without_knowing_the_secret() {
+        fn check(input: &str, expect: &str) {
+            assert_eq!(redact(input, &[]), expect, "input: {input}");
+        }
+        let jwt = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJlX2J5dGVz";
+        // A token grant's answer, whole and cut mid-value (as a truncated answer is).
+        check(
+            &format!(r#"{{"access_token":"{jwt}","token_type":"bearer","expires_in":86399,"id_token":"{jwt}"}}"#),
+            r#"{"access_token":"***","token_type":"bearer","expires_in":86399,"id_token":"***"}"#,
+        );
+        check(
+            r#"{"access_token":"gAAAAxyz12","id_token":"eyJhbGciOiJSUzI1"#,
+            r#"{"access_token":"***","id_token":"***"#,
+        );
+        check(
+            r#"{"ACCESS_TOKEN" : "abc", "Refresh_Token":"r\"q", "n":1}"#,
+            r#"{"ACCESS_TOKEN" : "***", "Refresh_Token":"***", "n":1}"#,
+        );
+        check(
+            r#"{"password":"hunter2","client_secret":"s3","token":"t"}"#,
+            r#"{"password":"***","client_secret":"***","token":"***"}"#,
+        );
+        // JSON inside a JSON string.
+        check(
+            r#"{"body":"{\"access_token\":\"abcdef\",\"x\":1}","n":2}"#,
+            r#"{"body":"{\"access_token\":\"***","n":2}"#,
+        );
+        // Form and query fields.
+        check(
+            "grant_type=password&username=u&password=p%40ss&scope=openid",
+            "grant_type=password&username=u&password=***&scope=openid",
+        );
+        check("?access_token=abc&client_secret=def", "?access_token=***&client_secret=***");
+        check("refresh_token=abc", "refresh_token=***");
+        // Headers.
+        check("Authorization: Bearer abc.def-ghi\n", "Authorization: Bearer ***\n");
+        check("authorization=token ghp_x", "authorization=token ***");
+        check("Proxy-Authorization: Basic dXNlcjpwYXNz", "Proxy-Authorization: Basic ***");
+        check("sent bearer 0123456789abcdef, ok", "sent bearer ***, ok");
+        check("BASIC dXNlcjpwYXNzd29yZA==", "BASIC ***");
+        // JWTs anywhere, cut after any part.
+        check(&format!("token {jwt} end"), "token *** end");
+        check("x eyJhbGciOiJIUzI1NiJ9.eyJzdWIi…", "x ***…");
+        check("x eyJhbGc", "x ***");
+        // GitHub tokens, whole or cut.
+        check("ghp_16C7e42F292c6912E7710c838347Ae178B4a", "***");
+        check("a gho_16C7 b ghs_ c ghu_x d ghr_y", "a *** b *** c *** d ***");
+        check("github_pat_11ABCDEFG0_abcdefghij", "***");
+        // Look-alikes stay.
+        for same in [
+            r#"{"token_type":"bearer","expires_in":86399}"#,
+            "token answer without an access_token",
+            "basic auth",
+            "HTTP 401: Unauthorized",
+            "eye, ghost_town, github_page",
+            "no_token=",
+        ] {
+            check(same, same);
         }
     }
 

@@ -242,6 +242,39 @@ pub(crate) fn body_excerpt(body: &[u8], secrets: &[&str]) -> String {
     scrub(cut, secrets)
 }
 
+/// What an error answer to a token request said, without any of its text: its size, and the
+/// OAuth error code when it is one (RFC 6749 §5.2 codes are fixed ASCII words).
+pub(crate) fn token_answer_error(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct OAuthError {
+        error: String,
+    }
+    let code = serde_json::from_slice::<OAuthError>(body)
+        .ok()
+        .map(|e| e.error)
+        .filter(|c| !c.is_empty() && c.len() <= 40 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    match code {
+        Some(c) => format!("error {c} ({} bytes; a token answer is not shown)", body.len()),
+        None => format!("{} bytes (a token answer is not shown)", body.len()),
+    }
+}
+
+/// Why a token answer did not decode, without its text: serde's message can quote a value
+/// (`invalid type: string "eyJ…"`), so only the error class and position are given.
+pub(crate) fn token_decode_error(e: &serde_json::Error, len: usize) -> String {
+    let class = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "unexpected JSON shape",
+        serde_json::error::Category::Eof => "cut off (unexpected end)",
+    };
+    format!(
+        "token answer of {len} bytes: {class} at line {} column {} (a token answer is not shown)",
+        e.line(),
+        e.column()
+    )
+}
+
 /// How much of an error body is searched for secrets and excerpted.
 const EXCERPT_SCAN: usize = 16 << 10;
 
