@@ -27,6 +27,9 @@ pub enum FaultKind {
     Malformed,
     /// 200 with the real body cut in half.
     Truncated,
+    /// 200 with the real body, one byte in its middle replaced by a NUL (damaged in transit or
+    /// by a proxy): whole-length but undecodable, everything around the damage intact.
+    Corrupted,
     /// GitHub's rate limiting: 403 with `x-ratelimit-remaining: 0` and a reset time, or 429 with
     /// `Retry-After` (secondary limit).
     RateLimit {

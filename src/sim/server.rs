@@ -100,6 +100,19 @@ async fn apply(fault: FaultKind, req: Request, next: Next) -> Response {
             .into_response(),
         // An event stream of a running build never ends; cutting it would hang the request.
         FaultKind::Truncated if req.uri().path().ends_with("/events") => next.run(req).await,
+        FaultKind::Corrupted if req.uri().path().ends_with("/events") => next.run(req).await,
+        FaultKind::Corrupted => {
+            let resp = next.run(req).await;
+            let (parts, body) = resp.into_parts();
+            let mut bytes = to_bytes(body, usize::MAX).await.unwrap_or_default().to_vec();
+            let mid = bytes.len() / 2;
+            if let Some(b) = bytes.get_mut(mid) {
+                *b = 0;
+            }
+            let mut r = Response::from_parts(parts, Body::from(bytes));
+            r.headers_mut().remove(header::ETAG);
+            r
+        }
         FaultKind::Truncated => {
             let resp = next.run(req).await;
             let (parts, body) = resp.into_parts();

@@ -809,3 +809,85 @@ async fn a_webhook_flood_stays_within_the_request_budget() {
     assert!(spent <= budget, "{sent} deliveries in {took:?} cost {spent} upstream requests (budget {budget})");
     println!("{sent} deliveries in {took:?} cost {spent} upstream requests (budget {budget})");
 }
+
+/// The token grant's answer cut in half and damaged halfway (so it fails to decode with the
+/// fresh access token and part of the ID token in the text), retried and relogged into, with
+/// `RUST_LOG=trace`: no issued token, no piece of an ID token and no password reaches a log
+/// line, an error, a metric, a page or the state file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_or_damaged_token_answers_leak_no_token() {
+    init_crypto();
+    let sc =
+        Scenario::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/three-while-tests-run.yaml")).unwrap();
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (mut world, _) = sc.build_world(start);
+    world.concourse.users.insert("deploy-journey".into(), CONCOURSE_PASSWORD.into());
+    let sim = Sim::new(world, SimClock::new(start, ClockMode::Running { speed: 120.0 }));
+    *sim.github_tokens.write().unwrap() = vec![GITHUB_TOKEN.to_string()];
+    let (listener, sim_url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let s = sim.clone();
+    let _sim_task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(s, listener).await;
+    });
+    let damage = |n: u32| {
+        for kind in ["truncated", "corrupted"] {
+            sim.faults.add(fault(&format!(
+                r#"{{"kind":"{kind}","service":"concourse","path_contains":"/sky/issuer/token","count":{n}}}"#
+            )));
+        }
+    };
+    // The first logins fail (retries, then the give-up warning), then one after the tokens expire.
+    damage(3);
+    let dir = tempfile::tempdir().unwrap();
+    let e = spawn_serve(dir.path(), "tok", &sim_url, GITHUB_TOKEN, CONCOURSE_PASSWORD);
+    wait_ready(&e, Duration::from_secs(90)).await;
+    damage(1);
+    client().post(format!("{sim_url}/_sim/expire-tokens")).send().await.unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !sim.faults.list().is_empty() {
+        assert!(Instant::now() < until, "the damaged token answers were not all requested; log:\n{}", tail(&e.log));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut outputs: Vec<(String, String)> = vec![];
+    for path in ["/metrics", "/", "/api/v1/journeys?state=all&limit=1000", "/readyz", "/healthz"] {
+        outputs.push((path.to_string(), get_text(&format!("{}{path}", e.url)).await));
+    }
+    drop(e);
+    let log = String::from_utf8_lossy(&std::fs::read(dir.path().join("tok.log")).unwrap()).into_owned();
+    let db = std::fs::read(dir.path().join("tok.db")).unwrap_or_default();
+    outputs.push(("state file".into(), String::from_utf8_lossy(&db).into_owned()));
+    outputs.push(("serve log".into(), log.clone()));
+
+    // Every token the simulator minted, the damaged answers' included, is a secret; so is any
+    // ID token (a JWT: its header always starts `eyJ`, and the simulator's says RS256).
+    let issued: Vec<String> = sim.with_world(|w| w.concourse.tokens.keys().cloned().collect());
+    let grants: u64 = sim
+        .stats
+        .rows()
+        .iter()
+        .filter(|r| r.service == "concourse" && r.route == "/sky/issuer/token")
+        .map(|r| r.count)
+        .sum();
+    assert!(issued.len() >= 8 && grants >= 8, "{} tokens minted in {grants} grants", issued.len());
+    let mut secrets: Vec<&str> = vec![CONCOURSE_PASSWORD, GITHUB_TOKEN];
+    secrets.extend(issued.iter().map(String::as_str));
+    let mut found = vec![];
+    for (name, text) in &outputs {
+        for l in leaks(text, &secrets) {
+            found.push(format!("{name}: {l}"));
+        }
+        for jwt in ["eyJhbGciOiJSUzI1NiIs", "eyJhbGci", "id_token\":\"e"] {
+            if text.contains(jwt) {
+                found.push(format!("{name}: an ID token ({jwt:?})"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "tokens leaked:\n{}", found.join("\n"));
+    // The damaged answers were met, retried at debug level and given up on at warn level.
+    for want in ["token answer of", "cut off (unexpected end)", "not JSON", "concourse: retrying"] {
+        assert!(log.contains(want), "the log lacks {want:?}:\n{}", tail(&dir.path().join("tok.log")));
+    }
+    assert!(log.lines().any(|l| l.contains("WARN") && l.contains("/sky/issuer/token")), "no give-up warning");
+}
