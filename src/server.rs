@@ -188,7 +188,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_conn(stream, &builder, app, &conn, &registry, &mut stop).await,
+                None => serve_conn(stream, peer, &builder, app, &conn, &registry, &mut stop).await,
                 Some(acceptor) => {
                     let hs = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
                     let done = tokio::select! {
@@ -207,7 +207,7 @@ pub async fn serve(
                         _ = stopped(&mut stop) => None,
                     };
                     if let Some(tls) = done {
-                        serve_conn(tls, &builder, app, &conn, &registry, &mut stop).await;
+                        serve_conn(tls, peer, &builder, app, &conn, &registry, &mut stop).await;
                     }
                 }
             }
@@ -224,6 +224,7 @@ pub async fn serve(
 
 async fn serve_conn<I>(
     io: I,
+    peer: std::net::SocketAddr,
     builder: &hyper::server::conn::http1::Builder,
     app: Router,
     conn: &Arc<Conn>,
@@ -239,7 +240,10 @@ async fn serve_conn<I>(
         async move {
             c.busy.fetch_add(1, Ordering::Relaxed);
             let _busy = Busy(&c, &r);
-            tower::Service::call(&mut app, req.map(axum::body::Body::new)).await
+            let mut req = req.map(axum::body::Body::new);
+            // The client's address, for basic auth's per-client limit on failed attempts.
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            tower::Service::call(&mut app, req).await
         }
     });
     let served = builder.serve_connection(TokioIo::new(io), service);

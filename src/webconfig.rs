@@ -21,7 +21,7 @@
 //! (unverified client certificates, Go cipher-suite and curve names) are refused by name instead
 //! of being ignored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -340,19 +340,45 @@ fn tls_config(
 
 // ------------------------------------------------------------------ basic auth
 
-/// Verified (user, hash, password) digests → outcome. Bounded: cleared when full.
+/// Verified credentials remembered (least recently used dropped first; a scraper or two and
+/// their rotations need a handful).
 const AUTH_CACHE_CAP: usize = 1024;
+/// Clients whose failed attempts are tracked; the least recently seen is forgotten first.
+const CLIENTS_CAP: usize = 4096;
+/// Failed attempts a client may make at once, and how many more per second after that. An
+/// attempt takes a token before bcrypt runs and gives it back when the password was right.
+const FAIL_BURST: f64 = 30.0;
+const FAIL_PER_SEC: f64 = 1.0;
 
-/// Basic auth over the configured users, as the exporter-toolkit does it.
+/// Basic auth over the configured users, as the exporter-toolkit does it, hardened against a
+/// flood of wrong passwords: a correct password, once verified, is answered from a bounded LRU
+/// cache without waiting for any bcrypt work; bcrypt runs on the blocking pool, a few at a time;
+/// and each client address may fail only so often (then 429 with `Retry-After`, no bcrypt).
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// A hash of the configured users' highest cost for unknown users, so their answer takes as
     /// long as a wrong password's (no user enumeration by timing).
     decoy: String,
-    cache: Mutex<HashMap<[u8; 32], bool>>,
-    /// One bcrypt at a time: a flood of wrong passwords costs one core, not all of them.
-    bcrypt: tokio::sync::Mutex<()>,
+    /// HMAC key for cache keys: a cache entry reveals nothing about the password, even to
+    /// someone who can read this process's memory.
+    cache_key: [u8; 32],
+    /// HMAC(user, hash, password) of credentials that verified. Only successes: a failure
+    /// cached would let a flood of distinct wrong passwords push the right one out.
+    verified: Mutex<lru::LruCache<[u8; 32], ()>>,
+    /// Failed-attempt budgets by client address (an IPv6 /64 counts as one client).
+    clients: Mutex<lru::LruCache<std::net::IpAddr, Bucket>>,
+    /// bcrypt checks running at once: they use the blocking pool, at most this many cores.
+    bcrypt: tokio::sync::Semaphore,
+    /// Requests refused by basic auth (401 and 429), for `/metrics`.
+    pub rejected: std::sync::atomic::AtomicU64,
+}
+
+/// A token bucket of failed attempts.
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
 }
 
 impl WebConfig {
@@ -365,26 +391,59 @@ impl WebConfig {
         if self.users.is_empty() && self.headers.is_empty() {
             return router;
         }
+        router.layer(axum::middleware::from_fn_with_state(self.basic_auth(), guard))
+    }
+
+    /// The basic-auth state `wrap` uses.
+    pub fn basic_auth(&self) -> Arc<BasicAuth> {
         let cost = self.users.values().filter_map(|h| h.parse::<bcrypt::HashParts>().ok()).map(|p| p.get_cost()).max();
         let decoy = cost.and_then(|c| bcrypt::hash("deploy-journey decoy password", c).ok()).unwrap_or_default();
-        let auth = Arc::new(BasicAuth {
+        // Half the cores for bcrypt (at least one): the rest keeps serving scrapes and polling.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cap = |n: usize| std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN);
+        Arc::new(BasicAuth {
             users: self.users.clone(),
             headers: self.headers.clone(),
             decoy,
-            cache: Mutex::new(HashMap::new()),
-            bcrypt: tokio::sync::Mutex::new(()),
-        });
-        router.layer(axum::middleware::from_fn_with_state(auth, guard))
+            cache_key: rand::random(),
+            verified: Mutex::new(lru::LruCache::new(cap(AUTH_CACHE_CAP))),
+            clients: Mutex::new(lru::LruCache::new(cap(CLIENTS_CAP))),
+            bcrypt: tokio::sync::Semaphore::new((cores / 2).max(1)),
+            rejected: std::sync::atomic::AtomicU64::new(0),
+        })
     }
+}
+
+/// What basic auth decided about a request.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Allow,
+    Deny,
+    /// Too many failed attempts from this client: try again after this many seconds.
+    Slow(u64),
 }
 
 async fn guard(State(auth): State<Arc<BasicAuth>>, req: Request, next: Next) -> Response {
     // Only the header crosses the await: a request body is not `Sync`.
     let credentials = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let mut resp = if auth.users.is_empty() || auth.allows(credentials.as_deref()).await {
-        next.run(req).await
-    } else {
-        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic")], "Unauthorized\n").into_response()
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let verdict = if auth.users.is_empty() { Verdict::Allow } else { auth.check(credentials.as_deref(), client).await };
+    let mut resp = match verdict {
+        Verdict::Allow => next.run(req).await,
+        Verdict::Deny => {
+            auth.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic")], "Unauthorized\n").into_response()
+        }
+        Verdict::Slow(secs) => {
+            auth.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, "Too many failed logins; try again later\n").into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r
+        }
     };
     for (n, v) in &auth.headers {
         resp.headers_mut().insert(n.clone(), v.clone());
@@ -392,45 +451,92 @@ async fn guard(State(auth): State<Arc<BasicAuth>>, req: Request, next: Next) -> 
     resp
 }
 
+/// User and password of a `Basic` authorization header; the scheme name is case-insensitive
+/// (RFC 9110 §11.1, RFC 7617).
+fn basic_credentials(authorization: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, rest) = authorization.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string()))
+}
+
+/// The address a client's failures are counted under: an IPv6 client usually has a whole /64.
+fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 impl BasicAuth {
-    async fn allows(&self, authorization: Option<&str>) -> bool {
-        use base64::Engine;
-        use sha2::Digest;
-        let Some((user, pass)) = authorization
-            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
-        else {
-            return false;
+    async fn check(&self, authorization: Option<&str>, client: std::net::IpAddr) -> Verdict {
+        use hmac::Mac;
+        let Some((user, pass)) = authorization.and_then(basic_credentials) else {
+            return Verdict::Deny;
         };
         let (known, hash) = match self.users.get(&user) {
             Some(h) => (true, h.clone()),
             None => (false, self.decoy.clone()),
         };
         let key: [u8; 32] = {
-            let mut d = sha2::Sha256::new();
+            let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.cache_key).expect("any key length");
             for part in [user.as_bytes(), hash.as_bytes(), pass.as_bytes()] {
-                d.update((part.len() as u64).to_le_bytes());
-                d.update(part);
+                m.update(&(part.len() as u64).to_le_bytes());
+                m.update(part);
             }
-            d.finalize().into()
+            m.finalize().into_bytes().into()
         };
-        if let Some(ok) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return *ok && known;
+        if known && self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(&key).is_some() {
+            return Verdict::Allow;
         }
-        let _one = self.bcrypt.lock().await;
-        // bcrypt at cost 10 takes tens of milliseconds: off the async workers. Go's bcrypt refuses
-        // passwords over 72 bytes instead of truncating them; the non-truncating check does too.
-        let ok = tokio::task::spawn_blocking(move || bcrypt::non_truncating_verify(pass, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if c.len() >= AUTH_CACHE_CAP {
-            c.clear();
+        let client = client_key(client);
+        if let Err(wait) = self.take(client) {
+            return Verdict::Slow(wait);
         }
-        c.insert(key, ok);
-        ok && known
+        let ok = {
+            let Ok(_slot) = self.bcrypt.acquire().await else { return Verdict::Deny };
+            // bcrypt at cost 10 takes tens of milliseconds: off the async workers. Go's bcrypt
+            // refuses passwords over 72 bytes instead of truncating them; the non-truncating
+            // check does too.
+            tokio::task::spawn_blocking(move || bcrypt::non_truncating_verify(pass, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false)
+        };
+        if ok && known {
+            self.verified.lock().unwrap_or_else(|e| e.into_inner()).put(key, ());
+            self.give_back(client);
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        }
+    }
+
+    /// Take a failed-attempt token of `client`; when none is left, how many seconds until one is.
+    fn take(&self, client: std::net::IpAddr) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let b = clients.get_or_insert_mut(client, || Bucket { tokens: FAIL_BURST, at: now });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * FAIL_PER_SEC).min(FAIL_BURST);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - b.tokens) / FAIL_PER_SEC).ceil().max(1.0) as u64)
+        }
+    }
+
+    fn give_back(&self, client: std::net::IpAddr) {
+        if let Some(b) = self.clients.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&client) {
+            b.tokens = (b.tokens + 1.0).min(FAIL_BURST);
+        }
     }
 }
 
@@ -484,6 +590,51 @@ mod tests {
             assert!(e.starts_with("web config web.yml: "), "{text}: {e}");
             assert!(e.contains(want), "{text}: {e:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn basic_credentials_take_the_scheme_in_any_case() {
+        fn check(header: &str, expect: Option<(&str, &str)>) {
+            let got = basic_credentials(header);
+            assert_eq!(got.as_ref().map(|(u, p)| (u.as_str(), p.as_str())), expect, "{header:?}");
+        }
+        // "prometheus:s3cret:x" — a password may contain ':'.
+        let b64 = "cHJvbWV0aGV1czpzM2NyZXQ6eA==";
+        for scheme in ["Basic", "basic", "BASIC", "bAsIc"] {
+            check(&format!("{scheme} {b64}"), Some(("prometheus", "s3cret:x")));
+        }
+        check(&format!("Basic   {b64} "), Some(("prometheus", "s3cret:x")));
+        check(&format!("Bearer {b64}"), None);
+        check(&format!("Basic{b64}"), None);
+        check("Basic !!!", None);
+        check("Basic bm9jb2xvbg==", None); // "nocolon"
+        check("", None);
+    }
+
+    #[test]
+    fn failures_are_counted_per_client_and_ipv6_per_64() {
+        fn check(ip: &str, expect: &str) {
+            assert_eq!(client_key(ip.parse().unwrap()).to_string(), expect, "{ip}");
+        }
+        check("192.0.2.7", "192.0.2.7");
+        check("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::");
+        check("::ffff:192.0.2.7", "192.0.2.7");
+    }
+
+    #[test]
+    fn a_client_out_of_failures_waits_and_a_success_gives_its_token_back() {
+        let cfg = WebConfig { users: [("u".to_string(), "x".to_string())].into(), ..Default::default() };
+        let auth = cfg.basic_auth();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for _ in 0..FAIL_BURST as usize {
+            assert_eq!(auth.take(a), Ok(()));
+        }
+        let wait = auth.take(a).unwrap_err();
+        assert!((1..=2).contains(&wait), "{wait}");
+        assert_eq!(auth.take(b), Ok(()), "another client has its own budget");
+        auth.give_back(a);
+        assert_eq!(auth.take(a), Ok(()));
+        assert!(auth.take(a).is_err());
     }
 
     #[test]
