@@ -891,3 +891,127 @@ async fn cut_or_damaged_token_answers_leak_no_token() {
     }
     assert!(log.lines().any(|l| l.contains("WARN") && l.contains("/sky/issuer/token")), "no give-up warning");
 }
+
+/// Plain-HTTP `serve` with one basic-auth user (`prometheus`:`scrape-secret`, bcrypt `cost`).
+async fn serve_with_basic_auth(
+    cost: u32,
+) -> (String, tokio::sync::oneshot::Sender<()>, tempfile::TempDir, crate::support::TestSim) {
+    let sim = spawn_sim("lana", 6).await;
+    sim.commit(&["core/src/a.rs"], "feat: first");
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!("basic_auth_users:\n  prometheus: {}\n", bcrypt::hash("scrape-secret", cost).unwrap()),
+    )
+    .unwrap();
+    let text = config_text(&sim.url, &dir.path().join("s.db"), 0, "1h ");
+    let (addr, stop) = serve_in_process(&text, dir.path(), Some(web)).await;
+    (format!("http://{addr}"), stop, dir, sim)
+}
+
+/// A client whose connections come from `from` (any 127.x address reaches a loopback listener).
+fn client_from(from: std::net::Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(from))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// 400 connections, each from its own address, send random wrong passwords as fast as they are
+/// answered, far past the 1,024 attempts that used to empty the credential cache, while the real
+/// scraper (verified once before the flood) keeps scraping: every one of its scrapes succeeds,
+/// each within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_flood_does_not_lock_the_scraper_out() {
+    init_crypto();
+    let (base, _stop, _dir, _sim) = serve_with_basic_auth(7).await;
+    let scraper = client_from(std::net::Ipv4Addr::new(127, 0, 0, 1));
+    let scrape = |scraper: reqwest::Client, base: String| async move {
+        let t = Instant::now();
+        let r = scraper.get(format!("{base}/metrics")).basic_auth("prometheus", Some("scrape-secret")).send().await;
+        (r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()), t.elapsed())
+    };
+    assert_eq!(scrape(scraper.clone(), base.clone()).await.0, Ok(200));
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut flood = vec![];
+    for i in 0..400u32 {
+        let c = client_from(std::net::Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8));
+        let (base, stop, answered) = (base.clone(), stop.clone(), answered.clone());
+        flood.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let pass = format!("wrong-{i}-{n}-{}", rand::random::<u64>());
+                if let Ok(r) = c.get(format!("{base}/metrics")).basic_auth("prometheus", Some(pass)).send().await {
+                    assert_ne!(r.status(), 200, "a wrong password was let in");
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut scrapes = vec![];
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 1500 && started.elapsed() < Duration::from_secs(60) {
+        scrapes.push(scrape(scraper.clone(), base.clone()).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let attempts = answered.load(std::sync::atomic::Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    let slowest = scrapes.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    println!(
+        "{attempts} wrong-password attempts in {:.1} s; {} scrapes, slowest {} ms",
+        started.elapsed().as_secs_f64(),
+        scrapes.len(),
+        slowest.as_millis()
+    );
+    assert!(attempts >= 1100, "the flood made only {attempts} attempts");
+    let bad: Vec<_> = scrapes.iter().filter(|(r, d)| *r != Ok(200) || *d > Duration::from_secs(2)).collect();
+    assert!(bad.is_empty(), "{} of {} scrapes failed or took over 2 s: {bad:?}", bad.len(), scrapes.len());
+}
+
+/// One address failing over and over: after its budget it gets 429 with `Retry-After`, at once
+/// (no bcrypt); other addresses are unaffected. An upper-case `BASIC` scheme is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_limited_per_client_and_the_scheme_is_case_insensitive() {
+    init_crypto();
+    let (base, _stop, _dir, _sim) = serve_with_basic_auth(4).await;
+    use base64::Engine;
+    let creds = base64::engine::general_purpose::STANDARD.encode("prometheus:scrape-secret");
+    for scheme in ["BASIC", "basic", "Basic"] {
+        let r =
+            client().get(format!("{base}/metrics")).header("authorization", format!("{scheme} {creds}")).send().await;
+        assert_eq!(r.unwrap().status(), 200, "{scheme}");
+    }
+
+    let attacker = client_from(std::net::Ipv4Addr::new(127, 0, 3, 1));
+    let mut statuses = vec![];
+    for n in 0..60 {
+        let r = attacker
+            .get(format!("{base}/metrics"))
+            .basic_auth("prometheus", Some(format!("wrong-{n}")))
+            .send()
+            .await
+            .unwrap();
+        let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        statuses.push((r.status().as_u16(), retry_after));
+    }
+    let unauthorized = statuses.iter().filter(|(s, _)| *s == 401).count();
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!((25..=40).contains(&unauthorized), "{unauthorized} answered 401: {statuses:?}");
+    assert_eq!(unauthorized + limited.len(), statuses.len(), "{statuses:?}");
+    assert!(limited.iter().all(|(_, ra)| ra.is_some_and(|s| (1..=60).contains(&s))), "{statuses:?}");
+    assert_eq!(statuses.last().unwrap().0, 429, "{statuses:?}");
+    // Another client with the right password is unaffected, and so is a wrong one from elsewhere.
+    let other = client_from(std::net::Ipv4Addr::new(127, 0, 3, 2));
+    let r = other.get(format!("{base}/metrics")).basic_auth("prometheus", Some("nope")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client().get(format!("{base}/healthz")).basic_auth("prometheus", Some("scrape-secret")).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+}
