@@ -437,6 +437,44 @@ mod tests {
     use reqwest::header::{HeaderMap, HeaderValue, LINK};
 
     #[test]
+    fn token_answers_are_described_without_their_text() {
+        fn check(body: &str, expect: &str) {
+            assert_eq!(token_answer_error(body.as_bytes()), expect, "{body}");
+        }
+        check(
+            r#"{"error":"access_denied","error_description":"Invalid username or password"}"#,
+            "error access_denied (76 bytes; a token answer is not shown)",
+        );
+        // A code that is not a plain word is not repeated.
+        check(r#"{"error":"eyJhbGciOiJIUzI1NiJ9"}"#, "32 bytes (a token answer is not shown)");
+        check("<html>502</html>", "16 bytes (a token answer is not shown)");
+
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Reply {
+            access_token: String,
+            expires_in: u64,
+        }
+        fn decode(body: &str, expect: &str) {
+            let e = serde_json::from_str::<Reply>(body).unwrap_err();
+            assert_eq!(token_decode_error(&e, body.len()), expect, "{body}");
+        }
+        decode(
+            r#"{"access_token":"SxKnlOWagNWhGbE4i+FQ"#,
+            "token answer of 37 bytes: cut off (unexpected end) at line 1 column 37 (a token answer is not shown)",
+        );
+        decode(
+            "{\"access_token\":\"SxKn\u{0}lOWag\"}",
+            "token answer of 29 bytes: not JSON at line 1 column 22 (a token answer is not shown)",
+        );
+        // serde would quote the value: `invalid type: string "eyJ…"`.
+        decode(
+            r#"{"access_token":"a","expires_in":"eyJhbGciOiJIUzI1NiJ9"}"#,
+            "token answer of 56 bytes: unexpected JSON shape at line 1 column 55 (a token answer is not shown)",
+        );
+    }
+
+    #[test]
     fn snapshots_start_at_zero_for_every_source_and_kind() {
         let t = SourceTelemetry::new();
         let all = t.snapshots();
