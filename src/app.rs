@@ -287,7 +287,10 @@ pub async fn serve_with_options(
         tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| AppError::Listen { addr: listen, source })?;
     tracing::info!(%bound, tls = web.tls.is_some(), basic_auth = web.has_users(), max_connections = cfg.server.max_connections, header_read_timeout = ?cfg.server.header_read_timeout, "listening");
-    let app = web.wrap(crate::http::routes(shared.clone()));
+    let (app, basic_auth) = web.wrap(crate::http::routes(shared.clone()));
+    if let Some(a) = basic_auth {
+        shared.set_basic_auth(a);
+    }
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
     let stopped = async move {

@@ -439,6 +439,7 @@ pub fn catalogue(core: &crate::core::journey::CoreConfig, poll_interval_secs: u6
         // Span export is about the live process; it has no history to backfill.
         spans: None,
         store_errors: 0,
+        auth_rejections: None,
     });
     let mut defs: Vec<(&'static str, String, Kind, &str)> = vec![];
     for (h, _) in HISTOGRAMS {

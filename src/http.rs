@@ -54,6 +54,8 @@ pub struct Shared {
     store_errors: std::sync::atomic::AtomicU64,
     metrics: std::sync::OnceLock<MetricsContext>,
     webhook: std::sync::OnceLock<WebhookContext>,
+    /// Basic auth, when users are configured: its refusals are on `/metrics`.
+    basic_auth: std::sync::OnceLock<Arc<crate::webconfig::BasicAuth>>,
     /// Woken by a verified push webhook: poll now instead of at the next interval.
     pub poll_now: tokio::sync::Notify,
     /// The last renderings of `/metrics`: (second, OpenMetrics?, snapshot, body).
@@ -168,6 +170,9 @@ impl Shared {
     }
     pub fn set_webhook(&self, w: WebhookContext) {
         let _ = self.webhook.set(w);
+    }
+    pub fn set_basic_auth(&self, a: Arc<crate::webconfig::BasicAuth>) {
+        let _ = self.basic_auth.set(a);
     }
 }
 
@@ -327,6 +332,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
                     version: env!("CARGO_PKG_VERSION"),
                     spans: ctx.spans.as_ref().map(|s| s.counts()),
                     store_errors: shared.store_errors(),
+                    auth_rejections: shared.basic_auth.get().map(|a| a.rejections()),
                 };
                 let body = if om {
                     crate::sinks::metrics::render_openmetrics(&input)

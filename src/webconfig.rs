@@ -370,8 +370,16 @@ pub struct BasicAuth {
     clients: Mutex<lru::LruCache<std::net::IpAddr, Bucket>>,
     /// bcrypt checks running at once: they use the blocking pool, at most this many cores.
     bcrypt: tokio::sync::Semaphore,
-    /// Requests refused by basic auth (401 and 429), for `/metrics`.
-    pub rejected: std::sync::atomic::AtomicU64,
+    /// Requests refused: wrong or missing credentials (401), too many failures (429).
+    unauthorized: std::sync::atomic::AtomicU64,
+    rate_limited: std::sync::atomic::AtomicU64,
+}
+
+/// Requests basic auth refused since start, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthRejections {
+    pub unauthorized: u64,
+    pub rate_limited: u64,
 }
 
 /// A token bucket of failed attempts.
@@ -386,12 +394,15 @@ impl WebConfig {
         !self.users.is_empty()
     }
 
-    /// `router` behind the configured basic auth and headers (unchanged when neither is set).
-    pub fn wrap(&self, router: axum::Router) -> axum::Router {
+    /// `router` behind the configured basic auth and headers (unchanged when neither is set),
+    /// and the basic auth's state when users are configured (for its counts).
+    pub fn wrap(&self, router: axum::Router) -> (axum::Router, Option<Arc<BasicAuth>>) {
         if self.users.is_empty() && self.headers.is_empty() {
-            return router;
+            return (router, None);
         }
-        router.layer(axum::middleware::from_fn_with_state(self.basic_auth(), guard))
+        let auth = self.basic_auth();
+        let counted = self.has_users().then(|| auth.clone());
+        (router.layer(axum::middleware::from_fn_with_state(auth, guard)), counted)
     }
 
     /// The basic-auth state `wrap` uses.
@@ -409,7 +420,8 @@ impl WebConfig {
             verified: Mutex::new(lru::LruCache::new(cap(AUTH_CACHE_CAP))),
             clients: Mutex::new(lru::LruCache::new(cap(CLIENTS_CAP))),
             bcrypt: tokio::sync::Semaphore::new((cores / 2).max(1)),
-            rejected: std::sync::atomic::AtomicU64::new(0),
+            unauthorized: std::sync::atomic::AtomicU64::new(0),
+            rate_limited: std::sync::atomic::AtomicU64::new(0),
         })
     }
 }
@@ -435,11 +447,11 @@ async fn guard(State(auth): State<Arc<BasicAuth>>, req: Request, next: Next) -> 
     let mut resp = match verdict {
         Verdict::Allow => next.run(req).await,
         Verdict::Deny => {
-            auth.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            auth.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic")], "Unauthorized\n").into_response()
         }
         Verdict::Slow(secs) => {
-            auth.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            auth.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut r = (StatusCode::TOO_MANY_REQUESTS, "Too many failed logins; try again later\n").into_response();
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             r
@@ -476,6 +488,11 @@ fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
 }
 
 impl BasicAuth {
+    pub fn rejections(&self) -> AuthRejections {
+        use std::sync::atomic::Ordering::Relaxed;
+        AuthRejections { unauthorized: self.unauthorized.load(Relaxed), rate_limited: self.rate_limited.load(Relaxed) }
+    }
+
     async fn check(&self, authorization: Option<&str>, client: std::net::IpAddr) -> Verdict {
         use hmac::Mac;
         let Some((user, pass)) = authorization.and_then(basic_credentials) else {

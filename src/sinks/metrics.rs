@@ -53,6 +53,8 @@ pub struct MetricsInput<'a> {
     pub spans: Option<crate::sinks::traces::SpanExportCounts>,
     /// Store writes that failed since start.
     pub store_errors: u64,
+    /// Requests basic auth refused; `None` without basic auth (the family is then absent).
+    pub auth_rejections: Option<crate::webconfig::AuthRejections>,
 }
 
 /// Counter values and histogram buckets that pruned facts contributed, keyed by metric name
@@ -647,6 +649,16 @@ fn build(m: &MetricsInput<'_>) -> Registry {
     let store_errors = Counter::<u64>::default();
     store_errors.inc_by(m.store_errors);
     r.register("store_errors", "Writes to the state file that failed since start (each is retried)", store_errors);
+    if let Some(a) = m.auth_rejections {
+        let rejected: Family<Labels, Counter> = Family::default();
+        rejected.get_or_create(&l(&[("reason", "unauthorized")])).inc_by(a.unauthorized);
+        rejected.get_or_create(&l(&[("reason", "rate_limited")])).inc_by(a.rate_limited);
+        r.register(
+            "basic_auth_rejected",
+            "Requests refused by basic auth since start: wrong or no credentials (401), too many failures from the client (429)",
+            rejected,
+        );
+    }
     r.register("build_info", "Build information; always 1", build_info);
     reg
 }

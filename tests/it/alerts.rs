@@ -57,6 +57,7 @@ pub fn catalogue() -> BTreeMap<String, BTreeSet<String>> {
         baseline: &baseline,
         spans: None,
         store_errors: 0,
+        auth_rejections: None,
     });
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {

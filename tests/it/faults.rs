@@ -153,6 +153,7 @@ async fn run_day(fault: Fault) -> DayResult {
         baseline: &baseline,
         spans: None,
         store_errors: 0,
+        auth_rejections: None,
     });
     let counters = text
         .lines()

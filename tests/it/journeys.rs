@@ -346,6 +346,7 @@ fn metric_lines_of(r: &Run, facts: &Facts, derived: &Derived, now: i64) -> BTree
         baseline: &baseline,
         spans: None,
         store_errors: 0,
+        auth_rejections: None,
     });
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -105,6 +105,7 @@ fn render(
         // Traces on, with fixed counts, so the span export families are in the catalogue.
         spans: Some(deploy_journey::sinks::traces::SpanExportCounts { exported: 42, errors: 1, queued: 3 }),
         store_errors: 0,
+        auth_rejections: None,
     };
     Rendered { text: render_text(&input), om: render_openmetrics(&input) }
 }

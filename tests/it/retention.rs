@@ -50,6 +50,7 @@ fn pruning_old_journeys_keeps_every_counter_and_histogram() {
             baseline,
             spans: None,
             store_errors: 0,
+            auth_rejections: None,
         };
         (render_text(&input), d, sb)
     };

@@ -1017,4 +1017,24 @@ async fn failed_logins_are_limited_per_client_and_the_scheme_is_case_insensitive
     assert_eq!(r.status(), 401);
     let r = client().get(format!("{base}/healthz")).basic_auth("prometheus", Some("scrape-secret")).send().await;
     assert_eq!(r.unwrap().status(), 200);
+    // Both kinds of refusal are counted, without the client's address.
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a rendering is reused within its second
+    let metrics = client()
+        .get(format!("{base}/metrics"))
+        .basic_auth("prometheus", Some("scrape-secret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |reason: &str| -> u64 {
+        let prefix = format!("deploy_journey_basic_auth_rejected_total{{reason=\"{reason}\"}} ");
+        let line =
+            metrics.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix}:\n{metrics}"));
+        line[prefix.len()..].trim().parse().unwrap()
+    };
+    assert_eq!(value("unauthorized"), unauthorized as u64 + 1, "{statuses:?}");
+    assert_eq!(value("rate_limited"), limited.len() as u64);
+    assert!(!metrics.contains("127.0.3."), "a client address in the metrics");
 }
