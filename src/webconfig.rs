@@ -369,7 +369,7 @@ pub struct BasicAuth {
     /// Failed-attempt budgets by client address (an IPv6 /64 counts as one client).
     clients: Mutex<lru::LruCache<std::net::IpAddr, Bucket>>,
     /// bcrypt checks running at once: they use the blocking pool, at most this many cores.
-    bcrypt: tokio::sync::Semaphore,
+    bcrypt: Arc<tokio::sync::Semaphore>,
     /// Requests refused: wrong or missing credentials (401), too many failures (429).
     unauthorized: std::sync::atomic::AtomicU64,
     rate_limited: std::sync::atomic::AtomicU64,
@@ -419,7 +419,7 @@ impl WebConfig {
             cache_key: rand::random(),
             verified: Mutex::new(lru::LruCache::new(cap(AUTH_CACHE_CAP))),
             clients: Mutex::new(lru::LruCache::new(cap(CLIENTS_CAP))),
-            bcrypt: tokio::sync::Semaphore::new((cores / 2).max(1)),
+            bcrypt: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
             unauthorized: std::sync::atomic::AtomicU64::new(0),
             rate_limited: std::sync::atomic::AtomicU64::new(0),
         })
@@ -518,13 +518,17 @@ impl BasicAuth {
             return Verdict::Slow(wait);
         }
         let ok = {
-            let Ok(_slot) = self.bcrypt.acquire().await else { return Verdict::Deny };
-            // bcrypt at cost 10 takes tens of milliseconds: off the async workers. Go's bcrypt
-            // refuses passwords over 72 bytes instead of truncating them; the non-truncating
-            // check does too.
-            tokio::task::spawn_blocking(move || bcrypt::non_truncating_verify(pass, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false)
+            let Ok(slot) = self.bcrypt.clone().acquire_owned().await else { return Verdict::Deny };
+            // bcrypt at cost 10 takes tens of milliseconds: off the async workers. The slot goes
+            // with it: a request given up on (timeout, client gone) does not free it early. Go's
+            // bcrypt refuses passwords over 72 bytes instead of truncating them; the
+            // non-truncating check does too.
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                bcrypt::non_truncating_verify(pass, &hash).unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false)
         };
         if ok && known {
             self.verified.lock().unwrap_or_else(|e| e.into_inner()).put(key, ());
