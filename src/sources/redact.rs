@@ -38,8 +38,10 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
 }
 
 /// A field name that says its value is a credential: `access_token`, `id_token`,
-/// `refresh_token`, `token`, `password`, `client_secret`, `api_key`, … (any case).
-const CREDENTIAL_KEY: &str = r"[A-Za-z0-9_.-]*(?:token|password|passwd|secret|api[_-]?key)";
+/// `refresh_token`, `token`, `password`, `client_secret`, `api_key`, `authorization`, … (any
+/// case).
+const CREDENTIAL_KEY: &str =
+    r"[A-Za-z0-9_.-]*(?:token|password|passwd|secret|api[_-]?key|authorization|cookie|credentials?)";
 
 /// Credential shapes, each with what replaces a match (`$k` keeps the field name).
 static SHAPES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
@@ -380,6 +382,10 @@ mod tests {
             r#"{"password":"hunter2","client_secret":"s3","token":"t"}"#,
             r#"{"password":"***","client_secret":"***","token":"***"}"#,
         );
+        check(
+            r#"{"Authorization":"Bearer short","accessToken":"x","set-cookie":"s=1"}"#,
+            r#"{"Authorization":"***","accessToken":"***","set-cookie":"***"}"#,
+        );
         // JSON inside a JSON string.
         check(
             r#"{"body":"{\"access_token\":\"abcdef\",\"x\":1}","n":2}"#,
@@ -394,7 +400,7 @@ mod tests {
         check("refresh_token=abc", "refresh_token=***");
         // Headers.
         check("Authorization: Bearer abc.def-ghi\n", "Authorization: Bearer ***\n");
-        check("authorization=token ghp_x", "authorization=token ***");
+        check("authorization=token ghp_x", "authorization=*** ***");
         check("Proxy-Authorization: Basic dXNlcjpwYXNz", "Proxy-Authorization: Basic ***");
         check("sent bearer 0123456789abcdef, ok", "sent bearer ***, ok");
         check("BASIC dXNlcjpwYXNzd29yZA==", "BASIC ***");
