@@ -758,8 +758,9 @@ fn yaml_problem(e: &serde_norway::Error, with_location: bool) -> Problem {
     Problem::new(path, msg)
 }
 
-/// Phase 1. Err: the file could not be decoded (syntax, unknown key, wrong type); Ok carries
-/// problems found on the way (secrets in the file body).
+/// Phase 1. Err: the file could not be decoded (syntax, wrong type); Ok carries problems found
+/// on the way (secrets in the file body, unknown keys), which the validation of the rest adds
+/// to, so one run reports every problem.
 fn decode(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
     let text = yaml_prelude(text).map_err(|e| vec![Problem::new("", e)])?;
     let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| vec![yaml_problem(&e, true)])?;
@@ -768,20 +769,66 @@ fn decode(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
     }
     let mut problems = vec![];
     strip_secrets(&mut value, "", &mut problems);
-    let raw = if problems.is_empty() {
-        serde_norway::from_str::<RawConfig>(text).map_err(|e| vec![yaml_problem(&e, true)])
-    } else {
-        // Decode what is left; paths still hold, line numbers would not.
-        serde_norway::to_string(&value)
-            .map_err(|e| Problem::new("", e.to_string()))
-            .and_then(|t| serde_norway::from_str::<RawConfig>(&t).map_err(|e| yaml_problem(&e, false)))
-            .map_err(|p| {
-                let mut all = problems.clone();
-                all.push(p);
-                all
-            })
-    }?;
-    Ok((raw, problems))
+    // While the document is the file as written, errors carry its line numbers.
+    let mut as_written = problems.is_empty();
+    // An unknown key is reported and taken out, and decoding goes on, so a typo in one section
+    // does not hide the problems of the others. Any other decoding error ends it.
+    for _ in 0..=MAX_UNKNOWN_KEYS {
+        let decoded = if as_written {
+            serde_norway::from_str::<RawConfig>(text).map_err(|e| yaml_problem(&e, true))
+        } else {
+            serde_norway::to_string(&value)
+                .map_err(|e| Problem::new("", e.to_string()))
+                .and_then(|t| serde_norway::from_str::<RawConfig>(&t).map_err(|e| yaml_problem(&e, false)))
+        };
+        match decoded {
+            Ok(raw) => return Ok((raw, problems)),
+            Err(p) => {
+                let removed = unknown_field(&p.message).is_some_and(|key| remove_key(&mut value, &p.path, key));
+                problems.push(p);
+                if !removed {
+                    return Err(problems);
+                }
+                as_written = false;
+            }
+        }
+    }
+    problems.push(Problem::new("", format!("more than {MAX_UNKNOWN_KEYS} unknown keys; stopped here")));
+    Err(problems)
+}
+
+/// Unknown keys reported in one run before giving up on the file.
+const MAX_UNKNOWN_KEYS: usize = 50;
+
+/// The key of serde's "unknown field `x`, expected …" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split_once('`').map(|(k, _)| k)
+}
+
+/// Remove `key` from the mapping at `path` (`a.b[2].c`, as serde paths are written; empty for
+/// the top level). False when there is no such mapping or key.
+fn remove_key(v: &mut serde_norway::Value, path: &str, key: &str) -> bool {
+    use serde_norway::Value;
+    let mut at = v;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, indices) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            let Some(next) = at.as_mapping_mut().and_then(|m| m.get_mut(name)) else { return false };
+            at = next;
+        }
+        for ix in indices.split(']').filter(|x| !x.is_empty()) {
+            let Some(i) = ix.strip_prefix('[').and_then(|i| i.parse::<usize>().ok()) else { return false };
+            let Some(next) = at.as_sequence_mut().and_then(|s| s.get_mut(i)) else { return false };
+            at = next;
+        }
+        if let Value::Tagged(t) = at {
+            at = &mut t.value;
+        }
+    }
+    at.as_mapping_mut().is_some_and(|m| m.remove(key).is_some())
 }
 
 // ------------------------------------------------------------------ phase 2: validate
@@ -922,11 +969,19 @@ impl Validator<'_> {
                     Ok(s) => {
                         let s = s.trim_end_matches(['\n', '\r']);
                         if s.is_empty() {
-                            self.problem(path(&file_key), format!("{} is empty", p.display()));
+                            self.missing_secret(path(&file_key), format!("{} is empty", p.display()));
                             None
                         } else {
                             Some((Secret::new(s), SecretSource::File(p)))
                         }
+                    }
+                    // Not there (yet) or unreadable is a missing credential, like an unset
+                    // variable: secrets are often mounted only where the exporter runs.
+                    Err(e)
+                        if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied) =>
+                    {
+                        self.missing_secret(path(&file_key), format!("cannot read {}: {e}", p.display()));
+                        None
                     }
                     Err(e) => {
                         self.problem(path(&file_key), format!("cannot read {}: {e}", p.display()));
@@ -2141,6 +2196,34 @@ stages: [{}]
     }
 
     #[test]
+    fn every_problem_is_reported_at_once_across_sections() {
+        // An unknown key in one section, an unknown key deeper in another and a bad value in a
+        // third: one run names all three. The first keeps its line; later ones are found after
+        // the unknown keys are taken out, where lines no longer hold, so they carry paths only.
+        let text = MINIMAL
+            .replace("github: o/r", "github: o/r, tokn: x")
+            .replace("jobs: [t]", "jobs: [{ name: t, gti: [repo] }]")
+            .replace("url: 'http://ci/'", "url: 'ftp://x'");
+        assert_eq!(
+            problems(&text),
+            [
+                "repository: unknown field `tokn`, expected one of `github`, `branch`, `api_url`, `token_file`, `token_env`, `timeout`, `initial_commits`, `webhook_secret_file`, `webhook_secret_env`, `poll_interval` (line 2, column 28)",
+                "stages[0].jobs[0]: unknown field `gti`, expected `name` or `git`",
+                "concourse.url: \"ftp://x\" is not an http(s) URL",
+            ]
+        );
+        // A wrong type still ends decoding (what follows would be guesses), after the unknown
+        // keys found before it.
+        let text = MINIMAL.replace("github: o/r", "github: o/r, tokn: x").replace("jobs: [t]", "jobs: 7");
+        let p = problems(&text);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("repository: unknown field `tokn`") && p[1].starts_with("stages[0].jobs: invalid type"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn syntax_errors_are_one_problem() {
         let p = problems("repository: { github: o/r\nconcourse: [");
         assert_eq!(p.len(), 1);
@@ -2338,6 +2421,17 @@ stages: [{}]
             &auth("{ token_env: A, token_file: b }"),
             &["concourse.auth: give token_file or token_env, not both"],
             &[],
+        );
+        // A secret file not there (yet: secrets are often mounted only where it runs) is a
+        // missing credential too, so `check-config --offline` passes without it.
+        check(
+            &auth("{ username: u, password_file: /nonexistent/deploy-journey/pw }")
+                .replace("github: o/r", "github: o/r, token_file: /nonexistent/deploy-journey/gh"),
+            &[],
+            &[
+                "repository.token_file: cannot read /nonexistent/deploy-journey/gh: No such file or directory (os error 2)",
+                "concourse.auth.password_file: cannot read /nonexistent/deploy-journey/pw: No such file or directory (os error 2)",
+            ],
         );
     }
 }

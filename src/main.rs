@@ -521,12 +521,14 @@ fn need_credentials(cfg: &deploy_journey::config::Config) -> Result<(), ExitCode
 }
 
 /// The environment variables named in missing-credential messages, for a one-line hint.
+/// What would supply each missing credential: the variable to set, or the file to provide.
 fn missing_variables(problems: &[deploy_journey::config::Problem]) -> Vec<String> {
     problems
         .iter()
-        .filter_map(|p| p.message.strip_prefix("environment variable "))
-        .filter_map(|m| m.split_whitespace().next())
-        .map(str::to_string)
+        .filter_map(|p| match p.message.strip_prefix("environment variable ") {
+            Some(m) => m.split_whitespace().next().map(|v| format!("set {v}")),
+            None => Some(format!("provide the file {}", p.path)),
+        })
         .collect()
 }
 
@@ -698,7 +700,7 @@ async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
         cfg.missing_secrets.iter().filter(|p| p.path.starts_with("concourse")).cloned().collect();
     if !concourse_missing.is_empty() {
         println!(
-            "live comparison with the pipelines skipped: set {} to enable it (or pass --offline)",
+            "live comparison with the pipelines skipped: {} to enable it (or pass --offline)",
             missing_variables(&concourse_missing).join(" and ")
         );
         return Ok(ExitCode::SUCCESS);

@@ -1,6 +1,7 @@
 //! The binary's commands, run as a user would.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn bin() -> Command {
@@ -320,4 +321,52 @@ fn demo_on_a_taken_port_says_so_once_with_the_flag_to_change() {
     assert!(err[0].contains(&addr) && err[0].contains("--listen"), "{stderr}");
     assert_eq!(err[0].matches("in use").count(), 1, "{stderr}");
     assert_said_once(&stderr);
+}
+
+/// `check-config --offline` needs no credentials at all: none in the environment, and secret
+/// files that do not exist here (they are mounted where the exporter runs). Two problems in two
+/// sections are reported together, each with its path, exit 2.
+#[test]
+fn check_config_offline_needs_no_credentials_and_reports_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let lana = std::fs::read_to_string(LANA).unwrap();
+    let files = dir.path().join("files.yaml");
+    let text = lana
+        .replace("token_env: GITHUB_TOKEN", "token_file: /nonexistent/deploy-journey/gh-token")
+        .replace("password_env: CONCOURSE_PASSWORD", "password_file: /nonexistent/deploy-journey/cc-pass");
+    assert_ne!(text, lana);
+    std::fs::write(&files, text).unwrap();
+    for cfg in [Path::new(LANA), files.as_path()] {
+        let out = bin_without_secrets().args(["check-config", "--offline", "--config"]).arg(cfg).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{}: {stdout}\n{stderr}", cfg.display());
+        assert!(stdout.lines().next().is_some_and(|l| l.ends_with(": OK")), "{stdout}");
+        assert!(!stdout.contains("live comparison"), "offline: nothing to skip: {stdout}");
+    }
+    // Without --offline the comparison is skipped, naming the file that would enable it.
+    let out = bin_without_secrets().args(["check-config", "--config"]).arg(&files).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("live comparison with the pipelines skipped: provide the file concourse.auth.password_file"),
+        "{stdout}"
+    );
+
+    let two = dir.path().join("two.yaml");
+    std::fs::write(
+        &two,
+        lana.replacen("token_env: GITHUB_TOKEN", "tokn: GITHUB_TOKEN", 1).replacen(
+            "url: https://ci.galoy.io",
+            "url: ftp://x",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = bin_without_secrets().args(["check-config", "--offline", "--config"]).arg(&two).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("two.yaml: ")).collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].contains("repository: unknown field `tokn`") && lines[0].contains("(line "), "{stderr}");
+    assert!(lines[1].contains("concourse.url: \"ftp://x\" is not an http(s) URL"), "{stderr}");
 }
