@@ -136,6 +136,27 @@ pub enum Fact {
         sha: Sha,
         at: i64,
     },
+    /// How far back a job's builds are known: the first read of a Concourse with a long history
+    /// stops somewhere, and what a commit older than that did at the job is not known.
+    Horizon(HorizonFact),
+}
+
+/// Every build of `pipeline`/`job` with an id at or above `since_id` is known (or will be read);
+/// the older ones were never read. They started at or before `since_time`, so they cannot
+/// contain a commit made at or after it: such a commit has all its builds of the job known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HorizonFact {
+    pub pipeline: String,
+    pub job: String,
+    pub since_id: BuildId,
+    pub since_time: i64,
+}
+
+impl HorizonFact {
+    /// Whether what a commit made at `commit_time` did at this job may lie before the horizon.
+    pub fn hides(&self, commit_time: i64) -> bool {
+        commit_time < self.since_time
+    }
 }
 
 // ------------------------------------------------------------------ configuration
@@ -214,6 +235,8 @@ pub struct Facts {
     pub commits: HashMap<Sha, CommitFact>,
     pub builds: BTreeMap<BuildId, BuildFact>,
     pub vanished: HashMap<Sha, i64>,
+    /// Per (pipeline, job): how far back its builds are known; no entry: from its first build.
+    pub horizons: BTreeMap<(String, String), HorizonFact>,
 }
 
 impl Facts {
@@ -256,6 +279,21 @@ impl Facts {
                 }
                 Some(_) => false,
             },
+            // A read that reached further back wins (a backfill lowers the horizon).
+            Fact::Horizon(h) => {
+                let key = (h.pipeline.clone(), h.job.clone());
+                match self.horizons.get_mut(&key) {
+                    None => {
+                        self.horizons.insert(key, h);
+                        true
+                    }
+                    Some(old) if (h.since_id, h.since_time) < (old.since_id, old.since_time) => {
+                        *old = h;
+                        true
+                    }
+                    Some(_) => false,
+                }
+            }
         }
     }
 }
@@ -321,6 +359,9 @@ pub enum StageState {
     Failed,
     /// The stage does not apply to this commit (e.g. tests for a frontend-only commit).
     NotApplicable,
+    /// The commit is older than how far back a job of this stage's builds were read: what
+    /// happened there is not known, and is not guessed.
+    Incomplete,
 }
 
 impl StageState {
@@ -333,6 +374,7 @@ impl StageState {
             StageState::Succeeded => "succeeded",
             StageState::Failed => "failed",
             StageState::NotApplicable => "not_applicable",
+            StageState::Incomplete => "incomplete",
         }
     }
     pub fn in_flight(self) -> bool {
@@ -479,16 +521,20 @@ pub enum Outcome {
     InFlight,
     Untracked,
     Skipped,
+    /// A stage's builds for this commit lie before the history that was read (see
+    /// [`HorizonFact`]): no outcome, no lead time.
+    Incomplete,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Deployed,
         Outcome::Superseded,
         Outcome::Failed,
         Outcome::InFlight,
         Outcome::Untracked,
         Outcome::Skipped,
+        Outcome::Incomplete,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -498,6 +544,7 @@ impl Outcome {
             Outcome::InFlight => "in_flight",
             Outcome::Untracked => "untracked",
             Outcome::Skipped => "skipped",
+            Outcome::Incomplete => "incomplete",
         }
     }
 }
@@ -544,6 +591,8 @@ pub struct Quality {
     pub gaps: BTreeMap<String, u64>,
     /// Commits whose author date is after their committer date by more than 5 minutes.
     pub clock_skew: u64,
+    /// Journeys with a stage before the known build history (outcome `incomplete`).
+    pub incomplete: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -704,7 +753,13 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                         }
                     }
                 }
-                job_states.push(job_state(&job_att));
+                // Before the job's known history: its builds for this commit were never read,
+                // and a later build carrying it would only look like a superseding one.
+                let hidden = facts
+                    .horizons
+                    .get(&(st.pipeline.clone(), j.name.clone()))
+                    .is_some_and(|h| h.hides(c.committer_date));
+                job_states.push(if hidden { StageState::Incomplete } else { job_state(&job_att) });
                 attempts.extend(job_att);
             }
             for a in &attempts {
@@ -712,7 +767,9 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
             }
             attempts.sort_by_key(|a| (a.start.unwrap_or(i64::MAX), a.build_id));
             let start = attempts.iter().filter_map(|a| a.start).min();
-            let state = if job_states.iter().all(|s| *s == StageState::Succeeded) {
+            let state = if job_states.contains(&StageState::Incomplete) {
+                StageState::Incomplete
+            } else if job_states.iter().all(|s| *s == StageState::Succeeded) {
                 StageState::Succeeded
             } else if job_states.contains(&StageState::Running) {
                 StageState::Running
@@ -757,14 +814,22 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
             });
         }
 
+        let incomplete = stages.iter().any(|s| s.state == StageState::Incomplete);
+        if incomplete {
+            quality.incomplete += 1;
+            // What waits behind an unknown stage is not known either: not in flight.
+            for s in stages.iter_mut().filter(|s| s.state.in_flight()) {
+                s.state = StageState::Incomplete;
+            }
+        }
         let mut deployed_at = BTreeMap::new();
-        for (st, sj) in cfg.stages.iter().zip(&stages) {
+        for (st, sj) in cfg.stages.iter().zip(&stages).filter(|_| !incomplete) {
             if let (Some(env), StageState::Succeeded, Some(end)) = (&st.environment, sj.state, sj.end) {
                 deployed_at.entry(env.clone()).or_insert(end);
             }
         }
         let ended = !deployed_at.is_empty();
-        if !ended {
+        if !ended && !incomplete {
             for si in 0..stages.len() {
                 let w = waits_for(&cfg.stages[si], &stages, si, &stages_now[si]);
                 stages[si].waits_for = w;
@@ -776,9 +841,13 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         let not_own = stages.iter().find(|s| {
             s.state != StageState::NotApplicable && !s.attempts.is_empty() && !s.attempts.iter().any(|a| a.own)
         });
-        let carried_by = not_own.and_then(|s| s.attempts.iter().find(|a| !a.own).and_then(|a| a.head.clone()));
+        let carried_by = not_own
+            .filter(|_| !incomplete)
+            .and_then(|s| s.attempts.iter().find(|a| !a.own).and_then(|a| a.head.clone()));
         let failed_now = stages.iter().find(|s| s.state == StageState::Failed);
-        let (outcome, failed_stage, carried_on) = if ended {
+        let (outcome, failed_stage, carried_on) = if incomplete {
+            (Outcome::Incomplete, None, false)
+        } else if ended {
             match (cl.change_type, own_failure, not_own) {
                 (ChangeType::Skipped, ..) => (Outcome::Skipped, None, false),
                 (ChangeType::Untracked, ..) => (Outcome::Untracked, None, false),
@@ -800,6 +869,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         // of those jobs ended, whichever is later.
         let first = cfg.stages.iter().zip(&stages).find(|(_, s)| s.state != StageState::NotApplicable);
         let not_picked_up = !passive
+            && !incomplete
             && first.is_some_and(|(st, s)| {
                 let free_since = s
                     .expected_jobs
@@ -1300,6 +1370,56 @@ stages:
             build(2, "t2", Done, Some(1_100), Some(1_600), 0),
             build(3, "tf", Done, Some(1_700), Some(2_000), 0),
         ]
+    }
+
+    /// Issue #21: when a job's builds were read only from a horizon on, a commit older than it
+    /// is `incomplete` there (no outcome, no lead time, counted), instead of looking superseded
+    /// by the first build that is known; a commit after it derives as if all were known. The
+    /// horizon that reaches further back wins, in any order.
+    #[test]
+    fn a_commit_before_a_jobs_known_history_is_incomplete_not_superseded() {
+        let horizon = |id: i64, time: i64| {
+            Fact::Horizon(HorizonFact { pipeline: "p".into(), job: "t1".into(), since_id: id, since_time: time })
+        };
+        // c0's own builds (1..3) were not read; c1's were: they carry c0 along.
+        let c1_deployed = || {
+            vec![
+                build(4, "t1", Done, Some(2_100), Some(2_500), 1),
+                build(5, "t2", Done, Some(2_100), Some(2_600), 1),
+                build(6, "tf", Done, Some(2_700), Some(3_000), 1),
+            ]
+        };
+        let check = |facts: Vec<Fact>, want: [(&str, &str, Option<i64>); 2], incomplete: u64| {
+            let d = derived(facts);
+            let got: Vec<(&str, &str, Option<i64>)> = d.journeys[..2]
+                .iter()
+                .map(|j| (j.outcome.as_str(), j.stages[0].state.as_str(), j.lead_time("staging")))
+                .collect();
+            assert_eq!(got, want, "{:?}", d.journeys);
+            assert_eq!(d.quality.incomplete, incomplete);
+            d
+        };
+        // Without a horizon the core can only conclude that c1's builds superseded c0.
+        check(
+            c1_deployed(),
+            [("superseded", "succeeded", Some(3_000 - 1_000)), ("deployed", "succeeded", Some(3_000 - 2_000))],
+            0,
+        );
+        // t1's builds are known from build 4 on, older ones started at or before 1_900: c0
+        // (made at 1_000) is not known there; c1 (2_000) is.
+        let d = check(
+            c1_deployed().into_iter().chain([horizon(4, 1_900)]).collect(),
+            [("incomplete", "incomplete", None), ("deployed", "succeeded", Some(3_000 - 2_000))],
+            1,
+        );
+        let c0 = &d.journeys[0];
+        assert!(!c0.ended && c0.carried_by.is_none() && !c0.not_picked_up && c0.deployed_at.is_empty());
+        assert!(c0.stages.iter().all(|s| !s.state.in_flight()), "nothing of it is in flight: {:?}", c0.stages);
+        // A read that reached further back (a backfill) wins, whichever came first.
+        for order in [vec![horizon(4, 1_900), horizon(1, 900)], vec![horizon(1, 900), horizon(4, 1_900)]] {
+            let all = c0_deployed().into_iter().chain(c1_deployed()).chain(order).collect();
+            check(all, [("deployed", "succeeded", Some(1_000)), ("deployed", "succeeded", Some(1_000))], 0);
+        }
     }
 
     /// The stage-level signal comes from the stage's running builds, whatever they carry: a
