@@ -618,7 +618,13 @@ impl ConcourseSource {
             // necessarily every one below its highest id: the next cycle continues from there.
             max_seen = max_known.max(covered_to.min(max_seen));
         }
+        // A backfill's known history: from its cutoff, or, if its pages ran out first, from the
+        // lowest build listed.
+        let mut backfill_from: Option<(BuildId, i64)> = None;
         if let Some(t) = since {
+            let reached = !cut_back || listed.iter().any(|b| time_of(b.start_time).is_some_and(|s| s < t));
+            let lowest = listed.iter().min_by_key(|b| b.id).map(|b| (b.id, time_of(b.start_time).unwrap_or(t).max(t)));
+            backfill_from = lowest.map(|(id, start)| (id, if reached { t } else { start }));
             // A backfill: builds before the cutoff are left out, but the cursor passes them.
             let first_kept =
                 listed.iter().filter(|b| time_of(b.start_time).is_some_and(|s| s >= t)).map(|b| b.id).min();
@@ -719,6 +725,9 @@ impl ConcourseSource {
         }
         if first_read {
             self.horizons = self.first_read_horizons(cut_back, &dropped, listing_start);
+        } else if let Some(at) = backfill_from {
+            // Lowers a horizon an earlier first read left (the one reaching further back wins).
+            self.horizons = self.first_read_horizons(true, &HashMap::new(), Some((at.0, Some(at.1))));
         }
         if let Some(skipped) = first_skipped {
             // Stay below the unreadable build so the next listing (from max + 1) includes it.

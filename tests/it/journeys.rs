@@ -892,6 +892,20 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
     };
     let without = fresh_start(false).await;
     let fresh = fresh_start(true).await;
+    // A backfill into the short state reads the rest, and its history replaces the horizons.
+    let backfilled = {
+        let (_, mut cc3) = sources();
+        cc3.set_history_since(Some(START - 86_400));
+        let mut store = deploy_journey::store::Store::open(&dir.path().join("false.db")).unwrap();
+        for _ in 0..20 {
+            let new = cc3.poll(now).await.unwrap();
+            store.apply(&new).unwrap();
+            if cc3.caught_up() && new.is_empty() {
+                break;
+            }
+        }
+        store.load().unwrap()
+    };
     server.abort();
 
     let core = cfg.core();
@@ -916,7 +930,7 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
         assert_eq!(b.quality.incomplete, incomplete);
         incomplete
     };
-    let (short, long) = (compare(&without), compare(&fresh));
+    let (short, long, after_backfill) = (compare(&without), compare(&fresh), compare(&backfilled));
     println!(
         "{} commits, {} builds (at most {most} per job); fresh start: {short} incomplete with the newest \
          {} builds per job, {long} reading back to the oldest commit",
@@ -926,4 +940,5 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
     );
     assert!(short > 0, "the newest builds alone do not cover the oldest commits here");
     assert_eq!(long, 0, "reading back to the oldest commit covers them all");
+    assert_eq!(after_backfill, 0, "a backfill completes the short history");
 }
