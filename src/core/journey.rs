@@ -6,16 +6,8 @@
 //! (a build's status only moves forward, fields only fill in) and derivation does not look at
 //! arrival order.
 //!
-//! # Lineage
-//! Each build gets a *carry*: for each tracked git resource, the newest commit (by first-parent
-//! position) it delivers, and how that was learned:
-//! - **exact**: an input is a version of a tracked git resource; or an input is the very version
-//!   another build put or took (an image digest, a chart commit, a semver), whose carry it inherits;
-//! - **bridge**: a configured cross-pipeline rule, e.g. the testflight input's commit message
-//!   contains the digest build-rc put, or the cepler `trigger` equals the deployments commit a
-//!   bump build pushed;
-//! - **inferred** (explicit fallback): the first build of a stage that started after the upstream
-//!   stage succeeded and whose plain git input is the commit or a descendant.
+//! Facts live in [`crate::core::facts`], the carry relation (which builds a build inherits
+//! what it delivers from) in [`crate::core::lineage`]; this module derives journeys from both.
 //!
 //! A build *contains* commit C when every tracked resource it carries that would emit C is at or
 //! after C; a commit no resource emits (untracked, `[ci skip]`) rides along with any carried
@@ -25,139 +17,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::core::classify::{ChangeType, Classification, Classifier};
+use crate::core::lineage::{Carry, Lineage, compute_carries};
 
-pub type Sha = String;
-pub type BuildId = i64;
-
-// ------------------------------------------------------------------ facts
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommitFact {
-    pub sha: Sha,
-    /// First parent; `None` for a root.
-    pub parent: Option<Sha>,
-    pub author: String,
-    pub author_date: i64,
-    pub committer_date: i64,
-    pub message: String,
-    pub files: Vec<String>,
-    /// When the exporter first saw it (for `lead_time_from: first_seen`).
-    pub first_seen: i64,
-}
-
-impl CommitFact {
-    pub fn subject(&self) -> &str {
-        self.message.lines().next().unwrap_or("")
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum BuildStatus {
-    Pending,
-    Started,
-    Succeeded,
-    Failed,
-    Errored,
-    Aborted,
-}
-
-impl BuildStatus {
-    pub fn parse(s: &str) -> Option<BuildStatus> {
-        Some(match s {
-            "pending" => BuildStatus::Pending,
-            "started" => BuildStatus::Started,
-            "succeeded" => BuildStatus::Succeeded,
-            "failed" => BuildStatus::Failed,
-            "errored" => BuildStatus::Errored,
-            "aborted" => BuildStatus::Aborted,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildStatus::Pending => "pending",
-            BuildStatus::Started => "started",
-            BuildStatus::Succeeded => "succeeded",
-            BuildStatus::Failed => "failed",
-            BuildStatus::Errored => "errored",
-            BuildStatus::Aborted => "aborted",
-        }
-    }
-    pub fn is_finished(self) -> bool {
-        !matches!(self, BuildStatus::Pending | BuildStatus::Started)
-    }
-    /// Progress rank: a fact never moves a build backwards.
-    fn rank(self) -> u8 {
-        match self {
-            BuildStatus::Pending => 0,
-            BuildStatus::Started => 1,
-            _ => 2,
-        }
-    }
-}
-
-/// A resource version as a build used or produced it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionFact {
-    /// Get or put step name.
-    pub step: String,
-    /// The resource behind the step (from the job's `inputs[]`/`outputs[]`); versions are
-    /// identified per pipeline and resource.
-    pub resource: String,
-    pub version: BTreeMap<String, String>,
-    /// The git commit message from version metadata, when known (bridges need it).
-    pub message: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildFact {
-    pub id: BuildId,
-    pub pipeline: String,
-    pub job: String,
-    pub name: String,
-    pub status: BuildStatus,
-    pub start: Option<i64>,
-    pub end: Option<i64>,
-    pub rerun_of: Option<BuildId>,
-    /// Absolute URL of the build page.
-    pub url: String,
-    pub inputs: Vec<VersionFact>,
-    pub outputs: Vec<VersionFact>,
-    /// Inputs and outputs have been read (`/builds/:id/resources` answered after adoption).
-    pub resources_known: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fact {
-    Commit(CommitFact),
-    Build(BuildFact),
-    /// A known commit is no longer on the branch (force-push).
-    Vanished {
-        sha: Sha,
-        at: i64,
-    },
-    /// How far back a job's builds are known: the first read of a Concourse with a long history
-    /// stops somewhere, and what a commit older than that did at the job is not known.
-    Horizon(HorizonFact),
-}
-
-/// Every build of `pipeline`/`job` with an id at or above `since_id` is known (or will be read);
-/// the older ones were never read. They started at or before `since_time`, so they cannot
-/// contain a commit made at or after it: such a commit has all its builds of the job known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HorizonFact {
-    pub pipeline: String,
-    pub job: String,
-    pub since_id: BuildId,
-    pub since_time: i64,
-}
-
-impl HorizonFact {
-    /// Whether what a commit made at `commit_time` did at this job may lie before the horizon.
-    pub fn hides(&self, commit_time: i64) -> bool {
-        commit_time < self.since_time
-    }
-}
+pub use crate::core::facts::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, Sha, VersionFact};
+pub use crate::core::lineage::Method;
 
 // ------------------------------------------------------------------ configuration
 
@@ -227,123 +90,7 @@ impl CoreConfig {
     }
 }
 
-// ------------------------------------------------------------------ state
-
-/// All facts, merged. Apply facts in any order, any number of times.
-#[derive(Debug, Clone, Default)]
-pub struct Facts {
-    pub commits: HashMap<Sha, CommitFact>,
-    pub builds: BTreeMap<BuildId, BuildFact>,
-    pub vanished: HashMap<Sha, i64>,
-    /// Per (pipeline, job): how far back its builds are known; no entry: from its first build.
-    pub horizons: BTreeMap<(String, String), HorizonFact>,
-}
-
-impl Facts {
-    /// Merge a fact; returns whether anything changed.
-    pub fn apply(&mut self, fact: Fact) -> bool {
-        match fact {
-            Fact::Commit(c) => {
-                if let Some(old) = self.commits.get_mut(&c.sha) {
-                    // Keep the earliest sighting; the rest of a commit never changes.
-                    if c.first_seen < old.first_seen {
-                        old.first_seen = c.first_seen;
-                        return true;
-                    }
-                    return false;
-                }
-                self.commits.insert(c.sha.clone(), c);
-                true
-            }
-            Fact::Build(b) => match self.builds.get_mut(&b.id) {
-                None => {
-                    self.builds.insert(b.id, b);
-                    true
-                }
-                Some(old) => {
-                    let merged = merge_build(old, b);
-                    let changed = merged != *old;
-                    *old = merged;
-                    changed
-                }
-            },
-            Fact::Vanished { sha, at } => match self.vanished.get_mut(&sha) {
-                None => {
-                    self.vanished.insert(sha, at);
-                    true
-                }
-                // The earliest sighting of the force-push wins.
-                Some(e) if at < *e => {
-                    *e = at;
-                    true
-                }
-                Some(_) => false,
-            },
-            // A read that reached further back wins (a backfill lowers the horizon).
-            Fact::Horizon(h) => {
-                let key = (h.pipeline.clone(), h.job.clone());
-                match self.horizons.get_mut(&key) {
-                    None => {
-                        self.horizons.insert(key, h);
-                        true
-                    }
-                    Some(old) if (h.since_id, h.since_time) < (old.since_id, old.since_time) => {
-                        *old = h;
-                        true
-                    }
-                    Some(_) => false,
-                }
-            }
-        }
-    }
-}
-
-/// Merge two sightings of one build. Commutative and idempotent: the more advanced sighting
-/// wins (status, then resources known, then more outputs/inputs), and gaps are filled from the
-/// other, so arrival order never matters.
-fn merge_build(a: &BuildFact, b: BuildFact) -> BuildFact {
-    let key =
-        |x: &BuildFact| (x.status.rank(), x.resources_known, x.outputs.len(), x.inputs.len(), x.status, x.end, x.start);
-    let (mut m, other) = if key(&b) > key(a) { (b, a.clone()) } else { (a.clone(), b) };
-    m.start = m.start.or(other.start);
-    if m.status.is_finished() {
-        m.end = m.end.or(other.end);
-    }
-    if m.rerun_of.is_none() {
-        m.rerun_of = other.rerun_of;
-    }
-    // Messages learned by another sighting complete the inputs.
-    for i in m.inputs.iter_mut() {
-        if i.message.is_none() {
-            i.message = other
-                .inputs
-                .iter()
-                .find(|o| o.step == i.step && o.version == i.version)
-                .and_then(|o| o.message.clone());
-        }
-    }
-    m
-}
-
 // ------------------------------------------------------------------ derived
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Method {
-    Exact,
-    Bridge,
-    Inferred,
-}
-
-impl Method {
-    pub const ALL: [Method; 3] = [Method::Exact, Method::Bridge, Method::Inferred];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Exact => "exact",
-            Method::Bridge => "bridge",
-            Method::Inferred => "inferred",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StageState {
@@ -608,8 +355,6 @@ pub struct Derived {
     pub stages: Vec<StageNow>,
 }
 
-type Carry = BTreeMap<String, (usize, Method)>;
-
 /// Derive every journey from the facts at `now`.
 pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     let order = branch_order(facts);
@@ -617,7 +362,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     let class: Vec<Classification> =
         order.iter().map(|s| cfg.classifier.classify(&facts.commits[s].message, &facts.commits[s].files)).collect();
 
-    let carries = compute_carries(facts, cfg, &pos);
+    let carries = compute_carries(facts, cfg, &Lineage::of(facts, cfg), &pos);
     let stages_now = stages_now(facts, cfg, &carries, &order, &class, now);
 
     // Per (pipeline, job): builds in id order, with a running max of carried positions per
@@ -1084,146 +829,6 @@ pub fn branch_order(facts: &Facts) -> Vec<Sha> {
         }
     }
     out
-}
-
-fn version_key(pipeline: &str, resource: &str, v: &BTreeMap<String, String>) -> String {
-    let mut k = format!("{pipeline}/{resource}");
-    for (a, b) in v {
-        k.push_str(&format!(",{a}:{b}"));
-    }
-    k
-}
-
-fn merge_carry(into: &mut Carry, from: &Carry, at_least: Method) {
-    for (r, (p, m)) in from {
-        let m = (*m).max(at_least);
-        match into.get_mut(r) {
-            Some(e) if e.0 > *p => {}
-            Some(e) if e.0 == *p => e.1 = e.1.min(m),
-            _ => {
-                into.insert(r.clone(), (*p, m));
-            }
-        }
-    }
-}
-
-/// Each build's carry, in build-id order: a version is put (or taken) before another build can
-/// take it, and Concourse build ids only grow.
-fn compute_carries(facts: &Facts, cfg: &CoreConfig, pos: &HashMap<&str, usize>) -> HashMap<BuildId, Carry> {
-    let mut carries: HashMap<BuildId, Carry> = HashMap::new();
-    // version key → builds that put it (outputs) or took it (inputs).
-    let mut produced: HashMap<String, Vec<BuildId>> = HashMap::new();
-    let mut taken: HashMap<String, Vec<BuildId>> = HashMap::new();
-    // (output step, key) → [(value, build)] for bridges.
-    let mut by_output: HashMap<(&str, &str), Vec<(&str, BuildId)>> = HashMap::new();
-    for b in facts.builds.values() {
-        let stage_idx = cfg.stage_of_job(&b.pipeline, &b.job);
-        let stage = stage_idx.map(|i| &cfg.stages[i]);
-        let mut carry = Carry::new();
-        for inp in &b.inputs {
-            if let Some(st) = stage
-                && st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))
-            {
-                continue;
-            }
-            if let Some(res) = cfg.resource_of_step(&inp.step) {
-                if let Some(p) = inp.version.get("ref").and_then(|r| pos.get(r.as_str())) {
-                    merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
-                }
-                continue;
-            }
-            let key = version_key(&b.pipeline, &inp.resource, &inp.version);
-            // A version some build put, or one an upstream stage's build took (a `passed:`
-            // constraint hands it on): inherit what that build carried.
-            let upstream: Vec<BuildId> = taken
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .filter(|id| {
-                    let ub = &facts.builds[*id];
-                    match (stage_idx, cfg.stage_of_job(&ub.pipeline, &ub.job)) {
-                        (Some(me), Some(up)) => cfg.stages[me].after.contains(&up),
-                        _ => false,
-                    }
-                })
-                .copied()
-                .collect();
-            // Whoever put a version defines what it carries; "taken upstream" is only for
-            // versions no watched build put (e.g. a chart commit merged by a bot).
-            let src: Vec<BuildId> = match produced.get(&key) {
-                Some(p) => p.clone(),
-                None => upstream,
-            };
-            for id in &src {
-                if let Some(c) = carries.get(id) {
-                    let c = c.clone();
-                    merge_carry(&mut carry, &c, Method::Exact);
-                }
-            }
-        }
-        // A put onto a tracked git resource (build-rc's tag) is the same version as its input;
-        // Concourse drops that input from /builds/:id/resources, so read it from the output.
-        for out in &b.outputs {
-            if let Some(res) = cfg.resource_of_step(&out.step)
-                && stage.is_none_or(|st| st.inputs.as_ref().is_none_or(|l| l.contains(&out.step)))
-                && let Some(p) = out.version.get("ref").and_then(|r| pos.get(r.as_str()))
-            {
-                merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
-            }
-        }
-        if let Some(st) = stage {
-            for br in &st.bridges {
-                let (input, sources): (&str, Vec<BuildId>) = match br {
-                    Bridge::MessageContains { input, output, key } => {
-                        let msg = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.message.as_deref());
-                        let ids = match msg {
-                            Some(m) => by_output
-                                .get(&(output.as_str(), key.as_str()))
-                                .map(|v| {
-                                    v.iter()
-                                        .filter(|(val, _)| !val.is_empty() && m.contains(val))
-                                        .map(|(_, id)| *id)
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                            None => vec![],
-                        };
-                        (input, ids)
-                    }
-                    Bridge::Equals { input, input_key, output, key } => {
-                        let val = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.version.get(input_key));
-                        let ids = match val {
-                            Some(x) => by_output
-                                .get(&(output.as_str(), key.as_str()))
-                                .map(|v| v.iter().filter(|(val, _)| *val == x).map(|(_, id)| *id).collect())
-                                .unwrap_or_default(),
-                            None => vec![],
-                        };
-                        (input, ids)
-                    }
-                };
-                let _ = input;
-                for id in sources {
-                    if let Some(c) = carries.get(&id) {
-                        let c = c.clone();
-                        merge_carry(&mut carry, &c, Method::Bridge);
-                    }
-                }
-            }
-        }
-        // A failed build's outputs were never put; only successful builds produce.
-        for out in &b.outputs {
-            produced.entry(version_key(&b.pipeline, &out.resource, &out.version)).or_default().push(b.id);
-            for (k, v) in &out.version {
-                by_output.entry((out.step.as_str(), k.as_str())).or_default().push((v.as_str(), b.id));
-            }
-        }
-        for inp in &b.inputs {
-            taken.entry(version_key(&b.pipeline, &inp.resource, &inp.version)).or_default().push(b.id);
-        }
-        carries.insert(b.id, carry);
-    }
-    carries
 }
 
 /// Does a build with this carry deliver commit `i`?
