@@ -212,3 +212,90 @@ pub(crate) fn compute_carries(
     }
     carries
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::core::facts::{BuildFact, BuildStatus, VersionFact};
+
+    const CONFIG: &str = "
+repository: { github: o/r }
+concourse: { url: 'http://ci/', team: dev }
+resources: { repo: {} }
+stages:
+  - { name: rc, pipeline: p, jobs: [rc] }
+  - name: tf
+    pipeline: q
+    jobs: [tf]
+    after: [rc]
+    bridges: [ { message_contains: { input: chart, output: image, key: digest } } ]
+  - { name: bump, pipeline: q, jobs: [bump], inputs: [chart], after: [tf], environment: staging }
+";
+
+    fn v(step: &str, kv: &[(&str, &str)], message: Option<&str>) -> VersionFact {
+        VersionFact {
+            step: step.into(),
+            resource: step.into(),
+            version: kv.iter().map(|(k, x)| (k.to_string(), x.to_string())).collect(),
+            message: message.map(String::from),
+        }
+    }
+
+    fn build(id: BuildId, pipeline: &str, job: &str, inputs: Vec<VersionFact>, outputs: Vec<VersionFact>) -> BuildFact {
+        BuildFact {
+            id,
+            pipeline: pipeline.into(),
+            job: job.into(),
+            name: id.to_string(),
+            status: BuildStatus::Succeeded,
+            start: Some(id * 10),
+            end: Some(id * 10 + 5),
+            rerun_of: None,
+            url: String::new(),
+            inputs,
+            outputs,
+            resources_known: true,
+        }
+    }
+
+    /// The relation retention keeps and carries follow: a bridge ties a testflight build to the
+    /// RC whose digest its chart message names (not to one put later); a version nobody put
+    /// comes from the upstream stage's build that took it; a git input is no build at all.
+    #[test]
+    fn sources_are_producers_upstream_takers_and_bridges() {
+        let cfg = crate::config::parse(CONFIG, "t.yaml", &|_| None).unwrap().core();
+        let chart = |r: &str, m: &str| v("chart", &[("ref", r)], Some(m));
+        let mut facts = Facts::default();
+        for b in [
+            build(
+                1,
+                "p",
+                "rc",
+                vec![v("repo", &[("ref", "c0")], None)],
+                vec![v("image", &[("digest", "sha:a")], None)],
+            ),
+            build(
+                2,
+                "p",
+                "rc",
+                vec![v("repo", &[("ref", "c1")], None)],
+                vec![v("image", &[("digest", "sha:b")], None)],
+            ),
+            build(3, "q", "tf", vec![chart("k1", "bump to sha:a")], vec![]),
+            build(4, "q", "bump", vec![chart("k1", "bump to sha:a")], vec![]),
+            build(5, "q", "tf", vec![chart("k2", "bump to sha:c")], vec![]),
+            build(6, "p", "rc", vec![], vec![v("image", &[("digest", "sha:c")], None)]),
+        ] {
+            facts.apply(crate::core::facts::Fact::Build(b));
+        }
+        let l = Lineage::of(&facts, &cfg);
+        let got: BTreeMap<BuildId, Vec<(BuildId, Method)>> = l.sources.clone().into_iter().collect();
+        let want = BTreeMap::from([(3, vec![(1, Method::Bridge)]), (4, vec![(3, Method::Exact)])]);
+        assert_eq!(got, want);
+        let mut kept = BTreeSet::from([4]);
+        l.close(&mut kept);
+        assert_eq!(kept, BTreeSet::from([1, 3, 4]));
+    }
+}
