@@ -848,9 +848,10 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
     let cfg = example_config("lana", &url);
     let sources = || {
         let t = Arc::new(SourceTelemetry::new());
-        (GithubSource::new(cfg.github(), t.clone()).unwrap(), ConcourseSource::new(cfg.concourse(), t).unwrap())
+        let cc = ConcourseSource::new(cfg.concourse(), t.clone()).unwrap();
+        (GithubSource::new(cfg.github(), t.clone()).unwrap(), cc, t)
     };
-    let (mut gh, mut cc) = sources();
+    let (mut gh, mut cc, _) = sources();
     let mut calm = Facts::default();
     for _ in 0..DAYS * 86_400 / EVERY {
         sim.clock.step(EVERY);
@@ -873,7 +874,7 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
     let now = sim.now();
     let dir = tempfile::tempdir().unwrap();
     let fresh_start = async |read_back: bool| {
-        let (mut gh2, mut cc2) = sources();
+        let (mut gh2, mut cc2, t) = sources();
         let mut new = gh2.poll(now).await.unwrap();
         let oldest = new
             .iter()
@@ -888,13 +889,14 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
         }
         let mut store = deploy_journey::store::Store::open(&dir.path().join(format!("{read_back}.db"))).unwrap();
         store.apply(&new).unwrap();
-        store.load().unwrap()
+        let requests = t.snapshots().into_iter().find(|(s, _)| *s == "concourse").map(|(_, s)| s.requests());
+        (store.load().unwrap(), requests.unwrap_or(0))
     };
-    let without = fresh_start(false).await;
-    let fresh = fresh_start(true).await;
+    let (without, short_requests) = fresh_start(false).await;
+    let (fresh, long_requests) = fresh_start(true).await;
     // A backfill into the short state reads the rest, and its history replaces the horizons.
     let backfilled = {
-        let (_, mut cc3) = sources();
+        let (_, mut cc3, _) = sources();
         cc3.set_history_since(Some(START - 86_400));
         let mut store = deploy_journey::store::Store::open(&dir.path().join("false.db")).unwrap();
         for _ in 0..20 {
@@ -923,7 +925,8 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
                 continue;
             }
             let view = |j: &Journey| {
-                (j.outcome.as_str(), j.carried_by.clone(), j.deployed_at.clone(), j.failed_stage.clone(), j.carried_on)
+                let states: Vec<&str> = j.stages.iter().map(|s| s.state.as_str()).collect();
+                (j.outcome.as_str(), j.carried_by.clone(), j.deployed_at.clone(), j.failed_stage.clone(), states)
             };
             assert_eq!(view(j), view(u), "{}: the fresh start reports another journey", j.short());
         }
@@ -933,7 +936,8 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
     let (short, long, after_backfill) = (compare(&without), compare(&fresh), compare(&backfilled));
     println!(
         "{} commits, {} builds (at most {most} per job); fresh start: {short} incomplete with the newest \
-         {} builds per job, {long} reading back to the oldest commit",
+         {} builds per job ({short_requests} Concourse requests), {long} reading back to the oldest commit \
+         ({long_requests} requests)",
         a.journeys.len(),
         calm.builds.len(),
         deploy_journey::sources::concourse::INITIAL_BUILDS,
