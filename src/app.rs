@@ -336,10 +336,23 @@ pub async fn serve_with_options(
                 None
             }
         };
-        let (gh, cc) = tokio::join!(
-            gh_poll,
-            concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll"))
-        );
+        let (gh, cc) = if concourse.first_read_due() && poll_github {
+            // A first read of Concourse reaches back to the oldest commit GitHub reports, so
+            // GitHub answers first (once).
+            let gh = gh_poll.await;
+            let reported = gh.iter().flat_map(|r| r.iter().flatten());
+            let oldest = reported
+                .filter_map(|f| match f {
+                    Fact::Commit(c) => Some(c.committer_date),
+                    _ => None,
+                })
+                .chain(facts.commits.values().map(|c| c.committer_date))
+                .min();
+            concourse.set_first_read_since(oldest);
+            (gh, concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll")).await)
+        } else {
+            tokio::join!(gh_poll, concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll")))
+        };
         let mut new: Vec<Fact> = vec![];
         match gh {
             Some(Ok(f)) => {

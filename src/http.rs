@@ -701,7 +701,9 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
     h.push_str("</table>");
     h.push_str("<h2>In flight</h2><table><tr><th>commit</th><th>subject</th><th>stage</th><th>state</th><th>age</th><th>waits for</th><th>builds</th></tr>");
     let mut n = 0;
-    for j in snap.derived.journeys.iter().rev().filter(|j| !j.ended && !j.vanished).take(50) {
+    let incomplete = snap.derived.quality.incomplete;
+    let incomplete_one = |j: &&Journey| j.outcome == crate::core::journey::Outcome::Incomplete;
+    for j in snap.derived.journeys.iter().rev().filter(|j| !j.ended && !j.vanished && !incomplete_one(j)).take(50) {
         let cur =
             j.stages.iter().find(|st| st.state.in_flight() || st.state == crate::core::journey::StageState::Failed);
         let (stage, state, since, builds, waits) = match cur {
@@ -736,6 +738,12 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
         "</table><p><i>riding</i>: a <code>[ci skip]</code> or untracked commit; no stage builds it on its own, \
          it rides with the next triggering commit's builds.</p>",
     );
+    if incomplete > 0 {
+        h.push_str(&format!(
+            "<p class=\"incomplete\">{incomplete} older commit(s) are <i>incomplete</i>: their builds lie before the \
+             Concourse history read at the first start (see <code>deploy-journey backfill</code>).</p>"
+        ));
+    }
     h.push_str("<h2>Last deployments</h2><table><tr><th>environment</th><th>commit</th><th>subject</th><th>lead time</th><th>ended</th></tr>");
     let mut last: Vec<(&String, i64, &Journey)> =
         snap.derived.journeys.iter().flat_map(|j| j.deployed_at.iter().map(move |(e, t)| (e, *t, j))).collect();

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::core::journey::{BuildId, CoreConfig, Derived, Facts, Sha, StageBuild};
+use crate::core::lineage::Lineage;
 use crate::sinks::metrics;
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -66,6 +67,11 @@ pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core:
             attempt_of.entry(a.build_id).or_default().push(&j.sha);
         }
     }
+    // Kept builds inherit their carry from the builds that put (or, upstream, took) the versions
+    // they read, or that a bridge ties them to: an RC may still use a dagster image built weeks
+    // ago. The core's own relation says which; keeping what it reaches leaves kept carries as
+    // they are.
+    let lineage = Lineage::of(facts, core);
     loop {
         let size = (kept_commits.len(), kept_builds.len());
         // A kept build keeps the journeys it is an attempt of (its attribution counts there).
@@ -77,7 +83,7 @@ pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core:
         for j in derived.journeys.iter().filter(|j| kept_commits.contains(&j.sha)) {
             kept_builds.extend(j.stages.iter().flat_map(|s| s.attempts.iter().map(|a| a.build_id)));
         }
-        keep_lineage(facts, core, &mut kept_builds);
+        lineage.close(&mut kept_builds);
         for id in &kept_builds {
             let Some(b) = facts.builds.get(id) else { continue };
             for v in b.inputs.iter().chain(&b.outputs) {
@@ -116,95 +122,5 @@ pub fn apply(facts: &mut Facts, plan: &Plan) {
     }
     for id in &plan.builds {
         facts.builds.remove(id);
-    }
-}
-
-/// Kept builds inherit their carry from the builds that put (or, upstream, took) the versions
-/// they read: an RC may still use a dagster image built weeks ago. Keep those producers too,
-/// transitively, so pruning never changes a kept journey's lineage.
-fn keep_lineage(facts: &Facts, core: &CoreConfig, kept: &mut BTreeSet<BuildId>) {
-    use std::collections::HashMap;
-    let key = |p: &str, r: &str, v: &std::collections::BTreeMap<String, String>| {
-        let mut k = format!("{p}/{r}");
-        for (a, b) in v {
-            k.push_str(&format!(",{a}:{b}"));
-        }
-        k
-    };
-    // The same relation the core's carries follow: whoever put a version, or, when nobody put
-    // it, the builds of an upstream stage that took it.
-    let mut producers: HashMap<String, Vec<BuildId>> = HashMap::new();
-    let mut takers: HashMap<String, Vec<BuildId>> = HashMap::new();
-    for b in facts.builds.values() {
-        for v in &b.outputs {
-            producers.entry(key(&b.pipeline, &v.resource, &v.version)).or_default().push(b.id);
-        }
-        for v in &b.inputs {
-            takers.entry(key(&b.pipeline, &v.resource, &v.version)).or_default().push(b.id);
-        }
-    }
-    let mut todo: Vec<BuildId> = kept.iter().copied().collect();
-    while let Some(id) = todo.pop() {
-        let Some(b) = facts.builds.get(&id) else { continue };
-        let me = core.stage_of_job(&b.pipeline, &b.job);
-        let stage = me.map(|i| &core.stages[i]);
-        for inp in &b.inputs {
-            // Tracked git versions are commits, not builds.
-            if core.resource_of_step(&inp.step).is_some() {
-                continue;
-            }
-            if stage.is_some_and(|st| st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))) {
-                continue;
-            }
-            let k = key(&b.pipeline, &inp.resource, &inp.version);
-            let from: Vec<BuildId> = match producers.get(&k) {
-                Some(p) => p.clone(),
-                None => takers
-                    .get(&k)
-                    .into_iter()
-                    .flatten()
-                    .copied()
-                    .filter(|t| {
-                        let tb = &facts.builds[t];
-                        match (me, core.stage_of_job(&tb.pipeline, &tb.job)) {
-                            (Some(me), Some(up)) => core.stages[me].after.contains(&up),
-                            _ => false,
-                        }
-                    })
-                    .collect(),
-            };
-            for other in from {
-                if kept.insert(other) {
-                    todo.push(other);
-                }
-            }
-        }
-        // Bridges reach across pipelines: keep every build whose output a bridge could match.
-        if let Some(st) = stage {
-            for br in &st.bridges {
-                let output = match br {
-                    crate::core::journey::Bridge::MessageContains { output, .. } => output,
-                    crate::core::journey::Bridge::Equals { output, .. } => output,
-                };
-                let input = match br {
-                    crate::core::journey::Bridge::MessageContains { input, .. } => input,
-                    crate::core::journey::Bridge::Equals { input, .. } => input,
-                };
-                let Some(v) = b.inputs.iter().find(|v| &v.step == input) else { continue };
-                let hay: Vec<&str> =
-                    v.message.iter().map(|m| m.as_str()).chain(v.version.values().map(|x| x.as_str())).collect();
-                for ob in facts.builds.values() {
-                    let hit = ob.outputs.iter().any(|o| {
-                        &o.step == output
-                            && o.version
-                                .values()
-                                .any(|val| !val.is_empty() && hay.iter().any(|h| h.contains(val.as_str())))
-                    });
-                    if hit && kept.insert(ob.id) {
-                        todo.push(ob.id);
-                    }
-                }
-            }
-        }
     }
 }

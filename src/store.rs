@@ -59,7 +59,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-use crate::core::journey::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, VersionFact};
+use crate::core::journey::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, VersionFact};
 
 /// `PRAGMA application_id` of a deploy-journey store ("DJS1").
 pub const APPLICATION_ID: i32 = 0x444a_5331;
@@ -434,6 +434,25 @@ impl Store {
                 let sha: String = row.get(0).map_err(|e| decode_err(path, "vanished", "?", "sha", e))?;
                 let at: i64 = row.get(1).map_err(|e| decode_err(path, "vanished", &sha, "at", e))?;
                 facts.vanished.insert(sha, at);
+            }
+            let mut st =
+                tx.prepare("SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2").map_err(sql_err(path, op))?;
+            let mut rows = st.query(["horizon:", "horizon;"]).map_err(sql_err(path, op))?;
+            while let Some(row) = rows.next().map_err(sql_err(path, op))? {
+                let key: String = row.get(0).map_err(|e| decode_err(path, "kv", "?", "key", e))?;
+                let value: String = row.get(1).map_err(|e| decode_err(path, "kv", &key, "value", e))?;
+                let names: Option<(String, String)> =
+                    key.strip_prefix(HORIZON_PREFIX).and_then(|k| serde_json::from_str(k).ok());
+                let Some((pipeline, job)) = names else {
+                    return Err(StoreError::Decode {
+                        path: path.to_string(),
+                        table: "kv",
+                        key,
+                        column: "key",
+                        detail: "not horizon:[\"<pipeline>\",\"<job>\"]".into(),
+                    });
+                };
+                facts.apply(Fact::Horizon(read_horizon(path, &pipeline, &job, &value)?));
             }
         }
         tx.finish().map_err(sql_err(path, op))?;
@@ -847,6 +866,16 @@ fn apply_facts(tx: &rusqlite::Transaction<'_>, path: &str, facts: &[Fact]) -> Re
                         }
                     }
                 }
+                Fact::Horizon(h) => {
+                    let key = horizon_key(&h.pipeline, &h.job);
+                    let v: Option<String> = tx
+                        .query_row("SELECT value FROM kv WHERE key = ?1", [&key], |r| r.get(0))
+                        .optional()
+                        .map_err(sql_err(path, op))?;
+                    if let Some(v) = v {
+                        before.apply(Fact::Horizon(read_horizon(path, &h.pipeline, &h.job, &v)?));
+                    }
+                }
             }
         }
     }
@@ -912,8 +941,37 @@ fn apply_facts(tx: &rusqlite::Transaction<'_>, path: &str, facts: &[Fact]) -> Re
         for sha in dirty_vanished {
             put_vanished.execute(params![sha, cur.vanished[sha]]).map_err(sql_err(path, op))?;
         }
+        for (k, h) in &cur.horizons {
+            if before.horizons.get(k) != Some(h) {
+                let v = format!("{} {}", h.since_id, h.since_time);
+                set_kv(tx, path, &[(&horizon_key(&h.pipeline, &h.job), &v)])?;
+            }
+        }
     }
     Ok(())
+}
+
+/// Horizons live in `kv` (no schema change): `horizon:["pipeline","job"]` → `"<since_id> <since_time>"`.
+const HORIZON_PREFIX: &str = "horizon:";
+
+fn horizon_key(pipeline: &str, job: &str) -> String {
+    format!("{HORIZON_PREFIX}{}", serde_json::json!([pipeline, job]))
+}
+
+fn read_horizon(path: &str, pipeline: &str, job: &str, v: &str) -> Result<HorizonFact, StoreError> {
+    let mut it = v.split(' ').map(str::parse::<i64>);
+    match (it.next(), it.next(), it.next()) {
+        (Some(Ok(since_id)), Some(Ok(since_time)), None) => {
+            Ok(HorizonFact { pipeline: pipeline.to_string(), job: job.to_string(), since_id, since_time })
+        }
+        _ => Err(StoreError::Decode {
+            path: path.to_string(),
+            table: "kv",
+            key: horizon_key(pipeline, job),
+            column: "value",
+            detail: format!("expected \"<build id> <unix time>\", found {v:?}"),
+        }),
+    }
 }
 
 fn set_kv(tx: &rusqlite::Transaction<'_>, path: &str, pairs: &[(&str, &str)]) -> Result<(), StoreError> {

@@ -6,16 +6,8 @@
 //! (a build's status only moves forward, fields only fill in) and derivation does not look at
 //! arrival order.
 //!
-//! # Lineage
-//! Each build gets a *carry*: for each tracked git resource, the newest commit (by first-parent
-//! position) it delivers, and how that was learned:
-//! - **exact**: an input is a version of a tracked git resource; or an input is the very version
-//!   another build put or took (an image digest, a chart commit, a semver), whose carry it inherits;
-//! - **bridge**: a configured cross-pipeline rule, e.g. the testflight input's commit message
-//!   contains the digest build-rc put, or the cepler `trigger` equals the deployments commit a
-//!   bump build pushed;
-//! - **inferred** (explicit fallback): the first build of a stage that started after the upstream
-//!   stage succeeded and whose plain git input is the commit or a descendant.
+//! Facts live in [`crate::core::facts`], the carry relation (which builds a build inherits
+//! what it delivers from) in [`crate::core::lineage`]; this module derives journeys from both.
 //!
 //! A build *contains* commit C when every tracked resource it carries that would emit C is at or
 //! after C; a commit no resource emits (untracked, `[ci skip]`) rides along with any carried
@@ -25,118 +17,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::core::classify::{ChangeType, Classification, Classifier};
+use crate::core::lineage::{Carry, Lineage, compute_carries};
 
-pub type Sha = String;
-pub type BuildId = i64;
-
-// ------------------------------------------------------------------ facts
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommitFact {
-    pub sha: Sha,
-    /// First parent; `None` for a root.
-    pub parent: Option<Sha>,
-    pub author: String,
-    pub author_date: i64,
-    pub committer_date: i64,
-    pub message: String,
-    pub files: Vec<String>,
-    /// When the exporter first saw it (for `lead_time_from: first_seen`).
-    pub first_seen: i64,
-}
-
-impl CommitFact {
-    pub fn subject(&self) -> &str {
-        self.message.lines().next().unwrap_or("")
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum BuildStatus {
-    Pending,
-    Started,
-    Succeeded,
-    Failed,
-    Errored,
-    Aborted,
-}
-
-impl BuildStatus {
-    pub fn parse(s: &str) -> Option<BuildStatus> {
-        Some(match s {
-            "pending" => BuildStatus::Pending,
-            "started" => BuildStatus::Started,
-            "succeeded" => BuildStatus::Succeeded,
-            "failed" => BuildStatus::Failed,
-            "errored" => BuildStatus::Errored,
-            "aborted" => BuildStatus::Aborted,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildStatus::Pending => "pending",
-            BuildStatus::Started => "started",
-            BuildStatus::Succeeded => "succeeded",
-            BuildStatus::Failed => "failed",
-            BuildStatus::Errored => "errored",
-            BuildStatus::Aborted => "aborted",
-        }
-    }
-    pub fn is_finished(self) -> bool {
-        !matches!(self, BuildStatus::Pending | BuildStatus::Started)
-    }
-    /// Progress rank: a fact never moves a build backwards.
-    fn rank(self) -> u8 {
-        match self {
-            BuildStatus::Pending => 0,
-            BuildStatus::Started => 1,
-            _ => 2,
-        }
-    }
-}
-
-/// A resource version as a build used or produced it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionFact {
-    /// Get or put step name.
-    pub step: String,
-    /// The resource behind the step (from the job's `inputs[]`/`outputs[]`); versions are
-    /// identified per pipeline and resource.
-    pub resource: String,
-    pub version: BTreeMap<String, String>,
-    /// The git commit message from version metadata, when known (bridges need it).
-    pub message: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildFact {
-    pub id: BuildId,
-    pub pipeline: String,
-    pub job: String,
-    pub name: String,
-    pub status: BuildStatus,
-    pub start: Option<i64>,
-    pub end: Option<i64>,
-    pub rerun_of: Option<BuildId>,
-    /// Absolute URL of the build page.
-    pub url: String,
-    pub inputs: Vec<VersionFact>,
-    pub outputs: Vec<VersionFact>,
-    /// Inputs and outputs have been read (`/builds/:id/resources` answered after adoption).
-    pub resources_known: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fact {
-    Commit(CommitFact),
-    Build(BuildFact),
-    /// A known commit is no longer on the branch (force-push).
-    Vanished {
-        sha: Sha,
-        at: i64,
-    },
-}
+pub use crate::core::facts::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, Sha, VersionFact};
+pub use crate::core::lineage::Method;
 
 // ------------------------------------------------------------------ configuration
 
@@ -206,106 +90,7 @@ impl CoreConfig {
     }
 }
 
-// ------------------------------------------------------------------ state
-
-/// All facts, merged. Apply facts in any order, any number of times.
-#[derive(Debug, Clone, Default)]
-pub struct Facts {
-    pub commits: HashMap<Sha, CommitFact>,
-    pub builds: BTreeMap<BuildId, BuildFact>,
-    pub vanished: HashMap<Sha, i64>,
-}
-
-impl Facts {
-    /// Merge a fact; returns whether anything changed.
-    pub fn apply(&mut self, fact: Fact) -> bool {
-        match fact {
-            Fact::Commit(c) => {
-                if let Some(old) = self.commits.get_mut(&c.sha) {
-                    // Keep the earliest sighting; the rest of a commit never changes.
-                    if c.first_seen < old.first_seen {
-                        old.first_seen = c.first_seen;
-                        return true;
-                    }
-                    return false;
-                }
-                self.commits.insert(c.sha.clone(), c);
-                true
-            }
-            Fact::Build(b) => match self.builds.get_mut(&b.id) {
-                None => {
-                    self.builds.insert(b.id, b);
-                    true
-                }
-                Some(old) => {
-                    let merged = merge_build(old, b);
-                    let changed = merged != *old;
-                    *old = merged;
-                    changed
-                }
-            },
-            Fact::Vanished { sha, at } => match self.vanished.get_mut(&sha) {
-                None => {
-                    self.vanished.insert(sha, at);
-                    true
-                }
-                // The earliest sighting of the force-push wins.
-                Some(e) if at < *e => {
-                    *e = at;
-                    true
-                }
-                Some(_) => false,
-            },
-        }
-    }
-}
-
-/// Merge two sightings of one build. Commutative and idempotent: the more advanced sighting
-/// wins (status, then resources known, then more outputs/inputs), and gaps are filled from the
-/// other, so arrival order never matters.
-fn merge_build(a: &BuildFact, b: BuildFact) -> BuildFact {
-    let key =
-        |x: &BuildFact| (x.status.rank(), x.resources_known, x.outputs.len(), x.inputs.len(), x.status, x.end, x.start);
-    let (mut m, other) = if key(&b) > key(a) { (b, a.clone()) } else { (a.clone(), b) };
-    m.start = m.start.or(other.start);
-    if m.status.is_finished() {
-        m.end = m.end.or(other.end);
-    }
-    if m.rerun_of.is_none() {
-        m.rerun_of = other.rerun_of;
-    }
-    // Messages learned by another sighting complete the inputs.
-    for i in m.inputs.iter_mut() {
-        if i.message.is_none() {
-            i.message = other
-                .inputs
-                .iter()
-                .find(|o| o.step == i.step && o.version == i.version)
-                .and_then(|o| o.message.clone());
-        }
-    }
-    m
-}
-
 // ------------------------------------------------------------------ derived
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Method {
-    Exact,
-    Bridge,
-    Inferred,
-}
-
-impl Method {
-    pub const ALL: [Method; 3] = [Method::Exact, Method::Bridge, Method::Inferred];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Exact => "exact",
-            Method::Bridge => "bridge",
-            Method::Inferred => "inferred",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StageState {
@@ -321,6 +106,9 @@ pub enum StageState {
     Failed,
     /// The stage does not apply to this commit (e.g. tests for a frontend-only commit).
     NotApplicable,
+    /// The commit is older than how far back a job of this stage's builds were read: what
+    /// happened there is not known, and is not guessed.
+    Incomplete,
 }
 
 impl StageState {
@@ -333,6 +121,7 @@ impl StageState {
             StageState::Succeeded => "succeeded",
             StageState::Failed => "failed",
             StageState::NotApplicable => "not_applicable",
+            StageState::Incomplete => "incomplete",
         }
     }
     pub fn in_flight(self) -> bool {
@@ -479,16 +268,20 @@ pub enum Outcome {
     InFlight,
     Untracked,
     Skipped,
+    /// A stage's builds for this commit lie before the history that was read (see
+    /// [`HorizonFact`]): no outcome, no lead time.
+    Incomplete,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Deployed,
         Outcome::Superseded,
         Outcome::Failed,
         Outcome::InFlight,
         Outcome::Untracked,
         Outcome::Skipped,
+        Outcome::Incomplete,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -498,6 +291,7 @@ impl Outcome {
             Outcome::InFlight => "in_flight",
             Outcome::Untracked => "untracked",
             Outcome::Skipped => "skipped",
+            Outcome::Incomplete => "incomplete",
         }
     }
 }
@@ -544,6 +338,8 @@ pub struct Quality {
     pub gaps: BTreeMap<String, u64>,
     /// Commits whose author date is after their committer date by more than 5 minutes.
     pub clock_skew: u64,
+    /// Journeys with a stage before the known build history (outcome `incomplete`).
+    pub incomplete: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -559,8 +355,6 @@ pub struct Derived {
     pub stages: Vec<StageNow>,
 }
 
-type Carry = BTreeMap<String, (usize, Method)>;
-
 /// Derive every journey from the facts at `now`.
 pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     let order = branch_order(facts);
@@ -568,7 +362,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     let class: Vec<Classification> =
         order.iter().map(|s| cfg.classifier.classify(&facts.commits[s].message, &facts.commits[s].files)).collect();
 
-    let carries = compute_carries(facts, cfg, &pos);
+    let carries = compute_carries(facts, cfg, &Lineage::of(facts, cfg), &pos);
     let stages_now = stages_now(facts, cfg, &carries, &order, &class, now);
 
     // Per (pipeline, job): builds in id order, with a running max of carried positions per
@@ -704,7 +498,13 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                         }
                     }
                 }
-                job_states.push(job_state(&job_att));
+                // Before the job's known history: its builds for this commit were never read,
+                // and a later build carrying it would only look like a superseding one.
+                let hidden = facts
+                    .horizons
+                    .get(&(st.pipeline.clone(), j.name.clone()))
+                    .is_some_and(|h| h.hides(c.committer_date));
+                job_states.push(if hidden { StageState::Incomplete } else { job_state(&job_att) });
                 attempts.extend(job_att);
             }
             for a in &attempts {
@@ -712,7 +512,9 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
             }
             attempts.sort_by_key(|a| (a.start.unwrap_or(i64::MAX), a.build_id));
             let start = attempts.iter().filter_map(|a| a.start).min();
-            let state = if job_states.iter().all(|s| *s == StageState::Succeeded) {
+            let state = if job_states.contains(&StageState::Incomplete) {
+                StageState::Incomplete
+            } else if job_states.iter().all(|s| *s == StageState::Succeeded) {
                 StageState::Succeeded
             } else if job_states.contains(&StageState::Running) {
                 StageState::Running
@@ -757,14 +559,22 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
             });
         }
 
+        let incomplete = stages.iter().any(|s| s.state == StageState::Incomplete);
+        if incomplete {
+            quality.incomplete += 1;
+            // What waits behind an unknown stage is not known either: not in flight.
+            for s in stages.iter_mut().filter(|s| s.state.in_flight()) {
+                s.state = StageState::Incomplete;
+            }
+        }
         let mut deployed_at = BTreeMap::new();
-        for (st, sj) in cfg.stages.iter().zip(&stages) {
+        for (st, sj) in cfg.stages.iter().zip(&stages).filter(|_| !incomplete) {
             if let (Some(env), StageState::Succeeded, Some(end)) = (&st.environment, sj.state, sj.end) {
                 deployed_at.entry(env.clone()).or_insert(end);
             }
         }
         let ended = !deployed_at.is_empty();
-        if !ended {
+        if !ended && !incomplete {
             for si in 0..stages.len() {
                 let w = waits_for(&cfg.stages[si], &stages, si, &stages_now[si]);
                 stages[si].waits_for = w;
@@ -776,9 +586,13 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         let not_own = stages.iter().find(|s| {
             s.state != StageState::NotApplicable && !s.attempts.is_empty() && !s.attempts.iter().any(|a| a.own)
         });
-        let carried_by = not_own.and_then(|s| s.attempts.iter().find(|a| !a.own).and_then(|a| a.head.clone()));
+        let carried_by = not_own
+            .filter(|_| !incomplete)
+            .and_then(|s| s.attempts.iter().find(|a| !a.own).and_then(|a| a.head.clone()));
         let failed_now = stages.iter().find(|s| s.state == StageState::Failed);
-        let (outcome, failed_stage, carried_on) = if ended {
+        let (outcome, failed_stage, carried_on) = if incomplete {
+            (Outcome::Incomplete, None, false)
+        } else if ended {
             match (cl.change_type, own_failure, not_own) {
                 (ChangeType::Skipped, ..) => (Outcome::Skipped, None, false),
                 (ChangeType::Untracked, ..) => (Outcome::Untracked, None, false),
@@ -800,6 +614,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         // of those jobs ended, whichever is later.
         let first = cfg.stages.iter().zip(&stages).find(|(_, s)| s.state != StageState::NotApplicable);
         let not_picked_up = !passive
+            && !incomplete
             && first.is_some_and(|(st, s)| {
                 let free_since = s
                     .expected_jobs
@@ -1016,146 +831,6 @@ pub fn branch_order(facts: &Facts) -> Vec<Sha> {
     out
 }
 
-fn version_key(pipeline: &str, resource: &str, v: &BTreeMap<String, String>) -> String {
-    let mut k = format!("{pipeline}/{resource}");
-    for (a, b) in v {
-        k.push_str(&format!(",{a}:{b}"));
-    }
-    k
-}
-
-fn merge_carry(into: &mut Carry, from: &Carry, at_least: Method) {
-    for (r, (p, m)) in from {
-        let m = (*m).max(at_least);
-        match into.get_mut(r) {
-            Some(e) if e.0 > *p => {}
-            Some(e) if e.0 == *p => e.1 = e.1.min(m),
-            _ => {
-                into.insert(r.clone(), (*p, m));
-            }
-        }
-    }
-}
-
-/// Each build's carry, in build-id order: a version is put (or taken) before another build can
-/// take it, and Concourse build ids only grow.
-fn compute_carries(facts: &Facts, cfg: &CoreConfig, pos: &HashMap<&str, usize>) -> HashMap<BuildId, Carry> {
-    let mut carries: HashMap<BuildId, Carry> = HashMap::new();
-    // version key → builds that put it (outputs) or took it (inputs).
-    let mut produced: HashMap<String, Vec<BuildId>> = HashMap::new();
-    let mut taken: HashMap<String, Vec<BuildId>> = HashMap::new();
-    // (output step, key) → [(value, build)] for bridges.
-    let mut by_output: HashMap<(&str, &str), Vec<(&str, BuildId)>> = HashMap::new();
-    for b in facts.builds.values() {
-        let stage_idx = cfg.stage_of_job(&b.pipeline, &b.job);
-        let stage = stage_idx.map(|i| &cfg.stages[i]);
-        let mut carry = Carry::new();
-        for inp in &b.inputs {
-            if let Some(st) = stage
-                && st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))
-            {
-                continue;
-            }
-            if let Some(res) = cfg.resource_of_step(&inp.step) {
-                if let Some(p) = inp.version.get("ref").and_then(|r| pos.get(r.as_str())) {
-                    merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
-                }
-                continue;
-            }
-            let key = version_key(&b.pipeline, &inp.resource, &inp.version);
-            // A version some build put, or one an upstream stage's build took (a `passed:`
-            // constraint hands it on): inherit what that build carried.
-            let upstream: Vec<BuildId> = taken
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .filter(|id| {
-                    let ub = &facts.builds[*id];
-                    match (stage_idx, cfg.stage_of_job(&ub.pipeline, &ub.job)) {
-                        (Some(me), Some(up)) => cfg.stages[me].after.contains(&up),
-                        _ => false,
-                    }
-                })
-                .copied()
-                .collect();
-            // Whoever put a version defines what it carries; "taken upstream" is only for
-            // versions no watched build put (e.g. a chart commit merged by a bot).
-            let src: Vec<BuildId> = match produced.get(&key) {
-                Some(p) => p.clone(),
-                None => upstream,
-            };
-            for id in &src {
-                if let Some(c) = carries.get(id) {
-                    let c = c.clone();
-                    merge_carry(&mut carry, &c, Method::Exact);
-                }
-            }
-        }
-        // A put onto a tracked git resource (build-rc's tag) is the same version as its input;
-        // Concourse drops that input from /builds/:id/resources, so read it from the output.
-        for out in &b.outputs {
-            if let Some(res) = cfg.resource_of_step(&out.step)
-                && stage.is_none_or(|st| st.inputs.as_ref().is_none_or(|l| l.contains(&out.step)))
-                && let Some(p) = out.version.get("ref").and_then(|r| pos.get(r.as_str()))
-            {
-                merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
-            }
-        }
-        if let Some(st) = stage {
-            for br in &st.bridges {
-                let (input, sources): (&str, Vec<BuildId>) = match br {
-                    Bridge::MessageContains { input, output, key } => {
-                        let msg = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.message.as_deref());
-                        let ids = match msg {
-                            Some(m) => by_output
-                                .get(&(output.as_str(), key.as_str()))
-                                .map(|v| {
-                                    v.iter()
-                                        .filter(|(val, _)| !val.is_empty() && m.contains(val))
-                                        .map(|(_, id)| *id)
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                            None => vec![],
-                        };
-                        (input, ids)
-                    }
-                    Bridge::Equals { input, input_key, output, key } => {
-                        let val = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.version.get(input_key));
-                        let ids = match val {
-                            Some(x) => by_output
-                                .get(&(output.as_str(), key.as_str()))
-                                .map(|v| v.iter().filter(|(val, _)| *val == x).map(|(_, id)| *id).collect())
-                                .unwrap_or_default(),
-                            None => vec![],
-                        };
-                        (input, ids)
-                    }
-                };
-                let _ = input;
-                for id in sources {
-                    if let Some(c) = carries.get(&id) {
-                        let c = c.clone();
-                        merge_carry(&mut carry, &c, Method::Bridge);
-                    }
-                }
-            }
-        }
-        // A failed build's outputs were never put; only successful builds produce.
-        for out in &b.outputs {
-            produced.entry(version_key(&b.pipeline, &out.resource, &out.version)).or_default().push(b.id);
-            for (k, v) in &out.version {
-                by_output.entry((out.step.as_str(), k.as_str())).or_default().push((v.as_str(), b.id));
-            }
-        }
-        for inp in &b.inputs {
-            taken.entry(version_key(&b.pipeline, &inp.resource, &inp.version)).or_default().push(b.id);
-        }
-        carries.insert(b.id, carry);
-    }
-    carries
-}
-
 /// Does a build with this carry deliver commit `i`?
 fn contains(carry: &Carry, cl: &Classification, i: usize, passive: bool) -> bool {
     if carry.is_empty() {
@@ -1300,6 +975,56 @@ stages:
             build(2, "t2", Done, Some(1_100), Some(1_600), 0),
             build(3, "tf", Done, Some(1_700), Some(2_000), 0),
         ]
+    }
+
+    /// Issue #21: when a job's builds were read only from a horizon on, a commit older than it
+    /// is `incomplete` there (no outcome, no lead time, counted), instead of looking superseded
+    /// by the first build that is known; a commit after it derives as if all were known. The
+    /// horizon that reaches further back wins, in any order.
+    #[test]
+    fn a_commit_before_a_jobs_known_history_is_incomplete_not_superseded() {
+        let horizon = |id: i64, time: i64| {
+            Fact::Horizon(HorizonFact { pipeline: "p".into(), job: "t1".into(), since_id: id, since_time: time })
+        };
+        // c0's own builds (1..3) were not read; c1's were: they carry c0 along.
+        let c1_deployed = || {
+            vec![
+                build(4, "t1", Done, Some(2_100), Some(2_500), 1),
+                build(5, "t2", Done, Some(2_100), Some(2_600), 1),
+                build(6, "tf", Done, Some(2_700), Some(3_000), 1),
+            ]
+        };
+        let check = |facts: Vec<Fact>, want: [(&str, &str, Option<i64>); 2], incomplete: u64| {
+            let d = derived(facts);
+            let got: Vec<(&str, &str, Option<i64>)> = d.journeys[..2]
+                .iter()
+                .map(|j| (j.outcome.as_str(), j.stages[0].state.as_str(), j.lead_time("staging")))
+                .collect();
+            assert_eq!(got, want, "{:?}", d.journeys);
+            assert_eq!(d.quality.incomplete, incomplete);
+            d
+        };
+        // Without a horizon the core can only conclude that c1's builds superseded c0.
+        check(
+            c1_deployed(),
+            [("superseded", "succeeded", Some(3_000 - 1_000)), ("deployed", "succeeded", Some(3_000 - 2_000))],
+            0,
+        );
+        // t1's builds are known from build 4 on, older ones started at or before 1_900: c0
+        // (made at 1_000) is not known there; c1 (2_000) is.
+        let d = check(
+            c1_deployed().into_iter().chain([horizon(4, 1_900)]).collect(),
+            [("incomplete", "incomplete", None), ("deployed", "succeeded", Some(3_000 - 2_000))],
+            1,
+        );
+        let c0 = &d.journeys[0];
+        assert!(!c0.ended && c0.carried_by.is_none() && !c0.not_picked_up && c0.deployed_at.is_empty());
+        assert!(c0.stages.iter().all(|s| !s.state.in_flight()), "nothing of it is in flight: {:?}", c0.stages);
+        // A read that reached further back (a backfill) wins, whichever came first.
+        for order in [vec![horizon(4, 1_900), horizon(1, 900)], vec![horizon(1, 900), horizon(4, 1_900)]] {
+            let all = c0_deployed().into_iter().chain(c1_deployed()).chain(order).collect();
+            check(all, [("deployed", "succeeded", Some(1_000)), ("deployed", "succeeded", Some(1_000))], 0);
+        }
     }
 
     /// The stage-level signal comes from the stage's running builds, whatever they carry: a

@@ -151,6 +151,10 @@ pub fn events<'a>(
         if j.vanished {
             continue;
         }
+        // Before the build history read: it never ends, and is counted as what it is.
+        if j.outcome == Outcome::Incomplete {
+            count(j.commit_time, "commit_outcomes", l(&[("outcome", j.outcome.as_str())]));
+        }
         for (i, s) in j.stages.iter().enumerate() {
             if let Some(w) = s.wait() {
                 obs.push(Event {
@@ -474,7 +478,8 @@ fn build(m: &MetricsInput<'_>) -> Registry {
     // Per commit.
     let mut oldest_age: BTreeMap<(usize, StageState), i64> = BTreeMap::new();
     for j in &m.derived.journeys {
-        if j.vanished {
+        // An incomplete journey is not known to be anywhere, nor to be behind.
+        if j.vanished || j.outcome == Outcome::Incomplete {
             continue;
         }
         if !j.ended {

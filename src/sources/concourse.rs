@@ -63,7 +63,7 @@ use super::telemetry::{
     next_delay, read_body, read_body_prefix, scrub, token_answer_error, token_decode_error, url_with,
 };
 use super::{ConcourseAuth, ConcourseConfig, ErrorKind, Secret, SourceError, WatchedPipeline};
-use crate::core::journey::{BuildFact, BuildId, BuildStatus, Fact, Facts, VersionFact};
+use crate::core::journey::{BuildFact, BuildId, BuildStatus, Fact, Facts, HorizonFact, VersionFact};
 
 const SOURCE: &str = "concourse";
 /// `atc.PaginationAPIDefaultLimit`, asked for explicitly.
@@ -125,6 +125,11 @@ pub struct ConcourseSource {
     history_since: Option<i64>,
     /// The last builds listing reached the newest build (it was not cut by its page budget).
     caught_up: bool,
+    /// `serve`'s first read also reaches back to builds started at this Unix time (the oldest
+    /// commit the GitHub source reported), within [`INITIAL_PAGES`].
+    first_read_since: Option<i64>,
+    /// How far back the first read knows each watched job, emitted with that poll's facts.
+    horizons: Vec<HorizonFact>,
 }
 
 impl std::fmt::Debug for ConcourseSource {
@@ -371,6 +376,8 @@ impl ConcourseSource {
             retry_base: Duration::from_millis(250),
             history_since: None,
             caught_up: false,
+            first_read_since: None,
+            horizons: vec![],
         })
     }
 
@@ -384,6 +391,20 @@ impl ConcourseSource {
     /// read, so they would only count as lineage gaps), but they move the cursor past them.
     pub fn set_history_since(&mut self, since: Option<i64>) {
         self.history_since = since;
+    }
+
+    /// Whether the next poll is a first read (nothing listed or restored yet).
+    pub fn first_read_due(&self) -> bool {
+        self.max_id.is_none() && self.tracked.is_empty()
+    }
+
+    /// The first read also keeps every build started at or after `since` (Unix seconds), beyond
+    /// the newest [`INITIAL_BUILDS`] of each job, so every commit reported at start (the oldest
+    /// from GitHub's first read) has its builds read, as far as [`INITIAL_PAGES`] reach. Where
+    /// they do not, a [`HorizonFact`] per job says so and the core marks older journeys
+    /// incomplete instead of guessing.
+    pub fn set_first_read_since(&mut self, since: Option<i64>) {
+        self.first_read_since = since;
     }
 
     /// Whether the last poll's builds listing reached the newest build. A listing longer than
@@ -472,7 +493,7 @@ impl ConcourseSource {
         // Reads and messages for the builds that still need them: pipeline by pipeline, oldest
         // first. A build waits while its pipeline's jobs list has never been read (its steps'
         // resources are unknown).
-        let mut facts = vec![];
+        let mut facts: Vec<Fact> = std::mem::take(&mut self.horizons).into_iter().map(Fact::Horizon).collect();
         for pi in 0..self.cfg.pipelines.len() {
             let wp = self.cfg.pipelines[pi].clone();
             let ids: Vec<BuildId> = self.tracked.iter().filter(|(_, t)| t.pi == pi).map(|(id, _)| *id).collect();
@@ -553,6 +574,8 @@ impl ConcourseSource {
         let what = self.builds_what();
         // Whether the listing holds every build from `from` up (what the deletion check needs).
         let mut whole = true;
+        // A first read that stopped before Concourse's first build (see `horizons` below).
+        let mut cut_back = false;
         let (mut listed, complete, covered_to) = match from {
             Some(f) => {
                 // Below the cursor (unfinished builds to look at again) the walk stops once it
@@ -571,7 +594,8 @@ impl ConcourseSource {
             }
             None => {
                 let max_pages = if since.is_some() { BACKFILL_MAX_PAGES } else { INITIAL_PAGES };
-                let back = self.walk_back(since, max_pages).await?;
+                let (back, reached_start) = self.walk_back(since, max_pages).await?;
+                cut_back = !reached_start;
                 // Walking back skips every rerun whose original is on a later page (Concourse
                 // orders by COALESCE(rerun_of, id) but cuts pages by id). A forward pass over
                 // the same range lists them; it ends at the newest build, so the cursor is exact.
@@ -594,7 +618,13 @@ impl ConcourseSource {
             // necessarily every one below its highest id: the next cycle continues from there.
             max_seen = max_known.max(covered_to.min(max_seen));
         }
+        // A backfill's known history: from its cutoff, or, if its pages ran out first, from the
+        // lowest build listed.
+        let mut backfill_from: Option<(BuildId, i64)> = None;
         if let Some(t) = since {
+            let reached = !cut_back || listed.iter().any(|b| time_of(b.start_time).is_some_and(|s| s < t));
+            let lowest = listed.iter().min_by_key(|b| b.id).map(|b| (b.id, time_of(b.start_time).unwrap_or(t).max(t)));
+            backfill_from = lowest.map(|(id, start)| (id, if reached { t } else { start }));
             // A backfill: builds before the cutoff are left out, but the cursor passes them.
             let first_kept =
                 listed.iter().filter(|b| time_of(b.start_time).is_some_and(|s| s >= t)).map(|b| b.id).min();
@@ -607,6 +637,13 @@ impl ConcourseSource {
         // Only watched builds of this team, grouped by pipeline and job; the first read keeps
         // the newest INITIAL_BUILDS of each job (listed newest first), a backfill all of them.
         let mut per_job: HashMap<(usize, String), usize> = HashMap::new();
+        let first_read = from.is_none() && since.is_none();
+        let keep_since = self.first_read_since.filter(|_| first_read);
+        // Per watched job on a first read: the newest build left out (highest id, latest start),
+        // which is where the job's known history begins.
+        let mut dropped: HashMap<(usize, String), (BuildId, Option<i64>)> = HashMap::new();
+        // The lowest build listed: below it nothing was read (unless that is the first build).
+        let listing_start = listed.iter().min_by_key(|b| b.id).map(|b| (b.id, time_of(b.start_time)));
         let mut unknown_jobs = BTreeSet::new();
         // The cursor may not pass a build that could not be read, or it would never be listed again.
         let mut first_skipped: Option<BuildId> = None;
@@ -619,10 +656,17 @@ impl ConcourseSource {
             if !watched(&self.cfg.pipelines[pi], job) {
                 continue;
             }
-            if from.is_none() && since.is_none() {
-                let n = per_job.entry((pi, job.to_string())).or_insert(0);
+            if first_read {
+                let key = (pi, job.to_string());
+                let n = per_job.entry(key.clone()).or_insert(0);
                 *n += 1;
-                if *n > INITIAL_BUILDS {
+                // Listed newest first: past the initial count, only builds the reported commits
+                // may need (started since the oldest one, or not started yet) are kept.
+                let needed = keep_since.is_some_and(|t| time_of(b.start_time).is_none_or(|s| s >= t));
+                if *n > INITIAL_BUILDS && !needed {
+                    let e = dropped.entry(key).or_insert((b.id, None));
+                    e.0 = e.0.max(b.id);
+                    e.1 = e.1.max(time_of(b.start_time));
                     continue;
                 }
             }
@@ -679,6 +723,12 @@ impl ConcourseSource {
                 }
             }
         }
+        if first_read {
+            self.horizons = self.first_read_horizons(cut_back, &dropped, listing_start);
+        } else if let Some(at) = backfill_from {
+            // Lowers a horizon an earlier first read left (the one reaching further back wins).
+            self.horizons = self.first_read_horizons(true, &HashMap::new(), Some((at.0, Some(at.1))));
+        }
         if let Some(skipped) = first_skipped {
             // Stay below the unreadable build so the next listing (from max + 1) includes it.
             max_seen = max_seen.min(Some(skipped - 1)).max(max_known);
@@ -734,9 +784,12 @@ impl ConcourseSource {
     /// pages have not reached before its cutoff, or the first read's watched jobs lack their
     /// initial builds. This misses reruns whose original is on a later page; the caller follows
     /// it with [`Self::walk_forward`].
-    async fn walk_back(&mut self, since: Option<i64>, max_pages: usize) -> Result<Vec<ApiBuild>, SourceError> {
+    /// Also returns whether it reached Concourse's first build (a page that is not full, or no
+    /// older page).
+    async fn walk_back(&mut self, since: Option<i64>, max_pages: usize) -> Result<(Vec<ApiBuild>, bool), SourceError> {
         let mut listed: Vec<ApiBuild> = vec![];
         let mut to: Option<i64> = None;
+        let keep_since = self.first_read_since.filter(|_| since.is_none());
         for _ in 0..max_pages {
             let (page, headers) = match to {
                 Some(t) => self.builds_page(&[("to", t)]).await?,
@@ -744,13 +797,17 @@ impl ConcourseSource {
             };
             let n = page.len();
             // Build ids grow with time: once a page reaches before the cutoff, older ones do too.
-            let reaches_back = since.is_some_and(|t| page.iter().filter_map(|b| time_of(b.start_time)).any(|s| s < t));
+            let reaches =
+                |t: Option<i64>| t.is_some_and(|t| page.iter().filter_map(|b| time_of(b.start_time)).any(|s| s < t));
+            let (reaches_back, reaches_first_since) = (reaches(since), reaches(keep_since));
             listed.extend(page);
-            let more = n >= PAGE_LIMIT
-                && match since {
-                    Some(_) => !reaches_back,
-                    None => !self.initial_window_filled(&listed),
-                };
+            if n < PAGE_LIMIT {
+                return Ok((listed, true));
+            }
+            let more = match since {
+                Some(_) => !reaches_back,
+                None => !self.initial_window_filled(&listed) || keep_since.is_some() && !reaches_first_since,
+            };
             // Only the link's `to` is taken: the request keeps our own origin, path and token.
             let next_to = link_target(&headers, "next")
                 .filter(|_| more)
@@ -758,10 +815,45 @@ impl ConcourseSource {
                 .and_then(|u| u.query_pairs().find(|(k, _)| k == "to").and_then(|(_, v)| v.parse::<i64>().ok()));
             match next_to {
                 Some(t) => to = Some(t),
+                // A full page without an older one: the end of the history (checked, not assumed).
+                None if more => return Ok((listed, true)),
                 None => break,
             }
         }
-        Ok(listed)
+        Ok((listed, false))
+    }
+
+    /// Per watched job after a first read: its builds from the horizon up are known, the older
+    /// ones started at or before its time. That is after its newest build left out, or, when the
+    /// listing stopped before Concourse's first build, after the lowest build listed. A job
+    /// read back to its first build has no horizon.
+    fn first_read_horizons(
+        &self,
+        cut_back: bool,
+        dropped: &HashMap<(usize, String), (BuildId, Option<i64>)>,
+        listing_start: Option<(BuildId, Option<i64>)>,
+    ) -> Vec<HorizonFact> {
+        let mut jobs: BTreeSet<(usize, String)> = dropped.keys().cloned().collect();
+        for (pi, wp) in self.cfg.pipelines.iter().enumerate() {
+            jobs.extend(wp.jobs.iter().map(|j| (pi, j.clone())));
+            jobs.extend(self.jobs[pi].keys().filter(|j| watched(wp, j)).map(|j| (pi, j.clone())));
+        }
+        let mut out = vec![];
+        for (pi, job) in jobs {
+            let mut at: Option<(BuildId, i64)> = None;
+            if let Some((id, start)) = dropped.get(&(pi, job.clone())) {
+                // A build that never started cannot carry anything: it moves only the id.
+                at = Some((id + 1, start.unwrap_or(i64::MIN)));
+            }
+            if let (true, Some((id, start))) = (cut_back, listing_start) {
+                let start = start.unwrap_or(i64::MIN);
+                at = Some(at.map_or((id, start), |(i, t)| (i.max(id), t.max(start))));
+            }
+            if let Some((since_id, since_time)) = at {
+                out.push(HorizonFact { pipeline: self.cfg.pipelines[pi].name.clone(), job, since_id, since_time });
+            }
+        }
+        out
     }
 
     /// Every build with an id at or above `from`, oldest pages first. Concourse's `rel="previous"`

@@ -823,3 +823,131 @@ async fn a_paused_staging_job_leaves_the_commit_pending_with_no_build() {
     assert!(st.start.unwrap() >= START + 4 * 3600, "{st:?}");
     assert_eq!(lead(a), st.end.unwrap() - a.commit_time);
 }
+
+/// Issue #21 item 3: a fresh `serve` (empty state) on a Concourse whose jobs have more than
+/// `INITIAL_BUILDS` builds used to report commits whose own builds lay before its first read as
+/// `superseded` by the next known build, with another lead time. Now the first read reaches back
+/// to the oldest commit GitHub reports, and whatever a job's known history still does not cover
+/// is `incomplete`. Both runs poll one simulator (the uninterrupted one from the world's start,
+/// the fresh one only at the end) and are derived at the same moment: for every commit the fresh
+/// run reports exactly what the uninterrupted one does, or `incomplete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_or_incomplete() {
+    use std::time::Duration;
+    init_crypto();
+    const DAYS: i64 = 10;
+    // Coarser than `serve`'s 30 s, to keep ten days quick; every build is still read started
+    // or finished, which is all the facts need.
+    const EVERY: i64 = 300;
+    let (world, _) = deploy_journey::demo::lana_world("lana", 21, Duration::ZERO, 0.0, START).expect("lana world");
+    let sim = Sim::new(world, SimClock::new(START, ClockMode::Stepped));
+    let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let s2 = sim.clone();
+    let server = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(s2, listener).await;
+    });
+    let cfg = example_config("lana", &url);
+    let sources = || {
+        let t = Arc::new(SourceTelemetry::new());
+        let cc = ConcourseSource::new(cfg.concourse(), t.clone()).unwrap();
+        (GithubSource::new(cfg.github(), t.clone()).unwrap(), cc, t)
+    };
+    let (mut gh, mut cc, _) = sources();
+    let mut calm = Facts::default();
+    for _ in 0..DAYS * 86_400 / EVERY {
+        sim.clock.step(EVERY);
+        let now = sim.now();
+        for f in gh.poll(now).await.unwrap().into_iter().chain(cc.poll(now).await.unwrap()) {
+            calm.apply(f);
+        }
+    }
+    // The case at hand: jobs with more builds than a first read used to keep.
+    let mut per_job: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in calm.builds.values() {
+        *per_job.entry(b.job.as_str()).or_default() += 1;
+    }
+    let most = per_job.values().max().copied().unwrap_or(0);
+    assert!(most > deploy_journey::sources::concourse::INITIAL_BUILDS, "builds per job: {per_job:?}");
+
+    // A fresh start, as `serve` does it: GitHub first, then Concourse back to its oldest commit
+    // (`read_back`), or without it, as when GitHub does not answer the first cycle. Its facts go
+    // through a real state file and are read back, as a restart would.
+    let now = sim.now();
+    let dir = tempfile::tempdir().unwrap();
+    let fresh_start = async |read_back: bool| {
+        let (mut gh2, mut cc2, t) = sources();
+        let mut new = gh2.poll(now).await.unwrap();
+        let oldest = new
+            .iter()
+            .filter_map(|f| match f {
+                deploy_journey::core::journey::Fact::Commit(c) => Some(c.committer_date),
+                _ => None,
+            })
+            .min();
+        cc2.set_first_read_since(oldest.filter(|_| read_back));
+        for _ in 0..5 {
+            new.extend(cc2.poll(now).await.unwrap());
+        }
+        let mut store = deploy_journey::store::Store::open(&dir.path().join(format!("{read_back}.db"))).unwrap();
+        store.apply(&new).unwrap();
+        let requests = t.snapshots().into_iter().find(|(s, _)| *s == "concourse").map(|(_, s)| s.requests());
+        (store.load().unwrap(), requests.unwrap_or(0))
+    };
+    let (without, short_requests) = fresh_start(false).await;
+    let (fresh, long_requests) = fresh_start(true).await;
+    // A backfill into the short state reads the rest, and its history replaces the horizons.
+    let backfilled = {
+        let (_, mut cc3, _) = sources();
+        cc3.set_history_since(Some(START - 86_400));
+        let mut store = deploy_journey::store::Store::open(&dir.path().join("false.db")).unwrap();
+        for _ in 0..20 {
+            let new = cc3.poll(now).await.unwrap();
+            store.apply(&new).unwrap();
+            if cc3.caught_up() && new.is_empty() {
+                break;
+            }
+        }
+        store.load().unwrap()
+    };
+    server.abort();
+
+    let core = cfg.core();
+    let a = derive(&calm, &core, now);
+    let calm_by_sha: BTreeMap<&str, &Journey> = a.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
+    let compare = |facts: &Facts| {
+        let b = derive(facts, &core, now);
+        assert_eq!(b.journeys.len(), a.journeys.len(), "the fresh start reports every commit");
+        let mut incomplete = 0;
+        for j in &b.journeys {
+            let u = calm_by_sha[j.sha.as_str()];
+            if j.outcome.as_str() == "incomplete" {
+                incomplete += 1;
+                // As the JSON API shows it: no lead time, nothing in flight, the unknown stage named.
+                let js = deploy_journey::http::JourneyJson::from(j, &deploy_journey::http::Snapshot::default());
+                assert!(js.lead_time_seconds.is_empty() && !js.ended, "{}: {js:?}", j.short());
+                assert!(js.stages.iter().any(|s| s.state == "incomplete"), "{}: {js:?}", j.short());
+                assert!(!js.stages.iter().any(|s| matches!(s.state.as_str(), "waiting" | "pending" | "running")));
+                continue;
+            }
+            let view = |j: &Journey| {
+                let states: Vec<&str> = j.stages.iter().map(|s| s.state.as_str()).collect();
+                (j.outcome.as_str(), j.carried_by.clone(), j.deployed_at.clone(), j.failed_stage.clone(), states)
+            };
+            assert_eq!(view(j), view(u), "{}: the fresh start reports another journey", j.short());
+        }
+        assert_eq!(b.quality.incomplete, incomplete);
+        incomplete
+    };
+    let (short, long, after_backfill) = (compare(&without), compare(&fresh), compare(&backfilled));
+    println!(
+        "{} commits, {} builds (at most {most} per job); fresh start: {short} incomplete with the newest \
+         {} builds per job ({short_requests} Concourse requests), {long} reading back to the oldest commit \
+         ({long_requests} requests)",
+        a.journeys.len(),
+        calm.builds.len(),
+        deploy_journey::sources::concourse::INITIAL_BUILDS,
+    );
+    assert!(short > 0, "the newest builds alone do not cover the oldest commits here");
+    assert_eq!(long, 0, "reading back to the oldest commit covers them all");
+    assert_eq!(after_backfill, 0, "a backfill completes the short history");
+}

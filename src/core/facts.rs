@@ -1,0 +1,237 @@
+//! Facts: commits seen on the branch, builds seen in Concourse, force-pushes and how far back
+//! each job's builds are known. They merge monotonically ([`Facts::apply`]: a build's status
+//! only moves forward, fields only fill in), so the same facts in any order, applied any number
+//! of times, are the same facts.
+
+use std::collections::{BTreeMap, HashMap};
+
+pub type Sha = String;
+pub type BuildId = i64;
+
+// ------------------------------------------------------------------ facts
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitFact {
+    pub sha: Sha,
+    /// First parent; `None` for a root.
+    pub parent: Option<Sha>,
+    pub author: String,
+    pub author_date: i64,
+    pub committer_date: i64,
+    pub message: String,
+    pub files: Vec<String>,
+    /// When the exporter first saw it (for `lead_time_from: first_seen`).
+    pub first_seen: i64,
+}
+
+impl CommitFact {
+    pub fn subject(&self) -> &str {
+        self.message.lines().next().unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BuildStatus {
+    Pending,
+    Started,
+    Succeeded,
+    Failed,
+    Errored,
+    Aborted,
+}
+
+impl BuildStatus {
+    pub fn parse(s: &str) -> Option<BuildStatus> {
+        Some(match s {
+            "pending" => BuildStatus::Pending,
+            "started" => BuildStatus::Started,
+            "succeeded" => BuildStatus::Succeeded,
+            "failed" => BuildStatus::Failed,
+            "errored" => BuildStatus::Errored,
+            "aborted" => BuildStatus::Aborted,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Pending => "pending",
+            BuildStatus::Started => "started",
+            BuildStatus::Succeeded => "succeeded",
+            BuildStatus::Failed => "failed",
+            BuildStatus::Errored => "errored",
+            BuildStatus::Aborted => "aborted",
+        }
+    }
+    pub fn is_finished(self) -> bool {
+        !matches!(self, BuildStatus::Pending | BuildStatus::Started)
+    }
+    /// Progress rank: a fact never moves a build backwards.
+    fn rank(self) -> u8 {
+        match self {
+            BuildStatus::Pending => 0,
+            BuildStatus::Started => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// A resource version as a build used or produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionFact {
+    /// Get or put step name.
+    pub step: String,
+    /// The resource behind the step (from the job's `inputs[]`/`outputs[]`); versions are
+    /// identified per pipeline and resource.
+    pub resource: String,
+    pub version: BTreeMap<String, String>,
+    /// The git commit message from version metadata, when known (bridges need it).
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildFact {
+    pub id: BuildId,
+    pub pipeline: String,
+    pub job: String,
+    pub name: String,
+    pub status: BuildStatus,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub rerun_of: Option<BuildId>,
+    /// Absolute URL of the build page.
+    pub url: String,
+    pub inputs: Vec<VersionFact>,
+    pub outputs: Vec<VersionFact>,
+    /// Inputs and outputs have been read (`/builds/:id/resources` answered after adoption).
+    pub resources_known: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Commit(CommitFact),
+    Build(BuildFact),
+    /// A known commit is no longer on the branch (force-push).
+    Vanished {
+        sha: Sha,
+        at: i64,
+    },
+    /// How far back a job's builds are known: the first read of a Concourse with a long history
+    /// stops somewhere, and what a commit older than that did at the job is not known.
+    Horizon(HorizonFact),
+}
+
+/// Every build of `pipeline`/`job` with an id at or above `since_id` is known (or will be read);
+/// the older ones were never read. They started at or before `since_time`, so they cannot
+/// contain a commit made at or after it: such a commit has all its builds of the job known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HorizonFact {
+    pub pipeline: String,
+    pub job: String,
+    pub since_id: BuildId,
+    pub since_time: i64,
+}
+
+impl HorizonFact {
+    /// Whether what a commit made at `commit_time` did at this job may lie before the horizon.
+    pub fn hides(&self, commit_time: i64) -> bool {
+        commit_time < self.since_time
+    }
+}
+
+// ------------------------------------------------------------------ state
+
+/// All facts, merged. Apply facts in any order, any number of times.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub commits: HashMap<Sha, CommitFact>,
+    pub builds: BTreeMap<BuildId, BuildFact>,
+    pub vanished: HashMap<Sha, i64>,
+    /// Per (pipeline, job): how far back its builds are known; no entry: from its first build.
+    pub horizons: BTreeMap<(String, String), HorizonFact>,
+}
+
+impl Facts {
+    /// Merge a fact; returns whether anything changed.
+    pub fn apply(&mut self, fact: Fact) -> bool {
+        match fact {
+            Fact::Commit(c) => {
+                if let Some(old) = self.commits.get_mut(&c.sha) {
+                    // Keep the earliest sighting; the rest of a commit never changes.
+                    if c.first_seen < old.first_seen {
+                        old.first_seen = c.first_seen;
+                        return true;
+                    }
+                    return false;
+                }
+                self.commits.insert(c.sha.clone(), c);
+                true
+            }
+            Fact::Build(b) => match self.builds.get_mut(&b.id) {
+                None => {
+                    self.builds.insert(b.id, b);
+                    true
+                }
+                Some(old) => {
+                    let merged = merge_build(old, b);
+                    let changed = merged != *old;
+                    *old = merged;
+                    changed
+                }
+            },
+            Fact::Vanished { sha, at } => match self.vanished.get_mut(&sha) {
+                None => {
+                    self.vanished.insert(sha, at);
+                    true
+                }
+                // The earliest sighting of the force-push wins.
+                Some(e) if at < *e => {
+                    *e = at;
+                    true
+                }
+                Some(_) => false,
+            },
+            // A read that reached further back wins (a backfill lowers the horizon).
+            Fact::Horizon(h) => {
+                let key = (h.pipeline.clone(), h.job.clone());
+                match self.horizons.get_mut(&key) {
+                    None => {
+                        self.horizons.insert(key, h);
+                        true
+                    }
+                    Some(old) if (h.since_id, h.since_time) < (old.since_id, old.since_time) => {
+                        *old = h;
+                        true
+                    }
+                    Some(_) => false,
+                }
+            }
+        }
+    }
+}
+
+/// Merge two sightings of one build. Commutative and idempotent: the more advanced sighting
+/// wins (status, then resources known, then more outputs/inputs), and gaps are filled from the
+/// other, so arrival order never matters.
+fn merge_build(a: &BuildFact, b: BuildFact) -> BuildFact {
+    let key =
+        |x: &BuildFact| (x.status.rank(), x.resources_known, x.outputs.len(), x.inputs.len(), x.status, x.end, x.start);
+    let (mut m, other) = if key(&b) > key(a) { (b, a.clone()) } else { (a.clone(), b) };
+    m.start = m.start.or(other.start);
+    if m.status.is_finished() {
+        m.end = m.end.or(other.end);
+    }
+    if m.rerun_of.is_none() {
+        m.rerun_of = other.rerun_of;
+    }
+    // Messages learned by another sighting complete the inputs.
+    for i in m.inputs.iter_mut() {
+        if i.message.is_none() {
+            i.message = other
+                .inputs
+                .iter()
+                .find(|o| o.step == i.step && o.version == i.version)
+                .and_then(|o| o.message.clone());
+        }
+    }
+    m
+}
