@@ -385,7 +385,8 @@ fn check_label_name(k: &str) -> Result<(), BackfillError> {
     if k.starts_with("__") {
         return Err(BackfillError::Label(k.into(), "names starting with __ are reserved"));
     }
-    if ["le", "stage", "result", "environment", "change_type", "outcome", "method"].contains(&k) {
+    let mut own = CATALOGUE.iter().filter(|d| d.backfill != catalogue::Backfill::No).flat_map(|d| d.dims);
+    if k == "le" || own.any(|d| d.key() == k) {
         return Err(BackfillError::Label(k.into(), "the metrics already use this label"));
     }
     Ok(())
@@ -438,7 +439,7 @@ pub fn catalogue(core: &crate::core::journey::CoreConfig, poll_interval_secs: u6
             families.push(family(def, def.metric, kind));
         }
     }
-    for def in &CATALOGUE {
+    for def in CATALOGUE {
         if let catalogue::Backfill::LatestOf(source) = def.backfill {
             families.push(family(def, source, Kind::MaxGauge));
         }

@@ -212,7 +212,7 @@ use Kind::{Counter, FloatGauge, Gauge, Histogram};
 use Metric as M;
 
 /// The catalogue, in exposition order (the order of [`Metric`]).
-pub const CATALOGUE: [Def; 31] = [
+pub const CATALOGUE: &[Def] = &[
     row(M::StageDuration, "stage_duration", Histogram, &[D::Stage, D::Result], "Duration of each finished build of a stage's jobs, start to end")
         .seconds().polled().preset().buckets(&STAGE_BUCKETS).backfill(Backfill::Events),
     row(M::StageWait, "stage_wait", Histogram, &[D::Stage], "Time from a commit being ready for a stage (upstream done; commit time for the first) to the start of the build that carried it")

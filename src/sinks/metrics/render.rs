@@ -52,7 +52,7 @@ impl Sheet {
 
 fn compute(m: &MetricsInput<'_>) -> Sheet {
     let mut s = Sheet::default();
-    for def in &CATALOGUE {
+    for def in CATALOGUE {
         for labels in def.preset_label_sets(m.core) {
             s.touch(def, labels);
         }
