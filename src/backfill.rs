@@ -30,9 +30,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::core::journey::{Fact, derive, stage_builds};
-use crate::sinks::metrics::{
-    Baseline, COUNTERS, Event, HISTOGRAMS, MetricsInput, buckets_of, events, render_openmetrics,
-};
+use crate::sinks::metrics::catalogue::{self, CATALOGUE, Metric};
+use crate::sinks::metrics::{Event, events};
 use crate::sources::concourse::ConcourseSource;
 use crate::sources::github::GithubSource;
 use crate::sources::telemetry::SourceTelemetry;
@@ -386,7 +385,8 @@ fn check_label_name(k: &str) -> Result<(), BackfillError> {
     if k.starts_with("__") {
         return Err(BackfillError::Label(k.into(), "names starting with __ are reserved"));
     }
-    if ["le", "stage", "result", "environment", "change_type", "outcome", "method"].contains(&k) {
+    let mut own = CATALOGUE.iter().filter(|d| d.backfill != catalogue::Backfill::No).flat_map(|d| d.dims);
+    if k == "le" || own.any(|d| d.key() == k) {
         return Err(BackfillError::Label(k.into(), "the metrics already use this label"));
     }
     Ok(())
@@ -395,8 +395,7 @@ fn check_label_name(k: &str) -> Result<(), BackfillError> {
 // ------------------------------------------------------------------ OpenMetrics
 
 /// The journey families of the live catalogue: their header lines and every label set the live
-/// exposition has, taken from a real render (so names, HELP, units and label order are the live
-/// ones by construction).
+/// exposition has from its first scrape, read from the catalogue table.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
     pub families: Vec<FamilyDef>,
@@ -404,14 +403,14 @@ pub struct Catalogue {
 
 #[derive(Debug, Clone)]
 pub struct FamilyDef {
-    /// The short catalogue name (`lead_time`), or `last_deployment_timestamp`.
-    pub metric: &'static str,
+    /// Whose events the family steps through.
+    pub metric: Metric,
     /// `deploy_journey_lead_time_seconds`, `deploy_journey_commits`, ...
     pub name: String,
     pub kind: Kind,
     /// `# HELP`, `# TYPE`, `# UNIT` lines as the live exposition has them.
     pub headers: Vec<String>,
-    /// Label sets, rendered `k="v",k="v"` (without `le`), in live order.
+    /// Label sets, rendered `k="v",k="v"` (without `le`).
     pub label_sets: Vec<String>,
 }
 
@@ -423,66 +422,28 @@ pub enum Kind {
     MaxGauge,
 }
 
-/// Build the catalogue from an empty live render (every label set exists from the first scrape).
-pub fn catalogue(core: &crate::core::journey::CoreConfig, poll_interval_secs: u64, now: i64) -> Catalogue {
-    let derived = crate::core::journey::Derived::default();
-    let baseline = Baseline::default();
-    let om = render_openmetrics(&MetricsInput {
-        derived: &derived,
-        stage_builds: &[],
-        core,
-        sources: &[],
-        now,
-        poll_interval_secs,
-        version: env!("CARGO_PKG_VERSION"),
-        baseline: &baseline,
-        // Span export is about the live process; it has no history to backfill.
-        spans: None,
-        store_errors: 0,
-        auth_rejections: None,
-    });
-    let mut defs: Vec<(&'static str, String, Kind, &str)> = vec![];
-    for (h, _) in HISTOGRAMS {
-        defs.push((h, format!("deploy_journey_{h}_seconds"), Kind::Histogram, "_count"));
+/// The backfilled families: the histograms, then the counters (catalogue order), then the
+/// gauges that follow another metric's latest event.
+pub fn catalogue(core: &crate::core::journey::CoreConfig, poll_interval_secs: u64, _now: i64) -> Catalogue {
+    let family = |def: &catalogue::Def, metric: Metric, kind: Kind| FamilyDef {
+        metric,
+        name: def.family_name(),
+        kind,
+        headers: def.headers(poll_interval_secs),
+        label_sets: def.preset_label_sets(core).iter().map(|l| label_text(l)).collect(),
+    };
+    let mut families = vec![];
+    for want in [catalogue::Kind::Histogram, catalogue::Kind::Counter] {
+        for def in CATALOGUE.iter().filter(|d| d.kind == want && d.backfill == catalogue::Backfill::Events) {
+            let kind = if want == catalogue::Kind::Histogram { Kind::Histogram } else { Kind::Counter };
+            families.push(family(def, def.metric, kind));
+        }
     }
-    for c in COUNTERS {
-        defs.push((c, format!("deploy_journey_{c}"), Kind::Counter, "_total"));
+    for def in CATALOGUE {
+        if let catalogue::Backfill::LatestOf(source) = def.backfill {
+            families.push(family(def, source, Kind::MaxGauge));
+        }
     }
-    defs.push((
-        "last_deployment_timestamp",
-        "deploy_journey_last_deployment_timestamp_seconds".into(),
-        Kind::MaxGauge,
-        "",
-    ));
-    let families = defs
-        .into_iter()
-        .map(|(metric, name, kind, suffix)| {
-            let headers = om
-                .lines()
-                .filter(|l| {
-                    ["# HELP ", "# TYPE ", "# UNIT "]
-                        .iter()
-                        .any(|p| l.strip_prefix(p).is_some_and(|r| r.split(' ').next() == Some(name.as_str())))
-                })
-                .map(str::to_string)
-                .collect();
-            let sample = format!("{name}{suffix}");
-            let label_sets = om
-                .lines()
-                .filter_map(|l| {
-                    let rest = l.strip_prefix(&sample)?;
-                    if rest.starts_with('{') {
-                        rest.get(1..rest.find("} ")?).map(str::to_string)
-                    } else if rest.starts_with(' ') {
-                        Some(String::new())
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            FamilyDef { metric, name, kind, headers, label_sets }
-        })
-        .collect();
     Catalogue { families }
 }
 
@@ -552,7 +513,7 @@ pub fn write_openmetrics(
         _ => format!("{a},{b}"),
     };
     // Per family and label set, the (time, value) of each event, oldest first.
-    let mut by_series: BTreeMap<(&str, String), Vec<(i64, f64)>> = BTreeMap::new();
+    let mut by_series: BTreeMap<(Metric, String), Vec<(i64, f64)>> = BTreeMap::new();
     for e in events {
         by_series.entry((e.metric, label_text(&e.labels))).or_default().push((e.at, e.value.unwrap_or(1.0)));
     }
@@ -566,9 +527,8 @@ pub fn write_openmetrics(
         }
         // Label sets nothing ever happened to are left out: zero throughout, they would only
         // make the file bigger (the live exposition shows them as 0; `sum`/`rate` read the same).
-        let source = if fam.kind == Kind::MaxGauge { "deployments" } else { fam.metric };
         let mut sets: Vec<String> =
-            fam.label_sets.iter().filter(|l| by_series.contains_key(&(source, (*l).clone()))).cloned().collect();
+            fam.label_sets.iter().filter(|l| by_series.contains_key(&(fam.metric, (*l).clone()))).cloned().collect();
         for (m, labels) in by_series.keys() {
             if *m == fam.metric && fam.kind != Kind::MaxGauge && !sets.contains(labels) {
                 sets.push(labels.clone());
@@ -577,7 +537,7 @@ pub fn write_openmetrics(
         sets.sort();
         for labels in &sets {
             // The last-deployment gauge is the end of the newest counted deployment.
-            let mut evs: Vec<(i64, f64)> = by_series.get(&(source, labels.clone())).cloned().unwrap_or_default();
+            let mut evs: Vec<(i64, f64)> = by_series.get(&(fam.metric, labels.clone())).cloned().unwrap_or_default();
             if fam.kind == Kind::MaxGauge {
                 evs.iter_mut().for_each(|e| e.1 = e.0 as f64);
             }
@@ -616,7 +576,7 @@ pub fn write_openmetrics(
                     }
                 }
                 Kind::Histogram => {
-                    let bounds = buckets_of(fam.metric);
+                    let bounds = fam.metric.def().buckets;
                     let bucket_prefix: Vec<String> = bounds
                         .iter()
                         .map(|b| format!("{:?}", b))
@@ -670,7 +630,7 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn family(metric: &'static str, name: &str, kind: Kind, sets: &[&str]) -> FamilyDef {
+    fn family(metric: Metric, name: &str, kind: Kind, sets: &[&str]) -> FamilyDef {
         FamilyDef {
             metric,
             name: name.into(),
@@ -680,7 +640,7 @@ mod tests {
         }
     }
 
-    fn ev(at: i64, metric: &'static str, l: &[(&str, &str)], value: Option<f64>) -> Event {
+    fn ev(at: i64, metric: Metric, l: &[(&str, &str)], value: Option<f64>) -> Event {
         Event { at, metric, labels: labels(l), value, exemplar: None }
     }
 
@@ -698,21 +658,26 @@ mod tests {
         let staging_backend = "environment=\"staging\",change_type=\"backend\"";
         let cat = Catalogue {
             families: vec![
-                family("commits", "dj_commits", Kind::Counter, &["change_type=\"backend\"", "change_type=\"docs\""]),
-                family("lead_time", "dj_lead_time_seconds", Kind::Histogram, &[staging_backend]),
-                family("last_deployment_timestamp", "dj_last", Kind::MaxGauge, &["environment=\"staging\""]),
+                family(
+                    Metric::Commits,
+                    "dj_commits",
+                    Kind::Counter,
+                    &["change_type=\"backend\"", "change_type=\"docs\""],
+                ),
+                family(Metric::LeadTime, "dj_lead_time_seconds", Kind::Histogram, &[staging_backend]),
+                family(Metric::Deployments, "dj_last", Kind::MaxGauge, &["environment=\"staging\""]),
             ],
         };
         let backend = [("change_type", "backend")];
         let lead = [("environment", "staging"), ("change_type", "backend")];
         let staging = [("environment", "staging")];
         let events = vec![
-            ev(700, "commits", &backend, None),
-            ev(150, "commits", &backend, None),
-            ev(650, "lead_time", &lead, Some(400.0)),
-            ev(950, "lead_time", &lead, Some(100_000.0)),
-            ev(650, "deployments", &staging, None),
-            ev(950, "deployments", &staging, None),
+            ev(700, Metric::Commits, &backend, None),
+            ev(150, Metric::Commits, &backend, None),
+            ev(650, Metric::LeadTime, &lead, Some(400.0)),
+            ev(950, Metric::LeadTime, &lead, Some(100_000.0)),
+            ev(650, Metric::Deployments, &staging, None),
+            ev(950, Metric::Deployments, &staging, None),
         ];
         let mut opts = Options::new(100, 1000);
         opts.step = 300;

@@ -670,3 +670,64 @@ async fn metrics_real_prometheus_scrapes_and_stores_lead_time_exemplars() {
     let _ = tokio::time::timeout(Duration::from_secs(10), app).await;
     sim_task.abort();
 }
+
+// ------------------------------------------------------------------ stored baseline
+
+/// A state file written by an earlier version holds its retention baseline as rows named
+/// `counter:<metric>` and `hist:<metric>:<bucket>:<count|sum>`, labels `k=v,k=v`. Read back
+/// from a real SQLite file, they restore the same counters and histogram buckets.
+#[test]
+fn metrics_baseline_rows_of_an_existing_state_file_restore_the_same_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let row = |name: &str, labels: &str, value: f64| deploy_journey::store::Counter {
+        name: name.into(),
+        labels: labels.into(),
+        value,
+    };
+    // Literal rows as `metrics::fold` on main writes them.
+    let rows = [
+        row("counter:commits", "change_type=backend", 7.0),
+        row("counter:deployments", "environment=staging", 3.0),
+        row("counter:stage_attempts", "stage=testflight", 11.0),
+        row("hist:lead_time:4:count", "environment=staging,change_type=backend", 2.0),
+        row("hist:lead_time:4:sum", "environment=staging,change_type=backend", 3000.0),
+        row("hist:lead_time:14:count", "environment=staging,change_type=backend", 1.0),
+        row("hist:lead_time:14:sum", "environment=staging,change_type=backend", 300000.0),
+    ];
+    {
+        let mut store = deploy_journey::store::Store::open(&path).unwrap();
+        store.add_counters(&rows).unwrap();
+    }
+    let store = deploy_journey::store::Store::open(&path).unwrap();
+    let baseline = deploy_journey::sinks::metrics::Baseline::from_rows(
+        store.counters().unwrap().into_iter().map(|c| (c.name, c.labels, c.value)),
+    );
+    let core = example_config("lana", "http://127.0.0.1:1").core();
+    let derived = Derived::default();
+    let text = render_text(&MetricsInput {
+        derived: &derived,
+        stage_builds: &[],
+        core: &core,
+        sources: &[],
+        now: START,
+        poll_interval_secs: 30,
+        version: "0.0.0",
+        baseline: &baseline,
+        spans: None,
+        store_errors: 0,
+        auth_rejections: None,
+    });
+    let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    has("deploy_journey_commits_total{change_type=\"backend\"} 7");
+    has("deploy_journey_deployments_total{environment=\"staging\"} 3");
+    has("deploy_journey_stage_attempts_total{stage=\"testflight\"} 11");
+    let lead = "environment=\"staging\",change_type=\"backend\"";
+    has(&format!("deploy_journey_lead_time_seconds_count{{{lead}}} 3"));
+    has(&format!("deploy_journey_lead_time_seconds_sum{{{lead}}} 303000.0"));
+    // Bucket 4 is le=1800: two observations there, the third beyond 3 days.
+    has(&format!("deploy_journey_lead_time_seconds_bucket{{le=\"1200.0\",{lead}}} 0"));
+    has(&format!("deploy_journey_lead_time_seconds_bucket{{le=\"1800.0\",{lead}}} 2"));
+    has(&format!("deploy_journey_lead_time_seconds_bucket{{le=\"259200.0\",{lead}}} 2"));
+    has(&format!("deploy_journey_lead_time_seconds_bucket{{le=\"+Inf\",{lead}}} 3"));
+}

@@ -1,0 +1,139 @@
+//! The journey metrics' increments and observations, typed by the catalogue's [`Metric`].
+
+use std::collections::BTreeMap;
+
+use crate::core::journey::{BuildStatus, CoreConfig, Derived, Journey, Outcome, StageBuild};
+
+use super::Labels;
+use super::catalogue::Metric;
+
+/// One journey-metric event and when it happened (Unix seconds): a counter increment
+/// (`value: None`) or a histogram observation. Scrapes add them up; `backfill` steps the
+/// cumulative series at `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: i64,
+    pub metric: Metric,
+    pub labels: Labels,
+    pub value: Option<f64>,
+    pub exemplar: Option<Labels>,
+}
+
+/// One histogram observation and its exemplar.
+pub type Observation = (f64, Option<Labels>);
+
+/// What a set of journeys and stage builds adds to the journey counters and histograms.
+#[derive(Debug, Default)]
+pub struct Contrib {
+    pub counters: BTreeMap<(Metric, Labels), u64>,
+    /// (histogram, labels) → observations with their exemplar.
+    pub hists: BTreeMap<(Metric, Labels), Vec<Observation>>,
+}
+
+/// Every counter increment and histogram observation the journeys and stage builds make, with
+/// the time each happened: a build's at its end, a commit's at its commit time, a wait at the
+/// start of the build that ended it, an outcome and a lead time at the deployment's end.
+pub fn events<'a>(
+    journeys: impl Iterator<Item = &'a Journey>,
+    builds: &[StageBuild],
+    derived: &Derived,
+    core: &CoreConfig,
+) -> Vec<Event> {
+    let mut ev = vec![];
+    let mut count = |at: i64, metric: Metric, values: &[&str]| {
+        ev.push(Event { at, metric, labels: metric.labels(values), value: None, exemplar: None })
+    };
+    let stages: Vec<&str> = core.stages.iter().map(|s| s.name.as_str()).collect();
+    let mut obs = vec![];
+    let observe = |at: i64, metric: Metric, values: &[&str], v: i64, exemplar: Option<Labels>| Event {
+        at,
+        metric,
+        labels: metric.labels(values),
+        value: Some(v.max(0) as f64),
+        exemplar,
+    };
+    for b in builds {
+        let st = stages[b.stage];
+        let d = b.end - b.start;
+        obs.push(observe(
+            b.end,
+            Metric::StageDuration,
+            &[st, result_label(b.status)],
+            d,
+            b.head.as_deref().map(exemplar),
+        ));
+        count(b.end, Metric::StageAttempts, &[st]);
+        if matches!(b.status, BuildStatus::Failed | BuildStatus::Errored) {
+            count(b.end, Metric::StageFailures, &[st]);
+        }
+        if let (Some(env), BuildStatus::Succeeded) = (&core.stages[b.stage].environment, b.status) {
+            count(b.end, Metric::Deployments, &[env]);
+        }
+        if let Some(m) = derived.build_methods.get(&b.build_id) {
+            count(b.end, Metric::Attributions, &[m.as_str()]);
+        }
+        if derived.gap_builds.contains(&b.build_id) {
+            count(b.end, Metric::LineageGaps, &[st]);
+        }
+    }
+    for j in journeys {
+        let ct = j.classification.change_type.as_str();
+        count(j.commit_time, Metric::Commits, &[ct]);
+        if j.vanished {
+            continue;
+        }
+        // Before the build history read: it never ends, and is counted as what it is.
+        if j.outcome == Outcome::Incomplete {
+            count(j.commit_time, Metric::CommitOutcomes, &[j.outcome.as_str()]);
+        }
+        for (i, s) in j.stages.iter().enumerate() {
+            if let Some(w) = s.wait() {
+                let at = s.start.unwrap_or(j.commit_time);
+                obs.push(observe(at, Metric::StageWait, &[stages[i]], w, Some(exemplar(&j.sha))));
+            }
+        }
+        if j.ended {
+            let ended_at = j.deployed_at.values().min().copied().unwrap_or(j.commit_time);
+            count(ended_at, Metric::CommitOutcomes, &[j.outcome.as_str()]);
+            for (env, at) in &j.deployed_at {
+                if let Some(lt) = j.lead_time(env) {
+                    obs.push(observe(*at, Metric::LeadTime, &[env, ct], lt, Some(exemplar(&j.sha))));
+                }
+            }
+        }
+    }
+    ev.extend(obs);
+    ev
+}
+
+/// The events added up per series.
+pub fn contributions<'a>(
+    journeys: impl Iterator<Item = &'a Journey>,
+    builds: &[StageBuild],
+    derived: &Derived,
+    core: &CoreConfig,
+) -> Contrib {
+    let mut c = Contrib::default();
+    for e in events(journeys, builds, derived, core) {
+        match e.value {
+            None => *c.counters.entry((e.metric, e.labels)).or_default() += 1,
+            Some(v) => c.hists.entry((e.metric, e.labels)).or_default().push((v, e.exemplar)),
+        }
+    }
+    c
+}
+
+fn exemplar(sha: &str) -> Labels {
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    vec![pair("trace_id", sha.get(..32).unwrap_or(sha)), pair("sha", sha.get(..7).unwrap_or(sha))]
+}
+
+fn result_label(s: BuildStatus) -> &'static str {
+    match s {
+        BuildStatus::Succeeded => "succeeded",
+        BuildStatus::Failed => "failed",
+        BuildStatus::Errored => "errored",
+        BuildStatus::Aborted => "aborted",
+        BuildStatus::Pending | BuildStatus::Started => "running",
+    }
+}

@@ -1,0 +1,260 @@
+//! One scrape: compute every series' value into a [`Sheet`], then register a family per
+//! catalogue row and encode.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::core::journey::{BuildStatus, Outcome, StageState};
+
+use super::catalogue::{CATALOGUE, Def, Kind, Metric, PREFIX};
+use super::events::{Observation, contributions};
+use super::{Labels, MetricsInput};
+
+/// Every series' value for one scrape, by catalogue metric and label set.
+#[derive(Default)]
+struct Sheet {
+    counters: BTreeMap<(Metric, Labels), u64>,
+    /// Integer and float gauges alike (integer gauges hold whole numbers well below 2^53).
+    gauges: BTreeMap<(Metric, Labels), f64>,
+    hists: BTreeMap<(Metric, Labels), Vec<Observation>>,
+}
+
+impl Sheet {
+    fn add(&mut self, m: Metric, values: &[&str], n: u64) {
+        *self.counters.entry((m, m.labels(values))).or_default() += n;
+    }
+    fn gauge(&mut self, m: Metric, values: &[&str]) -> &mut f64 {
+        self.gauges.entry((m, m.labels(values))).or_default()
+    }
+    fn set(&mut self, m: Metric, values: &[&str], v: f64) {
+        *self.gauge(m, values) = v;
+    }
+    fn max(&mut self, m: Metric, values: &[&str], v: f64) {
+        let g = self.gauge(m, values);
+        *g = g.max(v);
+    }
+    /// A label set present at zero.
+    fn touch(&mut self, def: &Def, labels: Labels) {
+        let key = (def.metric, labels);
+        match def.kind {
+            Kind::Counter => drop(self.counters.entry(key).or_default()),
+            Kind::Gauge | Kind::FloatGauge => drop(self.gauges.entry(key).or_default()),
+            Kind::Histogram => drop(self.hists.entry(key).or_default()),
+        }
+    }
+}
+
+fn compute(m: &MetricsInput<'_>) -> Sheet {
+    let mut s = Sheet::default();
+    for def in CATALOGUE {
+        for labels in def.preset_label_sets(m.core) {
+            s.touch(def, labels);
+        }
+    }
+    journey_counters(m, &mut s);
+    in_flight(m, &mut s);
+    sources(m, &mut s);
+    s
+}
+
+/// Journey counters and histograms: what the live facts contribute, plus the baseline that
+/// pruned facts left behind.
+fn journey_counters(m: &MetricsInput<'_>, s: &mut Sheet) {
+    let contrib = contributions(m.derived.journeys.iter(), m.stage_builds, m.derived, m.core);
+    for (key, n) in contrib.counters {
+        *s.counters.entry(key).or_default() += n;
+    }
+    for (key, obs) in contrib.hists {
+        s.hists.entry(key).or_default().extend(obs);
+    }
+    for (metric, labels, n) in m.baseline.counters() {
+        *s.counters.entry((metric, labels.clone())).or_default() += n;
+    }
+    for ((metric, labels, _), (n, sum)) in m.baseline.buckets() {
+        // The bucket's mean lies within the bucket, so replaying it n times restores the
+        // bucket count and the sum exactly.
+        let n = n.round() as u64;
+        if n > 0 {
+            let h = s.hists.entry((metric, labels.clone())).or_default();
+            h.extend((0..n).map(|_| (sum / n as f64, None)));
+        }
+    }
+    for b in m.stage_builds {
+        if let (Some(env), BuildStatus::Succeeded) = (&m.core.stages[b.stage].environment, b.status) {
+            s.max(Metric::LastDeploymentTimestamp, &[env], b.end as f64);
+        }
+    }
+    for st in &m.core.stages {
+        if let Some(t) = st.stuck_after {
+            s.set(Metric::StageStuckThreshold, &[&st.name], t as f64);
+        }
+    }
+}
+
+/// Gauges about now: commits in flight and behind, running builds.
+fn in_flight(m: &MetricsInput<'_>, s: &mut Sheet) {
+    let stages: Vec<&str> = m.core.stages.iter().map(|s| s.name.as_str()).collect();
+    let envs = m.core.environments();
+    let mut oldest_age: BTreeMap<(usize, StageState), i64> = BTreeMap::new();
+    // An incomplete journey is not known to be anywhere, nor to be behind.
+    for j in m.derived.journeys.iter().filter(|j| !j.vanished && j.outcome != Outcome::Incomplete) {
+        if !j.ended {
+            // A commit in flight sits at its first stage that is neither done nor not applicable.
+            if let Some((i, st)) = j.stages.iter().enumerate().find(|(_, st)| st.state.in_flight()) {
+                *s.gauge(Metric::StageInFlight, &[stages[i], st.state.as_str()]) += 1.0;
+                let since = match st.state {
+                    StageState::Running => st.start.unwrap_or(j.commit_time),
+                    StageState::Pending | StageState::Riding => st.ready_at.unwrap_or(j.commit_time),
+                    _ => j.commit_time,
+                };
+                let e = oldest_age.entry((i, st.state)).or_insert(0);
+                *e = (*e).max((m.now - since).max(0));
+            }
+            if j.not_picked_up {
+                *s.gauge(Metric::CommitsNotPickedUp, &[]) += 1.0;
+            }
+        }
+        for env in envs.iter().filter(|e| !j.deployed_at.contains_key(*e)) {
+            *s.gauge(Metric::CommitsBehind, &[env]) += 1.0;
+            s.max(Metric::OldestUndeployedCommitAge, &[env], (m.now - j.commit_time).max(0) as f64);
+        }
+    }
+    for ((i, st), age) in oldest_age {
+        s.set(Metric::StageOldestInFlight, &[stages[i], st.as_str()], age as f64);
+    }
+    // Per stage, from its running builds whatever they carry: "testflight runs over 20
+    // minutes" is a fact about the CI, not about how attribution came out.
+    for (i, sn) in m.derived.stages.iter().enumerate().filter(|(i, _)| *i < stages.len()) {
+        for r in &sn.running {
+            *s.gauge(Metric::StageRunningBuilds, &[stages[i], r.status.as_str()]) += 1.0;
+        }
+        // Measured at the scrape, like the per-commit ages.
+        let age = sn.oldest_age(m.now);
+        s.set(Metric::StageOldestRunningBuild, &[stages[i]], age as f64);
+        if m.core.stages[i].stuck_after.is_some_and(|t| age > t) {
+            s.set(Metric::StageStuck, &[stages[i]], 1.0);
+        }
+    }
+}
+
+/// Source health, span export, the store and the build.
+fn sources(m: &MetricsInput<'_>, s: &mut Sheet) {
+    for (src, snap) in m.sources {
+        s.set(Metric::SourceUp, &[src], f64::from(u8::from(snap.up)));
+        s.set(Metric::SourceLastSuccessTimestamp, &[src], snap.last_success.unwrap_or(0) as f64);
+        s.add(Metric::SourceRequests, &[src, "ok"], snap.requests_ok);
+        s.add(Metric::SourceRequests, &[src, "not_modified"], snap.requests_not_modified);
+        s.add(Metric::SourceRequests, &[src, "error"], snap.requests_error);
+        for k in crate::sources::ErrorKind::ALL {
+            s.add(Metric::SourceErrors, &[src, k.as_str()], snap.errors_of(k));
+        }
+        let took = snap.last_poll_duration.map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        s.set(Metric::SourcePollDuration, &[src], took);
+        if *src == "github"
+            && let Some(r) = snap.rate_limit_remaining
+        {
+            s.set(Metric::GithubRateLimitRemaining, &[], r as f64);
+        }
+    }
+    if let Some(sp) = m.spans {
+        s.add(Metric::SpansExported, &[], sp.exported);
+        s.add(Metric::SpanExportErrors, &[], sp.errors);
+        s.set(Metric::SpanExportQueue, &[], i64::try_from(sp.queued).unwrap_or(i64::MAX) as f64);
+    }
+    s.add(Metric::StoreErrors, &[], m.store_errors);
+    if let Some(a) = m.auth_rejections {
+        s.add(Metric::BasicAuthRejected, &["unauthorized"], a.unauthorized);
+        s.add(Metric::BasicAuthRejected, &["rate_limited"], a.rate_limited);
+    }
+    s.set(Metric::BuildInfo, &[m.version], 1.0);
+}
+
+/// Makes a histogram with a row's buckets.
+#[derive(Debug, Clone)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<HistogramWithExemplars<Labels>> for Buckets {
+    fn new_metric(&self) -> HistogramWithExemplars<Labels> {
+        HistogramWithExemplars::new(self.0.iter().copied())
+    }
+}
+
+fn register(r: &mut Registry, def: &Def, help: String, metric: impl prometheus_client::registry::Metric) {
+    if def.seconds {
+        r.register_with_unit(def.name, help, Unit::Seconds, metric);
+    } else {
+        r.register(def.name, help, metric);
+    }
+}
+
+/// The registry of one scrape: a family per catalogue row, in catalogue order.
+pub(super) fn build(m: &MetricsInput<'_>) -> Registry {
+    let sheet = compute(m);
+    let mut reg = Registry::default();
+    let r = reg.sub_registry_with_prefix(PREFIX);
+    for def in CATALOGUE
+        .iter()
+        .filter(|d| !d.traces_only || m.spans.is_some())
+        .filter(|d| !d.basic_auth_only || m.auth_rejections.is_some())
+    {
+        let of = |map_keys: &mut dyn Iterator<Item = &(Metric, Labels)>| {
+            map_keys.filter(|(k, _)| *k == def.metric).map(|(_, l)| l.clone()).collect::<Vec<_>>()
+        };
+        let help = def.help_text(m.poll_interval_secs);
+        let value = |labels: &Labels| sheet.gauges.get(&(def.metric, labels.clone())).copied().unwrap_or(0.0);
+        // An unlabelled row is a single metric, not a family.
+        match (def.kind, def.dims.is_empty()) {
+            (Kind::Counter, true) => {
+                let c = Counter::<u64>::default();
+                c.inc_by(sheet.counters.get(&(def.metric, vec![])).copied().unwrap_or(0));
+                register(r, def, help, c);
+            }
+            (Kind::Gauge, true) => {
+                let g = Gauge::<i64>::default();
+                g.set(value(&vec![]) as i64);
+                register(r, def, help, g);
+            }
+            (Kind::Counter, false) => {
+                let f: Family<Labels, Counter> = Family::default();
+                for labels in of(&mut sheet.counters.keys()) {
+                    f.get_or_create(&labels).inc_by(sheet.counters[&(def.metric, labels.clone())]);
+                }
+                register(r, def, help, f);
+            }
+            (Kind::Gauge, false) => {
+                let f: Family<Labels, Gauge> = Family::default();
+                for labels in of(&mut sheet.gauges.keys()) {
+                    f.get_or_create(&labels).set(value(&labels) as i64);
+                }
+                register(r, def, help, f);
+            }
+            (Kind::FloatGauge, _) => {
+                let f: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
+                for labels in of(&mut sheet.gauges.keys()) {
+                    f.get_or_create(&labels).set(value(&labels));
+                }
+                register(r, def, help, f);
+            }
+            (Kind::Histogram, _) => {
+                let f: Family<Labels, HistogramWithExemplars<Labels>, Buckets> =
+                    Family::new_with_constructor(Buckets(def.buckets));
+                for ((_, labels), obs) in
+                    sheet.hists.range((def.metric, vec![])..).take_while(|((k, _), _)| *k == def.metric)
+                {
+                    let h = f.get_or_create(labels);
+                    for (v, ex) in obs {
+                        h.observe(*v, ex.clone(), None);
+                    }
+                }
+                register(r, def, help, f);
+            }
+        }
+    }
+    reg
+}
