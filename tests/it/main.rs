@@ -14,6 +14,7 @@ mod demo;
 mod faults;
 mod http;
 mod journeys;
+mod layering;
 mod limits;
 mod load;
 mod metrics;
