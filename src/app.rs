@@ -132,7 +132,24 @@ pub async fn serve_with_options(
     let state_path = cfg.state_path.clone();
     let identity = identity_of(&cfg);
     let (store, checked) = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&state_path)?;
+        let mut store = match Store::open(&state_path) {
+            // A damaged file cannot be emptied row by row: --reset-state starts a new one.
+            Err(StoreError::Damaged { path, findings }) if options.reset_state => {
+                tracing::warn!(%path, %findings, "--reset-state: damaged state file replaced by a new one");
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut f = state_path.clone().into_os_string();
+                    f.push(suffix);
+                    match std::fs::remove_file(&f) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(StoreError::Damaged { path, findings: format!("{findings}; cannot remove it: {e}") });
+                        }
+                        _ => {}
+                    }
+                }
+                Store::open(&state_path)?
+            }
+            r => r?,
+        };
         if options.reset_state {
             store.reset()?;
             tracing::warn!(path = %state_path.display(), "--reset-state: every stored fact, cursor and counter forgotten");
