@@ -117,6 +117,15 @@ pub async fn serve_with_clock(
 }
 
 /// [`serve_with_clock`] with [`ServeOptions`].
+/// Why `/readyz` fails after a store write failed: a full disk said as such.
+fn store_reason(e: &AppError) -> String {
+    if matches!(e, AppError::Store(s) if s.is_disk_full()) {
+        format!("store: disk full ({e})")
+    } else {
+        format!("store: cannot write the state file ({e})")
+    }
+}
+
 pub async fn serve_with_options(
     cfg: Config,
     listen: SocketAddr,
@@ -409,7 +418,7 @@ pub async fn serve_with_options(
             // (facts are idempotent) is stored again with the next cycle's.
             Err(e) => {
                 tracing::error!(error = %e, facts = new.len(), "cannot store facts; will retry next cycle");
-                shared.store_failed(&e.to_string());
+                shared.store_failed(&store_reason(&e));
                 unstored = new;
             }
         }
@@ -454,7 +463,7 @@ pub async fn serve_with_options(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "retention failed; will retry");
-                        shared.store_failed(&e.to_string());
+                        shared.store_failed(&store_reason(&e));
                     }
                 }
             }

@@ -223,7 +223,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<StatusJson> {
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     // A store that cannot be written loses what is polled: not ready, whatever the sources say.
     if let Some(e) = s.store_error() {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: cannot write the state file: {e}\n")).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
     } else if s.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -194,6 +194,16 @@ pub enum StoreError {
     OtherWorld { path: String, what: &'static str, stored: String, configured: String },
 }
 
+impl StoreError {
+    /// The write failed for want of space (`SQLITE_FULL`: a full disk or filesystem quota).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(f, _), .. } if f.code == ErrorCode::DiskFull
+        )
+    }
+}
+
 fn sql_err(path: &str, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| {
         let code = match &source {

@@ -273,3 +273,61 @@ async fn a_state_file_of_another_concourse_at_the_same_address_is_refused() {
         "{text}"
     );
 }
+
+/// A state file that cannot grow (here RLIMIT_FSIZE on the serve process, with SIGXFSZ ignored as
+/// a full disk would not signal): writes fail, are counted, `/readyz` names the store, and serve
+/// is ready again once the file can grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_that_cannot_grow_fails_readyz_and_counts_until_it_can() {
+    use std::os::unix::process::CommandExt;
+    crate::support::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let (sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
+    let port = free_port();
+    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
+    let log = dir.path().join("serve.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploy-journey"));
+    cmd.args(["serve", "--sim-clock", &url, "--config"])
+        .arg(&cfg)
+        .env("GITHUB_TOKEN", "ghp_state_test")
+        .env("CONCOURSE_PASSWORD", "viewer-password")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: only async-signal-safe signal(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let p = KillOnDrop(cmd.spawn().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(&format!("{base}/readyz"), &log, "ready", |s, _| s == 200).await;
+
+    let set_limit = |bytes: u64| {
+        let lim = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: prlimit on our own child, with a valid rlimit.
+        let rc = unsafe { libc::prlimit(p.0.id() as libc::pid_t, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    };
+    set_limit(4096);
+    let body = wait_for(&format!("{base}/readyz"), &log, "readyz naming the store", |s, b| {
+        sim.clock.step(1);
+        s == 503 && b.contains("not ready: store: ")
+    })
+    .await;
+    assert!(body.contains(&state.display().to_string()), "{body}");
+    let errors = |m: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("deploy_journey_store_errors_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no store_errors_total in\n{m}"))
+    };
+    wait_for(&format!("{base}/metrics"), &log, "store errors counted", |s, m| s == 200 && errors(m) >= 1.0).await;
+
+    set_limit(libc::RLIM_INFINITY);
+    wait_for(&format!("{base}/readyz"), &log, "ready once writes succeed", |s, _| s == 200).await;
+}
