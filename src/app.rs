@@ -359,10 +359,18 @@ pub async fn serve_with_options(
                 None
             }
         };
-        let (gh, cc) = tokio::join!(
-            gh_poll,
-            concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll"))
-        );
+        // Shutdown does not wait for a slow cycle: the half-polled answers are dropped before
+        // anything is stored (the sources re-read them at the next start).
+        let polled = async {
+            tokio::join!(gh_poll, concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll")))
+        };
+        let (gh, cc) = tokio::select! {
+            r = polled => r,
+            _ = stop_rx.changed() => {
+                tracing::info!("shutdown: in-flight poll cancelled");
+                break;
+            }
+        };
         let mut new: Vec<Fact> = vec![];
         match gh {
             Some(Ok(f)) => {

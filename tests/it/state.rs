@@ -331,3 +331,39 @@ async fn a_state_file_that_cannot_grow_fails_readyz_and_counts_until_it_can() {
     set_limit(libc::RLIM_INFINITY);
     wait_for(&format!("{base}/readyz"), &log, "ready once writes succeed", |s, _| s == 200).await;
 }
+
+/// SIGTERM during a poll cycle that waits on a slow upstream (every Concourse answer hangs for a
+/// minute): serve exits within seconds, and the state opens cleanly afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_a_slow_poll_cycle() {
+    crate::support::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let (sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
+    let port = free_port();
+    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
+    let log = dir.path().join("serve.log");
+    let mut p = serve(&cfg, &url, &[], &log);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(&format!("{base}/readyz"), &log, "ready", |s, _| s == 200).await;
+    let rule = serde_json::json!({"kind": "timeout", "ms": 60_000, "service": "concourse"});
+    sim.faults.add(deploy_journey::sim::faults::FaultRule::parse(rule.to_string().as_bytes()).unwrap());
+    // A cycle (every second) is now stuck on Concourse.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(p.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            break st;
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(t.elapsed() < Duration::from_secs(5), "still running 5 s after SIGTERM:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    println!("exited {status:?} {:?} after SIGTERM", t.elapsed());
+    assert!(text.contains("in-flight poll cancelled"), "{text}");
+    let s = deploy_journey::store::Store::open(&state).expect("state opens after the cancelled cycle");
+    assert!(!s.load().unwrap().commits.is_empty());
+}
