@@ -367,3 +367,34 @@ async fn sigterm_cancels_a_slow_poll_cycle() {
     let s = deploy_journey::store::Store::open(&state).expect("state opens after the cancelled cycle");
     assert!(!s.load().unwrap().commits.is_empty());
 }
+
+/// A state file with a damaged page is refused at start, naming the file and `--reset-state`;
+/// with `--reset-state` it is replaced by a new one and serve becomes ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_state_file_is_refused_and_reset_state_replaces_it() {
+    use deploy_journey::core::journey::Fact;
+    crate::support::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    {
+        let mut s = deploy_journey::store::Store::open(&state).unwrap();
+        let facts: Vec<Fact> = (0..3000).map(|n| Fact::Vanished { sha: format!("{n:040x}"), at: n }).collect();
+        s.apply(&facts).unwrap();
+    }
+    let mut bytes = std::fs::read(&state).unwrap();
+    let len = bytes.len();
+    bytes[len / 2..len / 2 + 4096].fill(0x5a);
+    std::fs::write(&state, &bytes).unwrap();
+    let (_sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
+    let port = free_port();
+    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
+    let log = dir.path().join("serve.log");
+    let text = refused(serve(&cfg, &url, &[], &log), &log);
+    assert!(
+        text.contains(&state.display().to_string()) && text.contains("damaged") && text.contains("--reset-state"),
+        "{text}"
+    );
+
+    let _p = serve(&cfg, &url, &["--reset-state"], &log);
+    wait_for(&format!("http://127.0.0.1:{port}/readyz"), &log, "ready after --reset-state", |s, _| s == 200).await;
+}
