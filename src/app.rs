@@ -117,6 +117,15 @@ pub async fn serve_with_clock(
 }
 
 /// [`serve_with_clock`] with [`ServeOptions`].
+/// Why `/readyz` fails after a store write failed: a full disk said as such.
+fn store_reason(e: &AppError) -> String {
+    if matches!(e, AppError::Store(s) if s.is_disk_full()) {
+        format!("store: disk full ({e})")
+    } else {
+        format!("store: cannot write the state file ({e})")
+    }
+}
+
 pub async fn serve_with_options(
     cfg: Config,
     listen: SocketAddr,
@@ -132,7 +141,24 @@ pub async fn serve_with_options(
     let state_path = cfg.state_path.clone();
     let identity = identity_of(&cfg);
     let (store, checked) = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&state_path)?;
+        let mut store = match Store::open(&state_path) {
+            // A damaged file cannot be emptied row by row: --reset-state starts a new one.
+            Err(StoreError::Damaged { path, findings }) if options.reset_state => {
+                tracing::warn!(%path, %findings, "--reset-state: damaged state file replaced by a new one");
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut f = state_path.clone().into_os_string();
+                    f.push(suffix);
+                    match std::fs::remove_file(&f) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(StoreError::Damaged { path, findings: format!("{findings}; cannot remove it: {e}") });
+                        }
+                        _ => {}
+                    }
+                }
+                Store::open(&state_path)?
+            }
+            r => r?,
+        };
         if options.reset_state {
             store.reset()?;
             tracing::warn!(path = %state_path.display(), "--reset-state: every stored fact, cursor and counter forgotten");
@@ -336,22 +362,36 @@ pub async fn serve_with_options(
                 None
             }
         };
-        let (gh, cc) = if concourse.first_read_due() && poll_github {
-            // A first read of Concourse reaches back to the oldest commit GitHub reports, so
-            // GitHub answers first (once).
-            let gh = gh_poll.await;
-            let reported = gh.iter().flat_map(|r| r.iter().flatten());
-            let oldest = reported
-                .filter_map(|f| match f {
-                    Fact::Commit(c) => Some(c.committer_date),
-                    _ => None,
-                })
-                .chain(facts.commits.values().map(|c| c.committer_date))
-                .min();
-            concourse.set_first_read_since(oldest);
-            (gh, concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll")).await)
-        } else {
-            tokio::join!(gh_poll, concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll")))
+        // Shutdown does not wait for a slow cycle: the half-polled answers are dropped before
+        // anything is stored (the sources re-read them at the next start).
+        let polled = async {
+            if concourse.first_read_due() && poll_github {
+                // A first read of Concourse reaches back to the oldest commit GitHub reports, so
+                // GitHub answers first (once).
+                let gh = gh_poll.await;
+                let reported = gh.iter().flat_map(|r| r.iter().flatten());
+                let oldest = reported
+                    .filter_map(|f| match f {
+                        Fact::Commit(c) => Some(c.committer_date),
+                        _ => None,
+                    })
+                    .chain(facts.commits.values().map(|c| c.committer_date))
+                    .min();
+                concourse.set_first_read_since(oldest);
+                (gh, concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll")).await)
+            } else {
+                tokio::join!(
+                    gh_poll,
+                    concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll"))
+                )
+            }
+        };
+        let (gh, cc) = tokio::select! {
+            r = polled => r,
+            _ = stop_rx.changed() => {
+                tracing::info!("shutdown: in-flight poll cancelled");
+                break;
+            }
         };
         let mut new: Vec<Fact> = vec![];
         match gh {
@@ -408,7 +448,7 @@ pub async fn serve_with_options(
             // (facts are idempotent) is stored again with the next cycle's.
             Err(e) => {
                 tracing::error!(error = %e, facts = new.len(), "cannot store facts; will retry next cycle");
-                shared.store_failed(&e.to_string());
+                shared.store_failed(&store_reason(&e));
                 unstored = new;
             }
         }
@@ -453,7 +493,7 @@ pub async fn serve_with_options(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "retention failed; will retry");
-                        shared.store_failed(&e.to_string());
+                        shared.store_failed(&store_reason(&e));
                     }
                 }
             }

@@ -228,7 +228,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<StatusJson> {
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     // A store that cannot be written loses what is polled: not ready, whatever the sources say.
     if let Some(e) = s.store_error() {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: cannot write the state file: {e}\n")).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
     } else if s.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -274,9 +274,7 @@ async fn github_webhook(
     match event {
         "ping" => (StatusCode::OK, "pong\n").into_response(),
         "push" => {
-            let r#ref = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["ref"].as_str().map(str::to_string));
+            let r#ref = push_payload(&headers, &body).and_then(|v| v["ref"].as_str().map(str::to_string));
             if r#ref.as_deref() == Some(&format!("refs/heads/{}", ctx.branch)) {
                 s.poll_now.notify_one();
                 (StatusCode::ACCEPTED, "polling now\n").into_response()
@@ -285,6 +283,18 @@ async fn github_webhook(
             }
         }
         _ => (StatusCode::ACCEPTED, "event ignored\n").into_response(),
+    }
+}
+
+/// The JSON of a webhook delivery: the body itself, or its `payload=` field when the hook's
+/// content type is "form" (`application/x-www-form-urlencoded`; the signature covers the raw body).
+fn push_payload(headers: &axum::http::HeaderMap, body: &[u8]) -> Option<serde_json::Value> {
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        let payload = form_urlencoded::parse(body).find(|(k, _)| k == "payload")?.1;
+        serde_json::from_str(&payload).ok()
+    } else {
+        serde_json::from_slice(body).ok()
     }
 }
 

@@ -239,6 +239,28 @@ struct SimulateArgs {
     github_tokens: Option<String>,
 }
 
+/// `println!` that ends the process quietly when stdout is closed (`… | head -1`): with the
+/// conventional 141 (128 + SIGPIPE) instead of `println!`'s panic. Rust ignores SIGPIPE, and
+/// restoring it would also kill the HTTP clients and servers on a closed socket.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
+            quiet_on_broken_pipe(&e);
+        }
+    }};
+}
+
+const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// Exit with 141 on a closed stdout; other write errors are left to the caller.
+fn quiet_on_broken_pipe(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(BROKEN_PIPE_EXIT);
+    }
+}
+
 fn main() -> ExitCode {
     // reqwest is built with rustls and no default crypto provider; install ring once, first.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -266,6 +288,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            if let Some(io) = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
+                quiet_on_broken_pipe(io);
+            }
             eprintln!("error: {}", error_line(&e));
             ExitCode::from(1)
         }
@@ -359,13 +384,13 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), &a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
-    println!("simulator listening on {url}");
-    println!(
+    say!("simulator listening on {url}");
+    say!(
         "  Concourse: {url}/api/v1/info   (team {:?}, token: POST {url}/sky/issuer/token)",
         sim.with_world(|w| w.topology.concourse.team.clone())
     );
-    println!("  GitHub:    {url}/repos/{}/commits", sim.with_world(|w| w.topology.tracked_repo.clone()));
-    println!("  control:   {url}/_sim/stats  {url}/_sim/clock  {url}/_sim/faults");
+    say!("  GitHub:    {url}/repos/{}/commits", sim.with_world(|w| w.topology.tracked_repo.clone()));
+    say!("  control:   {url}/_sim/stats  {url}/_sim/clock  {url}/_sim/faults");
     axum::serve(
         listener,
         deploy_journey::sim::server::router(sim).into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -435,27 +460,28 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         .with_world(|w| w.repo(&w.topology.tracked_repo).and_then(|r| r.head(&w.topology.tracked_branch).cloned()));
     let me = invocation();
     let config = shell_word(&demo.config_path.display().to_string());
-    println!(
+    say!(
         "deploy-journey demo: simulated lana CI at {}x real time, from {started} (seed {}: the same seed, the same history)",
-        a.speed, a.seed
+        a.speed,
+        a.seed
     );
-    println!("  landing page:  {url}/");
-    println!("  metrics:       {url}/metrics");
-    println!("  journeys API:  {url}/api/v1/journeys");
-    println!("  simulated CI:  {} (Concourse /api/v1, GitHub /repos, control /_sim)", demo.sim_url);
-    println!("  config:        {}", demo.config_path.display());
-    println!("  state:         {}", state.display());
+    say!("  landing page:  {url}/");
+    say!("  metrics:       {url}/metrics");
+    say!("  journeys API:  {url}/api/v1/journeys");
+    say!("  simulated CI:  {} (Concourse /api/v1, GitHub /repos, control /_sim)", demo.sim_url);
+    say!("  config:        {}", demo.config_path.display());
+    say!("  state:         {}", state.display());
     match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(e) if !e.is_empty() => println!("  traces:        exported over OTLP to {e}"),
-        _ => println!("  traces:        off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)"),
+        Ok(e) if !e.is_empty() => say!("  traces:        exported over OTLP to {e}"),
+        _ => say!("  traces:        off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)"),
     }
-    println!("Try, in another terminal (no credentials needed):");
-    println!("  open the landing page:         {url}/");
-    println!("  follow the newest commit:      $ {me} watch --from {url} --config {config}");
+    say!("Try, in another terminal (no credentials needed):");
+    say!("  open the landing page:         {url}/");
+    say!("  follow the newest commit:      $ {me} watch --from {url} --config {config}");
     if let Some(sha) = head {
-        println!("  the timeline of a commit:      $ {me} report {} --from {url} --config {config}", &sha[..10]);
+        say!("  the timeline of a commit:      $ {me} report {} --from {url} --config {config}", &sha[..10]);
     }
-    println!("Ctrl-C stops it.");
+    say!("Ctrl-C stops it.");
     serve.await.context("exporter task")?.with_context(hint)?;
     drop(demo);
     Ok(())
@@ -682,9 +708,9 @@ async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    println!("{}", deploy_journey::config::summary(&cfg));
+    say!("{}", deploy_journey::config::summary(&cfg));
     if let Some((w, web)) = web {
-        println!(
+        say!(
             "web config {}: TLS {}, basic auth {}",
             w.display(),
             if web.tls.is_some() { "on" } else { "off" },
@@ -699,7 +725,7 @@ async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
     let concourse_missing: Vec<_> =
         cfg.missing_secrets.iter().filter(|p| p.path.starts_with("concourse")).cloned().collect();
     if !concourse_missing.is_empty() {
-        println!(
+        say!(
             "live comparison with the pipelines skipped: {} to enable it (or pass --offline)",
             missing_variables(&concourse_missing).join(" and ")
         );
@@ -715,15 +741,15 @@ async fn check_config(a: CheckConfigArgs) -> anyhow::Result<ExitCode> {
                 let mut diffs = deploy_journey::config::resource_differences(&cfg, &p, &answer);
                 diffs.extend(deploy_journey::config::job_differences(&cfg, &p, &answer));
                 if diffs.is_empty() {
-                    println!("pipeline {p}: matches the live configuration");
+                    say!("pipeline {p}: matches the live configuration");
                 } else {
-                    println!("pipeline {p}: differs from the live configuration (the file wins):");
+                    say!("pipeline {p}: differs from the live configuration (the file wins):");
                     for d in diffs {
-                        println!("  - {d}");
+                        say!("  - {d}");
                     }
                 }
             }
-            Err(e) => println!("pipeline {p}: live configuration not compared ({e})"),
+            Err(e) => say!("pipeline {p}: live configuration not compared ({e})"),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -792,9 +818,9 @@ async fn watch(a: WatchArgs) -> ExitCode {
         Ok(f) => {
             if let Some(t) = f.timeline {
                 if a.json {
-                    println!("{}", t.json());
+                    say!("{}", t.json());
                 } else {
-                    println!("\n{}", t.text());
+                    say!("\n{}", t.text());
                 }
             }
             ExitCode::from(f.ending.code())
@@ -819,7 +845,7 @@ async fn report(a: ReportArgs) -> ExitCode {
     match deploy_journey::watch::run::report(&cfg, &a.sha, a.from.as_deref(), a.sim_clock.as_deref()).await {
         Ok(t) => {
             if a.json {
-                println!("{}", t.json());
+                say!("{}", t.json());
             } else {
                 print!("{}", t.text());
             }

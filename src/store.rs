@@ -170,6 +170,14 @@ pub enum StoreError {
     #[error("store {path}: not a deploy-journey store (application_id {found:#x}); refusing to use it")]
     NotOurs { path: String, found: i32 },
     #[error(
+        "store {path}: not a deploy-journey store (it has {tables} table(s) of another application and no deploy-journey schema); refusing to use it"
+    )]
+    Foreign { path: String, tables: i64 },
+    #[error(
+        "store {path} is damaged (PRAGMA quick_check: {findings}); restore it from a backup, or start with --reset-state to forget it"
+    )]
+    Damaged { path: String, findings: String },
+    #[error(
         "store {path}: cannot switch to WAL journal mode (the journal mode is {mode}); is it on a network filesystem?"
     )]
     NoWal { path: String, mode: String },
@@ -184,6 +192,16 @@ pub enum StoreError {
         "store {path} was built for {what} {stored:?}, but the configuration says {configured:?}: its journeys are not this one's. Move the file away, or start with --reset-state to forget them"
     )]
     OtherWorld { path: String, what: &'static str, stored: String, configured: String },
+}
+
+impl StoreError {
+    /// The write failed for want of space (`SQLITE_FULL`: a full disk or filesystem quota).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(f, _), .. } if f.code == ErrorCode::DiskFull
+        )
+    }
 }
 
 fn sql_err(path: &str, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -362,7 +380,9 @@ impl Store {
 
     fn init(mut conn: Connection, path: String, file: Option<std::path::PathBuf>) -> Result<Store, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err(&path, "set busy_timeout"))?;
-        // The first statement that reads the file: a file that is not a database fails here.
+        // Before anything writes (switching to WAL rewrites the header): a file of another
+        // application is refused untouched. The first read also fails a file that is no database.
+        refuse_foreign(&conn, &path)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(sql_err(&path, "set journal_mode=WAL"))?;
@@ -371,6 +391,9 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err(&path, "set synchronous=NORMAL"))?;
         conn.pragma_update(None, "foreign_keys", true).map_err(sql_err(&path, "set foreign_keys=ON"))?;
+        if file.is_some() {
+            quick_check(&conn, &path)?;
+        }
         migrate(&mut conn, &path)?;
         Ok(Store { conn, path, file })
     }
@@ -793,6 +816,41 @@ impl Store {
 }
 
 // ------------------------------------------------------------------ helpers
+
+/// Refuse a file that holds another application's tables: ours carries [`APPLICATION_ID`], a new
+/// file has no tables at all. Only reads.
+fn refuse_foreign(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    let op = "read the schema";
+    let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql_err(path, op))?;
+    if app == APPLICATION_ID {
+        return Ok(());
+    }
+    if app != 0 {
+        return Err(StoreError::NotOurs { path: path.to_string(), found: app });
+    }
+    let tables: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(sql_err(path, op))?;
+    if tables > 0 {
+        return Err(StoreError::Foreign { path: path.to_string(), tables });
+    }
+    Ok(())
+}
+
+/// `PRAGMA quick_check` at open: a damaged page (an index, say) is found before the journey is
+/// built on it, not when a query first reads it.
+fn quick_check(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    let op = "quick check";
+    let mut st = conn.prepare("PRAGMA quick_check(5)").map_err(sql_err(path, op))?;
+    let rows: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .map_err(sql_err(path, op))?
+        .collect::<Result<_, _>>()
+        .map_err(sql_err(path, op))?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        return Ok(());
+    }
+    Err(StoreError::Damaged { path: path.to_string(), findings: rows.join("; ").replace('\n', " ") })
+}
 
 /// Bring the schema to [`SCHEMA_VERSION`], one migration per transaction. The version is read
 /// inside the (immediate, so exclusive-for-writers) transaction: two processes opening a new file

@@ -1357,13 +1357,24 @@ impl ConcourseSource {
         let headers = resp.headers().clone();
         if !(200..300).contains(&status) {
             let body = read_body_prefix(&mut resp, ERROR_BODY_LIMIT).await;
+            // Redirects are not followed (see the client): name where it pointed, since a 302's
+            // body is usually empty. Typically a URL that is not the API's (a proxy's login page).
+            let location = match headers.get(reqwest::header::LOCATION) {
+                Some(l) if (300..400).contains(&status) => {
+                    format!(
+                        " redirect to {:?}, not followed (Concourse's API does not redirect; is concourse.url right?)",
+                        location_shown(l.as_bytes())
+                    )
+                }
+                _ => String::new(),
+            };
             let mut f = self.failed(
                 kind_of_status(status),
                 what,
                 if token_answer {
-                    format!("HTTP {status}: {}", token_answer_error(&body))
+                    format!("HTTP {status}:{location} {}", token_answer_error(&body)).trim_end().to_string()
                 } else {
-                    format!("HTTP {status}: {}", body_excerpt(&body, &self.secrets()))
+                    format!("HTTP {status}:{location} {}", body_excerpt(&body, &self.secrets())).trim_end().to_string()
                 },
                 Some(status),
             );
@@ -1392,6 +1403,22 @@ impl ConcourseSource {
         })?;
         Ok((parsed, headers))
     }
+}
+
+/// A `Location` as it may be shown: without userinfo or query (either can carry a credential),
+/// at most 200 characters.
+fn location_shown(raw: &[u8]) -> String {
+    let l = String::from_utf8_lossy(raw);
+    let l = match reqwest::Url::parse(&l) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => l.split(['?', '#']).next().unwrap_or("").to_string(),
+    };
+    l.chars().take(200).collect()
 }
 
 fn watched(wp: &WatchedPipeline, job: &str) -> bool {

@@ -27,6 +27,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Redirects followed before a request fails as a redirect loop (reqwest's default).
+const MAX_REDIRECTS: usize = 10;
+
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, IF_NONE_MATCH};
 use reqwest::{Method, Url};
 use serde::Deserialize;
@@ -274,7 +277,23 @@ impl GithubSource {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             // Redirects (a renamed repository answers 301) are followed; reqwest drops the
-            // Authorization header when one leaves the origin.
+            // Authorization header when one leaves the origin. Reqwest's default limit (10), but
+            // the error names the last status and Location instead of only "too many redirects".
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    let mut to = attempt.url().clone();
+                    let _ = to.set_username("");
+                    let _ = to.set_password(None);
+                    to.set_query(None);
+                    let why = format!(
+                        "redirect loop: HTTP {} to {to} after {MAX_REDIRECTS} redirects",
+                        attempt.status().as_u16()
+                    );
+                    attempt.error(why)
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .map_err(|e| config_err(describe_transport(e).1))?;
         Ok(GithubSource {

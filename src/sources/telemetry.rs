@@ -209,6 +209,9 @@ pub(crate) fn kind_of_status(status: u16) -> ErrorKind {
 pub(crate) fn describe_transport(e: reqwest::Error) -> (ErrorKind, String) {
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
+    } else if e.is_redirect() {
+        // A redirect loop (or too many) is the server's or the URL's doing, not the network's.
+        ErrorKind::Client
     } else if e.is_decode() {
         ErrorKind::Decode
     } else {

@@ -370,3 +370,27 @@ fn check_config_offline_needs_no_credentials_and_reports_every_problem() {
     assert!(lines[0].contains("repository: unknown field `tokn`") && lines[0].contains("(line "), "{stderr}");
     assert!(lines[1].contains("concourse.url: \"ftp://x\" is not an http(s) URL"), "{stderr}");
 }
+
+/// `… | head -1`: a command whose stdout is closed ends quietly with 141 (128 + SIGPIPE), not a
+/// panic (101) or an error (1).
+#[test]
+fn a_closed_stdout_ends_a_printing_command_quietly() {
+    let run = |cmd: &mut Command, stdin: &[u8]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // the reader is gone before the first line is written
+        let mut child = cmd.stdin(Stdio::piped()).stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(stdin);
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let lines = b"{\"sha\":\"a\",\"message\":\"feat: x\",\"files\":[\"core/x.rs\"]}\n".repeat(2000);
+    for (name, out) in [
+        ("check-config", run(bin().args(["check-config", "--offline", "--config", LANA]), b"")),
+        ("classify", run(bin().args(["classify", "--config", LANA]), &lines)),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{name}: {:?}\n{stderr}", out.status);
+        assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{name}: {stderr}");
+    }
+}

@@ -158,3 +158,31 @@ async fn replayed_webhook_deliveries_are_answered_but_trigger_nothing() {
     assert_eq!(r.status().as_u16(), 202);
     assert!(woke(&shared).await, "a new push polls");
 }
+
+/// GitHub sends `payload=<url-encoded JSON>` when a hook's content type is "form"; the signature
+/// covers that raw body.
+#[tokio::test]
+async fn a_form_encoded_push_webhook_to_main_wakes_the_poll_loop() {
+    let shared = Arc::new(Shared::default());
+    shared.set_webhook(WebhookContext { secret: Secret::new("s3cr3t-hook"), branch: "main".into() });
+    let url = serve(shared.clone()).await;
+    let c = crate::support::client();
+    let post = |json: &str| {
+        let body =
+            format!("payload={}", json.replace('%', "%25").replace('"', "%22").replace('/', "%2F").replace(' ', "+"));
+        c.post(format!("{url}/webhooks/github"))
+            .header("x-github-event", "push")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-hub-signature-256", sign("s3cr3t-hook", body.as_bytes()))
+            .body(body)
+            .send()
+    };
+    let r = post(r#"{"ref": "refs/heads/feature"}"#).await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(r.text().await.unwrap(), "not the tracked branch; ignored\n");
+    assert!(!woke(&shared).await);
+    let r = post(r#"{"ref": "refs/heads/main", "after": "abc"}"#).await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(r.text().await.unwrap(), "polling now\n");
+    assert!(woke(&shared).await, "a verified form-encoded push to main polls now");
+}

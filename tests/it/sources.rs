@@ -1076,3 +1076,57 @@ async fn concourse_a_long_unfinished_build_does_not_hold_back_the_new_builds() {
     let pages = Stats::read(&sim).await.since(&before).count("concourse", "GET", BUILDS_ROUTE, Some(200));
     println!("{above} builds above the unfinished one; caught up after {polls} polls; then {pages} pages a cycle");
 }
+
+/// A server that answers every request with a 302 to itself, `/loop?token=…` (the query must not
+/// be shown).
+async fn redirecting_server() -> String {
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(|| async {
+        (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, "/loop?token=s3cret-query")]).into_response()
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    url
+}
+
+/// A redirect names its status and Location and counts as a client error: Concourse's (not
+/// followed) and GitHub's loop (followed until the limit), not `connect`.
+#[tokio::test]
+async fn redirect_errors_name_status_and_location_and_count_as_client_errors() {
+    init_crypto();
+    let url = redirecting_server().await;
+    let tel = Arc::new(SourceTelemetry::new());
+    let cfg = ConcourseConfig {
+        url: url.clone(),
+        team: "dev".into(),
+        auth: viewer(),
+        pipelines: lana_pipelines(),
+        timeout: Duration::from_secs(5),
+    };
+    let mut c = ConcourseSource::new(cfg, tel.clone()).unwrap();
+    c.set_retry_base_delay(Duration::from_millis(5));
+    let e = c.poll(0).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Client, "{e:?}");
+    assert!(e.detail.starts_with("HTTP 302: redirect to \"/loop\", not followed"), "{}", e.detail);
+    assert!(!e.to_string().contains("s3cret-query"), "{e}");
+    assert_eq!(tel.snapshot("concourse").errors_of(ErrorKind::Client), 1);
+
+    let cfg = GithubConfig {
+        api_url: url.clone(),
+        owner: "GaloyMoney".into(),
+        repo: "lana-bank".into(),
+        branch: "main".into(),
+        token: Some(Secret::new("ghp_redirect-test")),
+        timeout: Duration::from_secs(5),
+        initial_commits: 20,
+    };
+    let mut g = GithubSource::new(cfg, tel.clone()).unwrap();
+    g.set_retry_base_delay(Duration::from_millis(5));
+    let e = g.poll(0).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Client, "{e:?}");
+    assert!(e.detail.contains(&format!("redirect loop: HTTP 302 to {url}/loop")), "{}", e.detail);
+    assert!(!e.to_string().contains("s3cret-query"), "{e}");
+    let s = tel.snapshot("github");
+    assert_eq!((s.errors_of(ErrorKind::Client), s.errors_of(ErrorKind::Connect)), (1, 0), "{s:?}");
+}

@@ -273,3 +273,128 @@ async fn a_state_file_of_another_concourse_at_the_same_address_is_refused() {
         "{text}"
     );
 }
+
+/// A state file that cannot grow (here RLIMIT_FSIZE on the serve process, with SIGXFSZ ignored as
+/// a full disk would not signal): writes fail, are counted, `/readyz` names the store, and serve
+/// is ready again once the file can grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_that_cannot_grow_fails_readyz_and_counts_until_it_can() {
+    use std::os::unix::process::CommandExt;
+    crate::support::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let (sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
+    let port = free_port();
+    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
+    let log = dir.path().join("serve.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploy-journey"));
+    cmd.args(["serve", "--sim-clock", &url, "--config"])
+        .arg(&cfg)
+        .env("GITHUB_TOKEN", "ghp_state_test")
+        .env("CONCOURSE_PASSWORD", "viewer-password")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: only async-signal-safe signal(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let p = KillOnDrop(cmd.spawn().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(&format!("{base}/readyz"), &log, "ready", |s, _| s == 200).await;
+
+    let set_limit = |bytes: u64| {
+        let lim = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: prlimit on our own child, with a valid rlimit.
+        let rc = unsafe { libc::prlimit(p.0.id() as libc::pid_t, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    };
+    set_limit(4096);
+    let body = wait_for(&format!("{base}/readyz"), &log, "readyz naming the store", |s, b| {
+        sim.clock.step(1);
+        s == 503 && b.contains("not ready: store: ")
+    })
+    .await;
+    assert!(body.contains(&state.display().to_string()), "{body}");
+    let errors = |m: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("deploy_journey_store_errors_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no store_errors_total in\n{m}"))
+    };
+    wait_for(&format!("{base}/metrics"), &log, "store errors counted", |s, m| s == 200 && errors(m) >= 1.0).await;
+
+    set_limit(libc::RLIM_INFINITY);
+    wait_for(&format!("{base}/readyz"), &log, "ready once writes succeed", |s, _| s == 200).await;
+}
+
+/// SIGTERM during a poll cycle that waits on a slow upstream (every Concourse answer hangs for a
+/// minute): serve exits within seconds, and the state opens cleanly afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_a_slow_poll_cycle() {
+    crate::support::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let (sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
+    let port = free_port();
+    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
+    let log = dir.path().join("serve.log");
+    let mut p = serve(&cfg, &url, &[], &log);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(&format!("{base}/readyz"), &log, "ready", |s, _| s == 200).await;
+    let rule = serde_json::json!({"kind": "timeout", "ms": 60_000, "service": "concourse"});
+    sim.faults.add(deploy_journey::sim::faults::FaultRule::parse(rule.to_string().as_bytes()).unwrap());
+    // A cycle (every second) is now stuck on Concourse.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(p.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            break st;
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(t.elapsed() < Duration::from_secs(5), "still running 5 s after SIGTERM:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    println!("exited {status:?} {:?} after SIGTERM", t.elapsed());
+    assert!(text.contains("in-flight poll cancelled"), "{text}");
+    let s = deploy_journey::store::Store::open(&state).expect("state opens after the cancelled cycle");
+    assert!(!s.load().unwrap().commits.is_empty());
+}
+
+/// A state file with a damaged page is refused at start, naming the file and `--reset-state`;
+/// with `--reset-state` it is replaced by a new one and serve becomes ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_state_file_is_refused_and_reset_state_replaces_it() {
+    use deploy_journey::core::journey::Fact;
+    crate::support::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    {
+        let mut s = deploy_journey::store::Store::open(&state).unwrap();
+        let facts: Vec<Fact> = (0..3000).map(|n| Fact::Vanished { sha: format!("{n:040x}"), at: n }).collect();
+        s.apply(&facts).unwrap();
+    }
+    let mut bytes = std::fs::read(&state).unwrap();
+    let len = bytes.len();
+    bytes[len / 2..len / 2 + 4096].fill(0x5a);
+    std::fs::write(&state, &bytes).unwrap();
+    let (_sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
+    let port = free_port();
+    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
+    let log = dir.path().join("serve.log");
+    let text = refused(serve(&cfg, &url, &[], &log), &log);
+    assert!(
+        text.contains(&state.display().to_string()) && text.contains("damaged") && text.contains("--reset-state"),
+        "{text}"
+    );
+
+    let _p = serve(&cfg, &url, &["--reset-state"], &log);
+    wait_for(&format!("http://127.0.0.1:{port}/readyz"), &log, "ready after --reset-state", |s, _| s == 200).await;
+}

@@ -117,7 +117,7 @@ fn a_damaged_file_is_an_error_naming_it() {
         Ok(s) => s.load().err().or_else(|| s.stats().err()).expect("reading a damaged file fails"),
     };
     assert!(e.to_string().contains(&path.display().to_string()), "{e}");
-    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    assert!(matches!(e, StoreError::Corrupt { .. } | StoreError::Damaged { .. }), "{e:?}");
 
     // A directory that does not exist.
     let missing = dir.path().join("no/such/dir/x.sqlite");
@@ -434,7 +434,10 @@ fn a_year_of_lana_loads_quickly() {
     let write = t.elapsed();
     drop(s);
 
+    let t = Instant::now();
     let s = Store::open(&path).unwrap();
+    // Open includes PRAGMA quick_check over the whole file.
+    println!("year of lana: open (with quick_check) {:?}", t.elapsed());
     let t = Instant::now();
     let facts = s.load().unwrap();
     let load = t.elapsed();
@@ -455,4 +458,53 @@ fn a_year_of_lana_loads_quickly() {
     let marks: HashSet<String> = s.marks("span").unwrap();
     println!("3000 marks written and read back in {:?}", t.elapsed());
     assert_eq!(marks.len(), 3000);
+}
+
+#[test]
+fn a_foreign_sqlite_file_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.sqlite");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes(body) VALUES ('keep me');",
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let e = Store::open(&path).unwrap_err();
+    assert!(matches!(e, StoreError::Foreign { tables: 1, .. }), "{e:?}");
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the foreign file was written to");
+    assert!(!dir.path().join("other.sqlite-wal").exists());
+}
+
+#[test]
+fn a_damaged_index_page_is_found_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        let facts: Vec<Fact> = (0..3000).map(|n| Fact::Vanished { sha: sha(n), at: 1_772_438_400 + n }).collect();
+        s.apply(&facts).unwrap();
+    }
+    let (root, page_size): (i64, i64) = {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let root = c
+            .query_row("SELECT rootpage FROM sqlite_master WHERE type = 'index' AND tbl_name = 'vanished'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        (root, c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap())
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = ((root - 1) * page_size) as usize;
+    // Keep the page type byte, scramble the cell pointers and cells: one bad index page.
+    bytes[at + 8..at + page_size as usize].fill(0x5a);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let e = Store::open(&path).unwrap_err();
+    assert!(matches!(e, StoreError::Damaged { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains(&path.display().to_string()) && msg.contains("--reset-state"), "{msg}");
 }
