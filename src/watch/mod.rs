@@ -50,6 +50,10 @@ pub enum WatchError {
     Clock { url: String, why: String },
     #[error("stage {stage} does not apply to this commit; choose another --until")]
     NotApplicable { stage: String },
+    #[error(
+        "{sha}: its journey is incomplete: the commit is older than the build history the exporter read; run `deploy-journey backfill` to read further back"
+    )]
+    Incomplete { sha: String },
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -62,7 +66,8 @@ impl WatchError {
             | WatchError::BadUntil { .. }
             | WatchError::UnknownCommit(_)
             | WatchError::Pull { .. }
-            | WatchError::NotApplicable { .. } => exit::BAD_INPUT,
+            | WatchError::NotApplicable { .. }
+            | WatchError::Incomplete { .. } => exit::BAD_INPUT,
             WatchError::Source(_) | WatchError::Exporter { .. } | WatchError::Clock { .. } => exit::UNAVAILABLE,
             WatchError::Output(_) => exit::FAILED,
         }

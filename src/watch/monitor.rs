@@ -117,6 +117,9 @@ pub enum Verdict {
     NotApplicable {
         stage: String,
     },
+    /// The commit is older than the build history the exporter read: where it went is unknown,
+    /// and waiting would not tell.
+    Incomplete,
 }
 
 #[derive(Debug, Default)]
@@ -242,6 +245,9 @@ pub fn verdict(plan: &Plan, j: &JourneyJson) -> Verdict {
         if g.state == "not_applicable" {
             return Verdict::NotApplicable { stage: g.name.clone() };
         }
+    }
+    if j.outcome == "incomplete" {
+        return Verdict::Incomplete;
     }
     for s in &j.stages {
         // Per job: its newest attempt failed, and no attempt of it succeeded or still runs.
@@ -448,6 +454,19 @@ mod tests {
         p.goal_name = "tests".into();
         let j = journey(vec![stage("tests", "not_applicable", None, vec![])]);
         assert_eq!(verdict(&p, &j), Verdict::NotApplicable { stage: "tests".into() });
+    }
+
+    #[test]
+    fn an_incomplete_journey_ends_following_at_once() {
+        let p = plan();
+        let mut j =
+            journey(vec![stage("tests", "incomplete", None, vec![]), stage("staging", "incomplete", None, vec![])]);
+        j.outcome = "incomplete".into();
+        j.ended = false;
+        assert_eq!(verdict(&p, &j), Verdict::Incomplete);
+        // Deployed is known even so: reaching the goal wins.
+        j.deployed_at.insert("staging".into(), 100);
+        assert_eq!(verdict(&p, &j), Verdict::Reached);
     }
 
     fn waits(kind: &str, text: &str, build: Option<i64>) -> Option<crate::http::WaitsForJson> {

@@ -398,6 +398,7 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
                         });
                     }
                     Verdict::NotApplicable { stage } => return Err(WatchError::NotApplicable { stage }),
+                    Verdict::Incomplete => return Err(WatchError::Incomplete { sha: j.short_sha.clone() }),
                     Verdict::Failed { stage, job, build_id, build, url } => {
                         if !failed_builds_shown.contains(&build_id) {
                             failed_builds_shown.push(build_id);
