@@ -411,49 +411,69 @@ pub fn read_bounded(p: &Path, max: u64, what: &str) -> std::io::Result<Vec<u8>> 
     Ok(bytes)
 }
 
-/// The deepest `[`/`{` nesting accepted in a YAML file. The parser has a recursion limit of its
-/// own, but reaches it only after seconds on a deep flow collection.
+/// The deepest nesting (flow or block) accepted in a YAML file. serde_norway reads every event
+/// of the document before its own recursion limit applies, and libyaml's scanner is quadratic in
+/// flow depth: a 100k-deep `[[[…` took 83 s of CPU to be refused.
 pub const MAX_YAML_NESTING: usize = 64;
 
 /// Prepare YAML text for the parser: a UTF-8 byte order mark (which editors on Windows write) is
-/// dropped, and flow nesting deeper than [`MAX_YAML_NESTING`] is refused, naming its line, before
-/// the parser spends seconds on it.
+/// dropped, and nesting deeper than [`MAX_YAML_NESTING`] is refused, naming its line, before the
+/// full parse spends seconds on it.
 pub fn yaml_prelude(text: &str) -> Result<&str, String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let (mut depth, mut line) = (0usize, 1usize);
-    let mut quote: Option<char> = None;
-    let (mut comment, mut escaped) = (false, false);
-    // Whether the previous character ends a token, so that a quote or `#` starts one.
-    let mut boundary = true;
-    for c in text.chars() {
-        if c == '\n' {
-            line += 1;
-            comment = false;
+    match yaml_too_deep(text, MAX_YAML_NESTING) {
+        Some(line) => Err(format!("nesting deeper than {MAX_YAML_NESTING} levels at line {line}")),
+        None => Ok(text),
+    }
+}
+
+/// The line where the YAML in `text` first nests deeper than `max` levels, by the event stream of libyaml,
+/// the parser serde_norway itself runs: a hand-written scan of quotes and comments can be fooled
+/// into skipping the brackets the parser sees. Events are pulled one at a time and the pull stops
+/// at the first level too deep, so the cost is bounded by `max`. A syntax error ends the scan
+/// (None): the full parse reports it with its own words.
+fn yaml_too_deep(text: &str, max: usize) -> Option<u64> {
+    use std::mem::MaybeUninit;
+    use unsafe_libyaml_norway as unsafe_sys;
+    let mut parser = MaybeUninit::<unsafe_sys::yaml_parser_t>::uninit();
+    let p = parser.as_mut_ptr();
+    // SAFETY: `p` points to storage that stays in place (and is not moved) until
+    // `yaml_parser_delete`; the input `text` outlives the parser; each event is deleted after its
+    // type and mark are copied out; this is the sequence serde_norway's own parser wrapper runs.
+    unsafe {
+        if unsafe_sys::yaml_parser_initialize(p).fail {
+            return None;
         }
-        if comment {
-            continue;
-        }
-        match quote {
-            Some('"') if escaped => escaped = false,
-            Some('"') if c == '\\' => escaped = true,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '\'' | '"' if boundary => quote = Some(c),
-                '#' if boundary => comment = true,
-                '[' | '{' => {
+        unsafe_sys::yaml_parser_set_encoding(p, unsafe_sys::YAML_UTF8_ENCODING);
+        unsafe_sys::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
+        let mut depth = 0usize;
+        let mut found = None;
+        loop {
+            let mut event = MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
+            let e = event.as_mut_ptr();
+            if unsafe_sys::yaml_parser_parse(p, e).fail {
+                break;
+            }
+            let (kind, mark) = ((*e).type_, (*e).start_mark);
+            unsafe_sys::yaml_event_delete(e);
+            match kind {
+                unsafe_sys::YAML_SEQUENCE_START_EVENT | unsafe_sys::YAML_MAPPING_START_EVENT => {
                     depth += 1;
-                    if depth > MAX_YAML_NESTING {
-                        return Err(format!("nesting deeper than {MAX_YAML_NESTING} levels at line {line}"));
+                    if depth > max {
+                        found = Some(mark.line + 1);
+                        break;
                     }
                 }
-                ']' | '}' => depth = depth.saturating_sub(1),
+                unsafe_sys::YAML_SEQUENCE_END_EVENT | unsafe_sys::YAML_MAPPING_END_EVENT => {
+                    depth = depth.saturating_sub(1)
+                }
+                unsafe_sys::YAML_STREAM_END_EVENT => break,
                 _ => {}
-            },
+            }
         }
-        boundary = c.is_whitespace() || "[{,:-".contains(c);
+        unsafe_sys::yaml_parser_delete(p);
+        found
     }
-    Ok(text)
 }
 
 /// Why `name` is not a valid branch name, by the rules of `git check-ref-format --branch`
