@@ -123,3 +123,49 @@ fn plan_steps(v: &Value, gets: &mut BTreeSet<String>, puts: &mut BTreeSet<String
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_shape_reads_resources_and_steps_anywhere_in_a_plan() {
+        let answer = json!({"config": {
+            "resources": [
+                {"name": "repo", "type": "git", "source": {"uri": "git@github.com:o/r.git", "branch": "main",
+                    "paths": ["a/*"], "ignore_paths": "docs", "disable_ci_skip": true}},
+                {"type": "git"},
+                {"name": "image", "type": "registry-image"},
+            ],
+            "jobs": [
+                {"name": "build", "plan": [
+                    {"in_parallel": [{"get": "src", "resource": "repo", "trigger": true}, {"get": "image"}]},
+                    {"put": "chart", "on_failure": {"put": "slack"}},
+                ]},
+                {"plan": [{"get": "nameless"}]},
+            ],
+        }});
+        let shape = PipelineShape::from_answer(&answer);
+        let resources = shape.resources.expect("a resources list");
+        assert_eq!(resources.len(), 2, "the nameless resource is left out: {resources:?}");
+        let repo = &resources[0];
+        assert_eq!(
+            (repo.kind.as_str(), repo.uri.as_deref(), repo.branch.as_deref()),
+            ("git", Some("git@github.com:o/r.git"), Some("main"))
+        );
+        assert_eq!(
+            (repo.paths.clone(), repo.ignore_paths.clone(), repo.disable_ci_skip),
+            (Some(vec!["a/*".into()]), None, true)
+        );
+        assert_eq!((resources[1].paths.clone(), resources[1].disable_ci_skip), (Some(vec![]), false));
+        assert_eq!(shape.jobs.len(), 1, "the nameless job is left out");
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(shape.jobs[0].triggers, set(&["repo"]));
+        assert_eq!(shape.jobs[0].gets, set(&["image", "src"]));
+        assert_eq!(shape.jobs[0].puts, set(&["chart", "slack"]));
+        // The configuration itself, without the answer's envelope, and one without resources.
+        assert_eq!(PipelineShape::from_answer(&answer["config"]), PipelineShape::from_answer(&answer));
+        assert_eq!(PipelineShape::from_answer(&json!({"config": {}})).resources, None);
+    }
+}
