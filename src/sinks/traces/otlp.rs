@@ -130,41 +130,8 @@ impl TraceSinkConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<TraceSinkConfig>, TraceSinkError> {
         let get = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let (protocol, origin) = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .map(|p| (p, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
-            .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL").map(|p| (p, "OTEL_EXPORTER_OTLP_PROTOCOL")))
-            .or_else(|| file.protocol.clone().map(|p| (p, "traces.protocol")))
-        {
-            Some((p, origin)) => (
-                OtlpProtocol::parse(&p).ok_or_else(|| TraceSinkError::Config {
-                    setting: origin.to_string(),
-                    problem: format!("{p:?} is not one of http/protobuf, grpc"),
-                })?,
-                origin,
-            ),
-            None => (OtlpProtocol::HttpProtobuf, "default"),
-        };
-        let _ = origin;
-        let base = |b: String| match protocol {
-            OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", b.trim_end_matches('/')),
-            OtlpProtocol::Grpc => b,
-        };
-        let endpoint = match (
-            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-            get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            file.endpoint.clone().filter(|e| !e.trim().is_empty()),
-        ) {
-            (Some(e), _, _) => e,
-            (None, Some(b), _) => base(b),
-            (None, None, Some(b)) => base(b),
-            (None, None, None) => return Ok(None),
-        };
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(TraceSinkError::Config {
-                setting: "OTLP endpoint".into(),
-                problem: format!("{endpoint:?} is not an http(s) URL"),
-            });
-        }
+        let protocol = resolve_protocol(&get, file)?;
+        let Some(endpoint) = resolve_endpoint(&get, file, protocol)? else { return Ok(None) };
         let headers = get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
             .or_else(|| get("OTEL_EXPORTER_OTLP_HEADERS"))
             .or_else(|| file.headers.as_ref().map(|h| h.expose().to_string()))
@@ -180,17 +147,7 @@ impl TraceSinkConfig {
             .or(from_attrs)
             .or_else(|| file.service_name.clone())
             .unwrap_or_else(|| DEFAULT_SERVICE_NAME.into());
-        let self_instrumentation = match get("DEPLOY_JOURNEY_SELF_TRACES").as_deref() {
-            Some("true" | "1") => true,
-            Some("false" | "0") => false,
-            Some(other) => {
-                return Err(TraceSinkError::Config {
-                    setting: "DEPLOY_JOURNEY_SELF_TRACES".into(),
-                    problem: format!("{other:?} is not true or false"),
-                });
-            }
-            None => file.self_instrumentation,
-        };
+        let self_instrumentation = resolve_self_instrumentation(&get, file)?;
         Ok(Some(TraceSinkConfig {
             protocol,
             endpoint,
@@ -255,6 +212,66 @@ impl TraceSinkConfig {
         };
         exporter.set_resource(&self.resource());
         Ok(exporter)
+    }
+}
+
+/// Reads a setting from the environment: trimmed, `None` when unset or blank.
+type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+/// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL`, `traces.protocol`, in
+/// that order; an unknown value is an error naming where it came from.
+fn resolve_protocol(get: &Lookup, file: &crate::config::Traces) -> Result<OtlpProtocol, TraceSinkError> {
+    let chosen = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .map(|p| (p, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+        .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL").map(|p| (p, "OTEL_EXPORTER_OTLP_PROTOCOL")))
+        .or_else(|| file.protocol.clone().map(|p| (p, "traces.protocol")));
+    let Some((p, origin)) = chosen else { return Ok(OtlpProtocol::HttpProtobuf) };
+    OtlpProtocol::parse(&p).ok_or_else(|| TraceSinkError::Config {
+        setting: origin.to_string(),
+        problem: format!("{p:?} is not one of http/protobuf, grpc"),
+    })
+}
+
+/// The traces endpoint: the traces-specific variable verbatim, else a base URL (environment, then
+/// file) with `/v1/traces` appended for HTTP. `None`: no endpoint anywhere, traces are off.
+fn resolve_endpoint(
+    get: &Lookup,
+    file: &crate::config::Traces,
+    protocol: OtlpProtocol,
+) -> Result<Option<String>, TraceSinkError> {
+    let base = |b: String| match protocol {
+        OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", b.trim_end_matches('/')),
+        OtlpProtocol::Grpc => b,
+    };
+    let endpoint = match (
+        get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        file.endpoint.clone().filter(|e| !e.trim().is_empty()),
+    ) {
+        (Some(e), _, _) => e,
+        (None, Some(b), _) => base(b),
+        (None, None, Some(b)) => base(b),
+        (None, None, None) => return Ok(None),
+    };
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(TraceSinkError::Config {
+            setting: "OTLP endpoint".into(),
+            problem: format!("{endpoint:?} is not an http(s) URL"),
+        });
+    }
+    Ok(Some(endpoint))
+}
+
+/// `DEPLOY_JOURNEY_SELF_TRACES=true|false` (or 1/0), else the file's `self_instrumentation`.
+fn resolve_self_instrumentation(get: &Lookup, file: &crate::config::Traces) -> Result<bool, TraceSinkError> {
+    match get("DEPLOY_JOURNEY_SELF_TRACES").as_deref() {
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(TraceSinkError::Config {
+            setting: "DEPLOY_JOURNEY_SELF_TRACES".into(),
+            problem: format!("{other:?} is not true or false"),
+        }),
+        None => Ok(file.self_instrumentation),
     }
 }
 

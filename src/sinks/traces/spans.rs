@@ -213,53 +213,59 @@ fn stage_spans(j: &Journey, s: &StageJourney) -> Vec<SpanRecord> {
         links: vec![],
         error: s.state == StageState::Failed,
     }];
-    for a in &s.attempts {
-        let (Some(a_start), Some(a_end)) = (a.start, a.end) else { continue };
-        let idx = attempt_index(&s.attempts, a.build_id);
-        let mut links = vec![];
-        if let Some(prev) = a.rerun_of {
-            let prev_idx = if s.attempts.iter().any(|x| x.build_id == prev) {
-                attempt_index(&s.attempts, prev)
-            } else {
-                idx.saturating_sub(1)
-            };
-            links.push((tid, attempt_span_id(&j.sha, &s.name, prev, prev_idx)));
-        }
-        if !a.own
-            && let Some(head) = a.head.as_deref()
-            && head != j.sha
-        {
-            links.push((trace_id(head), attempt_span_id(head, &s.name, a.build_id, idx)));
-        }
-        let mut attributes: Vec<(String, AttrValue)> = vec![
-            ("cicd.pipeline.name".into(), a.pipeline.as_str().into()),
-            ("cicd.pipeline.run.id".into(), a.build_id.to_string().into()),
-            ("cicd.pipeline.run.url.full".into(), a.url.as_str().into()),
-            ("cicd.pipeline.task.name".into(), a.job.as_str().into()),
-            ("deploy_journey.build.name".into(), a.name.as_str().into()),
-            ("deploy_journey.attribution".into(), a.method.as_str().into()),
-            ("deploy_journey.own_build".into(), a.own.into()),
-        ];
-        if let Some(r) = build_result(a.status) {
-            attributes.push(("cicd.pipeline.result".into(), r.into()));
-        }
-        if let Some(h) = &a.head {
-            attributes.push(("deploy_journey.build.head_revision".into(), h.as_str().into()));
-        }
-        out.push(SpanRecord {
-            trace_id: tid,
-            span_id: attempt_span_id(&j.sha, &s.name, a.build_id, idx),
-            parent: Some(sid),
-            name: format!("{} #{}", a.job, a.name),
-            start_unix_nano: nanos(a_start),
-            end_unix_nano: nanos(a_end.max(a_start)),
-            attributes,
-            events: vec![],
-            links,
-            error: matches!(a.status, BuildStatus::Failed | BuildStatus::Errored),
-        });
-    }
+    out.extend(s.attempts.iter().filter_map(|a| attempt_span(j, s, a)));
     out
+}
+
+/// The span of one finished attempt of stage `s`, under the stage span; `None` while it runs.
+/// A rerun links to the attempt it re-ran, a build carried by a later commit to its span in
+/// that commit's trace.
+fn attempt_span(j: &Journey, s: &StageJourney, a: &Attempt) -> Option<SpanRecord> {
+    let (Some(a_start), Some(a_end)) = (a.start, a.end) else { return None };
+    let tid = trace_id(&j.sha);
+    let idx = attempt_index(&s.attempts, a.build_id);
+    let mut links = vec![];
+    if let Some(prev) = a.rerun_of {
+        let prev_idx = if s.attempts.iter().any(|x| x.build_id == prev) {
+            attempt_index(&s.attempts, prev)
+        } else {
+            idx.saturating_sub(1)
+        };
+        links.push((tid, attempt_span_id(&j.sha, &s.name, prev, prev_idx)));
+    }
+    if !a.own
+        && let Some(head) = a.head.as_deref()
+        && head != j.sha
+    {
+        links.push((trace_id(head), attempt_span_id(head, &s.name, a.build_id, idx)));
+    }
+    let mut attributes: Vec<(String, AttrValue)> = vec![
+        ("cicd.pipeline.name".into(), a.pipeline.as_str().into()),
+        ("cicd.pipeline.run.id".into(), a.build_id.to_string().into()),
+        ("cicd.pipeline.run.url.full".into(), a.url.as_str().into()),
+        ("cicd.pipeline.task.name".into(), a.job.as_str().into()),
+        ("deploy_journey.build.name".into(), a.name.as_str().into()),
+        ("deploy_journey.attribution".into(), a.method.as_str().into()),
+        ("deploy_journey.own_build".into(), a.own.into()),
+    ];
+    if let Some(r) = build_result(a.status) {
+        attributes.push(("cicd.pipeline.result".into(), r.into()));
+    }
+    if let Some(h) = &a.head {
+        attributes.push(("deploy_journey.build.head_revision".into(), h.as_str().into()));
+    }
+    Some(SpanRecord {
+        trace_id: tid,
+        span_id: attempt_span_id(&j.sha, &s.name, a.build_id, idx),
+        parent: Some(stage_span_id(&j.sha, &s.name)),
+        name: format!("{} #{}", a.job, a.name),
+        start_unix_nano: nanos(a_start),
+        end_unix_nano: nanos(a_end.max(a_start)),
+        attributes,
+        events: vec![],
+        links,
+        error: matches!(a.status, BuildStatus::Failed | BuildStatus::Errored),
+    })
 }
 
 /// Spans that are final before the journey ends: every *succeeded* stage (and its attempts)
