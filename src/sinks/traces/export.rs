@@ -10,6 +10,8 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::sync::mpsc;
 
+use crate::clock::Clock;
+
 use super::otlp::{JOURNEY_SCOPE, TraceSinkConfig, TraceSinkError};
 use super::spans::{SpanRecord, finished_stage_spans, journey_spans, to_span_data};
 
@@ -100,9 +102,7 @@ impl SpanExport {
         marked: HashSet<String>,
         repo_url: String,
         branch: String,
-        // TODO(clock): the same type as `app::Clock`, which sinks may not use (layering); the
-        // clock round moves one clock notion below both.
-        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+        clock: Clock,
     ) -> Result<SpanExport, TraceSinkError> {
         let exporter = cfg.exporter()?;
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
@@ -172,7 +172,7 @@ async fn export_task(
     mut rx: mpsc::Receiver<Batch>,
     store: MarkStore,
     stats: Arc<SpanExportStats>,
-    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    clock: Clock,
 ) {
     use backon::BackoffBuilder;
     let scope = InstrumentationScope::builder(JOURNEY_SCOPE).with_version(env!("CARGO_PKG_VERSION")).build();
