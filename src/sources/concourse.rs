@@ -59,11 +59,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::telemetry::{
-    ERROR_BODY_LIMIT, LIST_BODY_LIMIT, RequestOutcome, SourceTelemetry, TOKEN_BODY_LIMIT, backoff, base_url,
-    body_excerpt, common_headers, config_error, describe_transport, form_encode, kind_of_status, link_target,
-    next_delay, read_body, read_body_prefix, scrub, token_answer_error, token_decode_error, url_with,
+use super::client::{
+    ERROR_BODY_LIMIT, LIST_BODY_LIMIT, TOKEN_BODY_LIMIT, backoff, base_url, body_excerpt, common_headers, config_error,
+    describe_transport, form_encode, kind_of_status, link_target, next_delay, read_body, read_body_prefix, scrub,
+    token_answer_error, token_decode_error, url_with,
 };
+use super::telemetry::{RequestOutcome, SourceTelemetry};
 use super::{ConcourseAuth, ConcourseConfig, ErrorKind, Secret, SourceError, WatchedPipeline};
 use crate::core::journey::{BuildFact, BuildId, BuildStatus, Fact, Facts, HorizonFact, VersionFact};
 

@@ -35,11 +35,12 @@ use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::telemetry::{
-    ERROR_BODY_LIMIT, LIST_BODY_LIMIT, RequestOutcome, SourceTelemetry, backoff, base_url, body_excerpt,
-    common_headers, config_error, describe_transport, kind_of_status, link_target, next_delay, read_body,
-    read_body_prefix, same_origin, scrub, url_with,
+use super::client::{
+    ERROR_BODY_LIMIT, LIST_BODY_LIMIT, backoff, base_url, body_excerpt, common_headers, config_error,
+    describe_transport, kind_of_status, link_target, next_delay, read_body, read_body_prefix, same_origin, scrub,
+    url_with,
 };
+use super::telemetry::{RequestOutcome, SourceTelemetry};
 use super::{ErrorKind, GithubConfig, SourceError};
 use crate::core::journey::{CommitFact, Fact};
 

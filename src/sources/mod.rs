@@ -1,6 +1,7 @@
 //! Sources: the only code that knows Concourse's and GitHub's JSON. Each turns API answers into
 //! core [`Fact`](crate::core::journey::Fact)s.
 
+pub mod client;
 pub mod concourse;
 pub mod github;
 pub mod redact;

@@ -1,0 +1,671 @@
+//! Span building: a commit's journey as a tree of plain [`SpanRecord`]s, and their conversion to
+//! the SDK's `SpanData`. Pure: ids are functions of the commit and the builds, so re-exporting a
+//! journey after a restart gives the same spans.
+//! - trace id: the first 32 hex digits of the commit sha;
+//! - span id: 64-bit FNV-1a of `sha`, `stage`, build id and attempt index (never 0).
+//!
+//! Shape of a commit's trace:
+//! ```text
+//! deliver <short sha>            commit time → journey end (only once the journey ended)
+//! └─ <stage>                     ready_at → stage end, event `build.started`
+//!    └─ <job> #<build name>      build start → build end, one per attempt
+//! ```
+//! A rerun links to the attempt it re-ran; an attempt carried by a later commit's build links
+//! to that build's span in the head commit's trace.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue, Value};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+use crate::core::journey::{Attempt, BuildId, BuildStatus, Journey, Outcome, StageJourney, StageState};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    F64(f64),
+    Bool(bool),
+}
+
+impl From<&str> for AttrValue {
+    fn from(s: &str) -> Self {
+        AttrValue::Str(s.to_string())
+    }
+}
+impl From<String> for AttrValue {
+    fn from(s: String) -> Self {
+        AttrValue::Str(s)
+    }
+}
+impl From<i64> for AttrValue {
+    fn from(v: i64) -> Self {
+        AttrValue::Int(v)
+    }
+}
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        AttrValue::Bool(v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanEventRecord {
+    pub name: String,
+    pub time_unix_nano: u64,
+    pub attributes: Vec<(String, AttrValue)>,
+}
+
+/// A span as plain data; see the module docs for ids and shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanRecord {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub name: String,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub attributes: Vec<(String, AttrValue)>,
+    pub events: Vec<SpanEventRecord>,
+    /// (trace id, span id) of linked spans.
+    pub links: Vec<([u8; 16], [u8; 8])>,
+    /// Span status is Error.
+    pub error: bool,
+}
+
+impl SpanRecord {
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// 64-bit FNV-1a: fixed across Rust releases and platforms (unlike `DefaultHasher`).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(FNV_OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
+}
+
+/// Trace id of a commit: the first 32 hex digits of its sha. A sha that is not (at least 32
+/// digits of) hex gets a FNV-1a-derived id instead; never all zeros.
+pub fn trace_id(sha: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if sha.len() >= 32 && hex::decode_to_slice(&sha[..32], &mut out).is_ok() && out != [0u8; 16] {
+        return out;
+    }
+    let a = fnv1a64(sha.as_bytes());
+    let b = fnv1a64(format!("{sha}/trace").as_bytes());
+    out[..8].copy_from_slice(&a.to_be_bytes());
+    out[8..].copy_from_slice(&b.to_be_bytes());
+    if out == [0u8; 16] {
+        out[15] = 1;
+    }
+    out
+}
+
+/// Span id of (sha, stage, build id, attempt index): FNV-1a over `sha/stage/build/attempt`,
+/// 0 mapped to 1. The root is `(sha, "", None, None)`, a stage `(sha, stage, None, None)`.
+pub fn span_id(sha: &str, stage: &str, build: Option<BuildId>, attempt: Option<usize>) -> [u8; 8] {
+    let key = format!(
+        "{sha}/{stage}/{}/{}",
+        build.map(|b| b.to_string()).unwrap_or_default(),
+        attempt.map(|a| a.to_string()).unwrap_or_default()
+    );
+    let h = fnv1a64(key.as_bytes());
+    (if h == 0 { 1 } else { h }).to_be_bytes()
+}
+
+pub fn root_span_id(sha: &str) -> [u8; 8] {
+    span_id(sha, "", None, None)
+}
+
+pub fn stage_span_id(sha: &str, stage: &str) -> [u8; 8] {
+    span_id(sha, stage, None, None)
+}
+
+/// Attempt index of a build: 0 for an original build, 1 + the index of the build it re-ran for
+/// a rerun (following `rerun_of` among `attempts`; a rerun of an unknown build is 1). It is a
+/// property of the build, so the same build has the same index in every commit's journey.
+pub fn attempt_index(attempts: &[Attempt], build: BuildId) -> usize {
+    let mut idx = 0;
+    let mut cur = attempts.iter().find(|a| a.build_id == build).and_then(|a| a.rerun_of);
+    while let Some(prev) = cur {
+        idx += 1;
+        if idx > attempts.len() {
+            break;
+        }
+        cur = attempts.iter().find(|a| a.build_id == prev).and_then(|a| a.rerun_of);
+    }
+    idx
+}
+
+/// Span id of an attempt span (build `build` of stage `stage` in commit `sha`'s trace).
+pub fn attempt_span_id(sha: &str, stage: &str, build: BuildId, attempt: usize) -> [u8; 8] {
+    span_id(sha, stage, Some(build), Some(attempt))
+}
+
+fn nanos(secs: i64) -> u64 {
+    u64::try_from(secs).unwrap_or(0).saturating_mul(1_000_000_000)
+}
+
+/// `cicd.pipeline.result` of a finished build (semantic conventions values).
+pub fn build_result(s: BuildStatus) -> Option<&'static str> {
+    match s {
+        BuildStatus::Succeeded => Some("success"),
+        BuildStatus::Failed => Some("failure"),
+        BuildStatus::Errored => Some("error"),
+        BuildStatus::Aborted => Some("cancellation"),
+        BuildStatus::Pending | BuildStatus::Started => None,
+    }
+}
+
+/// The environment a journey reached first, and when.
+fn first_deployment(j: &Journey) -> Option<(&str, i64)> {
+    j.deployed_at.iter().map(|(e, t)| (e.as_str(), *t)).min_by_key(|(e, t)| (*t, *e))
+}
+
+fn selected<'a>(j: &'a Journey, stage_names: &'a [&str]) -> impl Iterator<Item = &'a StageJourney> + 'a {
+    j.stages
+        .iter()
+        .filter(move |s| !s.attempts.is_empty() && (stage_names.is_empty() || stage_names.contains(&s.name.as_str())))
+}
+
+/// The stage span and its attempt spans, when the stage has ended (succeeded or failed).
+fn stage_spans(j: &Journey, s: &StageJourney) -> Vec<SpanRecord> {
+    let Some(end) = s.end else { return vec![] };
+    if !matches!(s.state, StageState::Succeeded | StageState::Failed) {
+        return vec![];
+    }
+    let tid = trace_id(&j.sha);
+    let sid = stage_span_id(&j.sha, &s.name);
+    let first_start = s.attempts.iter().filter_map(|a| a.start).min();
+    let start = s.ready_at.or(first_start).unwrap_or(j.commit_time).min(first_start.unwrap_or(i64::MAX));
+    let mut attributes: Vec<(String, AttrValue)> = vec![
+        ("deploy_journey.stage".into(), s.name.as_str().into()),
+        ("deploy_journey.stage.state".into(), s.state.as_str().into()),
+        ("cicd.pipeline.result".into(), (if s.state == StageState::Succeeded { "success" } else { "failure" }).into()),
+    ];
+    if let Some(p) = s.attempts.first() {
+        attributes.push(("cicd.pipeline.name".into(), p.pipeline.as_str().into()));
+    }
+    if let Some(m) = s.method() {
+        attributes.push(("deploy_journey.attribution".into(), m.as_str().into()));
+    }
+    if let Some(w) = s.wait() {
+        attributes.push(("deploy_journey.wait_seconds".into(), w.into()));
+    }
+    let events = first_start
+        .map(|t| SpanEventRecord { name: "build.started".into(), time_unix_nano: nanos(t), attributes: vec![] })
+        .into_iter()
+        .collect();
+    let mut out = vec![SpanRecord {
+        trace_id: tid,
+        span_id: sid,
+        parent: Some(root_span_id(&j.sha)),
+        name: s.name.clone(),
+        start_unix_nano: nanos(start),
+        end_unix_nano: nanos(end.max(start)),
+        attributes,
+        events,
+        links: vec![],
+        error: s.state == StageState::Failed,
+    }];
+    out.extend(s.attempts.iter().filter_map(|a| attempt_span(j, s, a)));
+    out
+}
+
+/// The span of one finished attempt of stage `s`, under the stage span; `None` while it runs.
+/// A rerun links to the attempt it re-ran, a build carried by a later commit to its span in
+/// that commit's trace.
+fn attempt_span(j: &Journey, s: &StageJourney, a: &Attempt) -> Option<SpanRecord> {
+    let (Some(a_start), Some(a_end)) = (a.start, a.end) else { return None };
+    let tid = trace_id(&j.sha);
+    let idx = attempt_index(&s.attempts, a.build_id);
+    let mut links = vec![];
+    if let Some(prev) = a.rerun_of {
+        let prev_idx = if s.attempts.iter().any(|x| x.build_id == prev) {
+            attempt_index(&s.attempts, prev)
+        } else {
+            idx.saturating_sub(1)
+        };
+        links.push((tid, attempt_span_id(&j.sha, &s.name, prev, prev_idx)));
+    }
+    if !a.own
+        && let Some(head) = a.head.as_deref()
+        && head != j.sha
+    {
+        links.push((trace_id(head), attempt_span_id(head, &s.name, a.build_id, idx)));
+    }
+    let mut attributes: Vec<(String, AttrValue)> = vec![
+        ("cicd.pipeline.name".into(), a.pipeline.as_str().into()),
+        ("cicd.pipeline.run.id".into(), a.build_id.to_string().into()),
+        ("cicd.pipeline.run.url.full".into(), a.url.as_str().into()),
+        ("cicd.pipeline.task.name".into(), a.job.as_str().into()),
+        ("deploy_journey.build.name".into(), a.name.as_str().into()),
+        ("deploy_journey.attribution".into(), a.method.as_str().into()),
+        ("deploy_journey.own_build".into(), a.own.into()),
+    ];
+    if let Some(r) = build_result(a.status) {
+        attributes.push(("cicd.pipeline.result".into(), r.into()));
+    }
+    if let Some(h) = &a.head {
+        attributes.push(("deploy_journey.build.head_revision".into(), h.as_str().into()));
+    }
+    Some(SpanRecord {
+        trace_id: tid,
+        span_id: attempt_span_id(&j.sha, &s.name, a.build_id, idx),
+        parent: Some(stage_span_id(&j.sha, &s.name)),
+        name: format!("{} #{}", a.job, a.name),
+        start_unix_nano: nanos(a_start),
+        end_unix_nano: nanos(a_end.max(a_start)),
+        attributes,
+        events: vec![],
+        links,
+        error: matches!(a.status, BuildStatus::Failed | BuildStatus::Errored),
+    })
+}
+
+/// Spans that are final before the journey ends: every *succeeded* stage (and its attempts)
+/// among `stage_names` (empty: all stages) whose builds are all the commit's own. A failed stage can still be retried (its end and
+/// attempts change), so it is only exported with the whole journey; the root only exists once
+/// the journey ended. Children point at the root's id, which is computable up front.
+pub fn finished_stage_spans(j: &Journey, stage_names: &[&str]) -> Vec<SpanRecord> {
+    // A stage that succeeded through a later commit's build can still be re-derived when the
+    // commit's own, slower build ends (staging-deploys-descendant): it waits for the journey.
+    selected(j, stage_names)
+        .filter(|s| s.state == StageState::Succeeded && s.attempts.iter().all(|a| a.own))
+        .flat_map(|s| stage_spans(j, s))
+        .collect()
+}
+
+/// Every span of a journey that can be built now: the root `deliver <short sha>` (only when
+/// the journey ended), and for each stage among `stage_names` (empty: all) that has attempts
+/// and has ended, its span and one span per finished attempt. Root first, then stages in
+/// configuration order. A superset of [`finished_stage_spans`].
+pub fn journey_spans(j: &Journey, repo_url: &str, branch: &str, stage_names: &[&str]) -> Vec<SpanRecord> {
+    let mut out = vec![];
+    if j.ended
+        && let Some((env, end)) = first_deployment(j)
+    {
+        let result = if j.outcome == Outcome::Failed { "failure" } else { "success" };
+        let attributes: Vec<(String, AttrValue)> = vec![
+            ("vcs.repository.url.full".into(), repo_url.into()),
+            ("vcs.ref.head.name".into(), branch.into()),
+            ("vcs.ref.head.revision".into(), j.sha.as_str().into()),
+            ("deployment.environment.name".into(), env.into()),
+            ("cicd.pipeline.result".into(), result.into()),
+            ("deploy_journey.change_type".into(), j.classification.change_type.as_str().into()),
+            ("deploy_journey.outcome".into(), j.outcome.as_str().into()),
+            ("deploy_journey.lead_time_seconds".into(), (end - j.commit_time).into()),
+            ("deploy_journey.commit.subject".into(), j.subject.as_str().into()),
+        ];
+        let links = match &j.carried_by {
+            Some(h) if h != &j.sha => vec![(trace_id(h), root_span_id(h))],
+            _ => vec![],
+        };
+        out.push(SpanRecord {
+            trace_id: trace_id(&j.sha),
+            span_id: root_span_id(&j.sha),
+            parent: None,
+            name: format!("deliver {}", j.short()),
+            start_unix_nano: nanos(j.commit_time),
+            end_unix_nano: nanos(end.max(j.commit_time)),
+            attributes,
+            events: vec![],
+            links,
+            error: j.outcome == Outcome::Failed,
+        });
+    }
+    out.extend(selected(j, stage_names).flat_map(|s| stage_spans(j, s)));
+    out
+}
+
+/// The repository's web URL (`vcs.repository.url.full`) from the API URL the exporter polls:
+/// `api.github.com` → `github.com`, GitHub Enterprise `https://host/api/v3` → `https://host`.
+pub fn repository_web_url(api_url: &str, owner: &str, name: &str) -> String {
+    let base = api_url.trim_end_matches('/');
+    let base = base.strip_suffix("/api/v3").unwrap_or(base);
+    let base = base.replacen("://api.github.com", "://github.com", 1);
+    format!("{base}/{owner}/{name}")
+}
+
+fn to_value(v: &AttrValue) -> Value {
+    match v {
+        AttrValue::Str(s) => Value::from(s.clone()),
+        AttrValue::Int(i) => Value::I64(*i),
+        AttrValue::F64(f) => Value::F64(*f),
+        AttrValue::Bool(b) => Value::Bool(*b),
+    }
+}
+
+fn kvs(attrs: &[(String, AttrValue)]) -> Vec<KeyValue> {
+    attrs.iter().map(|(k, v)| KeyValue::new(k.clone(), to_value(v))).collect()
+}
+
+fn time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+fn ctx(trace: [u8; 16], span: [u8; 8]) -> SpanContext {
+    SpanContext::new(
+        TraceId::from_bytes(trace),
+        SpanId::from_bytes(span),
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    )
+}
+
+/// A [`SpanRecord`] as the SDK's exportable span.
+pub fn to_span_data(r: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
+    let mut events = SpanEvents::default();
+    for e in &r.events {
+        events.events.push(Event::new(e.name.clone(), time(e.time_unix_nano), kvs(&e.attributes), 0));
+    }
+    let mut links = SpanLinks::default();
+    for (t, s) in &r.links {
+        links.links.push(Link::new(ctx(*t, *s), vec![], 0));
+    }
+    SpanData {
+        span_context: ctx(r.trace_id, r.span_id),
+        parent_span_id: r.parent.map(SpanId::from_bytes).unwrap_or(SpanId::INVALID),
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: Cow::Owned(r.name.clone()),
+        start_time: time(r.start_unix_nano),
+        end_time: time(r.end_unix_nano),
+        attributes: kvs(&r.attributes),
+        dropped_attributes_count: 0,
+        events,
+        links,
+        status: if r.error { Status::error("") } else { Status::Unset },
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::core::classify::{ChangeType, Classification};
+    use crate::core::journey::Method;
+
+    const HEAD: &str = "c0ffee00112233445566778899aabbccddeeff00";
+    const MINE: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
+
+    fn att(id: BuildId, job: &str, status: BuildStatus, start: i64, end: i64) -> Attempt {
+        Attempt {
+            build_id: id,
+            pipeline: "lana-bank".into(),
+            job: job.into(),
+            name: id.to_string(),
+            status,
+            start: Some(start),
+            end: Some(end),
+            url: format!("https://ci.example/builds/{id}"),
+            rerun_of: None,
+            method: Method::Exact,
+            own: true,
+            head: Some(MINE.into()),
+        }
+    }
+
+    fn stage(name: &str, state: StageState, ready: i64, attempts: Vec<Attempt>) -> StageJourney {
+        let start = attempts.iter().filter_map(|a| a.start).min();
+        let end = attempts.iter().filter_map(|a| a.end).max();
+        StageJourney {
+            name: name.into(),
+            state,
+            ready_at: Some(ready),
+            start,
+            end: if state.in_flight() { None } else { end },
+            attempts,
+            expected_jobs: vec![],
+            waits_for: None,
+        }
+    }
+
+    fn journey(stages: Vec<StageJourney>, deployed: Option<i64>) -> Journey {
+        Journey {
+            sha: MINE.into(),
+            subject: "fix: a".into(),
+            author: "dev".into(),
+            commit_time: 1_000,
+            classification: Classification { resources: vec!["lana".into()], change_type: ChangeType::Backend },
+            stages,
+            outcome: if deployed.is_some() { Outcome::Deployed } else { Outcome::InFlight },
+            failed_stage: None,
+            carried_on: false,
+            ended: deployed.is_some(),
+            deployed_at: deployed.map(|t| BTreeMap::from([("staging".to_string(), t)])).unwrap_or_default(),
+            carried_by: None,
+            not_picked_up: false,
+            vanished: false,
+        }
+    }
+
+    fn str_attr<'a>(s: &'a SpanRecord, k: &str) -> &'a str {
+        match s.attr(k) {
+            Some(AttrValue::Str(v)) => v,
+            other => panic!("{k}: {other:?} on {}", s.name),
+        }
+    }
+
+    #[test]
+    fn fnv_is_the_reference_function() {
+        // Reference vectors of 64-bit FNV-1a.
+        for (input, want) in [("", 0xcbf29ce484222325u64), ("a", 0xaf63dc4c8601ec8c), ("foobar", 0x85944171f73967e8)] {
+            assert_eq!(fnv1a64(input.as_bytes()), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_deterministic_sha_prefixed_and_distinct() {
+        assert_eq!(hex::encode(trace_id(MINE)), &MINE[..32]);
+        assert_eq!(trace_id("not-hex"), trace_id("not-hex"));
+        assert_ne!(trace_id("not-hex"), [0; 16]);
+        let ids = [
+            root_span_id(MINE),
+            stage_span_id(MINE, "test"),
+            stage_span_id(MINE, "deploy"),
+            attempt_span_id(MINE, "test", 7, 0),
+            attempt_span_id(MINE, "test", 7, 1),
+            attempt_span_id(MINE, "test", 8, 0),
+            attempt_span_id(HEAD, "test", 7, 0),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            assert_ne!(*a, [0; 8]);
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(attempt_span_id(MINE, "test", 7, 0), attempt_span_id(MINE, "test", 7, 0));
+        // Pinned: ids must never change across releases (they are stored in other systems).
+        assert_eq!(
+            span_id(MINE, "test", Some(7), Some(0)),
+            fnv1a64(format!("{MINE}/test/7/0").as_bytes()).to_be_bytes()
+        );
+    }
+
+    #[test]
+    fn tree_timestamps_and_attributes() {
+        let j = journey(
+            vec![
+                stage(
+                    "test",
+                    StageState::Succeeded,
+                    1_000,
+                    vec![att(10, "test-unit", BuildStatus::Succeeded, 1_060, 1_500)],
+                ),
+                stage(
+                    "deploy",
+                    StageState::Succeeded,
+                    1_500,
+                    vec![att(20, "deploy", BuildStatus::Succeeded, 1_600, 1_900)],
+                ),
+                stage("never", StageState::NotApplicable, 0, vec![]),
+            ],
+            Some(1_900),
+        );
+        let spans = journey_spans(&j, "https://github.com/o/r", "main", &[]);
+        assert_eq!(spans.len(), 5);
+        assert!(spans.iter().all(|s| s.trace_id == trace_id(MINE)));
+        let root = &spans[0];
+        assert_eq!(root.name, format!("deliver {}", &MINE[..7]));
+        assert_eq!((root.parent, root.start_unix_nano, root.end_unix_nano), (None, nanos(1_000), nanos(1_900)));
+        for (k, v) in [
+            ("vcs.repository.url.full", "https://github.com/o/r"),
+            ("vcs.ref.head.name", "main"),
+            ("vcs.ref.head.revision", MINE),
+            ("deployment.environment.name", "staging"),
+            ("cicd.pipeline.result", "success"),
+            ("deploy_journey.change_type", "backend"),
+            ("deploy_journey.outcome", "deployed"),
+            ("deploy_journey.commit.subject", "fix: a"),
+        ] {
+            assert_eq!(str_attr(root, k), v, "{k}");
+        }
+        assert_eq!(root.attr("deploy_journey.lead_time_seconds"), Some(&AttrValue::Int(900)));
+        let test = spans.iter().find(|s| s.name == "test").unwrap();
+        assert_eq!(test.parent, Some(root.span_id));
+        assert_eq!((test.start_unix_nano, test.end_unix_nano), (nanos(1_000), nanos(1_500)));
+        assert_eq!(test.events[0].name, "build.started");
+        assert_eq!(test.events[0].time_unix_nano, nanos(1_060));
+        let build = spans.iter().find(|s| s.name == "test-unit #10").unwrap();
+        assert_eq!(build.parent, Some(test.span_id));
+        assert_eq!((build.start_unix_nano, build.end_unix_nano), (nanos(1_060), nanos(1_500)));
+        for (k, v) in [
+            ("cicd.pipeline.name", "lana-bank"),
+            ("cicd.pipeline.run.id", "10"),
+            ("cicd.pipeline.run.url.full", "https://ci.example/builds/10"),
+            ("cicd.pipeline.task.name", "test-unit"),
+            ("cicd.pipeline.result", "success"),
+        ] {
+            assert_eq!(str_attr(build, k), v, "{k}");
+        }
+        assert!(!build.error && build.links.is_empty());
+        // Filtered by stage name.
+        let only = journey_spans(&j, "u", "main", &["deploy"]);
+        assert_eq!(
+            only.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["deliver a1b2c3d", "deploy", "deploy #20"]
+        );
+    }
+
+    #[test]
+    fn rerun_links_to_the_attempt_it_reran_and_failure_is_error() {
+        let mut rerun = att(11, "test-unit", BuildStatus::Succeeded, 1_600, 1_900);
+        rerun.rerun_of = Some(10);
+        rerun.name = "10.1".into();
+        let j = journey(
+            vec![stage(
+                "test",
+                StageState::Succeeded,
+                1_000,
+                vec![att(10, "test-unit", BuildStatus::Failed, 1_100, 1_500), rerun],
+            )],
+            Some(2_000),
+        );
+        let spans = journey_spans(&j, "u", "main", &[]);
+        let first = spans.iter().find(|s| s.name == "test-unit #10").unwrap();
+        let second = spans.iter().find(|s| s.name == "test-unit #10.1").unwrap();
+        assert!(first.error && !second.error);
+        assert_eq!(str_attr(first, "cicd.pipeline.result"), "failure");
+        assert_eq!(first.span_id, attempt_span_id(MINE, "test", 10, 0));
+        assert_eq!(second.span_id, attempt_span_id(MINE, "test", 11, 1));
+        assert_eq!(second.links, vec![(trace_id(MINE), first.span_id)]);
+    }
+
+    #[test]
+    fn batched_commit_links_into_the_head_commits_trace() {
+        let mut carried = att(30, "test-unit", BuildStatus::Succeeded, 1_300, 1_700);
+        carried.own = false;
+        carried.head = Some(HEAD.into());
+        let mut j = journey(vec![stage("test", StageState::Succeeded, 1_000, vec![carried.clone()])], Some(1_800));
+        j.carried_by = Some(HEAD.into());
+        j.outcome = Outcome::Superseded;
+        let spans = journey_spans(&j, "u", "main", &[]);
+        let b = spans.iter().find(|s| s.name == "test-unit #30").unwrap();
+        assert_eq!(b.trace_id, trace_id(MINE));
+        assert_eq!(b.links, vec![(trace_id(HEAD), attempt_span_id(HEAD, "test", 30, 0))]);
+        assert_eq!(spans[0].links, vec![(trace_id(HEAD), root_span_id(HEAD))]);
+        // The head commit's own journey gives that span exactly that id.
+        let mut own = carried;
+        own.own = true;
+        let mut h = journey(vec![stage("test", StageState::Succeeded, 1_200, vec![own])], Some(1_800));
+        h.sha = HEAD.into();
+        let hs = journey_spans(&h, "u", "main", &[]);
+        assert!(hs.iter().any(|s| s.span_id == b.links[0].1 && s.trace_id == b.links[0].0));
+    }
+
+    #[test]
+    fn finished_vs_end_of_journey() {
+        let j = journey(
+            vec![
+                stage(
+                    "test",
+                    StageState::Succeeded,
+                    1_000,
+                    vec![att(10, "test-unit", BuildStatus::Succeeded, 1_060, 1_500)],
+                ),
+                stage("rc", StageState::Failed, 1_500, vec![att(15, "build-rc", BuildStatus::Failed, 1_550, 1_600)]),
+                stage(
+                    "deploy",
+                    StageState::Running,
+                    1_600,
+                    vec![{
+                        let mut a = att(20, "deploy", BuildStatus::Started, 1_700, 0);
+                        a.end = None;
+                        a
+                    }],
+                ),
+            ],
+            None,
+        );
+        let names = |v: Vec<SpanRecord>| v.into_iter().map(|s| s.name).collect::<Vec<_>>();
+        // Not ended: no root; a failed stage may still be retried, so only succeeded stages are final.
+        assert_eq!(names(finished_stage_spans(&j, &[])), ["test", "test-unit #10"]);
+        assert_eq!(names(journey_spans(&j, "u", "main", &[])), ["test", "test-unit #10", "rc", "build-rc #15"]);
+    }
+
+    #[test]
+    fn repository_web_urls() {
+        for (api, want) in [
+            ("https://api.github.com", "https://github.com/o/r"),
+            ("https://api.github.com/", "https://github.com/o/r"),
+            ("https://ghe.example/api/v3", "https://ghe.example/o/r"),
+            ("http://127.0.0.1:8090", "http://127.0.0.1:8090/o/r"),
+        ] {
+            assert_eq!(repository_web_url(api, "o", "r"), want, "{api}");
+        }
+    }
+
+    #[test]
+    fn converts_to_span_data() {
+        let j = journey(
+            vec![stage(
+                "test",
+                StageState::Failed,
+                1_000,
+                vec![att(10, "test-unit", BuildStatus::Failed, 1_060, 1_500)],
+            )],
+            None,
+        );
+        let spans = journey_spans(&j, "u", "main", &[]);
+        let scope = InstrumentationScope::builder("t").build();
+        let d = to_span_data(&spans[1], &scope);
+        assert_eq!(d.span_context.trace_id(), TraceId::from_bytes(trace_id(MINE)));
+        assert_eq!(d.span_context.span_id(), SpanId::from_bytes(spans[1].span_id));
+        assert_eq!(d.parent_span_id, SpanId::from_bytes(stage_span_id(MINE, "test")));
+        assert_eq!(d.start_time, UNIX_EPOCH + Duration::from_secs(1_060));
+        assert_eq!(d.end_time, UNIX_EPOCH + Duration::from_secs(1_500));
+        assert!(matches!(d.status, Status::Error { .. }));
+        assert_eq!(d.events.len(), 0);
+        let stage_data = to_span_data(&spans[0], &scope);
+        assert_eq!(stage_data.events.events[0].name, "build.started");
+    }
+}
