@@ -189,6 +189,25 @@ fn fault(json: &str) -> FaultRule {
     FaultRule::parse(json.as_bytes()).unwrap()
 }
 
+/// three-while-tests-run.yaml running at 120× on a real port, with a Concourse user and a
+/// GitHub token the simulator accepts (and nothing else).
+async fn credentialed_sim() -> (Arc<Sim>, String, tokio::task::JoinHandle<()>) {
+    init_crypto();
+    let sc =
+        Scenario::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/three-while-tests-run.yaml")).unwrap();
+    let start = deploy_journey::clock::unix_now();
+    let (mut world, _) = sc.build_world(start);
+    world.concourse.users.insert("deploy-journey".into(), CONCOURSE_PASSWORD.into());
+    let sim = Sim::new(world, SimClock::new(start, ClockMode::Running { speed: 120.0 }));
+    *sim.github_tokens.write().unwrap() = vec![GITHUB_TOKEN.to_string()];
+    let (listener, sim_url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let s = sim.clone();
+    let task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(s, listener).await;
+    });
+    (sim, sim_url, task)
+}
+
 /// `serve` at trace level against a simulator that fails in every way it can (5xx, 401, 403,
 /// 429, malformed and truncated bodies, resets, expired tokens), one instance with the right
 /// credentials and one with wrong ones, plus `check-config` with both: no secret appears in the
@@ -196,19 +215,7 @@ fn fault(json: &str) -> FaultRule {
 /// simulator's request accounting shows nothing but GETs and the token grant went to Concourse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_leaks_and_concourse_only_sees_gets_and_the_token_grant() {
-    init_crypto();
-    let sc =
-        Scenario::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/three-while-tests-run.yaml")).unwrap();
-    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let (mut world, _) = sc.build_world(start);
-    world.concourse.users.insert("deploy-journey".into(), CONCOURSE_PASSWORD.into());
-    let sim = Sim::new(world, SimClock::new(start, ClockMode::Running { speed: 120.0 }));
-    *sim.github_tokens.write().unwrap() = vec![GITHUB_TOKEN.to_string()];
-    let (listener, sim_url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
-    let s = sim.clone();
-    let _sim_task = tokio::spawn(async move {
-        let _ = deploy_journey::sim::server::serve(s, listener).await;
-    });
+    let (sim, sim_url, _sim_task) = credentialed_sim().await;
 
     let dir = tempfile::tempdir().unwrap();
     let good = spawn_serve(dir.path(), "good", &sim_url, GITHUB_TOKEN, CONCOURSE_PASSWORD);
@@ -819,19 +826,7 @@ async fn a_webhook_flood_stays_within_the_request_budget() {
 /// line, an error, a metric, a page or the state file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_or_damaged_token_answers_leak_no_token() {
-    init_crypto();
-    let sc =
-        Scenario::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/three-while-tests-run.yaml")).unwrap();
-    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let (mut world, _) = sc.build_world(start);
-    world.concourse.users.insert("deploy-journey".into(), CONCOURSE_PASSWORD.into());
-    let sim = Sim::new(world, SimClock::new(start, ClockMode::Running { speed: 120.0 }));
-    *sim.github_tokens.write().unwrap() = vec![GITHUB_TOKEN.to_string()];
-    let (listener, sim_url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
-    let s = sim.clone();
-    let _sim_task = tokio::spawn(async move {
-        let _ = deploy_journey::sim::server::serve(s, listener).await;
-    });
+    let (sim, sim_url, _sim_task) = credentialed_sim().await;
     let damage = |n: u32| {
         for kind in ["truncated", "corrupted"] {
             sim.faults.add(fault(&format!(

@@ -115,6 +115,30 @@ async fn wait_for(url: &str, log: &Path, what: &str, ok: impl Fn(u16, &str) -> b
     }
 }
 
+/// A lana world with one commit on a simulator, and what `serve` needs for it: a fresh state
+/// path, a free port, the config and the log file.
+struct OneCommit {
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    sim: Arc<Sim>,
+    url: String,
+    _task: tokio::task::JoinHandle<()>,
+    port: u16,
+    cfg: PathBuf,
+    log: PathBuf,
+}
+
+async fn one_commit() -> OneCommit {
+    crate::support::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let (sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
+    let port = free_port();
+    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
+    let log = dir.path().join("serve.log");
+    OneCommit { dir, state, sim, url, _task, port, cfg, log }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_serve_on_one_state_file_is_refused_and_a_killed_one_leaves_no_lock() {
     crate::support::init_crypto();
@@ -198,13 +222,7 @@ async fn a_state_file_of_another_repository_or_world_is_refused_until_reset() {
 /// `/readyz` reason of its own; the next write that succeeds makes `serve` ready again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_write_failures_are_counted_and_named_by_readyz() {
-    crate::support::init_crypto();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.db");
-    let (sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
-    let port = free_port();
-    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
-    let log = dir.path().join("serve.log");
+    let OneCommit { dir: _dir, state, sim, url, _task, port, cfg, log } = one_commit().await;
     let _p = serve(&cfg, &url, &[], &log);
     let base = format!("http://127.0.0.1:{port}");
     wait_for(&format!("{base}/readyz"), &log, "ready", |s, _| s == 200).await;
@@ -280,13 +298,7 @@ async fn a_state_file_of_another_concourse_at_the_same_address_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_file_that_cannot_grow_fails_readyz_and_counts_until_it_can() {
     use std::os::unix::process::CommandExt;
-    crate::support::init_crypto();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.db");
-    let (sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
-    let port = free_port();
-    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
-    let log = dir.path().join("serve.log");
+    let OneCommit { dir: _dir, state, sim, url, _task, port, cfg, log } = one_commit().await;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploy-journey"));
     cmd.args(["serve", "--sim-clock", &url, "--config"])
         .arg(&cfg)
@@ -336,13 +348,7 @@ async fn a_state_file_that_cannot_grow_fails_readyz_and_counts_until_it_can() {
 /// minute): serve exits within seconds, and the state opens cleanly afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_cancels_a_slow_poll_cycle() {
-    crate::support::init_crypto();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.db");
-    let (sim, url, _task, _) = world_at("127.0.0.1:0", "feat: one").await;
-    let port = free_port();
-    let cfg = config(dir.path(), "lana", &url, &state, port, "GaloyMoney/lana-bank");
-    let log = dir.path().join("serve.log");
+    let OneCommit { dir: _dir, state, sim, url, _task, port, cfg, log } = one_commit().await;
     let mut p = serve(&cfg, &url, &[], &log);
     let base = format!("http://127.0.0.1:{port}");
     wait_for(&format!("{base}/readyz"), &log, "ready", |s, _| s == 200).await;
