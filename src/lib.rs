@@ -18,5 +18,6 @@ pub mod sim;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod view;
 pub mod watch;
 pub mod webconfig;
