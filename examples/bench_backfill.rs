@@ -26,7 +26,7 @@ use deploy_journey::sim::workload::LanaWorkload;
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let days: i64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(365);
-    let now = deploy_journey::app::unix_now();
+    let now = deploy_journey::clock::unix_now();
     let start = now - days * 86_400;
 
     let t = Instant::now();

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::journey::{Fact, Facts, branch_order, derive, stage_builds};
 use crate::http::{MetricsContext, Shared, Snapshot};
@@ -83,18 +84,6 @@ pub const MAX_PUSH_GAP: Duration = Duration::from_secs(10);
 pub const KV_GITHUB_HEAD: &str = "github.head";
 pub const KV_GITHUB_ETAG: &str = "github.etag";
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// Where `serve` reads the time. The system clock in production; the simulator's (accelerated)
-/// clock in the demo and in tests, so "running for 20 minutes" means simulated minutes.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-pub fn system_clock() -> Clock {
-    Arc::new(unix_now)
-}
-
 /// Run until `shutdown` resolves. `ready_tx` gets the bound address once the server listens.
 pub async fn serve(
     cfg: Config,
@@ -102,7 +91,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), AppError> {
-    serve_with_clock(cfg, listen, system_clock(), shutdown, ready_tx).await
+    serve_with_clock(cfg, listen, crate::clock::system(), shutdown, ready_tx).await
 }
 
 /// [`serve`] with the time taken from `clock`.

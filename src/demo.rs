@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app::Clock;
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::sim::Sim;
 use crate::sim::clock::{ClockMode, SimClock};

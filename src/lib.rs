@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod backfill;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod demo;
@@ -16,6 +17,7 @@ pub mod retention;
 pub mod server;
 pub mod sim;
 pub mod sinks;
+pub mod snapshot;
 pub mod sources;
 pub mod store;
 pub mod view;

@@ -351,12 +351,8 @@ fn error_line(e: &anyhow::Error) -> String {
     line
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
-    let now = unix_now();
+    let now = deploy_journey::clock::unix_now();
     let (world, history) = match &a.scenario {
         Some(path) => {
             let sc = Scenario::load(path).with_context(|| format!("loading scenario {path}"))?;
@@ -610,7 +606,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_BAD_CONFIG));
     }
     let clock = match &a.sim_clock {
-        None => deploy_journey::app::system_clock(),
+        None => deploy_journey::clock::system(),
         Some(url) => sim_clock(url).await?,
     };
     let options = deploy_journey::app::ServeOptions { reset_state: a.reset_state };
@@ -622,25 +618,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// `serve`'s clock is synchronous; the simulator's is behind HTTP. A task reads it every
 /// 100 ms and the clock returns the last reading (never going backwards).
-async fn sim_clock(url: &str) -> anyhow::Result<deploy_journey::app::Clock> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
-    let remote = deploy_journey::watch::run::Clock::new(Some(url)).context("--sim-clock")?;
-    let first = remote.now().await.context("--sim-clock")?;
-    let now = Arc::new(AtomicI64::new(first));
-    let writer = now.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            match remote.now().await {
-                Ok(t) => {
-                    writer.fetch_max(t, Ordering::Relaxed);
-                }
-                Err(e) => tracing::warn!(error = %e, "simulator clock unreadable; keeping the last reading"),
-            }
-        }
-    });
-    Ok(Arc::new(move || now.load(Ordering::Relaxed)))
+async fn sim_clock(url: &str) -> anyhow::Result<deploy_journey::clock::Clock> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().context("HTTP client")?;
+    deploy_journey::clock::Source::simulator(client, url).follow().await.context("--sim-clock")
 }
 
 async fn backfill(a: BackfillArgs) -> anyhow::Result<ExitCode> {
@@ -652,7 +632,7 @@ async fn backfill(a: BackfillArgs) -> anyhow::Result<ExitCode> {
     if let Err(code) = need_credentials(&cfg) {
         return Ok(code);
     }
-    let now = unix_now();
+    let now = deploy_journey::clock::unix_now();
     let mut opts = Options::new(now.saturating_sub(a.since.as_secs() as i64), now);
     opts.step = a.step.as_secs() as i64;
     for l in &a.labels {

@@ -8,8 +8,8 @@
 //! endpoint (version check, auth, rate accounting, ETag/304, common headers).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -65,13 +65,10 @@ pub fn routes() -> Router<Arc<Sim>> {
 
 // ============================================================================ rate limits
 
-/// Rate-limit state of one simulator. It lives in a process-wide map keyed by the `Sim`'s `Arc`
-/// address rather than in `Sim` itself because this module may not change `Sim`. The entry holds a
-/// `Weak` to its `Sim`: that keeps the allocation (so the address) from being reused while the
-/// entry exists, and dead entries are pruned on every access, so a new `Sim` never inherits an
-/// old one's counters.
-struct RateBook {
-    sim: Weak<Sim>,
+/// Per-caller rate-limit windows of one simulator (a field of [`Sim`], so a new simulator
+/// starts with fresh counters).
+#[derive(Debug, Default)]
+pub struct RateBook {
     /// Overrides both GitHub limits (5000/h with a token, 60/h anonymous); for tests.
     limit: Option<u32>,
     buckets: HashMap<String, Bucket>,
@@ -98,21 +95,9 @@ impl RateSnap {
     }
 }
 
-fn books() -> &'static Mutex<HashMap<usize, RateBook>> {
-    static BOOKS: OnceLock<Mutex<HashMap<usize, RateBook>>> = OnceLock::new();
-    BOOKS.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
 fn with_book<R>(sim: &Arc<Sim>, f: impl FnOnce(&mut RateBook) -> R) -> R {
     // Counters are plain numbers; a poisoned lock still holds usable ones.
-    let mut g = books().lock().unwrap_or_else(|e| e.into_inner());
-    g.retain(|_, b| b.sim.strong_count() > 0);
-    let book = g.entry(Arc::as_ptr(sim) as usize).or_insert_with(|| RateBook {
-        sim: Arc::downgrade(sim),
-        limit: None,
-        buckets: HashMap::new(),
-    });
-    f(book)
+    f(&mut sim.github_rate.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn wall_now() -> u64 {

@@ -6,7 +6,12 @@
 //!   calibrated random lana traffic);
 //! - `github_api`, `concourse_api`: the HTTP APIs in their real shapes; `faults`, `stats`,
 //!   `control`: fault injection, request accounting and the `/_sim` control endpoints;
-//!   `server`: puts them together.
+//!   `web`: the HTML pages behind build and commit links; `server`: puts them together;
+//! - `observe`: a world as the facts the real APIs would show (tests without HTTP);
+//! - `clock`: virtual time.
+//!
+//! Every piece of per-simulator state is a field of [`Sim`]: two simulators in one process
+//! share nothing.
 
 pub mod clock;
 pub mod concourse_api;
@@ -36,6 +41,8 @@ pub struct Sim {
     base_url: RwLock<String>,
     /// GitHub API tokens that are accepted (empty = any token, and anonymous, is accepted).
     pub github_tokens: RwLock<Vec<String>>,
+    /// GitHub's rate-limit windows per caller.
+    github_rate: Mutex<github_api::RateBook>,
 }
 
 impl Sim {
@@ -47,6 +54,7 @@ impl Sim {
             stats: stats::Stats::default(),
             base_url: RwLock::new("http://127.0.0.1".into()),
             github_tokens: RwLock::new(vec![]),
+            github_rate: Mutex::new(github_api::RateBook::default()),
         })
     }
 

@@ -49,7 +49,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
@@ -306,10 +306,6 @@ fn merge_listings(older: Vec<ApiBuild>, newer: Vec<ApiBuild>) -> Vec<ApiBuild> {
 /// Concourse times: Unix seconds; ≤ 0 (Go's zero time in job summaries) means unset.
 fn time_of(t: Option<i64>) -> Option<i64> {
     t.filter(|t| *t > 0)
-}
-
-fn wall_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// What the versions endpoint tells about one version's metadata.
@@ -1181,7 +1177,7 @@ impl ConcourseSource {
         self.relogin_left = true;
         self.cycle_broken = false;
         if self.now == 0 {
-            self.now = wall_now();
+            self.now = crate::clock::unix_now();
         }
     }
 

@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Redirects followed before a request fails as a redirect loop (reqwest's default).
 const MAX_REDIRECTS: usize = 10;
@@ -253,10 +253,6 @@ enum Answer<T> {
 
 fn parse_time(s: &str) -> Option<i64> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
-}
-
-fn wall_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl GithubSource {
@@ -552,7 +548,7 @@ impl GithubSource {
 
     /// One commit by sha or unambiguous prefix (for `watch`); `first_seen` is now.
     pub async fn commit(&self, sha_or_prefix: &str) -> Result<CommitFact, SourceError> {
-        self.fetch_commit(sha_or_prefix, wall_now()).await
+        self.fetch_commit(sha_or_prefix, crate::clock::unix_now()).await
     }
 
     pub async fn pull_request(&self, number: u64) -> Result<PullInfo, SourceError> {
@@ -794,7 +790,7 @@ fn header_num(headers: &HeaderMap, name: &str) -> Option<u64> {
 /// The time until `x-ratelimit-reset` (a wall-clock epoch).
 fn until_reset(headers: &HeaderMap) -> Option<Duration> {
     let reset = header_num(headers, "x-ratelimit-reset")? as i64;
-    Some(Duration::from_secs((reset - wall_now()).max(1) as u64))
+    Some(Duration::from_secs((reset - crate::clock::unix_now()).max(1) as u64))
 }
 
 /// A commit sha as GitHub sends it: 40 (SHA-1) or 64 (SHA-256) hex digits. Anything else is a

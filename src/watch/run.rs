@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Source;
 use crate::config::Config;
 use crate::core::journey::{CoreConfig, Facts, derive};
 use crate::http::{JourneyJson, Snapshot};
@@ -23,59 +24,31 @@ use super::report::Timeline;
 use super::target::{self, Target};
 use super::{WatchError, exit, fmt_secs};
 
-/// Where "now" comes from.
-pub enum Clock {
-    System,
-    /// The simulator's virtual clock (`GET {url}/_sim/clock`), for tests (hidden `--sim-clock`),
-    /// where the CI runs accelerated and "20 minutes" are simulated minutes.
-    Sim {
-        client: reqwest::Client,
-        url: String,
-    },
-    /// A running exporter's clock (`GET {url}/api/v1/status`): with `--from`, times are the
-    /// exporter's, simulated against the demo.
-    Exporter {
-        client: reqwest::Client,
-        url: String,
-    },
-}
+/// Where "now" comes from: the system's clock, the simulator's (`--sim-clock`, for tests) or a
+/// running exporter's (`--from`). A [`crate::clock::Source`] with `watch`'s errors.
+pub struct Clock(Source);
 
 impl Clock {
     pub fn new(sim_clock: Option<&str>) -> Result<Clock, WatchError> {
         match sim_clock {
-            None => Ok(Clock::System),
-            Some(u) => Ok(Clock::Sim { client: http_client()?, url: u.trim_end_matches('/').to_string() }),
+            None => Ok(Clock(Source::System)),
+            Some(u) => Ok(Clock(Source::simulator(http_client()?, u))),
         }
     }
 
     /// The simulator's clock when given, else the exporter's with `--from`, else the system's.
     pub fn for_watch(sim_clock: Option<&str>, from: Option<&str>) -> Result<Clock, WatchError> {
         match (sim_clock, from) {
-            (None, Some(base)) => {
-                Ok(Clock::Exporter { client: http_client()?, url: base.trim_end_matches('/').to_string() })
-            }
+            (None, Some(base)) => Ok(Clock(Source::exporter(http_client()?, base))),
             _ => Clock::new(sim_clock),
         }
     }
 
     pub async fn now(&self) -> Result<i64, WatchError> {
-        match self {
-            Clock::System => Ok(crate::app::unix_now()),
-            Clock::Sim { client, url } => {
-                let err = |why: String| WatchError::Clock { url: url.clone(), why };
-                let v: serde_json::Value = client
-                    .get(format!("{url}/_sim/clock"))
-                    .send()
-                    .await
-                    .map_err(|e| err(request_error(&e)))?
-                    .error_for_status()
-                    .map_err(|e| err(request_error(&e)))?
-                    .json()
-                    .await
-                    .map_err(|e| err(request_error(&e)))?;
-                v["now"].as_i64().ok_or_else(|| err("answer has no integer \"now\"".into()))
-            }
-            Clock::Exporter { client, url } => Ok(exporter_status(client, url).await?.now),
+        match &self.0 {
+            // The exporter's status answer, with its own errors (an exporter too old to have it).
+            Source::Exporter { client, url } => Ok(exporter_status(client, url).await?.now),
+            s => s.now().await.map_err(|e| WatchError::Clock { url: e.url, why: e.why }),
         }
     }
 }

@@ -124,7 +124,7 @@ async fn backfill_90_days_into_prometheus_then_serve_continues_without_double_co
 
     // 90 days of calibrated lana history generated at once, ending at wall-clock now; the
     // simulated clock then stands still so `serve` later sees the same world.
-    let wall = deploy_journey::app::unix_now();
+    let wall = deploy_journey::clock::unix_now();
     let start = wall - 90 * DAY;
     let seed = 11;
     let mut world = World::new(Topology::builtin("lana").unwrap(), start, seed);

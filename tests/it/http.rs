@@ -91,7 +91,7 @@ async fn the_landing_page_lists_commits_in_flight_and_escapes_what_it_shows() {
     use deploy_journey::http::Snapshot;
     let cfg = crate::journeys::example_config("lana", "http://127.0.0.1:1");
     let mut facts = Facts::default();
-    let now = deploy_journey::app::unix_now();
+    let now = deploy_journey::clock::unix_now();
     facts.apply(Fact::Commit(CommitFact {
         sha: "1234567890abcdef1234567890abcdef12345678".into(),
         parent: None,

@@ -128,16 +128,51 @@ fn the_core_uses_only_itself_the_standard_library_and_pure_matchers() {
 
 #[test]
 fn sources_know_only_the_core_and_sinks_never_reach_back() {
-    let sources = crate_breaks("sources", &["core", "sources"]);
+    let sources = crate_breaks("sources", &["core", "sources", "clock"]);
     assert!(
         sources.is_empty(),
         "sources/ turns API JSON into facts; it may not know sinks, the store, HTTP or the app: {sources:#?}"
     );
-    let sinks: Vec<String> = crate_breaks("sinks", &["core", "sinks", "sources", "config", "store", "webconfig"]);
+    let sinks: Vec<String> =
+        crate_breaks("sinks", &["core", "sinks", "sources", "config", "store", "webconfig", "clock", "snapshot"]);
     assert!(
         sinks.is_empty(),
         "sinks/ read journeys and counters; they never call the app, HTTP, watch or the simulator: {sinks:#?}"
     );
+}
+
+/// No cycle between the loop and its readers: `app` writes the snapshot, `http` serves it, and
+/// neither the snapshot nor the HTTP surface knows the loop.
+#[test]
+fn the_snapshot_and_http_do_not_know_the_app() {
+    let mut breaks = vec![];
+    for (file, banned) in [("http.rs", &["app"][..]), ("snapshot.rs", &["app", "http", "server", "watch"][..])] {
+        for (line, m) in crate_uses(&code(&Path::new(SRC).join(file))) {
+            if banned.contains(&m.as_str()) {
+                breaks.push(format!("src/{file}:{line} uses crate::{m}"));
+            }
+        }
+    }
+    assert!(breaks.is_empty(), "{breaks:#?}");
+}
+
+/// `clock.rs` is the one place that reads the wall clock (the simulator keeps its own virtual
+/// time); everything else takes a `Clock` or measures elapsed time with `Instant`.
+#[test]
+fn only_the_clock_reads_the_wall_clock() {
+    let mut readers = vec![];
+    for f in files(Path::new(SRC)) {
+        let rel = f.strip_prefix(SRC).unwrap().to_path_buf();
+        if rel.starts_with("sim") || rel == Path::new("clock.rs") {
+            continue;
+        }
+        for (n, line) in code(&f).lines().enumerate() {
+            if line.contains("SystemTime::now") && !line.trim_start().starts_with("//") {
+                readers.push(format!("src/{}:{}", rel.display(), n + 1));
+            }
+        }
+    }
+    assert!(readers.is_empty(), "read the time through crate::clock: {readers:#?}");
 }
 
 #[test]

@@ -459,7 +459,7 @@ async fn lead_time_exemplars(
     prom: &str,
     start: i64,
 ) -> Option<Vec<(serde_json::Value, serde_json::Value)>> {
-    let end = deploy_journey::app::unix_now() + 60;
+    let end = deploy_journey::clock::unix_now() + 60;
     let u =
         format!("{prom}/api/v1/query_exemplars?query=deploy_journey_lead_time_seconds_bucket&start={start}&end={end}");
     let v = get_json(client, &u).await?;
@@ -507,7 +507,7 @@ async fn metrics_real_prometheus_scrapes_and_stores_lead_time_exemplars() {
     init_crypto();
     let t_all = Instant::now();
     let deadline = t_all + Duration::from_secs(120);
-    let wall = deploy_journey::app::unix_now();
+    let wall = deploy_journey::clock::unix_now();
 
     // The simulator: history from 3 days before the live start, which is 3 h before wall-clock now
     // (at 60x the simulated clock reaches wall-clock now after 3 minutes, after this test).

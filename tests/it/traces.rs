@@ -231,7 +231,7 @@ impl Served {
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let clock_sim = sim.clone();
         let task = tokio::spawn(async move {
-            let clock: deploy_journey::app::Clock = Arc::new(move || clock_sim.now());
+            let clock: deploy_journey::clock::Clock = Arc::new(move || clock_sim.now());
             let shutdown = async move {
                 let _ = stopped.await;
             };

@@ -309,7 +309,7 @@ async fn from_a_running_serve() {
     };
     let cfg = deploy_journey::config::load(&cfg_path, &env).unwrap();
     let sim = s.sim.clone();
-    let clock: deploy_journey::app::Clock = Arc::new(move || sim.now());
+    let clock: deploy_journey::clock::Clock = Arc::new(move || sim.now());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let listen: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
