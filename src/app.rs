@@ -15,11 +15,12 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::journey::{Fact, Facts, branch_order, derive, stage_builds};
-use crate::http::{MetricsContext, Shared, Snapshot};
+use crate::snapshot::{MetricsContext, Shared, Snapshot};
 use crate::sources::concourse::ConcourseSource;
 use crate::sources::github::GithubSource;
 use crate::sources::telemetry::SourceTelemetry;
 use crate::store::{Store, StoreError};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -105,7 +106,6 @@ pub async fn serve_with_clock(
     serve_with_options(cfg, listen, clock, ServeOptions::default(), shutdown, ready_tx).await
 }
 
-/// [`serve_with_clock`] with [`ServeOptions`].
 /// Why `/readyz` fails after a store write failed: a full disk said as such.
 fn store_reason(e: &AppError) -> String {
     if matches!(e, AppError::Store(s) if s.is_disk_full()) {
@@ -115,6 +115,7 @@ fn store_reason(e: &AppError) -> String {
     }
 }
 
+/// [`serve_with_clock`] with [`ServeOptions`]: start-up in named steps, then the poll loop.
 pub async fn serve_with_options(
     cfg: Config,
     listen: SocketAddr,
@@ -127,12 +128,80 @@ pub async fn serve_with_options(
     let web = cfg.web_config_file.as_deref().map(crate::webconfig::load).transpose()?.unwrap_or_default();
     // One serve per state file, for the life of the process (the lock dies with it).
     let _lock = crate::store::lock(&cfg.state_path)?;
+    let (store, checked) = open_store(&cfg, &options).await?;
+    let (facts, head, etag, counters) =
+        blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?, s.counters()?)))
+            .await?;
+    let (spans, self_traces) = start_traces(&cfg, &store, &clock).await?;
+    tracing::info!(commits = facts.commits.len(), builds = facts.builds.len(), "state loaded");
+
+    let telemetry = Arc::new(SourceTelemetry::new());
+    let mut github = GithubSource::new(cfg.github(), telemetry.clone())?;
+    let mut concourse = ConcourseSource::new(cfg.concourse(), telemetry.clone())?;
+    if checked != crate::store::IdentityCheck::Fresh {
+        check_stored_head(&cfg, &mut github, head.as_deref()).await?;
+        check_stored_build(&cfg, &mut concourse, &facts).await?;
+    }
+    github.restore(head, etag.filter(|e| !e.is_empty()), branch_order(&facts));
+    concourse.restore(&facts);
+
+    let shared = Arc::new(Shared::default());
+    shared.set_clock(clock.clone());
+    shared.set_poll_interval(cfg.poll_interval);
+    shared.set_metrics_context(MetricsContext {
+        core: cfg.core(),
+        telemetry: telemetry.clone(),
+        poll_interval_secs: cfg.poll_interval.as_secs(),
+        spans: spans.as_ref().map(|s| s.stats()),
+    });
+    if let Some(secret) = cfg.repository.webhook_secret.clone() {
+        shared.set_webhook(crate::snapshot::WebhookContext { secret, branch: cfg.repository.branch.clone() });
+    }
+    let baseline =
+        Arc::new(crate::sinks::metrics::Baseline::from_rows(counters.into_iter().map(|c| (c.name, c.labels, c.value))));
+    let mut poller = Poller {
+        publisher: Publisher::new(&cfg, clock.clone()),
+        cfg,
+        clock,
+        store,
+        shared: shared.clone(),
+        facts,
+        baseline,
+        spans,
+        github,
+        concourse,
+        answered: (false, false),
+        unstored: vec![],
+    };
+    poller.publish();
+
+    let (stop_rx, server) = start_server(listen, web, &poller.cfg, shared, shutdown, ready_tx).await?;
+    poller.run(stop_rx).await;
+    tracing::info!("shutting down");
+    server.await.map_err(|e| AppError::Join(e.to_string()))?;
+    if let Some(x) = poller.spans {
+        // What is not acknowledged by then is not marked, so the next start sends it.
+        x.shutdown(Duration::from_secs(5)).await;
+    }
+    if let Some(p) = self_traces {
+        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    }
+    Ok(())
+}
+
+/// Open the state file (replacing a damaged one, or forgetting everything, with
+/// `--reset-state`) and check that it is of this repository and Concourse.
+async fn open_store(
+    cfg: &Config,
+    options: &ServeOptions,
+) -> Result<(Arc<Mutex<Store>>, crate::store::IdentityCheck), AppError> {
     let state_path = cfg.state_path.clone();
-    let identity = identity_of(&cfg);
+    let identity = identity_of(cfg);
+    let reset_state = options.reset_state;
     let (store, checked) = tokio::task::spawn_blocking(move || {
         let mut store = match Store::open(&state_path) {
             // A damaged file cannot be emptied row by row: --reset-state starts a new one.
-            Err(StoreError::Damaged { path, findings }) if options.reset_state => {
+            Err(StoreError::Damaged { path, findings }) if reset_state => {
                 tracing::warn!(%path, %findings, "--reset-state: damaged state file replaced by a new one");
                 for suffix in ["", "-wal", "-shm"] {
                     let mut f = state_path.clone().into_os_string();
@@ -148,7 +217,7 @@ pub async fn serve_with_options(
             }
             r => r?,
         };
-        if options.reset_state {
+        if reset_state {
             store.reset()?;
             tracing::warn!(path = %state_path.display(), "--reset-state: every stored fact, cursor and counter forgotten");
         }
@@ -169,135 +238,102 @@ pub async fn serve_with_options(
         }
         crate::store::IdentityCheck::Fresh | crate::store::IdentityCheck::Same => {}
     }
-    let store = Arc::new(Mutex::new(store));
-    let (mut facts, head, etag, counters) =
-        blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?, s.counters()?)))
-            .await?;
-    // Traces: off unless an OTLP endpoint is configured (file or OTEL_* variables).
-    let traces_cfg = crate::sinks::traces::TraceSinkConfig::resolve(&cfg.traces, |k| std::env::var(k).ok())?;
+    Ok((Arc::new(Mutex::new(store)), checked))
+}
+
+/// Span export (and self-instrumentation), when an OTLP endpoint is configured (file or
+/// `OTEL_*` variables); none otherwise.
+async fn start_traces(
+    cfg: &Config,
+    store: &Arc<Mutex<Store>>,
+    clock: &Clock,
+) -> Result<(Option<crate::sinks::traces::SpanExport>, Option<SdkTracerProvider>), AppError> {
+    let Some(tc) = crate::sinks::traces::TraceSinkConfig::resolve(&cfg.traces, |k| std::env::var(k).ok())? else {
+        return Ok((None, None));
+    };
     let mut self_traces = None;
-    let mut spans = match &traces_cfg {
-        None => None,
-        Some(tc) => {
-            if tc.self_instrumentation {
-                match crate::sinks::traces::install_self_traces(tc) {
-                    Some(Ok(p)) => self_traces = Some(p),
-                    Some(Err(e)) => tracing::warn!(error = %e, "self-instrumentation not started"),
-                    None => tracing::warn!("self-instrumentation needs the binary's tracing setup; not started"),
-                }
-            }
-            let marked = blocking(&store, |s| s.marks(crate::sinks::traces::MARK_KIND)).await?;
-            tracing::info!(endpoint = %tc.endpoint, protocol = tc.protocol.as_str(), already_exported = marked.len(), "exporting journey traces");
-            let repo_url = crate::sinks::traces::repository_web_url(
-                &cfg.repository.api_url,
-                &cfg.repository.owner,
-                &cfg.repository.name,
-            );
-            Some(crate::sinks::traces::SpanExport::start(
-                tc,
-                store.clone(),
-                marked,
-                repo_url,
-                cfg.repository.branch.clone(),
-                clock.clone(),
-            )?)
-        }
-    };
-    tracing::info!(commits = facts.commits.len(), builds = facts.builds.len(), "state loaded");
-
-    let telemetry = Arc::new(SourceTelemetry::new());
-    let mut github = GithubSource::new(cfg.github(), telemetry.clone())?;
-    // Same repository, branch and Concourse is not yet the same world (a state file from
-    // another simulator seed, a repository recreated under the same name): the stored head must
-    // be a commit GitHub knows. A force-push leaves it known (it is reported as vanished by the
-    // poll); a commit GitHub has never seen is another history. When GitHub cannot answer now,
-    // the start goes on.
-    if let Some(h) = head.as_deref().filter(|_| checked != crate::store::IdentityCheck::Fresh) {
-        // Bounded: an unreachable GitHub must not hold the start back for its retries.
-        match tokio::time::timeout(Duration::from_secs(10), github.commit(h)).await {
-            Err(_) => {
-                tracing::warn!("cannot check the stored head with GitHub now (no answer in 10s); starting anyway")
-            }
-            Ok(Err(e)) if e.kind == crate::sources::ErrorKind::Client => {
-                return Err(AppError::UnknownHead {
-                    path: cfg.state_path.display().to_string(),
-                    sha: h.chars().take(12).collect(),
-                    repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
-                    detail: e.detail,
-                });
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the stored head with GitHub now; starting anyway"),
-            Ok(Ok(_)) => {}
+    if tc.self_instrumentation {
+        match crate::sinks::traces::install_self_traces(&tc) {
+            Some(Ok(p)) => self_traces = Some(p),
+            Some(Err(e)) => tracing::warn!(error = %e, "self-instrumentation not started"),
+            None => tracing::warn!("self-instrumentation needs the binary's tracing setup; not started"),
         }
     }
-    github.restore(head, etag.filter(|e| !e.is_empty()), branch_order(&facts));
-    let mut concourse = ConcourseSource::new(cfg.concourse(), telemetry.clone())?;
-    // Likewise for Concourse: its build ids restart when its database does, and the source's
-    // cursor would then skip every new build up to the highest stored id. The newest stored
-    // build must be there, as the same job's same build.
-    if let Some(b) = facts.builds.values().next_back().filter(|_| checked != crate::store::IdentityCheck::Fresh) {
-        match tokio::time::timeout(Duration::from_secs(10), concourse.knows_build(b)).await {
-            Ok(Ok(false)) => {
-                return Err(AppError::UnknownBuild {
-                    path: cfg.state_path.display().to_string(),
-                    id: b.id,
-                    job: format!("{}/{}", b.pipeline, b.job),
-                    concourse: cfg.concourse.url.clone(),
-                });
-            }
-            Ok(Ok(true)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot check the newest stored build with Concourse now; starting anyway")
-            }
-            Err(_) => tracing::warn!(
-                "cannot check the newest stored build with Concourse now (no answer in 10s); starting anyway"
-            ),
-        }
-    }
-    concourse.restore(&facts);
-
-    let core = cfg.core();
-    let shared = Arc::new(Shared::default());
-    shared.set_clock(clock.clone());
-    shared.set_poll_interval(cfg.poll_interval);
-    let environments = cfg.environments();
-    let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
-    let repository_url =
+    let marked = blocking(store, |s| s.marks(crate::sinks::traces::MARK_KIND)).await?;
+    tracing::info!(endpoint = %tc.endpoint, protocol = tc.protocol.as_str(), already_exported = marked.len(), "exporting journey traces");
+    let repo_url =
         crate::sinks::traces::repository_web_url(&cfg.repository.api_url, &cfg.repository.owner, &cfg.repository.name);
-    shared.set_metrics_context(MetricsContext {
-        core: core.clone(),
-        telemetry: telemetry.clone(),
-        poll_interval_secs: cfg.poll_interval.as_secs(),
-        spans: spans.as_ref().map(|s| s.stats()),
-    });
-    if let Some(secret) = cfg.repository.webhook_secret.clone() {
-        shared.set_webhook(crate::http::WebhookContext { secret, branch: cfg.repository.branch.clone() });
-    }
-    let mut baseline =
-        Arc::new(crate::sinks::metrics::Baseline::from_rows(counters.into_iter().map(|c| (c.name, c.labels, c.value))));
-    let publish = |facts: &Facts, shared: &Shared, baseline: &Arc<crate::sinks::metrics::Baseline>| {
-        let now = clock();
-        let derived = derive(facts, &core, now);
-        let stage_builds = stage_builds(facts, &core, &derived);
-        shared.publish(Snapshot {
-            derived,
-            now,
-            environments: environments.clone(),
-            repository: repository.clone(),
-            repository_url: repository_url.clone(),
-            stage_builds,
-            baseline: baseline.clone(),
-        });
-    };
-    publish(&facts, &shared, &baseline);
-    // Spans that became exportable since the last publish (after a restart: all not marked).
-    let offer = |spans: &mut Option<crate::sinks::traces::SpanExport>, shared: &Shared| {
-        if let Some(x) = spans.as_mut() {
-            x.offer(&shared.snapshot().derived);
-        }
-    };
-    offer(&mut spans, &shared);
+    let export = crate::sinks::traces::SpanExport::start(
+        &tc,
+        store.clone(),
+        marked,
+        repo_url,
+        cfg.repository.branch.clone(),
+        clock.clone(),
+    )?;
+    Ok((Some(export), self_traces))
+}
 
+/// Same repository, branch and Concourse is not yet the same world (a state file from another
+/// simulator seed, a repository recreated under the same name): the stored head must be a commit
+/// GitHub knows. A force-push leaves it known (it is reported as vanished by the poll); a commit
+/// GitHub has never seen is another history. When GitHub cannot answer now, the start goes on.
+async fn check_stored_head(cfg: &Config, github: &mut GithubSource, head: Option<&str>) -> Result<(), AppError> {
+    let Some(h) = head else { return Ok(()) };
+    // Bounded: an unreachable GitHub must not hold the start back for its retries.
+    match tokio::time::timeout(Duration::from_secs(10), github.commit(h)).await {
+        Err(_) => tracing::warn!("cannot check the stored head with GitHub now (no answer in 10s); starting anyway"),
+        Ok(Err(e)) if e.kind == crate::sources::ErrorKind::Client => {
+            return Err(AppError::UnknownHead {
+                path: cfg.state_path.display().to_string(),
+                sha: h.chars().take(12).collect(),
+                repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
+                detail: e.detail,
+            });
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the stored head with GitHub now; starting anyway"),
+        Ok(Ok(_)) => {}
+    }
+    Ok(())
+}
+
+/// Likewise for Concourse: its build ids restart when its database does, and the source's
+/// cursor would then skip every new build up to the highest stored id. The newest stored build
+/// must be there, as the same job's same build.
+async fn check_stored_build(cfg: &Config, concourse: &mut ConcourseSource, facts: &Facts) -> Result<(), AppError> {
+    let Some(b) = facts.builds.values().next_back() else { return Ok(()) };
+    match tokio::time::timeout(Duration::from_secs(10), concourse.knows_build(b)).await {
+        Ok(Ok(false)) => {
+            return Err(AppError::UnknownBuild {
+                path: cfg.state_path.display().to_string(),
+                id: b.id,
+                job: format!("{}/{}", b.pipeline, b.job),
+                concourse: cfg.concourse.url.clone(),
+            });
+        }
+        Ok(Ok(true)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot check the newest stored build with Concourse now; starting anyway")
+        }
+        Err(_) => {
+            tracing::warn!(
+                "cannot check the newest stored build with Concourse now (no answer in 10s); starting anyway"
+            )
+        }
+    }
+    Ok(())
+}
+
+/// Bind the listener and serve the routes until shutdown; says the bound address on
+/// `ready_tx`. Returns the stop signal the poll loop follows, and the server task.
+async fn start_server(
+    listen: SocketAddr,
+    web: crate::webconfig::WebConfig,
+    cfg: &Config,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(tokio::sync::watch::Receiver<bool>, tokio::task::JoinHandle<()>), AppError> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| AppError::Listen { addr: listen, source })?;
@@ -306,7 +342,7 @@ pub async fn serve_with_options(
     if let Some(a) = basic_auth {
         shared.set_basic_auth(a);
     }
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
     let stopped = async move {
         let _ = server_stop.changed().await;
@@ -319,73 +355,155 @@ pub async fn serve_with_options(
     if let Some(tx) = ready_tx {
         let _ = tx.send(bound);
     }
+    Ok((stop_rx, server))
+}
 
-    let mut answered = (false, false);
-    let mut next_prune = 0i64;
-    // GitHub is polled every `github_poll_interval` (clock seconds) and whenever a push webhook
-    // wakes the loop; Concourse every cycle.
-    let github_every = cfg.github_poll_interval().as_secs() as i64;
-    let half_cycle = (cfg.poll_interval.as_secs() / 2) as i64;
-    let mut next_github = i64::MIN;
-    let mut pushed = false;
-    // Capped so that with a long poll_interval a push still shows up within seconds.
-    let push_gap = (cfg.poll_interval / PUSH_POLLS_PER_INTERVAL).min(MAX_PUSH_GAP);
-    let mut last_push_cycle: Option<Instant> = None;
-    // Facts a failed store write could not keep. The sources' cursors have already moved past
-    // them, so they are retried with the next batch instead of being read again.
-    let mut unstored: Vec<Fact> = vec![];
-    loop {
-        let started = Instant::now();
-        let now = clock();
-        // Half a cycle of slack: a cycle that comes a little early still polls.
-        let poll_github = std::mem::take(&mut pushed) || now.saturating_add(half_cycle) >= next_github;
-        if poll_github {
-            next_github = now.saturating_add(github_every);
+/// Derives journeys from the facts and publishes them, with what the pages need beside them.
+struct Publisher {
+    core: crate::core::journey::CoreConfig,
+    clock: Clock,
+    environments: Vec<String>,
+    repository: String,
+    repository_url: String,
+}
+
+impl Publisher {
+    fn new(cfg: &Config, clock: Clock) -> Publisher {
+        Publisher {
+            core: cfg.core(),
+            clock,
+            environments: cfg.environments(),
+            repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
+            repository_url: crate::sinks::traces::repository_web_url(
+                &cfg.repository.api_url,
+                &cfg.repository.owner,
+                &cfg.repository.name,
+            ),
         }
-        // Self-instrumentation (when on): one trace per poll cycle.
-        let cycle = tracing::info_span!("poll_cycle", facts = tracing::field::Empty);
+    }
+
+    fn publish(&self, facts: &Facts, shared: &Shared, baseline: &Arc<crate::sinks::metrics::Baseline>) {
+        let now = (self.clock)();
+        let derived = derive(facts, &self.core, now);
+        let stage_builds = stage_builds(facts, &self.core, &derived);
+        shared.publish(Snapshot {
+            derived,
+            now,
+            environments: self.environments.clone(),
+            repository: self.repository.clone(),
+            repository_url: self.repository_url.clone(),
+            stage_builds,
+            baseline: baseline.clone(),
+        });
+    }
+}
+
+/// The poll loop's state: the sources, the facts in memory and what is stored of them.
+struct Poller {
+    cfg: Config,
+    clock: Clock,
+    publisher: Publisher,
+    store: Arc<Mutex<Store>>,
+    shared: Arc<Shared>,
+    facts: Facts,
+    baseline: Arc<crate::sinks::metrics::Baseline>,
+    spans: Option<crate::sinks::traces::SpanExport>,
+    github: GithubSource,
+    concourse: ConcourseSource,
+    /// Whether each source (GitHub, Concourse) has answered once: ready when both have.
+    answered: (bool, bool),
+    /// Facts a failed store write could not keep. The sources' cursors have already moved past
+    /// them, so they are retried with the next batch instead of being read again.
+    unstored: Vec<Fact>,
+}
+
+impl Poller {
+    /// Publish the journeys, and offer spans that became exportable since the last publish
+    /// (after a restart: all not marked).
+    fn publish(&mut self) {
+        self.publisher.publish(&self.facts, &self.shared, &self.baseline);
+        if let Some(x) = self.spans.as_mut() {
+            x.offer(&self.shared.snapshot().derived);
+        }
+    }
+
+    /// Cycle until `stop` says so: poll, store, publish, prune, wait.
+    async fn run(&mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut next_prune = 0i64;
+        // GitHub is polled every `github_poll_interval` (clock seconds) and whenever a push
+        // webhook wakes the loop; Concourse every cycle.
+        let github_every = self.cfg.github_poll_interval().as_secs() as i64;
+        let half_cycle = (self.cfg.poll_interval.as_secs() / 2) as i64;
+        let mut next_github = i64::MIN;
+        let mut pushed = false;
+        let mut last_push_cycle: Option<Instant> = None;
+        loop {
+            let started = Instant::now();
+            let now = (self.clock)();
+            // Half a cycle of slack: a cycle that comes a little early still polls.
+            let poll_github = std::mem::take(&mut pushed) || now.saturating_add(half_cycle) >= next_github;
+            if poll_github {
+                next_github = now.saturating_add(github_every);
+            }
+            // Self-instrumentation (when on): one trace per poll cycle.
+            let cycle = tracing::info_span!("poll_cycle", facts = tracing::field::Empty);
+            // Shutdown does not wait for a slow cycle: the half-polled answers are dropped
+            // before anything is stored (the sources re-read them at the next start).
+            let new = tokio::select! {
+                new = self.poll(now, poll_github, &cycle) => new,
+                _ = stop.changed() => {
+                    tracing::info!("shutdown: in-flight poll cancelled");
+                    break;
+                }
+            };
+            self.store_and_publish(new, &cycle).await;
+            // Retention, at most hourly.
+            if now >= next_prune {
+                next_prune = now + 3600;
+                self.prune(now).await;
+            }
+            tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "poll cycle");
+            drop(cycle);
+            match self.wait(started, &mut last_push_cycle, &mut stop).await {
+                Wake::Interval => {}
+                Wake::Push => pushed = true,
+                Wake::Stop => break,
+            }
+        }
+    }
+
+    /// One poll of the sources: the new facts of those that answered.
+    async fn poll(&mut self, now: i64, poll_github: bool, cycle: &tracing::Span) -> Vec<Fact> {
+        let Poller { github, concourse, facts, .. } = self;
         let gh_poll = async {
             if poll_github {
-                Some(github.poll(now).instrument(tracing::info_span!(parent: &cycle, "github.poll")).await)
+                Some(github.poll(now).instrument(tracing::info_span!(parent: cycle, "github.poll")).await)
             } else {
                 None
             }
         };
-        // Shutdown does not wait for a slow cycle: the half-polled answers are dropped before
-        // anything is stored (the sources re-read them at the next start).
-        let polled = async {
-            if concourse.first_read_due() && poll_github {
-                // A first read of Concourse reaches back to the oldest commit GitHub reports, so
-                // GitHub answers first (once).
-                let gh = gh_poll.await;
-                let reported = gh.iter().flat_map(|r| r.iter().flatten());
-                let oldest = reported
-                    .filter_map(|f| match f {
-                        Fact::Commit(c) => Some(c.committer_date),
-                        _ => None,
-                    })
-                    .chain(facts.commits.values().map(|c| c.committer_date))
-                    .min();
-                concourse.set_first_read_since(oldest);
-                (gh, concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll")).await)
-            } else {
-                tokio::join!(
-                    gh_poll,
-                    concourse.poll(now).instrument(tracing::info_span!(parent: &cycle, "concourse.poll"))
-                )
-            }
-        };
-        let (gh, cc) = tokio::select! {
-            r = polled => r,
-            _ = stop_rx.changed() => {
-                tracing::info!("shutdown: in-flight poll cancelled");
-                break;
-            }
+        let (gh, cc) = if concourse.first_read_due() && poll_github {
+            // A first read of Concourse reaches back to the oldest commit GitHub reports, so
+            // GitHub answers first (once).
+            let gh = gh_poll.await;
+            let oldest = gh
+                .iter()
+                .flat_map(|r| r.iter().flatten())
+                .filter_map(|f| match f {
+                    Fact::Commit(c) => Some(c.committer_date),
+                    _ => None,
+                })
+                .chain(facts.commits.values().map(|c| c.committer_date))
+                .min();
+            concourse.set_first_read_since(oldest);
+            (gh, concourse.poll(now).instrument(tracing::info_span!(parent: cycle, "concourse.poll")).await)
+        } else {
+            tokio::join!(gh_poll, concourse.poll(now).instrument(tracing::info_span!(parent: cycle, "concourse.poll")))
         };
         let mut new: Vec<Fact> = vec![];
         match gh {
             Some(Ok(f)) => {
-                answered.0 = true;
+                self.answered.0 = true;
                 new.extend(f);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "github poll failed"),
@@ -393,106 +511,119 @@ pub async fn serve_with_options(
         }
         match cc {
             Ok(f) => {
-                answered.1 = true;
+                self.answered.1 = true;
                 new.extend(f);
             }
             Err(e) => tracing::warn!(error = %e, "concourse poll failed"),
         }
-        let (head, etag) = github.cursor();
-        if !unstored.is_empty() {
-            let mut b = std::mem::take(&mut unstored);
+        new
+    }
+
+    /// Store the new facts with the cursor that covers them, then apply and publish them. A
+    /// batch that cannot be stored is not applied (memory and disk stay in step) and is
+    /// stored again with the next cycle's (facts are idempotent).
+    async fn store_and_publish(&mut self, mut new: Vec<Fact>, cycle: &tracing::Span) {
+        let (head, etag) = self.github.cursor();
+        if !self.unstored.is_empty() {
+            let mut b = std::mem::take(&mut self.unstored);
             b.append(&mut new);
             new = b;
         }
-        let persisted = {
-            let batch = new.clone();
-            blocking(&store, move |s| {
-                // Facts and the cursor that covers them in one transaction: a cursor is never
-                // ahead of what is stored.
-                let mut kv: Vec<(&str, &str)> = vec![];
-                if let Some(h) = &head {
-                    kv.push((KV_GITHUB_HEAD, h));
-                }
-                // An ETag belongs to the head it came with; none means none (empty is ignored).
-                kv.push((KV_GITHUB_ETAG, etag.as_deref().unwrap_or("")));
-                s.apply_with_kv(&batch, &kv)
-            })
-            .instrument(tracing::info_span!(parent: &cycle, "store.write", facts = new.len()))
-            .await
-        };
+        let batch = new.clone();
+        let persisted = blocking(&self.store, move |s| {
+            // Facts and the cursor that covers them in one transaction: a cursor is never
+            // ahead of what is stored.
+            let mut kv: Vec<(&str, &str)> = vec![];
+            if let Some(h) = &head {
+                kv.push((KV_GITHUB_HEAD, h));
+            }
+            // An ETag belongs to the head it came with; none means none (empty is ignored).
+            kv.push((KV_GITHUB_ETAG, etag.as_deref().unwrap_or("")));
+            s.apply_with_kv(&batch, &kv)
+        })
+        .instrument(tracing::info_span!(parent: cycle, "store.write", facts = new.len()))
+        .await;
         match persisted {
             Ok(()) => {
-                shared.store_ok();
-                let changed = new.into_iter().fold(false, |acc, f| facts.apply(f) | acc);
-                if changed || answered != (false, false) {
-                    publish(&facts, &shared, &baseline);
-                    offer(&mut spans, &shared);
+                self.shared.store_ok();
+                let changed = new.into_iter().fold(false, |acc, f| self.facts.apply(f) | acc);
+                if changed || self.answered != (false, false) {
+                    self.publish();
                 }
-                if answered == (true, true) && !shared.is_ready() {
-                    shared.set_ready();
+                if self.answered == (true, true) && !self.shared.is_ready() {
+                    self.shared.set_ready();
                     tracing::info!("ready: every source answered");
                 }
             }
-            // Not applying what could not be stored keeps memory and disk in step; the batch
-            // (facts are idempotent) is stored again with the next cycle's.
             Err(e) => {
                 tracing::error!(error = %e, facts = new.len(), "cannot store facts; will retry next cycle");
-                shared.store_failed(&store_reason(&e));
-                unstored = new;
+                self.shared.store_failed(&store_reason(&e));
+                self.unstored = new;
             }
         }
-        // Retention, at most hourly: forget old journeys, folding what they counted into the
-        // persisted baseline in the same transaction that deletes them.
-        if now >= next_prune {
-            next_prune = now + 3600;
-            // Saturating: no retention, however long, wraps round into the future.
-            let cutoff = now.saturating_sub(i64::try_from(cfg.retention.as_secs()).unwrap_or(i64::MAX));
-            let derived = derive(&facts, &core, now);
-            let sb = stage_builds(&facts, &core, &derived);
-            let plan = crate::retention::plan(&facts, &derived, &sb, &core, cutoff);
-            if !plan.is_empty() {
-                let (c, b, rows) = (plan.commits.clone(), plan.builds.clone(), plan.rows.clone());
-                let deltas: Vec<crate::store::Counter> = rows
-                    .iter()
-                    .map(|(n, l, v)| crate::store::Counter { name: n.clone(), labels: l.clone(), value: *v })
-                    .collect();
-                let pruned = blocking(&store, move |s| {
-                    s.prune_and_fold(
-                        cutoff,
-                        |item| match item {
-                            crate::store::PruneItem::Commit(sha) => !c.contains(sha),
-                            crate::store::PruneItem::Build(id) => !b.contains(&id),
-                        },
-                        &deltas,
-                    )
-                })
-                .await;
-                match pruned {
-                    Ok(p) => {
-                        crate::retention::apply(&mut facts, &plan);
-                        let mut b = (*baseline).clone();
-                        b.add(rows);
-                        baseline = Arc::new(b);
-                        // The smaller facts and the larger baseline are published together.
-                        publish(&facts, &shared, &baseline);
-                        if let Some(x) = spans.as_mut() {
-                            x.retain_commits(|sha| facts.commits.contains_key(sha));
-                        }
-                        tracing::info!(commits = p.commits, builds = p.builds, "retention pruned old journeys");
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "retention failed; will retry");
-                        shared.store_failed(&store_reason(&e));
-                    }
+    }
+
+    /// Retention: forget old journeys, folding what they counted into the persisted baseline
+    /// in the same transaction that deletes them. Plans on the published snapshot, which is
+    /// of the same facts (every change is published before this runs).
+    async fn prune(&mut self, now: i64) {
+        // Saturating: no retention, however long, wraps round into the future.
+        let cutoff = now.saturating_sub(i64::try_from(self.cfg.retention.as_secs()).unwrap_or(i64::MAX));
+        let snap = self.shared.snapshot();
+        let plan = crate::retention::plan(&self.facts, &snap.derived, &snap.stage_builds, &self.publisher.core, cutoff);
+        if plan.is_empty() {
+            return;
+        }
+        let (c, b, rows) = (plan.commits.clone(), plan.builds.clone(), plan.rows.clone());
+        let deltas: Vec<crate::store::Counter> = rows
+            .iter()
+            .map(|(n, l, v)| crate::store::Counter { name: n.clone(), labels: l.clone(), value: *v })
+            .collect();
+        let pruned = blocking(&self.store, move |s| {
+            s.prune_and_fold(
+                cutoff,
+                |item| match item {
+                    crate::store::PruneItem::Commit(sha) => !c.contains(sha),
+                    crate::store::PruneItem::Build(id) => !b.contains(&id),
+                },
+                &deltas,
+            )
+        })
+        .await;
+        match pruned {
+            Ok(p) => {
+                crate::retention::apply(&mut self.facts, &plan);
+                let mut b = (*self.baseline).clone();
+                b.add(rows);
+                self.baseline = Arc::new(b);
+                // The smaller facts and the larger baseline are published together.
+                self.publisher.publish(&self.facts, &self.shared, &self.baseline);
+                let facts = &self.facts;
+                if let Some(x) = self.spans.as_mut() {
+                    x.retain_commits(|sha| facts.commits.contains_key(sha));
                 }
+                tracing::info!(commits = p.commits, builds = p.builds, "retention pruned old journeys");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "retention failed; will retry");
+                self.shared.store_failed(&store_reason(&e));
             }
         }
-        tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "poll cycle");
-        drop(cycle);
-        let wait = cfg.poll_interval.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+    }
+
+    /// Wait for the next cycle: the poll interval, a push webhook (coalesced), or shutdown.
+    async fn wait(
+        &self,
+        started: Instant,
+        last_push_cycle: &mut Option<Instant>,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Wake {
+        // Capped so that with a long poll_interval a push still shows up within seconds.
+        let push_gap = (self.cfg.poll_interval / PUSH_POLLS_PER_INTERVAL).min(MAX_PUSH_GAP);
+        let wait = self.cfg.poll_interval.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.poll_now.notified() => {
+            _ = tokio::time::sleep(wait) => Wake::Interval,
+            _ = self.shared.poll_now.notified() => {
                 // Pushes are coalesced: a cycle starts at most every poll_interval / N however
                 // many arrive (the Notify keeps one wake-up for those during the wait).
                 // Measured from the last push-triggered cycle, so a push after a quiet spell
@@ -503,26 +634,23 @@ pub async fn serve_with_options(
                     tracing::debug!(wait_ms = (earliest - Instant::now()).as_millis() as u64, "push webhook: polling soon");
                     tokio::select! {
                         _ = tokio::time::sleep_until(earliest.into()) => {}
-                        _ = stop_rx.changed() => break,
+                        _ = stop.changed() => return Wake::Stop,
                     }
                 }
                 tracing::debug!("push webhook: polling now");
-                last_push_cycle = Some(Instant::now());
-                pushed = true;
+                *last_push_cycle = Some(Instant::now());
+                Wake::Push
             }
-            _ = stop_rx.changed() => break,
+            _ = stop.changed() => Wake::Stop,
         }
     }
-    tracing::info!("shutting down");
-    server.await.map_err(|e| AppError::Join(e.to_string()))?;
-    if let Some(x) = spans {
-        // What is not acknowledged by then is not marked, so the next start sends it.
-        x.shutdown(Duration::from_secs(5)).await;
-    }
-    if let Some(p) = self_traces {
-        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
-    }
-    Ok(())
+}
+
+/// Why the poll loop woke.
+enum Wake {
+    Interval,
+    Push,
+    Stop,
 }
 
 async fn blocking<T: Send + 'static>(

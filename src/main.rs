@@ -610,10 +610,15 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(url) => sim_clock(url).await?,
     };
     let options = deploy_journey::app::ServeOptions { reset_state: a.reset_state };
-    deploy_journey::app::serve_with_options(cfg, listen, clock, options, shutdown_signal(), None)
-        .await
-        .context("serve")?;
-    Ok(ExitCode::SUCCESS)
+    match deploy_journey::app::serve_with_options(cfg, listen, clock, options, shutdown_signal(), None).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // A bad web config is a bad configuration: check-config's message and exit code.
+        Err(deploy_journey::app::AppError::WebConfig(e)) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(EXIT_BAD_CONFIG))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("serve")),
+    }
 }
 
 /// `serve`'s clock is synchronous; the simulator's is behind HTTP. A task reads it every

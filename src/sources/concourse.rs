@@ -47,6 +47,8 @@
 //! public pipeline a dead token gets the public view instead of a 401. Only `GET`s and the
 //! token `POST` are ever sent.
 
+pub mod drift;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

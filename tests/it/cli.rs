@@ -394,3 +394,50 @@ fn a_closed_stdout_ends_a_printing_command_quietly() {
         assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{name}: {stderr}");
     }
 }
+
+/// Every command that loads a configuration refuses an invalid one the same way: exit 2 and the
+/// message check-config prints, whether the main file or the web config file (named by the flag
+/// or by the config) is wrong. `serve` said `error: serve: …` and exited 1 for the web config.
+#[test]
+fn an_invalid_config_exits_2_with_check_configs_message_in_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, "basic_auth_users: {admin: not-a-hash}\n").unwrap();
+    let lana = std::fs::read_to_string(LANA).unwrap();
+    let with_web = dir.path().join("with-web.yaml");
+    std::fs::write(&with_web, format!("{lana}\nweb_config_file: {}\n", web.display())).unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, lana.replacen("url: https://ci.galoy.io", "url: ftp://x", 1)).unwrap();
+    let run = |args: &[&str], config: &Path, extra: &[&Path]| {
+        let out = bin().args(args).arg("--config").arg(config).args(extra).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let check = |config: &Path, extra: &[&Path]| run(&["check-config", "--offline"], config, extra);
+    let state = state.to_str().unwrap();
+    let serve_with =
+        |config: &Path, extra: &[&Path]| run(&["serve", "--listen", "127.0.0.1:0", "--state", state], config, extra);
+    // The web config named by the flag, then by the config file.
+    let flag = ["--web.config.file".as_ref(), web.as_path()];
+    for (name, want, got) in [
+        ("flag", check(Path::new(LANA), &flag), serve_with(Path::new(LANA), &flag)),
+        ("config key", check(&with_web, &[]), serve_with(&with_web, &[])),
+    ] {
+        assert_eq!(want.0, Some(2), "{name}: {}", want.1);
+        assert!(want.1.contains("basic_auth_users.admin"), "{name}: {}", want.1);
+        assert_eq!(got, want, "{name}: serve differs from check-config");
+    }
+    // The main file, in every command that reads one.
+    let want = check(&bad, &[]);
+    assert_eq!(want.0, Some(2), "{}", want.1);
+    assert!(want.1.contains("concourse.url"), "{}", want.1);
+    for args in [
+        &["classify"][..],
+        &["watch"],
+        &["report", "abcd"],
+        &["backfill", "--since", "1d", "--openmetrics", "/dev/null"],
+    ] {
+        assert_eq!(run(args, &bad, &[]), want, "{args:?}");
+    }
+    assert_eq!(serve_with(&bad, &[]), want, "serve");
+}

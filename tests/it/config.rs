@@ -643,3 +643,36 @@ fn every_file_read_is_bounded_and_check_config_says_ok_last() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains(": OK") && out.contains("TLS off, basic auth off"), "{out}");
 }
+
+/// A 100,000-deep file, flow or block, is refused by its depth, naming the file, before the
+/// parser reads it all (libyaml's scanner is quadratic in flow depth: 83 s of CPU). The flow
+/// cases hide their brackets from a scan of quotes and comments: a `"` inside a plain scalar
+/// or a block scalar opens no quoted string for the parser.
+#[test]
+fn a_100k_deep_file_is_refused_by_its_depth() {
+    const N: usize = 100_000;
+    let flow = format!("{}{}", "[".repeat(N), "]".repeat(N));
+    let cases = [
+        ("flow.yaml", format!("retention: {flow}\n")),
+        ("flow-after-plain.yaml", format!("branch: x \"y\nretention: {flow}\n")),
+        ("flow-after-block-scalar.yaml", format!("note: |\n  \"\nretention: {flow}\n")),
+        ("block-seq.yaml", format!("retention:\n{}x\n", "- ".repeat(N))),
+        ("block-map.yaml", format!("retention:\n{}x\n", "? ".repeat(N))),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in &cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let e = config::load_lazy(&path, &fake_env).err().map(|e| e.to_string()).unwrap_or_default();
+        let want = format!("{}: nesting deeper than 64 levels at line ", path.display());
+        assert!(e.starts_with(&want), "{name}: got {e:?}, want {want:?}");
+        // The web config file is read by the same bound.
+        let web = deploy_journey::webconfig::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        let want = format!("web config {}: nesting deeper than 64 levels at line ", path.display());
+        assert!(web.starts_with(&want), "{name}: got {web:?}, want {want:?}");
+    }
+    // 64 levels (the top mapping and 63 lists) pass the bound; the file fails later, on what it says.
+    let edge = format!("retention: {}{}\n", "[".repeat(63), "]".repeat(63));
+    let e = config::parse(&edge, "edge.yaml", &fake_env).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(!e.is_empty() && !e.contains("nesting deeper"), "{e}");
+}
