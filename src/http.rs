@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::core::journey::{Attempt, Derived, Journey, RunningBuild, StageJourney, WaitsFor};
+use crate::core::journey::{Derived, Journey};
 pub use crate::snapshot::{MetricsContext, Shared, Snapshot, WebhookContext};
 
 pub fn routes(shared: Arc<Shared>) -> Router {
@@ -268,83 +268,14 @@ pub fn find<'a>(d: &'a Derived, sha: &str) -> Result<&'a Journey, (StatusCode, J
     }
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct JourneyJson {
-    pub sha: String,
-    pub short_sha: String,
-    pub subject: String,
-    pub author: String,
-    pub commit_url: String,
-    pub commit_time: i64,
-    pub change_type: String,
-    pub resources: Vec<String>,
-    pub outcome: String,
-    pub ended: bool,
-    pub failed_stage: Option<String>,
-    pub carried_on: bool,
-    pub carried_by: Option<String>,
-    pub not_picked_up: bool,
-    pub vanished: bool,
-    /// Environment → deployment end time.
-    pub deployed_at: std::collections::BTreeMap<String, i64>,
-    /// Environment → seconds from commit time to the end of that deployment.
-    pub lead_time_seconds: std::collections::BTreeMap<String, i64>,
-    pub trace_id: String,
-    pub stages: Vec<StageJson>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StageJson {
-    pub name: String,
-    pub state: String,
-    pub ready_at: Option<i64>,
-    pub start: Option<i64>,
-    pub end: Option<i64>,
-    pub wait_seconds: Option<i64>,
-    pub duration_seconds: Option<i64>,
-    /// How the stage's builds were tied to the commit: exact, bridge or inferred.
-    pub attribution: Option<String>,
-    pub expected_jobs: Vec<String>,
-    pub attempts: Vec<AttemptJson>,
-    /// For a commit in flight that is not running here: what it waits for. Absent from the
-    /// JSON of older exporters, hence the default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waits_for: Option<WaitsForJson>,
-}
-
-/// What a commit waits for at a stage.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct WaitsForJson {
-    /// `no_build`, `busy`, `queued`, `upstream` or `triggering_commit`.
-    pub kind: String,
-    /// One phrase for a person, e.g. "the stage is busy with build lana-bank-testflight #41
-    /// (started, carrying 3f2a1bc)".
-    pub text: String,
-    /// For `busy` and `queued`: the build.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build: Option<RunningBuildJson>,
-    /// For `upstream`: the stage and its state for this commit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_state: Option<String>,
-}
-
-/// A running build of a stage's job, whatever commit it carries.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct RunningBuildJson {
-    pub build_id: i64,
-    pub pipeline: String,
-    pub job: String,
-    pub name: String,
-    /// `pending` (not started) or `started`.
-    pub status: String,
-    pub start: Option<i64>,
-    pub url: String,
-    pub rerun_of: Option<i64>,
-    /// The newest commit it carries, when known.
-    pub head: Option<String>,
-}
+// The journey JSON is the typed view (`crate::view`), serialised as is; these names stay for
+// the API's users and tests.
+pub type JourneyJson = crate::view::JourneyView;
+pub type StageJson = crate::view::StageView;
+pub type AttemptJson = crate::view::AttemptView;
+pub type WaitsForJson = crate::view::WaitsForView;
+pub type RunningBuildJson = crate::view::RunningBuildView;
+pub use crate::view::trace_id;
 
 /// A stage as its builds show it now.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -357,36 +288,13 @@ pub struct StageNowJson {
     pub stuck: bool,
 }
 
-fn running_json(r: &RunningBuild) -> RunningBuildJson {
-    RunningBuildJson {
-        build_id: r.build_id,
-        pipeline: r.pipeline.clone(),
-        job: r.job.clone(),
-        name: r.name.clone(),
-        status: r.status.as_str().into(),
-        start: r.start,
-        url: r.url.clone(),
-        rerun_of: r.rerun_of,
-        head: r.head.clone(),
-    }
-}
-
-fn waits_json(w: &WaitsFor) -> WaitsForJson {
-    let (build, upstream, upstream_state) = match w {
-        WaitsFor::Busy(b) | WaitsFor::Queued(b) => (Some(running_json(b)), None, None),
-        WaitsFor::Upstream { stage, state } => (None, Some(stage.clone()), Some(state.as_str().to_string())),
-        WaitsFor::NoBuild | WaitsFor::TriggeringCommit => (None, None, None),
-    };
-    WaitsForJson { kind: w.kind().into(), text: w.describe(), build, upstream, upstream_state }
-}
-
 /// The stages' running builds, with ages measured at `now`.
 pub fn stages_now_json(d: &Derived, now: i64) -> Vec<StageNowJson> {
     d.stages
         .iter()
         .map(|sn| StageNowJson {
             name: sn.name.clone(),
-            running_builds: sn.running.iter().map(running_json).collect(),
+            running_builds: sn.running.iter().map(RunningBuildJson::new).collect(),
             oldest_running_build_seconds: sn.oldest_age(now),
             stuck_after_seconds: sn.stuck_after,
             stuck: sn.stuck_at(now),
@@ -394,92 +302,16 @@ pub fn stages_now_json(d: &Derived, now: i64) -> Vec<StageNowJson> {
         .collect()
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct AttemptJson {
-    pub build_id: i64,
-    pub pipeline: String,
-    pub job: String,
-    pub name: String,
-    pub status: String,
-    pub start: Option<i64>,
-    pub end: Option<i64>,
-    pub url: String,
-    pub rerun_of: Option<i64>,
-    pub attribution: String,
-    /// The build was for this commit itself, not a later one that carried it along.
-    pub own: bool,
-    pub head: Option<String>,
-}
-
-impl JourneyJson {
+impl crate::view::JourneyView {
+    /// The view of a journey in a published snapshot.
     pub fn from(j: &Journey, snap: &Snapshot) -> JourneyJson {
-        JourneyJson {
-            sha: j.sha.clone(),
-            short_sha: j.short().to_string(),
-            subject: j.subject.clone(),
-            author: j.author.clone(),
-            commit_url: match snap.repository_url.as_str() {
-                "" => format!("https://github.com/{}/commit/{}", snap.repository, j.sha),
-                base => format!("{base}/commit/{}", j.sha),
-            },
-            commit_time: j.commit_time,
-            change_type: j.classification.change_type.as_str().into(),
-            resources: j.classification.resources.clone(),
-            outcome: j.outcome.as_str().into(),
-            ended: j.ended,
-            failed_stage: j.failed_stage.clone(),
-            carried_on: j.carried_on,
-            carried_by: j.carried_by.clone(),
-            not_picked_up: j.not_picked_up,
-            vanished: j.vanished,
-            deployed_at: j.deployed_at.clone(),
-            lead_time_seconds: snap
-                .environments
-                .iter()
-                .filter_map(|e| j.lead_time(e).map(|l| (e.clone(), l)))
-                .collect(),
-            trace_id: trace_id(&j.sha),
-            stages: j.stages.iter().map(stage_json).collect(),
-        }
+        let links = crate::view::Links {
+            repository: &snap.repository,
+            repository_url: &snap.repository_url,
+            environments: &snap.environments,
+        };
+        JourneyJson::new(j, &links)
     }
-}
-
-fn stage_json(s: &StageJourney) -> StageJson {
-    StageJson {
-        name: s.name.clone(),
-        state: s.state.as_str().into(),
-        ready_at: s.ready_at,
-        start: s.start,
-        end: s.end,
-        wait_seconds: s.wait(),
-        duration_seconds: s.duration(),
-        attribution: s.method().map(|m| m.as_str().into()),
-        expected_jobs: s.expected_jobs.clone(),
-        attempts: s.attempts.iter().map(attempt_json).collect(),
-        waits_for: s.waits_for.as_ref().map(waits_json),
-    }
-}
-
-fn attempt_json(a: &Attempt) -> AttemptJson {
-    AttemptJson {
-        build_id: a.build_id,
-        pipeline: a.pipeline.clone(),
-        job: a.job.clone(),
-        name: a.name.clone(),
-        status: a.status.as_str().into(),
-        start: a.start,
-        end: a.end,
-        url: a.url.clone(),
-        rerun_of: a.rerun_of,
-        attribution: a.method.as_str().into(),
-        own: a.own,
-        head: a.head.clone(),
-    }
-}
-
-/// The journey's trace id: the first 32 hex digits of the commit sha.
-pub fn trace_id(sha: &str) -> String {
-    sha.chars().take(32).collect()
 }
 
 fn esc(s: &str) -> String {
@@ -527,7 +359,7 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
                     esc(&b.url),
                     esc(&b.job),
                     esc(&b.name),
-                    esc(&b.status),
+                    esc(b.status.as_str()),
                     esc(carrying)
                 )
             })

@@ -20,5 +20,6 @@ pub mod sinks;
 pub mod snapshot;
 pub mod sources;
 pub mod store;
+pub mod view;
 pub mod watch;
 pub mod webconfig;

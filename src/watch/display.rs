@@ -6,7 +6,8 @@ use std::io::{IsTerminal, Write};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::http::JourneyJson;
+use crate::core::journey::StageState;
+use crate::view::JourneyView;
 
 use super::monitor::stage_status;
 
@@ -64,7 +65,7 @@ impl Display {
     }
 
     /// Redraw the per-stage lines (live only; plain output says changes through `say`).
-    pub fn update(&mut self, j: &JourneyJson, now: i64) {
+    pub fn update(&mut self, j: &JourneyView, now: i64) {
         let Mode::Live { multi, bars } = &mut self.mode else { return };
         let width = j.stages.iter().map(|s| s.name.len()).max().unwrap_or(8);
         for s in &j.stages {
@@ -77,18 +78,18 @@ impl Display {
                 }
             };
             // A spinner while running; a fixed mark otherwise.
-            let mark = match s.state.as_str() {
-                "running" => "{spinner}",
-                "succeeded" => "✓",
-                "failed" => "✗",
-                "not_applicable" => "-",
-                _ => "·",
+            let mark = match s.state {
+                StageState::Running => "{spinner}",
+                StageState::Succeeded => "✓",
+                StageState::Failed => "✗",
+                StageState::NotApplicable => "-",
+                StageState::Waiting | StageState::Pending | StageState::Riding | StageState::Incomplete => "·",
             };
             let style = ProgressStyle::with_template(&format!("{{prefix:<{width}}} {mark} {{wide_msg}}"))
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());
             bar.set_style(style);
             bar.set_message(stage_status(s, now));
-            if s.state == "running" {
+            if s.state == StageState::Running {
                 bar.tick();
             }
         }

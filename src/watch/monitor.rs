@@ -1,9 +1,11 @@
-//! The state machine behind `watch`: successive views of one journey (as the exporter's JSON
-//! API shapes them) in, display events and a verdict out. Pure: time is an argument.
+//! The state machine behind `watch`: successive typed views of one journey (`crate::view`, what
+//! the exporter's JSON API serves) in, display events and a verdict out. Pure: time is an argument.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::http::{AttemptJson, JourneyJson, StageJson};
+use crate::core::facts::BuildStatus;
+use crate::core::journey::{Outcome, StageState};
+use crate::view::{AttemptView, JourneyView, StageView, WaitsKind};
 
 use super::fmt_secs;
 use super::plan::Plan;
@@ -128,18 +130,18 @@ pub struct Monitor {
     started: BTreeSet<String>,
     succeeded: BTreeSet<String>,
     /// Build id → status last seen.
-    builds: BTreeMap<i64, String>,
+    builds: BTreeMap<i64, BuildStatus>,
     failed_jobs: BTreeSet<(String, String)>,
     warned_stages: BTreeSet<String>,
     warned_not_picked_up: bool,
     carried_by: Option<String>,
     deployed: BTreeSet<String>,
     /// The last "waits for" said: (stage, kind, build id, upstream).
-    waits: Option<(String, String, Option<i64>, Option<String>)>,
+    waits: Option<(String, WaitsKind, Option<i64>, Option<String>)>,
 }
 
-fn is_failure(status: &str) -> bool {
-    matches!(status, "failed" | "errored" | "aborted")
+fn is_failure(status: BuildStatus) -> bool {
+    matches!(status, BuildStatus::Failed | BuildStatus::Errored | BuildStatus::Aborted)
 }
 
 impl Monitor {
@@ -148,7 +150,7 @@ impl Monitor {
     }
 
     /// What changed since the previous view.
-    pub fn observe(&mut self, plan: &Plan, j: &JourneyJson, now: i64) -> Vec<Event> {
+    pub fn observe(&mut self, plan: &Plan, j: &JourneyView, now: i64) -> Vec<Event> {
         let mut out = vec![];
         if !self.seen {
             self.seen = true;
@@ -159,22 +161,22 @@ impl Monitor {
             out.push(Event::NotPickedUp { after: plan.not_picked_up_after });
         }
         for s in &j.stages {
-            if s.state == "not_applicable" {
+            if s.state == StageState::NotApplicable {
                 continue;
             }
             for a in &s.attempts {
-                let before = self.builds.insert(a.build_id, a.status.clone());
+                let before = self.builds.insert(a.build_id, a.status);
                 let key = (s.name.clone(), a.job.clone());
                 if before.is_none() && self.failed_jobs.contains(&key) {
                     out.push(Event::BuildRetried { stage: s.name.clone(), job: a.job.clone(), build: a.name.clone() });
                 }
-                if is_failure(&a.status) && before.as_deref() != Some(a.status.as_str()) {
+                if is_failure(a.status) && before != Some(a.status) {
                     self.failed_jobs.insert(key);
                     out.push(Event::BuildFailed {
                         stage: s.name.clone(),
                         job: a.job.clone(),
                         build: a.name.clone(),
-                        status: a.status.clone(),
+                        status: a.status.as_str().to_string(),
                         url: a.url.clone(),
                     });
                 }
@@ -182,14 +184,14 @@ impl Monitor {
             if !s.attempts.is_empty() && self.started.insert(s.name.clone()) {
                 out.push(Event::StageStarted { stage: s.name.clone(), builds: builds_of(s) });
             }
-            if s.state == "succeeded" && self.succeeded.insert(s.name.clone()) {
+            if s.state == StageState::Succeeded && self.succeeded.insert(s.name.clone()) {
                 out.push(Event::StageSucceeded {
                     stage: s.name.clone(),
                     wait: s.wait_seconds,
                     duration: s.duration_seconds,
                 });
             }
-            if s.state == "running"
+            if s.state == StageState::Running
                 && let (Some(start), Some(threshold)) = (s.start, plan.threshold(&s.name))
                 && now - start > threshold
                 && self.warned_stages.insert(s.name.clone())
@@ -198,12 +200,11 @@ impl Monitor {
             }
         }
         // What it waits for at its current stage, said when that changes (not as time passes).
-        let current =
-            j.stages.iter().find(|s| matches!(s.state.as_str(), "waiting" | "pending" | "riding" | "running"));
+        let current = j.stages.iter().find(|s| s.state.in_flight());
         if let Some(s) = current
             && let Some(w) = &s.waits_for
         {
-            let key = (s.name.clone(), w.kind.clone(), w.build.as_ref().map(|b| b.build_id), w.upstream.clone());
+            let key = (s.name.clone(), w.kind, w.build.as_ref().map(|b| b.build_id), w.upstream.clone());
             if self.waits.as_ref() != Some(&key) {
                 self.waits = Some(key);
                 out.push(Event::Waits { stage: s.name.clone(), what: w.text.clone() });
@@ -227,36 +228,36 @@ impl Monitor {
     }
 }
 
-fn builds_of(s: &StageJson) -> Vec<String> {
+fn builds_of(s: &StageView) -> Vec<String> {
     s.attempts.iter().map(|a| format!("{} #{}", a.job, a.name)).collect()
 }
 
 /// Whether following can stop, and how.
-pub fn verdict(plan: &Plan, j: &JourneyJson) -> Verdict {
+pub fn verdict(plan: &Plan, j: &JourneyView) -> Verdict {
     let goal = j.stages.iter().find(|s| s.name == plan.goal_name);
     if let Some(env) = &plan.goal_environment {
         if j.deployed_at.contains_key(env) {
             return Verdict::Reached;
         }
     } else if let Some(g) = goal {
-        if g.state == "succeeded" {
+        if g.state == StageState::Succeeded {
             return Verdict::Reached;
         }
-        if g.state == "not_applicable" {
+        if g.state == StageState::NotApplicable {
             return Verdict::NotApplicable { stage: g.name.clone() };
         }
     }
-    if j.outcome == "incomplete" {
+    if j.outcome == Outcome::Incomplete {
         return Verdict::Incomplete;
     }
     for s in &j.stages {
         // Per job: its newest attempt failed, and no attempt of it succeeded or still runs.
-        let mut by_job: BTreeMap<&str, Vec<&AttemptJson>> = BTreeMap::new();
+        let mut by_job: BTreeMap<&str, Vec<&AttemptView>> = BTreeMap::new();
         for a in &s.attempts {
             by_job.entry(a.job.as_str()).or_default().push(a);
         }
         for (job, atts) in by_job {
-            let settled_bad = atts.iter().all(|a| is_failure(&a.status));
+            let settled_bad = atts.iter().all(|a| is_failure(a.status));
             if settled_bad && let Some(last) = atts.iter().max_by_key(|a| (a.start.unwrap_or(0), a.build_id)) {
                 return Verdict::Failed {
                     stage: s.name.clone(),
@@ -273,12 +274,16 @@ pub fn verdict(plan: &Plan, j: &JourneyJson) -> Verdict {
 
 /// The text after a stage's name in the live display: state, elapsed time while running,
 /// and the builds carrying the commit.
-pub fn stage_status(s: &StageJson, now: i64) -> String {
-    let builds =
-        s.attempts.iter().map(|a| format!("{} #{} {}", a.job, a.name, a.status)).collect::<Vec<_>>().join(", ");
-    let head = match s.state.as_str() {
-        "running" => format!("running {}", s.start.map(|t| fmt_secs(now - t)).unwrap_or_default()),
-        "pending" => {
+pub fn stage_status(s: &StageView, now: i64) -> String {
+    let builds = s
+        .attempts
+        .iter()
+        .map(|a| format!("{} #{} {}", a.job, a.name, a.status.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let head = match s.state {
+        StageState::Running => format!("running {}", s.start.map(|t| fmt_secs(now - t)).unwrap_or_default()),
+        StageState::Pending => {
             let p = format!(
                 "pending {}",
                 s.ready_at.map(|t| format!("(ready {} ago)", fmt_secs(now - t))).unwrap_or_default()
@@ -292,13 +297,15 @@ pub fn stage_status(s: &StageJson, now: i64) -> String {
                 None => p,
             }
         }
-        "riding" | "waiting" => match &s.waits_for {
-            Some(w) => format!("{}: {}", s.state, w.text),
-            None => s.state.clone(),
+        StageState::Riding | StageState::Waiting => match &s.waits_for {
+            Some(w) => format!("{}: {}", s.state.as_str(), w.text),
+            None => s.state.as_str().to_string(),
         },
-        "succeeded" => format!("succeeded in {}", s.duration_seconds.map(fmt_secs).unwrap_or_else(|| "?".into())),
-        "not_applicable" => "does not apply".into(),
-        other => other.to_string(),
+        StageState::Succeeded => {
+            format!("succeeded in {}", s.duration_seconds.map(fmt_secs).unwrap_or_else(|| "?".into()))
+        }
+        StageState::NotApplicable => "does not apply".into(),
+        StageState::Failed | StageState::Incomplete => s.state.as_str().to_string(),
     };
     if builds.is_empty() { head } else { format!("{head}  [{builds}]") }
 }
@@ -306,7 +313,15 @@ pub fn stage_status(s: &StageJson, now: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::classify::ChangeType;
+    use crate::core::lineage::Method;
+    use crate::view::{RunningBuildView, WaitsForView};
     use crate::watch::plan::PathKind;
+
+    /// A state, status or kind by its JSON name (fixtures read like the API).
+    fn named<T: serde::de::DeserializeOwned>(s: &str) -> T {
+        serde_json::from_value(serde_json::json!(s)).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
 
     fn plan() -> Plan {
         Plan {
@@ -321,27 +336,27 @@ mod tests {
         }
     }
 
-    fn att(id: i64, job: &str, name: &str, status: &str, start: i64) -> AttemptJson {
-        AttemptJson {
+    fn att(id: i64, job: &str, name: &str, status: &str, start: i64) -> AttemptView {
+        AttemptView {
             build_id: id,
             pipeline: "p".into(),
             job: job.into(),
             name: name.into(),
-            status: status.into(),
+            status: named(status),
             start: Some(start),
             end: None,
             url: format!("http://ci/builds/{id}"),
             rerun_of: None,
-            attribution: "exact".into(),
+            attribution: Method::Exact,
             own: true,
             head: None,
         }
     }
 
-    fn stage(name: &str, state: &str, start: Option<i64>, attempts: Vec<AttemptJson>) -> StageJson {
-        StageJson {
+    fn stage(name: &str, state: &str, start: Option<i64>, attempts: Vec<AttemptView>) -> StageView {
+        StageView {
             name: name.into(),
-            state: state.into(),
+            state: named(state),
             ready_at: Some(0),
             start,
             end: None,
@@ -354,17 +369,17 @@ mod tests {
         }
     }
 
-    fn journey(stages: Vec<StageJson>) -> JourneyJson {
-        JourneyJson {
+    fn journey(stages: Vec<StageView>) -> JourneyView {
+        JourneyView {
             sha: "a".repeat(40),
             short_sha: "aaaaaaa".into(),
             subject: "feat".into(),
             author: "alice".into(),
             commit_url: String::new(),
             commit_time: 0,
-            change_type: "backend".into(),
+            change_type: ChangeType::Backend,
             resources: vec!["repo".into()],
-            outcome: "in_flight".into(),
+            outcome: Outcome::InFlight,
             ended: false,
             failed_stage: None,
             carried_on: false,
@@ -461,7 +476,7 @@ mod tests {
         let p = plan();
         let mut j =
             journey(vec![stage("tests", "incomplete", None, vec![]), stage("staging", "incomplete", None, vec![])]);
-        j.outcome = "incomplete".into();
+        j.outcome = Outcome::Incomplete;
         j.ended = false;
         assert_eq!(verdict(&p, &j), Verdict::Incomplete);
         // Deployed is known even so: reaching the goal wins.
@@ -469,16 +484,16 @@ mod tests {
         assert_eq!(verdict(&p, &j), Verdict::Reached);
     }
 
-    fn waits(kind: &str, text: &str, build: Option<i64>) -> Option<crate::http::WaitsForJson> {
-        Some(crate::http::WaitsForJson {
-            kind: kind.into(),
+    fn waits(kind: &str, text: &str, build: Option<i64>) -> Option<WaitsForView> {
+        Some(WaitsForView {
+            kind: named(kind),
             text: text.into(),
-            build: build.map(|id| crate::http::RunningBuildJson {
+            build: build.map(|id| RunningBuildView {
                 build_id: id,
                 pipeline: "p".into(),
                 job: "test-bats".into(),
                 name: id.to_string(),
-                status: "started".into(),
+                status: BuildStatus::Started,
                 start: Some(0),
                 url: String::new(),
                 rerun_of: None,

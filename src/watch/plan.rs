@@ -33,10 +33,6 @@ impl PathKind {
         }
     }
 
-    pub fn parse_change_type(s: &str) -> Option<PathKind> {
-        ChangeType::ALL.into_iter().find(|t| t.as_str() == s).map(PathKind::from_change_type)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             PathKind::Full => "full pipeline",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::http::JourneyJson;
+use crate::view::JourneyView;
 
 use super::fmt_secs;
 
@@ -52,18 +52,16 @@ pub struct TimelineBuild {
 }
 
 impl Timeline {
-    pub fn from_journey(j: &JourneyJson, warnings: Vec<String>) -> Timeline {
-        let path = super::plan::PathKind::parse_change_type(&j.change_type)
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| j.change_type.clone());
+    pub fn from_journey(j: &JourneyView, warnings: Vec<String>) -> Timeline {
+        let path = super::plan::PathKind::from_change_type(j.change_type).as_str().to_string();
         Timeline {
             sha: j.sha.clone(),
             short_sha: j.short_sha.clone(),
             subject: j.subject.clone(),
             author: j.author.clone(),
-            change_type: j.change_type.clone(),
+            change_type: j.change_type.as_str().to_string(),
             path,
-            outcome: j.outcome.clone(),
+            outcome: j.outcome.as_str().to_string(),
             ended: j.ended,
             failed_stage: j.failed_stage.clone(),
             carried_by: j.carried_by.clone(),
@@ -73,7 +71,7 @@ impl Timeline {
                 .iter()
                 .map(|s| TimelineStage {
                     name: s.name.clone(),
-                    state: s.state.clone(),
+                    state: s.state.as_str().to_string(),
                     wait_seconds: s.wait_seconds,
                     duration_seconds: s.duration_seconds,
                     start: s.start,
@@ -84,7 +82,7 @@ impl Timeline {
                         .map(|a| TimelineBuild {
                             job: a.job.clone(),
                             name: a.name.clone(),
-                            status: a.status.clone(),
+                            status: a.status.as_str().to_string(),
                             url: a.url.clone(),
                             own: a.own,
                         })
@@ -149,13 +147,17 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{AttemptJson, StageJson};
+    use crate::core::classify::ChangeType;
+    use crate::core::facts::BuildStatus;
+    use crate::core::journey::{Outcome, StageState};
+    use crate::core::lineage::Method;
+    use crate::view::{AttemptView, StageView};
 
     #[test]
     fn text_and_json_carry_the_same_figures() {
-        let st = |name: &str, state: &str, wait, dur| StageJson {
+        let st = |name: &str, state: StageState, wait, dur| StageView {
             name: name.into(),
-            state: state.into(),
+            state,
             ready_at: None,
             start: None,
             end: None,
@@ -166,31 +168,31 @@ mod tests {
             attempts: vec![],
             waits_for: None,
         };
-        let mut tests = st("tests", "succeeded", Some(30), Some(22 * 60));
-        tests.attempts.push(AttemptJson {
+        let mut tests = st("tests", StageState::Succeeded, Some(30), Some(22 * 60));
+        tests.attempts.push(AttemptView {
             build_id: 7,
             pipeline: "lana-bank".into(),
             job: "test-bats".into(),
             name: "12".into(),
-            status: "succeeded".into(),
+            status: BuildStatus::Succeeded,
             start: None,
             end: None,
             url: "http://ci/b/7".into(),
             rerun_of: None,
-            attribution: "exact".into(),
+            attribution: Method::Exact,
             own: false,
             head: None,
         });
-        let j = JourneyJson {
+        let j = JourneyView {
             sha: "0123456789abcdef".repeat(2) + "01234567",
             short_sha: "0123456".into(),
             subject: "feat: x".into(),
             author: "alice".into(),
             commit_url: String::new(),
             commit_time: 100,
-            change_type: "frontend".into(),
+            change_type: ChangeType::Frontend,
             resources: vec![],
-            outcome: "deployed".into(),
+            outcome: Outcome::Deployed,
             ended: true,
             failed_stage: None,
             carried_on: false,
@@ -200,7 +202,7 @@ mod tests {
             deployed_at: [("staging".to_string(), 7300)].into(),
             lead_time_seconds: [("staging".to_string(), 7200)].into(),
             trace_id: String::new(),
-            stages: vec![tests, st("staging", "succeeded", None, Some(3600))],
+            stages: vec![tests, st("staging", StageState::Succeeded, None, Some(3600))],
         };
         let t = Timeline::from_journey(&j, vec!["warning: slow".into()]);
         let text = t.text();

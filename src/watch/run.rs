@@ -344,7 +344,7 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
                 let p = match &plan {
                     Some(p) => p,
                     None => {
-                        let kind = PathKind::parse_change_type(&j.change_type).unwrap_or(PathKind::Full);
+                        let kind = PathKind::from_change_type(j.change_type);
                         d.say(now, &format!("{} {:?} by {}", j.short_sha, j.subject, j.author));
                         let p = Plan::new(&core, kind, &j.resources, o.until.as_deref())?;
                         d.say(now, &p.explain());

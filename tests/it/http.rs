@@ -186,3 +186,116 @@ async fn a_form_encoded_push_webhook_to_main_wakes_the_poll_loop() {
     assert_eq!(r.text().await.unwrap(), "polling now\n");
     assert!(woke(&shared).await, "a verified form-encoded push to main polls now");
 }
+
+/// The JSON API's bytes for a journey that has every kind of stage and waits-for, served by the
+/// real router, and `watch --from`'s decoding of them: decoding and writing again gives the same
+/// bytes. The expected text was recorded from the string-typed JSON before the typed view.
+#[tokio::test]
+async fn journey_json_bytes_are_stable_and_round_trip() {
+    use deploy_journey::core::classify::{ChangeType, Classification};
+    use deploy_journey::core::facts::BuildStatus;
+    use deploy_journey::core::journey::{
+        Attempt, Derived, Journey, Outcome, RunningBuild, StageJourney, StageState, WaitsFor,
+    };
+    use deploy_journey::core::lineage::Method;
+    use deploy_journey::http::{JourneyJson, Snapshot};
+
+    let att = |id: i64, job: &str, status, method, own| Attempt {
+        build_id: id,
+        pipeline: "lana-bank".into(),
+        job: job.into(),
+        name: id.to_string(),
+        status,
+        start: Some(1000 + id),
+        end: (status != BuildStatus::Started).then_some(2000 + id),
+        url: format!("http://ci/builds/{id}"),
+        rerun_of: (id == 3).then_some(2),
+        method,
+        own,
+        head: Some("b".repeat(40)),
+    };
+    let stage = |name: &str, state, attempts, waits_for| StageJourney {
+        name: name.into(),
+        state,
+        ready_at: Some(900),
+        start: Some(1001),
+        end: (state == StageState::Succeeded).then_some(2003),
+        attempts,
+        expected_jobs: vec![format!("{name}-job")],
+        waits_for,
+    };
+    let running = RunningBuild {
+        build_id: 9,
+        pipeline: "lana-bank".into(),
+        job: "testflight".into(),
+        name: "41".into(),
+        status: BuildStatus::Started,
+        start: Some(1500),
+        url: "http://ci/builds/9".into(),
+        rerun_of: None,
+        head: Some("c".repeat(40)),
+    };
+    let queued = RunningBuild { status: BuildStatus::Pending, start: None, build_id: 10, ..running.clone() };
+    let journey = Journey {
+        sha: "a".repeat(40),
+        subject: "feat: \"quoted\" <x>".into(),
+        author: "alice".into(),
+        commit_time: 500,
+        classification: Classification { resources: vec!["repo".into()], change_type: ChangeType::Mixed },
+        stages: vec![
+            stage(
+                "tests",
+                StageState::Succeeded,
+                vec![
+                    att(2, "test-bats", BuildStatus::Failed, Method::Exact, true),
+                    att(3, "test-bats", BuildStatus::Succeeded, Method::Bridge, false),
+                ],
+                None,
+            ),
+            stage("edge-images", StageState::NotApplicable, vec![], None),
+            stage(
+                "build-rc",
+                StageState::Running,
+                vec![att(4, "build-rc", BuildStatus::Started, Method::Inferred, true)],
+                None,
+            ),
+            stage("testflight", StageState::Pending, vec![], Some(WaitsFor::Busy(running))),
+            stage("bump", StageState::Pending, vec![], Some(WaitsFor::Queued(queued))),
+            stage(
+                "staging",
+                StageState::Waiting,
+                vec![],
+                Some(WaitsFor::Upstream { stage: "testflight".into(), state: StageState::Pending }),
+            ),
+            stage("ride", StageState::Riding, vec![], Some(WaitsFor::TriggeringCommit)),
+            stage("later", StageState::Waiting, vec![], Some(WaitsFor::NoBuild)),
+        ],
+        outcome: Outcome::InFlight,
+        failed_stage: Some("tests".into()),
+        carried_on: true,
+        ended: false,
+        deployed_at: [("qa".to_string(), 2500)].into(),
+        carried_by: Some("d".repeat(40)),
+        not_picked_up: false,
+        vanished: false,
+    };
+    let shared = Arc::new(Shared::default());
+    shared.publish(Snapshot {
+        derived: Derived { journeys: vec![journey], ..Default::default() },
+        now: 3000,
+        environments: vec!["qa".into(), "staging".into()],
+        repository: "GaloyMoney/lana-bank".into(),
+        ..Default::default()
+    });
+    let url = serve(shared).await;
+    let body =
+        crate::support::client().get(format!("{url}/api/v1/journeys/aaaa")).send().await.unwrap().text().await.unwrap();
+    let want = r#"{"sha":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","short_sha":"aaaaaaa","subject":"feat: \"quoted\" <x>","author":"alice","commit_url":"https://github.com/GaloyMoney/lana-bank/commit/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","commit_time":500,"change_type":"mixed","resources":["repo"],"outcome":"in_flight","ended":false,"failed_stage":"tests","carried_on":true,"carried_by":"dddddddddddddddddddddddddddddddddddddddd","not_picked_up":false,"vanished":false,"deployed_at":{"qa":2500},"lead_time_seconds":{"qa":2000},"trace_id":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","stages":[{"name":"tests","state":"succeeded","ready_at":900,"start":1001,"end":2003,"wait_seconds":101,"duration_seconds":1002,"attribution":"bridge","expected_jobs":["tests-job"],"attempts":[{"build_id":2,"pipeline":"lana-bank","job":"test-bats","name":"2","status":"failed","start":1002,"end":2002,"url":"http://ci/builds/2","rerun_of":null,"attribution":"exact","own":true,"head":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},{"build_id":3,"pipeline":"lana-bank","job":"test-bats","name":"3","status":"succeeded","start":1003,"end":2003,"url":"http://ci/builds/3","rerun_of":2,"attribution":"bridge","own":false,"head":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}]},{"name":"edge-images","state":"not_applicable","ready_at":900,"start":1001,"end":null,"wait_seconds":101,"duration_seconds":null,"attribution":null,"expected_jobs":["edge-images-job"],"attempts":[]},{"name":"build-rc","state":"running","ready_at":900,"start":1001,"end":null,"wait_seconds":101,"duration_seconds":null,"attribution":"inferred","expected_jobs":["build-rc-job"],"attempts":[{"build_id":4,"pipeline":"lana-bank","job":"build-rc","name":"4","status":"started","start":1004,"end":null,"url":"http://ci/builds/4","rerun_of":null,"attribution":"inferred","own":true,"head":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}]},{"name":"testflight","state":"pending","ready_at":900,"start":1001,"end":null,"wait_seconds":101,"duration_seconds":null,"attribution":null,"expected_jobs":["testflight-job"],"attempts":[],"waits_for":{"kind":"busy","text":"the stage is busy with build testflight #41 (started, carrying ccccccc)","build":{"build_id":9,"pipeline":"lana-bank","job":"testflight","name":"41","status":"started","start":1500,"url":"http://ci/builds/9","rerun_of":null,"head":"cccccccccccccccccccccccccccccccccccccccc"}}},{"name":"bump","state":"pending","ready_at":900,"start":1001,"end":null,"wait_seconds":101,"duration_seconds":null,"attribution":null,"expected_jobs":["bump-job"],"attempts":[],"waits_for":{"kind":"queued","text":"its build testflight #41 is queued (pending, not started)","build":{"build_id":10,"pipeline":"lana-bank","job":"testflight","name":"41","status":"pending","start":null,"url":"http://ci/builds/9","rerun_of":null,"head":"cccccccccccccccccccccccccccccccccccccccc"}}},{"name":"staging","state":"waiting","ready_at":900,"start":1001,"end":null,"wait_seconds":101,"duration_seconds":null,"attribution":null,"expected_jobs":["staging-job"],"attempts":[],"waits_for":{"kind":"upstream","text":"waiting for upstream testflight (pending)","upstream":"testflight","upstream_state":"pending"}},{"name":"ride","state":"riding","ready_at":900,"start":1001,"end":null,"wait_seconds":101,"duration_seconds":null,"attribution":null,"expected_jobs":["ride-job"],"attempts":[],"waits_for":{"kind":"triggering_commit","text":"rides with the next triggering commit"}},{"name":"later","state":"waiting","ready_at":900,"start":1001,"end":null,"wait_seconds":101,"duration_seconds":null,"attribution":null,"expected_jobs":["later-job"],"attempts":[],"waits_for":{"kind":"no_build","text":"no build yet"}}]}"#;
+    assert_eq!(body, want);
+    let decoded: JourneyJson = serde_json::from_str(&body).unwrap();
+    assert_eq!(serde_json::to_string(&decoded).unwrap(), body);
+    // A state this version does not know is refused, naming it.
+    let bad = body.replacen("\"running\"", "\"runnin\"", 1);
+    let e = serde_json::from_str::<JourneyJson>(&bad).unwrap_err().to_string();
+    assert!(e.contains("\"runnin\""), "{e}");
+}

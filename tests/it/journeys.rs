@@ -925,7 +925,7 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
                 // As the JSON API shows it: no lead time, nothing in flight, the unknown stage named.
                 let js = deploy_journey::http::JourneyJson::from(j, &deploy_journey::http::Snapshot::default());
                 assert!(js.lead_time_seconds.is_empty() && !js.ended, "{}: {js:?}", j.short());
-                assert!(js.stages.iter().any(|s| s.state == "incomplete"), "{}: {js:?}", j.short());
+                assert!(js.stages.iter().any(|s| s.state.as_str() == "incomplete"), "{}: {js:?}", j.short());
                 assert!(!js.stages.iter().any(|s| matches!(s.state.as_str(), "waiting" | "pending" | "running")));
                 continue;
             }

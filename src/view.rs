@@ -1,0 +1,318 @@
+//! The typed view of a journey, as the JSON API serves it and as `watch`/`report` consume it.
+//!
+//! States, outcomes, build statuses, change types, attribution methods and what a commit waits
+//! for are the core's enums, not strings: a typo in a state name does not compile. The same
+//! types are serialised by `GET /api/v1/journeys` (`http.rs`) and decoded by `watch --from`,
+//! so both sides agree by construction. Each enum is written as its `as_str()` name; a name this
+//! version does not know is a decoding error that says which value and which field.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::classify::ChangeType;
+use crate::core::facts::BuildStatus;
+use crate::core::journey::{Attempt, Journey, Outcome, RunningBuild, StageJourney, StageState, WaitsFor};
+use crate::core::lineage::Method;
+
+/// Serde for a core enum through its `as_str()` name; `$all` lists every variant.
+macro_rules! named_enum {
+    ($t:ty, $what:literal, $all:expr) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                let all: &[$t] = &$all;
+                all.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let known = all.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ");
+                    serde::de::Error::custom(format!(concat!("unknown ", $what, " {:?} (known: {})"), s, known))
+                })
+            }
+        }
+    };
+}
+
+pub(crate) const STAGE_STATES: [StageState; 8] = [
+    StageState::Waiting,
+    StageState::Pending,
+    StageState::Riding,
+    StageState::Running,
+    StageState::Succeeded,
+    StageState::Failed,
+    StageState::NotApplicable,
+    StageState::Incomplete,
+];
+pub(crate) const BUILD_STATUSES: [BuildStatus; 6] = [
+    BuildStatus::Pending,
+    BuildStatus::Started,
+    BuildStatus::Succeeded,
+    BuildStatus::Failed,
+    BuildStatus::Errored,
+    BuildStatus::Aborted,
+];
+
+named_enum!(StageState, "stage state", STAGE_STATES);
+named_enum!(BuildStatus, "build status", BUILD_STATUSES);
+named_enum!(Outcome, "outcome", Outcome::ALL);
+named_enum!(ChangeType, "change type", ChangeType::ALL);
+named_enum!(Method, "attribution", Method::ALL);
+
+/// A commit's journey.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JourneyView {
+    pub sha: String,
+    pub short_sha: String,
+    pub subject: String,
+    pub author: String,
+    pub commit_url: String,
+    pub commit_time: i64,
+    pub change_type: ChangeType,
+    pub resources: Vec<String>,
+    pub outcome: Outcome,
+    pub ended: bool,
+    pub failed_stage: Option<String>,
+    pub carried_on: bool,
+    pub carried_by: Option<String>,
+    pub not_picked_up: bool,
+    pub vanished: bool,
+    /// Environment → deployment end time.
+    pub deployed_at: BTreeMap<String, i64>,
+    /// Environment → seconds from commit time to the end of that deployment.
+    pub lead_time_seconds: BTreeMap<String, i64>,
+    pub trace_id: String,
+    pub stages: Vec<StageView>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StageView {
+    pub name: String,
+    pub state: StageState,
+    pub ready_at: Option<i64>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub wait_seconds: Option<i64>,
+    pub duration_seconds: Option<i64>,
+    /// How the stage's builds were tied to the commit (the weakest among its attempts).
+    pub attribution: Option<Method>,
+    pub expected_jobs: Vec<String>,
+    pub attempts: Vec<AttemptView>,
+    /// For a commit in flight that is not running here: what it waits for. Absent from the
+    /// JSON of older exporters, hence the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<WaitsForView>,
+}
+
+/// The kind of thing a commit waits for at a stage (see [`WaitsFor`]).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitsKind {
+    NoBuild,
+    Busy,
+    Queued,
+    Upstream,
+    TriggeringCommit,
+}
+
+/// What a commit waits for at a stage.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WaitsForView {
+    pub kind: WaitsKind,
+    /// One phrase for a person, e.g. "the stage is busy with build lana-bank-testflight #41
+    /// (started, carrying 3f2a1bc)".
+    pub text: String,
+    /// For `busy` and `queued`: the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<RunningBuildView>,
+    /// For `upstream`: the stage and its state for this commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_state: Option<StageState>,
+}
+
+/// A running build of a stage's job, whatever commit it carries.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RunningBuildView {
+    pub build_id: i64,
+    pub pipeline: String,
+    pub job: String,
+    pub name: String,
+    /// `pending` (not started) or `started`.
+    pub status: BuildStatus,
+    pub start: Option<i64>,
+    pub url: String,
+    pub rerun_of: Option<i64>,
+    /// The newest commit it carries, when known.
+    pub head: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AttemptView {
+    pub build_id: i64,
+    pub pipeline: String,
+    pub job: String,
+    pub name: String,
+    pub status: BuildStatus,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub url: String,
+    pub rerun_of: Option<i64>,
+    pub attribution: Method,
+    /// The build was for this commit itself, not a later one that carried it along.
+    pub own: bool,
+    pub head: Option<String>,
+}
+
+/// Where commit links point and which environments have lead times.
+pub struct Links<'a> {
+    /// GitHub `owner/name`.
+    pub repository: &'a str,
+    /// The repository's web address; empty = on github.com.
+    pub repository_url: &'a str,
+    /// Environment names, in stage order.
+    pub environments: &'a [String],
+}
+
+impl JourneyView {
+    pub fn new(j: &Journey, links: &Links) -> JourneyView {
+        JourneyView {
+            sha: j.sha.clone(),
+            short_sha: j.short().to_string(),
+            subject: j.subject.clone(),
+            author: j.author.clone(),
+            commit_url: match links.repository_url {
+                "" => format!("https://github.com/{}/commit/{}", links.repository, j.sha),
+                base => format!("{base}/commit/{}", j.sha),
+            },
+            commit_time: j.commit_time,
+            change_type: j.classification.change_type,
+            resources: j.classification.resources.clone(),
+            outcome: j.outcome,
+            ended: j.ended,
+            failed_stage: j.failed_stage.clone(),
+            carried_on: j.carried_on,
+            carried_by: j.carried_by.clone(),
+            not_picked_up: j.not_picked_up,
+            vanished: j.vanished,
+            deployed_at: j.deployed_at.clone(),
+            lead_time_seconds: links
+                .environments
+                .iter()
+                .filter_map(|e| j.lead_time(e).map(|l| (e.clone(), l)))
+                .collect(),
+            trace_id: trace_id(&j.sha),
+            stages: j.stages.iter().map(StageView::new).collect(),
+        }
+    }
+}
+
+impl StageView {
+    pub fn new(s: &StageJourney) -> StageView {
+        StageView {
+            name: s.name.clone(),
+            state: s.state,
+            ready_at: s.ready_at,
+            start: s.start,
+            end: s.end,
+            wait_seconds: s.wait(),
+            duration_seconds: s.duration(),
+            attribution: s.method(),
+            expected_jobs: s.expected_jobs.clone(),
+            attempts: s.attempts.iter().map(AttemptView::new).collect(),
+            waits_for: s.waits_for.as_ref().map(WaitsForView::new),
+        }
+    }
+}
+
+impl AttemptView {
+    pub fn new(a: &Attempt) -> AttemptView {
+        AttemptView {
+            build_id: a.build_id,
+            pipeline: a.pipeline.clone(),
+            job: a.job.clone(),
+            name: a.name.clone(),
+            status: a.status,
+            start: a.start,
+            end: a.end,
+            url: a.url.clone(),
+            rerun_of: a.rerun_of,
+            attribution: a.method,
+            own: a.own,
+            head: a.head.clone(),
+        }
+    }
+}
+
+impl RunningBuildView {
+    pub fn new(r: &RunningBuild) -> RunningBuildView {
+        RunningBuildView {
+            build_id: r.build_id,
+            pipeline: r.pipeline.clone(),
+            job: r.job.clone(),
+            name: r.name.clone(),
+            status: r.status,
+            start: r.start,
+            url: r.url.clone(),
+            rerun_of: r.rerun_of,
+            head: r.head.clone(),
+        }
+    }
+}
+
+impl WaitsForView {
+    pub fn new(w: &WaitsFor) -> WaitsForView {
+        let (kind, build, upstream, upstream_state) = match w {
+            WaitsFor::NoBuild => (WaitsKind::NoBuild, None, None, None),
+            WaitsFor::Busy(b) => (WaitsKind::Busy, Some(RunningBuildView::new(b)), None, None),
+            WaitsFor::Queued(b) => (WaitsKind::Queued, Some(RunningBuildView::new(b)), None, None),
+            WaitsFor::Upstream { stage, state } => (WaitsKind::Upstream, None, Some(stage.clone()), Some(*state)),
+            WaitsFor::TriggeringCommit => (WaitsKind::TriggeringCommit, None, None, None),
+        };
+        WaitsForView { kind, text: w.describe(), build, upstream, upstream_state }
+    }
+}
+
+/// The journey's trace id: the first 32 hex digits of the commit sha.
+pub fn trace_id(sha: &str) -> String {
+    sha.chars().take(32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name the core gives round-trips through the view's serde, and an unknown name is
+    /// refused naming the value and the known ones.
+    #[test]
+    fn names_round_trip_and_unknown_ones_are_named() {
+        fn check<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(v: T, name: &str) {
+            assert_eq!(serde_json::to_value(&v).unwrap(), serde_json::json!(name));
+            assert_eq!(serde_json::from_value::<T>(serde_json::json!(name)).unwrap(), v);
+        }
+        for s in STAGE_STATES {
+            check(s, s.as_str());
+        }
+        for s in BUILD_STATUSES {
+            check(s, s.as_str());
+            assert_eq!(BuildStatus::parse(s.as_str()), Some(s));
+        }
+        Outcome::ALL.into_iter().for_each(|o| check(o, o.as_str()));
+        ChangeType::ALL.into_iter().for_each(|c| check(c, c.as_str()));
+        Method::ALL.into_iter().for_each(|m| check(m, m.as_str()));
+        let kinds = [
+            (WaitsFor::NoBuild, WaitsKind::NoBuild),
+            (WaitsFor::TriggeringCommit, WaitsKind::TriggeringCommit),
+            (WaitsFor::Upstream { stage: "tests".into(), state: StageState::Running }, WaitsKind::Upstream),
+        ];
+        for (w, k) in kinds {
+            assert_eq!(WaitsForView::new(&w).kind, k);
+            check(k, w.kind());
+        }
+        let e = serde_json::from_value::<StageState>(serde_json::json!("runnin")).unwrap_err().to_string();
+        assert!(e.contains("unknown stage state \"runnin\"") && e.contains("not_applicable"), "{e}");
+    }
+}
