@@ -799,6 +799,9 @@ async fn watch(a: WatchArgs) -> ExitCode {
     let mut display = Display::new(a.json);
     let result = run::watch(&cfg, &opts, &mut display).await;
     display.finish();
+    if let Err(deploy_journey::watch::WatchError::Output(e)) = &result {
+        quiet_on_broken_pipe(e);
+    }
     match result {
         Ok(f) => {
             if let Some(t) = f.timeline {

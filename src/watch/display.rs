@@ -18,6 +18,8 @@ enum Mode {
 
 pub struct Display {
     mode: Mode,
+    /// The first failed write (a closed pipe: `watch … | head`): the loop stops on it.
+    write_error: Option<std::io::Error>,
 }
 
 /// `HH:MM:SS` UTC of a unix time.
@@ -32,17 +34,25 @@ impl Display {
         let term = if to_stderr { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
         if term {
             let target = if to_stderr { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::stdout() };
-            Display { mode: Mode::Live { multi: MultiProgress::with_draw_target(target), bars: vec![] } }
+            Display {
+                mode: Mode::Live { multi: MultiProgress::with_draw_target(target), bars: vec![] },
+                write_error: None,
+            }
         } else {
             let out: Box<dyn Write + Send> =
                 if to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
-            Display { mode: Mode::Plain { out } }
+            Display { mode: Mode::Plain { out }, write_error: None }
         }
     }
 
     /// Plain lines into `out`, whatever it is (for tests of the plain form).
     pub fn plain(out: Box<dyn Write + Send>) -> Display {
-        Display { mode: Mode::Plain { out } }
+        Display { mode: Mode::Plain { out }, write_error: None }
+    }
+
+    /// The first write that failed since the last call, if any.
+    pub fn take_write_error(&mut self) -> Option<std::io::Error> {
+        self.write_error.take()
     }
 
     pub fn is_live(&self) -> bool {
@@ -58,8 +68,9 @@ impl Display {
                 let _ = multi.println(text);
             }
             Mode::Plain { out } => {
-                let _ = writeln!(out, "{text}");
-                let _ = out.flush();
+                if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+                    self.write_error.get_or_insert(e);
+                }
             }
         }
     }
@@ -132,5 +143,25 @@ mod tests {
         d.say(1_772_438_400 + 751, "tests: succeeded");
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text, "08:12:30 tests: started (test-bats #3)\n08:12:31 tests: succeeded\n");
+    }
+
+    /// A closed pipe is remembered (once, the first error) for the loop to stop on.
+    #[test]
+    fn a_failed_write_is_kept_for_the_loop() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut d = Display::plain(Box::new(Closed));
+        assert!(d.take_write_error().is_none());
+        d.say(0, "one");
+        d.say(1, "two");
+        assert_eq!(d.take_write_error().map(|e| e.kind()), Some(std::io::ErrorKind::BrokenPipe));
+        assert!(d.take_write_error().is_none());
     }
 }

@@ -330,6 +330,10 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
     // Partial poll problems already said, so a lasting one is said once.
     let mut problems_said: Vec<String> = vec![];
     loop {
+        // Nobody reads any more (`watch … | head`): stop instead of following to the end.
+        if let Some(e) = d.take_write_error() {
+            return Err(WatchError::Output(e));
+        }
         let now = clock.now().await?;
         match feed.journey(&sha, now).await {
             Ok(Some(j)) => {
