@@ -67,7 +67,7 @@ pub fn identity_of(cfg: &Config) -> crate::store::Identity {
         .collect();
     let canonical = format!("{:?}\n{:?}", core.stages, resources);
     crate::store::Identity {
-        repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
+        repository: cfg.repository_slug(),
         branch: cfg.repository.branch.clone(),
         concourse_url: cfg.concourse.url.clone(),
         concourse_team: cfg.concourse.team.clone(),
@@ -261,8 +261,7 @@ async fn start_traces(
     }
     let marked = blocking(store, |s| s.marks(crate::sinks::traces::MARK_KIND)).await?;
     tracing::info!(endpoint = %tc.endpoint, protocol = tc.protocol.as_str(), already_exported = marked.len(), "exporting journey traces");
-    let repo_url =
-        crate::sinks::traces::repository_web_url(&cfg.repository.api_url, &cfg.repository.owner, &cfg.repository.name);
+    let repo_url = cfg.repository_web_url();
     let export = crate::sinks::traces::SpanExport::start(
         &tc,
         store.clone(),
@@ -287,7 +286,7 @@ async fn check_stored_head(cfg: &Config, github: &mut GithubSource, head: Option
             return Err(AppError::UnknownHead {
                 path: cfg.state_path.display().to_string(),
                 sha: h.chars().take(12).collect(),
-                repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
+                repository: cfg.repository_slug(),
                 detail: e.detail,
             });
         }
@@ -373,12 +372,8 @@ impl Publisher {
             core: cfg.core(),
             clock,
             environments: cfg.environments(),
-            repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
-            repository_url: crate::sinks::traces::repository_web_url(
-                &cfg.repository.api_url,
-                &cfg.repository.owner,
-                &cfg.repository.name,
-            ),
+            repository: cfg.repository_slug(),
+            repository_url: cfg.repository_web_url(),
         }
     }
 

@@ -366,6 +366,21 @@ impl Config {
         v
     }
 
+    /// The tracked repository as `owner/name`.
+    pub fn repository_slug(&self) -> String {
+        format!("{}/{}", self.repository.owner, self.repository.name)
+    }
+
+    /// The repository's web address, for commit links (github.com, GitHub Enterprise or the
+    /// simulator: the host the API is on).
+    pub fn repository_web_url(&self) -> String {
+        crate::sinks::traces::repository_web_url(
+            &self.repository.api_url,
+            &self.repository.owner,
+            &self.repository.name,
+        )
+    }
+
     /// Environments, in stage order.
     pub fn environments(&self) -> Vec<String> {
         let mut v = vec![];

@@ -30,7 +30,7 @@ pub fn resource_differences(cfg: &Config, pipeline: &str, pipeline_config_answer
         }
         return out;
     };
-    let want_repo = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
+    let want_repo = cfg.repository_slug();
     for r in cfg.resources.iter().filter(|r| r.pipeline == pipeline) {
         let at = format!("resources.{}", r.name);
         let Some(res) = list.iter().find(|x| x.name == r.name) else {

@@ -128,12 +128,8 @@ impl Feed {
                     core: cfg.core(),
                     meta: Snapshot {
                         environments: cfg.environments(),
-                        repository: format!("{}/{}", cfg.repository.owner, cfg.repository.name),
-                        repository_url: crate::sinks::traces::repository_web_url(
-                            &cfg.repository.api_url,
-                            &cfg.repository.owner,
-                            &cfg.repository.name,
-                        ),
+                        repository: cfg.repository_slug(),
+                        repository_url: cfg.repository_web_url(),
                         ..Default::default()
                     },
                 })))
@@ -284,7 +280,7 @@ pub async fn watch(cfg: &Config, o: &Options, d: &mut Display) -> Result<Finish,
     let t0 = clock.now().await?;
     let interval = poll_interval(cfg, o, d, t0).await?;
     let deadline = o.timeout.map(|t| t0 + t.as_secs() as i64);
-    let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
+    let repository = cfg.repository_slug();
     let target = target::parse(o.target.as_deref(), &repository)?;
     if o.merge && !matches!(target, Target::Pull(_)) {
         return Err(WatchError::BadTarget {
@@ -555,7 +551,7 @@ pub async fn report(
     from: Option<&str>,
     sim_clock: Option<&str>,
 ) -> Result<Timeline, WatchError> {
-    let repository = format!("{}/{}", cfg.repository.owner, cfg.repository.name);
+    let repository = cfg.repository_slug();
     let prefix = match target::parse(Some(sha), &repository)? {
         Target::Sha(p) => p,
         // An all-digit prefix reads as a PR number elsewhere; here it can only be a sha.
