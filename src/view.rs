@@ -36,7 +36,7 @@ macro_rules! named_enum {
     };
 }
 
-pub(crate) const STAGE_STATES: [StageState; 8] = [
+pub(crate) const STAGE_STATES: [StageState; 9] = [
     StageState::Waiting,
     StageState::Pending,
     StageState::Riding,
@@ -45,6 +45,7 @@ pub(crate) const STAGE_STATES: [StageState; 8] = [
     StageState::Failed,
     StageState::NotApplicable,
     StageState::Incomplete,
+    StageState::AwaitingApproval,
 ];
 pub(crate) const BUILD_STATUSES: [BuildStatus; 6] = [
     BuildStatus::Pending,

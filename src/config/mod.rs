@@ -203,6 +203,8 @@ pub struct Config {
     pub missing_secrets: Vec<Problem>,
     /// `server:` limits of the HTTP server (timeouts, connections).
     pub server: crate::server::ServerLimits,
+    /// `dora:` which environment DORA is about, the failure window, the SLO, hotfix rules.
+    pub dora: crate::core::deployments::DoraConfig,
 }
 
 /// The `traces:` section. Traces are off unless it or `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`
@@ -299,6 +301,7 @@ impl Config {
             lead_time_from: self.lead_time_from,
             not_picked_up_after: self.not_picked_up_after.as_secs() as i64,
             step_resources,
+            dora: self.dora.clone(),
         }
     }
 

@@ -21,6 +21,23 @@ pub(super) struct RawConfig {
     pub(super) stages: Option<Vec<RawStage>>,
     pub(super) traces: Option<RawTraces>,
     pub(super) server: Option<RawServer>,
+    pub(super) dora: Option<RawDora>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping: environment, failure_window, change_fail_rate_slo, hotfix")]
+pub(super) struct RawDora {
+    pub(super) environment: Option<String>,
+    pub(super) failure_window: Option<String>,
+    pub(super) change_fail_rate_slo: Option<f64>,
+    pub(super) hotfix: Option<RawHotfix>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping: message_patterns, pr_labels")]
+pub(super) struct RawHotfix {
+    pub(super) message_patterns: Option<Vec<String>>,
+    pub(super) pr_labels: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +133,7 @@ pub(super) struct RawStage {
     pub(super) environment: Option<String>,
     pub(super) stuck_after: Option<String>,
     pub(super) carries_passive: Option<bool>,
+    pub(super) approval: Option<bool>,
 }
 
 /// A job: its name, or `{ name, git }`.

@@ -260,6 +260,7 @@ impl Validator<'_> {
         let stages = self.stages(raw.stages, &declared);
         let traces = self.traces(raw.traces.unwrap_or_default());
         let server = self.server(raw.server.unwrap_or_default());
+        let dora = self.dora(raw.dora.unwrap_or_default(), &stages);
         Some(Config {
             origin: origin.to_string(),
             repository: repository?,
@@ -276,7 +277,62 @@ impl Validator<'_> {
             traces,
             missing_secrets: vec![],
             server,
+            dora,
         })
+    }
+
+    fn dora(&mut self, r: RawDora, stages: &[StageDef]) -> crate::core::deployments::DoraConfig {
+        let mut d = crate::core::deployments::DoraConfig::default();
+        let envs: Vec<&str> = stages.iter().filter_map(|s| s.environment.as_deref()).collect();
+        match r.environment.as_deref().map(str::trim) {
+            Some(e) if envs.contains(&e) => d.environment = e.to_string(),
+            Some(e) => self.problem(
+                "dora.environment",
+                format!("{e:?} is no stage's environment (environments: {})", envs.join(", ")),
+            ),
+            // The default is production; without one, the last environment.
+            None if !envs.contains(&d.environment.as_str()) => {
+                if let Some(last) = envs.last() {
+                    d.environment = last.to_string();
+                }
+            }
+            None => {}
+        }
+        let window = self.duration(
+            "dora.failure_window",
+            &r.failure_window,
+            Duration::from_secs(d.failure_window as u64),
+            THRESHOLD_RANGE,
+        );
+        d.failure_window = window.as_secs() as i64;
+        if let Some(slo) = r.change_fail_rate_slo {
+            if (0.0..=1.0).contains(&slo) {
+                d.change_fail_rate_slo = slo;
+            } else {
+                self.problem("dora.change_fail_rate_slo", format!("{slo} is not a ratio between 0 and 1"));
+            }
+        }
+        let h = r.hotfix.unwrap_or_default();
+        if let Some(patterns) = h.message_patterns {
+            d.hotfix_patterns = vec![];
+            for (i, p) in patterns.iter().enumerate() {
+                match regex::Regex::new(p) {
+                    Ok(re) => d.hotfix_patterns.push(re),
+                    Err(e) => self.problem(
+                        format!("dora.hotfix.message_patterns[{i}]"),
+                        format!("{p:?} is not a regular expression: {}", e.to_string().lines().last().unwrap_or("")),
+                    ),
+                }
+            }
+        }
+        if let Some(labels) = h.pr_labels {
+            for (i, l) in labels.iter().enumerate().filter(|(_, l)| l.trim().is_empty()) {
+                let _ = l;
+                self.problem(format!("dora.hotfix.pr_labels[{i}]"), "must not be empty");
+            }
+            d.hotfix_labels = labels;
+        }
+        d
     }
 
     fn server(&mut self, r: RawServer) -> crate::server::ServerLimits {
@@ -735,6 +791,12 @@ impl Validator<'_> {
                     e
                 }
             };
+            if s.approval == Some(true) && environment.is_none() {
+                self.problem(
+                    format!("{at}.approval"),
+                    "only an environment stage has a gate; add environment: <name> or leave approval out",
+                );
+            }
             let stuck_after = self
                 .opt_duration(&format!("{at}.stuck_after"), &s.stuck_after, THRESHOLD_RANGE)
                 .map(|d| d.as_secs() as i64);
@@ -749,6 +811,7 @@ impl Validator<'_> {
                 environment,
                 stuck_after,
                 carries_passive: s.carries_passive.unwrap_or(true),
+                approval: s.approval.unwrap_or(false),
             });
         }
         if environments.is_empty() {

@@ -63,6 +63,9 @@ pub struct StageDef {
     pub stuck_after: Option<i64>,
     /// Whether commits no resource emits (untracked, skipped) pass through this stage.
     pub carries_passive: bool,
+    /// A human gate releases this stage (cepler's gate branch): a ready commit no build took
+    /// yet is `awaiting_approval`, not pending.
+    pub approval: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +76,8 @@ pub struct CoreConfig {
     pub not_picked_up_after: i64,
     /// git input step name → tracked resource name, when they differ (default: same name).
     pub step_resources: BTreeMap<String, String>,
+    /// DORA: which environment, the failure window, hotfix rules.
+    pub dora: crate::core::deployments::DoraConfig,
 }
 
 impl CoreConfig {
@@ -109,6 +114,9 @@ pub enum StageState {
     /// The commit is older than how far back a job of this stage's builds were read: what
     /// happened there is not known, and is not guessed.
     Incomplete,
+    /// Ready at a stage with `approval: true` (the upstream environment has it), and no build
+    /// of the stage took it or is queued for it: a human gate holds it.
+    AwaitingApproval,
 }
 
 impl StageState {
@@ -122,10 +130,18 @@ impl StageState {
             StageState::Failed => "failed",
             StageState::NotApplicable => "not_applicable",
             StageState::Incomplete => "incomplete",
+            StageState::AwaitingApproval => "awaiting_approval",
         }
     }
     pub fn in_flight(self) -> bool {
-        matches!(self, StageState::Waiting | StageState::Pending | StageState::Riding | StageState::Running)
+        matches!(
+            self,
+            StageState::Waiting
+                | StageState::Pending
+                | StageState::Riding
+                | StageState::Running
+                | StageState::AwaitingApproval
+        )
     }
 }
 
@@ -353,6 +369,10 @@ pub struct Derived {
     pub gap_builds: std::collections::BTreeSet<BuildId>,
     /// Per configured stage (in order): its running builds now, from the builds themselves.
     pub stages: Vec<StageNow>,
+    /// Every finished deploy build, per environment in stage order, each oldest first (by end).
+    pub deployments: Vec<crate::core::deployments::Deployment>,
+    /// Every environment now, in stage order.
+    pub environments: Vec<crate::core::deployments::EnvironmentNow>,
 }
 
 /// Derive every journey from the facts at `now`.
@@ -414,7 +434,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         }
         let passive = cl.change_type.is_passive();
         let mut stages: Vec<StageJourney> = Vec::with_capacity(cfg.stages.len());
-        for st in cfg.stages.iter() {
+        for (si, st) in cfg.stages.iter().enumerate() {
             let expected: Vec<&JobDef> = st
                 .jobs
                 .iter()
@@ -520,11 +540,21 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                 StageState::Running
             } else if job_states.contains(&StageState::Failed) {
                 StageState::Failed
-            } else if ready_at.is_some() && passive && attempts.is_empty() && !carried {
+            } else if ready_at.is_some() && passive && attempts.is_empty() && !carried && !st.approval {
                 // No stage builds a passive commit on its own: until a triggering commit's
                 // build carries it, it is not pending, it rides. Once one did, it travels
                 // with that commit and waits where that commit waits.
                 StageState::Riding
+            } else if ready_at.is_some()
+                && st.approval
+                && attempts.is_empty()
+                && !stages_now[si].running.iter().any(|r| {
+                    // A created build that is not a rerun takes the newest versions when it
+                    // starts: the gate was opened for it.
+                    r.status == BuildStatus::Pending && r.rerun_of.is_none() && r.head.is_none()
+                })
+            {
+                StageState::AwaitingApproval
             } else if ready_at.is_some() {
                 StageState::Pending
             } else {
@@ -573,7 +603,14 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
                 deployed_at.entry(env.clone()).or_insert(end);
             }
         }
-        let ended = !deployed_at.is_empty();
+        // The journey goes on to the last environment that applies to it: it ends there.
+        let last_env = cfg
+            .stages
+            .iter()
+            .zip(&stages)
+            .rfind(|(st, sj)| st.environment.is_some() && sj.state != StageState::NotApplicable)
+            .and_then(|(st, _)| st.environment.as_ref());
+        let ended = last_env.is_some_and(|e| deployed_at.contains_key(e));
         if !ended && !incomplete {
             for si in 0..stages.len() {
                 let w = waits_for(&cfg.stages[si], &stages, si, &stages_now[si]);
@@ -669,7 +706,16 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         .into_iter()
         .filter(|(id, _)| facts.builds.get(id).is_some_and(|b| cfg.stage_of_job(&b.pipeline, &b.job).is_some()))
         .collect();
-    Derived { journeys, quality, build_methods, gap_builds, stages: stages_now }
+    let (deployments, environments) = crate::core::deployments::compute(&crate::core::deployments::Input {
+        facts,
+        cfg,
+        carries: &carries,
+        order: &order,
+        class: &class,
+        journeys: &journeys,
+        now,
+    });
+    Derived { journeys, quality, build_methods, gap_builds, stages: stages_now, deployments, environments }
 }
 
 /// The running builds of every stage's jobs and the age of the oldest, from the builds
@@ -1202,6 +1248,62 @@ stages:
         // A deployed journey waits for nothing.
         let j = check(c0_deployed(), 0, vec![("succeeded", None), ("succeeded", None)]);
         assert!(j.ended);
+    }
+
+    /// Issue #17: the journey goes on through every environment, in order, and ends at the last
+    /// one; a gated environment (`approval: true`) holds a ready commit in `awaiting_approval`
+    /// until a build takes it (or one is created that will), and lead time is kept per
+    /// environment.
+    #[test]
+    fn the_journey_goes_through_every_environment_and_waits_at_a_gate() {
+        let config = format!(
+            "{CONFIG}  - {{ name: qa, pipeline: p, jobs: [qa], environment: qa }}\n  - {{ name: production, pipeline: p, jobs: [prod], environment: production, approval: true }}\n"
+        );
+        let core = crate::config::parse(&config, "t.yaml", &|_| None).unwrap().core();
+        let check = |extra: Vec<Fact>, want_states: [&str; 4], ended: bool, lead: [Option<i64>; 3]| {
+            let mut f = Facts::default();
+            for x in commits().into_iter().chain(c0_deployed()).chain(extra) {
+                f.apply(x);
+            }
+            let d = derive(&f, &core, NOW);
+            let j = &d.journeys[0];
+            let states: Vec<&str> = j.stages.iter().map(|s| s.state.as_str()).collect();
+            assert_eq!(states, want_states, "{:?}", j.stages);
+            assert_eq!(j.ended, ended);
+            let got = [j.lead_time("staging"), j.lead_time("qa"), j.lead_time("production")];
+            assert_eq!(got, lead);
+            d
+        };
+        // Staging only: QA is next (pending, no gate), production waits for it.
+        let d = check(vec![], ["succeeded", "succeeded", "pending", "waiting"], false, [Some(1_000), None, None]);
+        assert_eq!(d.journeys[0].outcome, Outcome::InFlight);
+        // In QA: production's gate holds it.
+        let qa = || build(20, "qa", Done, Some(2_500), Some(3_000), 0);
+        let d = check(
+            vec![qa()],
+            ["succeeded", "succeeded", "succeeded", "awaiting_approval"],
+            false,
+            [Some(1_000), Some(2_000), None],
+        );
+        assert!(StageState::AwaitingApproval.in_flight() && !d.journeys[0].not_picked_up);
+        // A created production build (no inputs yet) takes the newest version: the gate opened.
+        let Fact::Build(mut created) = build(21, "prod", Queued, None, None, 0) else { unreachable!() };
+        created.inputs.clear();
+        created.resources_known = false;
+        check(
+            vec![qa(), Fact::Build(created)],
+            ["succeeded", "succeeded", "succeeded", "pending"],
+            false,
+            [Some(1_000), Some(2_000), None],
+        );
+        // Production deployed it: the journey ends there.
+        let d = check(
+            vec![qa(), build(21, "prod", Done, Some(9_000), Some(9_500), 0)],
+            ["succeeded", "succeeded", "succeeded", "succeeded"],
+            true,
+            [Some(1_000), Some(2_000), Some(8_500)],
+        );
+        assert_eq!(d.journeys[0].outcome, Outcome::Deployed);
     }
 
     /// A running build "carries" the newest commit it delivers whole: an RC with the dagster

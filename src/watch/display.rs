@@ -94,7 +94,11 @@ impl Display {
                 StageState::Succeeded => "✓",
                 StageState::Failed => "✗",
                 StageState::NotApplicable => "-",
-                StageState::Waiting | StageState::Pending | StageState::Riding | StageState::Incomplete => "·",
+                StageState::Waiting
+                | StageState::Pending
+                | StageState::Riding
+                | StageState::Incomplete
+                | StageState::AwaitingApproval => "·",
             };
             let style = ProgressStyle::with_template(&format!("{{prefix:<{width}}} {mark} {{wide_msg}}"))
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());

@@ -297,6 +297,10 @@ pub fn stage_status(s: &StageView, now: i64) -> String {
                 None => p,
             }
         }
+        StageState::AwaitingApproval => format!(
+            "awaiting approval {}",
+            s.ready_at.map(|t| format!("(ready {} ago)", fmt_secs(now - t))).unwrap_or_default()
+        ),
         StageState::Riding | StageState::Waiting => match &s.waits_for {
             Some(w) => format!("{}: {}", s.state.as_str(), w.text),
             None => s.state.as_str().to_string(),

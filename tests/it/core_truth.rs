@@ -43,6 +43,7 @@ pub fn lana_core(topology: &Topology) -> CoreConfig {
         environment: None,
         stuck_after: None,
         carries_passive: true,
+        approval: false,
     };
     let repo = vec!["repo".to_string()];
     let mut tests = stage(
@@ -93,6 +94,7 @@ pub fn lana_core(topology: &Topology) -> CoreConfig {
         lead_time_from: LeadTimeFrom::CommitterDate,
         not_picked_up_after: 300,
         step_resources: BTreeMap::new(),
+        dora: Default::default(),
     }
 }
 
@@ -188,6 +190,7 @@ pub fn lana_two_repos_core(topology: &Topology) -> CoreConfig {
         environment: None,
         stuck_after: None,
         carries_passive: true,
+        approval: false,
     };
     let mut tf = mk("testflight", "lana-bank", "testflight", 2);
     tf.inputs = Some(vec!["repo".into(), "latest-image".into()]);

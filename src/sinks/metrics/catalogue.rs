@@ -90,8 +90,8 @@ pub enum Dim {
 }
 
 const RESULTS: [&str; 4] = ["succeeded", "failed", "errored", "aborted"];
-const IN_FLIGHT_STATES: [StageState; 4] =
-    [StageState::Waiting, StageState::Pending, StageState::Riding, StageState::Running];
+const IN_FLIGHT_STATES: [StageState; 5] =
+    [StageState::Waiting, StageState::Pending, StageState::Riding, StageState::Running, StageState::AwaitingApproval];
 const RUNNING_STATUSES: [BuildStatus; 2] = [BuildStatus::Pending, BuildStatus::Started];
 
 impl Dim {

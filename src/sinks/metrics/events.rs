@@ -92,14 +92,16 @@ pub fn events<'a>(
                 obs.push(observe(at, Metric::StageWait, &[stages[i]], w, Some(exemplar(&j.sha))));
             }
         }
-        if j.ended {
-            let ended_at = j.deployed_at.values().min().copied().unwrap_or(j.commit_time);
-            count(ended_at, Metric::CommitOutcomes, &[j.outcome.as_str()]);
-            for (env, at) in &j.deployed_at {
-                if let Some(lt) = j.lead_time(env) {
-                    obs.push(observe(*at, Metric::LeadTime, &[env, ct], lt, Some(exemplar(&j.sha))));
-                }
+        // Each environment's lead time as the commit reaches it (its first deployment there);
+        // the outcome when the journey ends, at its last environment.
+        for (env, at) in &j.deployed_at {
+            if let Some(lt) = j.lead_time(env) {
+                obs.push(observe(*at, Metric::LeadTime, &[env, ct], lt, Some(exemplar(&j.sha))));
             }
+        }
+        if j.ended {
+            let ended_at = j.deployed_at.values().max().copied().unwrap_or(j.commit_time);
+            count(ended_at, Metric::CommitOutcomes, &[j.outcome.as_str()]);
         }
     }
     ev.extend(obs);

@@ -110,7 +110,9 @@ fn in_flight(m: &MetricsInput<'_>, s: &mut Sheet) {
                 *s.gauge(Metric::StageInFlight, &[stages[i], st.state.as_str()]) += 1.0;
                 let since = match st.state {
                     StageState::Running => st.start.unwrap_or(j.commit_time),
-                    StageState::Pending | StageState::Riding => st.ready_at.unwrap_or(j.commit_time),
+                    StageState::Pending | StageState::Riding | StageState::AwaitingApproval => {
+                        st.ready_at.unwrap_or(j.commit_time)
+                    }
                     _ => j.commit_time,
                 };
                 let e = oldest_age.entry((i, st.state)).or_insert(0);

@@ -1,0 +1,458 @@
+//! Deployments per environment and the DORA figures derived from them: pure, from the facts,
+//! the carries and the journeys.
+//!
+//! A *deployment* is a finished build of an environment stage's jobs. Its *version* is what
+//! it carries; the version's newest commit it delivers whole orders versions. Against the
+//! version running before it, a deployment is a `forward` (newer), a `rollback` (older: what
+//! runs goes back, the commits it takes out are behind again) or a `redeploy` (the same
+//! version: not a change). A deployment *fails* (first known reason wins):
+//! - `build_failed`: its build did not succeed;
+//! - `rolled_back`: it was what ran when a rollback deployment replaced it;
+//! - `reverted`: a commit reverting one it delivered was deployed within the failure window;
+//! - `hotfixed`: a hotfix commit was deployed within the window while it ran.
+//!
+//! It recovers at the first later successful forward or rollback deployment, from the one that
+//! revealed the failure on, that does not itself fail. A *rework* deployment delivers only
+//! hotfixes and reverts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::core::classify::Classification;
+use crate::core::facts::{BuildId, BuildStatus, Facts, Sha};
+use crate::core::journey::{CoreConfig, Journey, StageState};
+use crate::core::lineage::Carry;
+
+/// The `dora:` section as the core uses it.
+#[derive(Debug, Clone)]
+pub struct DoraConfig {
+    /// The environment DORA dashboards and alerts are about.
+    pub environment: String,
+    /// A revert or hotfix deployed within this many seconds after a deployment fails it.
+    pub failure_window: i64,
+    /// Change fail rate alert threshold (30 d ratio), exposed as a gauge.
+    pub change_fail_rate_slo: f64,
+    /// Regexes on the commit subject that make a commit a hotfix.
+    pub hotfix_patterns: Vec<regex::Regex>,
+    /// PR labels that make a commit a hotfix. The facts hold no PR labels yet, so these are
+    /// kept for when they do and match nothing today.
+    pub hotfix_labels: Vec<String>,
+}
+
+pub const DEFAULT_HOTFIX_PATTERN: &str = r"^(hotfix|fix)(\(.+\))?!?:";
+
+impl Default for DoraConfig {
+    fn default() -> Self {
+        DoraConfig {
+            environment: "production".into(),
+            failure_window: 86_400,
+            change_fail_rate_slo: 0.15,
+            hotfix_patterns: vec![regex::Regex::new(DEFAULT_HOTFIX_PATTERN).expect("a valid default")],
+            hotfix_labels: vec!["hotfix".into()],
+        }
+    }
+}
+
+impl DoraConfig {
+    pub fn is_hotfix(&self, subject: &str) -> bool {
+        self.hotfix_patterns.iter().any(|r| r.is_match(subject))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeployKind {
+    Forward,
+    Rollback,
+    Redeploy,
+}
+
+impl DeployKind {
+    pub const ALL: [DeployKind; 3] = [DeployKind::Forward, DeployKind::Rollback, DeployKind::Redeploy];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployKind::Forward => "forward",
+            DeployKind::Rollback => "rollback",
+            DeployKind::Redeploy => "redeploy",
+        }
+    }
+}
+
+/// Why a deployment failed, in the order a tie is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailReason {
+    BuildFailed,
+    RolledBack,
+    Reverted,
+    Hotfixed,
+}
+
+impl FailReason {
+    pub const ALL: [FailReason; 4] =
+        [FailReason::BuildFailed, FailReason::RolledBack, FailReason::Reverted, FailReason::Hotfixed];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::BuildFailed => "build_failed",
+            FailReason::RolledBack => "rolled_back",
+            FailReason::Reverted => "reverted",
+            FailReason::Hotfixed => "hotfixed",
+        }
+    }
+}
+
+/// A deployment's failure: why, when it became known, and the deployment and commits that
+/// showed it (the failed build itself; the rollback and the commits it took out; the revert or
+/// hotfix deployment and those commits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: FailReason,
+    pub known_at: i64,
+    pub by_build: BuildId,
+    pub by_commits: Vec<Sha>,
+}
+
+/// One finished deploy build of an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub environment: String,
+    /// Index of the environment's stage.
+    pub stage: usize,
+    pub build_id: BuildId,
+    pub pipeline: String,
+    pub job: String,
+    pub name: String,
+    pub url: String,
+    pub start: Option<i64>,
+    pub end: i64,
+    pub succeeded: bool,
+    pub kind: DeployKind,
+    /// Commits it delivers that the version running before it did not have, oldest first
+    /// (for a failed build: what it would have delivered).
+    pub commits: Vec<Sha>,
+    /// The newest commit its version delivers whole, when its lineage is known.
+    pub newest_commit: Option<Sha>,
+    pub failed: Option<Failure>,
+    /// Delivers only hotfixes and reverts.
+    pub rework: bool,
+    /// The deployment that restored service after this one failed, and its end.
+    pub recovered_by: Option<(BuildId, i64)>,
+    /// For the commits this deployment delivered first: their lead time, in seconds.
+    pub lead_times: BTreeMap<Sha, i64>,
+    /// At a stage with `approval: true`: from the upstream environment's deployment of its
+    /// newest commit to this build's start.
+    pub gate_wait: Option<i64>,
+}
+
+impl Deployment {
+    /// Changed what runs: a successful forward or rollback.
+    pub fn changed(&self) -> bool {
+        self.succeeded && self.kind != DeployKind::Redeploy
+    }
+}
+
+/// An environment as it is now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvironmentNow {
+    pub name: String,
+    pub stage: usize,
+    /// The deployment whose version runs now (the last successful forward or rollback).
+    pub running_build: Option<BuildId>,
+    pub running_commit: Option<Sha>,
+    /// Commit time of the running commit.
+    pub running_commit_time: Option<i64>,
+    /// When the running deployment ended.
+    pub since: Option<i64>,
+    /// Commits on the branch (known, not vanished, not incomplete) the running version lacks.
+    pub behind: u64,
+    /// Commit time of the oldest of them.
+    pub oldest_behind: Option<i64>,
+    /// Commits that wait at this environment's gate (stage `approval: true`).
+    pub awaiting_approval: u64,
+    /// Since when the oldest of them has been ready (the upstream deployment's end).
+    pub awaiting_since: Option<i64>,
+}
+
+/// Which commit a revert commit reverts: `This reverts commit <sha>` in the body (a known
+/// commit, full or abbreviated), else `Revert "<subject>"` naming an earlier commit's subject.
+pub fn reverted_commit(message: &str, earlier: &[(&str, &str)]) -> Option<usize> {
+    if let Some(i) = message.find("This reverts commit ") {
+        let rest = &message[i + "This reverts commit ".len()..];
+        let sha: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        if sha.len() >= 7 {
+            let sha = sha.to_ascii_lowercase();
+            if let Some(p) = earlier.iter().rposition(|(s, _)| s.starts_with(&sha)) {
+                return Some(p);
+            }
+        }
+    }
+    let subject = message.lines().next().unwrap_or("");
+    let inner = subject.strip_prefix("Revert \"")?;
+    let inner = inner.strip_suffix('"').unwrap_or(inner);
+    earlier.iter().rposition(|(_, s)| *s == inner)
+}
+
+/// Does a build with this carry deliver commit `i` (per its resources; a passive commit rides
+/// with any carried descendant; one whose resources it does not carry, with its newest one)?
+fn delivers(carry: &Carry, cl: &Classification, i: usize) -> bool {
+    let relevant: Vec<usize> = cl.resources.iter().filter_map(|r| carry.get(r).map(|(p, _)| *p)).collect();
+    if relevant.is_empty() {
+        return carry.values().any(|(p, _)| *p >= i);
+    }
+    relevant.iter().all(|p| *p >= i)
+}
+
+/// The newest commit a carry delivers whole (passive commits only when nothing else is).
+fn head(carry: &Carry, class: &[Classification]) -> Option<usize> {
+    let max = carry.values().map(|(p, _)| *p).max()?;
+    (0..=max.min(class.len().saturating_sub(1)))
+        .rev()
+        .find(|i| !class[*i].change_type.is_passive() && delivers(carry, &class[*i], *i))
+        .or(Some(max))
+}
+
+fn low(carry: &Carry) -> usize {
+    carry.values().map(|(p, _)| *p).min().unwrap_or(0)
+}
+
+/// Everything the computation needs, borrowed from `derive`.
+pub(crate) struct Input<'a> {
+    pub facts: &'a Facts,
+    pub cfg: &'a CoreConfig,
+    pub carries: &'a HashMap<BuildId, Carry>,
+    pub order: &'a [Sha],
+    pub class: &'a [Classification],
+    pub journeys: &'a [Journey],
+    pub now: i64,
+}
+
+/// The deployments of every environment (per environment in stage order, each oldest first by
+/// end) and every environment now.
+pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>) {
+    let facts = inp.facts;
+    let dora = &inp.cfg.dora;
+    let n = inp.order.len();
+    let pos: HashMap<&str, usize> = inp.order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    // Reverts and hotfixes, by branch position.
+    let mut reverts: HashMap<usize, usize> = HashMap::new();
+    let mut hotfix: HashSet<usize> = HashSet::new();
+    let mut earlier: Vec<(&str, &str)> = Vec::with_capacity(n);
+    for (i, sha) in inp.order.iter().enumerate() {
+        let c = &facts.commits[sha];
+        if let Some(t) = reverted_commit(&c.message, &earlier) {
+            reverts.insert(i, t);
+        }
+        if dora.is_hotfix(c.subject()) {
+            hotfix.insert(i);
+        }
+        earlier.push((sha.as_str(), c.subject()));
+    }
+    let journey_at: HashMap<&str, &Journey> = inp.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
+    let empty = Carry::new();
+
+    let mut all = vec![];
+    let mut envs = vec![];
+    for (si, st) in inp.cfg.stages.iter().enumerate() {
+        let Some(env) = &st.environment else { continue };
+        let mut builds: Vec<_> = facts
+            .builds
+            .values()
+            .filter(|b| b.status.is_finished() && b.pipeline == st.pipeline && st.jobs.iter().any(|j| j.name == b.job))
+            .filter_map(|b| Some((b.end?, b)))
+            .collect();
+        builds.sort_by_key(|(end, b)| (*end, b.id));
+        let mut deps: Vec<Deployment> = vec![];
+        // The deployment whose version runs (index in deps), and its carry and head.
+        let mut running: Option<(usize, &Carry, usize)> = None;
+        // Per deployment: the one that ran before it (for rollbacks and hotfixes).
+        let mut before: Vec<Option<usize>> = vec![];
+        for (end, b) in builds {
+            let carry = inp.carries.get(&b.id).filter(|c| !c.is_empty());
+            let h = carry.and_then(|c| head(c, inp.class));
+            let kind = match (running, h) {
+                (Some((_, _, rh)), Some(h)) if h < rh => DeployKind::Rollback,
+                (Some((_, _, rh)), Some(h)) if h == rh => DeployKind::Redeploy,
+                _ => DeployKind::Forward,
+            };
+            let mut commits = vec![];
+            if let (Some(c), Some(_)) = (carry, h) {
+                let prev = running.map(|(_, pc, _)| pc).unwrap_or(&empty);
+                let from = if prev.is_empty() { low(c) } else { low(prev).min(low(c)) };
+                let to = c.values().map(|(p, _)| *p).max().unwrap_or(0).min(n.saturating_sub(1));
+                for i in from..=to {
+                    if delivers(c, &inp.class[i], i) && (prev.is_empty() || !delivers(prev, &inp.class[i], i)) {
+                        commits.push(i);
+                    }
+                }
+            }
+            let succeeded = b.status == BuildStatus::Succeeded;
+            let mut lead_times = BTreeMap::new();
+            if succeeded {
+                for i in &commits {
+                    let j = journey_at.get(inp.order[*i].as_str());
+                    // Only where this deployment is the commit's first one (its lead time).
+                    if let Some(j) = j
+                        && j.stages[si].attempts.iter().any(|a| a.build_id == b.id)
+                        && let Some(lt) = j.lead_time(env)
+                    {
+                        lead_times.insert(j.sha.clone(), lt);
+                    }
+                }
+            }
+            let gate_wait = match (st.approval, kind, h, b.start) {
+                (true, DeployKind::Forward, Some(h), Some(start)) => journey_at
+                    .get(inp.order[h].as_str())
+                    .and_then(|j| j.stages[si].ready_at)
+                    .map(|r| (start - r).max(0)),
+                _ => None,
+            };
+            let rework = !commits.is_empty() && commits.iter().all(|i| hotfix.contains(i) || reverts.contains_key(i));
+            before.push(running.map(|(r, _, _)| r));
+            deps.push(Deployment {
+                environment: env.clone(),
+                stage: si,
+                build_id: b.id,
+                pipeline: b.pipeline.clone(),
+                job: b.job.clone(),
+                name: b.name.clone(),
+                url: b.url.clone(),
+                start: b.start,
+                end,
+                succeeded,
+                kind,
+                commits: commits.iter().map(|i| inp.order[*i].clone()).collect(),
+                newest_commit: h.map(|h| inp.order[h].clone()),
+                failed: None,
+                rework,
+                recovered_by: None,
+                lead_times,
+                gate_wait,
+            });
+            if let (true, Some(c), Some(h)) = (succeeded && kind != DeployKind::Redeploy, carry, h) {
+                running = Some((deps.len() - 1, c, h));
+            }
+        }
+
+        // Failures: every candidate reason, the first known wins.
+        let mut cands: Vec<(usize, Failure)> = vec![];
+        // Which (successful, changing) deployment first delivered each commit.
+        let mut delivered_by: HashMap<&str, usize> = HashMap::new();
+        for (k, d) in deps.iter().enumerate() {
+            if d.changed() {
+                for c in &d.commits {
+                    delivered_by.entry(c.as_str()).or_insert(k);
+                }
+            }
+        }
+        for (k, d) in deps.iter().enumerate() {
+            if !d.succeeded {
+                let f = Failure {
+                    reason: FailReason::BuildFailed,
+                    known_at: d.end,
+                    by_build: d.build_id,
+                    by_commits: d.commits.clone(),
+                };
+                cands.push((k, f));
+                continue;
+            }
+            if d.kind == DeployKind::Redeploy {
+                continue;
+            }
+            if let Some(p) = before[k] {
+                if d.kind == DeployKind::Rollback {
+                    // What the rollback took out.
+                    let taken: Vec<Sha> = match (inp.carries.get(&deps[p].build_id), inp.carries.get(&d.build_id)) {
+                        (Some(pc), Some(dc)) => (low(dc)..=pc.values().map(|(x, _)| *x).max().unwrap_or(0))
+                            .filter(|i| *i < n && delivers(pc, &inp.class[*i], *i) && !delivers(dc, &inp.class[*i], *i))
+                            .map(|i| inp.order[i].clone())
+                            .collect(),
+                        _ => vec![],
+                    };
+                    let f = Failure {
+                        reason: FailReason::RolledBack,
+                        known_at: d.end,
+                        by_build: d.build_id,
+                        by_commits: taken,
+                    };
+                    cands.push((p, f));
+                }
+                let fixes: Vec<Sha> = d
+                    .commits
+                    .iter()
+                    .filter(|c| pos.get(c.as_str()).is_some_and(|i| hotfix.contains(i)))
+                    .cloned()
+                    .collect();
+                if !fixes.is_empty() && d.end - deps[p].end <= dora.failure_window {
+                    let f = Failure {
+                        reason: FailReason::Hotfixed,
+                        known_at: d.end,
+                        by_build: d.build_id,
+                        by_commits: fixes,
+                    };
+                    cands.push((p, f));
+                }
+            }
+            // Reverts: tied to the deployment that delivered the reverted commit.
+            let mut by_target: BTreeMap<usize, Vec<Sha>> = BTreeMap::new();
+            for c in &d.commits {
+                let Some(t) = pos.get(c.as_str()).and_then(|i| reverts.get(i)) else { continue };
+                let Some(target) = delivered_by.get(inp.order[*t].as_str()) else { continue };
+                if *target != k && d.end >= deps[*target].end && d.end - deps[*target].end <= dora.failure_window {
+                    by_target.entry(*target).or_default().push(c.clone());
+                }
+            }
+            for (target, by_commits) in by_target {
+                let f = Failure { reason: FailReason::Reverted, known_at: d.end, by_build: d.build_id, by_commits };
+                cands.push((target, f));
+            }
+        }
+        cands.sort_by_key(|(k, f)| (*k, f.known_at, f.reason));
+        for (k, f) in cands {
+            if deps[k].failed.is_none() {
+                deps[k].failed = Some(f);
+            }
+        }
+        // Recovery: from the deployment that revealed the failure (after the failed one), the
+        // first successful forward or rollback that does not itself fail.
+        for k in 0..deps.len() {
+            let Some(f) = &deps[k].failed else { continue };
+            let from = if f.by_build == deps[k].build_id {
+                k + 1
+            } else {
+                deps.iter().position(|d| d.build_id == f.by_build).unwrap_or(k + 1).max(k + 1)
+            };
+            let r = deps[from.min(deps.len())..].iter().find(|d| d.changed() && d.failed.is_none());
+            deps[k].recovered_by = r.map(|d| (d.build_id, d.end));
+        }
+
+        // Now: the running version, what it lacks, what waits at the gate.
+        let mut now = EnvironmentNow { name: env.clone(), stage: si, ..EnvironmentNow::default() };
+        let run = running.map(|(k, c, h)| (&deps[k], c, h));
+        if let Some((d, _, h)) = run {
+            now.running_build = Some(d.build_id);
+            now.running_commit = Some(inp.order[h].clone());
+            now.running_commit_time = journey_at.get(inp.order[h].as_str()).map(|j| j.commit_time);
+            now.since = Some(d.end);
+        }
+        for (i, j) in inp.journeys.iter().enumerate() {
+            if j.vanished || j.outcome == crate::core::journey::Outcome::Incomplete {
+                continue;
+            }
+            let has = match run {
+                Some((_, c, _)) => i < low(c) || delivers(c, &inp.class[i], i),
+                None => false,
+            };
+            if !has {
+                now.behind += 1;
+                now.oldest_behind = Some(now.oldest_behind.map_or(j.commit_time, |t| t.min(j.commit_time)));
+            }
+            if let Some(s) = j.stages.get(si).filter(|s| s.state == StageState::AwaitingApproval) {
+                now.awaiting_approval += 1;
+                if let Some(r) = s.ready_at {
+                    now.awaiting_since = Some(now.awaiting_since.map_or(r, |t| t.min(r)));
+                }
+            }
+        }
+        let _ = inp.now;
+        all.extend(deps);
+        envs.push(now);
+    }
+    (all, envs)
+}
