@@ -456,3 +456,242 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
     }
     (all, envs)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::core::facts::{BuildFact, CommitFact, Fact, VersionFact};
+    use crate::core::journey::derive;
+
+    const CONFIG: &str = "
+repository: { github: o/r }
+concourse: { url: 'http://ci/', team: dev }
+resources: { repo: {} }
+stages:
+  - { name: production, pipeline: p, jobs: [d], environment: production }
+";
+    const NOW: i64 = 1_000_000;
+
+    fn sha(i: usize) -> String {
+        format!("{i:02x}{}", "a".repeat(38))
+    }
+
+    /// Commit `i` made at `100 * (i + 1)` with this message.
+    fn commit(i: usize, message: &str) -> Fact {
+        Fact::Commit(CommitFact {
+            sha: sha(i),
+            parent: (i > 0).then(|| sha(i - 1)),
+            author: "dev".into(),
+            author_date: 100 * (i as i64 + 1),
+            committer_date: 100 * (i as i64 + 1),
+            message: message.into(),
+            files: vec!["src/x.rs".into()],
+            first_seen: 100 * (i as i64 + 1),
+        })
+    }
+
+    /// Deploy build `id` of commit `c`, ending at `end` (started 60 s before).
+    fn deploy(id: i64, c: usize, ok: bool, end: i64) -> Fact {
+        let version = BTreeMap::from([("ref".to_string(), sha(c))]);
+        Fact::Build(BuildFact {
+            id,
+            pipeline: "p".into(),
+            job: "d".into(),
+            name: id.to_string(),
+            status: if ok { BuildStatus::Succeeded } else { BuildStatus::Failed },
+            start: Some(end - 60),
+            end: Some(end),
+            rerun_of: None,
+            url: format!("http://ci/builds/{id}"),
+            inputs: vec![VersionFact { step: "repo".into(), resource: "repo".into(), version, message: None }],
+            outputs: vec![],
+            resources_known: true,
+        })
+    }
+
+    /// One line per deployment: `id kind ok|fail [commits] failed:reason/by recovered:id rework`,
+    /// then the environment: `running:c behind:n`.
+    fn check(commits: &[&str], deploys: &[(i64, usize, bool, i64)], expect: &[&str]) {
+        let core = crate::config::parse(CONFIG, "t.yaml", &|_| None).unwrap().core();
+        let mut f = Facts::default();
+        for (i, m) in commits.iter().enumerate() {
+            f.apply(commit(i, m));
+        }
+        for (id, c, ok, end) in deploys {
+            f.apply(deploy(*id, *c, *ok, *end));
+        }
+        let d = derive(&f, &core, NOW);
+        let idx = |s: &str| (0..commits.len()).find(|i| sha(*i) == s).unwrap();
+        let mut got: Vec<String> = d
+            .deployments
+            .iter()
+            .map(|x| {
+                let cs: Vec<String> = x.commits.iter().map(|c| format!("c{}", idx(c))).collect();
+                let failed = x.failed.as_ref().map_or("-".into(), |f| format!("{}/{}", f.reason.as_str(), f.by_build));
+                let rec = x.recovered_by.map_or("-".into(), |(b, _)| b.to_string());
+                format!(
+                    "{} {} {} [{}] failed:{failed} recovered:{rec}{}",
+                    x.build_id,
+                    x.kind.as_str(),
+                    if x.succeeded { "ok" } else { "fail" },
+                    cs.join(","),
+                    if x.rework { " rework" } else { "" }
+                )
+            })
+            .collect();
+        let e = &d.environments[0];
+        got.push(format!(
+            "running:{} behind:{}",
+            e.running_commit.as_deref().map_or("-".into(), |c| format!("c{}", idx(c))),
+            e.behind
+        ));
+        assert_eq!(got, expect);
+    }
+
+    const H: i64 = 3_600;
+
+    #[test]
+    fn a_failed_deploy_and_its_retry() {
+        check(
+            &["feat: a", "feat: b"],
+            &[(1, 0, true, 1_000), (2, 1, false, 2_000), (3, 1, true, 3_000)],
+            &[
+                "1 forward ok [c0] failed:- recovered:-",
+                "2 forward fail [c1] failed:build_failed/2 recovered:3",
+                "3 forward ok [c1] failed:- recovered:-",
+                "running:c1 behind:0",
+            ],
+        );
+        // The retry fails too: both recover at the first success.
+        check(
+            &["feat: a", "feat: b"],
+            &[(1, 0, true, 1_000), (2, 1, false, 2_000), (3, 1, false, 2_500), (4, 1, true, 3_000)],
+            &[
+                "1 forward ok [c0] failed:- recovered:-",
+                "2 forward fail [c1] failed:build_failed/2 recovered:4",
+                "3 forward fail [c1] failed:build_failed/3 recovered:4",
+                "4 forward ok [c1] failed:- recovered:-",
+                "running:c1 behind:0",
+            ],
+        );
+    }
+
+    /// Deploying an older version: what runs goes back, the commits taken out are behind again,
+    /// and the deployment that ran is failed (rolled back), recovered by the rollback.
+    #[test]
+    fn a_rollback_and_a_redeploy() {
+        check(
+            &["feat: a", "feat: b", "feat: c"],
+            &[(1, 0, true, 1_000), (2, 2, true, 2_000), (3, 0, true, 3_000)],
+            &[
+                "1 forward ok [c0] failed:- recovered:-",
+                "2 forward ok [c1,c2] failed:rolled_back/3 recovered:3",
+                "3 rollback ok [] failed:- recovered:-",
+                "running:c0 behind:2",
+            ],
+        );
+        // The same version again changes nothing.
+        check(
+            &["feat: a", "feat: b"],
+            &[(1, 0, true, 1_000), (2, 0, true, 2_000), (3, 1, true, 3_000)],
+            &[
+                "1 forward ok [c0] failed:- recovered:-",
+                "2 redeploy ok [] failed:- recovered:-",
+                "3 forward ok [c1] failed:- recovered:-",
+                "running:c1 behind:0",
+            ],
+        );
+    }
+
+    /// A revert fails the deployment that delivered the reverted commit when it ships within
+    /// the window (24 h by default); it is rework either way.
+    #[test]
+    fn a_revert_within_and_after_the_window() {
+        let revert = format!("Revert \"feat: a\"\n\nThis reverts commit {}.", sha(1));
+        let commits = ["feat: base", "feat: a", revert.as_str()];
+        check(
+            &commits,
+            &[(1, 0, true, 1_000), (2, 1, true, 2_000), (3, 2, true, 2_000 + 20 * H)],
+            &[
+                "1 forward ok [c0] failed:- recovered:-",
+                "2 forward ok [c1] failed:reverted/3 recovered:3",
+                "3 forward ok [c2] failed:- recovered:- rework",
+                "running:c2 behind:0",
+            ],
+        );
+        check(
+            &commits,
+            &[(1, 0, true, 1_000), (2, 1, true, 2_000), (3, 2, true, 2_000 + 25 * H)],
+            &[
+                "1 forward ok [c0] failed:- recovered:-",
+                "2 forward ok [c1] failed:- recovered:-",
+                "3 forward ok [c2] failed:- recovered:- rework",
+                "running:c2 behind:0",
+            ],
+        );
+    }
+
+    /// A hotfix deployed within the window fails the deployment it replaced; a deployment of a
+    /// hotfix with other work is not rework. The first known reason wins.
+    #[test]
+    fn a_hotfix_and_rework() {
+        check(
+            &["feat: a", "fix(api): null check", "hotfix: again"],
+            &[(1, 0, true, 1_000), (2, 1, true, 1_000 + H), (3, 2, true, 1_000 + 30 * H)],
+            &[
+                "1 forward ok [c0] failed:hotfixed/2 recovered:2",
+                "2 forward ok [c1] failed:- recovered:- rework",
+                "3 forward ok [c2] failed:- recovered:- rework",
+                "running:c2 behind:0",
+            ],
+        );
+        check(
+            &["feat: a", "feat: b", "fix: c"],
+            &[(1, 0, true, 1_000), (2, 2, true, 2_000)],
+            &[
+                "1 forward ok [c0] failed:hotfixed/2 recovered:2",
+                "2 forward ok [c1,c2] failed:- recovered:-",
+                "running:c2 behind:0",
+            ],
+        );
+        // Rolled back first, reverted later: rolled_back wins; the recovering deployment that
+        // is itself hotfixed does not restore service, the hotfix does.
+        let revert = format!("Revert \"feat: b\"\n\nThis reverts commit {}.", sha(1));
+        check(
+            &["feat: a", "feat: b", revert.as_str()],
+            &[(1, 0, true, 1_000), (2, 1, true, 2_000), (3, 0, true, 3_000), (4, 2, true, 4_000)],
+            &[
+                "1 forward ok [c0] failed:- recovered:-",
+                "2 forward ok [c1] failed:rolled_back/3 recovered:3",
+                "3 rollback ok [] failed:- recovered:-",
+                "4 forward ok [c1,c2] failed:- recovered:-",
+                "running:c2 behind:0",
+            ],
+        );
+        check(
+            &["feat: a", "feat: b", "fix: c"],
+            &[(1, 0, true, 1_000), (2, 1, false, 2_000), (3, 1, true, 3_000), (4, 2, true, 3_500)],
+            &[
+                "1 forward ok [c0] failed:- recovered:-",
+                "2 forward fail [c1] failed:build_failed/2 recovered:4",
+                "3 forward ok [c1] failed:hotfixed/4 recovered:4",
+                "4 forward ok [c2] failed:- recovered:- rework",
+                "running:c2 behind:0",
+            ],
+        );
+    }
+
+    #[test]
+    fn which_commit_a_revert_reverts() {
+        let earlier = [("0123456789abcdef", "feat: a"), ("fedcba9876543210", "feat: b")];
+        let check = |msg: &str, want: Option<usize>| assert_eq!(reverted_commit(msg, &earlier), want, "{msg}");
+        check("Revert \"feat: a\"\n\nThis reverts commit fedcba9876543210.", Some(1));
+        check("Revert \"feat: a\"", Some(0));
+        check("Revert \"feat: a\" (#12)", None);
+        check("revert: feat a\n\nThis reverts commit 0123456.", Some(0));
+        check("This reverts commit 0123.", None);
+        check("feat: c", None);
+    }
+}
