@@ -23,6 +23,8 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .route("/api/v1/journeys", get(list))
         .route("/api/v1/journeys/{sha}", get(one))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/deployments", get(deployments))
+        .route("/api/v1/environments", get(environments))
         .with_state(shared)
 }
 
@@ -240,6 +242,59 @@ async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Respo
     // Each stage's running builds, whatever they carry (what a pending commit may wait for).
     let stages = stages_now_json(&snap.derived, snap.now);
     Json(serde_json::json!({ "now": snap.now, "journeys": items, "stages": stages })).into_response()
+}
+
+#[derive(Deserialize)]
+struct DeploymentsQuery {
+    environment: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The DORA environment (`dora.environment`); without the configuration, the last environment.
+fn dora_environment(s: &Shared, snap: &Snapshot) -> String {
+    s.metrics
+        .get()
+        .map(|m| m.core.dora.environment.clone())
+        .or_else(|| snap.environments.last().cloned())
+        .unwrap_or_default()
+}
+
+/// `GET /api/v1/deployments?environment=production&limit=100`: an environment's deployments,
+/// newest first (default: the DORA environment).
+async fn deployments(State(s): State<Arc<Shared>>, Query(q): Query<DeploymentsQuery>) -> Response {
+    let snap = s.snapshot();
+    let env = q.environment.unwrap_or_else(|| dora_environment(&s, &snap));
+    if !snap.environments.contains(&env) {
+        let known = snap.environments.join(", ");
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": format!("unknown environment {env:?} (environments: {known})")})),
+        )
+            .into_response();
+    }
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let all = &snap.derived.deployments;
+    let items: Vec<crate::view::DeploymentView> = all
+        .iter()
+        .rev()
+        .filter(|d| d.environment == env)
+        .take(limit)
+        .map(|d| crate::view::DeploymentView::new(d, all))
+        .collect();
+    Json(serde_json::json!({ "now": snap.now, "environment": env, "deployments": items })).into_response()
+}
+
+/// `GET /api/v1/environments`: every environment now, in stage order.
+async fn environments(State(s): State<Arc<Shared>>) -> Response {
+    let snap = s.snapshot();
+    let dora = dora_environment(&s, &snap);
+    let items: Vec<crate::view::EnvironmentView> = snap
+        .derived
+        .environments
+        .iter()
+        .map(|e| crate::view::EnvironmentView::new(e, &snap.derived.deployments, &dora, snap.now))
+        .collect();
+    Json(serde_json::json!({ "now": snap.now, "dora_environment": dora, "environments": items })).into_response()
 }
 
 async fn one(State(s): State<Arc<Shared>>, Path(sha): Path<String>) -> Response {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::classify::ChangeType;
+use crate::core::deployments::{DeployKind, Deployment, EnvironmentNow, FailReason};
 use crate::core::facts::BuildStatus;
 use crate::core::journey::{Attempt, Journey, Outcome, RunningBuild, StageJourney, StageState, WaitsFor};
 use crate::core::lineage::Method;
@@ -274,6 +275,181 @@ impl WaitsForView {
             WaitsFor::TriggeringCommit => (WaitsKind::TriggeringCommit, None, None, None),
         };
         WaitsForView { kind, text: w.describe(), build, upstream, upstream_state }
+    }
+}
+
+named_enum!(DeployKind, "deployment kind", DeployKind::ALL);
+named_enum!(FailReason, "failure reason", FailReason::ALL);
+
+/// A deploy build's result.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployResult {
+    Success,
+    Failure,
+}
+
+/// A build, as the deployment API names it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BuildRef {
+    pub pipeline: String,
+    pub job: String,
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+}
+
+impl BuildRef {
+    pub fn of(d: &Deployment) -> BuildRef {
+        BuildRef {
+            pipeline: d.pipeline.clone(),
+            job: d.job.clone(),
+            id: d.build_id,
+            name: d.name.clone(),
+            url: d.url.clone(),
+        }
+    }
+}
+
+/// `GET /api/v1/deployments`: one deploy build of an environment.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DeploymentView {
+    pub environment: String,
+    pub build: BuildRef,
+    pub start: Option<i64>,
+    pub end: i64,
+    pub result: DeployResult,
+    pub kind: DeployKind,
+    /// Commits it delivered that the version running before it lacked (a failed build: what
+    /// it would have delivered), oldest first.
+    pub commits: Vec<String>,
+    /// The newest commit of its version.
+    pub newest_commit: Option<String>,
+    pub failed: Option<FailureView>,
+    /// Its new commits are all hotfixes or reverts.
+    pub rework: bool,
+    pub recovered_by: Option<RecoveryView>,
+    /// Commit → lead time (seconds), for the commits this deployment delivered first.
+    pub lead_times: BTreeMap<String, i64>,
+    /// At an approval gate: seconds from the upstream deployment to this build's start.
+    pub gate_wait_seconds: Option<i64>,
+}
+
+/// Why a deployment counts as failed, and what showed it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FailureView {
+    pub reason: FailReason,
+    /// When the failure became known (the end of the build that showed it).
+    pub known_at: i64,
+    pub by: FailedByView,
+}
+
+/// The deployment that showed the failure (the failed build itself, the rollback, the revert
+/// or hotfix deployment) and the commits it is credited to (what the failed build carried, what
+/// the rollback took out, the revert or hotfix commits).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FailedByView {
+    pub build: BuildRef,
+    pub commits: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RecoveryView {
+    pub build: BuildRef,
+    /// End of the deployment that restored service.
+    pub at: i64,
+    /// From the failed deployment's end to `at`.
+    pub seconds: i64,
+}
+
+impl DeploymentView {
+    /// `all` holds the deployments the failure and recovery refer to.
+    pub fn new(d: &Deployment, all: &[Deployment]) -> DeploymentView {
+        let build = |id: i64| {
+            all.iter().find(|x| x.build_id == id).map(BuildRef::of).unwrap_or_else(|| BuildRef {
+                pipeline: d.pipeline.clone(),
+                job: d.job.clone(),
+                id,
+                name: String::new(),
+                url: String::new(),
+            })
+        };
+        DeploymentView {
+            environment: d.environment.clone(),
+            build: BuildRef::of(d),
+            start: d.start,
+            end: d.end,
+            result: if d.succeeded { DeployResult::Success } else { DeployResult::Failure },
+            kind: d.kind,
+            commits: d.commits.clone(),
+            newest_commit: d.newest_commit.clone(),
+            failed: d.failed.as_ref().map(|f| FailureView {
+                reason: f.reason,
+                known_at: f.known_at,
+                by: FailedByView { build: build(f.by_build), commits: f.by_commits.clone() },
+            }),
+            rework: d.rework,
+            recovered_by: d.recovered_by.map(|(id, at)| RecoveryView { build: build(id), at, seconds: at - d.end }),
+            lead_times: d.lead_times.clone(),
+            gate_wait_seconds: d.gate_wait,
+        }
+    }
+}
+
+/// `GET /api/v1/environments`: an environment now.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EnvironmentView {
+    pub name: String,
+    /// The environment DORA figures are about (`dora.environment`).
+    pub dora: bool,
+    /// The version running now: the deployment that put it there.
+    pub running: Option<RunningVersionView>,
+    /// Commits on the branch the running version lacks.
+    pub behind: u64,
+    /// Age of the oldest of them, at `now`.
+    pub oldest_undeployed_age_seconds: Option<i64>,
+    /// A newer version waits at the environment's approval gate.
+    pub awaiting_approval: bool,
+    /// How many commits wait there.
+    pub awaiting_approval_commits: u64,
+    /// Since the upstream deployment the oldest waiting version is ready from.
+    pub awaiting_approval_since: Option<i64>,
+    pub awaiting_approval_age_seconds: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RunningVersionView {
+    pub build: BuildRef,
+    pub newest_commit: String,
+    pub commit_time: Option<i64>,
+    /// End of the deployment that put it there.
+    pub since: i64,
+}
+
+impl EnvironmentView {
+    pub fn new(e: &EnvironmentNow, deployments: &[Deployment], dora_environment: &str, now: i64) -> EnvironmentView {
+        let running = match (e.running_build, &e.running_commit, e.since) {
+            (Some(id), Some(c), Some(since)) => {
+                deployments.iter().find(|d| d.build_id == id).map(|d| RunningVersionView {
+                    build: BuildRef::of(d),
+                    newest_commit: c.clone(),
+                    commit_time: e.running_commit_time,
+                    since,
+                })
+            }
+            _ => None,
+        };
+        EnvironmentView {
+            name: e.name.clone(),
+            dora: e.name == dora_environment,
+            running,
+            behind: e.behind,
+            oldest_undeployed_age_seconds: e.oldest_behind.map(|t| (now - t).max(0)),
+            awaiting_approval: e.awaiting_approval > 0,
+            awaiting_approval_commits: e.awaiting_approval,
+            awaiting_approval_since: e.awaiting_since,
+            awaiting_approval_age_seconds: e.awaiting_since.map(|t| (now - t).max(0)),
+        }
     }
 }
 

@@ -380,10 +380,12 @@ fn metrics_label_values_are_bounded_and_series_do_not_grow_with_commits() {
     outcomes.extend(set(&["ok", "not_modified", "error"]));
     allowed.insert("outcome", outcomes);
     allowed.insert("method", Method::ALL.iter().map(|m| m.as_str().to_string()).collect());
-    allowed.insert("state", set(&["waiting", "pending", "riding", "running"]));
+    allowed.insert("state", set(&["waiting", "pending", "riding", "running", "awaiting_approval"]));
     // Concourse's running statuses, for the stages' running builds.
     allowed.insert("status", set(&["pending", "started"]));
-    allowed.insert("result", set(&["succeeded", "failed", "errored", "aborted"]));
+    // Stage builds' results, and deploy builds' (success, failure).
+    allowed.insert("result", set(&["succeeded", "failed", "errored", "aborted", "success", "failure"]));
+    allowed.insert("reason", set(&["build_failed", "rolled_back", "reverted", "hotfixed"]));
     allowed.insert("source", SOURCES.iter().map(|s| s.to_string()).collect());
     allowed.insert("kind", ErrorKind::ALL.iter().map(|k| k.as_str().to_string()).collect());
     allowed.insert("version", set(&[VERSION]));

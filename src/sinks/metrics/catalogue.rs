@@ -3,6 +3,7 @@
 //! table, so adding a metric is one row here plus its computation.
 
 use crate::core::classify::ChangeType;
+use crate::core::deployments::FailReason;
 use crate::core::journey::{BuildStatus, CoreConfig, Method, Outcome, StageState};
 use crate::sources::ErrorKind;
 
@@ -14,6 +15,11 @@ pub const PREFIX: &str = "deploy_journey";
 /// CI-scale buckets: 30 s … 4 h.
 pub const STAGE_BUCKETS: [f64; 14] =
     [30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1500.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 14400.0];
+/// Recovery and gate waits: 1 min … 7 days (a gate held over a weekend).
+pub const LONG_BUCKETS: [f64; 16] = [
+    60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 129600.0, 172800.0, 259200.0,
+    345600.0, 432000.0, 604800.0,
+];
 /// Lead time: 5 min … 3 days.
 pub const LEAD_BUCKETS: [f64; 14] =
     [300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 259200.0];
@@ -29,6 +35,13 @@ pub enum Metric {
     StageAttempts,
     StageFailures,
     Deployments,
+    DeploymentAttempts,
+    Redeployments,
+    Rollbacks,
+    FailedDeployments,
+    ReworkDeployments,
+    FailedDeploymentRecovery,
+    GateWait,
     LastDeploymentTimestamp,
     StageInFlight,
     StageOldestInFlight,
@@ -39,6 +52,10 @@ pub enum Metric {
     CommitsNotPickedUp,
     CommitsBehind,
     OldestUndeployedCommitAge,
+    EnvironmentRunningCommitTimestamp,
+    EnvironmentAwaitingApproval,
+    EnvironmentAwaitingApprovalAge,
+    ChangeFailRateSlo,
     Attributions,
     LineageGaps,
     SourceUp,
@@ -87,6 +104,10 @@ pub enum Dim {
     /// Why basic auth refused a request.
     AuthReason,
     Version,
+    /// A deploy build's result: success or failure.
+    DeployResult,
+    /// Why a deployment failed.
+    FailReason,
 }
 
 const RESULTS: [&str; 4] = ["succeeded", "failed", "errored", "aborted"];
@@ -109,6 +130,8 @@ impl Dim {
             Dim::ErrorKind => "kind",
             Dim::AuthReason => "reason",
             Dim::Version => "version",
+            Dim::DeployResult => "result",
+            Dim::FailReason => "reason",
         }
     }
 
@@ -130,6 +153,8 @@ impl Dim {
             Dim::RequestOutcome => own(&["ok", "not_modified", "error"]),
             Dim::ErrorKind => ErrorKind::ALL.iter().map(|k| k.as_str().to_string()).collect(),
             Dim::AuthReason => own(&["unauthorized", "rate_limited"]),
+            Dim::DeployResult => own(&["success", "failure"]),
+            Dim::FailReason => FailReason::ALL.iter().map(|r| r.as_str().to_string()).collect(),
             Dim::Source | Dim::Version => return None,
         })
     }
@@ -239,8 +264,22 @@ pub const CATALOGUE: &[Def] = &[
         .polled().preset().backfill(Backfill::Events),
     row(M::StageFailures, "stage_failures", Counter, &[D::Stage], "Failed or errored builds of each stage's jobs")
         .polled().preset().backfill(Backfill::Events),
-    row(M::Deployments, "deployments", Counter, &[D::Environment], "Successful deployments to each environment")
+    row(M::Deployments, "deployments", Counter, &[D::Environment], "Successful deployments to each environment that changed what runs there (forward deployments and rollbacks; a redeploy of the running version is not counted)")
         .polled().preset().backfill(Backfill::Events),
+    row(M::DeploymentAttempts, "deployment_attempts", Counter, &[D::Environment, D::DeployResult], "Finished deploy builds of each environment, by result")
+        .polled().preset().backfill(Backfill::Events),
+    row(M::Redeployments, "redeployments", Counter, &[D::Environment], "Successful deployments of the version already running (not a change)")
+        .polled().preset().backfill(Backfill::Events),
+    row(M::Rollbacks, "rollbacks", Counter, &[D::Environment], "Successful deployments of a version older than the one running")
+        .polled().preset().backfill(Backfill::Events),
+    row(M::FailedDeployments, "failed_deployments", Counter, &[D::Environment, D::FailReason], "Failed deployments, counted once when the first reason becomes known: its build failed, it was rolled back, or a revert or hotfix of it shipped within the failure window (exemplar: the deployment's build id and newest commit)")
+        .polled().preset().backfill(Backfill::Events),
+    row(M::ReworkDeployments, "rework_deployments", Counter, &[D::Environment], "Successful deployments whose new commits are all hotfixes or reverts")
+        .polled().preset().backfill(Backfill::Events),
+    row(M::FailedDeploymentRecovery, "failed_deployment_recovery", Histogram, &[D::Environment], "Failed deployment recovery time: from the end of a failed deployment to the end of the deployment that restored service (the first later successful forward or rollback deployment, from the one that showed the failure on, that does not itself fail)")
+        .seconds().polled().preset().buckets(&LONG_BUCKETS).backfill(Backfill::Events),
+    row(M::GateWait, "gate_wait", Histogram, &[D::Environment], "Time a version waited at an approval gate: from the upstream environment's deployment of its newest commit to the start of the gated deployment, one observation per forward deployment")
+        .seconds().polled().preset().buckets(&LONG_BUCKETS).backfill(Backfill::Events),
     row(M::LastDeploymentTimestamp, "last_deployment_timestamp", FloatGauge, &[D::Environment], "End of the last successful deployment, Unix time")
         .seconds().polled().preset().backfill(Backfill::LatestOf(M::Deployments)),
     row(M::StageInFlight, "stage_in_flight", Gauge, &[D::Stage, D::State], "Commits in flight at their current stage, by state (riding: a passive commit waiting for a triggering one)")
@@ -262,6 +301,14 @@ pub const CATALOGUE: &[Def] = &[
         .polled().preset(),
     row(M::OldestUndeployedCommitAge, "oldest_undeployed_commit_age", Gauge, &[D::Environment], "Age of the oldest commit not yet in the environment")
         .seconds().polled().preset(),
+    row(M::EnvironmentRunningCommitTimestamp, "environment_running_commit_timestamp", FloatGauge, &[D::Environment], "Commit time of the newest commit of the version running in each environment, Unix time (0 when none is known)")
+        .seconds().polled().preset(),
+    row(M::EnvironmentAwaitingApproval, "environment_awaiting_approval", Gauge, &[D::Environment], "1 while a newer version waits at the environment's approval gate")
+        .polled().preset(),
+    row(M::EnvironmentAwaitingApprovalAge, "environment_awaiting_approval_age", Gauge, &[D::Environment], "Time since the upstream deployment the oldest version waiting at the environment's gate is ready from (0 when none waits)")
+        .seconds().polled().preset(),
+    // Only the DORA environment.
+    row(M::ChangeFailRateSlo, "change_fail_rate_slo", FloatGauge, &[D::Environment], "The configured change fail rate SLO (dora.change_fail_rate_slo) of the DORA environment"),
     row(M::Attributions, "attributions", Counter, &[D::Method], "Stage builds tied to commits, by method (exact, bridge, inferred)")
         .polled().preset().backfill(Backfill::Events),
     row(M::LineageGaps, "lineage_gaps", Counter, &[D::Stage], "Finished stage builds no commit could be tied to")

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::core::deployments::{DeployKind, Deployment};
 use crate::core::journey::{BuildStatus, CoreConfig, Derived, Journey, Outcome, StageBuild};
 
 use super::Labels;
@@ -26,6 +27,8 @@ pub type Observation = (f64, Option<Labels>);
 #[derive(Debug, Default)]
 pub struct Contrib {
     pub counters: BTreeMap<(Metric, Labels), u64>,
+    /// The newest exemplar of each counter series that has them.
+    pub counter_exemplars: BTreeMap<(Metric, Labels), (i64, Labels)>,
     /// (histogram, labels) → observations with their exemplar.
     pub hists: BTreeMap<(Metric, Labels), Vec<Observation>>,
 }
@@ -66,14 +69,43 @@ pub fn events<'a>(
         if matches!(b.status, BuildStatus::Failed | BuildStatus::Errored) {
             count(b.end, Metric::StageFailures, &[st]);
         }
-        if let (Some(env), BuildStatus::Succeeded) = (&core.stages[b.stage].environment, b.status) {
-            count(b.end, Metric::Deployments, &[env]);
-        }
         if let Some(m) = derived.build_methods.get(&b.build_id) {
             count(b.end, Metric::Attributions, &[m.as_str()]);
         }
         if derived.gap_builds.contains(&b.build_id) {
             count(b.end, Metric::LineageGaps, &[st]);
+        }
+    }
+    // Deployments: every event belongs to the deploy build it is about, so the builds given
+    // (all of them for a scrape, the pruned ones for retention) decide what is counted.
+    let ids: std::collections::HashSet<_> = builds.iter().map(|b| b.build_id).collect();
+    let mut deploy_ev = vec![];
+    for d in derived.deployments.iter().filter(|d| ids.contains(&d.build_id)) {
+        let env = d.environment.as_str();
+        let ex = Some(deploy_exemplar(d));
+        let mut bump = |at: i64, metric: Metric, values: &[&str]| {
+            deploy_ev.push(Event { at, metric, labels: metric.labels(values), value: None, exemplar: ex.clone() })
+        };
+        bump(d.end, Metric::DeploymentAttempts, &[env, if d.succeeded { "success" } else { "failure" }]);
+        if d.changed() {
+            bump(d.end, Metric::Deployments, &[env]);
+        }
+        match (d.succeeded, d.kind) {
+            (true, DeployKind::Redeploy) => bump(d.end, Metric::Redeployments, &[env]),
+            (true, DeployKind::Rollback) => bump(d.end, Metric::Rollbacks, &[env]),
+            _ => {}
+        }
+        if d.rework && d.changed() {
+            bump(d.end, Metric::ReworkDeployments, &[env]);
+        }
+        if let Some(f) = &d.failed {
+            bump(f.known_at, Metric::FailedDeployments, &[env, f.reason.as_str()]);
+            if let Some((_, at)) = d.recovered_by {
+                obs.push(observe(at, Metric::FailedDeploymentRecovery, &[env], at - d.end, ex.clone()));
+            }
+        }
+        if let (Some(w), Some(start)) = (d.gate_wait, d.start) {
+            obs.push(observe(start, Metric::GateWait, &[env], w, ex.clone()));
         }
     }
     for j in journeys {
@@ -104,6 +136,7 @@ pub fn events<'a>(
             count(ended_at, Metric::CommitOutcomes, &[j.outcome.as_str()]);
         }
     }
+    ev.extend(deploy_ev);
     ev.extend(obs);
     ev
 }
@@ -118,7 +151,15 @@ pub fn contributions<'a>(
     let mut c = Contrib::default();
     for e in events(journeys, builds, derived, core) {
         match e.value {
-            None => *c.counters.entry((e.metric, e.labels)).or_default() += 1,
+            None => {
+                if let Some(x) = e.exemplar {
+                    let slot = c.counter_exemplars.entry((e.metric, e.labels.clone())).or_insert((e.at, x.clone()));
+                    if e.at >= slot.0 {
+                        *slot = (e.at, x);
+                    }
+                }
+                *c.counters.entry((e.metric, e.labels)).or_default() += 1
+            }
             Some(v) => c.hists.entry((e.metric, e.labels)).or_default().push((v, e.exemplar)),
         }
     }
@@ -128,6 +169,15 @@ pub fn contributions<'a>(
 fn exemplar(sha: &str) -> Labels {
     let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
     vec![pair("trace_id", sha.get(..32).unwrap_or(sha)), pair("sha", sha.get(..7).unwrap_or(sha))]
+}
+
+/// A deployment's exemplar: its build id, its newest commit and that commit's trace.
+fn deploy_exemplar(d: &Deployment) -> Labels {
+    let mut l = vec![("build_id".to_string(), d.build_id.to_string())];
+    if let Some(sha) = &d.newest_commit {
+        l.extend(exemplar(sha));
+    }
+    l
 }
 
 fn result_label(s: BuildStatus) -> &'static str {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -20,6 +20,8 @@ use super::{Labels, MetricsInput};
 #[derive(Default)]
 struct Sheet {
     counters: BTreeMap<(Metric, Labels), u64>,
+    /// The newest exemplar of the counter series that have one.
+    counter_exemplars: BTreeMap<(Metric, Labels), Labels>,
     /// Integer and float gauges alike (integer gauges hold whole numbers well below 2^53).
     gauges: BTreeMap<(Metric, Labels), f64>,
     hists: BTreeMap<(Metric, Labels), Vec<Observation>>,
@@ -69,6 +71,9 @@ fn journey_counters(m: &MetricsInput<'_>, s: &mut Sheet) {
     let contrib = contributions(m.derived.journeys.iter(), m.stage_builds, m.derived, m.core);
     for (key, n) in contrib.counters {
         *s.counters.entry(key).or_default() += n;
+    }
+    for (key, (_, ex)) in contrib.counter_exemplars {
+        s.counter_exemplars.insert(key, ex);
     }
     for (key, obs) in contrib.hists {
         s.hists.entry(key).or_default().extend(obs);
@@ -122,10 +127,22 @@ fn in_flight(m: &MetricsInput<'_>, s: &mut Sheet) {
                 *s.gauge(Metric::CommitsNotPickedUp, &[]) += 1.0;
             }
         }
-        for env in envs.iter().filter(|e| !j.deployed_at.contains_key(*e)) {
-            *s.gauge(Metric::CommitsBehind, &[env]) += 1.0;
-            s.max(Metric::OldestUndeployedCommitAge, &[env], (m.now - j.commit_time).max(0) as f64);
+    }
+    // Per environment, against the version running there now: a rollback puts the commits it
+    // took out behind again.
+    for e in &m.derived.environments {
+        let env = [e.name.as_str()];
+        s.set(Metric::CommitsBehind, &env, e.behind as f64);
+        if let Some(t) = e.oldest_behind {
+            s.set(Metric::OldestUndeployedCommitAge, &env, (m.now - t).max(0) as f64);
         }
+        s.set(Metric::EnvironmentRunningCommitTimestamp, &env, e.running_commit_time.unwrap_or(0) as f64);
+        s.set(Metric::EnvironmentAwaitingApproval, &env, f64::from(u8::from(e.awaiting_approval > 0)));
+        let age = e.awaiting_since.map_or(0, |t| (m.now - t).max(0));
+        s.set(Metric::EnvironmentAwaitingApprovalAge, &env, age as f64);
+    }
+    if envs.contains(&m.core.dora.environment) {
+        s.set(Metric::ChangeFailRateSlo, &[&m.core.dora.environment], m.core.dora.change_fail_rate_slo);
     }
     for ((i, st), age) in oldest_age {
         s.set(Metric::StageOldestInFlight, &[stages[i], st.as_str()], age as f64);
@@ -221,6 +238,14 @@ pub(super) fn build(m: &MetricsInput<'_>) -> Registry {
                 let g = Gauge::<i64>::default();
                 g.set(value(&vec![]) as i64);
                 register(r, def, help, g);
+            }
+            (Kind::Counter, false) if sheet.counter_exemplars.keys().any(|(k, _)| *k == def.metric) => {
+                let f: Family<Labels, CounterWithExemplar<Labels>> = Family::default();
+                for labels in of(&mut sheet.counters.keys()) {
+                    let ex = sheet.counter_exemplars.get(&(def.metric, labels.clone())).cloned();
+                    f.get_or_create(&labels).inc_by(sheet.counters[&(def.metric, labels.clone())], ex, None);
+                }
+                register(r, def, help, f);
             }
             (Kind::Counter, false) => {
                 let f: Family<Labels, Counter> = Family::default();
