@@ -465,3 +465,49 @@ fn lazy_secrets_defer_missing_credentials_to_the_commands_that_need_them() {
         ],
     );
 }
+
+/// Issue #17: `approval:` gates an environment stage; `dora:` names the DORA environment, the
+/// failure window, the SLO and the hotfix rules, with defaults, and every problem names its path.
+#[test]
+fn approval_and_the_dora_section() {
+    let three = MINIMAL.to_string()
+        + "  - { name: qa, pipeline: p, jobs: [q], environment: qa }\n  - { name: prod, pipeline: p, jobs: [r], environment: production, approval: true }\n";
+    // Defaults: production, 24 h, 0.15, fix/hotfix subjects, the hotfix label.
+    let core = parse(&three, "t.yaml", &no_env).unwrap().core();
+    assert_eq!(core.stages.iter().map(|s| s.approval).collect::<Vec<_>>(), [false, false, false, true]);
+    assert_eq!((core.dora.environment.as_str(), core.dora.failure_window), ("production", 86_400));
+    assert_eq!(core.dora.change_fail_rate_slo, 0.15);
+    assert_eq!(core.dora.hotfix_labels, ["hotfix"]);
+    let hotfix = |subject: &str| core.dora.is_hotfix(subject);
+    assert!(hotfix("fix: x") && hotfix("hotfix(api)!: y") && !hotfix("feat: fix x") && !hotfix("fixup: z"));
+    // Without a production environment, the last one.
+    assert_eq!(parse(MINIMAL, "t.yaml", &no_env).unwrap().core().dora.environment, "staging");
+    // Given.
+    let cfg = parse(
+        &(three.clone()
+            + "dora:\n  environment: qa\n  failure_window: 2h\n  change_fail_rate_slo: 0.2\n  hotfix: { message_patterns: ['^urgent:'], pr_labels: [p0] }\n"),
+        "t.yaml",
+        &no_env,
+    )
+    .unwrap();
+    let d = cfg.core().dora;
+    assert_eq!((d.environment.as_str(), d.failure_window, d.change_fail_rate_slo), ("qa", 7_200, 0.2));
+    assert!(d.is_hotfix("urgent: x") && !d.is_hotfix("fix: x"));
+    assert_eq!(d.hotfix_labels, ["p0"]);
+    check(
+        &(three
+            + "dora:\n  environment: prod\n  failure_window: 0s\n  change_fail_rate_slo: 1.5\n  hotfix: { message_patterns: ['(unclosed'], pr_labels: [''] }\n  extra: 1\n"),
+        &[
+            "dora: unknown field `extra`, expected one of `environment`, `failure_window`, `change_fail_rate_slo`, `hotfix` (line 15, column 3)",
+            "dora.environment: \"prod\" is no stage's environment (environments: staging, qa, production)",
+            "dora.failure_window: must be greater than 0",
+            "dora.change_fail_rate_slo: 1.5 is not a ratio between 0 and 1",
+            "dora.hotfix.message_patterns[0]: \"(unclosed\" is not a regular expression: error: unclosed group",
+            "dora.hotfix.pr_labels[0]: must not be empty",
+        ],
+    );
+    check(
+        &MINIMAL.replace("jobs: [t] }", "jobs: [t], approval: true }"),
+        &["stages[0].approval: only an environment stage has a gate; add environment: <name> or leave approval out"],
+    );
+}
