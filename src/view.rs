@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::classify::ChangeType;
-use crate::core::deployments::{DeployKind, Deployment, EnvironmentNow, FailReason};
+pub use crate::core::deployments::{DeployKind, FailReason};
+use crate::core::deployments::{Deployment, EnvironmentNow};
 use crate::core::facts::BuildStatus;
 use crate::core::journey::{Attempt, Journey, Outcome, RunningBuild, StageJourney, StageState, WaitsFor};
 use crate::core::lineage::Method;

@@ -299,3 +299,183 @@ async fn journey_json_bytes_are_stable_and_round_trip() {
     let e = serde_json::from_str::<JourneyJson>(&bad).unwrap_err().to_string();
     assert!(e.contains("\"runnin\""), "{e}");
 }
+
+/// Issue #17: `/api/v1/deployments` lists an environment's deploy builds newest first, with
+/// kind, the commits each delivered, the failure and what it is credited to, the recovery and
+/// lead times; `/api/v1/environments` says what runs where, what is behind and what waits at a
+/// gate. Facts: three commits through staging, then production (gated): c0, a failed c1 and its
+/// retry, a rollback to c0; c2 waits at the gate.
+#[tokio::test]
+async fn deployments_and_environments_json() {
+    use std::collections::BTreeMap;
+
+    use deploy_journey::core::journey::{BuildFact, BuildStatus, CommitFact, Fact, Facts, VersionFact, derive};
+    use deploy_journey::http::Snapshot;
+    use deploy_journey::view::{DeployKind, DeployResult, DeploymentView, EnvironmentView, FailReason};
+
+    let cfg = deploy_journey::config::parse(
+        "
+repository: { github: o/r }
+concourse: { url: 'http://ci/', team: dev }
+resources: { repo: {} }
+stages:
+  - { name: staging, pipeline: p, jobs: [s], environment: staging }
+  - { name: production, pipeline: p, jobs: [d], environment: production, approval: true }
+",
+        "t.yaml",
+        &|_| None,
+    )
+    .unwrap();
+    let sha = |i: usize| format!("{i:02x}{}", "e".repeat(38));
+    let mut facts = Facts::default();
+    for (i, m) in ["feat: a", "feat: b", "feat: c"].iter().enumerate() {
+        let t = 100 * (i as i64 + 1);
+        facts.apply(Fact::Commit(CommitFact {
+            sha: sha(i),
+            parent: (i > 0).then(|| sha(i - 1)),
+            author: "dev".into(),
+            author_date: t,
+            committer_date: t,
+            message: m.to_string(),
+            files: vec!["src/a.rs".into()],
+            first_seen: t,
+        }));
+    }
+    let build = |id: i64, job: &str, c: usize, ok: bool, end: i64| {
+        Fact::Build(BuildFact {
+            id,
+            pipeline: "p".into(),
+            job: job.into(),
+            name: format!("{}", id % 100),
+            status: if ok { BuildStatus::Succeeded } else { BuildStatus::Failed },
+            start: Some(end - 60),
+            end: Some(end),
+            rerun_of: None,
+            url: format!("http://ci/builds/{id}"),
+            inputs: vec![VersionFact {
+                step: "repo".into(),
+                resource: "repo".into(),
+                version: BTreeMap::from([("ref".to_string(), sha(c))]),
+                message: None,
+            }],
+            outputs: vec![],
+            resources_known: true,
+        })
+    };
+    for f in [
+        build(1, "s", 0, true, 1_000),
+        build(2, "s", 1, true, 2_000),
+        build(3, "s", 2, true, 3_000),
+        build(101, "d", 0, true, 5_000),
+        build(102, "d", 1, false, 6_000),
+        build(103, "d", 1, true, 7_000),
+        build(104, "d", 0, true, 8_000),
+    ] {
+        facts.apply(f);
+    }
+    let now = 10_000;
+    let shared = Arc::new(Shared::default());
+    shared.publish(Snapshot {
+        derived: derive(&facts, &cfg.core(), now),
+        now,
+        environments: cfg.environments(),
+        repository: "o/r".into(),
+        ..Default::default()
+    });
+    let url = serve(shared).await;
+    let get = |path: &str| {
+        let u = format!("{url}{path}");
+        async move {
+            let r = crate::support::client().get(u).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+
+    // Production is the DORA environment by default.
+    let (code, body) = get("/api/v1/deployments").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["environment"], "production");
+    let deps: Vec<DeploymentView> = serde_json::from_value(body["deployments"].clone()).unwrap();
+    let row = |d: &DeploymentView| (d.build.id, d.kind, d.result, d.commits.clone(), d.newest_commit.clone());
+    assert_eq!(
+        deps.iter().map(row).collect::<Vec<_>>(),
+        vec![
+            (104, DeployKind::Rollback, DeployResult::Success, vec![], Some(sha(0))),
+            (103, DeployKind::Forward, DeployResult::Success, vec![sha(1)], Some(sha(1))),
+            (102, DeployKind::Forward, DeployResult::Failure, vec![sha(1)], Some(sha(1))),
+            (101, DeployKind::Forward, DeployResult::Success, vec![sha(0)], Some(sha(0))),
+        ]
+    );
+    // The retry was rolled back (credited with the commit the rollback took out): it did not
+    // restore service, so both the failed build and the retry recover with the rollback.
+    let f102 = deps[2].failed.as_ref().unwrap();
+    assert_eq!((f102.reason, f102.by.build.id, &f102.by.commits), (FailReason::BuildFailed, 102, &vec![sha(1)]));
+    let r102 = deps[2].recovered_by.as_ref().unwrap();
+    assert_eq!((r102.build.id, r102.at, r102.seconds), (104, 8_000, 2_000));
+    let f103 = deps[1].failed.as_ref().unwrap();
+    assert_eq!((f103.reason, f103.by.build.id, &f103.by.commits), (FailReason::RolledBack, 104, &vec![sha(1)]));
+    assert_eq!(deps[1].recovered_by.as_ref().map(|r| (r.build.id, r.seconds)), Some((104, 1_000)));
+    assert!(deps[0].failed.is_none() && deps[3].failed.is_none() && deps.iter().all(|d| !d.rework));
+    // Lead times where a deployment delivered a commit first; the gate wait from staging's
+    // deployment of the newest commit to the production build's start.
+    assert_eq!(deps[3].lead_times, BTreeMap::from([(sha(0), 4_900)]));
+    assert_eq!(deps[1].lead_times, BTreeMap::from([(sha(1), 6_800)]));
+    assert!(deps[0].lead_times.is_empty());
+    assert_eq!(deps[3].gate_wait_seconds, Some(4_940 - 1_000));
+    assert_eq!(deps[3].build.url, "http://ci/builds/101");
+    // The exact field names of one entry.
+    let keys: Vec<&str> = body["deployments"][0].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "build",
+            "commits",
+            "end",
+            "environment",
+            "failed",
+            "gate_wait_seconds",
+            "kind",
+            "lead_times",
+            "newest_commit",
+            "recovered_by",
+            "result",
+            "rework",
+            "start"
+        ]
+    );
+    assert_eq!(body["deployments"][0]["kind"], "rollback");
+    assert_eq!(body["deployments"][2]["failed"]["reason"], "build_failed");
+    assert_eq!(body["deployments"][2]["result"], "failure");
+
+    let (_, staging) = get("/api/v1/deployments?environment=staging&limit=1").await;
+    assert_eq!(staging["deployments"].as_array().unwrap().len(), 1);
+    assert_eq!(staging["deployments"][0]["build"]["id"], 3);
+    let (code, bad) = get("/api/v1/deployments?environment=prod").await;
+    assert_eq!(code, 400);
+    assert_eq!(bad["error"], "unknown environment \"prod\" (environments: staging, production)");
+
+    // Environments now: staging runs c2; production went back to c0, so c1 is behind again,
+    // and c2 waits at its gate since staging deployed it.
+    let (code, body) = get("/api/v1/environments").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["dora_environment"], "production");
+    let envs: Vec<EnvironmentView> = serde_json::from_value(body["environments"].clone()).unwrap();
+    let view = |e: &EnvironmentView| {
+        (
+            e.name.clone(),
+            e.dora,
+            e.running.as_ref().map(|r| (r.build.id, r.newest_commit.clone(), r.since)),
+            e.behind,
+            e.oldest_undeployed_age_seconds,
+            e.awaiting_approval,
+            e.awaiting_approval_age_seconds,
+        )
+    };
+    assert_eq!(
+        envs.iter().map(view).collect::<Vec<_>>(),
+        vec![
+            ("staging".into(), false, Some((3, sha(2), 3_000)), 0, None, false, None),
+            ("production".into(), true, Some((104, sha(0), 8_000)), 2, Some(now - 200), true, Some(now - 3_000)),
+        ]
+    );
+}
