@@ -120,9 +120,17 @@ impl SpanExport {
     pub fn offer(&mut self, derived: &crate::core::journey::Derived) -> usize {
         let Some(tx) = &self.tx else { return 0 };
         let mut pending: Vec<(String, SpanRecord)> = vec![];
+        let fixes = super::spans::fix_links(derived);
         for j in &derived.journeys {
             let spans = if j.ended {
-                journey_spans(j, &self.repo_url, &self.branch, &[])
+                let mut spans = journey_spans(j, &self.repo_url, &self.branch, &[]);
+                // A revert or hotfix links to the deployment it failed.
+                if let (Some(root), Some(links)) = (spans.first_mut(), fixes.get(&j.sha))
+                    && root.parent.is_none()
+                {
+                    root.links.extend(links.iter().copied());
+                }
+                spans
             } else {
                 finished_stage_spans(j, &[])
             };

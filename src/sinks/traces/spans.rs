@@ -162,9 +162,40 @@ pub fn build_result(s: BuildStatus) -> Option<&'static str> {
     }
 }
 
-/// The environment a journey reached first, and when.
+/// The environment a journey reached last (where it ended), and when.
 fn first_deployment(j: &Journey) -> Option<(&str, i64)> {
-    j.deployed_at.iter().map(|(e, t)| (e.as_str(), *t)).min_by_key(|(e, t)| (*t, *e))
+    j.deployed_at.iter().map(|(e, t)| (e.as_str(), *t)).max_by_key(|(e, t)| (*t, *e))
+}
+
+/// Links from a fix's journey to the deployment it failed: per revert or hotfix commit that
+/// failed a deployment, the span of that deployment's build in the trace of the deployment's
+/// newest commit. They go on the fix's root span.
+pub fn fix_links(
+    derived: &crate::core::journey::Derived,
+) -> std::collections::HashMap<String, Vec<([u8; 16], [u8; 8])>> {
+    use crate::core::deployments::FailReason;
+    let mut out: std::collections::HashMap<String, Vec<([u8; 16], [u8; 8])>> = Default::default();
+    for d in &derived.deployments {
+        let Some(f) = d.failed.as_ref().filter(|f| matches!(f.reason, FailReason::Reverted | FailReason::Hotfixed))
+        else {
+            continue;
+        };
+        let Some(head) = &d.newest_commit else { continue };
+        let Some(stage) = derived.journeys.iter().find(|j| &j.sha == head).and_then(|j| j.stages.get(d.stage)) else {
+            continue;
+        };
+        if !stage.attempts.iter().any(|a| a.build_id == d.build_id) {
+            continue;
+        }
+        let span = attempt_span_id(head, &stage.name, d.build_id, attempt_index(&stage.attempts, d.build_id));
+        for fix in &f.by_commits {
+            let v = out.entry(fix.clone()).or_default();
+            if !v.contains(&(trace_id(head), span)) {
+                v.push((trace_id(head), span));
+            }
+        }
+    }
+    out
 }
 
 fn selected<'a>(j: &'a Journey, stage_names: &'a [&str]) -> impl Iterator<Item = &'a StageJourney> + 'a {
@@ -667,5 +698,69 @@ mod tests {
         assert_eq!(d.events.len(), 0);
         let stage_data = to_span_data(&spans[0], &scope);
         assert_eq!(stage_data.events.events[0].name, "build.started");
+    }
+
+    /// Issue #17: a revert's journey links to the span of the deployment it failed (in the
+    /// trace of that deployment's newest commit); a revert shipped after the window fails
+    /// nothing and links nowhere.
+    #[test]
+    fn a_revert_links_to_the_deployment_it_failed() {
+        use crate::core::journey::{BuildFact, CommitFact, Fact, Facts, VersionFact, derive};
+        let core = crate::config::parse(
+            "
+repository: { github: o/r }
+concourse: { url: 'http://ci/', team: dev }
+resources: { repo: {} }
+stages:
+  - { name: production, pipeline: p, jobs: [d], environment: production }
+",
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap()
+        .core();
+        let sha = |i: usize| format!("{i:02x}{}", "f".repeat(38));
+        let revert = format!("Revert \"feat: b\"\n\nThis reverts commit {}.", sha(1));
+        let run = |revert_end: i64| {
+            let mut f = Facts::default();
+            for (i, m) in ["feat: a", "feat: b", revert.as_str()].iter().enumerate() {
+                f.apply(Fact::Commit(CommitFact {
+                    sha: sha(i),
+                    parent: (i > 0).then(|| sha(i - 1)),
+                    author: "dev".into(),
+                    author_date: 100,
+                    committer_date: 100,
+                    message: m.to_string(),
+                    files: vec!["a.rs".into()],
+                    first_seen: 100,
+                }));
+            }
+            for (id, c, end) in [(1, 0, 1_000), (2, 1, 2_000), (3, 2, revert_end)] {
+                f.apply(Fact::Build(BuildFact {
+                    id,
+                    pipeline: "p".into(),
+                    job: "d".into(),
+                    name: id.to_string(),
+                    status: BuildStatus::Succeeded,
+                    start: Some(end - 60),
+                    end: Some(end),
+                    rerun_of: None,
+                    url: String::new(),
+                    inputs: vec![VersionFact {
+                        step: "repo".into(),
+                        resource: "repo".into(),
+                        version: BTreeMap::from([("ref".to_string(), sha(c))]),
+                        message: None,
+                    }],
+                    outputs: vec![],
+                    resources_known: true,
+                }));
+            }
+            fix_links(&derive(&f, &core, 1_000_000))
+        };
+        let links = run(5_000);
+        assert_eq!(links.len(), 1);
+        assert_eq!(links[&sha(2)], vec![(trace_id(&sha(1)), attempt_span_id(&sha(1), "production", 2, 0))]);
+        assert!(run(2_000 + 86_401).is_empty());
     }
 }
