@@ -162,6 +162,9 @@ pub fn build_result(s: BuildStatus) -> Option<&'static str> {
     }
 }
 
+/// A link to a span: (trace id, span id).
+pub type SpanLink = ([u8; 16], [u8; 8]);
+
 /// The environment a journey reached last (where it ended), and when.
 fn first_deployment(j: &Journey) -> Option<(&str, i64)> {
     j.deployed_at.iter().map(|(e, t)| (e.as_str(), *t)).max_by_key(|(e, t)| (*t, *e))
@@ -170,11 +173,9 @@ fn first_deployment(j: &Journey) -> Option<(&str, i64)> {
 /// Links from a fix's journey to the deployment it failed: per revert or hotfix commit that
 /// failed a deployment, the span of that deployment's build in the trace of the deployment's
 /// newest commit. They go on the fix's root span.
-pub fn fix_links(
-    derived: &crate::core::journey::Derived,
-) -> std::collections::HashMap<String, Vec<([u8; 16], [u8; 8])>> {
+pub fn fix_links(derived: &crate::core::journey::Derived) -> std::collections::HashMap<String, Vec<SpanLink>> {
     use crate::core::deployments::FailReason;
-    let mut out: std::collections::HashMap<String, Vec<([u8; 16], [u8; 8])>> = Default::default();
+    let mut out: std::collections::HashMap<String, Vec<SpanLink>> = Default::default();
     for d in &derived.deployments {
         let Some(f) = d.failed.as_ref().filter(|f| matches!(f.reason, FailReason::Reverted | FailReason::Hotfixed))
         else {
