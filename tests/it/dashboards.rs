@@ -82,7 +82,12 @@ fn dashboards_validate_against_the_grafana_schema() {
     let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["deploy-journey-commit.json", "deploy-journey-exporter-health.json", "deploy-journey-overview.json"]
+        [
+            "deploy-journey-commit.json",
+            "deploy-journey-dora.json",
+            "deploy-journey-exporter-health.json",
+            "deploy-journey-overview.json"
+        ]
     );
     let mut uids = BTreeSet::new();
     for (name, d) in &all {
