@@ -84,6 +84,26 @@ pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core:
             kept_builds.extend(j.stages.iter().flat_map(|s| s.attempts.iter().map(|a| a.build_id)));
         }
         lineage.close(&mut kept_builds);
+        // A kept failed deployment keeps the deployments up to the one that restored service
+        // (its recovery time is read across them), and a kept rollback the deployment it
+        // rolled back.
+        let kept_deploys: Vec<_> = derived.deployments.iter().filter(|d| kept_builds.contains(&d.build_id)).collect();
+        for d in kept_deploys {
+            if let Some(f) = &d.failed {
+                let until = d.recovered_by.map_or(i64::MAX, |(_, at)| at);
+                kept_builds.extend(
+                    derived
+                        .deployments
+                        .iter()
+                        .filter(|x| x.stage == d.stage && x.end >= d.end && x.end <= until)
+                        .map(|x| x.build_id),
+                );
+                kept_builds.insert(f.by_build);
+            }
+            if let Some(p) = d.previous {
+                kept_builds.insert(p);
+            }
+        }
         for id in &kept_builds {
             let Some(b) = facts.builds.get(id) else { continue };
             for v in b.inputs.iter().chain(&b.outputs) {

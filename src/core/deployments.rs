@@ -139,6 +139,8 @@ pub struct Deployment {
     /// At a stage with `approval: true`: from the upstream environment's deployment of its
     /// newest commit to this build's start.
     pub gate_wait: Option<i64>,
+    /// For a rollback: the deployment whose version it replaced.
+    pub previous: Option<BuildId>,
 }
 
 impl Deployment {
@@ -245,7 +247,6 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
         earlier.push((sha.as_str(), c.subject()));
     }
     let journey_at: HashMap<&str, &Journey> = inp.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
-    let empty = Carry::new();
 
     let mut all = vec![];
     let mut envs = vec![];
@@ -271,17 +272,19 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
                 (Some((_, _, rh)), Some(h)) if h == rh => DeployKind::Redeploy,
                 _ => DeployKind::Forward,
             };
-            let mut commits = vec![];
-            if let (Some(c), Some(_)) = (carry, h) {
-                let prev = running.map(|(_, pc, _)| pc).unwrap_or(&empty);
-                let from = if prev.is_empty() { low(c) } else { low(prev).min(low(c)) };
-                let to = c.values().map(|(p, _)| *p).max().unwrap_or(0).min(n.saturating_sub(1));
-                for i in from..=to {
-                    if delivers(c, &inp.class[i], i) && (prev.is_empty() || !delivers(prev, &inp.class[i], i)) {
-                        commits.push(i);
-                    }
-                }
-            }
+            // What it delivers for the first time: the commits whose journey has this build
+            // among its attempts here (a journey's attempts stop at its first success). This
+            // needs no other deployment, so forgetting older ones (retention) changes nothing.
+            let commits: Vec<usize> = match h {
+                Some(h) => (0..=h
+                    .max(carry.map_or(0, |c| c.values().map(|(p, _)| *p).max().unwrap_or(0)))
+                    .min(n.saturating_sub(1)))
+                    .filter(|i| {
+                        inp.journeys[*i].stages.get(si).is_some_and(|s| s.attempts.iter().any(|a| a.build_id == b.id))
+                    })
+                    .collect(),
+                None => vec![],
+            };
             let succeeded = b.status == BuildStatus::Succeeded;
             let mut lead_times = BTreeMap::new();
             if succeeded {
@@ -305,6 +308,7 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
             };
             let rework = !commits.is_empty() && commits.iter().all(|i| hotfix.contains(i) || reverts.contains_key(i));
             before.push(running.map(|(r, _, _)| r));
+            let previous = running.filter(|_| kind == DeployKind::Rollback).map(|(r, _, _)| deps[r].build_id);
             deps.push(Deployment {
                 environment: env.clone(),
                 stage: si,
@@ -324,6 +328,7 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
                 recovered_by: None,
                 lead_times,
                 gate_wait,
+                previous,
             });
             if let (true, Some(c), Some(h)) = (succeeded && kind != DeployKind::Redeploy, carry, h) {
                 running = Some((deps.len() - 1, c, h));
@@ -355,39 +360,42 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
             if d.kind == DeployKind::Redeploy {
                 continue;
             }
-            if let Some(p) = before[k] {
-                if d.kind == DeployKind::Rollback {
-                    // What the rollback took out.
-                    let taken: Vec<Sha> = match (inp.carries.get(&deps[p].build_id), inp.carries.get(&d.build_id)) {
-                        (Some(pc), Some(dc)) => (low(dc)..=pc.values().map(|(x, _)| *x).max().unwrap_or(0))
-                            .filter(|i| *i < n && delivers(pc, &inp.class[*i], *i) && !delivers(dc, &inp.class[*i], *i))
-                            .map(|i| inp.order[i].clone())
-                            .collect(),
-                        _ => vec![],
-                    };
-                    let f = Failure {
-                        reason: FailReason::RolledBack,
-                        known_at: d.end,
-                        by_build: d.build_id,
-                        by_commits: taken,
-                    };
-                    cands.push((p, f));
-                }
-                let fixes: Vec<Sha> = d
-                    .commits
-                    .iter()
-                    .filter(|c| pos.get(c.as_str()).is_some_and(|i| hotfix.contains(i)))
-                    .cloned()
-                    .collect();
-                if !fixes.is_empty() && d.end - deps[p].end <= dora.failure_window {
-                    let f = Failure {
-                        reason: FailReason::Hotfixed,
-                        known_at: d.end,
-                        by_build: d.build_id,
-                        by_commits: fixes,
-                    };
-                    cands.push((p, f));
-                }
+            if let Some(p) = before[k]
+                && d.kind == DeployKind::Rollback
+            {
+                // What the rollback took out.
+                let taken: Vec<Sha> = match (inp.carries.get(&deps[p].build_id), inp.carries.get(&d.build_id)) {
+                    (Some(pc), Some(dc)) => (low(dc)..=pc.values().map(|(x, _)| *x).max().unwrap_or(0))
+                        .filter(|i| *i < n && delivers(pc, &inp.class[*i], *i) && !delivers(dc, &inp.class[*i], *i))
+                        .map(|i| inp.order[i].clone())
+                        .collect(),
+                    _ => vec![],
+                };
+                let f = Failure {
+                    reason: FailReason::RolledBack,
+                    known_at: d.end,
+                    by_build: d.build_id,
+                    by_commits: taken,
+                };
+                cands.push((p, f));
+            }
+            // A hotfix fails what ran before it: the deployment that first delivered the parent
+            // of its oldest new commit. Read from the journeys, so forgetting older
+            // deployments (retention) does not move the failure to another one.
+            let fixes: Vec<Sha> =
+                d.commits.iter().filter(|c| pos.get(c.as_str()).is_some_and(|i| hotfix.contains(i))).cloned().collect();
+            let fixed = d
+                .commits
+                .first()
+                .and_then(|c| facts.commits.get(c))
+                .and_then(|c| c.parent.as_deref())
+                .and_then(|p| delivered_by.get(p))
+                .copied()
+                .filter(|p| *p != k && d.end >= deps[*p].end);
+            if let Some(p) = fixed.filter(|p| !fixes.is_empty() && d.end - deps[*p].end <= dora.failure_window) {
+                let f =
+                    Failure { reason: FailReason::Hotfixed, known_at: d.end, by_build: d.build_id, by_commits: fixes };
+                cands.push((p, f));
             }
             // Reverts: tied to the deployment that delivered the reverted commit.
             let mut by_target: BTreeMap<usize, Vec<Sha>> = BTreeMap::new();
@@ -656,7 +664,9 @@ stages:
                 "running:c2 behind:0",
             ],
         );
-        // Rolled back first, reverted later: rolled_back wins; the recovering deployment that
+        // Rolled back first, reverted later: rolled_back wins. The deployment after the
+        // rollback brings c1 back with its revert: c1 is not new (its first deployment stays
+        // in its history), the revert is, so it is rework. Then: the recovering deployment that
         // is itself hotfixed does not restore service, the hotfix does.
         let revert = format!("Revert \"feat: b\"\n\nThis reverts commit {}.", sha(1));
         check(
@@ -666,7 +676,7 @@ stages:
                 "1 forward ok [c0] failed:- recovered:-",
                 "2 forward ok [c1] failed:rolled_back/3 recovered:3",
                 "3 rollback ok [] failed:- recovered:-",
-                "4 forward ok [c1,c2] failed:- recovered:-",
+                "4 forward ok [c2] failed:- recovered:- rework",
                 "running:c2 behind:0",
             ],
         );

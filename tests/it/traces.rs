@@ -311,6 +311,7 @@ struct Seen {
     rerun_links: usize,
     batch_links: usize,
     roots: usize,
+    fix_links: usize,
 }
 
 /// The shape of every journey's trace in `spans` (which holds exactly the expected spans).
@@ -323,6 +324,7 @@ fn check_spans(
     spans: &HashMap<Key, Span>,
 ) -> Seen {
     let mut seen = Seen::default();
+    let fixes = deploy_journey::sinks::traces::spans::fix_links(derived);
     let builds: BTreeMap<i64, (Option<i64>, Option<i64>)> =
         sim.with_world(|w| w.concourse.builds.iter().map(|b| (b.id, (b.start_time, b.end_time))).collect());
     let ns = |t: i64| u64::try_from(t).unwrap() * 1_000_000_000;
@@ -355,10 +357,16 @@ fn check_spans(
                 attr(&root.attributes, "deploy_journey.lead_time_seconds"),
                 Some(&AnyValue::IntValue(deployed - j.commit_time))
             );
+            // Its links: to its carrier when superseded, then to the deployments it failed when
+            // it is a revert or hotfix (issue #17).
+            let mut want: Vec<Key> = vec![];
             if let Some(h) = j.carried_by.as_deref().filter(|h| *h != j.sha) {
-                let l: Vec<Key> = root.links.iter().map(|l| (id16(&l.trace_id), id8(&l.span_id))).collect();
-                assert_eq!(l, [(trace_id(h), root_span_id(h))], "{}: superseded root links to its carrier", j.short());
+                want.push((trace_id(h), root_span_id(h)));
             }
+            want.extend(fixes.get(&j.sha).into_iter().flatten().copied());
+            let l: Vec<Key> = root.links.iter().map(|l| (id16(&l.trace_id), id8(&l.span_id))).collect();
+            assert_eq!(l, want, "{}: root links (carrier, failed deployments)", j.short());
+            seen.fix_links += fixes.get(&j.sha).map_or(0, Vec::len);
         } else {
             assert!(roots.is_empty(), "{}: a root before the journey ended", j.short());
         }
