@@ -1,6 +1,7 @@
 //! The pure journey core: no I/O, no clock, no async. Events and `now` in, journeys out.
 
 pub mod classify;
+pub mod eta;
 pub mod facts;
 pub mod journey;
 pub mod lineage;
