@@ -62,6 +62,7 @@ fn history(name: &'static str, days: i64, core: &CoreConfig) -> History {
     let derived = derive(&facts, core, now);
     let builds = stage_builds(&facts, core, &derived);
     let snapshot = Snapshot {
+        etas: Default::default(),
         now,
         environments: core.environments(),
         repository: "GaloyMoney/lana-bank".into(),

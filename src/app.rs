@@ -381,7 +381,9 @@ impl Publisher {
         let now = (self.clock)();
         let derived = derive(facts, &self.core, now);
         let stage_builds = stage_builds(facts, &self.core, &derived);
+        let etas = crate::core::eta::predict_all(&derived, &self.core, now);
         shared.publish(Snapshot {
+            etas,
             derived,
             now,
             environments: self.environments.clone(),

@@ -365,7 +365,9 @@ impl crate::view::JourneyView {
             repository_url: &snap.repository_url,
             environments: &snap.environments,
         };
-        JourneyJson::new(j, &links)
+        let mut v = JourneyJson::new(j, &links);
+        v.eta = snap.etas.get(&j.sha).cloned().unwrap_or_default();
+        v
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Snapshot {
     /// The repository's web address (`https://github.com/owner/name`, or the GitHub Enterprise or
     /// simulator host the API is on), for commit links; empty = on github.com.
     pub repository_url: String,
+    /// Predicted arrival per environment of each journey in flight (`core::eta`), by sha.
+    pub etas: std::collections::HashMap<String, std::collections::BTreeMap<String, i64>>,
     /// Finished stage builds, for per-build metrics.
     pub stage_builds: Vec<crate::core::journey::StageBuild>,
     /// What retention folded away. Published with the journeys it excludes, in one swap, so a

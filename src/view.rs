@@ -88,6 +88,10 @@ pub struct JourneyView {
     pub lead_time_seconds: BTreeMap<String, i64>,
     pub trace_id: String,
     pub stages: Vec<StageView>,
+    /// For a journey in flight: environment → predicted arrival (Unix time), for the
+    /// environments it has not reached and a prediction can be made for (`core::eta`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub eta: BTreeMap<String, i64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -209,6 +213,7 @@ impl JourneyView {
                 .collect(),
             trace_id: trace_id(&j.sha),
             stages: j.stages.iter().map(StageView::new).collect(),
+            eta: BTreeMap::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod classify;
 pub mod deployments;
+pub mod eta;
 pub mod facts;
 pub mod journey;
 pub mod lineage;

@@ -23,7 +23,7 @@ pub struct Display {
 }
 
 /// `HH:MM:SS` UTC of a unix time.
-fn clock_time(t: i64) -> String {
+pub(crate) fn clock_time(t: i64) -> String {
     let f = time::macros::format_description!("[hour]:[minute]:[second]");
     time::OffsetDateTime::from_unix_timestamp(t).ok().and_then(|d| d.format(f).ok()).unwrap_or_else(|| t.to_string())
 }

@@ -59,7 +59,18 @@ pub enum Event {
         stage: String,
         what: String,
     },
+    /// The predicted arrival in an environment, said when first known and when it moves by
+    /// [`ETA_MOVE`] or more; `in_secs` is from the moment it was said.
+    Eta {
+        environment: String,
+        at: i64,
+        in_secs: i64,
+    },
 }
+
+/// How far a prediction must move before it is said again: a prediction recomputed every poll
+/// drifts by seconds, which is noise to a person.
+pub const ETA_MOVE: i64 = 300;
 
 impl Event {
     pub fn is_warning(&self) -> bool {
@@ -93,6 +104,11 @@ impl Event {
                 fmt_secs(*threshold)
             ),
             Event::Waits { stage, what } => format!("{stage}: {what}"),
+            Event::Eta { environment, at, in_secs } => format!(
+                "expected in {environment} around {} UTC (in {})",
+                super::display::clock_time(*at),
+                fmt_secs(*in_secs)
+            ),
             Event::Deployed { environment, lead_time } => format!(
                 "deployed to {environment}; lead time {}",
                 lead_time.map(fmt_secs).unwrap_or_else(|| "?".into())
@@ -138,6 +154,8 @@ pub struct Monitor {
     deployed: BTreeSet<String>,
     /// The last "waits for" said: (stage, kind, build id, upstream).
     waits: Option<(String, WaitsKind, Option<i64>, Option<String>)>,
+    /// The last predicted arrival said, per environment.
+    etas: BTreeMap<String, i64>,
 }
 
 fn is_failure(status: BuildStatus) -> bool {
@@ -215,6 +233,13 @@ impl Monitor {
         {
             self.carried_by = Some(c.clone());
             out.push(Event::CarriedBy { sha: c.clone() });
+        }
+        for (env, at) in &j.eta {
+            let moved = self.etas.get(env).is_none_or(|said| (said - at).abs() >= ETA_MOVE);
+            if moved && !j.deployed_at.contains_key(env) {
+                self.etas.insert(env.clone(), *at);
+                out.push(Event::Eta { environment: env.clone(), at: *at, in_secs: (at - now).max(0) });
+            }
         }
         for env in j.deployed_at.keys() {
             if self.deployed.insert(env.clone()) {
@@ -394,7 +419,28 @@ mod tests {
             lead_time_seconds: Default::default(),
             trace_id: String::new(),
             stages,
+            eta: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_prediction_is_said_when_it_appears_and_when_it_moves() {
+        let p = plan();
+        let mut m = Monitor::new();
+        let mut j = journey(vec![stage("tests", "pending", None, vec![]), stage("staging", "waiting", None, vec![])]);
+        assert_eq!(m.observe(&p, &j, 10), vec![Event::Seen]);
+        j.eta.insert("staging".into(), 3_610);
+        let ev = m.observe(&p, &j, 10);
+        assert_eq!(ev, vec![Event::Eta { environment: "staging".into(), at: 3_610, in_secs: 3_600 }]);
+        assert_eq!(ev[0].line(), "expected in staging around 01:00:10 UTC (in 1h 0m 0s)");
+        // Drift under five minutes is not said; a move of five minutes is.
+        j.eta.insert("staging".into(), 3_610 + 299);
+        assert_eq!(m.observe(&p, &j, 70), vec![]);
+        j.eta.insert("staging".into(), 3_610 + 300);
+        assert_eq!(
+            m.observe(&p, &j, 70),
+            vec![Event::Eta { environment: "staging".into(), at: 3_910, in_secs: 3_840 }]
+        );
     }
 
     #[test]

@@ -201,6 +201,7 @@ mod tests {
             vanished: false,
             deployed_at: [("staging".to_string(), 7300)].into(),
             lead_time_seconds: [("staging".to_string(), 7200)].into(),
+            eta: Default::default(),
             trace_id: String::new(),
             stages: vec![tests, st("staging", StageState::Succeeded, None, Some(3600))],
         };

@@ -161,7 +161,12 @@ impl Feed {
                 let hits: Vec<_> = derived.journeys.iter().filter(|j| j.sha.starts_with(sha)).collect();
                 match hits.as_slice() {
                     [] => Ok(None),
-                    [j] => Ok(Some(JourneyJson::from(j, &s.meta))),
+                    [j] => {
+                        let history = crate::core::eta::History::learn(&derived, &s.core, now);
+                        let mut v = JourneyJson::from(j, &s.meta);
+                        v.eta = crate::core::eta::predict(j, &s.core, &history, now);
+                        Ok(Some(v))
+                    }
                     many => Err(WatchError::BadTarget {
                         target: sha.to_string(),
                         why: format!("ambiguous: {} commits start with it", many.len()),

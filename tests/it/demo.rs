@@ -69,6 +69,28 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
     let journeys: serde_json::Value = http.get(&urls["journeys API"]).send().await.unwrap().json().await.unwrap();
     let listed = journeys["journeys"].as_array().map(|a| a.len()).unwrap_or(0);
     assert!(listed as f64 >= lead, "the JSON API lists {listed} journeys, fewer than {lead} deployed commits");
+    // Commits in flight carry a predicted arrival in staging, after everything known of them;
+    // ended journeys carry none.
+    let mut predicted = 0;
+    for j in journeys["journeys"].as_array().unwrap() {
+        let eta = j.get("eta").and_then(|e| e.get("staging")).and_then(|t| t.as_i64());
+        if j["ended"].as_bool().unwrap() {
+            assert!(eta.is_none(), "an ended journey with a prediction: {j}");
+            continue;
+        }
+        let Some(eta) = eta else { continue };
+        predicted += 1;
+        let known = j["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| [s["start"].as_i64(), s["end"].as_i64()])
+            .flatten()
+            .max()
+            .unwrap_or(0);
+        assert!(eta >= known.max(j["commit_time"].as_i64().unwrap()), "a prediction in the past: {j}");
+    }
+    assert!(predicted > 0, "no commit in flight has a predicted arrival");
     let landing = http.get(&urls["landing page"]).send().await.unwrap();
     assert!(landing.status().is_success());
     // The build links handed out lead to the simulated Concourse's build page.

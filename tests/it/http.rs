@@ -104,6 +104,7 @@ async fn the_landing_page_lists_commits_in_flight_and_escapes_what_it_shows() {
     }));
     let shared = Arc::new(Shared::default());
     shared.publish(Snapshot {
+        etas: Default::default(),
         derived: derive(&facts, &cfg.core(), now),
         now,
         environments: cfg.environments(),

@@ -363,6 +363,7 @@ async fn served(r: &Run, sha: &str) -> (serde_json::Value, serde_json::Value, St
         move || sim.now()
     }));
     shared.publish(Snapshot {
+        etas: Default::default(),
         derived: r.derived.clone(),
         now: r.sim.now(),
         environments: r.cfg.environments(),

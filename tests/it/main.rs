@@ -23,6 +23,7 @@ mod readme;
 mod restart;
 mod retention;
 mod security;
+mod semconv;
 mod sim_concourse;
 mod sim_engine;
 mod sim_github;

@@ -377,7 +377,8 @@ fn check_spans(
                 assert!(!j.ended && st.state != deploy_journey::core::journey::StageState::Succeeded);
                 continue;
             };
-            assert_eq!(ss.name, st.name);
+            assert_eq!(ss.name, format!("RUN {}", st.attempts[0].pipeline));
+            assert_eq!(str_attr(&ss.attributes, "deploy_journey.stage"), st.name);
             assert_eq!(id8(&ss.parent_span_id), root_span_id(&j.sha));
             let first_start = st.start.unwrap();
             assert_eq!(ss.start_time_unix_nano, ns(st.ready_at.unwrap_or(first_start).min(first_start)));
@@ -395,12 +396,15 @@ fn check_spans(
                 let (start, end) = builds[&a.build_id];
                 assert_eq!(Some(s.start_time_unix_nano), start.map(ns), "{} build {}", j.short(), a.build_id);
                 assert_eq!(Some(s.end_time_unix_nano), end.map(ns), "{} build {}", j.short(), a.build_id);
-                assert_eq!(str_attr(&s.attributes, "cicd.pipeline.run.id"), a.build_id.to_string());
+                assert_eq!(str_attr(&s.attributes, "cicd.pipeline.task.run.id"), a.build_id.to_string());
                 assert_eq!(str_attr(&s.attributes, "cicd.pipeline.task.name"), a.job);
                 assert_eq!(str_attr(&s.attributes, "cicd.pipeline.name"), a.pipeline);
                 // The absolute build page on the Concourse that `serve` polled.
                 let page = a.url.split_once("/teams/").map(|(_, p)| p).expect("a build page URL");
-                assert_eq!(str_attr(&s.attributes, "cicd.pipeline.run.url.full"), format!("{ci_url}/teams/{page}"));
+                assert_eq!(
+                    str_attr(&s.attributes, "cicd.pipeline.task.run.url.full"),
+                    format!("{ci_url}/teams/{page}")
+                );
                 let failed = matches!(
                     a.status,
                     deploy_journey::core::journey::BuildStatus::Failed
@@ -427,7 +431,7 @@ fn check_spans(
                     let l = links.iter().find(|l| l.0 == trace_id(head)).expect("link to head trace");
                     if j.ended {
                         let target = spans.get(l).expect("linked span exported");
-                        assert_eq!(str_attr(&target.attributes, "cicd.pipeline.run.id"), a.build_id.to_string());
+                        assert_eq!(str_attr(&target.attributes, "cicd.pipeline.task.run.id"), a.build_id.to_string());
                     }
                     seen.batch_links += 1;
                 }
@@ -449,6 +453,9 @@ async fn scenario_through_serve(file: &str, protocol: &str, url: &str, got: &Rec
     assert_eq!(served.metric("deploy_journey_spans_exported_total").await, want.len() as f64);
     let branch = truth.cfg.repository.branch.clone();
     let seen = check_spans(&truth.derived, &served.sim, &served.ci_url, &served.repo_url, &branch, &spans);
+    let all: Vec<&Span> = spans.values().collect();
+    let problems = crate::semconv::conformance(&all);
+    assert!(problems.is_empty(), "{file}: spans that break the CI/CD conventions:\n{}", problems.join("\n"));
     for (headers, req) in got.lock().unwrap().iter() {
         assert_eq!(headers.get("x-tenant").and_then(|v| v.to_str().ok()), Some("lana bank"));
         for rs in &req.resource_spans {

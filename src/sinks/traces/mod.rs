@@ -24,6 +24,7 @@ pub use self_instrumentation::{
     self_tracer_provider,
 };
 pub use spans::{
-    AttrValue, SpanEventRecord, SpanRecord, attempt_index, attempt_span_id, build_result, finished_stage_spans,
-    fnv1a64, journey_spans, repository_web_url, root_span_id, span_id, stage_span_id, to_span_data, trace_id,
+    AttrValue, Kind as SpanKindRecord, PIPELINE_ACTION, SpanEventRecord, SpanRecord, attempt_index, attempt_span_id,
+    build_result, finished_stage_spans, fnv1a64, journey_spans, repository_web_url, root_span_id, span_id,
+    stage_span_id, to_span_data, trace_id,
 };

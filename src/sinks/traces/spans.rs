@@ -4,12 +4,19 @@
 //! - trace id: the first 32 hex digits of the commit sha;
 //! - span id: 64-bit FNV-1a of `sha`, `stage`, build id and attempt index (never 0).
 //!
-//! Shape of a commit's trace:
+//! Shape of a commit's trace, in OpenTelemetry's CI/CD and VCS conventions (v1.44, release
+//! candidate; `tests/it/semconv.rs` checks every exported span against them):
 //! ```text
-//! deliver <short sha>            commit time → journey end (only once the journey ended)
-//! └─ <stage>                     ready_at → stage end, event `build.started`
-//!    └─ <job> #<build name>      build start → build end, one per attempt
+//! deliver <short sha>            INTERNAL  commit time → journey end (only once it ended); vcs.*
+//! └─ RUN <pipeline>              SERVER    a stage: the pipeline run of the commit there,
+//!    │                                     ready_at → stage end, event `build.started`
+//!    └─ <job> #<build name>      INTERNAL  a task run: one per build attempt
 //! ```
+//! A stage is the commit's run through (some jobs of) one Concourse pipeline, so it is the
+//! pipeline-run span, named `{cicd.pipeline.action.name} {cicd.pipeline.name}` as the
+//! convention asks; the stage's own name is `deploy_journey.stage`. A Concourse build of a job
+//! is a task run. The journey root is no pipeline run (it crosses pipelines and repositories),
+//! so it carries the VCS attributes and no `cicd.pipeline.result`.
 //! A rerun links to the attempt it re-ran; an attempt carried by a later commit's build links
 //! to that build's span in the head commit's trace.
 
@@ -58,12 +65,26 @@ pub struct SpanEventRecord {
     pub attributes: Vec<(String, AttrValue)>,
 }
 
+/// The span kinds the journey uses (OpenTelemetry's `SpanKind` is not `PartialEq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A pipeline run (`span.cicd.pipeline.run.server`).
+    Server,
+    /// The journey root and task runs (`span.cicd.pipeline.task.internal`).
+    Internal,
+}
+
+/// `cicd.pipeline.action.name` of every pipeline run the journey shows: Concourse runs the jobs
+/// of a pipeline (BUILD and SYNC name narrower actions that a stage does not promise).
+pub const PIPELINE_ACTION: &str = "RUN";
+
 /// A span as plain data; see the module docs for ids and shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanRecord {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent: Option<[u8; 8]>,
+    pub kind: Kind,
     pub name: String,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
@@ -165,6 +186,14 @@ pub fn build_result(s: BuildStatus) -> Option<&'static str> {
 /// A link to a span: (trace id, span id).
 pub type SpanLink = ([u8; 16], [u8; 8]);
 
+/// `error.type` is conditionally required on pipeline and task runs whose result is `failure`
+/// or `error`; the result itself is the lowest-cardinality class of error there is.
+fn push_error_type(attributes: &mut Vec<(String, AttrValue)>, result: &str) {
+    if matches!(result, "failure" | "error") {
+        attributes.push(("error.type".into(), result.into()));
+    }
+}
+
 /// The environment a journey reached last (where it ended), and when.
 fn first_deployment(j: &Journey) -> Option<(&str, i64)> {
     j.deployed_at.iter().map(|(e, t)| (e.as_str(), *t)).max_by_key(|(e, t)| (*t, *e))
@@ -215,14 +244,26 @@ fn stage_spans(j: &Journey, s: &StageJourney) -> Vec<SpanRecord> {
     let sid = stage_span_id(&j.sha, &s.name);
     let first_start = s.attempts.iter().filter_map(|a| a.start).min();
     let start = s.ready_at.or(first_start).unwrap_or(j.commit_time).min(first_start.unwrap_or(i64::MAX));
+    // The run's result is its last attempt's (a failed stage may have ended errored or aborted).
+    let result = if s.state == StageState::Succeeded {
+        "success"
+    } else {
+        s.attempts
+            .iter()
+            .filter(|a| a.end.is_some())
+            .max_by_key(|a| a.end)
+            .and_then(|a| build_result(a.status))
+            .unwrap_or("failure")
+    };
+    let pipeline = s.attempts.first().map(|p| p.pipeline.as_str()).unwrap_or(s.name.as_str());
     let mut attributes: Vec<(String, AttrValue)> = vec![
+        ("cicd.pipeline.name".into(), pipeline.into()),
+        ("cicd.pipeline.action.name".into(), PIPELINE_ACTION.into()),
+        ("cicd.pipeline.result".into(), result.into()),
         ("deploy_journey.stage".into(), s.name.as_str().into()),
         ("deploy_journey.stage.state".into(), s.state.as_str().into()),
-        ("cicd.pipeline.result".into(), (if s.state == StageState::Succeeded { "success" } else { "failure" }).into()),
     ];
-    if let Some(p) = s.attempts.first() {
-        attributes.push(("cicd.pipeline.name".into(), p.pipeline.as_str().into()));
-    }
+    push_error_type(&mut attributes, result);
     if let Some(m) = s.method() {
         attributes.push(("deploy_journey.attribution".into(), m.as_str().into()));
     }
@@ -237,7 +278,8 @@ fn stage_spans(j: &Journey, s: &StageJourney) -> Vec<SpanRecord> {
         trace_id: tid,
         span_id: sid,
         parent: Some(root_span_id(&j.sha)),
-        name: s.name.clone(),
+        kind: Kind::Server,
+        name: format!("{PIPELINE_ACTION} {pipeline}"),
         start_unix_nano: nanos(start),
         end_unix_nano: nanos(end.max(start)),
         attributes,
@@ -271,18 +313,18 @@ fn attempt_span(j: &Journey, s: &StageJourney, a: &Attempt) -> Option<SpanRecord
     {
         links.push((trace_id(head), attempt_span_id(head, &s.name, a.build_id, idx)));
     }
+    let result = build_result(a.status)?;
     let mut attributes: Vec<(String, AttrValue)> = vec![
         ("cicd.pipeline.name".into(), a.pipeline.as_str().into()),
-        ("cicd.pipeline.run.id".into(), a.build_id.to_string().into()),
-        ("cicd.pipeline.run.url.full".into(), a.url.as_str().into()),
         ("cicd.pipeline.task.name".into(), a.job.as_str().into()),
+        ("cicd.pipeline.task.run.id".into(), a.build_id.to_string().into()),
+        ("cicd.pipeline.task.run.url.full".into(), a.url.as_str().into()),
+        ("cicd.pipeline.task.run.result".into(), result.into()),
         ("deploy_journey.build.name".into(), a.name.as_str().into()),
         ("deploy_journey.attribution".into(), a.method.as_str().into()),
         ("deploy_journey.own_build".into(), a.own.into()),
     ];
-    if let Some(r) = build_result(a.status) {
-        attributes.push(("cicd.pipeline.result".into(), r.into()));
-    }
+    push_error_type(&mut attributes, result);
     if let Some(h) = &a.head {
         attributes.push(("deploy_journey.build.head_revision".into(), h.as_str().into()));
     }
@@ -290,6 +332,7 @@ fn attempt_span(j: &Journey, s: &StageJourney, a: &Attempt) -> Option<SpanRecord
         trace_id: tid,
         span_id: attempt_span_id(&j.sha, &s.name, a.build_id, idx),
         parent: Some(stage_span_id(&j.sha, &s.name)),
+        kind: Kind::Internal,
         name: format!("{} #{}", a.job, a.name),
         start_unix_nano: nanos(a_start),
         end_unix_nano: nanos(a_end.max(a_start)),
@@ -322,18 +365,31 @@ pub fn journey_spans(j: &Journey, repo_url: &str, branch: &str, stage_names: &[&
     if j.ended
         && let Some((env, end)) = first_deployment(j)
     {
-        let result = if j.outcome == Outcome::Failed { "failure" } else { "success" };
-        let attributes: Vec<(String, AttrValue)> = vec![
-            ("vcs.repository.url.full".into(), repo_url.into()),
+        let mut attributes: Vec<(String, AttrValue)> =
+            vec![("vcs.provider.name".into(), "github".into()), ("vcs.repository.url.full".into(), repo_url.into())];
+        // `https://host/owner/name`: the last two segments are the owner and the repository.
+        let mut segments = repo_url.trim_end_matches('/').rsplit('/');
+        if let (Some(name), Some(owner)) = (segments.next(), segments.next())
+            && !name.is_empty()
+            && !owner.is_empty()
+            && !owner.contains(':')
+        {
+            attributes.push(("vcs.owner.name".into(), owner.into()));
+            attributes.push(("vcs.repository.name".into(), name.into()));
+        }
+        attributes.extend([
             ("vcs.ref.head.name".into(), branch.into()),
+            ("vcs.ref.head.type".into(), "branch".into()),
             ("vcs.ref.head.revision".into(), j.sha.as_str().into()),
             ("deployment.environment.name".into(), env.into()),
-            ("cicd.pipeline.result".into(), result.into()),
             ("deploy_journey.change_type".into(), j.classification.change_type.as_str().into()),
             ("deploy_journey.outcome".into(), j.outcome.as_str().into()),
             ("deploy_journey.lead_time_seconds".into(), (end - j.commit_time).into()),
             ("deploy_journey.commit.subject".into(), j.subject.as_str().into()),
-        ];
+        ]);
+        if j.outcome == Outcome::Failed {
+            push_error_type(&mut attributes, "failure");
+        }
         let links = match &j.carried_by {
             Some(h) if h != &j.sha => vec![(trace_id(h), root_span_id(h))],
             _ => vec![],
@@ -342,6 +398,7 @@ pub fn journey_spans(j: &Journey, repo_url: &str, branch: &str, stage_names: &[&
             trace_id: trace_id(&j.sha),
             span_id: root_span_id(&j.sha),
             parent: None,
+            kind: Kind::Internal,
             name: format!("deliver {}", j.short()),
             start_unix_nano: nanos(j.commit_time),
             end_unix_nano: nanos(end.max(j.commit_time)),
@@ -405,7 +462,10 @@ pub fn to_span_data(r: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
         span_context: ctx(r.trace_id, r.span_id),
         parent_span_id: r.parent.map(SpanId::from_bytes).unwrap_or(SpanId::INVALID),
         parent_span_is_remote: false,
-        span_kind: SpanKind::Internal,
+        span_kind: match r.kind {
+            Kind::Server => SpanKind::Server,
+            Kind::Internal => SpanKind::Internal,
+        },
         name: Cow::Owned(r.name.clone()),
         start_time: time(r.start_unix_nano),
         end_time: time(r.end_unix_nano),
@@ -554,7 +614,10 @@ mod tests {
             ("vcs.ref.head.name", "main"),
             ("vcs.ref.head.revision", MINE),
             ("deployment.environment.name", "staging"),
-            ("cicd.pipeline.result", "success"),
+            ("vcs.provider.name", "github"),
+            ("vcs.owner.name", "o"),
+            ("vcs.repository.name", "r"),
+            ("vcs.ref.head.type", "branch"),
             ("deploy_journey.change_type", "backend"),
             ("deploy_journey.outcome", "deployed"),
             ("deploy_journey.commit.subject", "fix: a"),
@@ -562,7 +625,19 @@ mod tests {
             assert_eq!(str_attr(root, k), v, "{k}");
         }
         assert_eq!(root.attr("deploy_journey.lead_time_seconds"), Some(&AttrValue::Int(900)));
-        let test = spans.iter().find(|s| s.name == "test").unwrap();
+        // The root is no pipeline run.
+        assert_eq!((root.kind, root.attr("cicd.pipeline.result")), (Kind::Internal, None));
+        let test = spans.iter().find(|s| s.span_id == stage_span_id(MINE, "test")).unwrap();
+        assert_eq!((test.kind, test.name.as_str()), (Kind::Server, "RUN lana-bank"));
+        for (k, v) in [
+            ("cicd.pipeline.name", "lana-bank"),
+            ("cicd.pipeline.action.name", "RUN"),
+            ("cicd.pipeline.result", "success"),
+            ("deploy_journey.stage", "test"),
+        ] {
+            assert_eq!(str_attr(test, k), v, "{k}");
+        }
+        assert_eq!(test.attr("error.type"), None);
         assert_eq!(test.parent, Some(root.span_id));
         assert_eq!((test.start_unix_nano, test.end_unix_nano), (nanos(1_000), nanos(1_500)));
         assert_eq!(test.events[0].name, "build.started");
@@ -572,19 +647,21 @@ mod tests {
         assert_eq!((build.start_unix_nano, build.end_unix_nano), (nanos(1_060), nanos(1_500)));
         for (k, v) in [
             ("cicd.pipeline.name", "lana-bank"),
-            ("cicd.pipeline.run.id", "10"),
-            ("cicd.pipeline.run.url.full", "https://ci.example/builds/10"),
             ("cicd.pipeline.task.name", "test-unit"),
-            ("cicd.pipeline.result", "success"),
+            ("cicd.pipeline.task.run.id", "10"),
+            ("cicd.pipeline.task.run.url.full", "https://ci.example/builds/10"),
+            ("cicd.pipeline.task.run.result", "success"),
         ] {
             assert_eq!(str_attr(build, k), v, "{k}");
         }
+        assert_eq!(build.kind, Kind::Internal);
+        assert_eq!((build.attr("cicd.pipeline.result"), build.attr("cicd.pipeline.run.id")), (None, None));
         assert!(!build.error && build.links.is_empty());
         // Filtered by stage name.
         let only = journey_spans(&j, "u", "main", &["deploy"]);
         assert_eq!(
             only.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-            ["deliver a1b2c3d", "deploy", "deploy #20"]
+            ["deliver a1b2c3d", "RUN lana-bank", "deploy #20"]
         );
     }
 
@@ -606,7 +683,9 @@ mod tests {
         let first = spans.iter().find(|s| s.name == "test-unit #10").unwrap();
         let second = spans.iter().find(|s| s.name == "test-unit #10.1").unwrap();
         assert!(first.error && !second.error);
-        assert_eq!(str_attr(first, "cicd.pipeline.result"), "failure");
+        assert_eq!(str_attr(first, "cicd.pipeline.task.run.result"), "failure");
+        assert_eq!(str_attr(first, "error.type"), "failure");
+        assert_eq!(second.attr("error.type"), None);
         assert_eq!(first.span_id, attempt_span_id(MINE, "test", 10, 0));
         assert_eq!(second.span_id, attempt_span_id(MINE, "test", 11, 1));
         assert_eq!(second.links, vec![(trace_id(MINE), first.span_id)]);
@@ -660,8 +739,12 @@ mod tests {
         );
         let names = |v: Vec<SpanRecord>| v.into_iter().map(|s| s.name).collect::<Vec<_>>();
         // Not ended: no root; a failed stage may still be retried, so only succeeded stages are final.
-        assert_eq!(names(finished_stage_spans(&j, &[])), ["test", "test-unit #10"]);
-        assert_eq!(names(journey_spans(&j, "u", "main", &[])), ["test", "test-unit #10", "rc", "build-rc #15"]);
+        assert_eq!(names(finished_stage_spans(&j, &[])), ["RUN lana-bank", "test-unit #10"]);
+        let all = journey_spans(&j, "u", "main", &[]);
+        assert_eq!(names(all.clone()), ["RUN lana-bank", "test-unit #10", "RUN lana-bank", "build-rc #15"]);
+        // The failed run says so, and why in the convention's terms.
+        assert_eq!(str_attr(&all[2], "cicd.pipeline.result"), "failure");
+        assert_eq!(str_attr(&all[2], "error.type"), "failure");
     }
 
     #[test]
