@@ -11,7 +11,8 @@
 //! - busy with a build that does not carry the commit: that build's expected end, then one
 //!   duration (Concourse builds the newest version next);
 //! - queued: starts now, then one duration;
-//! - otherwise: ready, plus the median wait, plus the median duration.
+//! - otherwise (waiting upstream, pending, awaiting approval at a gate): ready, plus the median
+//!   wait, plus the median duration.
 //!
 //! No prediction is made past a failed stage (a person decides whether it is rerun), for a
 //! passive commit no build carried yet (it waits for a triggering commit that may never come),
@@ -115,7 +116,8 @@ pub fn predict(j: &Journey, cfg: &CoreConfig, history: &History, now: i64) -> BT
                     None => return out,
                 }
             }
-            StageState::Waiting | StageState::Pending => {
+            // At an approval gate, the stage's past waits are the gate's: people's habits.
+            StageState::Waiting | StageState::Pending | StageState::AwaitingApproval => {
                 let (Some(wait), Some(dur)) =
                     (StageHistory::median(&hist.waits), StageHistory::median(&hist.durations))
                 else {
@@ -180,6 +182,7 @@ mod tests {
             environment: env.map(Into::into),
             stuck_after: None,
             carries_passive: true,
+            approval: false,
         }
     }
 
@@ -191,6 +194,7 @@ mod tests {
             lead_time_from: LeadTimeFrom::CommitterDate,
             not_picked_up_after: 300,
             step_resources: Default::default(),
+            dora: Default::default(),
         }
     }
 
