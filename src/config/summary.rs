@@ -271,6 +271,12 @@ pub fn summary(cfg: &Config) -> String {
         if let Some(e) = &st.environment {
             let _ = writeln!(s, "     success means: deployed to {e}");
         }
+        if st.approval {
+            let _ = writeln!(
+                s,
+                "     gate: a human approval releases it (a ready commit no build took is awaiting_approval)"
+            );
+        }
     }
     let envs: Vec<String> = cfg
         .stages
@@ -278,5 +284,15 @@ pub fn summary(cfg: &Config) -> String {
         .filter_map(|st| st.environment.as_ref().map(|e| format!("{e} (stage {})", st.name)))
         .collect();
     let _ = writeln!(s, "environments: {}", envs.join(", "));
+    let d = &cfg.dora;
+    let patterns: Vec<&str> = d.hotfix_patterns.iter().map(|r| r.as_str()).collect();
+    let _ = writeln!(
+        s,
+        "dora: {} (failure window {}, change fail rate SLO {}); hotfix subjects {}",
+        d.environment,
+        format_duration(Duration::from_secs(d.failure_window as u64)),
+        d.change_fail_rate_slo,
+        patterns.join(", ")
+    );
     s
 }

@@ -384,6 +384,8 @@ fn summary_lists_the_stages_in_order() {
         "bridge: trigger of input lana-bank-staging equals ref of output deployments",
         "success means: deployed to staging",
         "environments: staging (stage staging)",
+        // No production stage: DORA is about the last environment.
+        "dora: staging (failure window 1d, change fail rate SLO 0.15); hotfix subjects ^(hotfix|fix)(\\(.+\\))?!?:",
     ] {
         assert!(s.contains(needle), "{needle:?} not in\n{s}");
     }
