@@ -14,8 +14,9 @@
 //!   propagated files differ from its own; otherwise the upstream's current state.
 //! - A gates branch maps environment → `HEAD` or a sha; only history up to that commit counts,
 //!   and an environment missing from the gates file has nothing to deploy (check errors).
-//! - `in` recomputes the state: a version whose trigger no longer matches fails the get
-//!   ("Trigger is out of sync"); with nothing new it reproduces the recorded state (a redeploy).
+//! - `in` recomputes the state: a version whose trigger no longer matches a new state fails the
+//!   get ("Trigger is out of sync"); with nothing new it reproduces the recorded state (a
+//!   redeploy), or, asked for another trigger, gives an empty directory (nothing is deployed).
 //! - `out` (`cepler record`) commits `.cepler/<env>.state` and pushes; a failed deploy records
 //!   nothing, so nothing new reaches the environments after it.
 
@@ -227,10 +228,12 @@ impl World {
                     }
                     t
                 }
-                // Nothing new: cepler reproduces the recorded state, if that is the one asked for.
+                // Nothing new: cepler reproduces the recorded state, if that is the one asked for;
+                // otherwise "Reproduced state is out of sync - providing empty dir": the get
+                // succeeds with nothing in it, so the build deploys and records nothing.
                 _ => match current {
                     Some(c) if c.trigger == wanted => CeplerState { record_commit: None, recorded_at: None, ..c },
-                    _ => return false,
+                    _ => continue,
                 },
             };
             // `in` prints each file that differs from the recorded state as metadata:

@@ -95,7 +95,8 @@ fn default_run_for() -> Duration {
 }
 
 /// One event: `at` plus exactly one of `commit`, `job` + `next_build`, `rerun`, `trigger`,
-/// `pause`, `unpause`, `pull_request`, `review`. (A struct of options rather than an enum: `deny_unknown_fields` does not work with
+/// `pause`, `unpause`, `pull_request`, `review`, `gate`, `pin_version`, `unpin_version`,
+/// `revert`, `hotfix`. (A struct of options rather than an enum: `deny_unknown_fields` does not work with
 /// `#[serde(flatten)]`, and an enum tag would make the YAML less readable.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,6 +297,15 @@ fn default_author() -> String {
 ///     pull_request: { number: 4242, title: "feat: z", files: [core/z.rs], author: bob }
 ///   - at: 51m
 ///     review: { number: 4242, user: carol, state: approved }   # changes_requested, commented
+///   - at: 2h
+///     gate: { environment: gcp-volcano-production, pin: head, by: carol }  # cepler-gates push;
+///                         # pin: { recorded: <environment>, back: 1 } or { sha: <hex> }
+///   - at: 2h1m
+///     pin_version: galoy-production/lana-bank-production   # to the gate's version; unpin_version
+///   - at: 20h
+///     revert: { id: r, of: a, author: bob }       # `Revert "<subject>"` + `This reverts commit <sha>.`
+///   - at: 21h
+///     hotfix: { id: h, number: 4301, title: "fix: x", files: [core/x.rs] }  # labelled, merged after 10m
 /// run_for: 3h             # default 6h
 /// ```
 #[derive(Debug, Clone)]

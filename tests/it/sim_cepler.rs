@@ -244,3 +244,39 @@ fn failure_windows_parse() {
     check(Some("90"), Ok(90));
     check(Some("soon"), Err(()));
 }
+
+#[tokio::test]
+async fn the_truth_endpoint_lists_deployments_newest_first() {
+    use deploy_journey::sim::Sim;
+    use deploy_journey::sim::clock::{ClockMode, SimClock};
+    crate::support::init_crypto();
+    let (w, r) = run("hotfix-pr.yaml");
+    let shas = r.shas(&w);
+    let want = deps(&w, PRODUCTION);
+    let sim = Sim::new(w, SimClock::new(r.end, ClockMode::Stepped));
+    let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(sim, listener).await;
+    });
+    let get = |q: &str| reqwest::get(format!("{url}{q}"));
+    let body: serde_json::Value =
+        get(&format!("/_sim/deployments?environment={PRODUCTION}")).await.unwrap().json().await.unwrap();
+    let rows = body.as_array().unwrap();
+    assert_eq!(rows.len(), want.len());
+    let ends: Vec<i64> = rows.iter().map(|d| d["end"].as_i64().unwrap()).collect();
+    assert!(ends.windows(2).all(|w| w[0] >= w[1]), "newest first: {ends:?}");
+    let newest = &rows[0];
+    assert_eq!(newest["commits"], serde_json::json!([shas["h"]]));
+    assert_eq!((newest["kind"].as_str(), newest["rework"].as_bool()), (Some("forward"), Some(true)));
+    assert_eq!(rows[1]["failed"]["reason"], "hotfixed");
+    assert_eq!(rows[1]["failed"]["by"]["build"]["id"], newest["build"]["id"]);
+    assert_eq!(rows[1]["recovered_by"]["at"], newest["end"]);
+    assert_eq!(rows[1]["lead_times"][&shas["a"]], serde_json::json!(want[want.len() - 2].lead_times[&shas["a"]]));
+    let envs: serde_json::Value = get("/_sim/environments").await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = envs.as_array().unwrap().iter().map(|e| e["environment"].as_str().unwrap()).collect();
+    assert_eq!(names, [STAGING, QA, PRODUCTION]);
+    assert_eq!(envs[2]["failed_deployments"]["hotfixed"], 1);
+    assert_eq!(get("/_sim/deployments?environment=nowhere").await.unwrap().status(), 404);
+    assert_eq!(get("/_sim/deployments?failure_window=soon").await.unwrap().status(), 400);
+    task.abort();
+}
