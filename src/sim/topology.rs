@@ -394,6 +394,19 @@ impl Topology {
                     _ => {}
                 }
             }
+            for (rn, r) in &p.resources {
+                if let ResourceSpec::Cepler { passed: Some(up), .. } = r {
+                    let known = self
+                        .pipelines
+                        .iter()
+                        .flat_map(|q| q.resources.values())
+                        .any(|o| matches!(o, ResourceSpec::Cepler { environment, .. } if environment == up));
+                    if !known {
+                        let path = format!("pipelines.{}.resources.{rn}.passed", p.name);
+                        return Err(bad(path, format!("no cepler resource deploys environment {up:?}")));
+                    }
+                }
+            }
             for (ji, j) in p.jobs.iter().enumerate() {
                 for (ii, i) in j.inputs.iter().enumerate() {
                     let path = format!("pipelines.{}.jobs[{ji}].inputs[{ii}]", p.name);

@@ -280,3 +280,15 @@ async fn the_truth_endpoint_lists_deployments_newest_first() {
     assert_eq!(get("/_sim/deployments?failure_window=soon").await.unwrap().status(), 400);
     task.abort();
 }
+
+#[test]
+fn a_cepler_environment_passed_from_nowhere_is_refused() {
+    use deploy_journey::sim::topology::Topology;
+    let text = deploy_journey::sim::topology::LANA.replace("passed: gcp-galoy-staging", "passed: gcp-galoy-stagin");
+    let err = Topology::parse(&text, "lana-typo").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "topology lana-typo: pipelines.galoy-qa.resources.lana-bank-qa.passed: no cepler resource deploys environment \"gcp-galoy-stagin\""
+    );
+    assert!(Topology::parse(deploy_journey::sim::topology::LANA, "lana").is_ok());
+}
