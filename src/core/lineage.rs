@@ -124,7 +124,7 @@ impl Lineage {
                             if let (Some(m), Some(v)) = (msg, by_output.get(&(output.as_str(), key.as_str()))) {
                                 from.extend(
                                     v.iter()
-                                        .filter(|(val, _)| !val.is_empty() && m.contains(val))
+                                        .filter(|(val, _)| !val.is_empty() && message_names(m, val))
                                         .map(|(_, id)| (*id, Method::Bridge)),
                                 );
                             }
@@ -213,6 +213,16 @@ pub(crate) fn compute_carries(
     carries
 }
 
+/// Does `message` name `value`: literally, or a full commit sha as cepler prints it
+/// (`[<7 characters>] - <subject>`)?
+fn message_names(message: &str, value: &str) -> bool {
+    if message.contains(value) {
+        return true;
+    }
+    let is_sha = value.len() == 40 && value.bytes().all(|b| b.is_ascii_hexdigit());
+    is_sha && message.contains(&format!("[{}]", &value[..7]))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -297,5 +307,18 @@ stages:
         let mut kept = BTreeSet::from([4]);
         l.close(&mut kept);
         assert_eq!(kept, BTreeSet::from([1, 3, 4]));
+    }
+
+    #[test]
+    fn a_message_names_a_value_literally_or_a_sha_as_cepler_prints_it() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let check = |message: &str, value: &str, expect: bool| {
+            assert_eq!(message_names(message, value), expect, "{message:?} names {value:?}");
+        };
+        check("bump to sha:a", "sha:a", true);
+        check("[0123456] - chore: bump lana-bank-chart to 'x'", sha, true);
+        check("0123456 without brackets", sha, false);
+        check("[0123456] - a short value is not a sha", "0123456789", false);
+        check("[fedcba9] - another commit", sha, false);
     }
 }

@@ -1663,6 +1663,7 @@ mod tests {
             type_name: t.into(),
             public: false,
             last_checked: None,
+            pinned: None,
             versions: vec![],
         };
         let p = Pipeline {

@@ -24,6 +24,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/_sim/advance", post(advance))
         .route("/_sim/expire-tokens", post(expire_tokens))
         .route("/_sim/truth/{sha}", get(truth))
+        .route("/_sim/deployments", get(deployments))
+        .route("/_sim/environments", get(environments))
 }
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Response {
@@ -122,4 +124,40 @@ async fn truth(State(sim): State<Arc<Sim>>, Path(sha): Path<String>) -> Response
         })
         .collect();
     Json(json!({"sha": full, "resources": resources, "builds": builds})).into_response()
+}
+
+#[derive(Deserialize)]
+struct DeploymentsQ {
+    environment: Option<String>,
+    failure_window: Option<String>,
+}
+
+/// Ground truth of deployments (`sim::deployments`): `?environment=<cepler environment>` (all
+/// when left out), newest first like the exporter's `/api/v1/deployments`;
+/// `?failure_window=24h` (the default).
+async fn deployments(State(sim): State<Arc<Sim>>, Query(q): Query<DeploymentsQ>) -> Response {
+    let window = match super::deployments::parse_window(q.failure_window.as_deref()) {
+        Ok(w) => w,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    };
+    let w = sim.world();
+    let all = w.deployment_truth(window);
+    if let Some(env) = &q.environment
+        && !w.cepler_environments().iter().any(|e| &e.0 == env)
+    {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown environment {env:?}")}))).into_response();
+    }
+    let mut rows: Vec<_> =
+        all.into_values().flatten().filter(|d| q.environment.as_ref().is_none_or(|e| &d.environment == e)).collect();
+    rows.sort_by_key(|d| std::cmp::Reverse((d.end, d.build.id)));
+    Json(rows).into_response()
+}
+
+/// Per environment: what runs, what is behind, whether it waits at its gate, DORA figures.
+async fn environments(State(sim): State<Arc<Sim>>, Query(q): Query<DeploymentsQ>) -> Response {
+    let window = match super::deployments::parse_window(q.failure_window.as_deref()) {
+        Ok(w) => w,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    };
+    Json(sim.world().environment_truth(window)).into_response()
 }

@@ -16,6 +16,9 @@ use crate::core::pathspec::{GitPathFilter, emits_version};
 use super::model::*;
 use super::topology::{self, Effect, ResourceSpec, SemverBump, Topology};
 
+#[path = "cepler.rs"]
+pub mod cepler;
+
 /// Seconds between a trigger and the scheduler creating or starting a build (Concourse's
 /// scheduler runs about every 10 s).
 const SCHEDULER_DELAY: i64 = 10;
@@ -98,6 +101,39 @@ pub enum Action {
         user: String,
         state: ReviewState,
     },
+    /// A human pushes the cepler gates file on `branch` of `repo` with `environment` pinned.
+    Gate {
+        repo: String,
+        branch: String,
+        environment: String,
+        pin: cepler::GatePin,
+        by: String,
+    },
+    /// `fly pin-resource` (to the version of the environment's gate) or `fly unpin-resource`.
+    PinResource {
+        pipeline: String,
+        resource: String,
+        pin: bool,
+    },
+    /// `git revert` of the commit landed at `target_at` with `target_message` on `branch`,
+    /// pushed as a new commit: `Revert "<subject>"` + `This reverts commit <sha>.`
+    Revert {
+        repo: String,
+        branch: String,
+        target_message: String,
+        target_at: i64,
+        author: Person,
+    },
+    /// A pull request labelled `labels`, squash-merged after `merge_after` seconds.
+    LabelledPull {
+        repo: String,
+        number: u64,
+        title: String,
+        files: Vec<String>,
+        author: String,
+        labels: Vec<String>,
+        merge_after: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -137,9 +173,13 @@ enum ResKind {
         repo: String,
         branch: String,
         env: String,
+        /// The environment's `latest:` files.
         filter: GitPathFilter,
+        passed: Option<String>,
+        /// The `propagated:` files, taken from the upstream environment's recorded state.
+        propagated: GitPathFilter,
+        gates_branch: Option<String>,
         every: i64,
-        scanned: usize,
     },
     Semver {
         initial: String,
@@ -195,6 +235,14 @@ pub struct World {
     pub events_processed: u64,
     /// Versions a resource will report at its next check (github-pr-resource polls).
     pending_versions: Vec<(i64, usize, usize, BTreeMap<String, String>)>,
+    /// cepler's database: environment → its recorded states, oldest first (`cepler.rs`).
+    pub cepler: BTreeMap<String, Vec<cepler::CeplerState>>,
+    /// The gates file at each commit of a gates branch: environment → `HEAD` or a sha.
+    gates: HashMap<Sha, BTreeMap<String, String>>,
+    /// What the cepler get of a build prepared: build → (environment, state). The put records it.
+    pub deploys: BTreeMap<BuildId, (String, cepler::CeplerState)>,
+    /// Revert commits of the tracked repo → the commit each reverts.
+    pub reverts: HashMap<Sha, Sha>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -240,6 +288,10 @@ impl World {
             sha_counter: 0,
             events_processed: 0,
             pending_versions: vec![],
+            cepler: BTreeMap::new(),
+            gates: HashMap::new(),
+            deploys: BTreeMap::new(),
+            reverts: HashMap::new(),
             topology: topology.clone(),
         };
         if topology.concourse.team != "main" {
@@ -272,6 +324,22 @@ impl World {
         w.outbox.clear();
         for (pi, ps) in topology.pipelines.iter().enumerate() {
             w.build_pipeline(pi, ps);
+        }
+        w.seed_cepler();
+        // Gated environments were opened when the pipelines were set (so the warm-up deploys
+        // reach them too), and by `start` a human has pinned each gate to what runs there: held,
+        // until a scenario opens it again.
+        for (env, repo, gates_branch) in w.gated_environments() {
+            let gate = |pin| Action::Gate {
+                repo: repo.clone(),
+                branch: gates_branch.clone(),
+                environment: env.clone(),
+                pin,
+                by: "admin".into(),
+            };
+            w.schedule(start - WARMUP + 1, Event::Action(gate(cepler::GatePin::Head)));
+            let held = cepler::GatePin::Recorded { environment: env.clone(), back: 0 };
+            w.schedule(start - 60, Event::Action(gate(held)));
         }
         for (hi, h) in topology.humans.iter().enumerate() {
             let gap = w.exp_gap(h.every.as_secs_f64());
@@ -309,13 +377,24 @@ impl World {
                     scanned: 0,
                     tip: None,
                 },
-                ResourceSpec::Cepler { repo, branch, environment, paths, check_every } => ResKind::Cepler {
+                ResourceSpec::Cepler {
+                    repo,
+                    branch,
+                    environment,
+                    paths,
+                    passed,
+                    propagated,
+                    gates_branch,
+                    check_every,
+                } => ResKind::Cepler {
                     repo: repo.clone(),
                     branch: branch.clone(),
                     env: environment.clone(),
                     filter: GitPathFilter::new(paths, &[]).expect("validated pathspec"),
+                    passed: passed.clone(),
+                    propagated: GitPathFilter::new(propagated, &[]).expect("validated pathspec"),
+                    gates_branch: gates_branch.clone(),
                     every: check_every.as_secs().max(1) as i64,
-                    scanned: 0,
                 },
                 ResourceSpec::Semver { initial } => ResKind::Semver { initial: initial.clone() },
                 ResourceSpec::RegistryImage { .. } => ResKind::Image,
@@ -329,6 +408,7 @@ impl World {
                 public,
                 last_checked: None,
                 versions: vec![],
+                pinned: None,
             });
             rts.push(ResRt { kind, next_check: None, phase, index: HashMap::new() });
         }
@@ -671,6 +751,32 @@ impl World {
             Action::OpenPull { repo, number_hint, title, head, files, author } => {
                 self.open_pull(&repo, number_hint, title, head, files, author, vec![], false, None);
             }
+            Action::Gate { repo, branch, environment, pin, by } => {
+                self.push_gate(&repo, &branch, &environment, &pin, &by);
+            }
+            Action::PinResource { pipeline, resource, pin } => {
+                if let Some((p, r)) = self.resource_index(&pipeline, &resource) {
+                    self.pin_resource(p, r, pin);
+                }
+            }
+            Action::Revert { repo, branch, target_message, target_at, author } => {
+                let target = self.github.get(&repo).and_then(|rp| {
+                    rp.branches.get(&branch)?.iter().find(|s| {
+                        rp.commits.get(*s).is_some_and(|c| c.committer_date == target_at && c.message == target_message)
+                    })
+                });
+                if let Some(t) = target.cloned() {
+                    let c = &self.github[&repo].commits[&t];
+                    let msg = format!("Revert \"{}\"\n\nThis reverts commit {t}.", c.subject());
+                    let files = c.file_names().iter().map(|f| f.to_string()).collect();
+                    let sha = self.land_commit(&repo, &branch, msg, files, author, now, now);
+                    self.reverts.insert(sha, t);
+                }
+            }
+            Action::LabelledPull { repo, number, title, files, author, labels, merge_after } => {
+                let head = format!("{author}/pr-{number}");
+                self.open_pull(&repo, Some(number), title, head, files, author, labels, false, Some(merge_after));
+            }
             Action::Review { repo, number, user, state } => {
                 if let Some(r) = self.github.get_mut(&repo) {
                     let id = r.pulls.iter().map(|p| p.reviews.len() as i64).sum::<i64>() + 1;
@@ -768,7 +874,9 @@ impl World {
                     ResKind::Git { repo: rr, branch: b, webhook, every, .. } if rr == repo && b == branch => {
                         (true, if *webhook { Some(WEBHOOK_DELAY) } else { Some(-*every) })
                     }
-                    ResKind::Cepler { repo: rr, branch: b, every, .. } if rr == repo && b == branch => {
+                    ResKind::Cepler { repo: rr, branch: b, gates_branch, every, .. }
+                        if rr == repo && (b == branch || gates_branch.as_deref() == Some(branch)) =>
+                    {
                         (true, Some(-*every))
                     }
                     _ => (false, None),
@@ -848,6 +956,10 @@ impl World {
         if self.res[p][r].next_check.is_some_and(|t| t <= now) {
             self.res[p][r].next_check = None;
         }
+        if matches!(self.res[p][r].kind, ResKind::Cepler { .. }) {
+            self.check_cepler(p, r);
+            return;
+        }
         let mut new_versions: Vec<NewVersion> = vec![];
         match &mut self.res[p][r].kind {
             ResKind::Git { repo, branch, filter, disable_ci_skip, scanned, tip, .. } => {
@@ -880,29 +992,6 @@ impl World {
                     new_versions.push((
                         BTreeMap::from([("ref".to_string(), sha.clone())]),
                         git_metadata(rp, c, branch),
-                        carries,
-                    ));
-                }
-            }
-            ResKind::Cepler { repo, branch, env, filter, scanned, .. } => {
-                let Some(rp) = self.github.get(repo.as_str()) else { return };
-                let Some(list) = rp.branches.get(branch.as_str()) else { return };
-                let fresh = &list[(*scanned).min(list.len())..];
-                let touched: Vec<&Sha> =
-                    fresh.iter().filter(|s| filter.matches_commit(&rp.commits[*s].file_names())).collect();
-                // The first check records the current state without deploying it.
-                let first = *scanned == 0;
-                *scanned = list.len();
-                if !touched.is_empty() && !first {
-                    let head = list.last().expect("non-empty branch").clone();
-                    let mut carries = vec![];
-                    for s in fresh {
-                        carries
-                            .extend(self.commit_carries.get(&(repo.clone(), s.clone())).cloned().unwrap_or_default());
-                    }
-                    new_versions.push((
-                        BTreeMap::from([("trigger".to_string(), head), ("environment".to_string(), env.clone())]),
-                        vec![],
                         carries,
                     ));
                 }
@@ -1039,7 +1128,10 @@ impl World {
         let mut cands: Vec<Vec<VersionId>> = vec![];
         for i in &job.inputs {
             let versions = &self.concourse.pipelines[p].resources[i.resource].versions;
-            if i.passed.is_empty() {
+            if let Some(pinned) = self.concourse.pipelines[p].resources[i.resource].pinned {
+                // A pinned resource gives every job that one version.
+                cands.push(vec![pinned]);
+            } else if i.passed.is_empty() {
                 let latest =
                     versions.iter().rev().find(|v| self.concourse.version(**v).is_some_and(|v| v.enabled)).copied()?;
                 cands.push(vec![latest]);
@@ -1158,7 +1250,11 @@ impl World {
         carries.sort();
         carries.dedup();
         self.build_carries.insert(id, carries);
-        let plan = self.decide_plan(p, j);
+        let mut plan = self.decide_plan(p, j);
+        if !self.prepare_cepler(id, &inputs) {
+            // cepler's `in` exits 1 ("Trigger is out of sync"): the get fails and the build errors.
+            plan = BuildPlan { attempts: vec![30], result: BuildStatus::Errored };
+        }
         let log = self.make_log(p, j, id, now, &plan, &inputs);
         let b = self.concourse.build_mut(id).expect("exists");
         b.status = BuildStatus::Started;
@@ -1418,6 +1514,8 @@ impl World {
                 Effect::CeplerRecord { of } => {
                     let trig = vars.get(&format!("{of}.trigger")).cloned().unwrap_or_default();
                     let env = vars.get(&format!("{of}.environment")).cloned().unwrap_or_default();
+                    // `cepler record` commits the prepared state and pushes it.
+                    self.record_cepler(id);
                     self.save_version(
                         p,
                         r,

@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod concourse_api;
 pub mod control;
+pub mod deployments;
 pub mod engine;
 pub mod faults;
 pub mod github_api;

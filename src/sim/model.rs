@@ -293,6 +293,8 @@ pub struct Resource {
     pub last_checked: Option<i64>,
     /// Version ids, oldest check order first.
     pub versions: Vec<VersionId>,
+    /// `fly pin-resource`: every job takes this version, new versions trigger nothing.
+    pub pinned: Option<VersionId>,
 }
 
 #[derive(Debug, Clone)]

@@ -97,8 +97,13 @@ pub enum ResourceSpec {
         #[serde(default)]
         public: bool,
     },
-    /// cepler's resource: one version `{trigger, environment}` for the newest deployments commit
-    /// whose files touch the environment's `paths`.
+    /// cepler's resource (bodymindarts/cepler `src/concourse/check.rs`): a version
+    /// `{trigger, environment}` when the state the environment would deploy differs from its
+    /// recorded one. `paths` are the environment's `latest:` files; with `passed:` it deploys the
+    /// upstream environment's *recorded* states (its `propagated:` files), one by one, oldest
+    /// first; with `gates_branch:` only history up to the gate commit for the environment counts,
+    /// and with no gate for it nothing is deployable. Resources naming the same environment share
+    /// one recorded state (the `-out` resource of a put is a second resource on it).
     Cepler {
         repo: String,
         #[serde(default = "default_branch")]
@@ -106,6 +111,12 @@ pub enum ResourceSpec {
         environment: String,
         #[serde(default)]
         paths: Vec<String>,
+        #[serde(default)]
+        passed: Option<String>,
+        #[serde(default)]
+        propagated: Vec<String>,
+        #[serde(default)]
+        gates_branch: Option<String>,
         #[serde(default = "default_check_every", with = "humantime_serde")]
         check_every: Duration,
     },
@@ -381,6 +392,19 @@ impl Topology {
                         return Err(bad(path, format!("unknown repo {repo:?}")));
                     }
                     _ => {}
+                }
+            }
+            for (rn, r) in &p.resources {
+                if let ResourceSpec::Cepler { passed: Some(up), .. } = r {
+                    let known = self
+                        .pipelines
+                        .iter()
+                        .flat_map(|q| q.resources.values())
+                        .any(|o| matches!(o, ResourceSpec::Cepler { environment, .. } if environment == up));
+                    if !known {
+                        let path = format!("pipelines.{}.resources.{rn}.passed", p.name);
+                        return Err(bad(path, format!("no cepler resource deploys environment {up:?}")));
+                    }
                 }
             }
             for (ji, j) in p.jobs.iter().enumerate() {

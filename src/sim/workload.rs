@@ -19,9 +19,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma, LogNormal, Poisson};
 use serde::{Deserialize, Serialize};
 
+use super::engine::cepler::GatePin;
 use super::engine::{Action, BuildOverride, CommitSpec, World, fnv};
 use super::model::{BuildStatus, Person, ReviewState, Sha};
-use super::topology::{Topology, TopologyError};
+use super::topology::{ResourceSpec, Topology, TopologyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
@@ -94,7 +95,8 @@ fn default_run_for() -> Duration {
 }
 
 /// One event: `at` plus exactly one of `commit`, `job` + `next_build`, `rerun`, `trigger`,
-/// `pause`, `unpause`, `pull_request`, `review`. (A struct of options rather than an enum: `deny_unknown_fields` does not work with
+/// `pause`, `unpause`, `pull_request`, `review`, `gate`, `pin_version`, `unpin_version`,
+/// `revert`, `hotfix`. (A struct of options rather than an enum: `deny_unknown_fields` does not work with
 /// `#[serde(flatten)]`, and an enum tag would make the YAML less readable.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +129,73 @@ struct RawEvent {
     pull_request: Option<RawPull>,
     #[serde(default)]
     review: Option<RawReview>,
+    /// A human pushes the cepler gates file.
+    #[serde(default)]
+    gate: Option<RawGate>,
+    /// `fly pin-resource` of `pipeline/resource` to the version of its environment's gate.
+    #[serde(default)]
+    pin_version: Option<String>,
+    #[serde(default)]
+    unpin_version: Option<String>,
+    /// `git revert` of a scenario commit, pushed to the tracked branch.
+    #[serde(default)]
+    revert: Option<RawRevert>,
+    /// A pull request labelled `hotfix`, squash-merged after `merge_after`.
+    #[serde(default)]
+    hotfix: Option<RawHotfix>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    environment: String,
+    pin: RawPin,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// `head`, `{ recorded: <environment>, back: N }` or `{ sha: <hex> }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPin {
+    Word(String),
+    Recorded {
+        recorded: String,
+        #[serde(default)]
+        back: usize,
+    },
+    Sha {
+        sha: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevert {
+    #[serde(default)]
+    id: Option<String>,
+    /// The id of the reverted commit.
+    of: String,
+    #[serde(default)]
+    author: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHotfix {
+    #[serde(default)]
+    id: Option<String>,
+    number: u64,
+    title: String,
+    files: Vec<String>,
+    #[serde(default = "default_author")]
+    author: String,
+    #[serde(default = "default_merge_after", with = "humantime_serde")]
+    merge_after: Duration,
+}
+
+fn default_merge_after() -> Duration {
+    Duration::from_secs(600)
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +297,15 @@ fn default_author() -> String {
 ///     pull_request: { number: 4242, title: "feat: z", files: [core/z.rs], author: bob }
 ///   - at: 51m
 ///     review: { number: 4242, user: carol, state: approved }   # changes_requested, commented
+///   - at: 2h
+///     gate: { environment: gcp-volcano-production, pin: head, by: carol }  # cepler-gates push;
+///                         # pin: { recorded: <environment>, back: 1 } or { sha: <hex> }
+///   - at: 2h1m
+///     pin_version: galoy-production/lana-bank-production   # to the gate's version; unpin_version
+///   - at: 20h
+///     revert: { id: r, of: a, author: bob }       # `Revert "<subject>"` + `This reverts commit <sha>.`
+///   - at: 21h
+///     hotfix: { id: h, number: 4301, title: "fix: x", files: [core/x.rs] }  # labelled, merged after 10m
 /// run_for: 3h             # default 6h
 /// ```
 #[derive(Debug, Clone)]
@@ -246,6 +324,10 @@ pub struct Scenario {
     pub events: Vec<ScenarioEvent>,
     /// Seconds after the start that [`Scenario::run`] advances to.
     pub run_for: i64,
+    /// Revert id → the id of the commit it reverts.
+    pub reverts: BTreeMap<String, String>,
+    /// Hotfix id → (seconds after the start it merges, its squash message).
+    pub merged: BTreeMap<String, (i64, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +346,8 @@ pub struct ScenarioRun {
     pub end: i64,
     /// Commit id → where and when it lands, to find its sha afterwards.
     pub ids: BTreeMap<String, CommitRef>,
+    /// Revert id → the id of the commit it reverts (its sha is known only once that landed).
+    pub reverts: BTreeMap<String, String>,
 }
 
 /// A scheduled commit, identified by what it will look like on its branch.
@@ -326,6 +410,11 @@ impl Scenario {
         };
         let mut events = vec![];
         let mut seen_ids: BTreeMap<String, usize> = BTreeMap::new();
+        // Commit id → (time after start, message, branch) of tracked-repo commits, for reverts.
+        let mut commit_times: BTreeMap<String, (i64, String, String)> = BTreeMap::new();
+        // Revert id → the id of the commit it reverts; hotfix id → (merge time, squash message).
+        let mut reverts: BTreeMap<String, String> = BTreeMap::new();
+        let mut merged_ids: BTreeMap<String, (i64, String)> = BTreeMap::new();
         let mut n_commits = 0;
         for (k, e) in raw.events.into_iter().enumerate() {
             let path = format!("events[{k}]");
@@ -339,11 +428,17 @@ impl Scenario {
                 e.unpause.is_some(),
                 e.pull_request.is_some(),
                 e.review.is_some(),
+                e.gate.is_some(),
+                e.pin_version.is_some(),
+                e.unpin_version.is_some(),
+                e.revert.is_some(),
+                e.hotfix.is_some(),
             ];
             if kinds.iter().filter(|x| **x).count() != 1 {
                 return Err(bad(
                     path,
-                    "needs exactly one of commit, job + next_build, rerun, trigger, pause, unpause, pull_request, review"
+                    "needs exactly one of commit, job + next_build, rerun, trigger, pause, unpause, pull_request, \
+                     review, gate, pin_version, unpin_version, revert, hotfix"
                         .into(),
                 ));
             }
@@ -353,7 +448,99 @@ impl Scenario {
             if e.by.is_some() && e.rerun.is_none() && e.trigger.is_none() {
                 return Err(bad(path, "by goes with rerun or trigger".into()));
             }
-            let (id, action) = if let Some(c) = e.commit {
+            let (id, action) = if let Some(g) = e.gate {
+                let gated = topology.pipelines.iter().flat_map(|p| p.resources.values()).find_map(|r| match r {
+                    ResourceSpec::Cepler { repo, environment, gates_branch: Some(gb), .. }
+                        if *environment == g.environment =>
+                    {
+                        Some((repo.clone(), gb.clone()))
+                    }
+                    _ => None,
+                });
+                let Some((repo, branch)) = gated else {
+                    return Err(bad(
+                        format!("{path}.gate.environment"),
+                        format!("no cepler resource with a gates_branch deploys {:?}", g.environment),
+                    ));
+                };
+                let pin = match g.pin {
+                    RawPin::Word(w) if w.eq_ignore_ascii_case("head") => GatePin::Head,
+                    RawPin::Word(w) => {
+                        return Err(bad(
+                            format!("{path}.gate.pin"),
+                            format!("{w:?}: expected head, {{ recorded: <environment>, back: N }} or {{ sha: <hex> }}"),
+                        ));
+                    }
+                    RawPin::Recorded { recorded, back } => GatePin::Recorded { environment: recorded, back },
+                    RawPin::Sha { sha } => GatePin::Sha(sha),
+                };
+                let by = g.by.unwrap_or_else(|| "admin".into());
+                (None, Action::Gate { repo, branch, environment: g.environment, pin, by })
+            } else if let Some((t, pin)) = e.pin_version.map(|t| (t, true)).or(e.unpin_version.map(|t| (t, false))) {
+                let key = if pin { "pin_version" } else { "unpin_version" };
+                let (pipeline, resource) = t
+                    .split_once('/')
+                    .ok_or_else(|| bad(format!("{path}.{key}"), format!("{t:?}: expected pipeline/resource")))?;
+                let ok = topology.pipelines.iter().any(|ps| ps.name == pipeline && ps.resources.contains_key(resource));
+                if !ok {
+                    return Err(bad(
+                        format!("{path}.{key}"),
+                        format!("no resource {resource:?} in pipeline {pipeline:?}"),
+                    ));
+                }
+                (None, Action::PinResource { pipeline: pipeline.into(), resource: resource.into(), pin })
+            } else if let Some(rv) = e.revert {
+                let Some(&(target_at, ref target_message, ref branch)) = commit_times.get(&rv.of) else {
+                    return Err(bad(
+                        format!("{path}.revert.of"),
+                        format!("{:?} is not the id of an earlier commit", rv.of),
+                    ));
+                };
+                if let Some(id) = &rv.id {
+                    if let Some(prev) = seen_ids.insert(id.clone(), k) {
+                        return Err(bad(
+                            format!("{path}.revert.id"),
+                            format!("{id:?} is already the id of events[{prev}]"),
+                        ));
+                    }
+                    reverts.insert(id.clone(), rv.of.clone());
+                }
+                let action = Action::Revert {
+                    repo: tracked.0.clone(),
+                    branch: branch.clone(),
+                    target_message: target_message.clone(),
+                    target_at,
+                    author: person(rv.author.as_deref().unwrap_or("alice")),
+                };
+                (None, action)
+            } else if let Some(h) = e.hotfix {
+                if h.files.is_empty() {
+                    return Err(bad(format!("{path}.hotfix.files"), "a hotfix needs at least one file".into()));
+                }
+                let merge_after = h.merge_after.as_secs() as i64;
+                if let Some(id) = &h.id {
+                    if let Some(prev) = seen_ids.insert(id.clone(), k) {
+                        return Err(bad(
+                            format!("{path}.hotfix.id"),
+                            format!("{id:?} is already the id of events[{prev}]"),
+                        ));
+                    }
+                    // The squash merge: the PR title with its number, at merge time.
+                    let message = format!("{} (#{})", h.title, h.number);
+                    commit_times.insert(id.clone(), (at + merge_after, message.clone(), tracked.1.clone()));
+                    merged_ids.insert(id.clone(), (at + merge_after, message));
+                }
+                let action = Action::LabelledPull {
+                    repo: tracked.0.clone(),
+                    number: h.number,
+                    title: h.title,
+                    files: h.files,
+                    author: h.author,
+                    labels: vec!["hotfix".into()],
+                    merge_after,
+                };
+                (None, action)
+            } else if let Some(c) = e.commit {
                 n_commits += 1;
                 if c.files.is_empty() {
                     return Err(bad(format!("{path}.commit.files"), "a commit needs at least one file".into()));
@@ -377,6 +564,11 @@ impl Scenario {
                     None => format!("chore: change {n_commits}"),
                 });
                 let author = person(c.author.as_deref().unwrap_or("alice"));
+                if let Some(id) = &c.id
+                    && repo == tracked.0
+                {
+                    commit_times.insert(id.clone(), (at, message.clone(), branch.clone()));
+                }
                 (
                     c.id,
                     Action::Commit {
@@ -456,6 +648,8 @@ impl Scenario {
             humans: raw.humans,
             events,
             run_for: raw.run_for.as_secs() as i64,
+            reverts,
+            merged: merged_ids,
         })
     }
 
@@ -508,9 +702,20 @@ impl Scenario {
                 }
                 *n += 1;
             }
-            world.schedule_action(at, e.action.clone());
+            let mut action = e.action.clone();
+            if let Action::Revert { target_at, .. } = &mut action {
+                *target_at += start;
+            }
+            world.schedule_action(at, action);
         }
-        (world, ScenarioRun { start, end: start + self.run_for, ids })
+        for (id, (at, message)) in &self.merged {
+            let (repo, branch) = (self.topology.tracked_repo.clone(), self.topology.tracked_branch.clone());
+            let at = start + at;
+            let n = ordinals.entry((repo.clone(), branch.clone(), at, message.clone())).or_default();
+            ids.insert(id.clone(), CommitRef { repo, branch, at, message: message.clone(), ordinal: *n });
+            *n += 1;
+        }
+        (world, ScenarioRun { start, end: start + self.run_for, ids, reverts: self.reverts.clone() })
     }
 
     /// [`Scenario::build_world`], then advance to `start + run_for`.
@@ -524,6 +729,12 @@ impl Scenario {
 impl ScenarioRun {
     /// The sha of commit `id`, once it has landed.
     pub fn sha_of(&self, world: &World, id: &str) -> Option<Sha> {
+        if let Some(of) = self.reverts.get(id) {
+            let target = self.sha_of(world, of)?;
+            return world.reverts.iter().filter(|(_, t)| **t == target).map(|(r, _)| r.clone()).min_by_key(|r| {
+                world.repo(&world.topology.tracked_repo).and_then(|rp| rp.commits.get(r)).map(|c| c.committer_date)
+            });
+        }
         let c = self.ids.get(id)?;
         let repo = world.repo(&c.repo)?;
         repo.branches
@@ -536,7 +747,11 @@ impl ScenarioRun {
 
     /// Every id that has landed, with its sha.
     pub fn shas(&self, world: &World) -> BTreeMap<String, Sha> {
-        self.ids.keys().filter_map(|id| self.sha_of(world, id).map(|s| (id.clone(), s))).collect()
+        self.ids
+            .keys()
+            .chain(self.reverts.keys())
+            .filter_map(|id| self.sha_of(world, id).map(|s| (id.clone(), s)))
+            .collect()
     }
 }
 

@@ -1073,7 +1073,14 @@ impl ConcourseSource {
             return Ok(Metadata::NoVersion);
         };
         let Some(md) = &v.metadata else { return Ok(Metadata::Hidden) };
-        Ok(Metadata::Visible(md.iter().find(|m| m.name == "message").and_then(|m| m.value.clone())))
+        // cepler's get has no `message`: it names each file it changed (`{env}/path`) with
+        // `[<short sha>] - <subject>` of the commit that last changed it; those lines are the text.
+        let message = md.iter().find(|m| m.name == "message").and_then(|m| m.value.clone()).or_else(|| {
+            let files: Vec<&str> =
+                md.iter().filter(|m| m.name.starts_with('{')).filter_map(|m| m.value.as_deref()).collect();
+            (!files.is_empty()).then(|| files.join("\n"))
+        });
+        Ok(Metadata::Visible(message))
     }
 
     /// The pipeline's configuration (`GET .../config`'s `config`), for check-config.

@@ -170,7 +170,11 @@ fn examples_build_the_core_configs_checked_against_ground_truth() {
         // staging 25m) in both examples.
         let stuck: Vec<(&str, i64)> =
             got.stages.iter().filter_map(|s| s.stuck_after.map(|t| (s.name.as_str(), t))).collect();
-        assert_eq!(stuck, [("tests", 1800), ("testflight", 1200), ("staging", 1500)], "{file}");
+        let mut want_stuck = vec![("tests", 1800), ("testflight", 1200), ("staging", 1500)];
+        if topology == "lana" {
+            want_stuck.extend([("qa", 1500), ("production", 1500)]);
+        }
+        assert_eq!(stuck, want_stuck, "{file}");
         for (g, w) in got.stages.iter_mut().zip(&want.stages) {
             g.stuck_after = w.stuck_after;
         }
@@ -216,8 +220,9 @@ fn examples_give_source_settings() {
             if username == "deploy-journey" && password.expose() == "viewer-password"
     ));
     let names: Vec<&str> = cc.pipelines.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["lana-bank", "private-charts", "galoy-staging"]);
+    assert_eq!(names, ["lana-bank", "private-charts", "galoy-staging", "galoy-qa", "galoy-production"]);
     assert_eq!(cc.pipelines[1].message_inputs, ["lana-bank-chart"]);
+    assert_eq!(cc.pipelines[3].message_inputs, ["lana-bank-qa"]);
     assert_eq!(cfg.listen.to_string(), "0.0.0.0:9853");
     assert_eq!(cfg.poll_interval.as_secs(), 30);
     assert_eq!(cfg.retention.as_secs(), 90 * 86_400);

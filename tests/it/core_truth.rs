@@ -88,9 +88,25 @@ pub fn lana_core(topology: &Topology) -> CoreConfig {
     staging.fallback_git_input = Some("lana-repo".into());
     staging.environment = Some("staging".into());
     staging.stuck_after = Some(1500);
+    // QA and production: cepler's get names the bump commit each deploy carries (issue 17).
+    let env_stage = |name: &str, pipeline: &str, job_name: &str, input: &str, after: usize| {
+        let mut s = stage(name, pipeline, vec![job(job_name, &all)], vec![after]);
+        s.inputs = Some(vec![input.into()]);
+        s.bridges = vec![Bridge::MessageContains {
+            input: input.into(),
+            output: "galoy-deployments".into(),
+            key: "ref".into(),
+        }];
+        s.environment = Some(name.into());
+        s.stuck_after = Some(1500);
+        s
+    };
+    let qa = env_stage("qa", "galoy-qa", "galoy-qa-lana-bank", "lana-bank-qa", 6);
+    let production =
+        env_stage("production", "galoy-production", "galoy-production-lana-bank", "lana-bank-production", 7);
     CoreConfig {
         classifier: Classifier::new(resources),
-        stages: vec![tests, edge, rc, chart, tf, dep, staging],
+        stages: vec![tests, edge, rc, chart, tf, dep, staging, qa, production],
         lead_time_from: LeadTimeFrom::CommitterDate,
         not_picked_up_after: 300,
         step_resources: BTreeMap::new(),

@@ -68,7 +68,14 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
     }
     let journeys: serde_json::Value = http.get(&urls["journeys API"]).send().await.unwrap().json().await.unwrap();
     let listed = journeys["journeys"].as_array().map(|a| a.len()).unwrap_or(0);
-    assert!(listed as f64 >= lead, "the JSON API lists {listed} journeys, fewer than {lead} deployed commits");
+    // One lead-time observation per commit and environment: staging's count is deployed commits.
+    let staging: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("deploy_journey_lead_time_seconds_count{") && l.contains("environment=\"staging\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(staging > 0.0 && staging <= lead);
+    assert!(listed as f64 >= staging, "the JSON API lists {listed} journeys, fewer than {staging} deployed commits");
     // Commits in flight carry a predicted arrival in staging, after everything known of them;
     // ended journeys carry none.
     let mut predicted = 0;
