@@ -2,6 +2,7 @@
 
 pub mod classify;
 pub mod facts;
+pub mod incremental;
 pub mod journey;
 pub mod lineage;
 pub mod pathspec;

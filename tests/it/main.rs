@@ -13,6 +13,7 @@ mod dashboards;
 mod demo;
 mod faults;
 mod http;
+mod incremental;
 mod journeys;
 mod layering;
 mod limits;
