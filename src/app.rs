@@ -394,6 +394,8 @@ impl Publisher {
             stage_builds,
             baseline: baseline.clone(),
         });
+        // The previous snapshot and the derivation's scratch are freed by now.
+        crate::memory::release_free();
     }
 }
 
