@@ -135,7 +135,8 @@ async fn main() {
     let started = Instant::now();
     // BENCH_WRAP runs serve under a profiler, e.g. `BENCH_WRAP="heaptrack -o /tmp/serve"`
     // (the RSS figures are then the wrapper's).
-    let wrap: Vec<String> = std::env::var("BENCH_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
+    let wrap: Vec<String> =
+        std::env::var("BENCH_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
     let mut cmd = match wrap.split_first() {
         Some((w, rest)) => {
             let mut c = Command::new(w);

@@ -274,7 +274,8 @@ pub(crate) fn compute_carries(
 ) -> HashMap<BuildId, Carry> {
     let mut carries: HashMap<BuildId, Carry> = HashMap::new();
     for b in facts.builds.values() {
-        let carry = carry_of(b, cfg, lineage.sources.get(&b.id).map(|v| v.as_slice()).unwrap_or(&[]), &carries, pos, |_| {});
+        let carry =
+            carry_of(b, cfg, lineage.sources.get(&b.id).map(|v| v.as_slice()).unwrap_or(&[]), &carries, pos, |_| {});
         carries.insert(b.id, carry);
     }
     carries
@@ -302,7 +303,9 @@ pub(crate) fn carry_of(
             && let Some(r) = inp.version.get("ref")
         {
             match pos.get(r.as_str()) {
-                Some(p) => merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact),
+                Some(p) => {
+                    merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact)
+                }
                 None => unresolved(r),
             }
         }
@@ -315,7 +318,9 @@ pub(crate) fn carry_of(
             && let Some(r) = out.version.get("ref")
         {
             match pos.get(r.as_str()) {
-                Some(p) => merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact),
+                Some(p) => {
+                    merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact)
+                }
                 None => unresolved(r),
             }
         }
