@@ -1,24 +1,38 @@
-//! Resident memory of `serve` over months of simulated lana history: bounded by `retention`.
+//! Resident memory and start-up time of `serve` with a year of lana history in its store, beside
+//! Debian's `prometheus-node-exporter` sampled the same way.
 //!
 //! ```sh
-//! cargo build --release && cargo run --release --example bench_footprint [DAYS] [RETENTION]
+//! cargo build --release && cargo run --release --example bench_footprint [HISTORY_DAYS] [RETENTION] [LIVE_DAYS] [SPEED]
 //! ```
-//! (defaults: 180 days, `30d`). The simulator runs in this process at one simulated day per real
-//! second; the real `serve` binary (`target/release/deploy-journey`, next to this example) polls
-//! it every second with the simulator's clock (`--sim-clock`), so retention prunes in simulated
-//! time. Every 10 simulated days it prints the exporter's resident memory and how many journeys
-//! it holds.
+//! (defaults: 365 days of history, `90d` — the configuration's default —, 2 live days at 2880×,
+//! a simulated minute every real 20 ms). The simulator runs in this process. The history is
+//! simulated up to the start (calibrated `LanaWorkload`, seed 3), and what the real APIs show of
+//! it (`sim::observe::facts_from_world`) is written to a state file, as months of `serve` would
+//! have left it. Then the real `serve` binary (`target/release/deploy-journey`, next to this
+//! example) starts on that file, polling the simulator every second on the simulator's clock
+//! (`--sim-clock`), so retention prunes in simulated time; the simulator then runs live at
+//! `SPEED`. It prints:
+//!
+//! - how long `serve` took from its start to `/readyz` answering 200 (a year loaded, the first
+//!   poll of both sources answered);
+//! - every 5 s: the resident memory (VmRSS) of `serve` and of `prometheus-node-exporter`
+//!   (`/usr/bin/prometheus-node-exporter`, default collectors, its own port), both scraped
+//!   once a second on `/metrics` meanwhile, as Prometheus would, and their ratio;
+//! - at the end: the highest and the last figures.
+//!
+//! `MALLOC_ARENA_MAX` and friends in the environment are passed to both processes unchanged.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use deploy_journey::core::journey::Fact;
 use deploy_journey::sim::Sim;
 use deploy_journey::sim::clock::{ClockMode, SimClock};
 use deploy_journey::sim::engine::World;
 use deploy_journey::sim::topology::Topology;
 use deploy_journey::sim::workload::LanaWorkload;
 
-const SPEED: f64 = 86_400.0;
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -28,80 +42,191 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Kills the child when the benchmark ends, however it ends.
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut args = std::env::args().skip(1);
-    let days: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(180);
-    let retention = args.next().unwrap_or_else(|| "30d".into());
+    let history_days: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(365);
+    let retention = args.next().unwrap_or_else(|| "90d".into());
+    let live_days: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2.0);
+    let speed: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2880.0);
     let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("deploy-journey");
     assert!(bin.exists(), "{} missing: run `cargo build --release` first", bin.display());
 
     // Monday 2026-03-02 08:00 UTC, the calibrated workload for the whole run.
     let start = 1_772_438_400;
+    let now = start + history_days * 86_400;
+    let end = now + (live_days * 86_400.0) as i64;
     let mut world = World::new(Topology::load("lana").unwrap(), start, 3);
-    for (at, action) in LanaWorkload::new(3).generate(start, start + (days + 1) * 86_400) {
+    for (at, action) in LanaWorkload::new(3).generate(start, end + 86_400) {
         world.schedule_action(at, action);
     }
-    let sim = Sim::new(world, SimClock::new(start, ClockMode::Stepped));
+    let t = Instant::now();
+    world.advance_to(now);
+    let facts = deploy_journey::sim::observe::facts_from_world(&world);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let mut batch: Vec<Fact> = facts.commits.values().cloned().map(Fact::Commit).collect();
+    batch.extend(facts.builds.values().cloned().map(Fact::Build));
+    deploy_journey::store::Store::open(&state).unwrap().apply(&batch).unwrap();
+    let db_mb = std::fs::metadata(&state).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+    println!(
+        "history: {history_days} simulated lana days, {} commits and {} builds stored ({db_mb:.1} MB state file, {:.1} s to simulate)",
+        facts.commits.len(),
+        facts.builds.len(),
+        t.elapsed().as_secs_f64()
+    );
+    drop(facts);
+    drop(batch);
+
+    let sim = Sim::new(world, SimClock::new(now, ClockMode::Stepped));
     let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
     let s2 = sim.clone();
     tokio::spawn(async move {
         let _ = deploy_journey::sim::server::serve(s2, listener).await;
     });
 
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lana.yaml"))
         .unwrap()
         .replace("https://api.github.com", &url)
         .replace("https://ci.galoy.io", &url)
-        .replace("/var/lib/deploy-journey/state.db", dir.path().join("state.db").to_str().unwrap())
+        .replace("/var/lib/deploy-journey/state.db", state.to_str().unwrap())
         .replace("0.0.0.0:9853", &format!("127.0.0.1:{port}"))
         .replace("poll_interval: 30s", "poll_interval: 1s ")
         .replace("retention: 90d", &format!("retention: {retention}"));
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--sim-clock", &url])
-        .env("GITHUB_TOKEN", "ghp_bench")
-        .env("CONCOURSE_PASSWORD", "viewer-password")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start serve");
-    let pid = child.id();
+
+    let node_port = free_port();
+    let node = std::path::Path::new(NODE_EXPORTER).exists().then(|| {
+        Kill(
+            Command::new(NODE_EXPORTER)
+                .arg(format!("--web.listen-address=127.0.0.1:{node_port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start prometheus-node-exporter"),
+        )
+    });
+    if node.is_none() {
+        println!("{NODE_EXPORTER} missing (apt-get install -y prometheus-node-exporter): no comparison");
+    }
+
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
+    let started = Instant::now();
+    // BENCH_WRAP runs serve under a profiler, e.g. `BENCH_WRAP="heaptrack -o /tmp/serve"`
+    // (the RSS figures are then the wrapper's).
+    let wrap: Vec<String> =
+        std::env::var("BENCH_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
+    let mut cmd = match wrap.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let serve = Kill(
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .args(["--sim-clock", &url])
+            .env("GITHUB_TOKEN", "ghp_bench")
+            .env("CONCOURSE_PASSWORD", "viewer-password")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start serve"),
+    );
+    let mut ready = None;
+    while started.elapsed() < Duration::from_secs(60) {
         if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            ready = Some(started.elapsed());
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Live from here: a simulated day per real second.
-    sim.clock.set_mode(ClockMode::Running { speed: SPEED });
-    println!("serve with retention {retention}, {days} simulated lana days at {SPEED}x (a day per second)");
-    println!("| simulated day | journeys held | RSS MB |");
-    println!("|---:|---:|---:|");
-    let mut next_report = 0;
-    while sim.now() < start + days * 86_400 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let day = (sim.now() - start) / 86_400;
-        if day >= next_report {
-            next_report += 10;
-            let held = match http.get(format!("{base}/api/v1/journeys?limit=10000")).send().await {
-                Ok(r) => {
-                    r.json::<serde_json::Value>().await.ok().and_then(|v| v["journeys"].as_array().map(|a| a.len()))
+    let ready = ready.expect("serve not ready within 60 s");
+    println!(
+        "ready: /readyz answered 200 {:.0} ms after start (RSS then {} MiB)",
+        ready.as_secs_f64() * 1000.0,
+        mib(rss_kib(serve.0.id()))
+    );
+
+    // Live from here.
+    sim.clock.set_mode(ClockMode::Running { speed });
+    println!(
+        "live: {live_days} simulated days at {speed}x, retention {retention}; both exporters scraped every second"
+    );
+    // The journeys API is not read meanwhile: serialising every journey would be the largest
+    // allocation in the process (the heap profile says so), and no Prometheus reads it.
+    println!("| real s | simulated day | serve RSS MiB | node_exporter RSS MiB | serve ÷ node_exporter |");
+    println!("|---:|---:|---:|---:|---:|");
+    let live = Instant::now();
+    let mut next_report = Duration::ZERO;
+    let (mut peak, mut peak_node, mut last, mut last_node) = (0u64, 0u64, None, None);
+    let mut failed_scrapes = 0;
+    while sim.now() < end {
+        for u in [format!("{base}/metrics"), format!("http://127.0.0.1:{node_port}/metrics")] {
+            if node.is_none() && u.contains(&node_port.to_string()) {
+                continue;
+            }
+            match http.get(&u).send().await {
+                Ok(r) if r.status().is_success() => {
+                    let _ = r.bytes().await;
                 }
-                Err(_) => None,
-            };
-            let rss = rss_kib(pid).map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into());
-            println!("| {day} | {} | {rss} |", held.map(|h| h.to_string()).unwrap_or_else(|| "-".into()));
+                _ => failed_scrapes += 1,
+            }
         }
+        let (s, n) = (rss_kib(serve.0.id()), node.as_ref().and_then(|n| rss_kib(n.0.id())));
+        peak = peak.max(s.unwrap_or(0));
+        peak_node = peak_node.max(n.unwrap_or(0));
+        (last, last_node) = (s, n);
+        if live.elapsed() >= next_report {
+            next_report += Duration::from_secs(5);
+            let ratio = match (s, n) {
+                (Some(s), Some(n)) if n > 0 => format!("{:.2}", s as f64 / n as f64),
+                _ => "-".into(),
+            };
+            println!(
+                "| {} | {:.1} | {} | {} | {ratio} |",
+                live.elapsed().as_secs(),
+                (sim.now() - start) as f64 / 86_400.0,
+                mib(s),
+                mib(n)
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    println!(
+        "serve: highest {} MiB, last {} MiB; node_exporter: highest {} MiB, last {} MiB; last ratio {}; failed scrapes {failed_scrapes}",
+        mib(Some(peak)),
+        mib(last),
+        mib(Some(peak_node)),
+        mib(last_node),
+        match (last, last_node) {
+            (Some(s), Some(n)) if n > 0 => format!("{:.2}", s as f64 / n as f64),
+            _ => "-".into(),
+        }
+    );
+    drop(serve);
+    drop(node);
 }

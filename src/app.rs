@@ -14,7 +14,8 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::core::journey::{Fact, Facts, branch_order, derive, stage_builds};
+use crate::core::incremental::Incremental;
+use crate::core::journey::{Fact, Facts, branch_order, stage_builds};
 use crate::snapshot::{MetricsContext, Shared, Snapshot};
 use crate::sources::concourse::ConcourseSource;
 use crate::sources::github::GithubSource;
@@ -360,6 +361,8 @@ async fn start_server(
 /// Derives journeys from the facts and publishes them, with what the pages need beside them.
 struct Publisher {
     core: crate::core::journey::CoreConfig,
+    /// What the last derivation learned that the next can keep (`core::incremental`).
+    incremental: Incremental,
     clock: Clock,
     environments: Vec<String>,
     repository: String,
@@ -370,6 +373,7 @@ impl Publisher {
     fn new(cfg: &Config, clock: Clock) -> Publisher {
         Publisher {
             core: cfg.core(),
+            incremental: Incremental::default(),
             clock,
             environments: cfg.environments(),
             repository: cfg.repository_slug(),
@@ -377,9 +381,9 @@ impl Publisher {
         }
     }
 
-    fn publish(&self, facts: &Facts, shared: &Shared, baseline: &Arc<crate::sinks::metrics::Baseline>) {
+    fn publish(&mut self, facts: &Facts, shared: &Shared, baseline: &Arc<crate::sinks::metrics::Baseline>) {
         let now = (self.clock)();
-        let derived = derive(facts, &self.core, now);
+        let derived = self.incremental.derive(facts, &self.core, now);
         let stage_builds = stage_builds(facts, &self.core, &derived);
         let etas = crate::core::eta::predict_all(&derived, &self.core, now);
         shared.publish(Snapshot {
@@ -392,6 +396,8 @@ impl Publisher {
             stage_builds,
             baseline: baseline.clone(),
         });
+        // The previous snapshot and the derivation's scratch are freed by now.
+        crate::memory::release_free();
     }
 }
 

@@ -149,7 +149,8 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
     let lookup = || {
         let c = s.rendered.lock().unwrap_or_else(|e| e.into_inner());
         c.iter()
-            .find(|(t, f, snap, _)| *t == now && *f == om && Arc::ptr_eq(snap, &s.snapshot()))
+            // A Weak keeps its allocation: a replaced snapshot's address is never a new one's.
+            .find(|(t, f, snap, _)| *t == now && *f == om && std::ptr::eq(snap.as_ptr(), Arc::as_ptr(&s.snapshot())))
             .map(|(_, _, _, b)| b.clone())
     };
     let mut cached = lookup();
@@ -196,7 +197,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
             };
             let mut c = s.rendered.lock().unwrap_or_else(|e| e.into_inner());
             c.retain(|(t, f, _, _)| *t == now && *f != om);
-            c.push((now, om, snap, body.clone()));
+            c.push((now, om, Arc::downgrade(&snap), body.clone()));
             body
         }
     };

@@ -262,6 +262,7 @@ fn quiet_on_broken_pipe(e: &std::io::Error) {
 }
 
 fn main() -> ExitCode {
+    deploy_journey::memory::limit_arenas();
     // reqwest is built with rustls and no default crypto provider; install ring once, first.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();

@@ -55,7 +55,8 @@ pub struct Shared {
     pub(crate) basic_auth: std::sync::OnceLock<Arc<crate::webconfig::BasicAuth>>,
     /// Woken by a verified push webhook: poll now instead of at the next interval.
     pub poll_now: tokio::sync::Notify,
-    /// The last renderings of `/metrics`: (second, OpenMetrics?, snapshot, body).
+    /// The last renderings of `/metrics`: (second, OpenMetrics?, snapshot, body). The snapshot is
+    /// held weakly: a rendering must not keep a replaced snapshot's journeys alive.
     pub(crate) rendered: Mutex<Vec<RenderedMetrics>>,
     /// One rendering at a time: concurrent scrapes wait for it instead of all rendering.
     pub(crate) render_flight: tokio::sync::Mutex<()>,
@@ -72,7 +73,7 @@ pub struct Shared {
     pub(crate) poll_interval: std::sync::OnceLock<std::time::Duration>,
 }
 
-pub(crate) type RenderedMetrics = (i64, bool, Arc<Snapshot>, Arc<String>);
+pub(crate) type RenderedMetrics = (i64, bool, std::sync::Weak<Snapshot>, Arc<String>);
 
 /// How many webhook deliveries are remembered, and for how long. GitHub retries a delivery
 /// within minutes and a redelivery by hand keeps its id; a replay later than this costs at most

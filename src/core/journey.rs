@@ -381,9 +381,23 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let class: Vec<Classification> =
         order.iter().map(|s| cfg.classifier.classify(&facts.commits[s].message, &facts.commits[s].files)).collect();
-
     let carries = compute_carries(facts, cfg, &Lineage::of(facts, cfg), &pos);
-    let stages_now = stages_now(facts, cfg, &carries, &order, &class, now);
+    derive_with(facts, cfg, now, &order, &class, &carries)
+}
+
+/// [`derive`] from its history-wide parts computed beforehand: the branch order, each commit's
+/// classification (in that order) and every build's carry. `core::incremental` keeps those
+/// from one poll cycle to the next.
+pub(crate) fn derive_with(
+    facts: &Facts,
+    cfg: &CoreConfig,
+    now: i64,
+    order: &[Sha],
+    class: &[Classification],
+    carries: &HashMap<BuildId, Carry>,
+) -> Derived {
+    let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let stages_now = stages_now(facts, cfg, carries, order, class, now);
 
     // Per (pipeline, job): builds in id order, with a running max of carried positions per
     // resource, so the first build that can contain a commit is found by binary search.

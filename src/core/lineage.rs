@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::core::facts::{BuildId, Facts};
+use crate::core::facts::{BuildFact, BuildId, Facts};
 use crate::core::journey::{Bridge, CoreConfig};
 
 /// Per tracked resource, the newest commit (first-parent position) a build delivers, and how
@@ -69,89 +69,185 @@ pub struct Lineage {
     pub sources: HashMap<BuildId, Vec<(BuildId, Method)>>,
 }
 
+/// The carry relation built build by build in id order, with what the next build needs
+/// (versions put and taken, bridge outputs). With `undo` it remembers what each build added, so
+/// that [`LineageIndex::truncate`] can forget the builds from an id on and they can be pushed
+/// again, changed (`core::incremental`): a build's sources are older builds only, so what the
+/// builds below that id got stays right.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LineageIndex {
+    pub(crate) sources: HashMap<BuildId, Vec<(BuildId, Method)>>,
+    /// Version key → builds that put it (outputs) or took it (inputs), in id order.
+    produced: HashMap<String, Vec<BuildId>>,
+    taken: HashMap<String, Vec<BuildId>>,
+    /// Output step → version key → [(value, build)], for bridges, in id order.
+    by_output: HashMap<String, HashMap<String, Vec<(String, BuildId)>>>,
+    undo: bool,
+    /// Per pushed build (with `undo`): the produced keys, taken keys and (step, key) outputs it
+    /// added, to take back.
+    pushed: BTreeMap<BuildId, Pushed>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Pushed {
+    produced: Vec<String>,
+    taken: Vec<String>,
+    outputs: Vec<(String, String)>,
+}
+
+impl LineageIndex {
+    /// An empty index that remembers what each build added, for [`LineageIndex::truncate`].
+    pub(crate) fn with_undo() -> LineageIndex {
+        LineageIndex { undo: true, ..LineageIndex::default() }
+    }
+
+    /// Add build `b`, newer than every build pushed so far; `facts` holds the builds pushed.
+    pub(crate) fn push(&mut self, b: &BuildFact, facts: &Facts, cfg: &CoreConfig) {
+        let stage_idx = cfg.stage_of_job(&b.pipeline, &b.job);
+        let stage = stage_idx.map(|i| &cfg.stages[i]);
+        let mut from: Vec<(BuildId, Method)> = vec![];
+        for inp in &b.inputs {
+            if let Some(st) = stage
+                && st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))
+            {
+                continue;
+            }
+            // Tracked git versions are commits, not builds.
+            if cfg.resource_of_step(&inp.step).is_some() {
+                continue;
+            }
+            let key = version_key(&b.pipeline, &inp.resource, &inp.version);
+            // Whoever put a version defines what it carries; a version one an upstream
+            // stage's build took (a `passed:` constraint hands it on) only counts when no
+            // watched build put it (e.g. a chart commit merged by a bot).
+            match self.produced.get(&key) {
+                Some(p) => from.extend(p.iter().map(|id| (*id, Method::Exact))),
+                None => from.extend(
+                    self.taken
+                        .get(&key)
+                        .into_iter()
+                        .flatten()
+                        .filter(|id| {
+                            let Some(ub) = facts.builds.get(*id) else { return false };
+                            match (stage_idx, cfg.stage_of_job(&ub.pipeline, &ub.job)) {
+                                (Some(me), Some(up)) => cfg.stages[me].after.contains(&up),
+                                _ => false,
+                            }
+                        })
+                        .map(|id| (*id, Method::Exact)),
+                ),
+            }
+        }
+        if let Some(st) = stage {
+            for br in &st.bridges {
+                match br {
+                    Bridge::MessageContains { input, output, key } => {
+                        let msg = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.message.as_deref());
+                        let values = self.by_output.get(output.as_str()).and_then(|m| m.get(key.as_str()));
+                        if let (Some(m), Some(v)) = (msg, values) {
+                            from.extend(
+                                v.iter()
+                                    .filter(|(val, _)| !val.is_empty() && message_names(m, val))
+                                    .map(|(_, id)| (*id, Method::Bridge)),
+                            );
+                        }
+                    }
+                    Bridge::Equals { input, input_key, output, key } => {
+                        let val = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.version.get(input_key));
+                        let values = self.by_output.get(output.as_str()).and_then(|m| m.get(key.as_str()));
+                        if let (Some(x), Some(v)) = (val, values) {
+                            from.extend(v.iter().filter(|(val, _)| val == x).map(|(_, id)| (*id, Method::Bridge)));
+                        }
+                    }
+                }
+            }
+        }
+        let mut pushed = Pushed::default();
+        for out in &b.outputs {
+            let key = version_key(&b.pipeline, &out.resource, &out.version);
+            self.produced.entry(key.clone()).or_default().push(b.id);
+            for (k, v) in &out.version {
+                self.by_output
+                    .entry(out.step.clone())
+                    .or_default()
+                    .entry(k.clone())
+                    .or_default()
+                    .push((v.clone(), b.id));
+                if self.undo {
+                    pushed.outputs.push((out.step.clone(), k.clone()));
+                }
+            }
+            if self.undo {
+                pushed.produced.push(key);
+            }
+        }
+        for inp in &b.inputs {
+            let key = version_key(&b.pipeline, &inp.resource, &inp.version);
+            self.taken.entry(key.clone()).or_default().push(b.id);
+            if self.undo {
+                pushed.taken.push(key);
+            }
+        }
+        if !from.is_empty() {
+            self.sources.insert(b.id, from);
+        }
+        if self.undo {
+            self.pushed.insert(b.id, pushed);
+        }
+    }
+
+    /// Forget every build from id `from` on (pushed with `undo`), newest first: each one's
+    /// additions are the last of their lists.
+    pub(crate) fn truncate(&mut self, from: BuildId) {
+        let gone = self.pushed.split_off(&from);
+        for (id, p) in gone.into_iter().rev() {
+            for k in p.produced.iter().rev() {
+                pop_last(&mut self.produced, k, id);
+            }
+            for k in p.taken.iter().rev() {
+                pop_last(&mut self.taken, k, id);
+            }
+            for (step, k) in p.outputs.iter().rev() {
+                if let Some(m) = self.by_output.get_mut(step) {
+                    if let Some(v) = m.get_mut(k)
+                        && v.last().is_some_and(|(_, b)| *b == id)
+                    {
+                        v.pop();
+                        if v.is_empty() {
+                            m.remove(k);
+                        }
+                    }
+                    if m.is_empty() {
+                        self.by_output.remove(step);
+                    }
+                }
+            }
+            self.sources.remove(&id);
+        }
+    }
+}
+
+fn pop_last(map: &mut HashMap<String, Vec<BuildId>>, key: &str, id: BuildId) {
+    if let Some(v) = map.get_mut(key)
+        && v.last() == Some(&id)
+    {
+        v.pop();
+        if v.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
 impl Lineage {
     /// The relation over all facts, in build-id order: a version is put (or taken) before
     /// another build can take it, and Concourse build ids only grow, so a build's sources are
     /// always older builds.
     pub fn of(facts: &Facts, cfg: &CoreConfig) -> Lineage {
-        let mut sources: HashMap<BuildId, Vec<(BuildId, Method)>> = HashMap::new();
-        // version key → builds that put it (outputs) or took it (inputs).
-        let mut produced: HashMap<String, Vec<BuildId>> = HashMap::new();
-        let mut taken: HashMap<String, Vec<BuildId>> = HashMap::new();
-        // (output step, key) → [(value, build)] for bridges.
-        let mut by_output: HashMap<(&str, &str), Vec<(&str, BuildId)>> = HashMap::new();
+        let mut index = LineageIndex::default();
         for b in facts.builds.values() {
-            let stage_idx = cfg.stage_of_job(&b.pipeline, &b.job);
-            let stage = stage_idx.map(|i| &cfg.stages[i]);
-            let mut from: Vec<(BuildId, Method)> = vec![];
-            for inp in &b.inputs {
-                if let Some(st) = stage
-                    && st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))
-                {
-                    continue;
-                }
-                // Tracked git versions are commits, not builds.
-                if cfg.resource_of_step(&inp.step).is_some() {
-                    continue;
-                }
-                let key = version_key(&b.pipeline, &inp.resource, &inp.version);
-                // Whoever put a version defines what it carries; a version one an upstream
-                // stage's build took (a `passed:` constraint hands it on) only counts when no
-                // watched build put it (e.g. a chart commit merged by a bot).
-                match produced.get(&key) {
-                    Some(p) => from.extend(p.iter().map(|id| (*id, Method::Exact))),
-                    None => from.extend(
-                        taken
-                            .get(&key)
-                            .into_iter()
-                            .flatten()
-                            .filter(|id| {
-                                let ub = &facts.builds[*id];
-                                match (stage_idx, cfg.stage_of_job(&ub.pipeline, &ub.job)) {
-                                    (Some(me), Some(up)) => cfg.stages[me].after.contains(&up),
-                                    _ => false,
-                                }
-                            })
-                            .map(|id| (*id, Method::Exact)),
-                    ),
-                }
-            }
-            if let Some(st) = stage {
-                for br in &st.bridges {
-                    match br {
-                        Bridge::MessageContains { input, output, key } => {
-                            let msg = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.message.as_deref());
-                            if let (Some(m), Some(v)) = (msg, by_output.get(&(output.as_str(), key.as_str()))) {
-                                from.extend(
-                                    v.iter()
-                                        .filter(|(val, _)| !val.is_empty() && message_names(m, val))
-                                        .map(|(_, id)| (*id, Method::Bridge)),
-                                );
-                            }
-                        }
-                        Bridge::Equals { input, input_key, output, key } => {
-                            let val = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.version.get(input_key));
-                            if let (Some(x), Some(v)) = (val, by_output.get(&(output.as_str(), key.as_str()))) {
-                                from.extend(v.iter().filter(|(val, _)| *val == x).map(|(_, id)| (*id, Method::Bridge)));
-                            }
-                        }
-                    }
-                }
-            }
-            for out in &b.outputs {
-                produced.entry(version_key(&b.pipeline, &out.resource, &out.version)).or_default().push(b.id);
-                for (k, v) in &out.version {
-                    by_output.entry((out.step.as_str(), k.as_str())).or_default().push((v.as_str(), b.id));
-                }
-            }
-            for inp in &b.inputs {
-                taken.entry(version_key(&b.pipeline, &inp.resource, &inp.version)).or_default().push(b.id);
-            }
-            if !from.is_empty() {
-                sources.insert(b.id, from);
-            }
+            index.push(b, facts, cfg);
         }
-        Lineage { sources }
+        Lineage { sources: index.sources }
     }
 
     /// Add to `kept` every build a kept build's carry comes from, transitively: keeping them is
@@ -178,36 +274,8 @@ pub(crate) fn compute_carries(
 ) -> HashMap<BuildId, Carry> {
     let mut carries: HashMap<BuildId, Carry> = HashMap::new();
     for b in facts.builds.values() {
-        let stage = cfg.stage_of_job(&b.pipeline, &b.job).map(|i| &cfg.stages[i]);
-        let mut carry = Carry::new();
-        for inp in &b.inputs {
-            if let Some(st) = stage
-                && st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))
-            {
-                continue;
-            }
-            if let Some(res) = cfg.resource_of_step(&inp.step)
-                && let Some(p) = inp.version.get("ref").and_then(|r| pos.get(r.as_str()))
-            {
-                merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
-            }
-        }
-        // A put onto a tracked git resource (build-rc's tag) is the same version as its input;
-        // Concourse drops that input from /builds/:id/resources, so read it from the output.
-        for out in &b.outputs {
-            if let Some(res) = cfg.resource_of_step(&out.step)
-                && stage.is_none_or(|st| st.inputs.as_ref().is_none_or(|l| l.contains(&out.step)))
-                && let Some(p) = out.version.get("ref").and_then(|r| pos.get(r.as_str()))
-            {
-                merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact);
-            }
-        }
-        for (src, method) in lineage.sources.get(&b.id).into_iter().flatten() {
-            if let Some(c) = carries.get(src) {
-                let c = c.clone();
-                merge_carry(&mut carry, &c, *method);
-            }
-        }
+        let carry =
+            carry_of(b, cfg, lineage.sources.get(&b.id).map(|v| v.as_slice()).unwrap_or(&[]), &carries, pos, |_| {});
         carries.insert(b.id, carry);
     }
     carries
@@ -221,6 +289,58 @@ fn message_names(message: &str, value: &str) -> bool {
     }
     let is_sha = value.len() == 40 && value.bytes().all(|b| b.is_ascii_hexdigit());
     is_sha && message.contains(&format!("[{}]", &value[..7]))
+}
+
+/// One build's carry, from the carries of the older builds it inherits from (`sources`).
+/// `unresolved` hears each tracked git ref of the build that is no known commit (yet).
+pub(crate) fn carry_of(
+    b: &BuildFact,
+    cfg: &CoreConfig,
+    sources: &[(BuildId, Method)],
+    carries: &HashMap<BuildId, Carry>,
+    pos: &HashMap<&str, usize>,
+    mut unresolved: impl FnMut(&str),
+) -> Carry {
+    let stage = cfg.stage_of_job(&b.pipeline, &b.job).map(|i| &cfg.stages[i]);
+    let mut carry = Carry::new();
+    for inp in &b.inputs {
+        if let Some(st) = stage
+            && st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))
+        {
+            continue;
+        }
+        if let Some(res) = cfg.resource_of_step(&inp.step)
+            && let Some(r) = inp.version.get("ref")
+        {
+            match pos.get(r.as_str()) {
+                Some(p) => {
+                    merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact)
+                }
+                None => unresolved(r),
+            }
+        }
+    }
+    // A put onto a tracked git resource (build-rc's tag) is the same version as its input;
+    // Concourse drops that input from /builds/:id/resources, so read it from the output.
+    for out in &b.outputs {
+        if let Some(res) = cfg.resource_of_step(&out.step)
+            && stage.is_none_or(|st| st.inputs.as_ref().is_none_or(|l| l.contains(&out.step)))
+            && let Some(r) = out.version.get("ref")
+        {
+            match pos.get(r.as_str()) {
+                Some(p) => {
+                    merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact)
+                }
+                None => unresolved(r),
+            }
+        }
+    }
+    for (src, method) in sources {
+        if let Some(c) = carries.get(src) {
+            merge_carry(&mut carry, c, *method);
+        }
+    }
+    carry
 }
 
 #[cfg(test)]

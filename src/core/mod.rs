@@ -4,6 +4,7 @@ pub mod classify;
 pub mod deployments;
 pub mod eta;
 pub mod facts;
+pub mod incremental;
 pub mod journey;
 pub mod lineage;
 pub mod pathspec;

@@ -14,6 +14,7 @@ mod demo;
 mod environments;
 mod faults;
 mod http;
+mod incremental;
 mod journeys;
 mod layering;
 mod limits;

@@ -1,0 +1,141 @@
+//! Poll cost over history: what one `serve` cycle spends deriving and publishing, with a day,
+//! 90 days and a year of lana facts in memory. A program that prints figures, not a timed test:
+//!
+//! ```sh
+//! cargo run --release --example bench_derive            # 1 day, 90 days, 365 days
+//! cargo run --release --example bench_derive -- 30 180  # other histories (days)
+//! ```
+//!
+//! Each history is simulated (`World` + `LanaWorkload`, seed 1), turned into the facts the
+//! GitHub and Concourse APIs would show (`facts_from_world`), and then a cycle is repeated as
+//! `serve` runs it: a full `derive` (what `serve` did before), the incremental derivation
+//! (`core::incremental`, what it does now: the previous cycle's settled journeys kept), then
+//! `stage_builds` and a `/metrics` rendering of the result. The incremental side is measured in
+//! the steady state: each measured cycle follows one that derived the same facts with one build
+//! changed (the newest build finished and put its outputs), as a poll that saw it.
+
+use std::time::{Duration, Instant};
+
+use deploy_journey::core::incremental::Incremental;
+use deploy_journey::core::journey::{CoreConfig, Facts, derive, stage_builds};
+use deploy_journey::core::lineage::Lineage;
+use deploy_journey::sim::engine::World;
+use deploy_journey::sim::observe::facts_from_world;
+use deploy_journey::sim::topology::Topology;
+use deploy_journey::sim::workload::LanaWorkload;
+use deploy_journey::sinks::metrics::{Baseline, MetricsInput, render_text};
+
+/// Monday 2026-03-02 08:00:00 UTC, as in the tests.
+const START: i64 = 1_772_438_400;
+
+fn lana_core() -> CoreConfig {
+    let path = format!("{}/examples/lana.yaml", env!("CARGO_MANIFEST_DIR"));
+    let env = |k: &str| match k {
+        "GITHUB_TOKEN" => Some("ghp_bench".to_string()),
+        "CONCOURSE_PASSWORD" => Some("bench".to_string()),
+        _ => None,
+    };
+    deploy_journey::config::load(std::path::Path::new(&path), &env).unwrap_or_else(|e| panic!("{e}")).core()
+}
+
+fn history(days: i64) -> (Facts, i64) {
+    let seed = 1;
+    let end = START + days * 86_400;
+    let mut w = World::new(Topology::builtin("lana").expect("lana topology"), START, seed);
+    for (at, a) in LanaWorkload::new(seed).generate(START, end) {
+        w.schedule_action(at, a);
+    }
+    // A few hours more, so the last commits are partly deployed and partly in flight.
+    let now = end + 2 * 3600;
+    w.advance_to(now);
+    (facts_from_world(&w), now)
+}
+
+/// Median of `runs` timings of `f`.
+fn median(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    let mut v: Vec<Duration> = (0..runs).map(|_| f()).collect();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let days: Vec<i64> = {
+        let a: Vec<i64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+        if a.is_empty() { vec![1, 90, 365] } else { a }
+    };
+    let core = lana_core();
+    println!(
+        "| history | commits | builds | lineage ms | full derive ms | incremental derive ms | stage_builds + render ms | cycle before ms | cycle now ms | before ÷ now |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut first_cycle: Option<(Duration, Duration)> = None;
+    for d in days {
+        let (facts, now) = history(d);
+        let runs = if d > 100 { 5 } else { 11 };
+        let lineage = median(runs, || {
+            let t = Instant::now();
+            std::hint::black_box(Lineage::of(&facts, &core));
+            t.elapsed()
+        });
+        let full = median(runs, || {
+            let t = Instant::now();
+            std::hint::black_box(derive(&facts, &core, now));
+            t.elapsed()
+        });
+        // Steady state: the previous cycle saw the same facts but for the newest build.
+        let mut older = facts.clone();
+        if let Some(b) = older.builds.values_mut().next_back() {
+            b.status = deploy_journey::core::journey::BuildStatus::Started;
+            b.end = None;
+            b.outputs.clear();
+        }
+        let inc = median(runs, || {
+            let mut i = Incremental::default();
+            i.derive(&older, &core, now - 30);
+            let t = Instant::now();
+            std::hint::black_box(i.derive(&facts, &core, now));
+            t.elapsed()
+        });
+        let derived = derive(&facts, &core, now);
+        let publish = median(runs, || {
+            let t = Instant::now();
+            let sb = stage_builds(&facts, &core, &derived);
+            let input = MetricsInput {
+                derived: &derived,
+                stage_builds: &sb,
+                core: &core,
+                sources: &[],
+                now,
+                poll_interval_secs: 30,
+                version: "bench",
+                baseline: &Baseline::default(),
+                spans: None,
+                store_errors: 0,
+                auth_rejections: None,
+            };
+            std::hint::black_box(render_text(&input));
+            t.elapsed()
+        });
+        let before = full + publish;
+        let after = inc + publish;
+        let f = *first_cycle.get_or_insert((before, after));
+        println!(
+            "| {d} d | {} | {} | {} | {} | {} | {} | {} ({:.1}× 1st) | {} ({:.1}× 1st) | {:.1}× |",
+            derived.journeys.len(),
+            facts.builds.len(),
+            ms(lineage),
+            ms(full),
+            ms(inc),
+            ms(publish),
+            ms(before),
+            before.as_secs_f64() / f.0.as_secs_f64(),
+            ms(after),
+            after.as_secs_f64() / f.1.as_secs_f64(),
+            before.as_secs_f64() / after.as_secs_f64(),
+        );
+    }
+}

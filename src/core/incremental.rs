@@ -1,0 +1,143 @@
+//! Incremental derivation: what `serve` runs each poll cycle instead of [`derive`], with the
+//! same result (a property test in `tests/it/incremental.rs` compares them over random fact
+//! sequences).
+//!
+//! The history-wide parts of a derivation are the branch order, each commit's classification,
+//! the carry relation ([`LineageIndex`]) and each build's carry. Between two cycles almost all of
+//! them stay as they were, and what can change them is known:
+//!
+//! - A build's lineage sources and carry depend on its own inputs and outputs, on older builds
+//!   only (build ids grow; a version is put before it is taken), and on the branch positions of
+//!   the commits it names. So when the builds change from id `L` on (a new build, a build that
+//!   finished and put its outputs, a rerun, a message learned, a build forgotten by retention),
+//!   the relation and the carries below `L` stay, and only the builds from `L` on are pushed
+//!   again. Which builds changed is seen by a fingerprint of what lineage reads of each build
+//!   (pipeline, job, inputs, outputs); status and times are not part of it.
+//! - Commits only append to the branch order while nothing vanishes or is forgotten; then every
+//!   known commit keeps its position and classification. A build that named a commit unknown
+//!   at the time (GitHub answered after Concourse) is remembered, and pushed again once the
+//!   commit is known. Any other change of the order (a force-push, retention dropping old
+//!   commits, a fork resolved differently) starts the order, classifications and carries afresh.
+//! - A different configuration starts everything afresh.
+//!
+//! The per-commit journeys themselves are then derived from those parts (`derive_with`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+use crate::core::classify::Classification;
+use crate::core::journey::{BuildFact, BuildId, CoreConfig, Derived, Facts, Sha, branch_order, derive_with};
+use crate::core::lineage::{Carry, LineageIndex, carry_of};
+
+/// Derivation state kept from one poll cycle to the next. Give it every cycle's facts (after
+/// any change, retention included); its result is [`derive`]'s for the same arguments.
+///
+/// [`derive`]: crate::core::journey::derive
+#[derive(Debug, Default)]
+pub struct Incremental {
+    /// What the state below was computed for (the configuration's `Debug` form).
+    config: String,
+    order: Vec<Sha>,
+    /// Per position in `order`.
+    class: Vec<Classification>,
+    lineage: LineageIndex,
+    carries: HashMap<BuildId, Carry>,
+    /// Per build: a fingerprint of what lineage and carries read of it.
+    seen: BTreeMap<BuildId, u64>,
+    /// Tracked git refs builds named that were no known commit, with the oldest such build.
+    unresolved: HashMap<Sha, BuildId>,
+}
+
+/// Counts of one incremental derivation, for benchmarks and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// The order, classifications and carries were started afresh.
+    pub reset: bool,
+    /// Commits classified.
+    pub classified: usize,
+    /// Builds whose lineage and carry were computed.
+    pub pushed: usize,
+}
+
+impl Incremental {
+    /// The journeys of `facts` at `now`, as [`derive`](crate::core::journey::derive) gives them.
+    pub fn derive(&mut self, facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
+        self.derive_counted(facts, cfg, now).0
+    }
+
+    /// [`Incremental::derive`], and what it had to compute again.
+    pub fn derive_counted(&mut self, facts: &Facts, cfg: &CoreConfig, now: i64) -> (Derived, Work) {
+        let mut work = Work::default();
+        let config = format!("{cfg:?}");
+        let order = branch_order(facts);
+        // The lowest build id whose lineage or carry may have changed.
+        let mut from = BuildId::MAX;
+        if config != self.config || !order.starts_with(&self.order) {
+            *self = Incremental { config, lineage: LineageIndex::with_undo(), ..Incremental::default() };
+            work.reset = true;
+            from = BuildId::MIN;
+        }
+        let known = self.order.len();
+        for sha in &order[known..] {
+            let c = &facts.commits[sha];
+            self.class.push(cfg.classifier.classify(&c.message, &c.files));
+            work.classified += 1;
+            if let Some(id) = self.unresolved.get(sha) {
+                from = from.min(*id);
+            }
+        }
+        self.order = order;
+
+        // Changed, new and forgotten builds, by a walk of both id-ordered maps side by side.
+        let mut seen = self.seen.iter().peekable();
+        for (id, b) in &facts.builds {
+            while let Some((old, _)) = seen.next_if(|(old, _)| *old < id) {
+                from = from.min(*old);
+            }
+            match seen.next_if(|(old, _)| *old == id) {
+                Some((_, fp)) if *fp == fingerprint(b) => {}
+                _ => from = from.min(*id),
+            }
+            if from <= *id {
+                break;
+            }
+        }
+        if let Some((old, _)) = seen.next() {
+            from = from.min(*old);
+        }
+
+        if from != BuildId::MAX {
+            self.lineage.truncate(from);
+            self.carries.retain(|id, _| *id < from);
+            self.unresolved.retain(|_, id| *id < from);
+            let _ = self.seen.split_off(&from);
+            let pos: HashMap<&str, usize> = self.order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+            for (id, b) in facts.builds.range(from..) {
+                self.lineage.push(b, facts, cfg);
+                let sources = self.lineage.sources.get(id).map(|v| v.as_slice()).unwrap_or(&[]);
+                let unresolved = &mut self.unresolved;
+                let carry = carry_of(b, cfg, sources, &self.carries, &pos, |r| {
+                    unresolved.entry(r.to_string()).or_insert(*id);
+                });
+                self.carries.insert(*id, carry);
+                self.seen.insert(*id, fingerprint(b));
+                work.pushed += 1;
+            }
+        }
+        (derive_with(facts, cfg, now, &self.order, &self.class, &self.carries), work)
+    }
+}
+
+/// What lineage and carries read of a build: where it ran, what it took and what it put.
+fn fingerprint(b: &BuildFact) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&b.pipeline, &b.job).hash(&mut h);
+    for (tag, list) in [(0u8, &b.inputs), (1, &b.outputs)] {
+        tag.hash(&mut h);
+        list.len().hash(&mut h);
+        for v in list {
+            (&v.step, &v.resource, &v.version, &v.message).hash(&mut h);
+        }
+    }
+    h.finish()
+}
