@@ -13,6 +13,7 @@ pub mod config;
 pub mod core;
 pub mod demo;
 pub mod http;
+pub mod pages;
 pub mod retention;
 pub mod server;
 pub mod sim;

@@ -203,6 +203,8 @@ pub struct Config {
     pub missing_secrets: Vec<Problem>,
     /// `server:` limits of the HTTP server (timeouts, connections).
     pub server: crate::server::ServerLimits,
+    /// `links:` where the pages link a journey's trace (Grafana Explore on Tempo).
+    pub links: crate::pages::Links,
 }
 
 /// The `traces:` section. Traces are off unless it or `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`

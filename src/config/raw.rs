@@ -21,6 +21,14 @@ pub(super) struct RawConfig {
     pub(super) stages: Option<Vec<RawStage>>,
     pub(super) traces: Option<RawTraces>,
     pub(super) server: Option<RawServer>,
+    pub(super) links: Option<RawLinks>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping: grafana_url, tempo_datasource_uid")]
+pub(super) struct RawLinks {
+    pub(super) grafana_url: Option<String>,
+    pub(super) tempo_datasource_uid: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
