@@ -74,7 +74,7 @@ th{font-weight:600;color:#4a5263;font-size:.9em}code{font-size:.95em}a{color:#0b
 .attempt{height:10px;top:6px}.rerun{outline:2px dashed #1d2330}.carried{opacity:.55}\
 .now{position:absolute;top:0;bottom:0;width:2px;background:#d2383b}\
 .axis{display:flex;justify-content:space-between;color:#6b7a99;font-size:.8em}\
-.muted{color:#6b7a99}.warn{color:#b00020;font-weight:600}.legend span{margin-right:1.2em}\
+.swatch{display:inline-block;width:2em;height:10px;vertical-align:middle;border-radius:2px}.muted{color:#6b7a99}.warn{color:#b00020;font-weight:600}.legend span{margin-right:1.2em}\
 .mini{position:relative;height:10px;width:220px;background:#eef0f4;border-radius:2px;display:inline-block;vertical-align:middle}\
 .running{color:#2f6fd6}.failed{color:#d2383b}.pending,.waiting,.riding{color:#6b7a99}.stuck{color:#d2383b;font-weight:bold}\
 @media (max-width:700px){main{padding:.6em}td,th{padding:3px 4px}.hide-narrow{display:none}}";
@@ -259,8 +259,8 @@ pub fn journey_page(j: &JourneyView, now: i64, carried: &[(String, String)], tra
     }
     let _ = write!(
         h,
-        "<h2>Timeline</h2><p class=\"legend muted\"><span><span class=\"mini wait\" style=\"width:2em\"></span> waiting</span>\
-         <span><span class=\"mini work\" style=\"width:2em;background:#2e9e5b\"></span> building</span>\
+        "<h2>Timeline</h2><p class=\"legend muted\"><span><span class=\"swatch wait\"></span> waiting</span>\
+         <span><span class=\"swatch work\"></span> building</span><span><span class=\"swatch work failed\"></span> failed</span>\
          <span>dashed: a rerun · faded: a later commit's build that carried this one</span></p>\
          <table id=\"timeline\"><tr><th>stage</th><th style=\"width:55%\"><div class=\"axis\"><span>{}</span><span>{}</span></div></th>\
          <th>time</th><th class=\"hide-narrow\">notes</th></tr>",
@@ -410,6 +410,17 @@ mod tests {
         assert!(html.contains("id=\"eta-staging\""));
         assert!(html.contains("its builds carried along <a href=\"/journeys/bbbb"));
         let _ = AttemptView::clone;
+    }
+
+    #[test]
+    fn the_mini_timeline_draws_each_started_stage_to_scale() {
+        // Axis 1000 → 4000: tests worked 1100 → 1700; deploy has not started.
+        let html = mini_timeline(&journey("x"), 2000);
+        assert_eq!(
+            html,
+            "<span class=\"mini\" aria-hidden=\"true\"><span class=\"bar work \" style=\"left:3.33%;width:20.00%\" \
+             title=\"tests\"></span></span>"
+        );
     }
 
     #[test]
