@@ -155,6 +155,7 @@ pub async fn serve_with_options(
         poll_interval_secs: cfg.poll_interval.as_secs(),
         spans: spans.as_ref().map(|s| s.stats()),
     });
+    shared.set_links(cfg.links.clone());
     if let Some(secret) = cfg.repository.webhook_secret.clone() {
         shared.set_webhook(crate::snapshot::WebhookContext { secret, branch: cfg.repository.branch.clone() });
     }

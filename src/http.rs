@@ -22,6 +22,7 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .route("/webhooks/github", axum::routing::post(github_webhook))
         .route("/api/v1/journeys", get(list))
         .route("/api/v1/journeys/{sha}", get(one))
+        .route("/journeys/{sha}", get(journey_page))
         .route("/api/v1/status", get(status))
         .route("/api/v1/deployments", get(deployments))
         .route("/api/v1/environments", get(environments))
@@ -372,18 +373,38 @@ impl crate::view::JourneyView {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
+use crate::pages::{age, esc};
 
-fn age(secs: i64) -> String {
-    let s = secs.max(0);
-    if s >= 86_400 {
-        format!("{}d {}h", s / 86_400, s % 86_400 / 3600)
-    } else if s >= 3600 {
-        format!("{}h {}m", s / 3600, s % 3600 / 60)
-    } else {
-        format!("{}m {}s", s / 60, s % 60)
+/// `/journeys/{sha}`: the commit's timeline as a page (the JSON stays at `/api/v1/journeys/{sha}`).
+async fn journey_page(State(s): State<Arc<Shared>>, Path(sha): Path<String>) -> Response {
+    let snap = s.snapshot();
+    let html = |code: StatusCode, body: String| {
+        (code, [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+    };
+    match find(&snap.derived, &sha) {
+        Ok(j) => {
+            let view = JourneyJson::from(j, &snap);
+            // The commits this one's builds took along: those whose journey names it as carrier.
+            let carried: Vec<(String, String)> = snap
+                .derived
+                .journeys
+                .iter()
+                .filter(|o| o.carried_by.as_deref() == Some(j.sha.as_str()))
+                .map(|o| (o.sha.clone(), o.subject.clone()))
+                .collect();
+            let trace = s.links.get().and_then(|l| l.trace_url(&view.trace_id));
+            html(StatusCode::OK, crate::pages::journey_page(&view, s.now(), &carried, trace.as_deref()))
+        }
+        Err((code, Json(e))) => {
+            let msg = e["error"].as_str().unwrap_or("not found").to_string();
+            html(
+                code,
+                crate::pages::page(
+                    "not found — deploy-journey",
+                    &format!("<h1>{}</h1><p><a href=\"/\">back to the overview</a></p>", esc(&msg)),
+                ),
+            )
+        }
     }
 }
 
@@ -392,15 +413,45 @@ fn age(secs: i64) -> String {
 async fn landing(State(s): State<Arc<Shared>>) -> Response {
     let snap = s.snapshot();
     let now = s.now();
+    let links = s.links.get();
+    let trace = |sha: &str| {
+        links
+            .and_then(|l| l.trace_url(&trace_id(sha)))
+            .map(|u| format!(" <a class=\"trace\" href=\"{}\">trace</a>", esc(&u)))
+            .unwrap_or_default()
+    };
     let mut h = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>deploy-journey</title>\
-         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;border-bottom:1px solid #ddd}\
-         .running{color:#06c}.failed{color:#c00}.pending,.waiting,.riding{color:#888}.stuck{color:#c00;font-weight:bold}</style></head><body>\
-         <h1>deploy-journey</h1><p>Every commit on the tracked branch, followed to its environment. \
+        "<h1>deploy-journey</h1><p>Every commit on the tracked branch, followed to its environment. \
          <a href=\"/metrics\">/metrics</a> · <a href=\"/api/v1/journeys?state=in_flight\">/api/v1/journeys</a> · \
          <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>",
     );
     h.push_str(&format!("<p>Repository <b>{}</b>; ready: {}</p>", esc(&snap.repository), s.is_ready()));
+    // What runs where: the newest commit deployed to each environment.
+    h.push_str("<h2>Environments</h2><table id=\"environments\"><tr><th>environment</th><th>runs</th><th>subject</th><th>deployed</th><th>lead time</th></tr>");
+    for env in snap.environments.iter() {
+        let newest = snap
+            .derived
+            .journeys
+            .iter()
+            .filter_map(|j| j.deployed_at.get(env).map(|t| (*t, j)))
+            .max_by_key(|(t, _)| *t);
+        match newest {
+            Some((t, j)) => h.push_str(&format!(
+                "<tr><td><b>{env}</b></td><td><a href=\"/journeys/{sha}\"><code>{short}</code></a>{trace}</td><td>{subj}</td>\
+                 <td>{when} ({ago} ago)</td><td>{lead}</td></tr>",
+                env = esc(env),
+                sha = esc(&j.sha),
+                short = esc(j.short()),
+                trace = trace(&j.sha),
+                subj = esc(&j.subject),
+                when = crate::pages::utc(t),
+                ago = age(now - t),
+                lead = j.lead_time(env).map(age).unwrap_or_default(),
+            )),
+            None => h.push_str(&format!("<tr><td><b>{}</b></td><td colspan=\"4\" class=\"muted\">nothing deployed in the history kept</td></tr>", esc(env))),
+        }
+    }
+    h.push_str("</table>");
     // Each stage's running builds, whatever commits they carry: a stage can be busy (or stuck)
     // with no commit in flight attached to it.
     h.push_str(
@@ -436,7 +487,7 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
         ));
     }
     h.push_str("</table>");
-    h.push_str("<h2>In flight</h2><table><tr><th>commit</th><th>subject</th><th>stage</th><th>state</th><th>age</th><th>waits for</th><th>builds</th></tr>");
+    h.push_str("<h2>In flight</h2><table><tr><th>commit</th><th>subject</th><th>stage</th><th>state</th><th>age</th><th class=\"hide-narrow\">timeline</th><th>waits for</th><th>builds</th></tr>");
     let mut n = 0;
     let incomplete = snap.derived.quality.incomplete;
     let incomplete_one = |j: &&Journey| j.outcome == crate::core::journey::Outcome::Incomplete;
@@ -457,8 +508,10 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
             None => ("-", j.outcome.as_str(), j.commit_time, String::new(), String::new()),
         };
         n += 1;
+        let mini = crate::pages::mini_timeline(&JourneyJson::from(j, &snap), now);
         h.push_str(&format!(
-            "<tr><td><a href=\"/api/v1/journeys/{sha}\"><code>{short}</code></a></td><td>{subj}</td><td>{stage}</td><td class=\"{state}\">{state}</td><td>{age}</td><td>{waits}</td><td>{builds}</td></tr>",
+            "<tr><td><a href=\"/journeys/{sha}\"><code>{short}</code></a>{trace}</td><td>{subj}</td><td>{stage}</td><td class=\"{state}\">{state}</td><td>{age}</td><td class=\"hide-narrow\">{mini}</td><td>{waits}</td><td>{builds}</td></tr>",
+            trace = trace(&j.sha),
             sha = esc(&j.sha),
             short = esc(j.short()),
             subj = esc(&j.subject),
@@ -469,7 +522,7 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
         ));
     }
     if n == 0 {
-        h.push_str("<tr><td colspan=\"7\">nothing in flight</td></tr>");
+        h.push_str("<tr><td colspan=\"8\">nothing in flight</td></tr>");
     }
     h.push_str(
         "</table><p><i>riding</i>: a <code>[ci skip]</code> or untracked commit; no stage builds it on its own, \
@@ -487,9 +540,11 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
     last.sort_by_key(|(_, t, _)| std::cmp::Reverse(*t));
     for (env, t, j) in last.into_iter().take(15) {
         h.push_str(&format!(
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{} ago</td></tr>",
+            "<tr><td>{}</td><td><a href=\"/journeys/{}\"><code>{}</code></a>{}</td><td>{}</td><td>{}</td><td>{} ago</td></tr>",
             esc(env),
+            esc(&j.sha),
             esc(j.short()),
+            trace(&j.sha),
             esc(&j.subject),
             j.lead_time(env).map(age).unwrap_or_default(),
             age(now - t)
@@ -509,6 +564,7 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
             ));
         }
     }
-    h.push_str("</table></body></html>");
-    ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], h).into_response()
+    h.push_str("</table>");
+    ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], crate::pages::page("deploy-journey", &h))
+        .into_response()
 }

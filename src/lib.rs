@@ -14,6 +14,7 @@ pub mod core;
 pub mod demo;
 pub mod http;
 pub mod memory;
+pub mod pages;
 pub mod retention;
 pub mod server;
 pub mod sim;

@@ -71,6 +71,8 @@ pub struct Shared {
     pub(crate) clock_origin: std::sync::OnceLock<(std::time::Instant, i64)>,
     /// `serve`'s poll interval (real time), for `/api/v1/status`.
     pub(crate) poll_interval: std::sync::OnceLock<std::time::Duration>,
+    /// Where the pages link a journey's trace (`links:` in the config).
+    pub(crate) links: std::sync::OnceLock<crate::pages::Links>,
 }
 
 pub(crate) type RenderedMetrics = (i64, bool, std::sync::Weak<Snapshot>, Arc<String>);
@@ -171,5 +173,8 @@ impl Shared {
     }
     pub fn set_basic_auth(&self, a: Arc<crate::webconfig::BasicAuth>) {
         let _ = self.basic_auth.set(a);
+    }
+    pub fn set_links(&self, l: crate::pages::Links) {
+        let _ = self.links.set(l);
     }
 }

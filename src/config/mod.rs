@@ -205,6 +205,8 @@ pub struct Config {
     pub server: crate::server::ServerLimits,
     /// `dora:` which environment DORA is about, the failure window, the SLO, hotfix rules.
     pub dora: crate::core::deployments::DoraConfig,
+    /// `links:` where the pages link a journey's trace (Grafana Explore on Tempo).
+    pub links: crate::pages::Links,
 }
 
 /// The `traces:` section. Traces are off unless it or `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`

@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub(super) traces: Option<RawTraces>,
     pub(super) server: Option<RawServer>,
     pub(super) dora: Option<RawDora>,
+    pub(super) links: Option<RawLinks>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +39,13 @@ pub(super) struct RawDora {
 pub(super) struct RawHotfix {
     pub(super) message_patterns: Option<Vec<String>>,
     pub(super) pr_labels: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping: grafana_url, tempo_datasource_uid")]
+pub(super) struct RawLinks {
+    pub(super) grafana_url: Option<String>,
+    pub(super) tempo_datasource_uid: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

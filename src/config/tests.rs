@@ -511,3 +511,24 @@ fn approval_and_the_dora_section() {
         &["stages[0].approval: only an environment stage has a gate; add environment: <name> or leave approval out"],
     );
 }
+
+#[test]
+fn links_need_a_grafana_url_and_a_tempo_uid_together() {
+    let with = |l: &str| format!("{MINIMAL}links: {l}\n");
+    check(&with("{ grafana_url: 'https://grafana.example.com/', tempo_datasource_uid: tempo }"), &[]);
+    let cfg =
+        parse(&with("{ grafana_url: 'https://g.example/', tempo_datasource_uid: tempo }"), "t.yaml", &no_env).unwrap();
+    let url = cfg.links.trace_url("0123456789abcdef0123456789abcdef").unwrap();
+    assert!(url.starts_with("https://g.example/explore?orgId=1&left="), "{url}");
+    assert!(url.contains("0123456789abcdef0123456789abcdef") && url.contains("%22uid%22%3A%22tempo%22"), "{url}");
+    assert_eq!(parse(MINIMAL, "t.yaml", &no_env).unwrap().links.trace_url("ab"), None);
+    check(
+        &with("{ grafana_url: 'grafana:3000', tempo_datasource_uid: t }"),
+        &["links.grafana_url: \"grafana:3000\" is not an http(s) URL"],
+    );
+    check(
+        &with("{ grafana_url: 'https://g.example' }"),
+        &["links.tempo_datasource_uid: is needed with links.grafana_url"],
+    );
+    check(&with("{ tempo_datasource_uid: t }"), &["links.grafana_url: is needed with links.tempo_datasource_uid"]);
+}

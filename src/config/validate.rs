@@ -261,6 +261,7 @@ impl Validator<'_> {
         let traces = self.traces(raw.traces.unwrap_or_default());
         let server = self.server(raw.server.unwrap_or_default());
         let dora = self.dora(raw.dora.unwrap_or_default(), &stages);
+        let links = self.links(raw.links.unwrap_or_default());
         Some(Config {
             origin: origin.to_string(),
             repository: repository?,
@@ -278,6 +279,7 @@ impl Validator<'_> {
             missing_secrets: vec![],
             server,
             dora,
+            links,
         })
     }
 
@@ -333,6 +335,23 @@ impl Validator<'_> {
             d.hotfix_labels = labels;
         }
         d
+    }
+
+    /// `links:`: a Grafana URL and its Tempo data source, both or neither.
+    fn links(&mut self, r: RawLinks) -> crate::pages::Links {
+        let grafana_url = r.grafana_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+        let grafana_url = grafana_url.map(|u| self.url("links.grafana_url", u)).filter(|u| !u.is_empty());
+        let uid = r.tempo_datasource_uid.as_deref().map(str::trim).filter(|u| !u.is_empty()).map(str::to_string);
+        match (&grafana_url, &uid) {
+            (Some(_), None) => {
+                self.problem("links.tempo_datasource_uid", "is needed with links.grafana_url".to_string())
+            }
+            (None, Some(_)) if r.grafana_url.is_none() => {
+                self.problem("links.grafana_url", "is needed with links.tempo_datasource_uid".to_string())
+            }
+            _ => {}
+        }
+        crate::pages::Links { grafana_url, tempo_datasource_uid: uid }
     }
 
     fn server(&mut self, r: RawServer) -> crate::server::ServerLimits {

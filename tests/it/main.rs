@@ -20,6 +20,7 @@ mod layering;
 mod limits;
 mod load;
 mod metrics;
+mod pages;
 mod pathspec;
 mod readme;
 mod restart;

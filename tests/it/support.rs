@@ -159,3 +159,37 @@ pub fn chromium_dom(url: &str) -> String {
 pub fn hrefs(dom: &str) -> Vec<String> {
     dom.split("href=\"").skip(1).filter_map(|s| s.split('"').next()).map(|s| s.replace("&amp;", "&")).collect()
 }
+
+/// A screenshot of `url` as Chromium renders it at `width`×`height`, kept under
+/// `target/artefacts/<name>.png` (CI keeps that folder); returns the file's path.
+pub fn chromium_screenshot(url: &str, name: &str, width: u32, height: u32) -> std::path::PathBuf {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Debian's chromium (scripts/test installs it)");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artefacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&file);
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("--screenshot={}", file.display()))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium screenshot {url}: {}", String::from_utf8_lossy(&out.stderr));
+    file
+}

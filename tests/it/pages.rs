@@ -1,0 +1,134 @@
+//! The pages a person reads, in a real browser: a commit's timeline (`/journeys/{sha}`) and the
+//! landing overview, served over a simulated run with a failed build and its rerun and a commit
+//! that rode in another's batch. Screenshots are kept under `target/artefacts/`.
+
+use std::sync::Arc;
+
+use deploy_journey::http::{Shared, Snapshot, routes};
+use deploy_journey::pages::{Links, age};
+
+use crate::journeys::run_scenario;
+use crate::support::{chromium_dom, chromium_screenshot, hrefs};
+
+async fn serve(r: &crate::journeys::Run, links: Links) -> String {
+    let shared = Arc::new(Shared::default());
+    shared.set_clock(Arc::new({
+        let sim = r.sim.clone();
+        move || sim.now()
+    }));
+    shared.set_links(links);
+    shared.publish(Snapshot {
+        etas: Default::default(),
+        derived: r.derived.clone(),
+        now: r.sim.now(),
+        environments: r.cfg.environments(),
+        repository: "GaloyMoney/lana-bank".into(),
+        repository_url: String::new(),
+        stage_builds: vec![],
+        baseline: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, routes(shared)).await;
+    });
+    url
+}
+
+/// Every `src=` and `href=` of a DOM: relative, or on one of `allowed` hosts.
+fn only_links_to(dom: &str, allowed: &[&str]) {
+    assert!(!dom.to_ascii_lowercase().contains("<script"), "a script in the page:\n{dom}");
+    let srcs: Vec<&str> = dom.split(" src=\"").skip(1).filter_map(|s| s.split('"').next()).collect();
+    assert!(srcs.is_empty(), "external assets {srcs:?}");
+    for h in hrefs(dom) {
+        assert!(h.starts_with('/') || allowed.iter().any(|a| h.starts_with(a)), "a link to another host: {h}\n{dom}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_page_shows_waits_work_reruns_and_batches_in_a_browser() {
+    let r = run_scenario("pages-rerun-batch.yaml", "lana").await;
+    let links =
+        Links { grafana_url: Some("https://grafana.example".into()), tempo_datasource_uid: Some("tempo".into()) };
+    let url = serve(&r, links).await;
+    let ci = r.cfg.concourse.url.clone();
+    // CI, GitHub (the commit) and Grafana: the only hosts a page may point at.
+    let allowed = [ci.as_str(), "https://github.com/GaloyMoney/lana-bank/commit/", "https://grafana.example/"];
+    let c = crate::support::client();
+    let (a, skip, next) = (&r.shas["a"], &r.shas["skip"], &r.shas["next"]);
+
+    // a: test-bats failed, then its rerun passed.
+    let json: serde_json::Value =
+        c.get(format!("{url}/api/v1/journeys/{a}")).send().await.unwrap().json().await.unwrap();
+    let dom = chromium_dom(&format!("{url}/journeys/{a}"));
+    only_links_to(&dom, &allowed);
+    // The stages in the JSON's order.
+    let names: Vec<String> =
+        json["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    let rows: Vec<&str> = dom.split("data-stage=\"").skip(1).filter_map(|s| s.split('"').next()).collect();
+    assert_eq!(rows, names, "stage rows out of order");
+    // Each stage's wait and work as the JSON has them.
+    for s in json["stages"].as_array().unwrap() {
+        if let (Some(w), Some(d)) = (s["wait_seconds"].as_i64(), s["duration_seconds"].as_i64()) {
+            let text = format!("waited {} · built {}", age(w), age(d));
+            assert!(dom.contains(&text), "{}: {text} not shown", s["name"]);
+        }
+    }
+    // Every attempt linked to the simulator's build page; the rerun and the failure shown.
+    let attempts: Vec<&serde_json::Value> =
+        json["stages"].as_array().unwrap().iter().flat_map(|s| s["attempts"].as_array().unwrap()).collect();
+    let bats: Vec<&&serde_json::Value> = attempts.iter().filter(|x| x["job"] == "test-bats").collect();
+    assert_eq!(bats.len(), 2, "the failed build and its rerun: {json}");
+    for x in &attempts {
+        let u = x["url"].as_str().unwrap();
+        assert!(u.starts_with(&ci), "{u} not on the simulator");
+        assert!(dom.contains(&format!("<a class=\"build\" href=\"{u}\">")), "attempt {u} not linked");
+    }
+    assert_eq!(bats[0]["status"], "failed");
+    assert!(dom.contains(&format!("rerun of build {}", bats[0]["build_id"])), "rerun not shown");
+    assert!(dom.contains("work attempt succeeded rerun"), "rerun bar not drawn");
+    let failed_url = bats[0]["url"].as_str().unwrap();
+    assert!(dom.contains(&format!("the log is on <a href=\"{failed_url}\">the build page</a>")), "failure not shown");
+    assert!(dom.contains("class=\"bar wait\"") && dom.contains("class=\"bar work"), "no wait/work bars");
+    assert!(dom.contains("<table id=\"stages\">"), "no table fallback");
+    // The trace in Grafana: Explore on Tempo for the first 32 hex digits.
+    assert!(hrefs(&dom).iter().any(|h| h.starts_with("https://grafana.example/explore?") && h.contains(&a[..32])));
+    let shot = chromium_screenshot(&format!("{url}/journeys/{a}"), "journey-rerun", 1280, 1800);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "{} is empty", shot.display());
+
+    // The skipped commit rode in next's batch; its hostile subject is text, not markup.
+    let dom = chromium_dom(&format!("{url}/journeys/{skip}"));
+    only_links_to(&dom, &allowed);
+    assert!(dom.contains(&format!("rode in the batch of <a href=\"/journeys/{next}\">")), "carrier not linked:\n{dom}");
+    assert!(
+        dom.contains("chore: &lt;script&gt;alert('x')&lt;/script&gt; &amp; \"tidy\""),
+        "subject not escaped:\n{dom}"
+    );
+    let dom = chromium_dom(&format!("{url}/journeys/{next}"));
+    assert!(
+        dom.contains(&format!("its builds carried along <a href=\"/journeys/{skip}\"")),
+        "batch not listed:\n{dom}"
+    );
+    chromium_screenshot(&format!("{url}/journeys/{skip}"), "journey-batched", 1280, 1800);
+    // Narrow screens still get the page (the notes column folds away).
+    chromium_screenshot(&format!("{url}/journeys/{a}"), "journey-narrow", 400, 1400);
+
+    // The landing page: what runs where, links to the commit pages.
+    let dom = chromium_dom(&format!("{url}/"));
+    only_links_to(&dom, &allowed);
+    assert!(dom.contains("<h2>Environments</h2>"), "{dom}");
+    let staging = dom.split("<td><b>staging</b></td>").nth(1).expect("a staging row");
+    assert!(
+        staging.starts_with(&format!("<td><a href=\"/journeys/{next}\"><code>{}</code></a>", &next[..7])),
+        "{staging}"
+    );
+    for sha in [a, next] {
+        assert!(hrefs(&dom).contains(&format!("/journeys/{sha}")), "no link to {sha}");
+    }
+    chromium_screenshot(&format!("{url}/"), "landing", 1280, 1800);
+
+    // A sha that is not one is a page that says so.
+    let r404 = c.get(format!("{url}/journeys/zz")).send().await.unwrap();
+    assert_eq!(r404.status(), 400);
+    assert!(r404.text().await.unwrap().contains("is not a commit sha"));
+}
