@@ -5,3 +5,4 @@ pub mod facts;
 pub mod journey;
 pub mod lineage;
 pub mod pathspec;
+pub mod premerge;

@@ -58,6 +58,7 @@ pub fn routes() -> Router<Arc<Sim>> {
             .route(&format!("{p}/pulls"), get(list_pulls))
             .route(&format!("{p}/pulls/{{number}}"), get(get_pull))
             .route(&format!("{p}/pulls/{{number}}/reviews"), get(list_reviews))
+            .route(&format!("{p}/pulls/{{number}}/commits"), get(list_pull_commits))
             .route(&format!("{p}/pulls/{{number}}/merge"), put(merge_pull));
     }
     r
@@ -1260,6 +1261,11 @@ async fn get_commit(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQue
         let doc = "commits/commits#get-a-commit";
         let repo = find_repo(w, &p, &cx.caller).ok_or_else(|| not_found(doc))?;
         let r = p.get("ref").map(String::as_str).unwrap_or("");
+        // `commits/{sha}/pulls` is its own endpoint on GitHub, matched before a ref with slashes;
+        // the router's wildcard takes both, so it is told apart here.
+        if let Some(sha) = r.strip_suffix("/pulls") {
+            return commit_pulls(cx, repo, sha);
+        }
         let c = resolve(repo, r)
             .ok_or_else(|| err(StatusCode::UNPROCESSABLE_ENTITY, format!("No commit found for SHA: {r}"), doc))?;
         let (per_page, page) = paging(&cx.query, COMMIT_FILES_PAGE, COMMIT_FILES_PAGE, "Commit", doc)?;
@@ -1360,6 +1366,65 @@ async fn compare(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQuery,
 
 fn find_pull<'a>(repo: &'a Repo, p: &HashMap<String, String>) -> Option<&'a PullRequest> {
     p.get("number").and_then(|n| n.parse::<u64>().ok()).and_then(|n| repo.pull(n))
+}
+
+/// The commits a pull request adds over its base, oldest first, as "List commits on a pull request".
+fn pull_commits<'a>(repo: &'a Repo, pr: &PullRequest) -> Vec<&'a Commit> {
+    let head = pr_head_sha(repo, pr);
+    let base = pr_base_sha(repo, pr);
+    let stop = merge_base(repo, &base, &head).map(|c| c.sha.clone()).unwrap_or_default();
+    let mut v = commits_until(repo, &head, &stop);
+    v.reverse();
+    v.truncate(PULL_COMMITS_MAX);
+    v
+}
+
+/// GitHub lists at most this many commits of a pull request.
+const PULL_COMMITS_MAX: usize = 250;
+
+/// "List pull requests associated with a commit": on the default branch, the merged PR that
+/// introduced it (its merge commit); elsewhere only open PRs whose commits include it.
+fn commit_pulls(cx: &Cx, repo: &Repo, sha: &str) -> R {
+    let doc = "commits/commits#list-pull-requests-associated-with-a-commit";
+    let c = resolve(repo, sha)
+        .ok_or_else(|| err(StatusCode::UNPROCESSABLE_ENTITY, format!("No commit found for SHA: {sha}"), doc))?;
+    let (per_page, page) = paging(&cx.query, 30, 100, "PullRequest", doc)?;
+    let on_default = repo.position(&repo.default_branch, &c.sha).is_some();
+    let pulls: Vec<&PullRequest> = repo
+        .pulls
+        .iter()
+        .filter(|pr| {
+            if on_default {
+                pr.merge_commit_sha.as_deref() == Some(c.sha.as_str())
+            } else {
+                pr.is_open() && pull_commits(repo, pr).iter().any(|pc| pc.sha == c.sha)
+            }
+        })
+        .collect();
+    let (range, last) = page_range(pulls.len(), per_page, page);
+    let body: Vec<Value> = pulls[range].iter().map(|pr| pull_json(&cx.base, repo, pr, false)).collect();
+    let link = link_header(&repo_link(cx, repo, &format!("/commits/{}/pulls", c.sha)), &cx.query.raw, page, last);
+    Ok(Reply::ok(Value::Array(body)).with_link(link))
+}
+
+async fn list_pull_commits(
+    State(sim): State<Arc<Sim>>,
+    Path(p): P,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    run(&sim, &headers, q, Kind::Read, |cx, w| {
+        let doc = "pulls/pulls#list-commits-on-a-pull-request";
+        let repo = find_repo(w, &p, &cx.caller).ok_or_else(|| not_found(doc))?;
+        let pr = find_pull(repo, &p).ok_or_else(|| not_found(doc))?;
+        let (per_page, page) = paging(&cx.query, 30, 100, "Commit", doc)?;
+        let all = pull_commits(repo, pr);
+        let (range, last) = page_range(all.len(), per_page, page);
+        let body: Vec<Value> = all[range].iter().map(|c| commit_json(&cx.base, repo, c)).collect();
+        let link =
+            link_header(&repo_link(cx, repo, &format!("/pulls/{}/commits", pr.number)), &cx.query.raw, page, last);
+        Ok(Reply::ok(Value::Array(body)).with_link(link))
+    })
 }
 
 async fn list_pulls(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {

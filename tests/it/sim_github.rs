@@ -570,3 +570,96 @@ async fn push_webhook_is_delivered_signed() {
     assert_eq!(v["commits"][0]["modified"], json!(["core/hooked.rs"]));
     assert!(v["commits"][0]["timestamp"].is_string());
 }
+
+/// The pre-merge endpoints: a commit's pull requests (open ones for a branch commit, the merged
+/// one for its squash commit on main, none for a direct push) and a pull request's commits.
+#[tokio::test]
+async fn commit_pulls_and_pull_commits_follow_githubs_rules() {
+    let ts = spawn_sim("lana", 3).await;
+    set_tokens(&ts, &["ghp_merger"]);
+    let direct = main_history(&ts)[0].clone();
+    let now = ts.sim.now();
+    ts.sim.with_world(|w| {
+        for (i, m) in ["feat: y part 1", "feat: y part 2"].iter().enumerate() {
+            let spec = CommitSpec {
+                message: (*m).into(),
+                files: vec![format!("core/y{i}.rs")],
+                author: alice(),
+                author_date: None,
+            };
+            w.schedule_action(now, Action::Commit { repo: REPO.into(), branch: "feature-y".into(), spec });
+        }
+        w.schedule_action(
+            now,
+            Action::OpenPull {
+                repo: REPO.into(),
+                number_hint: None,
+                title: "Add y".into(),
+                head: "feature-y".into(),
+                files: vec!["core/y0.rs".into(), "core/y1.rs".into()],
+                author: "alice".into(),
+            },
+        );
+    });
+    ts.step(1);
+    let head = ts.sim.with_world(|w| w.repo(REPO).and_then(|r| r.head("feature-y").cloned())).expect("feature head");
+    let first = ts
+        .sim
+        .with_world(|w| w.repo(REPO).and_then(|r| r.commits.get(&head).and_then(|c| c.parent.clone())))
+        .expect("first commit");
+    let pulls_of = |sha: String| {
+        let ts = &ts;
+        async move {
+            let r = get_auth(ts, &format!("/repos/{REPO}/commits/{sha}/pulls"), "ghp_merger").await;
+            assert_eq!(r.status(), 200, "commits/{sha}/pulls");
+            r.json::<Vec<Value>>().await.expect("json")
+        }
+    };
+
+    let open = pulls_of(head.clone()).await;
+    assert_eq!(open.len(), 1, "the open PR whose commits include the branch head");
+    let n = open[0]["number"].as_u64().expect("number");
+    assert_eq!(open[0]["state"], "open");
+    assert_eq!(open[0]["head"]["sha"], head.as_str());
+    assert!(open[0].get("merged").is_none(), "pull-request-simple, not the full pull request");
+    assert_eq!(pulls_of(first.clone()).await.len(), 1, "the PR's first commit too");
+    assert!(pulls_of(direct.clone()).await.is_empty(), "a commit pushed straight to main has no PR");
+
+    let r = get_auth(&ts, &format!("/repos/{REPO}/pulls/{n}/commits"), "ghp_merger").await;
+    assert_eq!(r.status(), 200);
+    let commits: Vec<Value> = r.json().await.expect("json");
+    let shas: Vec<&str> = commits.iter().filter_map(|c| c["sha"].as_str()).collect();
+    assert_eq!(shas, [first.as_str(), head.as_str()], "oldest first, only what the PR adds");
+    assert_eq!(commits[0]["commit"]["message"], "feat: y part 1");
+    for c in &commits {
+        assert_commit_shape(c);
+    }
+    let r = get_auth(&ts, &format!("/repos/{REPO}/pulls/{n}/commits?per_page=1"), "ghp_merger").await;
+    assert!(link(&r, "next").is_some_and(|l| l.contains("page=2")), "paginated like every list");
+    assert_eq!(get_auth(&ts, &format!("/repos/{REPO}/pulls/99999/commits"), "ghp_merger").await.status(), 404);
+
+    let now = ts.sim.now();
+    ts.sim.with_world(|w| {
+        w.schedule_action(
+            now,
+            Action::Review { repo: REPO.into(), number: n, user: "bob".into(), state: ReviewState::Approved },
+        )
+    });
+    ts.step(1);
+    let merge_url = format!("{}/repos/{REPO}/pulls/{n}/merge", ts.url);
+    let r = ts.client.put(&merge_url).bearer_auth("ghp_merger").json(&json!({"merge_method": "squash"})).send();
+    let m: Value = r.await.expect("merge").json().await.expect("json");
+    let squash = m["sha"].as_str().expect("sha").to_string();
+
+    let merged = pulls_of(squash.clone()).await;
+    assert_eq!(merged.len(), 1, "the merged PR that introduced the squash commit");
+    assert_eq!(merged[0]["number"], n);
+    assert_eq!(merged[0]["merge_commit_sha"], squash.as_str());
+    assert!(merged[0]["merged_at"].is_string());
+    assert!(pulls_of(head.clone()).await.is_empty(), "off main, only open PRs are listed");
+    let commits: Vec<Value> =
+        get_auth(&ts, &format!("/repos/{REPO}/pulls/{n}/commits"), "ghp_merger").await.json().await.expect("json");
+    assert_eq!(commits.len(), 2, "a merged PR keeps its commits");
+    let r = get_auth(&ts, &format!("/repos/{REPO}/commits/{}/pulls", "f".repeat(40)), "ghp_merger").await;
+    assert_eq!(r.status(), 422);
+}
