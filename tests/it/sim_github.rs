@@ -663,3 +663,118 @@ async fn commit_pulls_and_pull_commits_follow_githubs_rules() {
     let r = get_auth(&ts, &format!("/repos/{REPO}/commits/{}/pulls", "f".repeat(40)), "ghp_merger").await;
     assert_eq!(r.status(), 422);
 }
+
+/// GitHub Actions on pull requests: `actions/runs?head_sha=` lists each workflow's run at its
+/// latest attempt in `workflow-run`'s shape, a failed run re-run by hand is `run_attempt` 2 of the
+/// same run id, and `runs/{id}/jobs?filter=all` shows both attempts' jobs.
+#[tokio::test]
+async fn actions_runs_on_pull_request_heads_with_reruns() {
+    let ts = spawn_sim("lana", 3).await;
+    set_tokens(&ts, &["ghp_ci"]);
+    let now = ts.sim.now();
+    let branches: Vec<String> = (0..12).map(|i| format!("feature-ci-{i}")).collect();
+    ts.sim.with_world(|w| {
+        for (i, b) in branches.iter().enumerate() {
+            let spec = CommitSpec {
+                message: format!("feat: ci {i}"),
+                files: vec![format!("core/ci{i}.rs")],
+                author: alice(),
+                author_date: None,
+            };
+            w.schedule_action(now, Action::Commit { repo: REPO.into(), branch: b.clone(), spec });
+            w.schedule_action(
+                now,
+                Action::OpenPull {
+                    repo: REPO.into(),
+                    number_hint: None,
+                    title: format!("CI {i}"),
+                    head: b.clone(),
+                    files: vec![format!("core/ci{i}.rs")],
+                    author: "alice".into(),
+                },
+            );
+        }
+    });
+    ts.step(1);
+    let heads: Vec<String> = ts.sim.with_world(|w| {
+        let r = w.repo(REPO).expect("repo");
+        branches.iter().map(|b| r.head(b).cloned().expect("head")).collect()
+    });
+    let runs_of = |sha: String| {
+        let ts = &ts;
+        async move {
+            let r = get_auth(ts, &format!("/repos/{REPO}/actions/runs?head_sha={sha}"), "ghp_ci").await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let early = runs_of(heads[0].clone()).await;
+    assert_eq!(early["total_count"], 2, "one run per pull_request workflow: {early}");
+    for run in early["workflow_runs"].as_array().expect("runs") {
+        assert_eq!(run["head_sha"], heads[0].as_str());
+        assert_eq!(run["event"], "pull_request");
+        assert_eq!(run["run_attempt"], 1);
+        assert!(run["conclusion"].is_null(), "not finished yet: {run}");
+        assert!(["queued", "in_progress"].contains(&run["status"].as_str().unwrap_or("")));
+    }
+
+    ts.step(3 * 3600);
+    let mut reruns = 0;
+    for head in &heads {
+        let body = runs_of(head.clone()).await;
+        let runs = body["workflow_runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 2);
+        for run in runs {
+            for k in ["id", "run_number", "workflow_id", "check_suite_id"] {
+                assert!(run[k].is_u64(), "{k}: {run}");
+            }
+            for k in ["name", "node_id", "head_branch", "path", "display_title", "url", "html_url", "jobs_url"] {
+                assert!(is_str(&run[k]), "{k}: {run}");
+            }
+            for k in ["created_at", "updated_at", "run_started_at"] {
+                assert!(run[k].as_str().is_some_and(|t| t.ends_with('Z')), "{k}: {run}");
+            }
+            assert_eq!(run["status"], "completed");
+            assert_eq!(run["conclusion"], "success", "the last attempt passes");
+            assert_eq!(run["head_commit"]["id"], head.as_str());
+            assert_eq!(run["repository"]["full_name"], REPO);
+            assert!(run["pull_requests"][0]["number"].is_u64());
+            assert_user(&run["actor"], "alice");
+            let id = run["id"].as_u64().expect("id");
+            let jobs: Value = get_auth(&ts, &format!("/repos/{REPO}/actions/runs/{id}/jobs?filter=all"), "ghp_ci")
+                .await
+                .json()
+                .await
+                .expect("json");
+            let attempts: Vec<u64> =
+                jobs["jobs"].as_array().expect("jobs").iter().filter_map(|j| j["run_attempt"].as_u64()).collect();
+            if run["run_attempt"] == 2 {
+                reruns += 1;
+                assert!(
+                    run["previous_attempt_url"].as_str().is_some_and(|u| u.ends_with(&format!("/{id}/attempts/1")))
+                );
+                assert_eq!(attempts, [2, 1], "newest attempt first");
+                assert_eq!(jobs["jobs"][1]["conclusion"], "failure", "the attempt that was re-run failed");
+                let t = |j: &Value, k: &str| j[k].as_str().map(str::to_string).expect(k);
+                assert!(t(&jobs["jobs"][1], "completed_at") < t(&jobs["jobs"][0], "started_at"));
+            } else {
+                assert_eq!(run["run_attempt"], 1);
+                assert!(run["previous_attempt_url"].is_null());
+                assert_eq!(attempts, [1]);
+            }
+            let latest: Value = get_auth(&ts, &format!("/repos/{REPO}/actions/runs/{id}/jobs"), "ghp_ci")
+                .await
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(latest["total_count"], 1, "filter=latest is the default");
+            assert_eq!(latest["jobs"][0]["run_attempt"], run["run_attempt"]);
+            assert_eq!(latest["jobs"][0]["head_sha"], head.as_str());
+        }
+    }
+    assert!(reruns > 0, "the workload re-runs some failed runs");
+    let none = runs_of(main_history(&ts)[0].clone()).await;
+    assert_eq!(none["total_count"], 0, "a direct push to main runs no pull_request workflow");
+    let r = get_auth(&ts, &format!("/repos/{REPO}/actions/runs/1/jobs"), "ghp_ci").await;
+    assert_eq!(r.status(), 404);
+}
