@@ -8,3 +8,4 @@ pub mod incremental;
 pub mod journey;
 pub mod lineage;
 pub mod pathspec;
+pub mod premerge;

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::Sim;
 use super::engine::{PushEvent, World, fnv, rfc3339};
-use super::model::{Commit, FileChange, Person, PullRequest, Repo, Review, ReviewState};
+use super::model::{Commit, FileChange, Person, PullRequest, Repo, Review, ReviewState, WorkflowRun};
 
 const HTML: &str = "https://github.com";
 const DOCS: &str = "https://docs.github.com/rest";
@@ -58,6 +58,9 @@ pub fn routes() -> Router<Arc<Sim>> {
             .route(&format!("{p}/pulls"), get(list_pulls))
             .route(&format!("{p}/pulls/{{number}}"), get(get_pull))
             .route(&format!("{p}/pulls/{{number}}/reviews"), get(list_reviews))
+            .route(&format!("{p}/pulls/{{number}}/commits"), get(list_pull_commits))
+            .route(&format!("{p}/actions/runs"), get(list_runs))
+            .route(&format!("{p}/actions/runs/{{run_id}}/jobs"), get(list_run_jobs))
             .route(&format!("{p}/pulls/{{number}}/merge"), put(merge_pull));
     }
     r
@@ -1260,6 +1263,11 @@ async fn get_commit(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQue
         let doc = "commits/commits#get-a-commit";
         let repo = find_repo(w, &p, &cx.caller).ok_or_else(|| not_found(doc))?;
         let r = p.get("ref").map(String::as_str).unwrap_or("");
+        // `commits/{sha}/pulls` is its own endpoint on GitHub, matched before a ref with slashes;
+        // the router's wildcard takes both, so it is told apart here.
+        if let Some(sha) = r.strip_suffix("/pulls") {
+            return commit_pulls(cx, repo, sha);
+        }
         let c = resolve(repo, r)
             .ok_or_else(|| err(StatusCode::UNPROCESSABLE_ENTITY, format!("No commit found for SHA: {r}"), doc))?;
         let (per_page, page) = paging(&cx.query, COMMIT_FILES_PAGE, COMMIT_FILES_PAGE, "Commit", doc)?;
@@ -1360,6 +1368,308 @@ async fn compare(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQuery,
 
 fn find_pull<'a>(repo: &'a Repo, p: &HashMap<String, String>) -> Option<&'a PullRequest> {
     p.get("number").and_then(|n| n.parse::<u64>().ok()).and_then(|n| repo.pull(n))
+}
+
+/// The commits a pull request adds over its base, oldest first, as "List commits on a pull request".
+fn pull_commits<'a>(repo: &'a Repo, pr: &PullRequest) -> Vec<&'a Commit> {
+    let head = pr_head_sha(repo, pr);
+    let base = pr_base_sha(repo, pr);
+    let stop = merge_base(repo, &base, &head).map(|c| c.sha.clone()).unwrap_or_default();
+    let mut v = commits_until(repo, &head, &stop);
+    v.reverse();
+    v.truncate(PULL_COMMITS_MAX);
+    v
+}
+
+/// GitHub lists at most this many commits of a pull request.
+const PULL_COMMITS_MAX: usize = 250;
+
+/// "List pull requests associated with a commit": on the default branch, the merged PR that
+/// introduced it (its merge commit); elsewhere only open PRs whose commits include it.
+fn commit_pulls(cx: &Cx, repo: &Repo, sha: &str) -> R {
+    let doc = "commits/commits#list-pull-requests-associated-with-a-commit";
+    let c = resolve(repo, sha)
+        .ok_or_else(|| err(StatusCode::UNPROCESSABLE_ENTITY, format!("No commit found for SHA: {sha}"), doc))?;
+    let (per_page, page) = paging(&cx.query, 30, 100, "PullRequest", doc)?;
+    let on_default = repo.position(&repo.default_branch, &c.sha).is_some();
+    let pulls: Vec<&PullRequest> = repo
+        .pulls
+        .iter()
+        .filter(|pr| {
+            if on_default {
+                pr.merge_commit_sha.as_deref() == Some(c.sha.as_str())
+            } else {
+                pr.is_open() && pull_commits(repo, pr).iter().any(|pc| pc.sha == c.sha)
+            }
+        })
+        .collect();
+    let (range, last) = page_range(pulls.len(), per_page, page);
+    let body: Vec<Value> = pulls[range].iter().map(|pr| pull_json(&cx.base, repo, pr, false)).collect();
+    let link = link_header(&repo_link(cx, repo, &format!("/commits/{}/pulls", c.sha)), &cx.query.raw, page, last);
+    Ok(Reply::ok(Value::Array(body)).with_link(link))
+}
+
+async fn list_pull_commits(
+    State(sim): State<Arc<Sim>>,
+    Path(p): P,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    run(&sim, &headers, q, Kind::Read, |cx, w| {
+        let doc = "pulls/pulls#list-commits-on-a-pull-request";
+        let repo = find_repo(w, &p, &cx.caller).ok_or_else(|| not_found(doc))?;
+        let pr = find_pull(repo, &p).ok_or_else(|| not_found(doc))?;
+        let (per_page, page) = paging(&cx.query, 30, 100, "Commit", doc)?;
+        let all = pull_commits(repo, pr);
+        let (range, last) = page_range(all.len(), per_page, page);
+        let body: Vec<Value> = all[range].iter().map(|c| commit_json(&cx.base, repo, c)).collect();
+        let link =
+            link_header(&repo_link(cx, repo, &format!("/pulls/{}/commits", pr.number)), &cx.query.raw, page, last);
+        Ok(Reply::ok(Value::Array(body)).with_link(link))
+    })
+}
+
+// ============================================================================ GitHub Actions
+
+/// lana-bank's `pull_request` workflows the model runs: (name, path, typical minutes).
+const PR_WORKFLOWS: [(&str, &str, i64); 2] =
+    [("Nextest Tests", ".github/workflows/nextest.yml", 14), ("Check Code", ".github/workflows/check-code.yml", 6)];
+
+/// The Actions runs of every pull request, as GitHub would have recorded them by `now`.
+/// A workflow runs when a PR is opened (on its head then) and on each later push to its branch;
+/// commits pushed together trigger one run, on the newest. About one run in six fails and is
+/// re-run by hand a few minutes later (attempt 2, which passes). Deterministic in the shas.
+pub fn workflow_runs(repo: &Repo, now: i64) -> Vec<WorkflowRun> {
+    let mut out = vec![];
+    for pr in &repo.pulls {
+        let commits = pull_commits(repo, pr);
+        let end = pr.closed_at.unwrap_or(i64::MAX);
+        for (i, c) in commits.iter().enumerate() {
+            let trigger = c.committer_date.max(pr.created_at);
+            let superseded = commits.get(i + 1).is_some_and(|n| n.committer_date.max(pr.created_at) <= trigger);
+            if superseded || trigger > end {
+                continue;
+            }
+            for (w, path, minutes) in PR_WORKFLOWS {
+                let h = fnv(&format!("run\0{}\0{}\0{w}", repo.full_name(), c.sha));
+                let id = h % 9_000_000_000 + 10_000_000_000;
+                let queued = 5 + (h >> 8) as i64 % 40;
+                let took = minutes * 60 + (h >> 16) as i64 % (minutes * 30);
+                let fails = (h >> 32).is_multiple_of(6);
+                let first = WorkflowRun {
+                    id,
+                    workflow: w,
+                    path,
+                    pr: pr.number,
+                    head_sha: c.sha.clone(),
+                    head_branch: pr.head_ref.clone(),
+                    attempt: 1,
+                    created_at: trigger,
+                    started_at: trigger + queued,
+                    completed_at: trigger + queued + took,
+                    success: !fails,
+                };
+                let rerun = fails.then(|| {
+                    let at = first.completed_at + 120 + (h >> 40) as i64 % 600;
+                    WorkflowRun {
+                        attempt: 2,
+                        created_at: at,
+                        started_at: at + queued,
+                        completed_at: at + queued + took,
+                        success: true,
+                        ..first.clone()
+                    }
+                });
+                out.extend(std::iter::once(first).chain(rerun).filter(|r| r.created_at <= now));
+            }
+        }
+    }
+    out
+}
+
+/// Run numbers count a workflow's runs in creation order.
+fn run_number(all: &[WorkflowRun], run: &WorkflowRun) -> usize {
+    all.iter()
+        .filter(|r| r.attempt == 1 && r.workflow == run.workflow && (r.created_at, r.id) <= (run.created_at, run.id))
+        .count()
+}
+
+fn workflow_id(path: &str) -> u64 {
+    fnv(&format!("workflow\0{path}")) % 90_000_000 + 10_000_000
+}
+
+fn run_json(base: &str, repo: &Repo, all: &[WorkflowRun], r: &WorkflowRun, now: i64) -> Value {
+    let name = repo.full_name();
+    let api = format!("{base}/repos/{name}");
+    let url = format!("{api}/actions/runs/{}", r.id);
+    let status = r.status(now);
+    let conclusion = match status {
+        "completed" if r.success => json!("success"),
+        "completed" => json!("failure"),
+        _ => Value::Null,
+    };
+    let updated = if status == "completed" {
+        r.completed_at
+    } else if status == "in_progress" {
+        r.started_at
+    } else {
+        r.created_at
+    };
+    let commit = repo.commits.get(&r.head_sha);
+    let head_commit = commit.map_or(Value::Null, |c| {
+        json!({
+            "id": c.sha, "tree_id": tree_sha(&c.sha), "message": c.message, "timestamp": rfc3339(c.committer_date),
+            "author": {"name": c.author.name, "email": c.author.email},
+            "committer": {"name": c.committer.name, "email": c.committer.email},
+        })
+    });
+    let pr = repo.pull(r.pr);
+    let actor = pr.map_or(Value::Null, |p| user_json(base, &p.user, login_kind(&p.user)));
+    let minimal_repo = json!({"id": repo_id(&name), "url": api, "name": repo.name});
+    let pulls = pr.filter(|p| p.is_open() || p.merged()).map(|p| {
+        json!([{
+            "id": pull_id(repo, p.number), "number": p.number, "url": format!("{api}/pulls/{}", p.number),
+            "head": {"ref": p.head_ref, "sha": r.head_sha, "repo": minimal_repo},
+            "base": {"ref": p.base_ref, "sha": pr_base_sha(repo, p), "repo": minimal_repo},
+        }])
+    });
+    let suite = fnv(&format!("suite\0{}\0{}", r.id, r.attempt)) % 9_000_000_000 + 10_000_000_000;
+    let wid = workflow_id(r.path);
+    let mut v = json!({
+        "id": r.id,
+        "name": r.workflow,
+        "node_id": node_id("WorkflowRun", r.id),
+        "check_suite_id": suite,
+        "check_suite_node_id": node_id("CheckSuite", suite),
+        "head_branch": r.head_branch,
+        "head_sha": r.head_sha,
+        "path": r.path,
+        "display_title": pr.map_or(r.workflow.to_string(), |p| p.title.clone()),
+        "run_number": run_number(all, r),
+        "event": "pull_request",
+        "status": status,
+        "conclusion": conclusion,
+        "workflow_id": wid,
+        "url": url,
+        "html_url": format!("{HTML}/{name}/actions/runs/{}", r.id),
+        "pull_requests": pulls.unwrap_or_else(|| json!([])),
+        "created_at": rfc3339(r.created_at),
+        "updated_at": rfc3339(updated),
+        "actor": actor,
+        "run_attempt": r.attempt,
+        "referenced_workflows": [],
+        "run_started_at": rfc3339(r.started_at),
+        "triggering_actor": actor,
+    });
+    v["jobs_url"] = json!(format!("{url}/jobs"));
+    v["logs_url"] = json!(format!("{url}/logs"));
+    v["check_suite_url"] = json!(format!("{api}/check-suites/{suite}"));
+    v["artifacts_url"] = json!(format!("{url}/artifacts"));
+    v["cancel_url"] = json!(format!("{url}/cancel"));
+    v["rerun_url"] = json!(format!("{url}/rerun"));
+    v["previous_attempt_url"] =
+        if r.attempt > 1 { json!(format!("{url}/attempts/{}", r.attempt - 1)) } else { Value::Null };
+    v["workflow_url"] = json!(format!("{api}/actions/workflows/{wid}"));
+    v["head_commit"] = head_commit;
+    v["repository"] = repo_json(base, repo);
+    v["head_repository"] = repo_json(base, repo);
+    v
+}
+
+/// One job per workflow (`job` in GitHub's OpenAPI description), for the given attempt.
+fn job_json(base: &str, repo: &Repo, r: &WorkflowRun, now: i64) -> Value {
+    let name = repo.full_name();
+    let api = format!("{base}/repos/{name}");
+    let id = fnv(&format!("job\0{}\0{}", r.id, r.attempt)) % 90_000_000_000 + 10_000_000_000;
+    let status = r.status(now);
+    let done = status == "completed";
+    let conclusion = match (done, r.success) {
+        (true, true) => json!("success"),
+        (true, false) => json!("failure"),
+        _ => Value::Null,
+    };
+    let job_name = if r.workflow == "Nextest Tests" { "Cargo Nextest Tests" } else { "check-code" };
+    json!({
+        "id": id,
+        "run_id": r.id,
+        "run_url": format!("{api}/actions/runs/{}", r.id),
+        "run_attempt": r.attempt,
+        "node_id": node_id("CheckRun", id),
+        "head_sha": r.head_sha,
+        "url": format!("{api}/actions/jobs/{id}"),
+        "html_url": format!("{HTML}/{name}/actions/runs/{}/job/{id}", r.id),
+        "status": status,
+        "conclusion": conclusion,
+        "created_at": rfc3339(r.created_at),
+        "started_at": rfc3339(r.started_at),
+        "completed_at": if done { json!(rfc3339(r.completed_at)) } else { Value::Null },
+        "name": job_name,
+        "steps": [],
+        "check_run_url": format!("{api}/check-runs/{id}"),
+        "labels": ["ubuntu-latest"],
+        "runner_id": if status == "queued" { Value::Null } else { json!(fnv(&format!("runner\0{id}")) % 1000 + 1) },
+        "runner_name": if status == "queued" { Value::Null } else { json!("GitHub Actions") },
+        "runner_group_id": if status == "queued" { Value::Null } else { json!(0) },
+        "runner_group_name": if status == "queued" { Value::Null } else { json!("GitHub Actions") },
+        "workflow_name": r.workflow,
+        "head_branch": r.head_branch,
+    })
+}
+
+/// "List workflow runs for a repository": newest first, each run at its latest attempt, filtered
+/// by `head_sha`, `branch`, `event` and `status` (a status or a conclusion).
+async fn list_runs(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    run(&sim, &headers, q, Kind::Read, |cx, w| {
+        let doc = "actions/workflow-runs#list-workflow-runs-for-a-repository";
+        let now = w.now;
+        let repo = find_repo(w, &p, &cx.caller).ok_or_else(|| not_found(doc))?;
+        let (per_page, page) = paging(&cx.query, 30, 100, "WorkflowRun", doc)?;
+        let all = workflow_runs(repo, now);
+        let latest = |r: &&WorkflowRun| !all.iter().any(|o| o.id == r.id && o.attempt > r.attempt);
+        let q = |k: &str| cx.query.get(k).filter(|s| !s.is_empty());
+        let status_ok = |r: &WorkflowRun| {
+            q("status").is_none_or(|s| {
+                let st = r.status(now);
+                s == st || (st == "completed" && s == if r.success { "success" } else { "failure" })
+            })
+        };
+        let mut runs: Vec<&WorkflowRun> = all
+            .iter()
+            .filter(latest)
+            .filter(|r| q("head_sha").is_none_or(|s| s.eq_ignore_ascii_case(&r.head_sha)))
+            .filter(|r| q("branch").is_none_or(|b| b == r.head_branch))
+            .filter(|_| q("event").is_none_or(|e| e == "pull_request"))
+            .filter(|r| status_ok(r))
+            .collect();
+        runs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        let (range, last) = page_range(runs.len(), per_page, page);
+        let body: Vec<Value> = runs[range].iter().map(|r| run_json(&cx.base, repo, &all, r, now)).collect();
+        let link = link_header(&repo_link(cx, repo, "/actions/runs"), &cx.query.raw, page, last);
+        Ok(Reply::ok(json!({"total_count": runs.len(), "workflow_runs": body})).with_link(link))
+    })
+}
+
+/// "List jobs for a workflow run": the latest attempt's jobs, or every attempt's with `filter=all`.
+async fn list_run_jobs(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    run(&sim, &headers, q, Kind::Read, |cx, w| {
+        let doc = "actions/workflow-jobs#list-jobs-for-a-workflow-run";
+        let now = w.now;
+        let repo = find_repo(w, &p, &cx.caller).ok_or_else(|| not_found(doc))?;
+        let id: u64 = p.get("run_id").and_then(|s| s.parse().ok()).ok_or_else(|| not_found(doc))?;
+        let (per_page, page) = paging(&cx.query, 30, 100, "Job", doc)?;
+        let mut attempts: Vec<WorkflowRun> = workflow_runs(repo, now).into_iter().filter(|r| r.id == id).collect();
+        let max = attempts.iter().map(|r| r.attempt).max().ok_or_else(|| not_found(doc))?;
+        match cx.query.get("filter").filter(|s| !s.is_empty()).unwrap_or("latest") {
+            "latest" => attempts.retain(|r| r.attempt == max),
+            "all" => {}
+            _ => return Err(validation_failed("Job", "filter", doc)),
+        }
+        attempts.sort_by_key(|r| std::cmp::Reverse(r.attempt));
+        let (range, last) = page_range(attempts.len(), per_page, page);
+        let body: Vec<Value> = attempts[range].iter().map(|r| job_json(&cx.base, repo, r, now)).collect();
+        let link = link_header(&repo_link(cx, repo, &format!("/actions/runs/{id}/jobs")), &cx.query.raw, page, last);
+        Ok(Reply::ok(json!({"total_count": attempts.len(), "jobs": body})).with_link(link))
+    })
 }
 
 async fn list_pulls(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {

@@ -369,3 +369,34 @@ impl Concourse {
         self.tokens.get(token).filter(|(_, exp)| *exp > now).map(|(u, _)| u.as_str())
     }
 }
+
+/// One attempt of a GitHub Actions workflow run (`workflow-run` in GitHub's OpenAPI description).
+/// lana-bank's PR workflows run on `pull_request`; a failed attempt is sometimes re-run
+/// (`run_attempt` 2, same run id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowRun {
+    pub id: u64,
+    pub workflow: &'static str,
+    pub path: &'static str,
+    pub pr: u64,
+    pub head_sha: Sha,
+    pub head_branch: String,
+    pub attempt: u32,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub completed_at: i64,
+    pub success: bool,
+}
+
+impl WorkflowRun {
+    /// `queued`, `in_progress` or `completed` at virtual time `now`.
+    pub fn status(&self, now: i64) -> &'static str {
+        if now >= self.completed_at {
+            "completed"
+        } else if now >= self.started_at {
+            "in_progress"
+        } else {
+            "queued"
+        }
+    }
+}

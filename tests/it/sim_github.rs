@@ -570,3 +570,211 @@ async fn push_webhook_is_delivered_signed() {
     assert_eq!(v["commits"][0]["modified"], json!(["core/hooked.rs"]));
     assert!(v["commits"][0]["timestamp"].is_string());
 }
+
+/// The pre-merge endpoints: a commit's pull requests (open ones for a branch commit, the merged
+/// one for its squash commit on main, none for a direct push) and a pull request's commits.
+#[tokio::test]
+async fn commit_pulls_and_pull_commits_follow_githubs_rules() {
+    let ts = spawn_sim("lana", 3).await;
+    set_tokens(&ts, &["ghp_merger"]);
+    let direct = main_history(&ts)[0].clone();
+    let now = ts.sim.now();
+    ts.sim.with_world(|w| {
+        for (i, m) in ["feat: y part 1", "feat: y part 2"].iter().enumerate() {
+            let spec = CommitSpec {
+                message: (*m).into(),
+                files: vec![format!("core/y{i}.rs")],
+                author: alice(),
+                author_date: None,
+            };
+            w.schedule_action(now, Action::Commit { repo: REPO.into(), branch: "feature-y".into(), spec });
+        }
+        w.schedule_action(
+            now,
+            Action::OpenPull {
+                repo: REPO.into(),
+                number_hint: None,
+                title: "Add y".into(),
+                head: "feature-y".into(),
+                files: vec!["core/y0.rs".into(), "core/y1.rs".into()],
+                author: "alice".into(),
+            },
+        );
+    });
+    ts.step(1);
+    let head = ts.sim.with_world(|w| w.repo(REPO).and_then(|r| r.head("feature-y").cloned())).expect("feature head");
+    let first = ts
+        .sim
+        .with_world(|w| w.repo(REPO).and_then(|r| r.commits.get(&head).and_then(|c| c.parent.clone())))
+        .expect("first commit");
+    let pulls_of = |sha: String| {
+        let ts = &ts;
+        async move {
+            let r = get_auth(ts, &format!("/repos/{REPO}/commits/{sha}/pulls"), "ghp_merger").await;
+            assert_eq!(r.status(), 200, "commits/{sha}/pulls");
+            r.json::<Vec<Value>>().await.expect("json")
+        }
+    };
+
+    let open = pulls_of(head.clone()).await;
+    assert_eq!(open.len(), 1, "the open PR whose commits include the branch head");
+    let n = open[0]["number"].as_u64().expect("number");
+    assert_eq!(open[0]["state"], "open");
+    assert_eq!(open[0]["head"]["sha"], head.as_str());
+    assert!(open[0].get("merged").is_none(), "pull-request-simple, not the full pull request");
+    assert_eq!(pulls_of(first.clone()).await.len(), 1, "the PR's first commit too");
+    assert!(pulls_of(direct.clone()).await.is_empty(), "a commit pushed straight to main has no PR");
+
+    let r = get_auth(&ts, &format!("/repos/{REPO}/pulls/{n}/commits"), "ghp_merger").await;
+    assert_eq!(r.status(), 200);
+    let commits: Vec<Value> = r.json().await.expect("json");
+    let shas: Vec<&str> = commits.iter().filter_map(|c| c["sha"].as_str()).collect();
+    assert_eq!(shas, [first.as_str(), head.as_str()], "oldest first, only what the PR adds");
+    assert_eq!(commits[0]["commit"]["message"], "feat: y part 1");
+    for c in &commits {
+        assert_commit_shape(c);
+    }
+    let r = get_auth(&ts, &format!("/repos/{REPO}/pulls/{n}/commits?per_page=1"), "ghp_merger").await;
+    assert!(link(&r, "next").is_some_and(|l| l.contains("page=2")), "paginated like every list");
+    assert_eq!(get_auth(&ts, &format!("/repos/{REPO}/pulls/99999/commits"), "ghp_merger").await.status(), 404);
+
+    let now = ts.sim.now();
+    ts.sim.with_world(|w| {
+        w.schedule_action(
+            now,
+            Action::Review { repo: REPO.into(), number: n, user: "bob".into(), state: ReviewState::Approved },
+        )
+    });
+    ts.step(1);
+    let merge_url = format!("{}/repos/{REPO}/pulls/{n}/merge", ts.url);
+    let r = ts.client.put(&merge_url).bearer_auth("ghp_merger").json(&json!({"merge_method": "squash"})).send();
+    let m: Value = r.await.expect("merge").json().await.expect("json");
+    let squash = m["sha"].as_str().expect("sha").to_string();
+
+    let merged = pulls_of(squash.clone()).await;
+    assert_eq!(merged.len(), 1, "the merged PR that introduced the squash commit");
+    assert_eq!(merged[0]["number"], n);
+    assert_eq!(merged[0]["merge_commit_sha"], squash.as_str());
+    assert!(merged[0]["merged_at"].is_string());
+    assert!(pulls_of(head.clone()).await.is_empty(), "off main, only open PRs are listed");
+    let commits: Vec<Value> =
+        get_auth(&ts, &format!("/repos/{REPO}/pulls/{n}/commits"), "ghp_merger").await.json().await.expect("json");
+    assert_eq!(commits.len(), 2, "a merged PR keeps its commits");
+    let r = get_auth(&ts, &format!("/repos/{REPO}/commits/{}/pulls", "f".repeat(40)), "ghp_merger").await;
+    assert_eq!(r.status(), 422);
+}
+
+/// GitHub Actions on pull requests: `actions/runs?head_sha=` lists each workflow's run at its
+/// latest attempt in `workflow-run`'s shape, a failed run re-run by hand is `run_attempt` 2 of the
+/// same run id, and `runs/{id}/jobs?filter=all` shows both attempts' jobs.
+#[tokio::test]
+async fn actions_runs_on_pull_request_heads_with_reruns() {
+    let ts = spawn_sim("lana", 3).await;
+    set_tokens(&ts, &["ghp_ci"]);
+    let now = ts.sim.now();
+    let branches: Vec<String> = (0..12).map(|i| format!("feature-ci-{i}")).collect();
+    ts.sim.with_world(|w| {
+        for (i, b) in branches.iter().enumerate() {
+            let spec = CommitSpec {
+                message: format!("feat: ci {i}"),
+                files: vec![format!("core/ci{i}.rs")],
+                author: alice(),
+                author_date: None,
+            };
+            w.schedule_action(now, Action::Commit { repo: REPO.into(), branch: b.clone(), spec });
+            w.schedule_action(
+                now,
+                Action::OpenPull {
+                    repo: REPO.into(),
+                    number_hint: None,
+                    title: format!("CI {i}"),
+                    head: b.clone(),
+                    files: vec![format!("core/ci{i}.rs")],
+                    author: "alice".into(),
+                },
+            );
+        }
+    });
+    ts.step(1);
+    let heads: Vec<String> = ts.sim.with_world(|w| {
+        let r = w.repo(REPO).expect("repo");
+        branches.iter().map(|b| r.head(b).cloned().expect("head")).collect()
+    });
+    let runs_of = |sha: String| {
+        let ts = &ts;
+        async move {
+            let r = get_auth(ts, &format!("/repos/{REPO}/actions/runs?head_sha={sha}"), "ghp_ci").await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let early = runs_of(heads[0].clone()).await;
+    assert_eq!(early["total_count"], 2, "one run per pull_request workflow: {early}");
+    for run in early["workflow_runs"].as_array().expect("runs") {
+        assert_eq!(run["head_sha"], heads[0].as_str());
+        assert_eq!(run["event"], "pull_request");
+        assert_eq!(run["run_attempt"], 1);
+        assert!(run["conclusion"].is_null(), "not finished yet: {run}");
+        assert!(["queued", "in_progress"].contains(&run["status"].as_str().unwrap_or("")));
+    }
+
+    ts.step(3 * 3600);
+    let mut reruns = 0;
+    for head in &heads {
+        let body = runs_of(head.clone()).await;
+        let runs = body["workflow_runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 2);
+        for run in runs {
+            for k in ["id", "run_number", "workflow_id", "check_suite_id"] {
+                assert!(run[k].is_u64(), "{k}: {run}");
+            }
+            for k in ["name", "node_id", "head_branch", "path", "display_title", "url", "html_url", "jobs_url"] {
+                assert!(is_str(&run[k]), "{k}: {run}");
+            }
+            for k in ["created_at", "updated_at", "run_started_at"] {
+                assert!(run[k].as_str().is_some_and(|t| t.ends_with('Z')), "{k}: {run}");
+            }
+            assert_eq!(run["status"], "completed");
+            assert_eq!(run["conclusion"], "success", "the last attempt passes");
+            assert_eq!(run["head_commit"]["id"], head.as_str());
+            assert_eq!(run["repository"]["full_name"], REPO);
+            assert!(run["pull_requests"][0]["number"].is_u64());
+            assert_user(&run["actor"], "alice");
+            let id = run["id"].as_u64().expect("id");
+            let jobs: Value = get_auth(&ts, &format!("/repos/{REPO}/actions/runs/{id}/jobs?filter=all"), "ghp_ci")
+                .await
+                .json()
+                .await
+                .expect("json");
+            let attempts: Vec<u64> =
+                jobs["jobs"].as_array().expect("jobs").iter().filter_map(|j| j["run_attempt"].as_u64()).collect();
+            if run["run_attempt"] == 2 {
+                reruns += 1;
+                assert!(
+                    run["previous_attempt_url"].as_str().is_some_and(|u| u.ends_with(&format!("/{id}/attempts/1")))
+                );
+                assert_eq!(attempts, [2, 1], "newest attempt first");
+                assert_eq!(jobs["jobs"][1]["conclusion"], "failure", "the attempt that was re-run failed");
+                let t = |j: &Value, k: &str| j[k].as_str().map(str::to_string).expect(k);
+                assert!(t(&jobs["jobs"][1], "completed_at") < t(&jobs["jobs"][0], "started_at"));
+            } else {
+                assert_eq!(run["run_attempt"], 1);
+                assert!(run["previous_attempt_url"].is_null());
+                assert_eq!(attempts, [1]);
+            }
+            let latest: Value = get_auth(&ts, &format!("/repos/{REPO}/actions/runs/{id}/jobs"), "ghp_ci")
+                .await
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(latest["total_count"], 1, "filter=latest is the default");
+            assert_eq!(latest["jobs"][0]["run_attempt"], run["run_attempt"]);
+            assert_eq!(latest["jobs"][0]["head_sha"], head.as_str());
+        }
+    }
+    assert!(reruns > 0, "the workload re-runs some failed runs");
+    let none = runs_of(main_history(&ts)[0].clone()).await;
+    assert_eq!(none["total_count"], 0, "a direct push to main runs no pull_request workflow");
+    let r = get_auth(&ts, &format!("/repos/{REPO}/actions/runs/1/jobs"), "ghp_ci").await;
+    assert_eq!(r.status(), 404);
+}

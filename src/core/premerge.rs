@@ -1,0 +1,232 @@
+//! The pre-merge segment of a journey (issue #18): a commit on `main` came from a pull request
+//! (or was pushed directly), and the PR's moments split the time before the merge into the
+//! stages tools like LinearB and Swarmia report: `coding` (first commit → opened), `pickup`
+//! (ready for review → first review), `review` (first review → approval), `checks` (GitHub
+//! Actions on the final head, re-runs included) and `merge` (approval and green checks → merged).
+//! Pure: times are Unix seconds handed in by the sources.
+
+/// One review as GitHub reports it (`pull-request-review`: `state`, `submitted_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewFact {
+    pub submitted_at: i64,
+    /// `state == "APPROVED"`.
+    pub approved: bool,
+}
+
+/// One attempt of a GitHub Actions workflow run on the PR's final head commit
+/// (`workflow-run`: `run_attempt`, `run_started_at`, `updated_at` once completed, `conclusion`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksRunFact {
+    pub run_id: i64,
+    pub attempt: u32,
+    pub started_at: i64,
+    /// `None` while the run is queued or in progress.
+    pub completed_at: Option<i64>,
+    pub success: bool,
+}
+
+/// What the sources learn about the pull request that landed a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullFact {
+    pub number: u64,
+    /// Author date of the PR's first commit (`pulls/{n}/commits`, oldest first); `None` when unknown.
+    pub first_commit_at: Option<i64>,
+    pub opened_at: i64,
+    /// The `ready_for_review` event; `None` when the PR was never a draft (ready when opened).
+    pub ready_at: Option<i64>,
+    pub reviews: Vec<ReviewFact>,
+    pub checks: Vec<ChecksRunFact>,
+    pub merged_at: i64,
+}
+
+/// How a commit reached `main`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Pushed directly: no pre-merge stages, lead time counts from the commit.
+    Direct,
+    Pull(PullFact),
+}
+
+/// Stage durations in seconds; `None` when the stage did not happen (no review, no checks…).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreMergeStages {
+    pub coding: Option<i64>,
+    pub pickup: Option<i64>,
+    pub review: Option<i64>,
+    pub checks: Option<i64>,
+    pub merge: Option<i64>,
+    /// Workflow-run attempts beyond the first (`run_attempt` > 1).
+    pub reruns: u32,
+}
+
+impl PreMergeStages {
+    /// Stage names in journey order, with their durations, for metrics and the JSON API.
+    pub fn named(&self) -> [(&'static str, Option<i64>); 5] {
+        [
+            ("coding", self.coding),
+            ("pickup", self.pickup),
+            ("review", self.review),
+            ("checks", self.checks),
+            ("merge", self.merge),
+        ]
+    }
+}
+
+/// A span that cannot run backwards: clocks and rewritten author dates can put an end before
+/// its start, which is reported as zero rather than a negative duration.
+fn span(from: i64, to: i64) -> i64 {
+    (to - from).max(0)
+}
+
+impl PullFact {
+    pub fn ready(&self) -> i64 {
+        self.ready_at.unwrap_or(self.opened_at)
+    }
+
+    /// The first review submitted once the PR was ready; a review of a draft is early feedback,
+    /// not pickup.
+    pub fn first_review(&self) -> Option<i64> {
+        let ready = self.ready();
+        self.reviews.iter().map(|r| r.submitted_at).filter(|t| *t >= ready).min()
+    }
+
+    /// The first approval (GitHub's first `APPROVED` review).
+    pub fn approval(&self) -> Option<i64> {
+        self.reviews.iter().filter(|r| r.approved).map(|r| r.submitted_at).min()
+    }
+
+    /// From the first attempt's start to the last completed attempt's end, re-runs included.
+    pub fn checks_span(&self) -> Option<(i64, i64)> {
+        let start = self.checks.iter().map(|c| c.started_at).min()?;
+        let end = self.checks.iter().filter_map(|c| c.completed_at).max()?;
+        Some((start, end.max(start)))
+    }
+
+    pub fn stages(&self) -> PreMergeStages {
+        let ready = self.ready();
+        let first_review = self.first_review();
+        let approval = self.approval();
+        let checks = self.checks_span();
+        // The merge waits for the later of approval and green checks; with neither, for readiness.
+        let gate = approval.into_iter().chain(checks.map(|(_, e)| e)).max().unwrap_or(ready);
+        PreMergeStages {
+            coding: self.first_commit_at.map(|t| span(t, self.opened_at)),
+            pickup: first_review.map(|t| span(ready, t)),
+            review: first_review.zip(approval).map(|(f, a)| span(f, a)),
+            checks: checks.map(|(s, e)| span(s, e)),
+            merge: Some(span(gate, self.merged_at)),
+            // Each fact is one attempt, so every attempt past the first of its run is a re-run.
+            reruns: self.checks.iter().filter(|c| c.attempt > 1).count() as u32,
+        }
+    }
+}
+
+/// Where `lead_time_from: first_commit | pr_opened` starts a commit's lead time; a direct push
+/// (or an unknown first commit) starts from the commit's own time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreMergeStart {
+    FirstCommit,
+    PrOpened,
+}
+
+pub fn lead_time_start(from: PreMergeStart, origin: &Origin, commit_time: i64) -> i64 {
+    match (from, origin) {
+        (_, Origin::Direct) => commit_time,
+        (PreMergeStart::PrOpened, Origin::Pull(p)) => p.opened_at,
+        (PreMergeStart::FirstCommit, Origin::Pull(p)) => p.first_commit_at.unwrap_or(p.opened_at).min(p.opened_at),
+    }
+}
+
+pub fn stages(origin: &Origin) -> Option<PreMergeStages> {
+    match origin {
+        Origin::Direct => None,
+        Origin::Pull(p) => Some(p.stages()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review(t: i64, approved: bool) -> ReviewFact {
+        ReviewFact { submitted_at: t, approved }
+    }
+    fn run(id: i64, attempt: u32, start: i64, end: Option<i64>, success: bool) -> ChecksRunFact {
+        ChecksRunFact { run_id: id, attempt, started_at: start, completed_at: end, success }
+    }
+    fn pr() -> PullFact {
+        PullFact {
+            number: 7,
+            first_commit_at: Some(1_000),
+            opened_at: 1_600,
+            ready_at: None,
+            reviews: vec![],
+            checks: vec![],
+            merged_at: 9_000,
+        }
+    }
+
+    #[track_caller]
+    fn check(p: PullFact, expect: [Option<i64>; 5], reruns: u32) {
+        let s = p.stages();
+        assert_eq!([s.coding, s.pickup, s.review, s.checks, s.merge], expect, "{p:?}");
+        assert_eq!(s.reruns, reruns, "{p:?}");
+    }
+
+    #[test]
+    fn stage_times() {
+        // Opened ready, one approving review, one green run: every stage.
+        check(
+            PullFact { reviews: vec![review(4_000, true)], checks: vec![run(1, 1, 1_700, Some(2_300), true)], ..pr() },
+            [Some(600), Some(2_400), Some(0), Some(600), Some(5_000)],
+            0,
+        );
+        // A comment then a later approval: review runs from the first review to the approval.
+        check(
+            PullFact { reviews: vec![review(3_000, false), review(5_000, true)], ..pr() },
+            [Some(600), Some(1_400), Some(2_000), None, Some(4_000)],
+            0,
+        );
+        // Draft: pickup counts from ready_for_review; a review of the draft is not pickup.
+        check(
+            PullFact { ready_at: Some(3_600), reviews: vec![review(2_000, false), review(4_600, true)], ..pr() },
+            [Some(600), Some(1_000), Some(0), None, Some(4_400)],
+            0,
+        );
+        // No review at all (an admin merge): no pickup or review, merge from ready.
+        check(pr(), [Some(600), None, None, None, Some(7_400)], 0);
+        // A failed run re-run (attempt 2): checks span both attempts; merge waits for the green one.
+        check(
+            PullFact {
+                reviews: vec![review(2_000, true)],
+                checks: vec![run(1, 1, 1_700, Some(2_500), false), run(1, 2, 3_000, Some(3_800), true)],
+                ..pr()
+            },
+            [Some(600), Some(400), Some(0), Some(2_100), Some(5_200)],
+            1,
+        );
+        // Checks still running: no checks duration yet, merge from approval.
+        check(
+            PullFact { reviews: vec![review(2_000, true)], checks: vec![run(1, 1, 1_700, None, false)], ..pr() },
+            [Some(600), Some(400), Some(0), None, Some(7_000)],
+            0,
+        );
+        // First commit unknown, and a rewritten author date after opening: zero, never negative.
+        check(PullFact { first_commit_at: None, ..pr() }, [None, None, None, None, Some(7_400)], 0);
+        check(PullFact { first_commit_at: Some(2_000), ..pr() }, [Some(0), None, None, None, Some(7_400)], 0);
+    }
+
+    #[test]
+    fn direct_push_has_no_stages_and_starts_at_the_commit() {
+        assert_eq!(stages(&Origin::Direct), None);
+        for from in [PreMergeStart::FirstCommit, PreMergeStart::PrOpened] {
+            assert_eq!(lead_time_start(from, &Origin::Direct, 5_000), 5_000);
+        }
+        let p = Origin::Pull(pr());
+        assert_eq!(lead_time_start(PreMergeStart::FirstCommit, &p, 9_000), 1_000);
+        assert_eq!(lead_time_start(PreMergeStart::PrOpened, &p, 9_000), 1_600);
+        let unknown = Origin::Pull(PullFact { first_commit_at: None, ..pr() });
+        assert_eq!(lead_time_start(PreMergeStart::FirstCommit, &unknown, 9_000), 1_600);
+        assert_eq!(stages(&p).map(|s| s.named()[0]), Some(("coding", Some(600))));
+    }
+}
