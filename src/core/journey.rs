@@ -723,9 +723,9 @@ pub(crate) fn derive_with(
     let (deployments, environments) = crate::core::deployments::compute(&crate::core::deployments::Input {
         facts,
         cfg,
-        carries: &carries,
-        order: &order,
-        class: &class,
+        carries,
+        order,
+        class,
         journeys: &journeys,
         now,
     });
