@@ -35,7 +35,7 @@ use crate::sinks::metrics::{Event, events};
 use crate::sources::concourse::ConcourseSource;
 use crate::sources::github::GithubSource;
 use crate::sources::telemetry::SourceTelemetry;
-use crate::sources::{ErrorKind, SourceError};
+use crate::sources::{ErrorKind, HistoryTally, SourceError};
 use crate::store::{Store, StoreError};
 
 /// Reads after the first one that continue a builds history longer than its page budget
@@ -97,6 +97,8 @@ pub struct Report {
     pub bytes: u64,
     pub collect: Duration,
     pub store: Duration,
+    /// Deriving the journeys and their observations, once for the whole range.
+    pub derive: Duration,
     pub write: Duration,
     /// Errors the sources reported but retried past (or that remain for `serve` to retry).
     pub warnings: Vec<String>,
@@ -104,13 +106,36 @@ pub struct Report {
 
 // ------------------------------------------------------------------ progress
 
-/// A progress display on stderr: an indicatif spinner on a terminal, plain lines (at most one
-/// every few seconds) otherwise, nothing when hidden (tests, benchmarks).
+/// A progress display on stderr: an indicatif bar on a terminal, plain lines (at most one
+/// every few seconds) otherwise, nothing when hidden (`--quiet`, tests, benchmarks). Phases
+/// with a known amount of work (reads whose number is known, series to write) show how far
+/// they are and an ETA.
 #[derive(Clone)]
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     plain: bool,
-    last_plain: Arc<std::sync::Mutex<Option<Instant>>>,
+    state: Arc<std::sync::Mutex<Plain>>,
+}
+
+/// The plain display's memory: when it last printed, and the counted phase under way.
+#[derive(Default)]
+struct Plain {
+    last: Option<Instant>,
+    what: String,
+    total: u64,
+    done: u64,
+    since: Option<Instant>,
+}
+
+const SPINNER: &str = "{spinner} [{elapsed_precise}] {msg}";
+const BAR: &str = "{spinner} [{elapsed_precise}] {msg} [{bar:30}] {human_pos}/{human_len} ETA {eta}";
+
+/// Seconds left for `done` of `total` after `elapsed`, at the rate so far.
+pub fn eta(elapsed: Duration, done: u64, total: u64) -> Option<Duration> {
+    if done == 0 || done > total {
+        return None;
+    }
+    Some(elapsed.mul_f64((total - done) as f64 / done as f64))
 }
 
 impl Progress {
@@ -118,28 +143,37 @@ impl Progress {
         use std::io::IsTerminal;
         if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new_spinner();
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}") {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(SPINNER) {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(120));
-            Progress { bar: Some(bar), plain: false, last_plain: Arc::default() }
+            Progress { bar: Some(bar), plain: false, state: Arc::default() }
         } else {
-            Progress { bar: None, plain: true, last_plain: Arc::default() }
+            Progress { bar: None, plain: true, state: Arc::default() }
         }
     }
 
     pub fn hidden() -> Progress {
-        Progress { bar: None, plain: false, last_plain: Arc::default() }
+        Progress { bar: None, plain: false, state: Arc::default() }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Plain> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A new phase: always shown.
     pub fn phase(&self, msg: &str) {
         if let Some(b) = &self.bar {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(SPINNER) {
+                b.set_style(style);
+            }
             b.println(msg);
             b.set_message(msg.to_string());
         } else if self.plain {
             eprintln!("{msg}");
-            *self.last_plain.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            let mut st = self.state();
+            st.last = Some(Instant::now());
+            st.total = 0;
         }
     }
 
@@ -148,12 +182,62 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.set_message(msg.to_string());
         } else if self.plain {
-            let mut last = self.last_plain.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            let mut st = self.state();
+            if st.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                 eprintln!("  {msg}");
-                *last = Some(Instant::now());
+                st.last = Some(Instant::now());
             }
         }
+    }
+
+    /// A phase of `total` units of work (the total may grow as more becomes known).
+    pub fn start_count(&self, what: &str, total: u64) {
+        if let Some(b) = &self.bar {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(BAR) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_message(what.to_string());
+            b.set_length(total);
+            b.set_position(0);
+            b.reset_eta();
+        } else if self.plain {
+            let mut st = self.state();
+            *st = Plain { last: st.last, what: what.to_string(), total, done: 0, since: Some(Instant::now()) };
+        }
+    }
+
+    /// `done` of `total` units of the counted phase are done.
+    pub fn count(&self, done: u64, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_position(done);
+        } else if self.plain {
+            let mut st = self.state();
+            st.done = done;
+            st.total = total;
+            self.print_count(&mut st);
+        }
+    }
+
+    /// `n` more units of the counted phase are done.
+    pub fn advance(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        } else if self.plain {
+            let mut st = self.state();
+            st.done += n;
+            self.print_count(&mut st);
+        }
+    }
+
+    fn print_count(&self, st: &mut Plain) {
+        if st.total == 0 || st.last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+            return;
+        }
+        let left = st.since.and_then(|s| eta(s.elapsed(), st.done, st.total));
+        let left = left.map(|d| format!(", ETA {}s", d.as_secs())).unwrap_or_default();
+        eprintln!("  {}: {}/{}{left}", st.what, st.done, st.total);
+        st.last = Some(Instant::now());
     }
 
     pub fn finish(&self) {
@@ -186,8 +270,9 @@ pub async fn collect(cfg: &Config, opts: &Options, progress: &Progress) -> Resul
 
     progress.phase("reading commits from GitHub");
     let mut retry = Retry::new("github", opts.attempts);
+    let tally = github.history_tally();
     let commits = loop {
-        match with_ticker(github.poll(opts.now), &telemetry, "github", "commits", progress).await {
+        match with_ticker(github.poll(opts.now), &telemetry, "github", "commits", &tally, progress).await {
             Ok(f) => break f,
             Err(e) => retry.after(e, progress).await?,
         }
@@ -207,13 +292,14 @@ pub async fn collect(cfg: &Config, opts: &Options, progress: &Progress) -> Resul
     let n_commits = out.facts.len();
     progress.phase(&format!("{n_commits} commits since the cutoff; reading builds from Concourse"));
 
+    let tally = concourse.history_tally();
     let mut attempt = 0;
     let mut caught_up_reads = 0;
     loop {
         attempt += 1;
         let mut retry = Retry::new("concourse", opts.attempts);
         let facts = loop {
-            match with_ticker(concourse.poll(opts.now), &telemetry, "concourse", "builds", progress).await {
+            match with_ticker(concourse.poll(opts.now), &telemetry, "concourse", "builds", &tally, progress).await {
                 Ok(f) => break f,
                 Err(e) => retry.after(e, progress).await?,
             }
@@ -276,22 +362,37 @@ impl Retry {
     }
 }
 
-/// Drive `fut` while showing the source's request count.
+/// Drive `fut` while showing the source's request count, and once the source knows how many
+/// reads it has to make (a commit's files, a build's resources), how far it is with an ETA.
 async fn with_ticker<T>(
     fut: impl std::future::Future<Output = T>,
     telemetry: &SourceTelemetry,
     source_name: &str,
     what: &str,
+    tally: &HistoryTally,
     progress: &Progress,
 ) -> T {
     tokio::pin!(fut);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut counting = false;
+    // Reads of earlier calls are not this call's progress.
+    let (base, _) = tally.get();
     loop {
         tokio::select! {
             r = &mut fut => return r,
             _ = tick.tick() => {
-                let n = telemetry.snapshot(source_name).requests();
-                progress.update(&format!("{source_name}: {n} requests so far (reading {what})"));
+                let (done, total) = tally.get();
+                let (done, total) = (done - base, total.saturating_sub(base));
+                if total > done {
+                    if !counting {
+                        progress.start_count(&format!("{source_name}: reading {what}"), total);
+                        counting = true;
+                    }
+                    progress.count(done, total);
+                } else if !counting {
+                    let n = telemetry.snapshot(source_name).requests();
+                    progress.update(&format!("{source_name}: {n} requests so far (listing {what})"));
+                }
             }
         }
     }
@@ -336,14 +437,17 @@ pub async fn run(
     }
 
     let t2 = Instant::now();
-    progress.phase("deriving journeys and writing OpenMetrics");
+    progress.phase(&format!("deriving the journeys of {} commits", facts.commits.len()));
     let core = cfg.core();
     let derived = derive(&facts, &core, opts.now);
     let sb = stage_builds(&facts, &core, &derived);
     let ev = events(derived.journeys.iter(), &sb, &derived, &core);
+    let derive_took = t2.elapsed();
+    let t3 = Instant::now();
+    progress.phase(&format!("writing OpenMetrics of {} observations", ev.len()));
     let catalogue = catalogue(&core, cfg.poll_interval.as_secs(), opts.now);
-    let written = write_openmetrics(out, &catalogue, &ev, opts)?;
-    let write_took = t2.elapsed();
+    let written = write_openmetrics(out, &catalogue, &ev, opts, progress)?;
+    let write_took = t3.elapsed();
     progress.finish();
     Ok(Report {
         commits: facts.commits.len(),
@@ -357,6 +461,7 @@ pub async fn run(
         bytes: written.bytes,
         collect: collect_took,
         store: store_took,
+        derive: derive_took,
         write: write_took,
         warnings,
     })
@@ -494,14 +599,50 @@ impl Write for Counting<'_> {
     }
 }
 
+/// The index of a series' first sample: the last sample time before its first observation
+/// (where it is still 0), or the cutoff. Before that the series has no samples at all, which
+/// `sum`, `increase` and `rate` read as they read a 0 that never changes; the 0 just before
+/// the first observation is what lets `increase()` count that observation (Prometheus counts
+/// no increase into a series' first sample).
+pub fn series_start(times: &[i64], first_event: Option<i64>) -> usize {
+    match first_event {
+        None => 0,
+        Some(at) => times.partition_point(|t| *t < at).saturating_sub(1),
+    }
+}
+
+/// A sample's value as text, kept between samples so an unchanged value is not rendered again.
+#[derive(Debug, Clone, Default)]
+struct Value(Vec<u8>);
+
+impl Value {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn int(&mut self, n: u64) {
+        self.0.clear();
+        self.0.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+    fn float(&mut self, v: f64) {
+        self.0.clear();
+        // `{:?}` keeps the `.0` of whole numbers, as the live exposition writes them.
+        let _ = write!(self.0, "{v:?}");
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Write the families of `catalogue` as timestamped OpenMetrics: per series, one sample (for a
-/// histogram one point: buckets, `_count`, `_sum`) at each of [`sample_times`], cumulative from
-/// the cutoff. Events before the cutoff count from the first sample; `# EOF` ends it.
+/// histogram one point: buckets, `_count`, `_sum`) at each of [`sample_times`] from
+/// [`series_start`], cumulative from the cutoff. Events before the cutoff count from the first
+/// sample; `# EOF` ends it.
 pub fn write_openmetrics(
     out: &mut dyn Write,
     catalogue: &Catalogue,
     events: &[Event],
     opts: &Options,
+    progress: &Progress,
 ) -> Result<Written, BackfillError> {
     let io = |source| BackfillError::Write { what: "the OpenMetrics output".into(), source };
     let mut w = std::io::BufWriter::with_capacity(1 << 20, Counting { inner: out, bytes: 0 });
@@ -520,7 +661,12 @@ pub fn write_openmetrics(
     for v in by_series.values_mut() {
         v.sort_by_key(|(t, _)| *t);
     }
+    // Each sample time as the line's tail, rendered once for every series.
+    let stamps: Vec<String> = times.iter().map(|t| format!(" {t}\n")).collect();
     let mut written = Written::default();
+    let total: usize =
+        catalogue.families.iter().map(|f| by_series.keys().filter(|(m, _)| *m == f.metric).count().max(1)).sum();
+    progress.start_count("writing series", total as u64);
     for fam in &catalogue.families {
         for h in &fam.headers {
             writeln!(w, "{h}").map_err(io)?;
@@ -543,41 +689,37 @@ pub fn write_openmetrics(
             }
             let all = join(labels, &extra);
             written.series += 1;
+            let first = series_start(&times, evs.first().map(|e| e.0));
+            let braces = if all.is_empty() { String::new() } else { format!("{{{all}}}") };
             match fam.kind {
-                Kind::Counter => {
-                    let prefix = if all.is_empty() {
-                        format!("{}_total ", fam.name)
-                    } else {
-                        format!("{}_total{{{all}}} ", fam.name)
-                    };
+                Kind::Counter | Kind::MaxGauge => {
+                    let suffix = if fam.kind == Kind::Counter { "_total" } else { "" };
+                    let prefix = format!("{}{suffix}{braces} ", fam.name);
                     let mut i = 0;
-                    let mut n = 0u64;
-                    for &t in &times {
-                        while i < evs.len() && evs[i].0 <= t {
+                    let (mut n, mut v) = (0u64, 0.0f64);
+                    let mut value = Value::default();
+                    for (t, ts) in times.iter().zip(&stamps).skip(first) {
+                        let before = i;
+                        while i < evs.len() && evs[i].0 <= *t {
                             n += 1;
-                            i += 1;
-                        }
-                        writeln!(w, "{prefix}{n} {t}").map_err(io)?;
-                        written.samples += 1;
-                    }
-                }
-                Kind::MaxGauge => {
-                    let prefix =
-                        if all.is_empty() { format!("{} ", fam.name) } else { format!("{}{{{all}}} ", fam.name) };
-                    let mut i = 0;
-                    let mut v = 0.0f64;
-                    for &t in &times {
-                        while i < evs.len() && evs[i].0 <= t {
                             v = v.max(evs[i].1);
                             i += 1;
                         }
-                        writeln!(w, "{prefix}{v:?} {t}").map_err(io)?;
+                        if i != before || value.is_empty() {
+                            match fam.kind {
+                                Kind::Counter => value.int(n),
+                                _ => value.float(v),
+                            }
+                        }
+                        w.write_all(prefix.as_bytes()).map_err(io)?;
+                        w.write_all(value.bytes()).map_err(io)?;
+                        w.write_all(ts.as_bytes()).map_err(io)?;
                         written.samples += 1;
                     }
                 }
                 Kind::Histogram => {
                     let bounds = fam.metric.def().buckets;
-                    let bucket_prefix: Vec<String> = bounds
+                    let mut prefixes: Vec<String> = bounds
                         .iter()
                         .map(|b| format!("{:?}", b))
                         .chain(std::iter::once("+Inf".to_string()))
@@ -590,30 +732,41 @@ pub fn write_openmetrics(
                             )
                         })
                         .collect();
-                    let braces = if all.is_empty() { String::new() } else { format!("{{{all}}}") };
-                    let count_prefix = format!("{}_count{braces} ", fam.name);
-                    let sum_prefix = format!("{}_sum{braces} ", fam.name);
+                    prefixes.push(format!("{}_count{braces} ", fam.name));
+                    prefixes.push(format!("{}_sum{braces} ", fam.name));
+                    // Per line (buckets, `_count`, `_sum`), its value as text: re-rendered only
+                    // when an observation changes it.
+                    let mut values = vec![Value::default(); prefixes.len()];
                     let mut per = vec![0u64; bounds.len() + 1];
                     let mut sum = 0.0f64;
                     let mut i = 0;
-                    for &t in &times {
-                        while i < evs.len() && evs[i].0 <= t {
+                    for (t, ts) in times.iter().zip(&stamps).skip(first) {
+                        let before = i;
+                        while i < evs.len() && evs[i].0 <= *t {
                             let v = evs[i].1;
                             per[bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())] += 1;
                             sum += v;
                             i += 1;
                         }
-                        let mut cum = 0;
-                        for (k, p) in bucket_prefix.iter().enumerate() {
-                            cum += per[k];
-                            writeln!(w, "{p}{cum} {t}").map_err(io)?;
+                        if i != before || values[0].is_empty() {
+                            let mut cum = 0;
+                            for (k, p) in per.iter().enumerate() {
+                                cum += p;
+                                values[k].int(cum);
+                            }
+                            values[per.len()].int(cum);
+                            values[per.len() + 1].float(sum);
                         }
-                        writeln!(w, "{count_prefix}{cum} {t}").map_err(io)?;
-                        writeln!(w, "{sum_prefix}{sum:?} {t}").map_err(io)?;
-                        written.samples += bucket_prefix.len() as u64 + 2;
+                        for (p, v) in prefixes.iter().zip(&values) {
+                            w.write_all(p.as_bytes()).map_err(io)?;
+                            w.write_all(v.bytes()).map_err(io)?;
+                            w.write_all(ts.as_bytes()).map_err(io)?;
+                        }
+                        written.samples += prefixes.len() as u64;
                     }
                 }
             }
+            progress.advance(1);
         }
     }
     writeln!(w, "# EOF").map_err(io)?;
@@ -683,7 +836,7 @@ mod tests {
         opts.step = 300;
         opts.target_labels = labels(&[("job", "dj")]);
         let mut out = vec![];
-        let w = write_openmetrics(&mut out, &cat, &events, &opts).unwrap();
+        let w = write_openmetrics(&mut out, &cat, &events, &opts, &Progress::hidden()).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(w.bytes as usize, text.len());
         assert!(text.starts_with("# TYPE dj_commits counter\n"), "{text}");
@@ -691,8 +844,11 @@ mod tests {
         // Nothing ever happened to docs commits: that series is left out.
         assert!(!text.contains("docs"), "{text}");
         assert_eq!(w.series, 3);
-        // 5 sample times: the counter, 14 buckets + +Inf + count + sum, the gauge.
-        assert_eq!(w.samples, 5 * (1 + 17 + 1));
+        // The counter at all 5 sample times; the histogram (14 buckets + +Inf + count + sum)
+        // and the gauge from 600, the last sample time before their first observation at 650.
+        assert_eq!(w.samples, 5 + 3 * 17 + 3);
+        assert!(!text.lines().any(|l| l.starts_with("dj_lead_time") && l.ends_with(" 300")), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("dj_last") && l.ends_with(" 300")), "{text}");
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         for (t, n) in [(100, 0), (300, 1), (600, 1), (900, 2), (1000, 2)] {
             has(&format!("dj_commits_total{{change_type=\"backend\",job=\"dj\"}} {n} {t}"));
@@ -720,6 +876,32 @@ mod tests {
             let ts: i64 = ts.parse().unwrap();
             assert!(last.insert(key, ts).is_none_or(|prev| prev < ts), "{l}");
         }
+    }
+
+    #[test]
+    fn a_series_starts_at_the_last_sample_before_its_first_observation() {
+        let times = [100, 300, 600, 900, 1000];
+        let check = |first: Option<i64>, expect: usize| assert_eq!(series_start(&times, first), expect, "{first:?}");
+        check(None, 0);
+        check(Some(50), 0);
+        check(Some(100), 0);
+        check(Some(101), 0);
+        check(Some(300), 0);
+        check(Some(301), 1);
+        check(Some(650), 2);
+        check(Some(1000), 3);
+    }
+
+    #[test]
+    fn eta_is_the_rate_so_far_applied_to_what_is_left() {
+        let check = |secs: u64, done, total, expect: Option<u64>| {
+            assert_eq!(eta(Duration::from_secs(secs), done, total).map(|d| d.as_secs()), expect, "{done}/{total}");
+        };
+        check(10, 0, 100, None);
+        check(10, 50, 100, Some(10));
+        check(10, 25, 100, Some(30));
+        check(10, 100, 100, Some(0));
+        check(10, 101, 100, None);
     }
 
     #[test]

@@ -72,6 +72,10 @@ struct BackfillArgs {
     /// `NAME=VALUE` added to every series, e.g. the `job` and `instance` your scrape attaches.
     #[arg(long = "label", value_name = "NAME=VALUE")]
     labels: Vec<String>,
+    /// No progress on stderr (it is shown, with an ETA, on a terminal; as a line every few
+    /// seconds otherwise). Warnings and the summary are still printed.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 const WATCH_EXIT_CODES: &str = "Exit codes:
@@ -648,7 +652,8 @@ async fn backfill(a: BackfillArgs) -> anyhow::Result<ExitCode> {
     let file =
         std::fs::File::create(&a.openmetrics).with_context(|| format!("cannot create {}", a.openmetrics.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    let report = run(&cfg, &opts, &mut out, &Progress::stderr())
+    let progress = if a.quiet { Progress::hidden() } else { Progress::stderr() };
+    let report = run(&cfg, &opts, &mut out, &progress)
         .await
         .with_context(|| format!("backfill into {}", a.openmetrics.display()))?;
     out.flush().with_context(|| format!("writing {}", a.openmetrics.display()))?;

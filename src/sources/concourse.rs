@@ -79,6 +79,10 @@ const MAX_PAGES: usize = 20;
 const INITIAL_PAGES: usize = 20;
 /// Pages a backfill's first read walks back through at most (to its cutoff).
 const BACKFILL_MAX_PAGES: usize = 1_000;
+/// Backfill: `/resources` reads in flight at once. Concourse's API has no rate limit; a handful
+/// keeps a loopback or LAN server busy without crowding a shared one (the web node serves
+/// each on its own goroutine).
+const HISTORY_CONCURRENCY: usize = 8;
 /// A pipeline's jobs list is read again this often (seconds) to notice a pipeline or watched job
 /// that went away. Step mappings do not wait for it: a build of a job the list did not name, or
 /// a `/resources` answer with a step it did not name, has the list read again in that cycle;
@@ -133,6 +137,9 @@ pub struct ConcourseSource {
     first_read_since: Option<i64>,
     /// How far back the first read knows each watched job, emitted with that poll's facts.
     horizons: Vec<HorizonFact>,
+    /// Backfill: `/resources` answers read ahead, [`HISTORY_CONCURRENCY`] at a time.
+    prefetched: HashMap<BuildId, BuildIo>,
+    tally: Arc<super::HistoryTally>,
 }
 
 impl std::fmt::Debug for ConcourseSource {
@@ -374,6 +381,8 @@ impl ConcourseSource {
             warned: HashSet::new(),
             retry_base: Duration::from_millis(250),
             history_since: None,
+            prefetched: HashMap::new(),
+            tally: Arc::default(),
             caught_up: false,
             first_read_since: None,
             horizons: vec![],
@@ -388,6 +397,11 @@ impl ConcourseSource {
     /// Backfill mode: jobs seen for the first time are read back to builds started at `since`
     /// (Unix seconds); builds that started before it are left out (their commits are not
     /// read, so they would only count as lineage gaps), but they move the cursor past them.
+    /// Backfill: the `/resources` reads known to be needed and those made so far.
+    pub fn history_tally(&self) -> Arc<super::HistoryTally> {
+        self.tally.clone()
+    }
+
     pub fn set_history_since(&mut self, since: Option<i64>) {
         self.history_since = since;
     }
@@ -489,6 +503,9 @@ impl ConcourseSource {
             }
         }
 
+        if self.history_since.is_some() {
+            self.prefetch_resources().await;
+        }
         // Reads and messages for the builds that still need them: pipeline by pipeline, oldest
         // first. A build waits while its pipeline's jobs list has never been read (its steps'
         // resources are unknown).
@@ -960,6 +977,46 @@ impl ConcourseSource {
         }
     }
 
+    /// Backfill: the `/resources` reads the loop in [`Self::poll_inner`] would make one by one
+    /// (a year of lana is ~18 000, most of a backfill's time one at a time), made
+    /// [`HISTORY_CONCURRENCY`] at a time first. A read that fails is dropped: the loop makes it
+    /// again and handles the error (re-login, `last_errors`) as for any read.
+    async fn prefetch_resources(&mut self) {
+        use futures_util::stream::{self, StreamExt};
+        let ids: Vec<BuildId> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| {
+                let s = t.fact.status;
+                let need = if s.is_finished() { !t.read_final } else { s == BuildStatus::Started && !t.read_started };
+                need && (self.jobs[t.pi].contains_key(&t.fact.job) || self.jobs_read_at[t.pi].is_some())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.len() < 2 {
+            return;
+        }
+        self.tally.add_total(ids.len() as u64);
+        let token = self.token_value();
+        let this = &*self;
+        let got: Vec<(BuildId, BuildIo)> = stream::iter(ids)
+            .map(|id| {
+                let auth = token.as_deref().map(Auth::Bearer).unwrap_or(Auth::None);
+                async move {
+                    let url = this.api(&["builds", &id.to_string(), "resources"]);
+                    let what = "GET /api/v1/builds/{id}/resources";
+                    let r = this.with_retries::<BuildIo>(Method::GET, &url, what, auth, None).await;
+                    this.tally.add_done(1);
+                    r.ok().map(|(io, _)| (id, io))
+                }
+            })
+            .buffer_unordered(HISTORY_CONCURRENCY)
+            .filter_map(|x| async move { x })
+            .collect()
+            .await;
+        self.prefetched = got.into_iter().collect();
+    }
+
     /// `/builds/{id}/resources`, with each step's resource from the job's steps (an unknown
     /// step is taken to be named after its resource, Concourse's default).
     async fn build_resources(
@@ -970,7 +1027,10 @@ impl ConcourseSource {
     ) -> Result<(Vec<VersionFact>, Vec<VersionFact>), SourceError> {
         let what = "GET /api/v1/builds/{id}/resources".to_string();
         let url = self.api(&["builds", &id.to_string(), "resources"]);
-        let (io, _) = self.get_json::<BuildIo>(&url, &what).await?;
+        let io = match self.prefetched.remove(&id) {
+            Some(io) => io,
+            None => self.get_json::<BuildIo>(&url, &what).await?.0,
+        };
         // A step the last jobs list did not name: the pipeline was set again since; read it.
         let stale = self.jobs[pi].get(job).is_none_or(|js| {
             io.inputs.iter().any(|i| !js.input_resources.contains_key(&i.name))

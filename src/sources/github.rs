@@ -106,6 +106,7 @@ pub struct GithubSource {
     /// Backfill: with nothing known, read every commit since this Unix time (GitHub's `since`
     /// filter, no `initial_commits` bound) instead of the newest `initial_commits`.
     history_since: Option<i64>,
+    tally: Arc<super::HistoryTally>,
 }
 
 impl std::fmt::Debug for GithubSource {
@@ -306,6 +307,7 @@ impl GithubSource {
             blocked_until: Mutex::new(None),
             retry_base: Duration::from_millis(250),
             history_since: None,
+            tally: Arc::default(),
         })
     }
 
@@ -316,6 +318,11 @@ impl GithubSource {
 
     /// Backfill mode: a first poll (nothing known) reads the branch back to `since` (Unix
     /// seconds, by committer date), every page of it, instead of the newest `initial_commits`.
+    /// Backfill: the commits whose files are known to be needed and those read so far.
+    pub fn history_tally(&self) -> Arc<super::HistoryTally> {
+        self.tally.clone()
+    }
+
     pub fn set_history_since(&mut self, since: Option<i64>) {
         self.history_since = since;
     }
@@ -436,11 +443,15 @@ impl GithubSource {
         // Oldest first, with files; any failure leaves the cursor where it was.
         new.reverse();
         let mut commits = Vec::with_capacity(new.len());
+        // One at a time, as GitHub asks of a client ("make requests for a single user or client
+        // ID serially"), also in a backfill.
+        self.tally.add_total(new.iter().filter(|c| !self.fetched.contains_key(&c.sha)).count() as u64);
         for c in &new {
             let fact = match self.fetched.get(&c.sha) {
                 Some(f) => f.clone(),
                 None => {
                     let f = self.fetch_commit(&c.sha, now).await?;
+                    self.tally.add_done(1);
                     self.fetched.insert(c.sha.clone(), f.clone());
                     f
                 }

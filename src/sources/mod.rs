@@ -8,7 +8,29 @@ pub mod redact;
 pub mod telemetry;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Backfill: of the reads a history walk knows it has to make (a commit's files, a build's
+/// resources), how many are made, for a progress display with an ETA.
+#[derive(Debug, Default)]
+pub struct HistoryTally {
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl HistoryTally {
+    pub fn add_total(&self, n: u64) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_done(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+    /// (done, total)
+    pub fn get(&self) -> (u64, u64) {
+        (self.done.load(Ordering::Relaxed), self.total.load(Ordering::Relaxed))
+    }
+}
 
 /// A credential read from the environment or a file. Never printed: `Debug` and `Display` are
 /// redacted, and the value is reachable only through [`Secret::expose`].

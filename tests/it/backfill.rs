@@ -556,3 +556,245 @@ async fn backfill_over_a_long_history_counts_a_staging_deploy_rerun_green() {
         .map(|(_, v)| v);
     assert_eq!(total, Some(deployed as f64), "every successful staging deploy since the cutoff, the rerun included");
 }
+
+// ------------------------------------------------------------------ the dashboards over a backfill
+
+/// Every Prometheus query of a dashboard's panels, by panel title.
+fn dashboard_queries(file: &str) -> BTreeMap<String, Vec<String>> {
+    let path = format!("{}/dashboards/{file}", env!("CARGO_MANIFEST_DIR"));
+    let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    fn walk(v: &serde_json::Value, out: &mut BTreeMap<String, Vec<String>>) {
+        for p in v["panels"].as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or_default().to_string();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(e) = t["expr"].as_str() {
+                    out.entry(title.clone()).or_default().push(e.to_string());
+                }
+            }
+            walk(p, out);
+        }
+    }
+    walk(&d, &mut out);
+    out
+}
+
+/// The result of an instant query as (labels without `__name__`, rendered `k=v,…`) → value.
+async fn prom_vector(client: &reqwest::Client, prom: &str, query: &str, at: i64) -> BTreeMap<String, f64> {
+    let r = client
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", query), ("time", &at.to_string())])
+        .send()
+        .await
+        .expect("query Prometheus");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "success", "{query} at {at}: {v}");
+    let mut out = BTreeMap::new();
+    for s in v["data"]["result"].as_array().unwrap() {
+        let labels = s["metric"].as_object().unwrap();
+        let key = labels
+            .iter()
+            .filter(|(k, _)| *k != "__name__")
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+            .collect::<Vec<_>>()
+            .join(",");
+        out.insert(key, s["value"][1].as_str().unwrap().parse::<f64>().unwrap());
+    }
+    out
+}
+
+/// Prometheus' `histogram_quantile` on classic buckets: linear within the bucket that holds the
+/// rank, the lowest bucket starting at 0, the `+Inf` bucket answered with the highest bound.
+fn bucket_quantile(q: f64, bounds: &[f64], values: &[f64]) -> f64 {
+    let mut cum = vec![0.0; bounds.len() + 1];
+    for v in values {
+        cum[bounds.iter().position(|b| v <= b).unwrap_or(bounds.len())] += 1.0;
+    }
+    for k in 1..cum.len() {
+        cum[k] += cum[k - 1];
+    }
+    let rank = q * cum[bounds.len()];
+    let b = cum.iter().position(|c| *c >= rank).unwrap();
+    if b == bounds.len() {
+        return bounds[bounds.len() - 1];
+    }
+    let (lower, below) = if b == 0 { (0.0, 0.0) } else { (bounds[b - 1], cum[b - 1]) };
+    lower + (bounds[b] - lower) * (rank - below) / (cum[b] - below)
+}
+
+/// Three simulated days backfilled at the default step, quietly, made into TSDB blocks by
+/// promtool and served by a real Prometheus: the overview dashboard's queries (variables and
+/// the time range substituted) answer what the journey core derives from the stored facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_queries_over_a_backfill_answer_what_the_core_derives() {
+    let (prometheus, promtool) = (tool("prometheus"), tool("promtool"));
+    init_crypto();
+    let days = 3;
+    let wall = deploy_journey::clock::unix_now();
+    let start = wall - days * DAY;
+    let seed = 5;
+    let mut world = World::new(Topology::builtin("lana").unwrap(), start - DAY, seed);
+    for (at, a) in LanaWorkload::new(seed).generate(start - DAY, wall + DAY) {
+        world.schedule_action(at, a);
+    }
+    world.advance_to(wall);
+    let sim = Sim::new(world, SimClock::new(wall, ClockMode::Stepped));
+    let (listener, sim_url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let sim_task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(sim, listener).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim_url, free_port());
+    let om = dir.path().join("backfill.om");
+    let out = binary(&["backfill", "--quiet", "--config"])
+        .arg(&config)
+        .args(["--since", &format!("{days}d"), "--openmetrics"])
+        .arg(&om)
+        .output()
+        .expect("run backfill");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "backfill failed: {stderr}");
+    // --quiet: the summary, no progress.
+    assert!(stderr.contains("backfilled "), "{stderr}");
+    assert!(!stderr.contains("reading commits from GitHub"), "progress despite --quiet: {stderr}");
+    let text = std::fs::read_to_string(&om).unwrap();
+    let end: i64 = text.lines().rev().nth(1).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let range = days * DAY;
+
+    // What the core derives from the stored facts, as the observations the exporter counts.
+    let cfg = deploy_journey::config::load(&config, &|k: &str| match k {
+        "GITHUB_TOKEN" => Some("x".into()),
+        "CONCOURSE_PASSWORD" => Some("viewer-password".into()),
+        _ => None,
+    })
+    .unwrap();
+    let core = cfg.core();
+    let facts = Store::open(&dir.path().join("state.db")).unwrap().load().unwrap();
+    let derived = derive(&facts, &core, end);
+    let sb = deploy_journey::core::journey::stage_builds(&facts, &core, &derived);
+    let events = deploy_journey::sinks::metrics::events(derived.journeys.iter(), &sb, &derived, &core);
+    use deploy_journey::sinks::metrics::Metric;
+    let label = |e: &deploy_journey::sinks::metrics::Event, k: &str| {
+        e.labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    // (metric, label to group by) → label value → observations in (from, to].
+    let count_by = |m: Metric, by: &str, from: i64, to: i64| {
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for e in events.iter().filter(|e| e.metric == m && e.at > from && e.at <= to) {
+            *out.entry(format!("{by}={}", label(e, by))).or_default() += 1.0;
+        }
+        out
+    };
+    let deployed = count_by(Metric::Deployments, "environment", end - range, end);
+    assert!(deployed.get("environment=staging").is_some_and(|n| *n >= 3.0), "few deployments: {deployed:?}");
+
+    // promtool, then Prometheus on the blocks.
+    let data = dir.path().join("data");
+    let p = Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&om)
+        .arg(&data)
+        .output()
+        .expect("run promtool");
+    assert!(
+        p.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&p.stdout),
+        String::from_utf8_lossy(&p.stderr)
+    );
+    let prom_port = free_port();
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(&prom_config, "global:\n  scrape_interval: 1m\nscrape_configs: []\n").unwrap();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let child = Command::new(&prometheus)
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg("--storage.tsdb.retention.time=10y")
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    let _prom_guard = KillOnDrop(child);
+    let http = client();
+    wait_until("Prometheus to be ready", 60, || {
+        let (c, u) = (http.clone(), format!("{prom}/-/ready"));
+        async move { c.get(u).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await;
+
+    // The dashboard's time range is the backfilled range, ending at its last sample.
+    let panels = dashboard_queries("deploy-journey-overview.json");
+    let expr = |title: &str, i: usize| {
+        panels
+            .get(title)
+            .and_then(|e| e.get(i))
+            .unwrap_or_else(|| panic!("no query {i} in panel {title:?}"))
+            .replace("$environment", "staging")
+            .replace("$stage", ".*")
+            .replace("$__range", &format!("{range}s"))
+            .replace("$__rate_interval", &format!("{range}s"))
+    };
+
+    // Pie charts and bar gauges over the time range: exactly the core's counts (each series
+    // starts at 0 before its first observation and ends at the range's end, so `increase`
+    // has nothing to extrapolate).
+    for (title, metric, by) in [
+        ("Outcomes (time range)", Metric::CommitOutcomes, "outcome"),
+        ("Commits by change type (time range)", Metric::Commits, "change_type"),
+        ("Attribution method (time range)", Metric::Attributions, "method"),
+    ] {
+        let q = expr(title, 0);
+        let got = prom_vector(&http, &prom, &q, end).await;
+        let want = count_by(metric, by, end - range, end);
+        assert!(!want.is_empty(), "{title}: the core counts nothing");
+        let got_nonzero: BTreeMap<String, f64> = got.into_iter().filter(|(_, v)| *v != 0.0).collect();
+        assert_eq!(got_nonzero, want, "{title}: {q}");
+        println!("{title}: {want:?} (Prometheus agrees)");
+    }
+
+    // Deployments in the last 24 h: `increase` over a day estimates the edge of the window from
+    // the 5-minute samples, so it is within one deployment of the core's count.
+    let q = expr("Deployments to $environment (last 24 h)", 0);
+    for at in [end, end - DAY / 2, end - DAY - 7 * 3600] {
+        let got = prom_vector(&http, &prom, &q, at).await.into_values().next();
+        let want = count_by(Metric::Deployments, "environment", at - DAY, at).get("environment=staging").copied();
+        let (got, want) = (got.expect("deployments in a day"), want.unwrap_or(0.0));
+        assert!((got - want).abs() <= 1.0 + 0.02 * want, "{q} at {at}: Prometheus {got}, the core {want}");
+        println!("deployments to staging in the 24 h before {at}: Prometheus {got:.2}, the core {want}");
+    }
+
+    // Lead time p90 over the range: Prometheus' bucket interpolation of the core's lead times.
+    let q = expr("Lead time to $environment (p50, p90 over the last day)", 2);
+    let got = prom_vector(&http, &prom, &q, end).await.into_values().next().expect("a lead-time p90");
+    let leads: Vec<f64> = events
+        .iter()
+        .filter(|e| e.metric == Metric::LeadTime && e.at > end - range && label(e, "environment") == "staging")
+        .map(|e| e.value.unwrap())
+        .collect();
+    let want = bucket_quantile(0.9, &deploy_journey::sinks::metrics::LEAD_BUCKETS, &leads);
+    assert!((got - want).abs() <= 1e-6 * want.max(1.0), "{q}: Prometheus {got}, the core's lead times {want}");
+    println!("lead time p90 over {} lead times: {got:.0} s (Prometheus and the core)", leads.len());
+
+    // Failures per hour: a one-hour window always holds enough samples to answer (a series
+    // sampled hourly would leave this panel empty), and the answer is the core's count.
+    let q = expr("Failed builds per stage (per hour)", 0);
+    let first_failure = events.iter().filter(|e| e.metric == Metric::StageFailures).map(|e| e.at).min();
+    let first_failure = first_failure.expect("three lana days have failed builds");
+    let mut answered = 0;
+    for k in 1..(range / 3600) {
+        let at = end - k * 3600 - 17 * 60;
+        let got = prom_vector(&http, &prom, &q, at).await;
+        let want: f64 = count_by(Metric::StageFailures, "stage", at - 3600, at).values().sum();
+        if at - 3600 > first_failure {
+            assert!(!got.is_empty(), "{q} at {at}: no answer an hour after failures were counted");
+            answered += 1;
+        }
+        let got: f64 = got.values().sum();
+        assert!((got - want).abs() <= 1.0 + 0.2 * want, "{q} at {at}: Prometheus {got}, the core {want}");
+    }
+    assert!(answered >= 24, "only {answered} hours checked");
+    println!("failed builds per hour: answered and within one failure of the core at {answered} hours");
+    sim_task.abort();
+}
