@@ -191,6 +191,8 @@ pub struct Config {
     pub state_path: PathBuf,
     pub retention: Duration,
     pub lead_time_from: LeadTimeFrom,
+    /// `journey_ends_at`: the environment a journey ends at (default: the last one).
+    pub journey_ends_at: Option<String>,
     pub not_picked_up_after: Duration,
     /// In file order (classification reports resources in this order).
     pub resources: Vec<Resource>,
@@ -304,6 +306,7 @@ impl Config {
             not_picked_up_after: self.not_picked_up_after.as_secs() as i64,
             step_resources,
             dora: self.dora.clone(),
+            journey_ends_at: self.journey_ends_at.clone(),
         }
     }
 

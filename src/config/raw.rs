@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     pub(super) state_path: Option<String>,
     pub(super) retention: Option<String>,
     pub(super) lead_time_from: Option<String>,
+    pub(super) journey_ends_at: Option<String>,
     pub(super) not_picked_up_after: Option<String>,
     pub(super) resources: Option<Ordered<RawResource>>,
     pub(super) stages: Option<Vec<RawStage>>,

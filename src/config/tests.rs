@@ -66,13 +66,33 @@ fn lana_example_builds_the_core_and_source_configs() {
     let cfg = parse(include_str!("../../examples/lana.yaml"), "lana.yaml", &lana_env).unwrap();
     let core = cfg.core();
     let names: Vec<&str> = core.stages.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["tests", "edge-images", "build-rc", "chart-bump", "testflight", "deployments-bump", "staging"]);
+    assert_eq!(
+        names,
+        [
+            "tests",
+            "edge-images",
+            "build-rc",
+            "chart-bump",
+            "testflight",
+            "deployments-bump",
+            "staging",
+            "qa",
+            "production"
+        ]
+    );
     let after: Vec<Vec<usize>> = core.stages.iter().map(|s| s.after.clone()).collect();
-    assert_eq!(after, [vec![], vec![], vec![0, 1], vec![2], vec![3], vec![4], vec![5]]);
+    assert_eq!(after, [vec![], vec![], vec![0, 1], vec![2], vec![3], vec![4], vec![5], vec![6], vec![7]]);
     assert_eq!(core.stages[0].stuck_after, Some(1800));
     assert_eq!(core.stages[4].stuck_after, Some(1200));
     assert_eq!(core.stages[6].stuck_after, Some(1500));
-    assert_eq!(core.environments(), ["staging"]);
+    assert_eq!(core.environments(), ["staging", "qa", "production"]);
+    // Production waits for a person; DORA is about it.
+    assert_eq!(
+        core.stages.iter().map(|s| s.approval).collect::<Vec<_>>(),
+        [false, false, false, false, false, false, false, false, true]
+    );
+    assert_eq!(core.dora.environment, "production");
+    assert_eq!(core.journey_ends_at.as_deref(), Some("staging"));
     assert_eq!(core.not_picked_up_after, 300);
     assert_eq!(
         core.stages[4].bridges,
@@ -100,7 +120,9 @@ fn lana_example_builds_the_core_and_source_configs() {
         [
             ("lana-bank", 8, &[][..]),
             ("private-charts", 2, &["lana-bank-chart".to_string()][..]),
-            ("galoy-staging", 1, &[][..])
+            ("galoy-staging", 1, &[][..]),
+            ("galoy-qa", 1, &["lana-bank-qa".to_string()][..]),
+            ("galoy-production", 1, &["lana-bank-production".to_string()][..])
         ]
     );
 }

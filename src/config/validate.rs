@@ -261,6 +261,16 @@ impl Validator<'_> {
         let traces = self.traces(raw.traces.unwrap_or_default());
         let server = self.server(raw.server.unwrap_or_default());
         let dora = self.dora(raw.dora.unwrap_or_default(), &stages);
+        let journey_ends_at = raw.journey_ends_at.as_deref().map(str::trim).map(str::to_string);
+        if let Some(e) = &journey_ends_at {
+            let envs: Vec<&str> = stages.iter().filter_map(|s| s.environment.as_deref()).collect();
+            if !envs.contains(&e.as_str()) {
+                self.problem(
+                    "journey_ends_at",
+                    format!("{e:?} is no stage's environment (environments: {})", envs.join(", ")),
+                );
+            }
+        }
         let links = self.links(raw.links.unwrap_or_default());
         Some(Config {
             origin: origin.to_string(),
@@ -272,6 +282,7 @@ impl Validator<'_> {
             state_path: state_path?,
             retention,
             lead_time_from: lead_time_from?,
+            journey_ends_at,
             not_picked_up_after,
             resources,
             stages,

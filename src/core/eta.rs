@@ -195,6 +195,7 @@ mod tests {
             not_picked_up_after: 300,
             step_resources: Default::default(),
             dora: Default::default(),
+            journey_ends_at: None,
         }
     }
 
@@ -243,6 +244,7 @@ mod tests {
             failed_stage: None,
             carried_on: false,
             ended: false,
+            ended_in: None,
             deployed_at: Default::default(),
             carried_by: None,
             not_picked_up: false,

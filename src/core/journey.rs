@@ -78,6 +78,10 @@ pub struct CoreConfig {
     pub step_resources: BTreeMap<String, String>,
     /// DORA: which environment, the failure window, hotfix rules.
     pub dora: crate::core::deployments::DoraConfig,
+    /// The environment a journey ends at (`journey_ends_at`); `None`: the last one that applies.
+    /// Environments after it are still followed (deployments, lead times, DORA); a commit
+    /// waiting for them is no longer "in flight".
+    pub journey_ends_at: Option<String>,
 }
 
 impl CoreConfig {
@@ -325,8 +329,10 @@ pub struct Journey {
     /// For `failed`: the stage; with `carried_on` when a later build delivered it anyway.
     pub failed_stage: Option<String>,
     pub carried_on: bool,
-    /// The journey reached its (first) environment: it has ended.
+    /// The journey reached the environment it ends at (`ended_in`): it has ended.
     pub ended: bool,
+    /// Where it ended: the last environment that applies to it, or `journey_ends_at`.
+    pub ended_in: Option<String>,
     /// Environment → time of the end of the deployment that delivered it.
     pub deployed_at: BTreeMap<String, i64>,
     /// The commit whose build carried this one where it had no build of its own.
@@ -617,11 +623,19 @@ pub(crate) fn derive_with(
                 deployed_at.entry(env.clone()).or_insert(end);
             }
         }
-        // The journey goes on to the last environment that applies to it: it ends there.
+        // The journey goes on to the last environment that applies to it (or `journey_ends_at`,
+        // when that comes first): it ends there.
+        let end_at = cfg
+            .journey_ends_at
+            .as_ref()
+            .and_then(|e| cfg.stages.iter().position(|st| st.environment.as_ref() == Some(e)));
         let last_env = cfg
             .stages
             .iter()
             .zip(&stages)
+            .enumerate()
+            .filter(|(i, _)| end_at.is_none_or(|e| *i <= e))
+            .map(|(_, x)| x)
             .rfind(|(st, sj)| st.environment.is_some() && sj.state != StageState::NotApplicable)
             .and_then(|(st, _)| st.environment.as_ref());
         let ended = last_env.is_some_and(|e| deployed_at.contains_key(e));
@@ -689,6 +703,7 @@ pub(crate) fn derive_with(
             failed_stage,
             carried_on,
             ended,
+            ended_in: if ended { last_env.cloned() } else { None },
             deployed_at,
             carried_by,
             not_picked_up,

@@ -31,7 +31,12 @@ pub fn facts_from_world(w: &World) -> Facts {
             let v = w.concourse.version(vid).unwrap();
             let resource = p.resources[v.resource].name.clone();
             let message = if v.metadata_visible {
-                v.metadata.iter().find(|(k, _)| k == "message").map(|(_, m)| m.clone())
+                // As the source reads it: `message`, else cepler's per-file `{env}/path` lines.
+                v.metadata.iter().find(|(k, _)| k == "message").map(|(_, m)| m.clone()).or_else(|| {
+                    let files: Vec<&str> =
+                        v.metadata.iter().filter(|(k, _)| k.starts_with('{')).map(|(_, m)| m.as_str()).collect();
+                    (!files.is_empty()).then(|| files.join("\n"))
+                })
             } else {
                 None
             };

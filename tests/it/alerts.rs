@@ -730,10 +730,19 @@ async fn alerts_testflight_too_slow_goes_pending_then_firing_in_a_real_prometheu
     let hi_i = bounds.iter().position(|b| lead <= *b).expect("within the buckets");
     let (lo, hi) = (if hi_i == 0 { 0.0 } else { bounds[hi_i - 1] }, bounds[hi_i]);
     for (rule, sel, q) in [
-        ("environment_change_type:deploy_journey_lead_time_seconds:p50_1d", "{change_type=\"backend\"}", 0.5),
-        ("environment_change_type:deploy_journey_lead_time_seconds:p90_1d", "{change_type=\"backend\"}", 0.9),
-        ("environment:deploy_journey_lead_time_seconds:p50_1d", "", 0.5),
-        ("environment:deploy_journey_lead_time_seconds:p90_1d", "", 0.9),
+        // Staging's: qa and production have no lead time yet (their quantile is NaN).
+        (
+            "environment_change_type:deploy_journey_lead_time_seconds:p50_1d",
+            "{environment=\"staging\",change_type=\"backend\"}",
+            0.5,
+        ),
+        (
+            "environment_change_type:deploy_journey_lead_time_seconds:p90_1d",
+            "{environment=\"staging\",change_type=\"backend\"}",
+            0.9,
+        ),
+        ("environment:deploy_journey_lead_time_seconds:p50_1d", "{environment=\"staging\"}", 0.5),
+        ("environment:deploy_journey_lead_time_seconds:p90_1d", "{environment=\"staging\"}", 0.9),
     ] {
         let (labels, got) = loop {
             if let Some(x) = query_one(client, prom, &format!("{rule}{sel}")).await.filter(|(_, x)| !x.is_nan()) {

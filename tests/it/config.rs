@@ -261,7 +261,7 @@ fn bad_configs_report_every_problem_with_its_path() {
             "concourse.auth.password: secrets are not read from the config file; use concourse.auth.password_file or concourse.auth.password_env (default CONCOURSE_PASSWORD)",
         ]),
         ("unknown-key.yaml", &[
-            "stages[0]: unknown field `enviroment`, expected one of `name`, `pipeline`, `jobs`, `git`, `after`, `inputs`, `bridges`, `fallback`, `environment`, `stuck_after`, `carries_passive` (line 11, column 5)",
+            "stages[0]: unknown field `enviroment`, expected one of `name`, `pipeline`, `jobs`, `git`, `after`, `inputs`, `bridges`, `fallback`, `environment`, `stuck_after`, `carries_passive`, `approval` (line 11, column 5)",
             "stages: no stage has an environment; mark the deploy stage with environment: <name> (lana: staging)",
         ]),
         ("missing-secret-file.yaml", &[

@@ -102,8 +102,10 @@ pub fn lana_core(topology: &Topology) -> CoreConfig {
         s
     };
     let qa = env_stage("qa", "galoy-qa", "galoy-qa-lana-bank", "lana-bank-qa", 6);
-    let production =
+    let mut production =
         env_stage("production", "galoy-production", "galoy-production-lana-bank", "lana-bank-production", 7);
+    // A human gate (cepler-gates) releases production.
+    production.approval = true;
     CoreConfig {
         classifier: Classifier::new(resources),
         stages: vec![tests, edge, rc, chart, tf, dep, staging, qa, production],
@@ -111,6 +113,7 @@ pub fn lana_core(topology: &Topology) -> CoreConfig {
         not_picked_up_after: 300,
         step_resources: BTreeMap::new(),
         dora: Default::default(),
+        journey_ends_at: None,
     }
 }
 
@@ -176,7 +179,7 @@ fn check_week(topology: &str, seed: u64) {
     let d = derive(&facts, &cfg, w.now);
     let bad = mismatches(&w, &cfg, &d);
     let n = d.journeys.len();
-    let deployed = d.journeys.iter().filter(|j| j.ended).count();
+    let deployed = d.journeys.iter().filter(|j| j.deployed_at.contains_key("staging")).count();
     println!(
         "{topology} seed {seed}: {n} journeys, {deployed} ended, attributions {:?}, gaps {:?}",
         d.quality.attributions, d.quality.gaps

@@ -275,6 +275,7 @@ async fn journey_json_bytes_are_stable_and_round_trip() {
         failed_stage: Some("tests".into()),
         carried_on: true,
         ended: false,
+        ended_in: None,
         deployed_at: [("qa".to_string(), 2500)].into(),
         carried_by: Some("d".repeat(40)),
         not_picked_up: false,

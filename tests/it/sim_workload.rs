@@ -158,7 +158,7 @@ fn fixed_durations_and_no_failures_do_not_depend_on_the_seed() {
 // ---------------------------------------------------------------- tests/scenarios/*.yaml
 
 /// Each has a test here or in journeys.rs.
-const CHECKED: [&str; 27] = [
+const CHECKED: [&str; 28] = [
     "backend-to-staging.yaml",
     "three-while-tests-run.yaml",
     "frontend-only.yaml",
@@ -185,6 +185,8 @@ const CHECKED: [&str; 27] = [
     "prod-rollback.yaml",
     "revert-a-day-later.yaml",
     "hotfix-pr.yaml",
+    // Checked in pages.rs (the timeline page in Chromium).
+    "pages-rerun-batch.yaml",
     "qa-walks-staging-states.yaml",
     "gate-held-weekend.yaml",
 ];

@@ -194,8 +194,13 @@ fn push_error_type(attributes: &mut Vec<(String, AttrValue)>, result: &str) {
     }
 }
 
-/// The environment a journey reached last (where it ended), and when.
+/// The environment a journey ended in, and when (the last it reached when that is not known).
 fn first_deployment(j: &Journey) -> Option<(&str, i64)> {
+    if let Some(e) = &j.ended_in
+        && let Some(t) = j.deployed_at.get(e)
+    {
+        return Some((e.as_str(), *t));
+    }
     j.deployed_at.iter().map(|(e, t)| (e.as_str(), *t)).max_by_key(|(e, t)| (*t, *e))
 }
 
@@ -219,6 +224,16 @@ pub fn fix_links(derived: &crate::core::journey::Derived) -> std::collections::H
         }
         let span = attempt_span_id(head, &stage.name, d.build_id, attempt_index(&stage.attempts, d.build_id));
         for fix in &f.by_commits {
+            // A root span is sent once, when its journey ends: only failures known by then are
+            // linked, so the span is the same whenever it is built.
+            let fix_end = derived
+                .journeys
+                .iter()
+                .find(|j| &j.sha == fix)
+                .and_then(|j| j.ended_in.as_ref().and_then(|e| j.deployed_at.get(e)));
+            if fix_end.is_some_and(|end| f.known_at > *end) {
+                continue;
+            }
             let v = out.entry(fix.clone()).or_default();
             if !v.contains(&(trace_id(head), span)) {
                 v.push((trace_id(head), span));
@@ -408,7 +423,12 @@ pub fn journey_spans(j: &Journey, repo_url: &str, branch: &str, stage_names: &[&
             error: j.outcome == Outcome::Failed,
         });
     }
-    out.extend(selected(j, stage_names).flat_map(|s| stage_spans(j, s)));
+    // A failed stage after the environment the journey ended in (a production deploy that
+    // failed, say) can still be retried, which moves its end: it waits until it succeeds.
+    let after_end = |s: &&StageJourney| {
+        j.ended && s.state == StageState::Failed && j.failed_stage.as_deref() != Some(s.name.as_str())
+    };
+    out.extend(selected(j, stage_names).filter(|s| !after_end(s)).flat_map(|s| stage_spans(j, s)));
     out
 }
 
@@ -533,6 +553,7 @@ mod tests {
             failed_stage: None,
             carried_on: false,
             ended: deployed.is_some(),
+            ended_in: deployed.map(|_| "staging".to_string()),
             deployed_at: deployed.map(|t| BTreeMap::from([("staging".to_string(), t)])).unwrap_or_default(),
             carried_by: None,
             not_picked_up: false,
