@@ -162,3 +162,74 @@ pub async fn compare_deployments_api_with_truth(
     };
     assert_eq!(pick(&got), pick(&want), "{environment}: exporter vs simulator truth");
 }
+
+/// One deployment as both sides can say it: build, result, kind, the commits it brought, why it
+/// failed and what it is credited to, rework, the deployment that restored service, and the lead
+/// time of each commit it deployed there first.
+type Row = (i64, String, String, Vec<String>, Option<(String, i64)>, bool, Option<i64>, Vec<(String, i64)>);
+
+/// Issue 17's check: in every scenario, every deployment the core derives for each environment
+/// (after the scenario's start) equals the simulator's deployment truth, and so does every DORA
+/// figure computed from them.
+#[tokio::test]
+async fn every_dora_figure_equals_the_scenarios_truth() {
+    for file in [
+        "prod-deploy-fails-then-retry.yaml",
+        "prod-rollback.yaml",
+        "revert-a-day-later.yaml",
+        "hotfix-pr.yaml",
+        "qa-walks-staging-states.yaml",
+        "gate-held-weekend.yaml",
+    ] {
+        let r = run_scenario(file, "lana").await;
+        for (name, cepler) in ENVS {
+            let core: Vec<Row> = r
+                .derived
+                .deployments
+                .iter()
+                .filter(|d| d.environment == name && d.end >= START)
+                .map(|d| {
+                    (
+                        d.build_id,
+                        (if d.succeeded { "success" } else { "failure" }).to_string(),
+                        d.kind.as_str().to_string(),
+                        d.commits.clone(),
+                        d.failed.as_ref().map(|f| (f.reason.as_str().to_string(), f.by_build)),
+                        d.rework,
+                        d.recovered_by.map(|(b, _)| b),
+                        d.lead_times.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    )
+                })
+                .collect();
+            let mut want: Vec<Row> = truth(&r, cepler)
+                .into_iter()
+                .filter(|d| d.end >= START)
+                .map(|d| {
+                    (
+                        d.build.id,
+                        d.result.to_string(),
+                        d.kind.to_string(),
+                        d.commits.clone(),
+                        d.failed.as_ref().map(|f| (f.reason.to_string(), f.by.build.id)),
+                        d.rework,
+                        d.recovered_by.as_ref().map(|x| x.build.id),
+                        d.lead_times.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    )
+                })
+                .collect();
+            // The truth lists newest first; the core oldest first.
+            want.sort_by_key(|x| x.0);
+            let mut core = core;
+            core.sort_by_key(|x| x.0);
+            assert_eq!(core, want, "{file}, {name}: deployments differ from the simulator's truth");
+            // The DORA figures follow from the rows: deployments (changes), failed, rework.
+            let changes = core.iter().filter(|x| x.1 == "success" && x.2 != "redeploy").count();
+            let failed = core.iter().filter(|x| x.4.is_some()).count();
+            let rework = core.iter().filter(|x| x.5).count();
+            println!(
+                "{file} {name}: {} deploy builds, {changes} changes, {failed} failed, {rework} rework",
+                core.len()
+            );
+        }
+    }
+}
