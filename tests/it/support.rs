@@ -125,32 +125,34 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A page as a person's browser sees it: Debian's headless Chromium loads `url` and prints the
-/// DOM it built (after parsing and any script). The flags keep it off the network it cannot
-/// reach here (background updates, sync, QUIC) and in a profile of its own.
-pub fn chromium_dom(url: &str) -> String {
+/// Debian's headless Chromium in a profile of its own (dropped with the returned guard), with
+/// the flags that keep it off the network it cannot reach here (background updates, sync, QUIC).
+fn chromium() -> (std::process::Command, tempfile::TempDir) {
     let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("Debian's chromium (scripts/test installs it)");
     let profile = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=2000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .output()
-        .expect("run chromium");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()));
+    (cmd, profile)
+}
+
+/// A page as a person's browser sees it: Chromium loads `url` and prints the DOM it built
+/// (after parsing and any script).
+pub fn chromium_dom(url: &str) -> String {
+    let (mut cmd, _profile) = chromium();
+    let out = cmd.args(["--virtual-time-budget=2000", "--dump-dom"]).arg(url).output().expect("run chromium");
     assert!(out.status.success(), "chromium {url}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -163,30 +165,15 @@ pub fn hrefs(dom: &str) -> Vec<String> {
 /// A screenshot of `url` as Chromium renders it at `width`×`height`, kept under
 /// `target/artefacts/<name>.png` (CI keeps that folder); returns the file's path.
 pub fn chromium_screenshot(url: &str, name: &str, width: u32, height: u32) -> std::path::PathBuf {
-    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("Debian's chromium (scripts/test installs it)");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artefacts");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("{name}.png"));
     let _ = std::fs::remove_file(&file);
-    let profile = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
+    let (mut cmd, _profile) = chromium();
+    let out = cmd
+        .arg("--hide-scrollbars")
         .arg(format!("--window-size={width},{height}"))
         .arg(format!("--screenshot={}", file.display()))
-        .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .output()
         .expect("run chromium");
