@@ -122,8 +122,9 @@ async fn metrics_answer_under_2000_idle_connections_with_1024_descriptors() {
                 shed += 1;
             }
         }
-        // The rest within the header-read timeout (2 s) and some slack.
-        let deadline = Instant::now() + Duration::from_secs(8);
+        // The rest within the header-read timeout (2 s) and slack for a 2-core machine running
+        // the rest of the suite beside it (a fresh-clone run once saw 25 of 2000 open at 8 s).
+        let deadline = Instant::now() + Duration::from_secs(20);
         let mut open_after;
         loop {
             open_after = 0;
