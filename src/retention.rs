@@ -139,6 +139,7 @@ pub fn apply(facts: &mut Facts, plan: &Plan) {
     for sha in &plan.commits {
         facts.commits.remove(sha);
         facts.vanished.remove(sha);
+        facts.origins.remove(sha);
     }
     for id in &plan.builds {
         facts.builds.remove(id);

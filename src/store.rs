@@ -60,6 +60,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use serde::{Deserialize, Serialize};
 
 use crate::core::journey::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, VersionFact};
+use crate::core::premerge::{ChecksRunFact, Origin, PullFact, ReviewFact};
 
 /// `PRAGMA application_id` of a deploy-journey store ("DJS1").
 pub const APPLICATION_ID: i32 = 0x444a_5331;
@@ -69,7 +70,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`.
 /// Append only; never edit a released migration.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -130,6 +131,14 @@ CREATE TABLE counters (
     value  REAL NOT NULL,
     PRIMARY KEY (name, labels)
 ) STRICT, WITHOUT ROWID;
+";
+
+/// Version 2: each commit's origin (its pull request as read after the merge, or a direct push).
+const MIGRATION_2: &str = "
+CREATE TABLE origins (
+    sha         TEXT NOT NULL PRIMARY KEY,
+    origin_json TEXT NOT NULL
+) STRICT;
 ";
 
 // ------------------------------------------------------------------ errors
@@ -458,6 +467,14 @@ impl Store {
                 let at: i64 = row.get(1).map_err(|e| decode_err(path, "vanished", &sha, "at", e))?;
                 facts.vanished.insert(sha, at);
             }
+            let mut st = tx.prepare("SELECT sha, origin_json FROM origins").map_err(sql_err(path, op))?;
+            let mut rows = st.query([]).map_err(sql_err(path, op))?;
+            while let Some(row) = rows.next().map_err(sql_err(path, op))? {
+                let sha: String = row.get(0).map_err(|e| decode_err(path, "origins", "?", "sha", e))?;
+                let json: String = row.get(1).map_err(|e| decode_err(path, "origins", &sha, "origin_json", e))?;
+                let origin = read_origin(path, &sha, &json)?;
+                facts.origins.insert(sha, origin);
+            }
             let mut st =
                 tx.prepare("SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2").map_err(sql_err(path, op))?;
             let mut rows = st.query(["horizon:", "horizon;"]).map_err(sql_err(path, op))?;
@@ -642,6 +659,7 @@ impl Store {
             };
             let mut del_commit = tx.prepare("DELETE FROM commits WHERE sha = ?1").map_err(e)?;
             let mut del_vanished = tx.prepare("DELETE FROM vanished WHERE sha = ?1").map_err(e)?;
+            let mut del_origin = tx.prepare("DELETE FROM origins WHERE sha = ?1").map_err(e)?;
             let mut del_build = tx.prepare("DELETE FROM builds WHERE id = ?1").map_err(e)?;
             // The key itself, or any key in ["key/", "key0"): those starting with "key/".
             let mut del_marks = tx
@@ -650,6 +668,7 @@ impl Store {
             for sha in shas.iter().filter(|s| !keep(PruneItem::Commit(s))) {
                 out.commits += del_commit.execute([sha]).map_err(e)? as u64;
                 out.vanished += del_vanished.execute([sha]).map_err(e)? as u64;
+                del_origin.execute([sha]).map_err(e)?;
                 out.marks += del_marks.execute([sha]).map_err(e)? as u64;
             }
             for id in ids.into_iter().filter(|id| !keep(PruneItem::Build(*id))) {
@@ -758,7 +777,7 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(path, op))?;
         tx.execute_batch(
             "DELETE FROM commits; DELETE FROM builds; DELETE FROM vanished; DELETE FROM kv; \
-             DELETE FROM marks; DELETE FROM counters;",
+             DELETE FROM marks; DELETE FROM counters; DELETE FROM origins;",
         )
         .map_err(sql_err(path, op))?;
         tx.commit().map_err(sql_err(path, op))
@@ -891,6 +910,7 @@ fn apply_facts(tx: &rusqlite::Transaction<'_>, path: &str, facts: &[Fact]) -> Re
     let mut touched_commits: BTreeSet<&str> = BTreeSet::new();
     let mut touched_builds: BTreeSet<BuildId> = BTreeSet::new();
     let mut touched_vanished: BTreeSet<&str> = BTreeSet::new();
+    let mut touched_origins: BTreeSet<&str> = BTreeSet::new();
     {
         let mut get_commit =
             tx.prepare(&format!("SELECT {COMMIT_COLS} FROM commits WHERE sha = ?1")).map_err(sql_err(path, op))?;
@@ -924,6 +944,17 @@ fn apply_facts(tx: &rusqlite::Transaction<'_>, path: &str, facts: &[Fact]) -> Re
                         }
                     }
                 }
+                Fact::Origin { sha, .. } => {
+                    if touched_origins.insert(sha) {
+                        let json: Option<String> = tx
+                            .query_row("SELECT origin_json FROM origins WHERE sha = ?1", [sha], |r| r.get(0))
+                            .optional()
+                            .map_err(sql_err(path, op))?;
+                        if let Some(json) = json {
+                            before.origins.insert(sha.clone(), read_origin(path, sha, &json)?);
+                        }
+                    }
+                }
                 Fact::Horizon(h) => {
                     let key = horizon_key(&h.pipeline, &h.job);
                     let v: Option<String> = tx
@@ -947,7 +978,17 @@ fn apply_facts(tx: &rusqlite::Transaction<'_>, path: &str, facts: &[Fact]) -> Re
         touched_builds.into_iter().filter(|k| cur.builds.get(k) != before.builds.get(k)).collect();
     let dirty_vanished: Vec<&str> =
         touched_vanished.into_iter().filter(|k| cur.vanished.get(*k) != before.vanished.get(*k)).collect();
+    let dirty_origins: Vec<&str> =
+        touched_origins.into_iter().filter(|k| cur.origins.get(*k) != before.origins.get(*k)).collect();
     {
+        let mut put_origin = tx
+            .prepare("INSERT OR REPLACE INTO origins (sha, origin_json) VALUES (?1, ?2)")
+            .map_err(sql_err(path, op))?;
+        for sha in dirty_origins {
+            let row = OriginRow::from(&cur.origins[sha]);
+            let json = to_json(path, op, || format!("the origin of commit {sha}"), &row)?;
+            put_origin.execute(params![sha, json]).map_err(sql_err(path, op))?;
+        }
         let mut put_commit = tx
             .prepare(&format!("INSERT OR REPLACE INTO commits ({COMMIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))
             .map_err(sql_err(path, op))?;
@@ -1007,6 +1048,124 @@ fn apply_facts(tx: &rusqlite::Transaction<'_>, path: &str, facts: &[Fact]) -> Re
         }
     }
     Ok(())
+}
+
+/// The stored shape of an [`Origin`] (`origins.origin_json`); core types are not `Serialize`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum OriginRow {
+    Direct,
+    Pull {
+        number: u64,
+        title: String,
+        url: String,
+        labels: Vec<String>,
+        head_sha: String,
+        first_commit_at: Option<i64>,
+        opened_at: i64,
+        ready_at: Option<i64>,
+        /// `[submitted_at, approved]`.
+        reviews: Vec<(i64, bool)>,
+        checks: Vec<CheckRow>,
+        merged_at: i64,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRow {
+    run_id: i64,
+    name: String,
+    url: String,
+    attempt: u32,
+    started_at: i64,
+    completed_at: Option<i64>,
+    success: bool,
+}
+
+impl From<&Origin> for OriginRow {
+    fn from(o: &Origin) -> OriginRow {
+        match o {
+            Origin::Direct => OriginRow::Direct,
+            Origin::Pull(p) => OriginRow::Pull {
+                number: p.number,
+                title: p.title.clone(),
+                url: p.url.clone(),
+                labels: p.labels.clone(),
+                head_sha: p.head_sha.clone(),
+                first_commit_at: p.first_commit_at,
+                opened_at: p.opened_at,
+                ready_at: p.ready_at,
+                reviews: p.reviews.iter().map(|r| (r.submitted_at, r.approved)).collect(),
+                checks: p
+                    .checks
+                    .iter()
+                    .map(|c| CheckRow {
+                        run_id: c.run_id,
+                        name: c.name.clone(),
+                        url: c.url.clone(),
+                        attempt: c.attempt,
+                        started_at: c.started_at,
+                        completed_at: c.completed_at,
+                        success: c.success,
+                    })
+                    .collect(),
+                merged_at: p.merged_at,
+            },
+        }
+    }
+}
+
+fn read_origin(path: &str, sha: &str, json: &str) -> Result<Origin, StoreError> {
+    let row: OriginRow = serde_json::from_str(json).map_err(|e| StoreError::Decode {
+        path: path.to_string(),
+        table: "origins",
+        key: sha.to_string(),
+        column: "origin_json",
+        detail: e.to_string(),
+    })?;
+    Ok(match row {
+        OriginRow::Direct => Origin::Direct,
+        OriginRow::Pull {
+            number,
+            title,
+            url,
+            labels,
+            head_sha,
+            first_commit_at,
+            opened_at,
+            ready_at,
+            reviews,
+            checks,
+            merged_at,
+        } => Origin::Pull(PullFact {
+            number,
+            title,
+            url,
+            labels,
+            head_sha,
+            first_commit_at,
+            opened_at,
+            ready_at,
+            reviews: reviews
+                .into_iter()
+                .map(|(submitted_at, approved)| ReviewFact { submitted_at, approved })
+                .collect(),
+            checks: checks
+                .into_iter()
+                .map(|c| ChecksRunFact {
+                    run_id: c.run_id,
+                    name: c.name,
+                    url: c.url,
+                    attempt: c.attempt,
+                    started_at: c.started_at,
+                    completed_at: c.completed_at,
+                    success: c.success,
+                })
+                .collect(),
+            merged_at,
+        }),
+    })
 }
 
 /// Horizons live in `kv` (no schema change): `horizon:["pipeline","job"]` → `"<since_id> <since_time>"`.

@@ -157,6 +157,8 @@ fn lead_time_name(l: LeadTimeFrom) -> &'static str {
         LeadTimeFrom::CommitterDate => "committer_date",
         LeadTimeFrom::AuthorDate => "author_date",
         LeadTimeFrom::FirstSeen => "first_seen",
+        LeadTimeFrom::PrOpened => "pr_opened",
+        LeadTimeFrom::FirstCommit => "first_commit",
     }
 }
 

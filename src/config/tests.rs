@@ -148,7 +148,8 @@ stages:
             "concourse.team: must not be empty",
             "concourse.auth: give either token_file/token_env or username + password_file/password_env",
             "poll_interval: \"soon\" is not a duration (expected number at 0); write e.g. 30s, 5m, 90d",
-            "lead_time_from: \"merge_date\" is not one of committer_date (default), author_date, first_seen",
+            "lead_time_from: \"merge_date\" is not one of committer_date (default), author_date, first_seen, pr_opened, \
+             first_commit",
             "resources.repo.paths[1]: \"a b\" contains ' ', which git-resource's shell command line would split or interpret",
             "resources.repo.paths[2]: must not be empty",
             "resources.repo.ignore_paths[0]: \"../x\" is not a valid pathspec: The path leaves the repository",

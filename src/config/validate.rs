@@ -237,10 +237,15 @@ impl Validator<'_> {
             None | Some("committer_date") => Some(LeadTimeFrom::CommitterDate),
             Some("author_date") => Some(LeadTimeFrom::AuthorDate),
             Some("first_seen") => Some(LeadTimeFrom::FirstSeen),
+            Some("pr_opened") => Some(LeadTimeFrom::PrOpened),
+            Some("first_commit") => Some(LeadTimeFrom::FirstCommit),
             Some(other) => {
                 self.problem(
                     "lead_time_from",
-                    format!("{other:?} is not one of committer_date (default), author_date, first_seen"),
+                    format!(
+                        "{other:?} is not one of committer_date (default), author_date, first_seen, pr_opened, \
+                         first_commit"
+                    ),
                 );
                 None
             }

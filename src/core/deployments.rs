@@ -33,8 +33,8 @@ pub struct DoraConfig {
     pub change_fail_rate_slo: f64,
     /// Regexes on the commit subject that make a commit a hotfix.
     pub hotfix_patterns: Vec<regex::Regex>,
-    /// PR labels that make a commit a hotfix. The facts hold no PR labels yet, so these are
-    /// kept for when they do and match nothing today.
+    /// Labels of a commit's pull request that make it a hotfix (GitHub label names compare
+    /// case-insensitively).
     pub hotfix_labels: Vec<String>,
 }
 
@@ -55,6 +55,14 @@ impl Default for DoraConfig {
 impl DoraConfig {
     pub fn is_hotfix(&self, subject: &str) -> bool {
         self.hotfix_patterns.iter().any(|r| r.is_match(subject))
+    }
+
+    /// A hotfix by its subject or by a label of the pull request that landed it.
+    pub fn is_hotfix_commit(&self, subject: &str, origin: Option<&crate::core::premerge::Origin>) -> bool {
+        self.is_hotfix(subject)
+            || origin
+                .and_then(|o| o.pull())
+                .is_some_and(|p| p.labels.iter().any(|l| self.hotfix_labels.iter().any(|h| h.eq_ignore_ascii_case(l))))
     }
 }
 
@@ -241,7 +249,7 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
         if let Some(t) = reverted_commit(&c.message, &earlier) {
             reverts.insert(i, t);
         }
-        if dora.is_hotfix(c.subject()) {
+        if dora.is_hotfix_commit(c.subject(), facts.origins.get(sha)) {
             hotfix.insert(i);
         }
         earlier.push((sha.as_str(), c.subject()));
@@ -639,6 +647,48 @@ stages:
                 "running:c2 behind:0",
             ],
         );
+    }
+
+    /// A commit whose pull request carries a hotfix label (any case) is a hotfix whatever its
+    /// subject; without the label, or from a direct push, `feat:` is not.
+    #[test]
+    fn a_hotfix_by_pr_label() {
+        use crate::core::premerge::{Origin, PullFact};
+        let core = crate::config::parse(CONFIG, "t.yaml", &|_| None).unwrap().core();
+        let pull = |labels: &[&str]| {
+            Origin::Pull(PullFact {
+                number: 7,
+                title: "feat: rounding".into(),
+                url: String::new(),
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+                head_sha: "h".into(),
+                first_commit_at: None,
+                opened_at: 50,
+                ready_at: None,
+                reviews: vec![],
+                checks: vec![],
+                merged_at: 200,
+            })
+        };
+        for (origin, hotfixed) in [
+            (Some(pull(&["HotFix", "backend"])), true),
+            (Some(pull(&["backend"])), false),
+            (Some(Origin::Direct), false),
+            (None, false),
+        ] {
+            let mut f = Facts::default();
+            f.apply(commit(0, "feat: a"));
+            f.apply(commit(1, "feat: rounding (#7)"));
+            if let Some(o) = origin.clone() {
+                f.apply(Fact::Origin { sha: sha(1), origin: o });
+            }
+            f.apply(deploy(1, 0, true, 1_000));
+            f.apply(deploy(2, 1, true, 2_000));
+            let d = derive(&f, &core, NOW);
+            let first = &d.deployments[0];
+            assert_eq!(first.failed.as_ref().map(|x| x.reason.as_str()), hotfixed.then_some("hotfixed"), "{origin:?}");
+            assert_eq!(d.deployments[1].rework, hotfixed, "{origin:?}");
+        }
     }
 
     /// A hotfix deployed within the window fails the deployment it replaced; a deployment of a

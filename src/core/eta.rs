@@ -225,6 +225,8 @@ mod tests {
             subject: "s".into(),
             author: "a".into(),
             commit_time: t0,
+            lead_start: t0,
+            origin: None,
             classification: Classification { resources: vec![], change_type: ChangeType::Backend },
             stages: stages
                 .iter()

@@ -118,6 +118,11 @@ pub enum Fact {
     /// How far back a job's builds are known: the first read of a Concourse with a long history
     /// stops somewhere, and what a commit older than that did at the job is not known.
     Horizon(HorizonFact),
+    /// How a commit reached the branch: its pull request, or a direct push (pre-merge segment).
+    Origin {
+        sha: Sha,
+        origin: crate::core::premerge::Origin,
+    },
 }
 
 /// Every build of `pipeline`/`job` with an id at or above `since_id` is known (or will be read);
@@ -148,6 +153,8 @@ pub struct Facts {
     pub vanished: HashMap<Sha, i64>,
     /// Per (pipeline, job): how far back its builds are known; no entry: from its first build.
     pub horizons: BTreeMap<(String, String), HorizonFact>,
+    /// Per commit: its pull request or a direct push, once read ([`Origin::merge`](crate::core::premerge::Origin::merge)).
+    pub origins: HashMap<Sha, crate::core::premerge::Origin>,
 }
 
 impl Facts {
@@ -189,6 +196,19 @@ impl Facts {
                     true
                 }
                 Some(_) => false,
+            },
+            Fact::Origin { sha, origin } => match self.origins.get(&sha) {
+                Some(old) if *old == origin => false,
+                Some(old) => {
+                    let merged = old.clone().merge(origin);
+                    let changed = merged != *old;
+                    self.origins.insert(sha, merged);
+                    changed
+                }
+                None => {
+                    self.origins.insert(sha, origin);
+                    true
+                }
             },
             // A read that reached further back wins (a backfill lowers the horizon).
             Fact::Horizon(h) => {

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::core::classify::{ChangeType, Classification, Classifier};
 use crate::core::lineage::{Carry, Lineage, compute_carries};
+use crate::core::premerge::{self, Origin, PreMergeStages, PreMergeStart};
 
 pub use crate::core::facts::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, Sha, VersionFact};
 pub use crate::core::lineage::Method;
@@ -29,6 +30,10 @@ pub enum LeadTimeFrom {
     CommitterDate,
     AuthorDate,
     FirstSeen,
+    /// When its pull request was opened (a direct push: the committer date).
+    PrOpened,
+    /// The author date of its pull request's first commit (a direct push: the committer date).
+    FirstCommit,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +328,11 @@ pub struct Journey {
     pub author: String,
     /// The commit time lead time is measured from (per `lead_time_from`).
     pub commit_time: i64,
+    /// Where lead time starts: `commit_time`, or before the merge for `lead_time_from:
+    /// pr_opened | first_commit` once the commit's pull request is known.
+    pub lead_start: i64,
+    /// Its pull request or a direct push; `None` until the GitHub source has read it.
+    pub origin: Option<Origin>,
     pub classification: Classification,
     pub stages: Vec<StageJourney>,
     pub outcome: Outcome,
@@ -344,7 +354,11 @@ pub struct Journey {
 
 impl Journey {
     pub fn lead_time(&self, env: &str) -> Option<i64> {
-        self.deployed_at.get(env).map(|t| t - self.commit_time)
+        self.deployed_at.get(env).map(|t| t - self.lead_start)
+    }
+    /// The pre-merge stage durations, when the commit came through a pull request.
+    pub fn premerge(&self) -> Option<PreMergeStages> {
+        self.origin.as_ref().and_then(premerge::stages)
     }
     pub fn short(&self) -> &str {
         self.sha.get(..7).unwrap_or(&self.sha)
@@ -444,10 +458,19 @@ pub(crate) fn derive_with(
     for (i, sha) in order.iter().enumerate() {
         let c = &facts.commits[sha];
         let cl = &class[i];
+        // Stages wait from the commit's own time; only lead time may start before the merge.
         let commit_time = match cfg.lead_time_from {
-            LeadTimeFrom::CommitterDate => c.committer_date,
             LeadTimeFrom::AuthorDate => c.author_date,
             LeadTimeFrom::FirstSeen => c.first_seen,
+            LeadTimeFrom::CommitterDate | LeadTimeFrom::PrOpened | LeadTimeFrom::FirstCommit => c.committer_date,
+        };
+        let origin = facts.origins.get(sha);
+        let lead_start = match (cfg.lead_time_from, origin) {
+            (LeadTimeFrom::PrOpened, Some(o)) => premerge::lead_time_start(PreMergeStart::PrOpened, o, commit_time),
+            (LeadTimeFrom::FirstCommit, Some(o)) => {
+                premerge::lead_time_start(PreMergeStart::FirstCommit, o, commit_time)
+            }
+            _ => commit_time,
         };
         if c.author_date > c.committer_date + 300 {
             quality.clock_skew += 1;
@@ -697,6 +720,8 @@ pub(crate) fn derive_with(
             subject: c.subject().to_string(),
             author: c.author.clone(),
             commit_time,
+            lead_start,
+            origin: origin.cloned(),
             classification: cl.clone(),
             stages,
             outcome,

@@ -6,7 +6,7 @@
 //! Pure: times are Unix seconds handed in by the sources.
 
 /// One review as GitHub reports it (`pull-request-review`: `state`, `submitted_at`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ReviewFact {
     pub submitted_at: i64,
     /// `state == "APPROVED"`.
@@ -15,9 +15,13 @@ pub struct ReviewFact {
 
 /// One attempt of a GitHub Actions workflow run on the PR's final head commit
 /// (`workflow-run`: `run_attempt`, `run_started_at`, `updated_at` once completed, `conclusion`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ChecksRunFact {
     pub run_id: i64,
+    /// The workflow's name (`name`), for spans and pages.
+    pub name: String,
+    /// The run's page (`html_url`).
+    pub url: String,
     pub attempt: u32,
     pub started_at: i64,
     /// `None` while the run is queued or in progress.
@@ -26,9 +30,16 @@ pub struct ChecksRunFact {
 }
 
 /// What the sources learn about the pull request that landed a commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PullFact {
     pub number: u64,
+    pub title: String,
+    /// The PR's page (`html_url`).
+    pub url: String,
+    /// Label names when it was read (`hotfix` and the like, see `dora.hotfix.pr_labels`).
+    pub labels: Vec<String>,
+    /// The final head commit, whose Actions runs are the `checks`.
+    pub head_sha: String,
     /// Author date of the PR's first commit (`pulls/{n}/commits`, oldest first); `None` when unknown.
     pub first_commit_at: Option<i64>,
     pub opened_at: i64,
@@ -39,12 +50,56 @@ pub struct PullFact {
     pub merged_at: i64,
 }
 
-/// How a commit reached `main`.
+/// How a commit reached `main`. Ordered so that a more complete reading is greater: a PR beats
+/// "direct" (GitHub can lag associating a fresh merge commit), and of two readings of one PR the
+/// one with more completed checks, checks, reviews and known moments wins (see [`Origin::merge`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// Pushed directly: no pre-merge stages, lead time counts from the commit.
     Direct,
     Pull(PullFact),
+}
+
+impl Origin {
+    fn rank(&self) -> (u8, usize, usize, usize, bool, bool) {
+        match self {
+            Origin::Direct => (0, 0, 0, 0, false, false),
+            Origin::Pull(p) => (
+                1,
+                p.checks.iter().filter(|c| c.completed_at.is_some()).count(),
+                p.checks.len(),
+                p.reviews.len(),
+                p.ready_at.is_some(),
+                p.first_commit_at.is_some(),
+            ),
+        }
+    }
+
+    /// The merge of two readings of a commit's origin: commutative, associative and
+    /// idempotent (a total order's max), so facts merge in any order.
+    pub fn merge(self, other: Origin) -> Origin {
+        let key = |o: &Origin| o.rank();
+        match key(&self).cmp(&key(&other)) {
+            std::cmp::Ordering::Less => other,
+            std::cmp::Ordering::Greater => self,
+            std::cmp::Ordering::Equal => match (&self, &other) {
+                (Origin::Pull(a), Origin::Pull(b)) if b > a => other,
+                _ => self,
+            },
+        }
+    }
+
+    pub fn pull(&self) -> Option<&PullFact> {
+        match self {
+            Origin::Direct => None,
+            Origin::Pull(p) => Some(p),
+        }
+    }
+
+    /// Whether a later read may still learn more: Actions runs of the final head still running.
+    pub fn unsettled(&self) -> bool {
+        self.pull().is_some_and(|p| p.checks.iter().any(|c| c.completed_at.is_none()))
+    }
 }
 
 /// Stage durations in seconds; `None` when the stage did not happen (no review, no checks…).
@@ -152,11 +207,23 @@ mod tests {
         ReviewFact { submitted_at: t, approved }
     }
     fn run(id: i64, attempt: u32, start: i64, end: Option<i64>, success: bool) -> ChecksRunFact {
-        ChecksRunFact { run_id: id, attempt, started_at: start, completed_at: end, success }
+        ChecksRunFact {
+            run_id: id,
+            name: "ci".into(),
+            url: String::new(),
+            attempt,
+            started_at: start,
+            completed_at: end,
+            success,
+        }
     }
     fn pr() -> PullFact {
         PullFact {
             number: 7,
+            title: "feat: x".into(),
+            url: String::new(),
+            labels: vec![],
+            head_sha: "h".into(),
             first_commit_at: Some(1_000),
             opened_at: 1_600,
             ready_at: None,
@@ -228,5 +295,27 @@ mod tests {
         let unknown = Origin::Pull(PullFact { first_commit_at: None, ..pr() });
         assert_eq!(lead_time_start(PreMergeStart::FirstCommit, &unknown, 9_000), 1_600);
         assert_eq!(stages(&p).map(|s| s.named()[0]), Some(("coding", Some(600))));
+    }
+
+    #[test]
+    fn origin_merge_keeps_the_most_complete_reading_in_any_order() {
+        let running = Origin::Pull(PullFact { checks: vec![run(1, 1, 1_700, None, false)], ..pr() });
+        let done = Origin::Pull(PullFact { checks: vec![run(1, 1, 1_700, Some(2_000), true)], ..pr() });
+        let reviewed = Origin::Pull(PullFact { reviews: vec![review(2_000, true)], ..pr() });
+        let all = [Origin::Direct, running.clone(), done.clone(), reviewed.clone()];
+        for a in &all {
+            assert_eq!(a.clone().merge(a.clone()), *a);
+            for b in &all {
+                assert_eq!(a.clone().merge(b.clone()), b.clone().merge(a.clone()), "{a:?} {b:?}");
+                for c in &all {
+                    let l = a.clone().merge(b.clone()).merge(c.clone());
+                    let r = a.clone().merge(b.clone().merge(c.clone()));
+                    assert_eq!(l, r);
+                }
+            }
+        }
+        assert_eq!(Origin::Direct.merge(running.clone()), running);
+        assert_eq!(running.clone().merge(done.clone()), done);
+        assert!(running.unsettled() && !done.unsettled() && !Origin::Direct.unsettled());
     }
 }

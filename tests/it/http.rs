@@ -242,6 +242,8 @@ async fn journey_json_bytes_are_stable_and_round_trip() {
         subject: "feat: \"quoted\" <x>".into(),
         author: "alice".into(),
         commit_time: 500,
+        lead_start: 500,
+        origin: None,
         classification: Classification { resources: vec!["repo".into()], change_type: ChangeType::Mixed },
         stages: vec![
             stage(

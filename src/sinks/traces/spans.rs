@@ -547,6 +547,8 @@ mod tests {
             subject: "fix: a".into(),
             author: "dev".into(),
             commit_time: 1_000,
+            lead_start: 1_000,
+            origin: None,
             classification: Classification { resources: vec!["lana".into()], change_type: ChangeType::Backend },
             stages,
             outcome: if deployed.is_some() { Outcome::Deployed } else { Outcome::InFlight },
