@@ -6,6 +6,7 @@
 //! loses nothing a restart cannot re-read: facts already stored are loaded back, and whatever
 //! came after the last stored cursor is polled again (facts are idempotent).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -174,6 +175,7 @@ pub async fn serve_with_options(
         concourse,
         answered: (false, false),
         unstored: vec![],
+        origin_tries: HashMap::new(),
     };
     poller.publish();
 
@@ -419,7 +421,46 @@ struct Poller {
     /// Facts a failed store write could not keep. The sources' cursors have already moved past
     /// them, so they are retried with the next batch instead of being read again.
     unstored: Vec<Fact>,
+    /// When each commit's pull request was last asked for (a failed or unsettled read waits
+    /// [`ORIGIN_RETRY`] before the next).
+    origin_tries: HashMap<String, i64>,
 }
+
+/// The commits whose pull request to read now, newest first, at most `budget`: those with no
+/// origin yet, or an unsettled one merged less than [`ORIGIN_SETTLE`] ago, not vanished, and
+/// not tried in the last [`ORIGIN_RETRY`] seconds. `new` holds commits not applied yet.
+pub fn origin_candidates(
+    facts: &Facts,
+    new: &[Fact],
+    tries: &HashMap<String, i64>,
+    now: i64,
+    budget: usize,
+) -> Vec<String> {
+    let wanted = |sha: &str| match facts.origins.get(sha) {
+        None => true,
+        Some(o) => o.unsettled() && o.pull().is_some_and(|p| now - p.merged_at < ORIGIN_SETTLE),
+    };
+    let mut candidates: Vec<(i64, &str)> = facts
+        .commits
+        .values()
+        .map(|c| (c.committer_date, c.sha.as_str()))
+        .chain(new.iter().filter_map(|f| match f {
+            Fact::Commit(c) => Some((c.committer_date, c.sha.as_str())),
+            _ => None,
+        }))
+        .filter(|(_, sha)| !facts.vanished.contains_key(*sha) && wanted(sha))
+        .filter(|(_, sha)| tries.get(*sha).is_none_or(|t| now - t >= ORIGIN_RETRY))
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    candidates.dedup();
+    candidates.into_iter().take(budget).map(|(_, s)| s.to_string()).collect()
+}
+
+/// A commit's pull request is not asked for again sooner than this.
+const ORIGIN_RETRY: i64 = 600;
+/// An unsettled reading (Actions runs of the final head still running) is re-read for this
+/// long after the merge; a run still going after that is left as it was last seen.
+const ORIGIN_SETTLE: i64 = 6 * 3600;
 
 impl Poller {
     /// Publish the journeys, and offer spans that became exportable since the last publish
@@ -513,6 +554,11 @@ impl Poller {
             Some(Err(e)) => tracing::warn!(error = %e, "github poll failed"),
             None => {}
         }
+        if poll_github && self.answered.0 && self.cfg.repository.pull_requests {
+            let origins =
+                self.read_origins(now, &new).instrument(tracing::info_span!(parent: cycle, "github.origins")).await;
+            new.extend(origins);
+        }
         match cc {
             Ok(f) => {
                 self.answered.1 = true;
@@ -521,6 +567,33 @@ impl Poller {
             Err(e) => tracing::warn!(error = %e, "concourse poll failed"),
         }
         new
+    }
+
+    /// The pull requests of commits whose origin is not known yet (or still settling), newest
+    /// first, as many as [`GithubSource::origin_budget`] allows; on a poll where nothing is
+    /// missing this makes no request.
+    async fn read_origins(&mut self, now: i64, new: &[Fact]) -> Vec<Fact> {
+        let budget = self.github.origin_budget();
+        if budget == 0 {
+            return vec![];
+        }
+        let picked = origin_candidates(&self.facts, new, &self.origin_tries, now, budget);
+        let mut out = vec![];
+        for sha in picked {
+            self.origin_tries.insert(sha.clone(), now);
+            match self.github.origin(&sha).await {
+                Ok(origin) => out.push(Fact::Origin { sha, origin }),
+                Err(e) => {
+                    // Counted by the source; the commit is asked for again after ORIGIN_RETRY.
+                    tracing::warn!(error = %e, sha = %sha, "github: reading the commit's pull request failed");
+                    break;
+                }
+            }
+        }
+        // Forget tries of commits no longer followed (retention).
+        let facts = &self.facts;
+        self.origin_tries.retain(|sha, t| now - *t < ORIGIN_RETRY || facts.commits.contains_key(sha));
+        out
     }
 
     /// Store the new facts with the cursor that covers them, then apply and publish them. A

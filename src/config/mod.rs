@@ -152,6 +152,8 @@ pub struct Repository {
     pub webhook_secret: Option<Secret>,
     /// `repository.poll_interval` as written; see [`Config::github_poll_interval`].
     pub poll_interval: Option<Duration>,
+    /// Read each new commit's pull request, reviews and Actions runs (`pull_requests`).
+    pub pull_requests: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -75,7 +75,7 @@ pub(super) struct RawTraces {
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping: github, branch, api_url, token_file or token_env, poll_interval, ..."
+    expecting = "a mapping: github, branch, api_url, token_file or token_env, poll_interval, pull_requests, ..."
 )]
 pub(super) struct RawRepository {
     pub(super) github: Option<String>,
@@ -90,6 +90,8 @@ pub(super) struct RawRepository {
     pub(super) webhook_secret_env: Option<String>,
     /// How often the branch is polled (GitHub only; Concourse keeps `poll_interval`).
     pub(super) poll_interval: Option<String>,
+    /// Read each commit's pull request (the pre-merge segment); default true.
+    pub(super) pull_requests: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

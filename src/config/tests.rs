@@ -268,7 +268,7 @@ fn every_problem_is_reported_at_once_across_sections() {
     assert_eq!(
         problems(&text),
         [
-            "repository: unknown field `tokn`, expected one of `github`, `branch`, `api_url`, `token_file`, `token_env`, `timeout`, `initial_commits`, `webhook_secret_file`, `webhook_secret_env`, `poll_interval` (line 2, column 28)",
+            "repository: unknown field `tokn`, expected one of `github`, `branch`, `api_url`, `token_file`, `token_env`, `timeout`, `initial_commits`, `webhook_secret_file`, `webhook_secret_env`, `poll_interval`, `pull_requests` (line 2, column 28)",
             "stages[0].jobs[0]: unknown field `gti`, expected `name` or `git`",
             "concourse.url: \"ftp://x\" is not an http(s) URL",
         ]

@@ -490,6 +490,7 @@ impl Validator<'_> {
             initial_commits,
             webhook_secret: webhook.map(|(s, _)| s),
             poll_interval,
+            pull_requests: r.pull_requests.unwrap_or(true),
         })
     }
 

@@ -157,6 +157,17 @@ impl PullFact {
         Some((start, end.max(start)))
     }
 
+    /// Re-runs: per run, its highest attempt beyond the first (GitHub lists a run's latest
+    /// attempt; a reading may also hold earlier attempts of the same run).
+    pub fn reruns(&self) -> u32 {
+        let mut top: std::collections::BTreeMap<i64, u32> = std::collections::BTreeMap::new();
+        for c in &self.checks {
+            let t = top.entry(c.run_id).or_insert(1);
+            *t = (*t).max(c.attempt);
+        }
+        top.values().map(|a| a - 1).sum()
+    }
+
     pub fn stages(&self) -> PreMergeStages {
         let ready = self.ready();
         let first_review = self.first_review();
@@ -170,8 +181,7 @@ impl PullFact {
             review: first_review.zip(approval).map(|(f, a)| span(f, a)),
             checks: checks.map(|(s, e)| span(s, e)),
             merge: Some(span(gate, self.merged_at)),
-            // Each fact is one attempt, so every attempt past the first of its run is a re-run.
-            reruns: self.checks.iter().filter(|c| c.attempt > 1).count() as u32,
+            reruns: self.reruns(),
         }
     }
 }

@@ -43,6 +43,7 @@ use super::client::{
 use super::telemetry::{RequestOutcome, SourceTelemetry};
 use super::{ErrorKind, GithubConfig, SourceError};
 use crate::core::journey::{CommitFact, Fact};
+use crate::core::premerge::{ChecksRunFact, Origin, PullFact, ReviewFact};
 
 const SOURCE: &str = "github";
 const API_VERSION: &str = "2022-11-28";
@@ -56,6 +57,11 @@ const KNOWN_CAP: usize = 20_000;
 const MAX_PAGES: usize = 20;
 /// List pages a backfill walk follows at most (100 commits each).
 const BACKFILL_MAX_PAGES: usize = 2_000;
+/// Commits whose pull request is read per poll at most (newest first), so a first start with a
+/// long history spreads the reads over many polls.
+pub const ORIGINS_PER_POLL: usize = 10;
+/// Requests one merged pull request's reading costs (see [`GithubSource::origin`]).
+pub const ORIGIN_REQUESTS: u64 = 5;
 /// Wait when GitHub rate-limits without saying for how long.
 const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60);
 
@@ -107,6 +113,8 @@ pub struct GithubSource {
     /// filter, no `initial_commits` bound) instead of the newest `initial_commits`.
     history_since: Option<i64>,
     tally: Arc<super::HistoryTally>,
+    /// The quota as the last answer stated it: (`x-ratelimit-remaining`, `x-ratelimit-limit`).
+    quota: Mutex<Option<(u64, u64)>>,
 }
 
 impl std::fmt::Debug for GithubSource {
@@ -214,6 +222,66 @@ struct Pull {
     html_url: String,
 }
 
+/// A pull request as `commits/{sha}/pulls` lists it: the fields the pre-merge segment reads.
+#[derive(Debug, Deserialize)]
+struct AssociatedPull {
+    number: u64,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    merged_at: Option<String>,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
+    head: PullSide,
+    base: PullSide,
+    #[serde(default)]
+    labels: Vec<Label>,
+    #[serde(default)]
+    html_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullCommit {
+    commit: GitCommit,
+}
+
+#[derive(Debug, Deserialize)]
+struct IssueEvent {
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    created_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunList {
+    #[serde(default)]
+    workflow_runs: Vec<WorkflowRun>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkflowRun {
+    id: i64,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    run_attempt: Option<u32>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    run_started_at: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    html_url: String,
+}
+
 #[derive(Debug, Deserialize)]
 struct PullSide {
     #[serde(rename = "ref", default)]
@@ -308,6 +376,7 @@ impl GithubSource {
             retry_base: Duration::from_millis(250),
             history_since: None,
             tally: Arc::default(),
+            quota: Mutex::new(None),
         })
     }
 
@@ -609,6 +678,149 @@ impl GithubSource {
         Ok(out)
     }
 
+    /// How many commits' origins ([`GithubSource::origin`]) may be read now: at most
+    /// [`ORIGINS_PER_POLL`], and only from the quota above a fifth of it, kept for following
+    /// the branch (an unauthenticated client has 60 requests an hour).
+    pub fn origin_budget(&self) -> usize {
+        match *self.quota.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => ORIGINS_PER_POLL,
+            Some((remaining, limit)) => {
+                let spare = remaining.saturating_sub(limit / 5) / ORIGIN_REQUESTS;
+                (spare as usize).min(ORIGINS_PER_POLL)
+            }
+        }
+    }
+
+    /// How commit `sha` reached the branch (the pre-merge segment): its pull request with the
+    /// moments the core needs, or [`Origin::Direct`]. Requests, serial as GitHub asks:
+    /// `commits/{sha}/pulls` (a direct push stops here: 1 request), then `pulls/{n}/reviews`,
+    /// `pulls/{n}/commits?per_page=1` (the first commit), `issues/{n}/events` (ready for
+    /// review) and `actions/runs?head_sha=` of the PR's final head: 5 requests, plus one per
+    /// further page of reviews, events or runs (rare).
+    pub async fn origin(&self, sha: &str) -> Result<Origin, SourceError> {
+        let (o, r) = (self.cfg.owner.as_str(), self.cfg.repo.as_str());
+        let what = format!("GET /repos/{o}/{r}/commits/{{sha}}/pulls");
+        let segments = ["repos", o, r, "commits", sha, "pulls"];
+        let pulls: Vec<AssociatedPull> = self.get_pages(&segments, &[], &what).await?;
+        // The PR that merged this commit: the one whose merge commit it is (squash, merge
+        // commit, last of a rebase), else one merged into the branch that contains it (the
+        // earlier commits of a rebase merge). Open PRs that merely contain it do not count.
+        let merged = |p: &&AssociatedPull| p.merged_at.is_some() && p.base.git_ref == self.cfg.branch;
+        let Some(p) = pulls
+            .iter()
+            .filter(merged)
+            .find(|p| p.merge_commit_sha.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(sha)))
+            .or_else(|| pulls.iter().filter(merged).min_by_key(|p| p.number))
+        else {
+            return Ok(Origin::Direct);
+        };
+        let time = |s: &Option<String>, field: &str| -> Result<i64, SourceError> {
+            s.as_deref().and_then(parse_time).ok_or_else(|| {
+                self.err(ErrorKind::Decode, &what, format!("pull request #{}: no valid {field}", p.number))
+            })
+        };
+        let opened_at = time(&p.created_at, "created_at")?;
+        let merged_at = time(&p.merged_at, "merged_at")?;
+        let n = p.number.to_string();
+
+        let reviews = self.reviews(p.number).await?;
+        let reviews = reviews
+            .iter()
+            // Pending reviews have no submission time; dismissed ones were given all the same.
+            .filter_map(|r| r.submitted_at.map(|t| ReviewFact { submitted_at: t, approved: r.state == "APPROVED" }))
+            .filter(|r| r.submitted_at <= merged_at)
+            .collect();
+
+        let what_commits = format!("GET /repos/{o}/{r}/pulls/{{number}}/commits");
+        let mut url = url_with(&self.api, &["repos", o, r, "pulls", &n, "commits"]);
+        url.query_pairs_mut().append_pair("per_page", "1");
+        let first_commit_at = match self.get_json::<Vec<PullCommit>>(url, &what_commits, None).await? {
+            Answer::Fresh { body, .. } => {
+                body.first().and_then(|c| c.commit.author.as_ref()).and_then(|a| a.date.as_deref()).and_then(parse_time)
+            }
+            Answer::NotModified => None,
+        };
+
+        let what_events = format!("GET /repos/{o}/{r}/issues/{{number}}/events");
+        let events: Vec<IssueEvent> =
+            self.get_pages(&["repos", o, r, "issues", &n, "events"], &[], &what_events).await?;
+        // Marked ready for review (the last time, if it went back to draft in between).
+        let ready_at = events
+            .iter()
+            .filter(|e| e.event == "ready_for_review")
+            .filter_map(|e| e.created_at.as_deref().and_then(parse_time))
+            .filter(|t| *t <= merged_at)
+            .max();
+
+        let what_runs = format!("GET /repos/{o}/{r}/actions/runs");
+        let head = p.head.sha.clone();
+        let mut checks = vec![];
+        let run_segments = ["repos", o, r, "actions", "runs"];
+        let mut url = url_with(&self.api, &run_segments);
+        url.query_pairs_mut().append_pair("head_sha", &head).append_pair("per_page", PER_PAGE);
+        let mut runs = vec![];
+        for _ in 0..MAX_PAGES {
+            let Answer::Fresh { body, headers } = self.get_json::<RunList>(url, &what_runs, None).await? else { break };
+            runs.extend(body.workflow_runs);
+            match link_target(&headers, "next") {
+                Some(next) => url = self.follow(&next, &run_segments)?,
+                None => break,
+            }
+        }
+        for run in runs {
+            // The run's creation is its first attempt's; `run_started_at` is the latest
+            // attempt's start, which is the start when there was only one.
+            let first = run.created_at.as_deref().and_then(parse_time);
+            let started = run.run_started_at.as_deref().and_then(parse_time);
+            let Some(started_at) = first.into_iter().chain(started).min() else { continue };
+            let completed = run.status.as_deref() == Some("completed");
+            checks.push(ChecksRunFact {
+                run_id: run.id,
+                name: run.name.unwrap_or_default(),
+                url: run.html_url,
+                attempt: run.run_attempt.unwrap_or(1).max(1),
+                started_at,
+                completed_at: if completed { run.updated_at.as_deref().and_then(parse_time) } else { None },
+                success: completed && run.conclusion.as_deref() == Some("success"),
+            });
+        }
+        checks.sort();
+        Ok(Origin::Pull(PullFact {
+            number: p.number,
+            title: p.title.clone(),
+            url: p.html_url.clone(),
+            labels: p.labels.iter().map(|l| l.name.clone()).collect(),
+            head_sha: head,
+            first_commit_at,
+            opened_at,
+            ready_at,
+            reviews,
+            checks,
+            merged_at,
+        }))
+    }
+
+    /// Every page of a list (`per_page=100`, `Link: rel="next"`, at most `MAX_PAGES`).
+    async fn get_pages<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Vec<T>, SourceError> {
+        let mut url = url_with(&self.api, segments);
+        url.query_pairs_mut().extend_pairs(query).append_pair("per_page", PER_PAGE);
+        let mut out = vec![];
+        for _ in 0..MAX_PAGES {
+            let Answer::Fresh { body, headers } = self.get_json::<Vec<T>>(url, what, None).await? else { break };
+            out.extend(body);
+            match link_target(&headers, "next") {
+                Some(next) => url = self.follow(&next, segments)?,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// Squash-merge PR `number` if its head is still `head_sha`; returns the merge commit sha.
     /// Tried once: a write is not repeated on a transient error (the caller looks first).
     pub async fn merge_squash(&self, number: u64, head_sha: &str) -> Result<String, SourceError> {
@@ -733,6 +945,8 @@ impl GithubSource {
         let reset = header_num(&headers, "x-ratelimit-reset").map(|r| r as i64);
         if let Some(r) = remaining {
             self.telemetry.set_rate_limit(SOURCE, r, reset);
+            let limit = header_num(&headers, "x-ratelimit-limit").unwrap_or(r);
+            *self.quota.lock().unwrap_or_else(|e| e.into_inner()) = Some((r, limit));
         }
         if status == 304 {
             return Ok(Answer::NotModified);

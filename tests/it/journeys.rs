@@ -91,8 +91,16 @@ pub async fn run_scenario_each(
     while sim.now() < end {
         sim.clock.step(POLL);
         let now = sim.now();
-        for f in gh.poll(now).await.unwrap() {
+        // As `serve` does: the branch, then the pull requests of commits not read yet.
+        let new = gh.poll(now).await.unwrap();
+        let tries = std::collections::HashMap::new();
+        let wanted = deploy_journey::app::origin_candidates(&facts, &new, &tries, now, gh.origin_budget());
+        for f in new {
             facts.apply(f);
+        }
+        for sha in wanted {
+            let origin = gh.origin(&sha).await.unwrap();
+            facts.apply(deploy_journey::core::journey::Fact::Origin { sha, origin });
         }
         for f in cc.poll(now).await.unwrap() {
             facts.apply(f);

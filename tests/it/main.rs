@@ -22,6 +22,7 @@ mod load;
 mod metrics;
 mod pages;
 mod pathspec;
+mod premerge;
 mod readme;
 mod restart;
 mod retention;
