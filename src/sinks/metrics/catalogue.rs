@@ -5,6 +5,7 @@
 use crate::core::classify::ChangeType;
 use crate::core::deployments::FailReason;
 use crate::core::journey::{BuildStatus, CoreConfig, Method, Outcome, StageState};
+use crate::core::premerge::PreMergeStages;
 use crate::sources::ErrorKind;
 
 use super::Labels;
@@ -20,6 +21,9 @@ pub const LONG_BUCKETS: [f64; 16] = [
     60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 129600.0, 172800.0, 259200.0,
     345600.0, 432000.0, 604800.0,
 ];
+/// Pre-merge stages: 5 min … 7 days (a PR can wait for review over a weekend and more).
+pub const PREMERGE_BUCKETS: [f64; 11] =
+    [300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 345600.0, 604800.0];
 /// Lead time: 5 min … 3 days.
 pub const LEAD_BUCKETS: [f64; 14] =
     [300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 259200.0];
@@ -29,8 +33,11 @@ pub const LEAD_BUCKETS: [f64; 14] =
 pub enum Metric {
     StageDuration,
     StageWait,
+    PreMergeStageDuration,
     LeadTime,
     Commits,
+    CommitOrigins,
+    PreMergeCheckReruns,
     CommitOutcomes,
     StageAttempts,
     StageFailures,
@@ -108,6 +115,10 @@ pub enum Dim {
     DeployResult,
     /// Why a deployment failed.
     FailReason,
+    /// A stage before the merge: coding, pickup, review, checks, merge.
+    PreMergeStage,
+    /// How a commit reached the branch: pull_request or direct.
+    Origin,
 }
 
 const RESULTS: [&str; 4] = ["succeeded", "failed", "errored", "aborted"];
@@ -132,6 +143,8 @@ impl Dim {
             Dim::Version => "version",
             Dim::DeployResult => "result",
             Dim::FailReason => "reason",
+            Dim::PreMergeStage => "stage",
+            Dim::Origin => "origin",
         }
     }
 
@@ -155,6 +168,8 @@ impl Dim {
             Dim::AuthReason => own(&["unauthorized", "rate_limited"]),
             Dim::DeployResult => own(&["success", "failure"]),
             Dim::FailReason => FailReason::ALL.iter().map(|r| r.as_str().to_string()).collect(),
+            Dim::PreMergeStage => PreMergeStages::default().named().iter().map(|(n, _)| n.to_string()).collect(),
+            Dim::Origin => own(&["pull_request", "direct"]),
             Dim::Source | Dim::Version => return None,
         })
     }
@@ -254,9 +269,15 @@ pub const CATALOGUE: &[Def] = &[
         .seconds().polled().preset().buckets(&STAGE_BUCKETS).backfill(Backfill::Events),
     row(M::StageWait, "stage_wait", Histogram, &[D::Stage], "Time from a commit being ready for a stage (upstream done; commit time for the first) to the start of the build that carried it")
         .seconds().polled().preset().buckets(&STAGE_BUCKETS).backfill(Backfill::Events),
+    row(M::PreMergeStageDuration, "premerge_stage_duration", Histogram, &[D::PreMergeStage, D::ChangeType], "Time a commit's pull request spent in each stage before the merge, observed at the merge: coding (first commit to opened), pickup (ready for review to first review), review (first review to approval), checks (GitHub Actions on the final head, first attempt start to last attempt end, re-runs included), merge (approval and green checks to merged); a stage that did not happen is not observed")
+        .seconds().polled().preset().buckets(&PREMERGE_BUCKETS).backfill(Backfill::Events),
     row(M::LeadTime, "lead_time", Histogram, &[D::Environment, D::ChangeType], "Commit time to the end of the deployment that delivered it, one observation per commit (batches credited)")
         .seconds().polled().preset().buckets(&LEAD_BUCKETS).backfill(Backfill::Events),
     row(M::Commits, "commits", Counter, &[D::ChangeType], "Commits seen on the tracked branch")
+        .polled().preset().backfill(Backfill::Events),
+    row(M::CommitOrigins, "commit_origins", Counter, &[D::Origin], "Commits whose origin was read from GitHub, by how they reached the branch: through a pull request or pushed directly")
+        .polled().preset().backfill(Backfill::Events),
+    row(M::PreMergeCheckReruns, "premerge_check_reruns", Counter, &[], "Re-run attempts of GitHub Actions workflow runs on the final head commit of merged pull requests")
         .polled().preset().backfill(Backfill::Events),
     row(M::CommitOutcomes, "commit_outcomes", Counter, &[D::Outcome], "Commit journeys ended, by outcome")
         .polled().preset().backfill(Backfill::Events),

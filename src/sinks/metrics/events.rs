@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::core::deployments::{DeployKind, Deployment};
 use crate::core::journey::{BuildStatus, CoreConfig, Derived, Journey, Outcome, StageBuild};
+use crate::core::premerge::Origin;
 
 use super::Labels;
 use super::catalogue::Metric;
@@ -111,6 +112,28 @@ pub fn events<'a>(
     for j in journeys {
         let ct = j.classification.change_type.as_str();
         count(j.commit_time, Metric::Commits, &[ct]);
+        match &j.origin {
+            Some(Origin::Direct) => count(j.commit_time, Metric::CommitOrigins, &["direct"]),
+            Some(Origin::Pull(p)) => {
+                count(p.merged_at, Metric::CommitOrigins, &["pull_request"]);
+                let stages = p.stages();
+                for _ in 0..stages.reruns {
+                    count(p.merged_at, Metric::PreMergeCheckReruns, &[]);
+                }
+                for (name, d) in stages.named() {
+                    if let Some(d) = d {
+                        obs.push(observe(
+                            p.merged_at,
+                            Metric::PreMergeStageDuration,
+                            &[name, ct],
+                            d,
+                            Some(exemplar(&j.sha)),
+                        ));
+                    }
+                }
+            }
+            None => {}
+        }
         if j.vanished {
             continue;
         }
