@@ -168,21 +168,40 @@ impl PullFact {
         top.values().map(|a| a - 1).sum()
     }
 
-    pub fn stages(&self) -> PreMergeStages {
+    /// Each stage that happened as `(name, start, end)`, in journey order, with `end >= start`.
+    pub fn stage_times(&self) -> Vec<(&'static str, i64, i64)> {
         let ready = self.ready();
         let first_review = self.first_review();
         let approval = self.approval();
         let checks = self.checks_span();
         // The merge waits for the later of approval and green checks; with neither, for readiness.
         let gate = approval.into_iter().chain(checks.map(|(_, e)| e)).max().unwrap_or(ready);
-        PreMergeStages {
-            coding: self.first_commit_at.map(|t| span(t, self.opened_at)),
-            pickup: first_review.map(|t| span(ready, t)),
-            review: first_review.zip(approval).map(|(f, a)| span(f, a)),
-            checks: checks.map(|(s, e)| span(s, e)),
-            merge: Some(span(gate, self.merged_at)),
-            reruns: self.reruns(),
+        let pair = |name, from: i64, to: i64| (name, from, from + span(from, to));
+        [
+            self.first_commit_at.map(|t| pair("coding", t, self.opened_at)),
+            first_review.map(|t| pair("pickup", ready, t)),
+            first_review.zip(approval).map(|(f, a)| pair("review", f, a)),
+            checks.map(|(s, e)| pair("checks", s, e)),
+            Some(pair("merge", gate, self.merged_at)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    pub fn stages(&self) -> PreMergeStages {
+        let mut out = PreMergeStages { reruns: self.reruns(), ..PreMergeStages::default() };
+        for (name, from, to) in self.stage_times() {
+            let slot = match name {
+                "coding" => &mut out.coding,
+                "pickup" => &mut out.pickup,
+                "review" => &mut out.review,
+                "checks" => &mut out.checks,
+                _ => &mut out.merge,
+            };
+            *slot = Some(to - from);
         }
+        out
     }
 }
 

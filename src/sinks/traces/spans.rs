@@ -28,6 +28,7 @@ use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::core::journey::{Attempt, BuildId, BuildStatus, Journey, Outcome, StageJourney, StageState};
+use crate::core::premerge::PullFact;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttrValue {
@@ -399,12 +400,16 @@ pub fn journey_spans(j: &Journey, repo_url: &str, branch: &str, stage_names: &[&
             ("deployment.environment.name".into(), env.into()),
             ("deploy_journey.change_type".into(), j.classification.change_type.as_str().into()),
             ("deploy_journey.outcome".into(), j.outcome.as_str().into()),
-            ("deploy_journey.lead_time_seconds".into(), (end - j.commit_time).into()),
+            ("deploy_journey.lead_time_seconds".into(), (end - j.lead_start).into()),
             ("deploy_journey.commit.subject".into(), j.subject.as_str().into()),
         ]);
+        if let Some(p) = j.origin.as_ref().and_then(|o| o.pull()) {
+            attributes.extend(change_attributes(p));
+        }
         if j.outcome == Outcome::Failed {
             push_error_type(&mut attributes, "failure");
         }
+        let start = premerge_start(j);
         let links = match &j.carried_by {
             Some(h) if h != &j.sha => vec![(trace_id(h), root_span_id(h))],
             _ => vec![],
@@ -415,13 +420,16 @@ pub fn journey_spans(j: &Journey, repo_url: &str, branch: &str, stage_names: &[&
             parent: None,
             kind: Kind::Internal,
             name: format!("deliver {}", j.short()),
-            start_unix_nano: nanos(j.commit_time),
-            end_unix_nano: nanos(end.max(j.commit_time)),
+            start_unix_nano: nanos(start),
+            end_unix_nano: nanos(end.max(start)),
             attributes,
             events: vec![],
             links,
             error: j.outcome == Outcome::Failed,
         });
+        if let Some(p) = j.origin.as_ref().and_then(|o| o.pull()) {
+            out.extend(premerge_spans(j, p, branch));
+        }
     }
     // A failed stage after the environment the journey ended in (a production deploy that
     // failed, say) can still be retried, which moves its end: it waits until it succeeds.
@@ -429,6 +437,103 @@ pub fn journey_spans(j: &Journey, repo_url: &str, branch: &str, stage_names: &[&
         j.ended && s.state == StageState::Failed && j.failed_stage.as_deref() != Some(s.name.as_str())
     };
     out.extend(selected(j, stage_names).filter(|s| !after_end(s)).flat_map(|s| stage_spans(j, s)));
+    out
+}
+
+/// Where the trace starts: the commit, or before it its pull request's first commit or opening.
+fn premerge_start(j: &Journey) -> i64 {
+    let pr =
+        j.origin.as_ref().and_then(|o| o.pull()).map(|p| p.first_commit_at.unwrap_or(p.opened_at).min(p.opened_at));
+    pr.into_iter().chain([j.commit_time, j.lead_start]).min().unwrap_or(j.commit_time)
+}
+
+/// The VCS change (pull request) attributes: it is merged, since its commit is on the branch.
+fn change_attributes(p: &PullFact) -> Vec<(String, AttrValue)> {
+    vec![
+        ("vcs.change.id".into(), p.number.to_string().into()),
+        ("vcs.change.title".into(), p.title.as_str().into()),
+        ("vcs.change.state".into(), "merged".into()),
+    ]
+}
+
+/// The pull request's span (`pull_request #N`, from its first commit or opening to the merge)
+/// under the root, a span per pre-merge stage under it, and under `checks` one pipeline-run
+/// span per GitHub Actions run of the final head (its latest attempt).
+fn premerge_spans(j: &Journey, p: &PullFact, branch: &str) -> Vec<SpanRecord> {
+    let tid = trace_id(&j.sha);
+    let pr_id = span_id(&j.sha, "premerge", None, None);
+    let start = p.first_commit_at.unwrap_or(p.opened_at).min(p.opened_at);
+    let mut attributes = change_attributes(p);
+    attributes.extend([
+        ("vcs.provider.name".into(), "github".into()),
+        ("vcs.ref.base.name".into(), branch.into()),
+        ("vcs.ref.base.type".into(), "branch".into()),
+        ("deploy_journey.pull_request.url".into(), p.url.as_str().into()),
+    ]);
+    if p.head_sha.len() == 40 {
+        attributes.push(("vcs.ref.head.revision".into(), p.head_sha.as_str().into()));
+    }
+    let mut out = vec![SpanRecord {
+        trace_id: tid,
+        span_id: pr_id,
+        parent: Some(root_span_id(&j.sha)),
+        kind: Kind::Internal,
+        name: format!("pull_request #{}", p.number),
+        start_unix_nano: nanos(start),
+        end_unix_nano: nanos(p.merged_at.max(start)),
+        attributes,
+        events: vec![],
+        links: vec![],
+        error: false,
+    }];
+    for (name, from, to) in p.stage_times() {
+        let sid = span_id(&j.sha, &format!("premerge/{name}"), None, None);
+        out.push(SpanRecord {
+            trace_id: tid,
+            span_id: sid,
+            parent: Some(pr_id),
+            kind: Kind::Internal,
+            name: name.to_string(),
+            start_unix_nano: nanos(from),
+            end_unix_nano: nanos(to),
+            attributes: vec![("deploy_journey.premerge.stage".into(), name.into())],
+            events: vec![],
+            links: vec![],
+            error: false,
+        });
+        if name != "checks" {
+            continue;
+        }
+        for run in &p.checks {
+            let Some(end) = run.completed_at else { continue };
+            let result = if run.success { "success" } else { "failure" };
+            let workflow = if run.name.is_empty() { "workflow" } else { run.name.as_str() };
+            let mut attributes: Vec<(String, AttrValue)> = vec![
+                ("cicd.pipeline.name".into(), workflow.into()),
+                ("cicd.pipeline.action.name".into(), PIPELINE_ACTION.into()),
+                ("cicd.pipeline.run.id".into(), run.run_id.to_string().into()),
+                ("cicd.pipeline.result".into(), result.into()),
+                ("deploy_journey.run_attempt".into(), i64::from(run.attempt).into()),
+            ];
+            if !run.url.is_empty() {
+                attributes.push(("cicd.pipeline.run.url.full".into(), run.url.as_str().into()));
+            }
+            push_error_type(&mut attributes, result);
+            out.push(SpanRecord {
+                trace_id: tid,
+                span_id: span_id(&j.sha, "premerge/checks", Some(run.run_id), Some(run.attempt as usize)),
+                parent: Some(sid),
+                kind: Kind::Server,
+                name: format!("{PIPELINE_ACTION} {workflow}"),
+                start_unix_nano: nanos(run.started_at),
+                end_unix_nano: nanos(end.max(run.started_at)),
+                attributes,
+                events: vec![],
+                links: vec![],
+                error: !run.success,
+            });
+        }
+    }
     out
 }
 
@@ -686,6 +791,80 @@ mod tests {
             only.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
             ["deliver a1b2c3d", "RUN lana-bank", "deploy #20"]
         );
+    }
+
+    /// A commit from a pull request: the root starts at the PR's first commit and carries the
+    /// change; under it the PR span, its stages, and a pipeline-run span per Actions run.
+    #[test]
+    fn a_pull_requests_spans_come_before_the_pipeline() {
+        use crate::core::premerge::{ChecksRunFact, Origin, ReviewFact};
+        let mut j = journey(
+            vec![stage(
+                "test",
+                StageState::Succeeded,
+                1_000,
+                vec![att(10, "test-unit", BuildStatus::Succeeded, 1_060, 1_500)],
+            )],
+            Some(1_500),
+        );
+        let run = |attempt, success| ChecksRunFact {
+            run_id: 77,
+            name: "Nextest Tests".into(),
+            url: "https://github.com/o/r/actions/runs/77".into(),
+            attempt,
+            started_at: 400,
+            completed_at: Some(700),
+            success,
+        };
+        j.origin = Some(Origin::Pull(PullFact {
+            number: 12,
+            title: "feat: terms".into(),
+            url: "https://github.com/o/r/pull/12".into(),
+            labels: vec![],
+            head_sha: "b".repeat(40),
+            first_commit_at: Some(100),
+            opened_at: 300,
+            ready_at: None,
+            reviews: vec![ReviewFact { submitted_at: 800, approved: true }],
+            checks: vec![run(2, true)],
+            merged_at: 990,
+        }));
+        let spans = journey_spans(&j, "https://github.com/o/r", "main", &[]);
+        let root = &spans[0];
+        assert_eq!(root.start_unix_nano, nanos(100), "the trace starts at the PR's first commit");
+        assert_eq!(str_attr(root, "vcs.change.id"), "12");
+        assert_eq!(str_attr(root, "vcs.change.state"), "merged");
+        let pr_id = span_id(MINE, "premerge", None, None);
+        let pr = spans.iter().find(|s| s.span_id == pr_id).expect("the PR span");
+        assert_eq!(
+            (pr.name.as_str(), pr.parent, pr.start_unix_nano, pr.end_unix_nano),
+            ("pull_request #12", Some(root_span_id(MINE)), nanos(100), nanos(990))
+        );
+        let named: Vec<(&str, u64, u64)> = spans
+            .iter()
+            .filter(|s| s.parent == Some(pr_id))
+            .map(|s| (s.name.as_str(), s.start_unix_nano / 1_000_000_000, s.end_unix_nano / 1_000_000_000))
+            .collect();
+        assert_eq!(
+            named,
+            vec![
+                ("coding", 100, 300),
+                ("pickup", 300, 800),
+                ("review", 800, 800),
+                ("checks", 400, 700),
+                ("merge", 800, 990)
+            ]
+        );
+        let checks_id = span_id(MINE, "premerge/checks", None, None);
+        let runs: Vec<&SpanRecord> = spans.iter().filter(|s| s.parent == Some(checks_id)).collect();
+        assert_eq!(runs.len(), 1);
+        assert_eq!((runs[0].kind, runs[0].name.as_str()), (Kind::Server, "RUN Nextest Tests"));
+        assert_eq!(str_attr(runs[0], "cicd.pipeline.result"), "success");
+        assert_eq!(str_attr(runs[0], "cicd.pipeline.run.id"), "77");
+        // Exactly once: the same journey gives the same ids.
+        let again: Vec<[u8; 8]> =
+            journey_spans(&j, "https://github.com/o/r", "main", &[]).iter().map(|s| s.span_id).collect();
+        assert_eq!(again, spans.iter().map(|s| s.span_id).collect::<Vec<_>>());
     }
 
     #[test]
