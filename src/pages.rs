@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::view::{AttemptView, JourneyView, StageView, WaitsKind};
+use crate::view::{AttemptView, JourneyView, OriginKind, StageView, WaitsKind};
 
 /// `links:` of the config: where a person finds a journey's trace. Both set, or neither.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -192,6 +192,86 @@ fn attempt_line(a: &AttemptView, j: &JourneyView, now: i64, t0: i64, t1: i64) ->
     )
 }
 
+/// "Before the merge": the pull request's stages on their own axis (days of review would
+/// flatten the pipeline's minutes on a shared one), and each Actions run linked to GitHub.
+fn premerge_section(h: &mut String, j: &JourneyView) {
+    match (&j.origin, &j.pull_request) {
+        (Some(OriginKind::Direct), _) => {
+            h.push_str(
+                "<h2>Before the merge</h2><p id=\"premerge\">Pushed directly to the branch: no pull request.</p>",
+            );
+        }
+        (_, Some(p)) => {
+            let t0 = p.stages.iter().map(|s| s.start).min().unwrap_or(p.opened_at).min(p.opened_at);
+            let t1 = p.merged_at.max(t0 + 60);
+            let labels: String = p.labels.iter().map(|l| format!(" <span class=\"badge\">{}</span>", esc(l))).collect();
+            let _ = write!(
+                h,
+                "<h2>Before the merge</h2><p id=\"premerge\"><a href=\"{url}\">pull request #{n}</a> {title}{labels} · \
+                 opened {opened} · merged {merged}</p>\
+                 <table id=\"premerge-timeline\"><tr><th>stage</th><th style=\"width:55%\"><div class=\"axis\"><span>{a}</span><span>{b}</span></div></th>\
+                 <th>time</th><th class=\"hide-narrow\">notes</th></tr>",
+                url = esc(&p.url),
+                n = p.number,
+                title = esc(&p.title),
+                opened = utc(p.opened_at),
+                merged = utc(p.merged_at),
+                a = utc(t0),
+                b = utc(t1),
+            );
+            for s in &p.stages {
+                let note = match s.name.as_str() {
+                    "coding" => "first commit → opened",
+                    "pickup" => "ready for review → first review",
+                    "review" => "first review → approval",
+                    "checks" => "GitHub Actions on the final head, re-runs included",
+                    _ => "approved and green → merged",
+                };
+                let class = if s.name == "pickup" || s.name == "merge" { "wait" } else { "work" };
+                let _ = write!(
+                    h,
+                    "<tr class=\"stage-row\"><td><b>{name}</b></td><td><div class=\"lane\">{lane}</div></td><td>{took}</td>\
+                     <td class=\"hide-narrow muted\">{note}</td></tr>",
+                    name = esc(&s.name),
+                    lane = bar(class, s.start, s.end, t0, t1, &s.name),
+                    took = age(s.duration_seconds),
+                );
+                if s.name != "checks" {
+                    continue;
+                }
+                for c in &p.checks {
+                    let status = match c.result.as_str() {
+                        "success" => "succeeded",
+                        "failure" => "failed",
+                        _ => "started",
+                    };
+                    let lane = bar(
+                        &format!("work attempt {status}"),
+                        c.started_at,
+                        c.completed_at.unwrap_or(c.started_at),
+                        t0,
+                        t1,
+                        &c.name,
+                    );
+                    let rerun = if c.attempt > 1 { format!("attempt {} (re-run)", c.attempt) } else { String::new() };
+                    let _ = write!(
+                        h,
+                        "<tr class=\"attempt-row\"><td>&nbsp;&nbsp;<a class=\"build\" href=\"{url}\">{name}</a> \
+                         <span class=\"badge b-{status}\">{result}</span></td><td><div class=\"lane\">{lane}</div></td>\
+                         <td>{took}</td><td class=\"hide-narrow\">{rerun}</td></tr>",
+                        url = esc(&c.url),
+                        name = esc(&c.name),
+                        result = esc(&c.result),
+                        took = c.completed_at.map(|e| age(e - c.started_at)).unwrap_or_else(|| "running".into()),
+                    );
+                }
+            }
+            h.push_str("</table>");
+        }
+        _ => {}
+    }
+}
+
 /// `/journeys/{sha}`: a waterfall of one commit's journey, from the commit through every stage
 /// to its environments, waits drawn apart from work, every build attempt linked.
 /// `carried` lists the commits this one's builds carried along (its batch).
@@ -257,6 +337,7 @@ pub fn journey_page(j: &JourneyView, now: i64, carried: &[(String, String)], tra
     if !facts.is_empty() {
         let _ = write!(h, "<p id=\"where\">{}</p>", facts.join(" · "));
     }
+    premerge_section(&mut h, j);
     let _ = write!(
         h,
         "<h2>Timeline</h2><p class=\"legend muted\"><span><span class=\"swatch wait\"></span> waiting</span>\

@@ -16,6 +16,7 @@ use crate::core::deployments::{Deployment, EnvironmentNow};
 use crate::core::facts::BuildStatus;
 use crate::core::journey::{Attempt, Journey, Outcome, RunningBuild, StageJourney, StageState, WaitsFor};
 use crate::core::lineage::Method;
+use crate::core::premerge::{Origin, PullFact};
 
 /// Serde for a core enum through its `as_str()` name; `$all` lists every variant.
 macro_rules! named_enum {
@@ -92,6 +93,110 @@ pub struct JourneyView {
     /// environments it has not reached and a prediction can be made for (`core::eta`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub eta: BTreeMap<String, i64>,
+    /// Where lead time starts (`lead_time_from`; before the merge for `pr_opened` and
+    /// `first_commit`). Older exporters did not send it.
+    #[serde(default)]
+    pub lead_time_start: Option<i64>,
+    /// How the commit reached the branch: `pull_request` or `direct`; absent until read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestView>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginKind {
+    PullRequest,
+    Direct,
+}
+
+/// The pull request that landed a commit and its moments (Unix times).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PullRequestView {
+    pub number: u64,
+    pub title: String,
+    pub url: String,
+    pub labels: Vec<String>,
+    pub head_sha: String,
+    pub first_commit_at: Option<i64>,
+    pub opened_at: i64,
+    pub ready_at: Option<i64>,
+    pub first_review_at: Option<i64>,
+    pub approved_at: Option<i64>,
+    pub merged_at: i64,
+    /// coding, pickup, review, checks, merge: the ones that happened.
+    pub stages: Vec<PreMergeStageView>,
+    /// GitHub Actions runs of the final head (their latest attempt).
+    pub checks: Vec<CheckRunView>,
+    pub reruns: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PreMergeStageView {
+    pub name: String,
+    pub start: i64,
+    pub end: i64,
+    pub duration_seconds: i64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CheckRunView {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub attempt: u32,
+    pub started_at: i64,
+    pub completed_at: Option<i64>,
+    /// `success`, `failure`, or `running`.
+    pub result: String,
+}
+
+impl PullRequestView {
+    pub fn new(p: &PullFact) -> PullRequestView {
+        PullRequestView {
+            number: p.number,
+            title: p.title.clone(),
+            url: p.url.clone(),
+            labels: p.labels.clone(),
+            head_sha: p.head_sha.clone(),
+            first_commit_at: p.first_commit_at,
+            opened_at: p.opened_at,
+            ready_at: p.ready_at,
+            first_review_at: p.first_review(),
+            approved_at: p.approval(),
+            merged_at: p.merged_at,
+            stages: p
+                .stage_times()
+                .into_iter()
+                .map(|(name, start, end)| PreMergeStageView {
+                    name: name.to_string(),
+                    start,
+                    end,
+                    duration_seconds: end - start,
+                })
+                .collect(),
+            checks: p
+                .checks
+                .iter()
+                .map(|c| CheckRunView {
+                    id: c.run_id,
+                    name: c.name.clone(),
+                    url: c.url.clone(),
+                    attempt: c.attempt,
+                    started_at: c.started_at,
+                    completed_at: c.completed_at,
+                    result: match (c.completed_at, c.success) {
+                        (None, _) => "running",
+                        (Some(_), true) => "success",
+                        (Some(_), false) => "failure",
+                    }
+                    .to_string(),
+                })
+                .collect(),
+            reruns: p.reruns(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -214,6 +319,12 @@ impl JourneyView {
             trace_id: trace_id(&j.sha),
             stages: j.stages.iter().map(StageView::new).collect(),
             eta: BTreeMap::new(),
+            lead_time_start: Some(j.lead_start),
+            origin: j.origin.as_ref().map(|o| match o {
+                Origin::Direct => OriginKind::Direct,
+                Origin::Pull(_) => OriginKind::PullRequest,
+            }),
+            pull_request: j.origin.as_ref().and_then(|o| o.pull()).map(PullRequestView::new),
         }
     }
 }

@@ -420,6 +420,9 @@ mod tests {
             trace_id: String::new(),
             stages,
             eta: Default::default(),
+            lead_time_start: None,
+            origin: None,
+            pull_request: None,
         }
     }
 

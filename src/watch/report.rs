@@ -202,6 +202,9 @@ mod tests {
             deployed_at: [("staging".to_string(), 7300)].into(),
             lead_time_seconds: [("staging".to_string(), 7200)].into(),
             eta: Default::default(),
+            lead_time_start: None,
+            origin: None,
+            pull_request: None,
             trace_id: String::new(),
             stages: vec![tests, st("staging", StageState::Succeeded, None, Some(3600))],
         };

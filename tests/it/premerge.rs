@@ -23,5 +23,5 @@ async fn a_hotfix_prs_moments_and_labels_are_read_and_a_direct_push_is_direct() 
     assert_eq!(p.labels, model.labels);
     assert_eq!(p.reviews.len(), model.reviews.len());
     let stages = h.premerge().expect("a PR has pre-merge stages");
-    assert_eq!(stages.merge.is_some(), true);
+    assert!(stages.merge.is_some());
 }
