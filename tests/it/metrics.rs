@@ -374,6 +374,8 @@ fn metrics_label_values_are_bounded_and_series_do_not_grow_with_commits() {
     let set = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
     let mut allowed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     allowed.insert("stage", stages.clone());
+    allowed.insert("phase", set(&["coding", "pickup", "review", "checks", "merge"]));
+    allowed.insert("origin", set(&["pull_request", "direct"]));
     allowed.insert("environment", envs.clone());
     allowed.insert("change_type", ChangeType::ALL.iter().map(|c| c.as_str().to_string()).collect());
     // Journey outcomes (in_flight is a gauge, not an outcome) and request outcomes.
