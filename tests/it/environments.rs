@@ -178,6 +178,7 @@ async fn every_dora_figure_equals_the_scenarios_truth() {
         "prod-rollback.yaml",
         "revert-a-day-later.yaml",
         "hotfix-pr.yaml",
+        "hotfix-by-label.yaml",
         "qa-walks-staging-states.yaml",
         "gate-held-weekend.yaml",
     ] {

@@ -1,16 +1,27 @@
 //! Issue 18, the pre-merge segment: each commit's pull request (or direct push) read through
-//! the real GitHub source from the simulator, compared with the simulator's model.
+//! the real GitHub source from the simulator, compared with the simulator's model, and what
+//! reading it costs.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deploy_journey::app::origin_candidates;
+use deploy_journey::core::journey::{Fact, Facts};
 use deploy_journey::core::premerge::Origin;
+use deploy_journey::sim::Sim;
+use deploy_journey::sim::clock::{ClockMode, SimClock};
+use deploy_journey::sim::workload::Scenario;
+use deploy_journey::sources::github::{GithubSource, ORIGIN_REQUESTS};
+use deploy_journey::sources::telemetry::SourceTelemetry;
 
-use crate::journeys::run_scenario;
+use crate::journeys::{example_config, run_scenario};
+use crate::support::{START, init_crypto};
 
 #[tokio::test]
 async fn a_hotfix_prs_moments_and_labels_are_read_and_a_direct_push_is_direct() {
     let r = run_scenario("hotfix-pr.yaml", "lana").await;
     let a = r.journey("a");
     let h = r.journey("h");
-    eprintln!("{:#?}\n{:#?}", a.origin, h.origin);
     assert_eq!(a.origin, Some(Origin::Direct), "a was pushed straight to main");
     let Some(Origin::Pull(p)) = &h.origin else { panic!("h came from PR 4301: {:?}", h.origin) };
     let model = r.sim.with_world(|w| {
@@ -21,7 +32,62 @@ async fn a_hotfix_prs_moments_and_labels_are_read_and_a_direct_push_is_direct() 
     assert_eq!(p.opened_at, model.created_at);
     assert_eq!(Some(p.merged_at), model.merged_at);
     assert_eq!(p.labels, model.labels);
+    assert_eq!(p.title, model.title);
     assert_eq!(p.reviews.len(), model.reviews.len());
-    let stages = h.premerge().expect("a PR has pre-merge stages");
-    assert!(stages.merge.is_some());
+    // The merge phase ends at the merge; nothing before the merge ends after it.
+    let times = p.stage_times();
+    assert_eq!(times.last().map(|(n, _, e)| (*n, *e)), Some(("merge", p.merged_at)));
+    assert!(times.iter().all(|(_, s, e)| s <= e && *e <= p.merged_at), "{times:?}");
+}
+
+/// A direct push costs one request, a pull request `ORIGIN_REQUESTS`; once every commit's
+/// origin is known, a poll of an unchanged branch is the one conditional request it always was.
+#[tokio::test]
+async fn requests_per_commit_and_an_idle_poll_asks_nothing_more() {
+    init_crypto();
+    let path = format!("{}/tests/scenarios/hotfix-pr.yaml", env!("CARGO_MANIFEST_DIR"));
+    let sc = Scenario::load(&path).unwrap();
+    let (mut world, _) = sc.build_world(START);
+    world.advance_to(START + sc.run_for);
+    let sim = Sim::new(world, SimClock::new(START + sc.run_for, ClockMode::Stepped));
+    let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let s2 = sim.clone();
+    let _task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(s2, listener).await;
+    });
+    let cfg = example_config("lana", &url);
+    let mut gh = GithubSource::new(cfg.github(), Arc::new(SourceTelemetry::new())).unwrap();
+    let now = sim.now();
+    let mut facts = Facts::default();
+    let new = gh.poll(now).await.unwrap();
+    let mut wanted = origin_candidates(&facts, &new, &HashMap::new(), now, usize::MAX);
+    for f in new {
+        facts.apply(f);
+    }
+    assert_eq!(wanted.len(), facts.commits.len(), "every new commit is asked for");
+    let (mut direct, mut pulls) = (0, 0);
+    wanted.truncate(40);
+    for sha in wanted {
+        let before = sim.stats.total("github");
+        let origin = gh.origin(&sha).await.unwrap();
+        let cost = sim.stats.total("github") - before;
+        match &origin {
+            Origin::Direct => {
+                direct += 1;
+                assert_eq!(cost, 1, "a direct push: commits/{{sha}}/pulls only");
+            }
+            Origin::Pull(_) => {
+                pulls += 1;
+                assert_eq!(cost, ORIGIN_REQUESTS, "a pull request");
+            }
+        }
+        facts.apply(Fact::Origin { sha, origin });
+    }
+    assert!(direct >= 1 && pulls >= 1, "the scenario has both: {direct} direct, {pulls} PRs");
+    // Idle: nothing is missing, so nothing is asked beyond the branch's conditional list.
+    let now = now + 600;
+    assert!(origin_candidates(&facts, &[], &HashMap::new(), now, usize::MAX).is_empty());
+    let before = sim.stats.total("github");
+    assert!(gh.poll(now).await.unwrap().is_empty());
+    assert_eq!(sim.stats.total("github") - before, 1, "an idle poll is one request");
 }
