@@ -859,12 +859,17 @@ fn refuse_foreign(conn: &Connection, path: &str) -> Result<(), StoreError> {
 /// built on it, not when a query first reads it.
 fn quick_check(conn: &Connection, path: &str) -> Result<(), StoreError> {
     let op = "quick check";
-    let mut st = conn.prepare("PRAGMA quick_check(5)").map_err(sql_err(path, op))?;
-    let rows: Vec<String> = st
-        .query_map([], |r| r.get(0))
-        .map_err(sql_err(path, op))?
-        .collect::<Result<_, _>>()
-        .map_err(sql_err(path, op))?;
+    // The header was read, so this is an SQLite file: a check that cannot even walk a damaged
+    // b-tree (SQLITE_CORRUPT) reports damage like one that lists findings.
+    let damaged = |e: rusqlite::Error| match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DatabaseCorrupt => {
+            StoreError::Damaged { path: path.to_string(), findings: e.to_string() }
+        }
+        _ => sql_err(path, op)(e),
+    };
+    let mut st = conn.prepare("PRAGMA quick_check(5)").map_err(damaged)?;
+    let rows: Vec<String> =
+        st.query_map([], |r| r.get(0)).map_err(damaged)?.collect::<Result<_, _>>().map_err(damaged)?;
     if rows.len() == 1 && rows[0] == "ok" {
         return Ok(());
     }

@@ -248,7 +248,7 @@ fn bad_configs_report_every_problem_with_its_path() {
             "repository.api_url: \"api.github.com\" is not an http(s) URL",
             "concourse.auth: give either token_file/token_env or username + password_file/password_env",
             "poll_interval: \"30\" is not a duration (time unit needed, for example 30sec or 30ms); write e.g. 30s, 5m, 90d",
-            "lead_time_from: \"merged_at\" is not one of committer_date (default), author_date, first_seen",
+            "lead_time_from: \"merged_at\" is not one of committer_date (default), author_date, first_seen, pr_opened, first_commit",
             "resources.admin-panel-src.paths[2]: \"apps/{admin,customer}/*\" contains '{', which git-resource's shell command line would split or interpret",
             "resources.dagster-src.kind: \"python\" is not one of backend (default), frontend, dagster",
             "stages[0].stuck_after: must be greater than 0",
