@@ -23,6 +23,9 @@ pub struct Timeline {
     pub failed_stage: Option<String>,
     pub carried_by: Option<String>,
     pub commit_time: i64,
+    /// Before the merge, in one line: the pull request's phases, or "pushed directly".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_merge: Option<String>,
     pub stages: Vec<TimelineStage>,
     /// Environment → seconds from commit to the end of the deployment that delivered it.
     pub lead_time_seconds: BTreeMap<String, i64>,
@@ -66,6 +69,7 @@ impl Timeline {
             failed_stage: j.failed_stage.clone(),
             carried_by: j.carried_by.clone(),
             commit_time: j.commit_time,
+            before_merge: before_merge(j),
             stages: j
                 .stages
                 .iter()
@@ -104,6 +108,9 @@ impl Timeline {
             "Timeline of {} {:?} ({}, {}): {}\n",
             self.short_sha, self.subject, self.change_type, self.path, self.outcome
         );
+        if let Some(b) = &self.before_merge {
+            out.push_str(&format!("  before the merge: {b}\n"));
+        }
         let width = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
         out.push_str(&format!("  {:<width$}  {:<14}  {:>9}  {:>9}  builds\n", "stage", "state", "wait", "duration"));
         let dash = |v: Option<i64>| v.map(fmt_secs).unwrap_or_else(|| "-".into());
@@ -141,6 +148,25 @@ impl Timeline {
             out.push_str(&format!("  {w}\n"));
         }
         out
+    }
+}
+
+/// `pull request #12: coding 2h 0m, pickup 30m, ... (1 Actions re-run)`, `pushed directly`,
+/// or `None` while GitHub has not been asked.
+fn before_merge(j: &JourneyView) -> Option<String> {
+    match (&j.origin, &j.pull_request) {
+        (Some(crate::view::OriginKind::Direct), _) => Some("pushed directly, no pull request".into()),
+        (_, Some(p)) => {
+            let phases: Vec<String> =
+                p.stages.iter().map(|s| format!("{} {}", s.name, fmt_secs(s.duration_seconds))).collect();
+            let reruns = match p.reruns {
+                0 => String::new(),
+                1 => " (1 Actions re-run)".into(),
+                n => format!(" ({n} Actions re-runs)"),
+            };
+            Some(format!("pull request #{}: {}{reruns}", p.number, phases.join(", ")))
+        }
+        _ => None,
     }
 }
 
@@ -224,5 +250,38 @@ mod tests {
         assert_eq!(v["stages"][0]["duration_seconds"], 22 * 60);
         assert_eq!(v["stages"][0]["builds"][0]["own"], false);
         assert_eq!(v["path"], "frontend-only");
+        assert!(!text.contains("before the merge"), "not read yet: {text}");
+
+        let phase = |name: &str, d: i64| crate::view::PreMergeStageView {
+            name: name.into(),
+            start: 0,
+            end: d,
+            duration_seconds: d,
+        };
+        let pr = crate::view::PullRequestView {
+            number: 12,
+            title: "feat: x".into(),
+            url: String::new(),
+            labels: vec![],
+            head_sha: String::new(),
+            first_commit_at: None,
+            opened_at: 0,
+            ready_at: None,
+            first_review_at: None,
+            approved_at: None,
+            merged_at: 900,
+            stages: vec![phase("checks", 600), phase("merge", 300)],
+            checks: vec![],
+            reruns: 1,
+        };
+        let with_pr =
+            JourneyView { origin: Some(crate::view::OriginKind::PullRequest), pull_request: Some(pr), ..j.clone() };
+        let text = Timeline::from_journey(&with_pr, vec![]).text();
+        assert!(
+            text.contains("  before the merge: pull request #12: checks 10m 0s, merge 5m 0s (1 Actions re-run)\n"),
+            "{text}"
+        );
+        let direct = JourneyView { origin: Some(crate::view::OriginKind::Direct), ..j.clone() };
+        assert!(Timeline::from_journey(&direct, vec![]).text().contains("before the merge: pushed directly"));
     }
 }
