@@ -59,6 +59,7 @@ pub fn routes() -> Router<Arc<Sim>> {
             .route(&format!("{p}/pulls/{{number}}"), get(get_pull))
             .route(&format!("{p}/pulls/{{number}}/reviews"), get(list_reviews))
             .route(&format!("{p}/pulls/{{number}}/commits"), get(list_pull_commits))
+            .route(&format!("{p}/issues/{{number}}/events"), get(list_issue_events))
             .route(&format!("{p}/actions/runs"), get(list_runs))
             .route(&format!("{p}/actions/runs/{{run_id}}/jobs"), get(list_run_jobs))
             .route(&format!("{p}/pulls/{{number}}/merge"), put(merge_pull));
@@ -1426,6 +1427,63 @@ async fn list_pull_commits(
         let link =
             link_header(&repo_link(cx, repo, &format!("/pulls/{}/commits", pr.number)), &cx.query.raw, page, last);
         Ok(Reply::ok(Value::Array(body)).with_link(link))
+    })
+}
+
+/// A pull request's issue events ("List issue events", `issue-event`), oldest first: its labels
+/// (`labeled`, when it was opened), and `merged` then `closed`, or `closed`.
+pub fn issue_events(base: &str, repo: &Repo, pr: &PullRequest) -> Vec<Value> {
+    let name = repo.full_name();
+    let api = format!("{base}/repos/{name}");
+    let mut rows: Vec<(i64, &str, Option<&str>, Option<&str>)> =
+        pr.labels.iter().map(|l| (pr.created_at, "labeled", Some(l.as_str()), None)).collect();
+    if let Some(m) = pr.merged_at {
+        rows.push((m, "merged", None, pr.merge_commit_sha.as_deref()));
+    }
+    if let Some(c) = pr.closed_at.or(pr.merged_at) {
+        rows.push((c, "closed", None, pr.merge_commit_sha.as_deref()));
+    }
+    rows.iter()
+        .enumerate()
+        .map(|(i, (at, event, label, commit))| {
+            let id = fnv(&format!("event\0{name}\0{}\0{i}\0{event}", pr.number)) % 9_000_000_000 + 1_000_000_000;
+            let mut v = json!({
+                "id": id,
+                "node_id": node_id(if *event == "labeled" { "LabeledEvent" } else { "IssueEvent" }, id),
+                "url": format!("{api}/issues/events/{id}"),
+                "actor": user_json(base, &pr.user, login_kind(&pr.user)),
+                "event": event,
+                "commit_id": commit,
+                "commit_url": commit.map(|c| format!("{api}/commits/{c}")),
+                "created_at": rfc3339(*at),
+                "performed_via_github_app": null,
+            });
+            if let Some(l) = label {
+                let full = label_json(base, repo, l);
+                v["label"] = json!({"name": full["name"], "color": full["color"]});
+            }
+            v
+        })
+        .collect()
+}
+
+/// "List issue events" of a pull request's issue.
+async fn list_issue_events(
+    State(sim): State<Arc<Sim>>,
+    Path(p): P,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    run(&sim, &headers, q, Kind::Read, |cx, w| {
+        let doc = "issues/events#list-issue-events";
+        let repo = find_repo(w, &p, &cx.caller).ok_or_else(|| not_found(doc))?;
+        let pr = find_pull(repo, &p).ok_or_else(|| not_found(doc))?;
+        let (per_page, page) = paging(&cx.query, 30, 100, "IssueEvent", doc)?;
+        let all = issue_events(&cx.base, repo, pr);
+        let (range, last) = page_range(all.len(), per_page, page);
+        let link =
+            link_header(&repo_link(cx, repo, &format!("/issues/{}/events", pr.number)), &cx.query.raw, page, last);
+        Ok(Reply::ok(Value::Array(all[range].to_vec())).with_link(link))
     })
 }
 
