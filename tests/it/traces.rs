@@ -312,6 +312,8 @@ struct Seen {
     batch_links: usize,
     roots: usize,
     fix_links: usize,
+    /// Ended journeys whose trace has its pull request's span.
+    pull_requests: usize,
 }
 
 /// The shape of every journey's trace in `spans` (which holds exactly the expected spans).
@@ -345,7 +347,22 @@ fn check_spans(
             assert_eq!(id8(&root.span_id), root_span_id(&j.sha));
             assert_eq!(root.name, format!("deliver {}", j.short()));
             let deployed = j.deployed_at["staging"];
-            assert_eq!((root.start_time_unix_nano, root.end_time_unix_nano), (ns(j.commit_time), ns(deployed)));
+            // A commit from a pull request: its trace starts at the PR's first commit (or opening).
+            let pr = j.origin.as_ref().and_then(|o| o.pull());
+            let start = pr.map_or(j.commit_time, |p| {
+                p.first_commit_at.unwrap_or(p.opened_at).min(p.opened_at).min(j.commit_time)
+            });
+            assert_eq!((root.start_time_unix_nano, root.end_time_unix_nano), (ns(start), ns(deployed)));
+            if let Some(p) = pr {
+                let pr_span = mine
+                    .iter()
+                    .find(|s| s.name == format!("pull_request #{}", p.number))
+                    .unwrap_or_else(|| panic!("{}: no span of its pull request #{}", j.short(), p.number));
+                assert_eq!(id8(&pr_span.parent_span_id), root_span_id(&j.sha));
+                assert_eq!((pr_span.start_time_unix_nano, pr_span.end_time_unix_nano), (ns(start), ns(p.merged_at)));
+                assert_eq!(str_attr(&pr_span.attributes, "vcs.change.id"), p.number.to_string());
+                seen.pull_requests += 1;
+            }
             assert_eq!(str_attr(&root.attributes, "vcs.ref.head.revision"), j.sha);
             assert_eq!(str_attr(&root.attributes, "vcs.ref.head.name"), branch);
             assert_eq!(str_attr(&root.attributes, "vcs.repository.url.full"), repo_url);
@@ -477,6 +494,9 @@ fn check_seen(file: &str, seen: &Seen) {
     }
     if file == "three-while-tests-run.yaml" {
         assert!(seen.batch_links > 0, "{file}: no batch link");
+    }
+    if file.starts_with("hotfix-") {
+        assert!(seen.pull_requests > 0, "{file}: no pull request span");
     }
 }
 
