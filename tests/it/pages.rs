@@ -132,3 +132,40 @@ async fn the_timeline_page_shows_waits_work_reruns_and_batches_in_a_browser() {
     assert_eq!(r404.status(), 400);
     assert!(r404.text().await.unwrap().contains("is not a commit sha"));
 }
+
+/// A commit from a pull request shows "Before the merge": the PR linked, each phase on its own
+/// axis with the JSON's durations, each Actions run linked to GitHub; a direct push says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_page_shows_the_pull_request_before_the_merge_in_a_browser() {
+    let r = run_scenario("hotfix-pr.yaml", "lana").await;
+    let url = serve(&r, Links::default()).await;
+    let ci = r.cfg.concourse.url.clone();
+    let allowed = [ci.as_str(), "https://github.com/GaloyMoney/lana-bank/"];
+    let (a, h) = (&r.shas["a"], &r.shas["h"]);
+    let json: serde_json::Value =
+        crate::support::client().get(format!("{url}/api/v1/journeys/{h}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(json["origin"], "pull_request", "{json}");
+    let pr = &json["pull_request"];
+    assert_eq!(pr["number"], 4301);
+    let dom = chromium_dom(&format!("{url}/journeys/{h}"));
+    only_links_to(&dom, &allowed);
+    let pr_url = pr["url"].as_str().unwrap();
+    assert!(dom.contains(&format!("<a href=\"{pr_url}\">pull request #4301</a>")), "PR not linked:\n{dom}");
+    assert!(dom.contains("<span class=\"badge\">hotfix</span>"), "label not shown");
+    let table = dom.split("<table id=\"premerge-timeline\">").nth(1).expect("the pre-merge table");
+    let table = table.split("</table>").next().unwrap();
+    let phases = pr["stages"].as_array().unwrap();
+    assert!(!phases.is_empty());
+    for s in phases {
+        let row = format!("<td><b>{}</b></td>", s["name"].as_str().unwrap());
+        assert!(table.contains(&row), "{row} missing");
+        assert!(table.contains(&age(s["duration_seconds"].as_i64().unwrap())), "{}'s duration missing", s["name"]);
+    }
+    for run in pr["checks"].as_array().unwrap() {
+        let u = run["url"].as_str().unwrap();
+        assert!(table.contains(&format!("<a class=\"build\" href=\"{u}\">")), "run {u} not linked");
+    }
+    chromium_screenshot(&format!("{url}/journeys/{h}"), "journey-pull-request", 1280, 1800);
+    let dom = chromium_dom(&format!("{url}/journeys/{a}"));
+    assert!(dom.contains("Pushed directly to the branch: no pull request."), "{dom}");
+}
