@@ -290,6 +290,34 @@ pub async fn collect(cfg: &Config, opts: &Options, progress: &Progress) -> Resul
     }
     out.head = github.cursor().0;
     let n_commits = out.facts.len();
+    // The pull requests merged since the cutoff, from the list of closed ones: labels (the
+    // hotfix rule), opening and merge of each squash or merge commit (not the phases, which
+    // would take five requests a commit).
+    if cfg.repository.pull_requests {
+        progress.phase(&format!("{n_commits} commits since the cutoff; reading merged pull requests"));
+        let shas: std::collections::HashSet<String> = out
+            .facts
+            .iter()
+            .filter_map(|f| match f {
+                Fact::Commit(c) => Some(c.sha.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut retry = Retry::new("github", opts.attempts);
+        let pulls = loop {
+            match github.merged_pulls_since(opts.since).await {
+                Ok(p) => break p,
+                Err(e) => retry.after(e, progress).await?,
+            }
+        };
+        let origins: Vec<Fact> = pulls
+            .into_iter()
+            .filter(|(sha, _)| shas.contains(sha))
+            .map(|(sha, origin)| Fact::Origin { sha, origin })
+            .collect();
+        progress.update(&format!("{} of them merged through a pull request", origins.len()));
+        out.facts.extend(origins);
+    }
     progress.phase(&format!("{n_commits} commits since the cutoff; reading builds from Concourse"));
 
     let tally = concourse.history_tally();

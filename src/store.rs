@@ -1073,6 +1073,7 @@ enum OriginRow {
         reviews: Vec<(i64, bool)>,
         checks: Vec<CheckRow>,
         merged_at: i64,
+        detailed: bool,
     },
 }
 
@@ -1116,6 +1117,7 @@ impl From<&Origin> for OriginRow {
                     })
                     .collect(),
                 merged_at: p.merged_at,
+                detailed: p.detailed,
             },
         }
     }
@@ -1143,6 +1145,7 @@ fn read_origin(path: &str, sha: &str, json: &str) -> Result<Origin, StoreError> 
             reviews,
             checks,
             merged_at,
+            detailed,
         } => Origin::Pull(PullFact {
             number,
             title,
@@ -1169,6 +1172,7 @@ fn read_origin(path: &str, sha: &str, json: &str) -> Result<Origin, StoreError> 
                 })
                 .collect(),
             merged_at,
+            detailed,
         }),
     })
 }

@@ -668,6 +668,7 @@ stages:
                 reviews: vec![],
                 checks: vec![],
                 merged_at: 200,
+                detailed: true,
             })
         };
         for (origin, hotfixed) in [

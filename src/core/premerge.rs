@@ -48,6 +48,10 @@ pub struct PullFact {
     pub reviews: Vec<ReviewFact>,
     pub checks: Vec<ChecksRunFact>,
     pub merged_at: i64,
+    /// Reviews, first commit, ready-for-review and Actions runs were read (`serve`'s reading).
+    /// `backfill` reads pull requests from the list of closed ones (100 a request), which has
+    /// labels, opening and merge but none of those: such a reading has no phases.
+    pub detailed: bool,
 }
 
 /// How a commit reached `main`. Ordered so that a more complete reading is greater: a PR beats
@@ -65,7 +69,7 @@ impl Origin {
         match self {
             Origin::Direct => (0, 0, 0, 0, false, false),
             Origin::Pull(p) => (
-                1,
+                1 + u8::from(p.detailed),
                 p.checks.iter().filter(|c| c.completed_at.is_some()).count(),
                 p.checks.len(),
                 p.reviews.len(),
@@ -170,6 +174,9 @@ impl PullFact {
 
     /// Each stage that happened as `(name, start, end)`, in journey order, with `end >= start`.
     pub fn stage_times(&self) -> Vec<(&'static str, i64, i64)> {
+        if !self.detailed {
+            return vec![];
+        }
         let ready = self.ready();
         let first_review = self.first_review();
         let approval = self.approval();
@@ -259,6 +266,7 @@ mod tests {
             reviews: vec![],
             checks: vec![],
             merged_at: 9_000,
+            detailed: true,
         }
     }
 
@@ -346,5 +354,10 @@ mod tests {
         assert_eq!(Origin::Direct.merge(running.clone()), running);
         assert_eq!(running.clone().merge(done.clone()), done);
         assert!(running.unsettled() && !done.unsettled() && !Origin::Direct.unsettled());
+        // A list reading (backfill) has no phases and gives way to a detailed one.
+        let listed = Origin::Pull(PullFact { detailed: false, ..pr() });
+        assert_eq!(listed.pull().map(|p| p.stage_times().len()), Some(0));
+        assert_eq!(listed.clone().merge(reviewed.clone()), reviewed);
+        assert_eq!(reviewed.clone().merge(listed), reviewed);
     }
 }

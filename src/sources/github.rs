@@ -231,6 +231,8 @@ struct AssociatedPull {
     #[serde(default)]
     created_at: Option<String>,
     #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
     merged_at: Option<String>,
     #[serde(default)]
     merge_commit_sha: Option<String>,
@@ -797,7 +799,69 @@ impl GithubSource {
             reviews,
             checks,
             merged_at,
+            detailed: true,
         }))
+    }
+
+    /// `backfill`: the pull requests merged into the branch since `since`, by merge commit, from
+    /// `GET /repos/{o}/{r}/pulls?state=closed&base={branch}&sort=updated&direction=desc` (100 a
+    /// request, newest update first, until a page holds only pull requests last updated before
+    /// `since`: a merge after it updated them). These readings have labels, opening and merge,
+    /// not the phases (`detailed: false`); a year of lana is about 25 requests instead of 10 000.
+    pub async fn merged_pulls_since(&self, since: i64) -> Result<Vec<(String, Origin)>, SourceError> {
+        let (o, r) = (self.cfg.owner.as_str(), self.cfg.repo.as_str());
+        let what = format!("GET /repos/{o}/{r}/pulls");
+        let segments = ["repos", o, r, "pulls"];
+        let mut url = url_with(&self.api, &segments);
+        url.query_pairs_mut()
+            .append_pair("state", "closed")
+            .append_pair("base", &self.cfg.branch)
+            .append_pair("sort", "updated")
+            .append_pair("direction", "desc")
+            .append_pair("per_page", PER_PAGE);
+        let mut out = vec![];
+        for _ in 0..BACKFILL_MAX_PAGES {
+            let Answer::Fresh { body, headers } = self.get_json::<Vec<AssociatedPull>>(url, &what, None).await? else {
+                break;
+            };
+            let mut recent = false;
+            for p in body {
+                let updated = p.updated_at.as_deref().and_then(parse_time);
+                recent |= updated.is_none_or(|u| u >= since);
+                let (Some(sha), Some(merged_at), Some(opened_at)) = (
+                    p.merge_commit_sha.clone(),
+                    p.merged_at.as_deref().and_then(parse_time),
+                    p.created_at.as_deref().and_then(parse_time),
+                ) else {
+                    continue;
+                };
+                if merged_at < since {
+                    continue;
+                }
+                out.push((
+                    sha,
+                    Origin::Pull(PullFact {
+                        number: p.number,
+                        title: p.title,
+                        url: p.html_url,
+                        labels: p.labels.into_iter().map(|l| l.name).collect(),
+                        head_sha: p.head.sha,
+                        first_commit_at: None,
+                        opened_at,
+                        ready_at: None,
+                        reviews: vec![],
+                        checks: vec![],
+                        merged_at,
+                        detailed: false,
+                    }),
+                ));
+            }
+            match link_target(&headers, "next") {
+                Some(next) if recent => url = self.follow(&next, &segments)?,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// Every page of a list (`per_page=100`, `Link: rel="next"`, at most `MAX_PAGES`).

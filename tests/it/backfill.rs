@@ -798,3 +798,58 @@ async fn the_dashboards_queries_over_a_backfill_answer_what_the_core_derives() {
     println!("failed builds per hour: answered and within one failure of the core at {answered} hours");
     sim_task.abort();
 }
+
+/// A hotfix known only by its pull request's label (hotfix-by-label.yaml): `backfill` reads the
+/// merged pull requests (one list request here, not five per commit), so its history counts
+/// the hotfixed production deployment and the rework, as the simulator's truth has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reads_pull_request_labels_for_the_hotfix_rule() {
+    use deploy_journey::sim::Sim;
+    use deploy_journey::sim::clock::{ClockMode, SimClock};
+    use deploy_journey::sim::workload::Scenario;
+    init_crypto();
+    let path = format!("{}/tests/scenarios/hotfix-by-label.yaml", env!("CARGO_MANIFEST_DIR"));
+    let sc = Scenario::load(&path).unwrap();
+    let start = crate::support::START;
+    let (mut world, run) = sc.build_world(start);
+    world.advance_to(start + sc.run_for);
+    let now = world.now;
+    let h = run.shas(&world)["h"].clone();
+    let truth = world.deployment_truth(86_400).remove(crate::sim_cepler::PRODUCTION).unwrap_or_default();
+    let hotfixed = truth.iter().filter(|d| d.failed.as_ref().is_some_and(|f| f.reason == "hotfixed")).count();
+    assert_eq!(hotfixed, 1, "the truth: one production deployment hotfixed");
+    let sim = Sim::new(world, SimClock::new(now, ClockMode::Stepped));
+    let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let s2 = sim.clone();
+    let _task = tokio::spawn(async move {
+        let _ = deploy_journey::sim::server::serve(s2, listener).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::journeys::example_config("lana", &url);
+    cfg.state_path = dir.path().join("state.db");
+    let mut opts = deploy_journey::backfill::Options::new(start - 86_400, now);
+    opts.step = 600;
+    let mut out = vec![];
+    let before = sim.stats.rows();
+    deploy_journey::backfill::run(&cfg, &opts, &mut out, &deploy_journey::backfill::Progress::hidden())
+        .await
+        .expect("backfill");
+    let pulls_lists = sim.stats.rows().iter().filter(|r| r.route.ends_with("/pulls")).map(|r| r.count).sum::<u64>()
+        - before.iter().filter(|r| r.route.ends_with("/pulls")).map(|r| r.count).sum::<u64>();
+    assert_eq!(pulls_lists, 1, "one page of closed pull requests");
+    let facts = Store::open(&cfg.state_path).unwrap().load().unwrap();
+    let labels = facts.origins.get(&h).and_then(|o| o.pull()).map(|p| p.labels.clone());
+    assert_eq!(labels, Some(vec!["hotfix".to_string()]), "h's pull request and its label");
+    let text = String::from_utf8(out).unwrap();
+    let end: i64 = text.lines().rev().nth(1).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let at_end = samples_at(&text, Some(end));
+    // (`samples_at` keys drop each value's closing quote.)
+    let value = |name: &str, has: &str| {
+        at_end.iter().find(|(k, _)| k.starts_with(name) && k.contains(has)).map(|(_, v)| *v).unwrap_or(0.0)
+    };
+    assert_eq!(
+        value("deploy_journey_failed_deployments_total{", "environment=\"production,reason=\"hotfixed"),
+        hotfixed as f64
+    );
+    assert_eq!(value("deploy_journey_rework_deployments_total{", "environment=\"production}"), 1.0);
+}

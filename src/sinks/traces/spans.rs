@@ -828,6 +828,7 @@ mod tests {
             reviews: vec![ReviewFact { submitted_at: 800, approved: true }],
             checks: vec![run(2, true)],
             merged_at: 990,
+            detailed: true,
         }));
         let spans = journey_spans(&j, "https://github.com/o/r", "main", &[]);
         let root = &spans[0];
