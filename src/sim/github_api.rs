@@ -1611,7 +1611,9 @@ fn run_json(base: &str, repo: &Repo, all: &[WorkflowRun], r: &WorkflowRun, now: 
         "url": url,
         "html_url": format!("{HTML}/{name}/actions/runs/{}", r.id),
         "pull_requests": pulls.unwrap_or_else(|| json!([])),
-        "created_at": rfc3339(r.created_at),
+        // A re-run is an attempt of the same run: `created_at` stays the run's (its first
+        // attempt's), `run_started_at` and `run_attempt` move on.
+        "created_at": rfc3339(all.iter().filter(|o| o.id == r.id).map(|o| o.created_at).min().unwrap_or(r.created_at)),
         "updated_at": rfc3339(updated),
         "actor": actor,
         "run_attempt": r.attempt,
