@@ -195,11 +195,16 @@ struct Comparison {
     merge_base_commit: Option<ShaRef>,
 }
 
+/// A pull request (`pulls/{n}`, and as `commits/{sha}/pulls` and `pulls` list it).
 #[derive(Debug, Deserialize)]
 struct Pull {
     number: u64,
     #[serde(default)]
     title: String,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
     #[serde(default)]
     state: String,
     #[serde(default)]
@@ -218,28 +223,6 @@ struct Pull {
     labels: Vec<Label>,
     #[serde(default)]
     user: Option<Account>,
-    #[serde(default)]
-    html_url: String,
-}
-
-/// A pull request as `commits/{sha}/pulls` lists it: the fields the pre-merge segment reads.
-#[derive(Debug, Deserialize)]
-struct AssociatedPull {
-    number: u64,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    created_at: Option<String>,
-    #[serde(default)]
-    updated_at: Option<String>,
-    #[serde(default)]
-    merged_at: Option<String>,
-    #[serde(default)]
-    merge_commit_sha: Option<String>,
-    head: PullSide,
-    base: PullSide,
-    #[serde(default)]
-    labels: Vec<Label>,
     #[serde(default)]
     html_url: String,
 }
@@ -703,11 +686,11 @@ impl GithubSource {
         let (o, r) = (self.cfg.owner.as_str(), self.cfg.repo.as_str());
         let what = format!("GET /repos/{o}/{r}/commits/{{sha}}/pulls");
         let segments = ["repos", o, r, "commits", sha, "pulls"];
-        let pulls: Vec<AssociatedPull> = self.get_pages(&segments, &[], &what).await?;
+        let pulls: Vec<Pull> = self.get_pages(&segments, &[], &what).await?;
         // The PR that merged this commit: the one whose merge commit it is (squash, merge
         // commit, last of a rebase), else one merged into the branch that contains it (the
         // earlier commits of a rebase merge). Open PRs that merely contain it do not count.
-        let merged = |p: &&AssociatedPull| p.merged_at.is_some() && p.base.git_ref == self.cfg.branch;
+        let merged = |p: &&Pull| p.merged_at.is_some() && p.base.git_ref == self.cfg.branch;
         let Some(p) = pulls
             .iter()
             .filter(merged)
@@ -821,7 +804,7 @@ impl GithubSource {
             .append_pair("per_page", PER_PAGE);
         let mut out = vec![];
         for _ in 0..BACKFILL_MAX_PAGES {
-            let Answer::Fresh { body, headers } = self.get_json::<Vec<AssociatedPull>>(url, &what, None).await? else {
+            let Answer::Fresh { body, headers } = self.get_json::<Vec<Pull>>(url, &what, None).await? else {
                 break;
             };
             let mut recent = false;
