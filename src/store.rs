@@ -1058,6 +1058,7 @@ fn apply_facts(tx: &rusqlite::Transaction<'_>, path: &str, facts: &[Fact]) -> Re
 /// The stored shape of an [`Origin`] (`origins.origin_json`); core types are not `Serialize`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)] // one row at a time, encoded or decoded and dropped
 enum OriginRow {
     Direct,
     Pull {
@@ -1146,7 +1147,7 @@ fn read_origin(path: &str, sha: &str, json: &str) -> Result<Origin, StoreError> 
             checks,
             merged_at,
             detailed,
-        } => Origin::Pull(PullFact {
+        } => Origin::Pull(Box::new(PullFact {
             number,
             title,
             url,
@@ -1173,7 +1174,7 @@ fn read_origin(path: &str, sha: &str, json: &str) -> Result<Origin, StoreError> 
                 .collect(),
             merged_at,
             detailed,
-        }),
+        })),
     })
 }
 

@@ -656,7 +656,7 @@ stages:
         use crate::core::premerge::{Origin, PullFact};
         let core = crate::config::parse(CONFIG, "t.yaml", &|_| None).unwrap().core();
         let pull = |labels: &[&str]| {
-            Origin::Pull(PullFact {
+            Origin::Pull(Box::new(PullFact {
                 number: 7,
                 title: "feat: rounding".into(),
                 url: String::new(),
@@ -669,7 +669,7 @@ stages:
                 checks: vec![],
                 merged_at: 200,
                 detailed: true,
-            })
+            }))
         };
         for (origin, hotfixed) in [
             (Some(pull(&["HotFix", "backend"])), true),

@@ -61,7 +61,8 @@ pub struct PullFact {
 pub enum Origin {
     /// Pushed directly: no pre-merge stages, lead time counts from the commit.
     Direct,
-    Pull(PullFact),
+    /// Boxed: most commits of a repository may be direct pushes, and a `PullFact` is large.
+    Pull(Box<PullFact>),
 }
 
 impl Origin {
@@ -326,19 +327,19 @@ mod tests {
         for from in [PreMergeStart::FirstCommit, PreMergeStart::PrOpened] {
             assert_eq!(lead_time_start(from, &Origin::Direct, 5_000), 5_000);
         }
-        let p = Origin::Pull(pr());
+        let p = Origin::Pull(Box::new(pr()));
         assert_eq!(lead_time_start(PreMergeStart::FirstCommit, &p, 9_000), 1_000);
         assert_eq!(lead_time_start(PreMergeStart::PrOpened, &p, 9_000), 1_600);
-        let unknown = Origin::Pull(PullFact { first_commit_at: None, ..pr() });
+        let unknown = Origin::Pull(Box::new(PullFact { first_commit_at: None, ..pr() }));
         assert_eq!(lead_time_start(PreMergeStart::FirstCommit, &unknown, 9_000), 1_600);
         assert_eq!(stages(&p).map(|s| s.named()[0]), Some(("coding", Some(600))));
     }
 
     #[test]
     fn origin_merge_keeps_the_most_complete_reading_in_any_order() {
-        let running = Origin::Pull(PullFact { checks: vec![run(1, 1, 1_700, None, false)], ..pr() });
-        let done = Origin::Pull(PullFact { checks: vec![run(1, 1, 1_700, Some(2_000), true)], ..pr() });
-        let reviewed = Origin::Pull(PullFact { reviews: vec![review(2_000, true)], ..pr() });
+        let running = Origin::Pull(Box::new(PullFact { checks: vec![run(1, 1, 1_700, None, false)], ..pr() }));
+        let done = Origin::Pull(Box::new(PullFact { checks: vec![run(1, 1, 1_700, Some(2_000), true)], ..pr() }));
+        let reviewed = Origin::Pull(Box::new(PullFact { reviews: vec![review(2_000, true)], ..pr() }));
         let all = [Origin::Direct, running.clone(), done.clone(), reviewed.clone()];
         for a in &all {
             assert_eq!(a.clone().merge(a.clone()), *a);
@@ -355,7 +356,7 @@ mod tests {
         assert_eq!(running.clone().merge(done.clone()), done);
         assert!(running.unsettled() && !done.unsettled() && !Origin::Direct.unsettled());
         // A list reading (backfill) has no phases and gives way to a detailed one.
-        let listed = Origin::Pull(PullFact { detailed: false, ..pr() });
+        let listed = Origin::Pull(Box::new(PullFact { detailed: false, ..pr() }));
         assert_eq!(listed.pull().map(|p| p.stage_times().len()), Some(0));
         assert_eq!(listed.clone().merge(reviewed.clone()), reviewed);
         assert_eq!(reviewed.clone().merge(listed), reviewed);

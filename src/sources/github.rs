@@ -770,7 +770,7 @@ impl GithubSource {
             });
         }
         checks.sort();
-        Ok(Origin::Pull(PullFact {
+        Ok(Origin::Pull(Box::new(PullFact {
             number: p.number,
             title: p.title.clone(),
             url: p.html_url.clone(),
@@ -783,7 +783,7 @@ impl GithubSource {
             checks,
             merged_at,
             detailed: true,
-        }))
+        })))
     }
 
     /// `backfill`: the pull requests merged into the branch since `since`, by merge commit, from
@@ -823,7 +823,7 @@ impl GithubSource {
                 }
                 out.push((
                     sha,
-                    Origin::Pull(PullFact {
+                    Origin::Pull(Box::new(PullFact {
                         number: p.number,
                         title: p.title,
                         url: p.html_url,
@@ -836,7 +836,7 @@ impl GithubSource {
                         checks: vec![],
                         merged_at,
                         detailed: false,
-                    }),
+                    })),
                 ));
             }
             match link_target(&headers, "next") {

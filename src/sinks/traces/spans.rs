@@ -816,7 +816,7 @@ mod tests {
             completed_at: Some(700),
             success,
         };
-        j.origin = Some(Origin::Pull(PullFact {
+        j.origin = Some(Origin::Pull(Box::new(PullFact {
             number: 12,
             title: "feat: terms".into(),
             url: "https://github.com/o/r/pull/12".into(),
@@ -829,7 +829,7 @@ mod tests {
             checks: vec![run(2, true)],
             merged_at: 990,
             detailed: true,
-        }));
+        })));
         let spans = journey_spans(&j, "https://github.com/o/r", "main", &[]);
         let root = &spans[0];
         assert_eq!(root.start_unix_nano, nanos(100), "the trace starts at the PR's first commit");
