@@ -17,6 +17,8 @@ pub struct ReviewFact {
 /// (`workflow-run`: `run_attempt`, `run_started_at`, `updated_at` once completed, `conclusion`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ChecksRunFact {
+    /// `started_at` is the run's creation (`created_at`, queued time included), which a re-run
+    /// keeps; `attempt` its latest `run_attempt`.
     pub run_id: i64,
     /// The workflow's name (`name`), for spans and pages.
     pub name: String,

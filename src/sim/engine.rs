@@ -94,6 +94,27 @@ pub enum Action {
         head: String,
         files: Vec<String>,
         author: String,
+        /// Opened as a draft.
+        draft: bool,
+        /// With `Some(d)`: the head branch gets a commit authored `d` seconds before the PR
+        /// opens (its first commit, for the `coding` phase), pushed when it opens.
+        coded_for: Option<i64>,
+    },
+    /// A draft is marked ready for review.
+    ReadyForReview {
+        repo: String,
+        number: u64,
+    },
+    /// A new commit pushed to an open pull request's head branch.
+    PushToPull {
+        repo: String,
+        number: u64,
+        files: Vec<String>,
+    },
+    /// A human squash-merges a pull request (branch protection applies: it needs an approval).
+    MergePull {
+        repo: String,
+        number: u64,
     },
     Review {
         repo: String,
@@ -748,8 +769,56 @@ impl World {
                     self.dirty.insert(p);
                 }
             }
-            Action::OpenPull { repo, number_hint, title, head, files, author } => {
-                self.open_pull(&repo, number_hint, title, head, files, author, vec![], false, None);
+            Action::OpenPull { repo, number_hint, title, head, files, author, draft, coded_for } => {
+                if let Some(d) = coded_for {
+                    self.fork_branch(&repo, &head);
+                    let who = bot(&author);
+                    self.land_commit(&repo, &head, title.clone(), files.clone(), who, now - d, now);
+                }
+                self.open_pull(&repo, number_hint, title, head, files, author, vec![], draft, None);
+            }
+            Action::ReadyForReview { repo, number } => {
+                if let Some(pr) =
+                    self.github.get_mut(&repo).and_then(|r| r.pulls.iter_mut().find(|p| p.number == number))
+                    && pr.is_open()
+                    && pr.draft
+                {
+                    pr.draft = false;
+                    pr.ready_at = Some(now);
+                    pr.updated_at = now;
+                }
+            }
+            Action::PushToPull { repo, number, files } => {
+                let head = self
+                    .github
+                    .get(&repo)
+                    .and_then(|r| r.pull(number))
+                    .filter(|p| p.is_open())
+                    .map(|p| (p.head_ref.clone(), p.user.clone(), p.title.clone()));
+                if let Some((head, author, title)) = head {
+                    self.fork_branch(&repo, &head);
+                    let msg = format!("{title} (follow-up)");
+                    self.land_commit(&repo, &head, msg, files.clone(), bot(&author), now, now);
+                    if let Some(pr) =
+                        self.github.get_mut(&repo).and_then(|r| r.pulls.iter_mut().find(|p| p.number == number))
+                    {
+                        for f in files {
+                            if !pr.files.iter().any(|x| x.filename == f) {
+                                pr.files.push(FileChange {
+                                    filename: f,
+                                    status: "modified".into(),
+                                    additions: 3,
+                                    deletions: 1,
+                                });
+                            }
+                        }
+                        pr.updated_at = now;
+                    }
+                }
+            }
+            Action::MergePull { repo, number } => {
+                // Refused like GitHub refuses it (a draft, no approval): nothing lands.
+                let _ = self.merge_pull(&repo, number, None, false);
             }
             Action::Gate { repo, branch, environment, pin, by } => {
                 self.push_gate(&repo, &branch, &environment, &pin, &by);
@@ -796,6 +865,18 @@ impl World {
     }
 
     // ------------------------------------------------------------ GitHub side
+
+    /// Start `branch` at the default branch's head unless it exists (a branch list starts at
+    /// its fork point).
+    fn fork_branch(&mut self, repo: &str, branch: &str) {
+        if let Some(rp) = self.github.get_mut(repo)
+            && !rp.branches.contains_key(branch)
+            && let Some(base_head) = rp.head(&rp.default_branch).cloned()
+        {
+            rp.branches.insert(branch.to_string(), vec![base_head.clone()]);
+            rp.positions.insert(branch.to_string(), HashMap::from([(base_head, 0)]));
+        }
+    }
 
     #[allow(clippy::too_many_arguments)]
     fn land_commit(
@@ -930,6 +1011,7 @@ impl World {
             base_ref: base,
             draft,
             labels,
+            ready_at: None,
             created_at: now,
             updated_at: now,
             closed_at: None,
@@ -1617,6 +1699,8 @@ impl World {
     }
 }
 
+/// A GitHub account's git identity (login as name, the noreply address): a bot's or, for pull
+/// request commits, a developer's.
 fn bot(name: &str) -> Person {
     Person { name: name.into(), email: format!("{name}@users.noreply.github.com"), login: Some(name.into()) }
 }

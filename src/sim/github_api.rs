@@ -1431,12 +1431,16 @@ async fn list_pull_commits(
 }
 
 /// A pull request's issue events ("List issue events", `issue-event`), oldest first: its labels
-/// (`labeled`, when it was opened), and `merged` then `closed`, or `closed`.
+/// (`labeled`, when it was opened), `ready_for_review` for a draft marked ready, and `merged`
+/// then `closed`, or `closed`.
 pub fn issue_events(base: &str, repo: &Repo, pr: &PullRequest) -> Vec<Value> {
     let name = repo.full_name();
     let api = format!("{base}/repos/{name}");
     let mut rows: Vec<(i64, &str, Option<&str>, Option<&str>)> =
         pr.labels.iter().map(|l| (pr.created_at, "labeled", Some(l.as_str()), None)).collect();
+    if let Some(t) = pr.ready_at {
+        rows.push((t, "ready_for_review", None, None));
+    }
     if let Some(m) = pr.merged_at {
         rows.push((m, "merged", None, pr.merge_commit_sha.as_deref()));
     }

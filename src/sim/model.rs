@@ -73,6 +73,9 @@ pub struct PullRequest {
     pub head_ref: String,
     pub base_ref: String,
     pub draft: bool,
+    /// When a draft was marked ready for review (`ready_for_review` issue event); `None` if it
+    /// was never a draft or still is one.
+    pub ready_at: Option<i64>,
     pub labels: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,

@@ -96,7 +96,7 @@ fn default_run_for() -> Duration {
 
 /// One event: `at` plus exactly one of `commit`, `job` + `next_build`, `rerun`, `trigger`,
 /// `pause`, `unpause`, `pull_request`, `review`, `gate`, `pin_version`, `unpin_version`,
-/// `revert`, `hotfix`. (A struct of options rather than an enum: `deny_unknown_fields` does not work with
+/// `revert`, `hotfix`, `ready_for_review`, `push`, `merge`. (A struct of options rather than an enum: `deny_unknown_fields` does not work with
 /// `#[serde(flatten)]`, and an enum tag would make the YAML less readable.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +143,36 @@ struct RawEvent {
     /// A pull request labelled `hotfix`, squash-merged after `merge_after`.
     #[serde(default)]
     hotfix: Option<RawHotfix>,
+    /// A draft pull request marked ready for review.
+    #[serde(default)]
+    ready_for_review: Option<RawPullRef>,
+    /// A commit pushed to an open pull request.
+    #[serde(default)]
+    push: Option<RawPush>,
+    /// A human squash-merges an approved pull request; `id` names the merge commit.
+    #[serde(default)]
+    merge: Option<RawMerge>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPullRef {
+    number: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    number: u64,
+    files: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMerge {
+    number: u64,
+    #[serde(default)]
+    id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +278,13 @@ struct RawPull {
     head: Option<String>,
     #[serde(default)]
     repo: Option<String>,
+    /// Opened as a draft (`ready_for_review` marks it ready).
+    #[serde(default)]
+    draft: bool,
+    /// The head branch's first commit was authored this long before the PR opened (the
+    /// `coding` phase); without it the PR has no commit of its own.
+    #[serde(default, with = "humantime_serde")]
+    coded_for: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,8 +332,15 @@ fn default_author() -> String {
 ///     pause: galoy-staging/galoy-staging-lana-bank   # fly pause-job; later unpause: the same
 ///   - at: 50m
 ///     pull_request: { number: 4242, title: "feat: z", files: [core/z.rs], author: bob }
+///                         # draft: true; coded_for: 3h (a head commit authored 3 h before)
 ///   - at: 51m
 ///     review: { number: 4242, user: carol, state: approved }   # changes_requested, commented
+///   - at: 52m
+///     ready_for_review: { number: 4242 }   # a draft marked ready
+///   - at: 53m
+///     push: { number: 4242, files: [core/z2.rs] }   # a commit on the PR's head (new Actions runs)
+///   - at: 54m
+///     merge: { number: 4242, id: z }   # squash-merged by a human (needs an approval); id: the merge
 ///   - at: 2h
 ///     gate: { environment: gcp-volcano-production, pin: head, by: carol }  # cepler-gates push;
 ///                         # pin: { recorded: <environment>, back: 1 } or { sha: <hex> }
@@ -415,6 +459,8 @@ impl Scenario {
         // Revert id → the id of the commit it reverts; hotfix id → (merge time, squash message).
         let mut reverts: BTreeMap<String, String> = BTreeMap::new();
         let mut merged_ids: BTreeMap<String, (i64, String)> = BTreeMap::new();
+        // Pull request number → title, for the squash message of a `merge`.
+        let mut pull_titles: BTreeMap<u64, String> = BTreeMap::new();
         let mut n_commits = 0;
         for (k, e) in raw.events.into_iter().enumerate() {
             let path = format!("events[{k}]");
@@ -433,12 +479,15 @@ impl Scenario {
                 e.unpin_version.is_some(),
                 e.revert.is_some(),
                 e.hotfix.is_some(),
+                e.ready_for_review.is_some(),
+                e.push.is_some(),
+                e.merge.is_some(),
             ];
             if kinds.iter().filter(|x| **x).count() != 1 {
                 return Err(bad(
                     path,
                     "needs exactly one of commit, job + next_build, rerun, trigger, pause, unpause, pull_request, \
-                     review, gate, pin_version, unpin_version, revert, hotfix"
+                     review, gate, pin_version, unpin_version, revert, hotfix, ready_for_review, push, merge"
                         .into(),
                 ));
             }
@@ -611,6 +660,7 @@ impl Scenario {
                     return Err(bad(format!("{path}.pull_request.repo"), format!("unknown repo {repo:?}")));
                 }
                 let head = pr.head.unwrap_or_else(|| format!("{}/pr-{}", pr.author, pr.number));
+                pull_titles.insert(pr.number, pr.title.clone());
                 (
                     None,
                     Action::OpenPull {
@@ -620,8 +670,37 @@ impl Scenario {
                         head,
                         files: pr.files,
                         author: pr.author,
+                        draft: pr.draft,
+                        coded_for: pr.coded_for.map(|d| d.as_secs() as i64),
                     },
                 )
+            } else if let Some(r) = e.ready_for_review {
+                (None, Action::ReadyForReview { repo: tracked.0.clone(), number: r.number })
+            } else if let Some(p) = e.push {
+                if p.files.is_empty() {
+                    return Err(bad(format!("{path}.push.files"), "a push needs at least one file".into()));
+                }
+                (None, Action::PushToPull { repo: tracked.0.clone(), number: p.number, files: p.files })
+            } else if let Some(m) = e.merge {
+                let Some(title) = pull_titles.get(&m.number) else {
+                    return Err(bad(
+                        format!("{path}.merge.number"),
+                        format!("no pull_request event before it opens #{}", m.number),
+                    ));
+                };
+                if let Some(id) = &m.id {
+                    if let Some(prev) = seen_ids.insert(id.clone(), k) {
+                        return Err(bad(
+                            format!("{path}.merge.id"),
+                            format!("{id:?} is already the id of events[{prev}]"),
+                        ));
+                    }
+                    // GitHub's squash message: the title (the single commit's subject) and number.
+                    let message = format!("{title} (#{})", m.number);
+                    commit_times.insert(id.clone(), (at, message.clone(), tracked.1.clone()));
+                    merged_ids.insert(id.clone(), (at, message));
+                }
+                (None, Action::MergePull { repo: tracked.0.clone(), number: m.number })
             } else if let Some(rv) = e.review {
                 let repo = rv.repo.unwrap_or_else(|| tracked.0.clone());
                 if !known_repo(&repo) {

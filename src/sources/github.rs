@@ -753,11 +753,11 @@ impl GithubSource {
             }
         }
         for run in runs {
-            // The run's creation is its first attempt's; `run_started_at` is the latest
-            // attempt's start, which is the start when there was only one.
+            // From the run's creation, which a re-run keeps (`run_started_at` is the latest
+            // attempt's start): queued time counts, the author waits for it too.
             let first = run.created_at.as_deref().and_then(parse_time);
             let started = run.run_started_at.as_deref().and_then(parse_time);
-            let Some(started_at) = first.into_iter().chain(started).min() else { continue };
+            let Some(started_at) = first.or(started) else { continue };
             let completed = run.status.as_deref() == Some("completed");
             checks.push(ChecksRunFact {
                 run_id: run.id,

@@ -165,7 +165,28 @@ async fn the_timeline_page_shows_the_pull_request_before_the_merge_in_a_browser(
         let u = run["url"].as_str().unwrap();
         assert!(table.contains(&format!("<a class=\"build\" href=\"{u}\">")), "run {u} not linked");
     }
-    chromium_screenshot(&format!("{url}/journeys/{h}"), "journey-pull-request", 1280, 1800);
     let dom = chromium_dom(&format!("{url}/journeys/{a}"));
     assert!(dom.contains("Pushed directly to the branch: no pull request."), "{dom}");
+
+    // A draft, a change request, a follow-up push and Actions runs on the final head.
+    let r = run_scenario("pr-draft-review-rerun.yaml", "lana").await;
+    let url = serve(&r, Links::default()).await;
+    let m = &r.shas["m"];
+    let json: serde_json::Value =
+        crate::support::client().get(format!("{url}/api/v1/journeys/{m}")).send().await.unwrap().json().await.unwrap();
+    let pr = &json["pull_request"];
+    let names: Vec<&str> = pr["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["coding", "pickup", "review", "checks", "merge"], "{pr}");
+    let runs = pr["checks"].as_array().unwrap();
+    assert!(!runs.is_empty(), "the final head's Actions runs: {pr}");
+    let dom = chromium_dom(&format!("{url}/journeys/{m}"));
+    let ci = r.cfg.concourse.url.clone();
+    only_links_to(&dom, &[ci.as_str(), "https://github.com/GaloyMoney/lana-bank/"]);
+    let table = dom.split("<table id=\"premerge-timeline\">").nth(1).expect("the pre-merge table");
+    for run in runs {
+        let u = run["url"].as_str().unwrap();
+        assert!(u.starts_with("https://github.com/GaloyMoney/lana-bank/actions/runs/"), "{u}");
+        assert!(table.contains(&format!("<a class=\"build\" href=\"{u}\">")), "run {u} not linked");
+    }
+    chromium_screenshot(&format!("{url}/journeys/{m}"), "journey-pull-request", 1280, 1800);
 }

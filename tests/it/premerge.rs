@@ -91,3 +91,67 @@ async fn requests_per_commit_and_an_idle_poll_asks_nothing_more() {
     assert!(gh.poll(now).await.unwrap().is_empty());
     assert_eq!(sim.stats.total("github") - before, 1, "an idle poll is one request");
 }
+
+/// A draft PR marked ready, a change request, a follow-up push, an approval and a merge by
+/// hand (pr-draft-review-rerun.yaml): every moment and phase the exporter reads equals the
+/// simulator's model of the pull request and of its Actions runs on the final head; the merge
+/// commit reaches staging, and `lead_time_from: pr_opened` counts from the opening.
+#[tokio::test]
+async fn a_pull_requests_phases_equal_the_simulators_model() {
+    use deploy_journey::core::journey::{LeadTimeFrom, derive};
+    let r = run_scenario("pr-draft-review-rerun.yaml", "lana").await;
+    let m = r.journey("m");
+    let Some(Origin::Pull(p)) = &m.origin else { panic!("m came from PR 4400: {:?}", m.origin) };
+    let now = r.sim.now();
+    let (model, first_commit, runs) = r.sim.with_world(|w| {
+        let repo = w.github.values().find(|rp| rp.pull(4400).is_some()).expect("PR 4400");
+        let pr = repo.pull(4400).cloned().unwrap();
+        // The head branch's commits, oldest first: the first one's author date.
+        let branch = &repo.branches[&pr.head_ref];
+        let first = repo.commits[&branch[1]].author_date;
+        let head = branch.last().unwrap().clone();
+        let runs: Vec<_> = deploy_journey::sim::github_api::workflow_runs(repo, now)
+            .into_iter()
+            .filter(|run| run.head_sha == head)
+            .collect();
+        (pr, first, runs)
+    });
+    let start = crate::support::START;
+    assert_eq!(p.opened_at, model.created_at);
+    assert_eq!(p.opened_at, start);
+    assert_eq!(p.first_commit_at, Some(first_commit));
+    assert_eq!(first_commit, start - 3 * 3600, "authored 3 h before opening");
+    assert_eq!(p.ready_at, model.ready_at);
+    assert_eq!(p.ready_at, Some(start + 3600));
+    assert_eq!(Some(p.merged_at), model.merged_at);
+    assert_eq!(p.merged_at, start + 4 * 3600);
+    assert_eq!(p.reviews.len(), 2);
+    assert_eq!(p.first_review(), Some(start + 2 * 3600));
+    assert_eq!(p.approval(), Some(start + 3 * 3600 + 1800));
+    // Checks: the runs of the final head only (the first push's runs were superseded).
+    assert!(!runs.is_empty(), "the final head has Actions runs");
+    // From the first run's creation (queued counts: the author waits for it) to the last end.
+    let run_start = runs.iter().filter(|r| r.attempt == 1).map(|r| r.created_at).min();
+    let run_end = runs.iter().map(|r| r.completed_at).max();
+    assert_eq!(p.checks_span(), run_start.zip(run_end));
+    assert_eq!(p.reruns(), runs.iter().filter(|r| r.attempt > 1).count() as u32);
+    let phases = p.stages();
+    assert_eq!(phases.coding, Some(3 * 3600));
+    assert_eq!(phases.pickup, Some(3600), "ready at 1h, first review at 2h");
+    assert_eq!(phases.review, Some(5400), "changes requested at 2h, approved at 3h30m");
+    assert_eq!(phases.checks, run_start.zip(run_end).map(|(s, e)| e - s));
+    let gate = run_end.unwrap().max(start + 3 * 3600 + 1800);
+    assert_eq!(phases.merge, Some(p.merged_at - gate));
+    // To staging, and lead time from the opening.
+    let staging = *m.deployed_at.get("staging").expect("m reached staging");
+    assert_eq!(m.lead_time("staging"), Some(staging - m.commit_time));
+    let mut core = r.cfg.core();
+    core.lead_time_from = LeadTimeFrom::PrOpened;
+    let d = derive(&r.facts, &core, now);
+    let m2 = d.journeys.iter().find(|j| j.sha == m.sha).unwrap();
+    assert_eq!(m2.lead_time("staging"), Some(staging - start));
+    core.lead_time_from = LeadTimeFrom::FirstCommit;
+    let d = derive(&r.facts, &core, now);
+    let m3 = d.journeys.iter().find(|j| j.sha == m.sha).unwrap();
+    assert_eq!(m3.lead_time("staging"), Some(staging - first_commit));
+}

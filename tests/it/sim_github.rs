@@ -347,6 +347,8 @@ async fn pull_request_merges_only_once_approved() {
                 head: "feature-x".into(),
                 files: vec!["core/x.rs".into()],
                 author: "alice".into(),
+                draft: false,
+                coded_for: None,
             },
         );
     });
@@ -598,6 +600,8 @@ async fn commit_pulls_and_pull_commits_follow_githubs_rules() {
                 head: "feature-y".into(),
                 files: vec!["core/y0.rs".into(), "core/y1.rs".into()],
                 author: "alice".into(),
+                draft: false,
+                coded_for: None,
             },
         );
     });
@@ -691,6 +695,8 @@ async fn actions_runs_on_pull_request_heads_with_reruns() {
                     head: b.clone(),
                     files: vec![format!("core/ci{i}.rs")],
                     author: "alice".into(),
+                    draft: false,
+                    coded_for: None,
                 },
             );
         }

@@ -682,6 +682,8 @@ async fn github_pull_request_calls_for_watch() {
             head: "feature-x".into(),
             files: vec!["core/x.rs".into()],
             author: "alice".into(),
+            draft: false,
+            coded_for: None,
         };
         w.schedule_action(now, open);
         let review =

@@ -270,7 +270,7 @@ pub const CATALOGUE: &[Def] = &[
         .seconds().polled().preset().buckets(&STAGE_BUCKETS).backfill(Backfill::Events),
     row(M::StageWait, "stage_wait", Histogram, &[D::Stage], "Time from a commit being ready for a stage (upstream done; commit time for the first) to the start of the build that carried it")
         .seconds().polled().preset().buckets(&STAGE_BUCKETS).backfill(Backfill::Events),
-    row(M::PreMergeStageDuration, "premerge_duration", Histogram, &[D::PreMergeStage, D::ChangeType], "Time a commit's pull request spent in each phase before the merge, observed at the merge: coding (first commit to opened), pickup (ready for review to first review), review (first review to approval), checks (GitHub Actions on the final head, first attempt start to last attempt end, re-runs included), merge (approval and green checks to merged); a phase that did not happen is not observed")
+    row(M::PreMergeStageDuration, "premerge_duration", Histogram, &[D::PreMergeStage, D::ChangeType], "Time a commit's pull request spent in each phase before the merge, observed at the merge: coding (first commit to opened), pickup (ready for review to first review), review (first review to approval), checks (GitHub Actions on the final head, first run created to last attempt end, re-runs included), merge (approval and green checks to merged); a phase that did not happen is not observed")
         .seconds().polled().preset().buckets(&PREMERGE_BUCKETS).backfill(Backfill::Events),
     row(M::LeadTime, "lead_time", Histogram, &[D::Environment, D::ChangeType], "Commit time to the end of the deployment that delivered it, one observation per commit (batches credited)")
         .seconds().polled().preset().buckets(&LEAD_BUCKETS).backfill(Backfill::Events),
