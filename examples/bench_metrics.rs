@@ -70,6 +70,7 @@ fn history(name: &'static str, days: i64, core: &CoreConfig) -> History {
         stage_builds: builds,
         derived,
         baseline: Default::default(),
+        log_excerpts: Default::default(),
     };
     History { name, commits: snapshot.derived.journeys.len(), builds: facts.builds.len(), snapshot, took: t0.elapsed() }
 }

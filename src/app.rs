@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::incremental::Incremental;
-use crate::core::journey::{Fact, Facts, branch_order, stage_builds};
+use crate::core::journey::{BuildStatus, Fact, Facts, branch_order, stage_builds};
 use crate::snapshot::{MetricsContext, Shared, Snapshot};
 use crate::sources::concourse::ConcourseSource;
 use crate::sources::github::GithubSource;
@@ -134,6 +134,7 @@ pub async fn serve_with_options(
     let (facts, head, etag, counters) =
         blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?, s.counters()?)))
             .await?;
+    let log_excerpts = blocking(&store, |s| Ok(s.log_excerpts()?)).await?;
     let (spans, self_traces) = start_traces(&cfg, &store, &clock).await?;
     tracing::info!(commits = facts.commits.len(), builds = facts.builds.len(), "state loaded");
 
@@ -162,8 +163,10 @@ pub async fn serve_with_options(
     }
     let baseline =
         Arc::new(crate::sinks::metrics::Baseline::from_rows(counters.into_iter().map(|c| (c.name, c.labels, c.value))));
+    let mut publisher = Publisher::new(&cfg, clock.clone());
+    publisher.log_excerpts = Arc::new(log_excerpts);
     let mut poller = Poller {
-        publisher: Publisher::new(&cfg, clock.clone()),
+        publisher,
         cfg,
         clock,
         store,
@@ -176,6 +179,7 @@ pub async fn serve_with_options(
         answered: (false, false),
         unstored: vec![],
         origin_tries: HashMap::new(),
+        excerpt_tries: HashMap::new(),
     };
     poller.publish();
 
@@ -370,6 +374,8 @@ struct Publisher {
     environments: Vec<String>,
     repository: String,
     repository_url: String,
+    /// Failed builds' log excerpts, published with each snapshot.
+    log_excerpts: Arc<HashMap<i64, String>>,
 }
 
 impl Publisher {
@@ -381,6 +387,7 @@ impl Publisher {
             environments: cfg.environments(),
             repository: cfg.repository_slug(),
             repository_url: cfg.repository_web_url(),
+            log_excerpts: Arc::default(),
         }
     }
 
@@ -398,6 +405,7 @@ impl Publisher {
             repository_url: self.repository_url.clone(),
             stage_builds,
             baseline: baseline.clone(),
+            log_excerpts: self.log_excerpts.clone(),
         });
         // The previous snapshot and the derivation's scratch are freed by now.
         crate::memory::release_free();
@@ -422,17 +430,24 @@ struct Poller {
     /// them, so they are retried with the next batch instead of being read again.
     unstored: Vec<Fact>,
     /// When each commit's pull request was last asked for (a failed or unsettled read waits
-    /// [`ORIGIN_RETRY`] before the next).
+    /// [`RETRY_POLLS`] poll intervals before the next).
     origin_tries: HashMap<String, i64>,
+    /// When each failed build's log was last asked for (a failed read waits [`RETRY_POLLS`]
+    /// poll intervals).
+    excerpt_tries: HashMap<i64, i64>,
 }
+
+/// Failed builds whose log excerpt is read per cycle at most (one request each).
+const EXCERPTS_PER_CYCLE: usize = 3;
 
 /// The commits whose pull request to read now, newest first, at most `budget`: those with no
 /// origin yet, or an unsettled one merged less than [`ORIGIN_SETTLE`] ago, not vanished, and
-/// not tried in the last [`ORIGIN_RETRY`] seconds. `new` holds commits not applied yet.
+/// not tried in the last `retry` seconds. `new` holds commits not applied yet.
 pub fn origin_candidates(
     facts: &Facts,
     new: &[Fact],
     tries: &HashMap<String, i64>,
+    retry: i64,
     now: i64,
     budget: usize,
 ) -> Vec<String> {
@@ -449,15 +464,16 @@ pub fn origin_candidates(
             _ => None,
         }))
         .filter(|(_, sha)| !facts.vanished.contains_key(*sha) && wanted(sha))
-        .filter(|(_, sha)| tries.get(*sha).is_none_or(|t| now - t >= ORIGIN_RETRY))
+        .filter(|(_, sha)| tries.get(*sha).is_none_or(|t| now - t >= retry))
         .collect();
     candidates.sort_unstable_by(|a, b| b.cmp(a));
     candidates.dedup();
     candidates.into_iter().take(budget).map(|(_, s)| s.to_string()).collect()
 }
 
-/// A commit's pull request is not asked for again sooner than this.
-const ORIGIN_RETRY: i64 = 600;
+/// A read that failed (a commit's pull request, a build's log) is tried again after this many
+/// poll intervals.
+const RETRY_POLLS: i64 = 10;
 /// An unsettled reading (Actions runs of the final head still running) is re-read for this
 /// long after the merge; a run still going after that is left as it was last seen.
 const ORIGIN_SETTLE: i64 = 6 * 3600;
@@ -502,6 +518,9 @@ impl Poller {
                 }
             };
             self.store_and_publish(new, &cycle).await;
+            if self.answered.1 {
+                self.read_excerpts(now).instrument(tracing::info_span!(parent: &cycle, "concourse.logs")).await;
+            }
             // Retention, at most hourly.
             if now >= next_prune {
                 next_prune = now + 3600;
@@ -577,14 +596,15 @@ impl Poller {
         if budget == 0 {
             return vec![];
         }
-        let picked = origin_candidates(&self.facts, new, &self.origin_tries, now, budget);
+        let retry = self.retry_after();
+        let picked = origin_candidates(&self.facts, new, &self.origin_tries, retry, now, budget);
         let mut out = vec![];
         for sha in picked {
             self.origin_tries.insert(sha.clone(), now);
             match self.github.origin(&sha).await {
                 Ok(origin) => out.push(Fact::Origin { sha, origin }),
                 Err(e) => {
-                    // Counted by the source; the commit is asked for again after ORIGIN_RETRY.
+                    // Counted by the source; the commit is asked for again after `retry`.
                     tracing::warn!(error = %e, sha = %sha, "github: reading the commit's pull request failed");
                     break;
                 }
@@ -592,8 +612,70 @@ impl Poller {
         }
         // Forget tries of commits no longer followed (retention).
         let facts = &self.facts;
-        self.origin_tries.retain(|sha, t| now - *t < ORIGIN_RETRY || facts.commits.contains_key(sha));
+        self.origin_tries.retain(|sha, t| now - *t < retry || facts.commits.contains_key(sha));
         out
+    }
+
+    /// Seconds before a failed read is tried again.
+    fn retry_after(&self) -> i64 {
+        (self.cfg.poll_interval.as_secs() as i64).max(1) * RETRY_POLLS
+    }
+
+    /// The log excerpts of finished failed or errored builds of the stages' jobs that have none
+    /// yet, newest first, [`EXCERPTS_PER_CYCLE`] at most, each read once (one request, stored).
+    /// They show from the next publish on.
+    async fn read_excerpts(&mut self, now: i64) {
+        let retry = self.retry_after();
+        let core = &self.publisher.core;
+        let have = &self.publisher.log_excerpts;
+        let mut wanted: Vec<i64> = self
+            .facts
+            .builds
+            .values()
+            .rev()
+            .filter(|b| matches!(b.status, BuildStatus::Failed | BuildStatus::Errored))
+            .filter(|b| core.stage_of_job(&b.pipeline, &b.job).is_some())
+            .filter(|b| !have.contains_key(&b.id))
+            .filter(|b| self.excerpt_tries.get(&b.id).is_none_or(|t| now - t >= retry))
+            .map(|b| b.id)
+            .take(EXCERPTS_PER_CYCLE)
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let mut got = vec![];
+        for id in wanted.drain(..) {
+            self.excerpt_tries.insert(id, now);
+            match self.concourse.failure_excerpt(id).await {
+                Ok(text) => got.push((id, text)),
+                Err(e) => {
+                    // Counted by the source; asked again after `retry`.
+                    tracing::warn!(error = %e, build_id = id, "concourse: reading a failed build's log failed");
+                    break;
+                }
+            }
+        }
+        if got.is_empty() {
+            return;
+        }
+        let rows = got.clone();
+        let stored = blocking(&self.store, move |s| {
+            for (id, text) in &rows {
+                s.put_log_excerpt(*id, text)?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "cannot store build log excerpts; will read them again");
+            self.shared.store_failed(&store_reason(&e));
+            return;
+        }
+        let mut all = (*self.publisher.log_excerpts).clone();
+        all.extend(got);
+        self.publisher.log_excerpts = Arc::new(all);
+        let facts = &self.facts;
+        self.excerpt_tries.retain(|id, t| now - *t < retry || facts.builds.contains_key(id));
     }
 
     /// Store the new facts with the cursor that covers them, then apply and publish them. A

@@ -369,6 +369,9 @@ impl crate::view::JourneyView {
         };
         let mut v = JourneyJson::new(j, &links);
         v.eta = snap.etas.get(&j.sha).cloned().unwrap_or_default();
+        for a in v.stages.iter_mut().flat_map(|s| s.attempts.iter_mut()) {
+            a.log_excerpt = snap.log_excerpts.get(&a.build_id).cloned();
+        }
         v
     }
 }

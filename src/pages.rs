@@ -74,7 +74,7 @@ th{font-weight:600;color:#4a5263;font-size:.9em}code{font-size:.95em}a{color:#0b
 .attempt{height:10px;top:6px}.rerun{outline:2px dashed #1d2330}.carried{opacity:.55}\
 .now{position:absolute;top:0;bottom:0;width:2px;background:#d2383b}\
 .axis{display:flex;justify-content:space-between;color:#6b7a99;font-size:.8em}\
-.swatch{display:inline-block;width:2em;height:10px;vertical-align:middle;border-radius:2px}.muted{color:#6b7a99}.warn{color:#b00020;font-weight:600}.legend span{margin-right:1.2em}\
+.swatch{display:inline-block;width:2em;height:10px;vertical-align:middle;border-radius:2px}.muted{color:#6b7a99}pre.log{margin:0 0 .4em 1.5em;padding:.5em .8em;background:#1d2330;color:#e3e6eb;font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace;white-space:pre-wrap;overflow-wrap:anywhere;max-height:20em;overflow:auto;border-radius:3px}.warn{color:#b00020;font-weight:600}.legend span{margin-right:1.2em}\
 .mini{position:relative;height:10px;width:220px;background:#eef0f4;border-radius:2px;display:inline-block;vertical-align:middle}\
 .running{color:#2f6fd6}.failed{color:#d2383b}.pending,.waiting,.riding{color:#6b7a99}.stuck{color:#d2383b;font-weight:bold}\
 @media (max-width:700px){main{padding:.6em}td,th{padding:3px 4px}.hide-narrow{display:none}}";
@@ -175,6 +175,15 @@ fn attempt_line(a: &AttemptView, j: &JourneyView, now: i64, t0: i64, t1: i64) ->
             esc(&a.url)
         ));
     }
+    // The end of a failed build's log, under its row: why it failed, without leaving the page.
+    let excerpt = match (&a.log_excerpt, matches!(status, "failed" | "errored")) {
+        (Some(text), true) if !text.is_empty() => format!(
+            "<tr class=\"log-row\"><td colspan=\"4\"><pre class=\"log\" data-build=\"{}\">{}</pre></td></tr>",
+            a.build_id,
+            esc(text)
+        ),
+        _ => String::new(),
+    };
     let took = match (a.start, a.end) {
         (Some(s), Some(e)) => age(e - s),
         (Some(s), None) => format!("{} so far", age(now - s)),
@@ -183,7 +192,7 @@ fn attempt_line(a: &AttemptView, j: &JourneyView, now: i64, t0: i64, t1: i64) ->
     format!(
         "<tr class=\"attempt-row\"><td>&nbsp;&nbsp;<a class=\"build\" href=\"{url}\">{job} #{name}</a> \
          <span class=\"badge b-{status}\">{status}</span></td><td><div class=\"lane\">{lane}</div></td>\
-         <td>{took}</td><td class=\"hide-narrow\">{notes}</td></tr>",
+         <td>{took}</td><td class=\"hide-narrow\">{notes}</td></tr>{excerpt}",
         url = esc(&a.url),
         job = esc(&a.job),
         name = esc(&a.name),

@@ -28,6 +28,8 @@ pub struct Snapshot {
     /// What retention folded away. Published with the journeys it excludes, in one swap, so a
     /// scrape never sees a pruned journey both live and in the baseline.
     pub baseline: Arc<crate::sinks::metrics::Baseline>,
+    /// The log excerpt of failed builds, by build id (read once each, see `app`).
+    pub log_excerpts: Arc<std::collections::HashMap<i64, String>>,
 }
 
 /// What `/metrics` needs besides the snapshot; fixed for the process.

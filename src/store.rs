@@ -70,7 +70,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`.
 /// Append only; never edit a released migration.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -138,6 +138,14 @@ const MIGRATION_2: &str = "
 CREATE TABLE origins (
     sha         TEXT NOT NULL PRIMARY KEY,
     origin_json TEXT NOT NULL
+) STRICT;
+";
+
+/// Version 3: the log excerpt of each failed build, read once from its event stream.
+const MIGRATION_3: &str = "
+CREATE TABLE build_logs (
+    build_id INTEGER NOT NULL PRIMARY KEY,
+    excerpt  TEXT    NOT NULL
 ) STRICT;
 ";
 
@@ -499,6 +507,27 @@ impl Store {
         Ok(facts)
     }
 
+    // -------------------------------------------------------------- build logs
+
+    /// Keep the log excerpt of a failed build (read once; not a fact the core needs).
+    pub fn put_log_excerpt(&mut self, build_id: BuildId, excerpt: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO build_logs (build_id, excerpt) VALUES (?1, ?2)",
+                params![build_id, excerpt],
+            )
+            .map(|_| ())
+            .map_err(sql_err(&self.path, "write a build's log excerpt"))
+    }
+
+    /// Every stored log excerpt, by build id.
+    pub fn log_excerpts(&self) -> Result<std::collections::HashMap<BuildId, String>, StoreError> {
+        let op = "read build log excerpts";
+        let mut st = self.conn.prepare("SELECT build_id, excerpt FROM build_logs").map_err(sql_err(&self.path, op))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err(&self.path, op))?;
+        rows.collect::<Result<_, _>>().map_err(sql_err(&self.path, op))
+    }
+
     // -------------------------------------------------------------- kv
 
     /// A cursor or other small value.
@@ -661,6 +690,7 @@ impl Store {
             let mut del_vanished = tx.prepare("DELETE FROM vanished WHERE sha = ?1").map_err(e)?;
             let mut del_origin = tx.prepare("DELETE FROM origins WHERE sha = ?1").map_err(e)?;
             let mut del_build = tx.prepare("DELETE FROM builds WHERE id = ?1").map_err(e)?;
+            let mut del_log = tx.prepare("DELETE FROM build_logs WHERE build_id = ?1").map_err(e)?;
             // The key itself, or any key in ["key/", "key0"): those starting with "key/".
             let mut del_marks = tx
                 .prepare("DELETE FROM marks WHERE key = ?1 OR (key >= (?1 || '/') AND key < (?1 || '0'))")
@@ -673,6 +703,7 @@ impl Store {
             }
             for id in ids.into_iter().filter(|id| !keep(PruneItem::Build(*id))) {
                 out.builds += del_build.execute([id]).map_err(e)? as u64;
+                del_log.execute([id]).map_err(e)?;
                 out.marks += del_marks.execute([id.to_string()]).map_err(e)? as u64;
             }
             // Vanish records of commits that are no longer stored.
@@ -777,7 +808,8 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_err(path, op))?;
         tx.execute_batch(
             "DELETE FROM commits; DELETE FROM builds; DELETE FROM vanished; DELETE FROM kv; \
-             DELETE FROM marks; DELETE FROM counters; DELETE FROM origins;",
+             DELETE FROM marks; DELETE FROM counters; DELETE FROM origins; \
+             DELETE FROM build_logs;",
         )
         .map_err(sql_err(path, op))?;
         tx.commit().map_err(sql_err(path, op))

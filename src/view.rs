@@ -277,6 +277,9 @@ pub struct AttemptView {
     /// The build was for this commit itself, not a later one that carried it along.
     pub own: bool,
     pub head: Option<String>,
+    /// A failed or errored build: the end of its log, once read (absent until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_excerpt: Option<String>,
 }
 
 /// Where commit links point and which environments have lead times.
@@ -362,6 +365,7 @@ impl AttemptView {
             attribution: a.method,
             own: a.own,
             head: a.head.clone(),
+            log_excerpt: None,
         }
     }
 }

@@ -48,6 +48,7 @@
 //! token `POST` are ever sent.
 
 pub mod drift;
+pub mod excerpt;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -1207,6 +1208,14 @@ impl ConcourseSource {
             }
         }
         Ok(tail.finish())
+    }
+
+    /// The log excerpt of a finished, failed build for pages and the JSON API
+    /// ([`excerpt::excerpt`] of its last [`excerpt::EXCERPT_LINES`] log lines): one request.
+    pub async fn failure_excerpt(&mut self, build_id: BuildId) -> Result<String, SourceError> {
+        let lines = self.build_log_tail(build_id, excerpt::EXCERPT_LINES).await?;
+        let secrets = self.secrets();
+        Ok(excerpt::excerpt(&lines, &secrets))
     }
 
     async fn open_events(&self, url: &Url, what: &str) -> Result<reqwest::Response, Failed> {

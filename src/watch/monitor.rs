@@ -379,6 +379,7 @@ mod tests {
             attribution: Method::Exact,
             own: true,
             head: None,
+            log_excerpt: None,
         }
     }
 

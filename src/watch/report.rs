@@ -208,6 +208,7 @@ mod tests {
             attribution: Method::Exact,
             own: false,
             head: None,
+            log_excerpt: None,
         });
         let j = JourneyView {
             sha: "0123456789abcdef".repeat(2) + "01234567",

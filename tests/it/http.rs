@@ -112,6 +112,7 @@ async fn the_landing_page_lists_commits_in_flight_and_escapes_what_it_shows() {
         repository_url: String::new(),
         stage_builds: vec![],
         baseline: Default::default(),
+        log_excerpts: Default::default(),
     });
     let url = serve(shared).await;
     let r = crate::support::client().get(format!("{url}/")).send().await.unwrap();

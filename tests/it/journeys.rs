@@ -94,7 +94,7 @@ pub async fn run_scenario_each(
         // As `serve` does: the branch, then the pull requests of commits not read yet.
         let new = gh.poll(now).await.unwrap();
         let tries = std::collections::HashMap::new();
-        let wanted = deploy_journey::app::origin_candidates(&facts, &new, &tries, now, gh.origin_budget());
+        let wanted = deploy_journey::app::origin_candidates(&facts, &new, &tries, 300, now, gh.origin_budget());
         for f in new {
             facts.apply(f);
         }
@@ -387,6 +387,7 @@ async fn served(r: &Run, sha: &str) -> (serde_json::Value, serde_json::Value, St
         repository_url: String::new(),
         stage_builds: vec![],
         baseline: Default::default(),
+        log_excerpts: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -4,6 +4,7 @@ mod support;
 
 mod alerts;
 mod backfill;
+mod build_logs;
 mod cli;
 mod config;
 mod container;

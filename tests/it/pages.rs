@@ -26,6 +26,7 @@ async fn serve(r: &crate::journeys::Run, links: Links) -> String {
         repository_url: String::new(),
         stage_builds: vec![],
         baseline: Default::default(),
+        log_excerpts: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

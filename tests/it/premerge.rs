@@ -60,7 +60,7 @@ async fn requests_per_commit_and_an_idle_poll_asks_nothing_more() {
     let now = sim.now();
     let mut facts = Facts::default();
     let new = gh.poll(now).await.unwrap();
-    let mut wanted = origin_candidates(&facts, &new, &HashMap::new(), now, usize::MAX);
+    let mut wanted = origin_candidates(&facts, &new, &HashMap::new(), 300, now, usize::MAX);
     for f in new {
         facts.apply(f);
     }
@@ -86,7 +86,7 @@ async fn requests_per_commit_and_an_idle_poll_asks_nothing_more() {
     assert!(direct >= 1 && pulls >= 1, "the scenario has both: {direct} direct, {pulls} PRs");
     // Idle: nothing is missing, so nothing is asked beyond the branch's conditional list.
     let now = now + 600;
-    assert!(origin_candidates(&facts, &[], &HashMap::new(), now, usize::MAX).is_empty());
+    assert!(origin_candidates(&facts, &[], &HashMap::new(), 300, now, usize::MAX).is_empty());
     let before = sim.stats.total("github");
     assert!(gh.poll(now).await.unwrap().is_empty());
     assert_eq!(sim.stats.total("github") - before, 1, "an idle poll is one request");

@@ -14,16 +14,16 @@ use deploy_journey::sim::workload::Scenario;
 use crate::support::client;
 use crate::support::free_port;
 
-const SPEED: f64 = 300.0;
+pub(crate) const SPEED: f64 = 300.0;
 
-struct Exporter {
+pub(crate) struct Exporter {
     child: Option<Child>,
     config: std::path::PathBuf,
     port: u16,
 }
 
 impl Exporter {
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_deploy-journey"))
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -36,13 +36,13 @@ impl Exporter {
             .expect("spawn deploy-journey serve");
         self.child = Some(child);
     }
-    fn signal(&mut self, sig: &str) {
+    pub(crate) fn signal(&mut self, sig: &str) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
             let _ = c.wait();
         }
     }
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
@@ -53,7 +53,7 @@ impl Drop for Exporter {
     }
 }
 
-async fn sim_for(scenario: &Scenario, start: i64) -> (Arc<Sim>, String, tokio::task::JoinHandle<()>) {
+pub(crate) async fn sim_for(scenario: &Scenario, start: i64) -> (Arc<Sim>, String, tokio::task::JoinHandle<()>) {
     let (world, _) = scenario.build_world(start);
     let sim = Sim::new(world, SimClock::new(start, ClockMode::Running { speed: SPEED }));
     let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.unwrap();
@@ -64,7 +64,7 @@ async fn sim_for(scenario: &Scenario, start: i64) -> (Arc<Sim>, String, tokio::t
     (sim, url, task)
 }
 
-fn exporter(dir: &std::path::Path, name: &str, sim_url: &str) -> Exporter {
+pub(crate) fn exporter(dir: &std::path::Path, name: &str, sim_url: &str) -> Exporter {
     let port = free_port();
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lana.yaml")).unwrap();
     let text = text
