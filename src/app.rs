@@ -134,7 +134,7 @@ pub async fn serve_with_options(
     let (facts, head, etag, counters) =
         blocking(&store, |s| Ok((s.load()?, s.get_kv(KV_GITHUB_HEAD)?, s.get_kv(KV_GITHUB_ETAG)?, s.counters()?)))
             .await?;
-    let log_excerpts = blocking(&store, |s| s.log_excerpts().map_err(Into::into)).await?;
+    let log_excerpts = blocking(&store, |s| s.log_excerpts()).await?;
     let (spans, self_traces) = start_traces(&cfg, &store, &clock).await?;
     tracing::info!(commits = facts.commits.len(), builds = facts.builds.len(), "state loaded");
 
