@@ -10,7 +10,21 @@ use deploy_journey::pages::{Links, age};
 use crate::journeys::run_scenario;
 use crate::support::{chromium_dom, chromium_screenshot, hrefs};
 
+/// The log excerpt of every failed build, read through the real Concourse source as `serve`
+/// reads them.
+async fn excerpts(r: &crate::journeys::Run) -> std::collections::HashMap<i64, String> {
+    use deploy_journey::core::journey::BuildStatus;
+    let telemetry = Arc::new(deploy_journey::sources::telemetry::SourceTelemetry::new());
+    let mut cc = deploy_journey::sources::concourse::ConcourseSource::new(r.cfg.concourse(), telemetry).unwrap();
+    let mut out = std::collections::HashMap::new();
+    for b in r.facts.builds.values().filter(|b| matches!(b.status, BuildStatus::Failed | BuildStatus::Errored)) {
+        out.insert(b.id, cc.failure_excerpt(b.id).await.unwrap());
+    }
+    out
+}
+
 async fn serve(r: &crate::journeys::Run, links: Links) -> String {
+    let log_excerpts = Arc::new(excerpts(r).await);
     let shared = Arc::new(Shared::default());
     shared.set_clock(Arc::new({
         let sim = r.sim.clone();
@@ -26,7 +40,7 @@ async fn serve(r: &crate::journeys::Run, links: Links) -> String {
         repository_url: String::new(),
         stage_builds: vec![],
         baseline: Default::default(),
-        log_excerpts: Default::default(),
+        log_excerpts,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -90,6 +104,16 @@ async fn the_timeline_page_shows_waits_work_reruns_and_batches_in_a_browser() {
     assert!(dom.contains("work attempt succeeded rerun"), "rerun bar not drawn");
     let failed_url = bats[0]["url"].as_str().unwrap();
     assert!(dom.contains(&format!("the log is on <a href=\"{failed_url}\">the build page</a>")), "failure not shown");
+    // Under the failed attempt, the end of its log (the JSON's excerpt, escaped).
+    let text = bats[0]["log_excerpt"].as_str().expect("the failed build's log excerpt");
+    assert!(text.contains("--- FAIL") || text.contains("failed"), "{text}");
+    let pre = format!("<pre class=\"log\" data-build=\"{}\">", bats[0]["build_id"]);
+    let shown = dom.split(&pre).nth(1).expect("the excerpt under the failed attempt").split("</pre>").next().unwrap();
+    assert_eq!(
+        shown,
+        deploy_journey::pages::esc(text).replace("&#39;", "'").replace("&quot;", "\""),
+        "the excerpt as the JSON has it"
+    );
     assert!(dom.contains("class=\"bar wait\"") && dom.contains("class=\"bar work"), "no wait/work bars");
     assert!(dom.contains("<table id=\"stages\">"), "no table fallback");
     // The trace in Grafana: Explore on Tempo for the first 32 hex digits.
