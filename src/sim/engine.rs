@@ -42,6 +42,23 @@ pub struct CommitSpec {
     pub author_date: Option<i64>,
 }
 
+/// The pull request a commit on the default branch was squash-merged from, as seconds before
+/// the merge: recorded when the commit lands (the workload draws whole PR histories at once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullHistory {
+    pub number: u64,
+    pub title: String,
+    pub author: String,
+    pub labels: Vec<String>,
+    /// Head branch commits' times, oldest first (the first is the `coding` start).
+    pub commits_before: Vec<i64>,
+    pub opened_before: i64,
+    /// Opened as a draft and marked ready this long before the merge.
+    pub ready_before: Option<i64>,
+    /// (seconds before the merge, reviewer, state), oldest first.
+    pub reviews: Vec<(i64, String, ReviewState)>,
+}
+
 /// What the next build(s) of a job will do, overriding its random behaviour.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BuildOverride {
@@ -59,6 +76,14 @@ pub enum Action {
         repo: String,
         branch: String,
         spec: CommitSpec,
+    },
+    /// A commit landed on `branch` exactly as [`Action::Commit`] lands it (same sha), plus the
+    /// merged pull request it came from, whose head commits do not touch the sha sequence.
+    MergedPull {
+        repo: String,
+        branch: String,
+        spec: CommitSpec,
+        pull: PullHistory,
     },
     /// The next build of `job` that starts behaves like this.
     Override {
@@ -264,6 +289,9 @@ pub struct World {
     pub deploys: BTreeMap<BuildId, (String, cepler::CeplerState)>,
     /// Revert commits of the tracked repo → the commit each reverts.
     pub reverts: HashMap<Sha, Sha>,
+    /// Pull request numbers scheduled merges will record ([`Action::MergedPull`]): a pull
+    /// request opened before then takes another (GitHub numbers each once).
+    reserved_pulls: HashSet<(String, u64)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -313,6 +341,7 @@ impl World {
             gates: HashMap::new(),
             deploys: BTreeMap::new(),
             reverts: HashMap::new(),
+            reserved_pulls: HashSet::new(),
             topology: topology.clone(),
         };
         if topology.concourse.team != "main" {
@@ -500,6 +529,9 @@ impl World {
 
     /// Schedule an action at virtual time `at` (clamped to now).
     pub fn schedule_action(&mut self, at: i64, action: Action) {
+        if let Action::MergedPull { repo, pull, .. } = &action {
+            self.reserved_pulls.insert((repo.clone(), pull.number));
+        }
         self.schedule(at.max(self.now), Event::Action(action));
     }
 
@@ -747,6 +779,12 @@ impl World {
                 let ad = spec.author_date.unwrap_or(now);
                 self.land_commit(&repo, &branch, spec.message, spec.files, spec.author, ad, now);
             }
+            Action::MergedPull { repo, branch, spec, pull } => {
+                let ad = spec.author_date.unwrap_or(now);
+                let files = spec.files.clone();
+                let sha = self.land_commit(&repo, &branch, spec.message, spec.files, spec.author.clone(), ad, now);
+                self.record_merged_pull(&repo, &branch, &sha, files, spec.author, pull);
+            }
             Action::Override { pipeline, job, ov } => {
                 if let Some((p, j)) = self.job_index(&pipeline, &job) {
                     self.overrides.entry((p, j)).or_default().push(ov);
@@ -865,6 +903,91 @@ impl World {
     }
 
     // ------------------------------------------------------------ GitHub side
+
+    /// The pull request `merge` (just landed on `base`) was squash-merged from: its head branch
+    /// forked from the merge's parent with `pull.commits_before` commits (their shas hashed from
+    /// the PR, not drawn from the engine's sequence, so main's shas are what they were without),
+    /// its reviews, draft and readiness, merged now.
+    fn record_merged_pull(
+        &mut self,
+        repo: &str,
+        base: &str,
+        merge: &str,
+        files: Vec<String>,
+        author: Person,
+        pull: PullHistory,
+    ) {
+        let now = self.now;
+        let Some(r) = self.github.get_mut(repo) else { return };
+        let Some(fork) = r.commits.get(merge).and_then(|c| c.parent.clone()) else { return };
+        // A number a bot's pull request already took: GitHub numbers are unique, keep that one.
+        if r.pull(pull.number).is_some() {
+            return;
+        }
+        let head = format!("{}/pr-{}", author.login.as_deref().unwrap_or(&author.name), pull.number);
+        let mut list = vec![fork.clone()];
+        for (k, before) in pull.commits_before.iter().enumerate() {
+            let t = now - before;
+            let mut h = Sha1::new();
+            h.update(format!("pr-head\0{repo}\0{}\0{k}", pull.number));
+            let sha = hex::encode(h.finalize());
+            let message = if k == 0 { pull.title.clone() } else { format!("{} (review follow-up {k})", pull.title) };
+            let changes = files
+                .iter()
+                .map(|f| FileChange { filename: f.clone(), status: "modified".into(), additions: 3, deletions: 1 })
+                .collect();
+            let parent = list.last().cloned();
+            r.commits.insert(
+                sha.clone(),
+                Commit {
+                    sha: sha.clone(),
+                    parent,
+                    author: author.clone(),
+                    committer: author.clone(),
+                    author_date: t,
+                    committer_date: t,
+                    message,
+                    files: changes,
+                },
+            );
+            list.push(sha);
+        }
+        r.positions.insert(head.clone(), list.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect());
+        r.branches.insert(head.clone(), list);
+        let id0 = pull.number as i64 * 1000;
+        r.pulls.push(PullRequest {
+            number: pull.number,
+            title: pull.title,
+            body: String::new(),
+            user: pull.author,
+            head_ref: head,
+            base_ref: base.to_string(),
+            draft: false,
+            ready_at: pull.ready_before.map(|b| now - b),
+            labels: pull.labels,
+            created_at: now - pull.opened_before,
+            updated_at: now,
+            closed_at: Some(now),
+            merged_at: Some(now),
+            merge_commit_sha: Some(merge.to_string()),
+            reviews: pull
+                .reviews
+                .into_iter()
+                .enumerate()
+                .map(|(i, (before, user, state))| Review {
+                    id: id0 + i as i64 + 1,
+                    user,
+                    state,
+                    submitted_at: now - before,
+                })
+                .collect(),
+            files: files
+                .iter()
+                .map(|f| FileChange { filename: f.clone(), status: "modified".into(), additions: 3, deletions: 1 })
+                .collect(),
+            automerge_after: None,
+        });
+    }
 
     /// Start `branch` at the default branch's head unless it exists (a branch list starts at
     /// its fork point).
@@ -999,7 +1122,10 @@ impl World {
             p.closed_at = Some(now);
             p.updated_at = now;
         }
-        let next = r.pulls.iter().map(|p| p.number).max().unwrap_or(1000) + 1;
+        let mut next = r.pulls.iter().map(|p| p.number).max().unwrap_or(1000) + 1;
+        while self.reserved_pulls.contains(&(repo.to_string(), next)) {
+            next += 1;
+        }
         let number = number_hint.filter(|n| r.pull(*n).is_none()).unwrap_or(next);
         let base = r.default_branch.clone();
         r.pulls.push(PullRequest {

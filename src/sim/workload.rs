@@ -20,7 +20,7 @@ use rand_distr::{Distribution, Gamma, LogNormal, Poisson};
 use serde::{Deserialize, Serialize};
 
 use super::engine::cepler::GatePin;
-use super::engine::{Action, BuildOverride, CommitSpec, World, fnv};
+use super::engine::{Action, BuildOverride, CommitSpec, PullHistory, World, fnv};
 use super::model::{BuildStatus, Person, ReviewState, Sha};
 use super::topology::{ResourceSpec, Topology, TopologyError};
 
@@ -1165,20 +1165,87 @@ impl LanaWorkload {
         }
     }
 
-    /// Commit actions landing in `[from, to)` (Unix seconds), in time order.
+    /// Commit actions landing in `[from, to)` (Unix seconds), in time order. Each commit but
+    /// the bots' `[ci skip]` pushes is the squash merge of a pull request
+    /// ([`Action::MergedPull`], see [`LanaWorkload::pull_history`]); the commits themselves are
+    /// the same either way.
     pub fn generate(&self, from: i64, to: i64) -> Vec<(i64, Action)> {
         self.commits(from, to)
             .into_iter()
             .map(|c| {
+                let pull = (c.category != ChangeCategory::CiSkip).then(|| self.pull_history(&c));
                 let spec = CommitSpec {
                     message: c.message,
                     files: c.files,
                     author: c.author,
                     author_date: Some(c.author_date),
                 };
-                (c.at, Action::Commit { repo: self.repo.clone(), branch: self.branch.clone(), spec })
+                let (repo, branch) = (self.repo.clone(), self.branch.clone());
+                let action = match pull {
+                    Some(pull) => Action::MergedPull { repo, branch, spec, pull },
+                    None => Action::Commit { repo, branch, spec },
+                };
+                (c.at, action)
             })
             .collect()
+    }
+
+    /// The pull request a generated commit was merged from, drawn from its own seeded stream
+    /// (so the commits' own draws are untouched), with spreads like LinearB's and Swarmia's
+    /// published cycle-time breakdowns: coding 10 min – 3 days (log-uniform), ~15 % opened as
+    /// drafts and marked ready later, pickup 5 min – 1 day, ~25 % with a change request and a
+    /// follow-up push, ~5 % merged by an admin without review, 1–3 commits before opening, and
+    /// one `fix:` in five labelled `hotfix`. Times count back from the merge, and the last push
+    /// leaves the Actions runs (and a re-run of a failed one) time to finish before it.
+    pub fn pull_history(&self, c: &GeneratedCommit) -> PullHistory {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ c.pr.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5052);
+        let rng = &mut rng;
+        let lu = |rng: &mut ChaCha8Rng, lo: f64, hi: f64| rng.random_range(lo.ln()..hi.ln()).exp().round() as i64;
+        let share = |rng: &mut ChaCha8Rng, p: f64| rng.random::<f64>() < p;
+        // Forward from the first commit (t = 0), then shifted so the merge is at 0 "before".
+        let coding = lu(rng, 600.0, 259_200.0);
+        let draft = share(rng, 0.15);
+        let ready = coding + if draft { lu(rng, 1800.0, 86_400.0) } else { 0 };
+        let admin = share(rng, 0.05);
+        let first_review = ready + lu(rng, 300.0, 86_400.0);
+        let changes = !admin && share(rng, 0.25);
+        let reviewer = format!("reviewer-{}", rng.random_range(1..=5));
+        let mut reviews = vec![];
+        let mut pushes = vec![0];
+        if share(rng, 0.5) {
+            pushes.push(coding / 2);
+        }
+        let approval = if admin {
+            None
+        } else if changes {
+            reviews.push((first_review, reviewer.clone(), ReviewState::ChangesRequested));
+            let push = first_review + lu(rng, 900.0, 21_600.0);
+            pushes.push(push);
+            let ok = push + 1500 + lu(rng, 600.0, 14_400.0);
+            reviews.push((ok, reviewer.clone(), ReviewState::Approved));
+            Some(ok)
+        } else {
+            reviews.push((first_review, reviewer.clone(), ReviewState::Approved));
+            Some(first_review)
+        };
+        // Actions runs start at the last push (or the opening) and take ~15–25 min; one in six
+        // fails and is re-run by hand: branch protection holds the merge until they are green.
+        let last_trigger = pushes.last().copied().unwrap_or(0).max(coding);
+        let merged = approval.unwrap_or(ready).max(last_trigger + 3600) + lu(rng, 120.0, 7200.0);
+        let before = |t: i64| merged - t;
+        let subject = c.message.lines().next().unwrap_or("");
+        let title = subject.strip_suffix(&format!(" (#{})", c.pr)).unwrap_or(subject).to_string();
+        let hotfix = title.starts_with("fix") && fnv(&format!("hotfix:{}:{}", self.seed, c.pr)).is_multiple_of(5);
+        PullHistory {
+            number: c.pr,
+            title,
+            author: c.author.login.clone().unwrap_or_else(|| c.author.name.clone()),
+            labels: if hotfix { vec!["hotfix".into()] } else { vec![] },
+            commits_before: pushes.into_iter().map(before).collect(),
+            opened_before: before(coding),
+            ready_before: draft.then(|| before(ready)),
+            reviews: reviews.into_iter().map(|(t, u, s)| (before(t), u, s)).collect(),
+        }
     }
 
     /// Actions for `[now − history, now + future)`. Build the world at `now − history` (a world

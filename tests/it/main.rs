@@ -33,6 +33,7 @@ mod sim_cepler;
 mod sim_concourse;
 mod sim_engine;
 mod sim_github;
+mod sim_pulls;
 mod sim_workload;
 mod sources;
 mod state;

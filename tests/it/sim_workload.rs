@@ -525,7 +525,7 @@ fn lana_workload_is_deterministic() {
         w.generate(from, to)
             .into_iter()
             .map(|(t, a)| match a {
-                Action::Commit { spec, .. } => (t, spec.files, spec.message),
+                Action::Commit { spec, .. } | Action::MergedPull { spec, .. } => (t, spec.files, spec.message),
                 other => panic!("only commits: {other:?}"),
             })
             .collect::<Vec<_>>()
