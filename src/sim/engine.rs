@@ -83,7 +83,8 @@ pub enum Action {
         repo: String,
         branch: String,
         spec: CommitSpec,
-        pull: PullHistory,
+        /// Boxed: most actions are small.
+        pull: Box<PullHistory>,
     },
     /// The next build of `job` that starts behaves like this.
     Override {
@@ -783,7 +784,7 @@ impl World {
                 let ad = spec.author_date.unwrap_or(now);
                 let files = spec.files.clone();
                 let sha = self.land_commit(&repo, &branch, spec.message, spec.files, spec.author.clone(), ad, now);
-                self.record_merged_pull(&repo, &branch, &sha, files, spec.author, pull);
+                self.record_merged_pull(&repo, &branch, &sha, files, spec.author, *pull);
             }
             Action::Override { pipeline, job, ov } => {
                 if let Some((p, j)) = self.job_index(&pipeline, &job) {

@@ -1173,7 +1173,7 @@ impl LanaWorkload {
         self.commits(from, to)
             .into_iter()
             .map(|c| {
-                let pull = (c.category != ChangeCategory::CiSkip).then(|| self.pull_history(&c));
+                let pull = (c.category != ChangeCategory::CiSkip).then(|| Box::new(self.pull_history(&c)));
                 let spec = CommitSpec {
                     message: c.message,
                     files: c.files,
