@@ -843,7 +843,9 @@ pub fn landed_shas(world: &World, actions: &[(i64, Action)]) -> Vec<Option<Sha>>
     let mut wanted: Vec<(&str, &str)> = actions
         .iter()
         .filter_map(|(_, a)| match a {
-            Action::Commit { repo, branch, .. } => Some((repo.as_str(), branch.as_str())),
+            Action::Commit { repo, branch, .. } | Action::MergedPull { repo, branch, .. } => {
+                Some((repo.as_str(), branch.as_str()))
+            }
             _ => None,
         })
         .collect();
@@ -860,7 +862,7 @@ pub fn landed_shas(world: &World, actions: &[(i64, Action)]) -> Vec<Option<Sha>>
     actions
         .iter()
         .map(|(at, a)| match a {
-            Action::Commit { repo, branch, spec } => buckets
+            Action::Commit { repo, branch, spec } | Action::MergedPull { repo, branch, spec, .. } => buckets
                 .get_mut(&(repo.as_str(), branch.as_str(), *at, spec.message.as_str()))
                 .and_then(|q| q.pop_front())
                 .cloned(),

@@ -158,7 +158,7 @@ fn fixed_durations_and_no_failures_do_not_depend_on_the_seed() {
 // ---------------------------------------------------------------- tests/scenarios/*.yaml
 
 /// Each has a test here or in journeys.rs.
-const CHECKED: [&str; 28] = [
+const CHECKED: [&str; 30] = [
     "backend-to-staging.yaml",
     "three-while-tests-run.yaml",
     "frontend-only.yaml",
@@ -185,6 +185,9 @@ const CHECKED: [&str; 28] = [
     "prod-rollback.yaml",
     "revert-a-day-later.yaml",
     "hotfix-pr.yaml",
+    "hotfix-by-label.yaml",
+    // Checked in premerge.rs (the pull request read against the model) and pages.rs.
+    "pr-draft-review-rerun.yaml",
     // Checked in pages.rs (the timeline page in Chromium).
     "pages-rerun-batch.yaml",
     "qa-walks-staging-states.yaml",
