@@ -80,12 +80,101 @@ pub(crate) struct LineageIndex {
     /// Version key → builds that put it (outputs) or took it (inputs), in id order.
     produced: HashMap<String, Vec<BuildId>>,
     taken: HashMap<String, Vec<BuildId>>,
-    /// Output step → version key → [(value, build)], for bridges, in id order.
-    by_output: HashMap<String, HashMap<String, Vec<(String, BuildId)>>>,
+    /// Output step → version key → the values builds put there, for bridges.
+    by_output: HashMap<String, HashMap<String, BridgeValues>>,
     undo: bool,
     /// Per pushed build (with `undo`): the produced keys, taken keys and (step, key) outputs it
     /// added, to take back.
     pushed: BTreeMap<BuildId, Pushed>,
+}
+
+/// The values builds put under one output step and version key, in id order, indexed so a
+/// bridge looks its match up instead of comparing every value with every message (which made
+/// a year's first derivation quadratic): by value (`equals`, and a commit sha a message
+/// contains), by a sha's 7-character prefix (cepler's `[abc1234] - subject`), and the other
+/// values, which are still scanned (`message_contains` on free text).
+#[derive(Debug, Clone, Default)]
+struct BridgeValues {
+    by_value: HashMap<String, Vec<BuildId>>,
+    by_short: HashMap<String, Vec<BuildId>>,
+    other: Vec<(String, BuildId)>,
+    /// Every (value, build) in push order, for taking the newest back.
+    all: Vec<(String, BuildId)>,
+}
+
+fn is_sha(value: &str) -> bool {
+    value.len() == 40 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl BridgeValues {
+    fn push(&mut self, value: &str, id: BuildId) {
+        self.by_value.entry(value.to_string()).or_default().push(id);
+        if is_sha(value) {
+            self.by_short.entry(value[..7].to_string()).or_default().push(id);
+        } else if !value.is_empty() {
+            self.other.push((value.to_string(), id));
+        }
+        self.all.push((value.to_string(), id));
+    }
+
+    /// Take back the newest value if `id` put it.
+    fn pop(&mut self, id: BuildId) {
+        if self.all.last().is_none_or(|(_, b)| *b != id) {
+            return;
+        }
+        let Some((value, _)) = self.all.pop() else { return };
+        pop_last(&mut self.by_value, &value, id);
+        if is_sha(&value) {
+            pop_last(&mut self.by_short, &value[..7], id);
+        } else if self.other.last().is_some_and(|(_, b)| *b == id) {
+            self.other.pop();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// The builds whose value equals `x`, in id order.
+    fn equal_to(&self, x: &str) -> Vec<BuildId> {
+        self.by_value.get(x).cloned().unwrap_or_default()
+    }
+
+    /// The builds whose non-empty value `message` names ([`message_names`]), in id order.
+    fn named_by(&self, message: &str) -> Vec<BuildId> {
+        let mut ids: Vec<BuildId> = vec![];
+        // A sha the message contains lies inside a run of hex digits at least 40 long.
+        let bytes = message.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if !bytes[i].is_ascii_hexdigit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_hexdigit() {
+                i += 1;
+            }
+            for w in start..(i.saturating_sub(39)).max(start) {
+                if let Some(v) = self.by_value.get(&message[w..w + 40]) {
+                    ids.extend(v);
+                }
+            }
+            // `[abc1234]`: exactly seven hex digits between brackets.
+            if i - start == 7
+                && start > 0
+                && bytes[start - 1] == b'['
+                && bytes.get(i) == Some(&b']')
+                && let Some(v) = self.by_short.get(&message[start..i])
+            {
+                ids.extend(v);
+            }
+        }
+        ids.extend(self.other.iter().filter(|(v, _)| message.contains(v.as_str())).map(|(_, id)| *id));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -145,18 +234,14 @@ impl LineageIndex {
                         let msg = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.message.as_deref());
                         let values = self.by_output.get(output.as_str()).and_then(|m| m.get(key.as_str()));
                         if let (Some(m), Some(v)) = (msg, values) {
-                            from.extend(
-                                v.iter()
-                                    .filter(|(val, _)| !val.is_empty() && message_names(m, val))
-                                    .map(|(_, id)| (*id, Method::Bridge)),
-                            );
+                            from.extend(v.named_by(m).into_iter().map(|id| (id, Method::Bridge)));
                         }
                     }
                     Bridge::Equals { input, input_key, output, key } => {
                         let val = b.inputs.iter().find(|v| &v.step == input).and_then(|v| v.version.get(input_key));
                         let values = self.by_output.get(output.as_str()).and_then(|m| m.get(key.as_str()));
                         if let (Some(x), Some(v)) = (val, values) {
-                            from.extend(v.iter().filter(|(val, _)| val == x).map(|(_, id)| (*id, Method::Bridge)));
+                            from.extend(v.equal_to(x).into_iter().map(|id| (id, Method::Bridge)));
                         }
                     }
                 }
@@ -167,12 +252,7 @@ impl LineageIndex {
             let key = version_key(&b.pipeline, &out.resource, &out.version);
             self.produced.entry(key.clone()).or_default().push(b.id);
             for (k, v) in &out.version {
-                self.by_output
-                    .entry(out.step.clone())
-                    .or_default()
-                    .entry(k.clone())
-                    .or_default()
-                    .push((v.clone(), b.id));
+                self.by_output.entry(out.step.clone()).or_default().entry(k.clone()).or_default().push(v, b.id);
                 if self.undo {
                     pushed.outputs.push((out.step.clone(), k.clone()));
                 }
@@ -209,10 +289,8 @@ impl LineageIndex {
             }
             for (step, k) in p.outputs.iter().rev() {
                 if let Some(m) = self.by_output.get_mut(step) {
-                    if let Some(v) = m.get_mut(k)
-                        && v.last().is_some_and(|(_, b)| *b == id)
-                    {
-                        v.pop();
+                    if let Some(v) = m.get_mut(k) {
+                        v.pop(id);
                         if v.is_empty() {
                             m.remove(k);
                         }
@@ -282,7 +360,9 @@ pub(crate) fn compute_carries(
 }
 
 /// Does `message` name `value`: literally, or a full commit sha as cepler prints it
-/// (`[<7 characters>] - <subject>`)?
+/// (`[<7 characters>] - <subject>`)? The rule [`BridgeValues::named_by`] indexes; the tests
+/// hold the two equal.
+#[cfg(test)]
 fn message_names(message: &str, value: &str) -> bool {
     if message.contains(value) {
         return true;
@@ -440,5 +520,54 @@ stages:
         check("0123456 without brackets", sha, false);
         check("[0123456] - a short value is not a sha", "0123456789", false);
         check("[fedcba9] - another commit", sha, false);
+    }
+
+    /// The index finds exactly the builds the rule names, in id order: full shas inside longer
+    /// hex runs, cepler's `[short]`, free-text values, empty values never, and what a
+    /// truncation takes back.
+    #[test]
+    fn the_bridge_index_names_what_the_rule_names() {
+        let sha = |i: u32| format!("{:040x}", 0xabc0_0000_u64 + u64::from(i) * 0x1_0001);
+        let values: Vec<String> = (0..6)
+            .map(sha)
+            .chain(["0.49.0-rc.17", "0.49.0", "", "lana-bank", "DEADBEEF"].map(String::from))
+            .collect();
+        let messages = [
+            format!("bump to {}", sha(1)),
+            format!("ci: bump lana-bank image {}{}", sha(2), sha(3)),
+            format!("[{}] - feat: x\n[{}] - fix: y", &sha(4)[..7], &sha(5)[..7]),
+            format!("[{}x] not a short sha", &sha(4)[..7]),
+            "chore: release 0.49.0-rc.17 of lana-bank".to_string(),
+            format!("x{}", &sha(0)[..39]),
+            "DEADBEEF and deadbeef".to_string(),
+            String::new(),
+        ];
+        let mut idx = BridgeValues::default();
+        for (i, v) in values.iter().enumerate() {
+            idx.push(v, i as BuildId + 10);
+        }
+        let check = |idx: &BridgeValues, n: usize| {
+            for m in &messages {
+                let want: Vec<BuildId> = values[..n]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| !v.is_empty() && message_names(m, v))
+                    .map(|(i, _)| i as BuildId + 10)
+                    .collect();
+                assert_eq!(idx.named_by(m), want, "{m:?} with {n} values");
+            }
+            for v in &values {
+                let want: Vec<BuildId> =
+                    values[..n].iter().enumerate().filter(|(_, x)| *x == v).map(|(i, _)| i as BuildId + 10).collect();
+                assert_eq!(idx.equal_to(v), want, "{v:?}");
+            }
+        };
+        check(&idx, values.len());
+        assert!(!idx.named_by(&messages[1]).is_empty() && !idx.named_by(&messages[2]).is_empty());
+        for n in (0..values.len()).rev() {
+            idx.pop(n as BuildId + 10);
+            check(&idx, n);
+        }
+        assert!(idx.is_empty());
     }
 }
