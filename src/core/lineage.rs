@@ -91,12 +91,14 @@ pub(crate) struct LineageIndex {
 /// The values builds put under one output step and version key, in id order, indexed so a
 /// bridge looks its match up instead of comparing every value with every message (which made
 /// a year's first derivation quadratic): by value (`equals`, and a commit sha a message
-/// contains), by a sha's 7-character prefix (cepler's `[abc1234] - subject`), and the other
-/// values, which are still scanned (`message_contains` on free text).
+/// contains), by a sha's 7-character prefix (cepler's `[abc1234] - subject`), by the first 16
+/// digits of a value's first long hex run (an image digest `sha256:…`: a message that contains
+/// the value contains those 16 digits), and the other values, which are still scanned.
 #[derive(Debug, Clone, Default)]
 struct BridgeValues {
     by_value: HashMap<String, Vec<BuildId>>,
     by_short: HashMap<String, Vec<BuildId>>,
+    by_hex16: HashMap<String, Vec<(String, BuildId)>>,
     other: Vec<(String, BuildId)>,
     /// Every (value, build) in push order, for taking the newest back.
     all: Vec<(String, BuildId)>,
@@ -106,11 +108,33 @@ fn is_sha(value: &str) -> bool {
     value.len() == 40 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Hex digits a value's run needs to be indexed by (shorter runs are too common in text).
+const HEX_KEY: usize = 16;
+
+/// The first `HEX_KEY` digits of the first run of at least that many hex digits in `value`.
+fn hex_key(value: &str) -> Option<&str> {
+    let b = value.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+        if i - start >= HEX_KEY {
+            return Some(&value[start..start + HEX_KEY]);
+        }
+        i += 1;
+    }
+    None
+}
+
 impl BridgeValues {
     fn push(&mut self, value: &str, id: BuildId) {
         self.by_value.entry(value.to_string()).or_default().push(id);
         if is_sha(value) {
             self.by_short.entry(value[..7].to_string()).or_default().push(id);
+        } else if let Some(k) = hex_key(value) {
+            self.by_hex16.entry(k.to_string()).or_default().push((value.to_string(), id));
         } else if !value.is_empty() {
             self.other.push((value.to_string(), id));
         }
@@ -126,6 +150,15 @@ impl BridgeValues {
         pop_last(&mut self.by_value, &value, id);
         if is_sha(&value) {
             pop_last(&mut self.by_short, &value[..7], id);
+        } else if let Some(k) = hex_key(&value) {
+            if let Some(v) = self.by_hex16.get_mut(k)
+                && v.last().is_some_and(|(_, b)| *b == id)
+            {
+                v.pop();
+                if v.is_empty() {
+                    self.by_hex16.remove(k);
+                }
+            }
         } else if self.other.last().is_some_and(|(_, b)| *b == id) {
             self.other.pop();
         }
@@ -158,6 +191,13 @@ impl BridgeValues {
             for w in start..(i.saturating_sub(39)).max(start) {
                 if let Some(v) = self.by_value.get(&message[w..w + 40]) {
                     ids.extend(v);
+                }
+            }
+            for w in start..(i + 1).saturating_sub(HEX_KEY).max(start) {
+                for (val, id) in self.by_hex16.get(&message[w..w + HEX_KEY]).into_iter().flatten() {
+                    if message.contains(val.as_str()) {
+                        ids.push(*id);
+                    }
                 }
             }
             // `[abc1234]`: exactly seven hex digits between brackets.
@@ -531,6 +571,7 @@ stages:
         let values: Vec<String> = (0..6)
             .map(sha)
             .chain(["0.49.0-rc.17", "0.49.0", "", "lana-bank", "DEADBEEF"].map(String::from))
+            .chain([format!("sha256:{}{}", sha(7), &sha(8)[..24]), format!("sha256:{}", "f".repeat(64))])
             .collect();
         let messages = [
             format!("bump to {}", sha(1)),
@@ -541,6 +582,9 @@ stages:
             format!("x{}", &sha(0)[..39]),
             "DEADBEEF and deadbeef".to_string(),
             String::new(),
+            format!("testflight image sha256:{}{}", sha(7), &sha(8)[..24]),
+            format!("digest {}{}", sha(7), &sha(8)[..24]),
+            format!("sha256:{}", "f".repeat(70)),
         ];
         let mut idx = BridgeValues::default();
         for (i, v) in values.iter().enumerate() {
