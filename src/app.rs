@@ -648,6 +648,9 @@ impl Poller {
             self.excerpt_tries.insert(id, now);
             match self.concourse.failure_excerpt(id).await {
                 Ok(text) => got.push((id, text)),
+                // Gone (reaped, or its job no longer visible): nothing to show, and nothing to
+                // ask again every few cycles.
+                Err(e) if e.kind == crate::sources::ErrorKind::NotFound => got.push((id, String::new())),
                 Err(e) => {
                     // Counted by the source; asked again after `retry`.
                     tracing::warn!(error = %e, build_id = id, "concourse: reading a failed build's log failed");
