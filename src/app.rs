@@ -518,6 +518,15 @@ impl Poller {
                 }
             };
             self.store_and_publish(new, &cycle).await;
+            // After the cycle is published (and readiness decided): the extra reads of new
+            // commits' pull requests and failed builds' logs never hold up either.
+            if poll_github && self.answered.0 && self.cfg.repository.pull_requests {
+                let origins =
+                    self.read_origins(now, &[]).instrument(tracing::info_span!(parent: &cycle, "github.origins")).await;
+                if !origins.is_empty() {
+                    self.store_and_publish(origins, &cycle).await;
+                }
+            }
             if self.answered.1 {
                 self.read_excerpts(now).instrument(tracing::info_span!(parent: &cycle, "concourse.logs")).await;
             }
@@ -572,11 +581,6 @@ impl Poller {
             }
             Some(Err(e)) => tracing::warn!(error = %e, "github poll failed"),
             None => {}
-        }
-        if poll_github && self.answered.0 && self.cfg.repository.pull_requests {
-            let origins =
-                self.read_origins(now, &new).instrument(tracing::info_span!(parent: cycle, "github.origins")).await;
-            new.extend(origins);
         }
         match cc {
             Ok(f) => {

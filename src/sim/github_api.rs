@@ -1375,7 +1375,12 @@ fn find_pull<'a>(repo: &'a Repo, p: &HashMap<String, String>) -> Option<&'a Pull
 fn pull_commits<'a>(repo: &'a Repo, pr: &PullRequest) -> Vec<&'a Commit> {
     let head = pr_head_sha(repo, pr);
     let base = pr_base_sha(repo, pr);
-    let stop = merge_base(repo, &base, &head).map(|c| c.sha.clone()).unwrap_or_default();
+    // A merged PR's base is its head branch's fork point: found at once on that branch, not
+    // by trying every branch (thousands, with a year of pull requests).
+    let stop = match repo.position(&pr.head_ref, &base) {
+        Some(_) => base.clone(),
+        None => merge_base(repo, &base, &head).map(|c| c.sha.clone()).unwrap_or_default(),
+    };
     let mut v = commits_until(repo, &head, &stop);
     v.reverse();
     v.truncate(PULL_COMMITS_MAX);
