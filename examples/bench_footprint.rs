@@ -20,7 +20,7 @@
 //!   once a second on `/metrics` meanwhile, as Prometheus would, and their ratio;
 //! - at the end: the highest and the last figures.
 //!
-//! `MALLOC_ARENA_MAX` and friends in the environment are passed to both processes unchanged.
+//! `BENCH_LOG` sets `serve`'s `RUST_LOG` (default `warn`). `MALLOC_ARENA_MAX` and friends in the environment are passed to both processes unchanged.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -151,7 +151,7 @@ async fn main() {
             .args(["--sim-clock", &url])
             .env("GITHUB_TOKEN", "ghp_bench")
             .env("CONCOURSE_PASSWORD", "viewer-password")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()
             .expect("start serve"),

@@ -518,6 +518,13 @@ impl Poller {
                 }
             };
             self.store_and_publish(new, &cycle).await;
+            // Retention, at most hourly, before the extra reads below: a start on a long
+            // history frees what it prunes before anything else is allocated beside it (glibc
+            // gives back only whole free pages, so what is allocated amid the peak pins it).
+            if now >= next_prune {
+                next_prune = now + 3600;
+                self.prune(now).await;
+            }
             // After the cycle is published (and readiness decided): the extra reads of new
             // commits' pull requests and failed builds' logs never hold up either.
             if poll_github && self.answered.0 && self.cfg.repository.pull_requests {
@@ -529,11 +536,6 @@ impl Poller {
             }
             if self.answered.1 {
                 self.read_excerpts(now).instrument(tracing::info_span!(parent: &cycle, "concourse.logs")).await;
-            }
-            // Retention, at most hourly.
-            if now >= next_prune {
-                next_prune = now + 3600;
-                self.prune(now).await;
             }
             tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "poll cycle");
             drop(cycle);
@@ -737,6 +739,9 @@ impl Poller {
         let cutoff = now.saturating_sub(i64::try_from(self.cfg.retention.as_secs()).unwrap_or(i64::MAX));
         let snap = self.shared.snapshot();
         let plan = crate::retention::plan(&self.facts, &snap.derived, &snap.stage_builds, &self.publisher.core, cutoff);
+        // The old snapshot must be gone when the smaller one is published, for its pages to be
+        // given back then.
+        drop(snap);
         if plan.is_empty() {
             return;
         }

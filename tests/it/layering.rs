@@ -204,3 +204,24 @@ fn the_layering_checks_see_a_break() {
     assert_eq!(ext, [(1, "tokio".to_string()), (2, "rusqlite".to_string())]);
     assert!(dependencies().iter().any(|d| d == "gix_pathspec"), "{:?}", dependencies());
 }
+
+/// The features a plain `cargo build` gives `regex`. Tests and examples build it with their
+/// dev-dependencies' features too (cargo unifies them), so a pattern the library compiles can
+/// pass every test and still fail in the released binary: the scrubber's `(?i)` patterns did,
+/// with a panic on the first failed build's log. Asked of `cargo tree` without dev edges.
+#[test]
+fn the_released_binary_has_the_regex_syntax_its_patterns_use() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-e", "normal", "-i", "regex", "--depth", "0", "-f", "{f}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree");
+    assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+    let features: BTreeSet<String> =
+        String::from_utf8_lossy(&out.stdout).trim().split(',').map(|f| f.trim().to_string()).collect();
+    // `(?i)` needs unicode-case, `\w`/`\s`/`\b` unicode-perl; a user's hotfix pattern may use
+    // any of the regex crate's default syntax, `\p{…}` classes included.
+    for need in ["unicode-case", "unicode-perl", "unicode-gencat", "unicode-script"] {
+        assert!(features.contains(need), "regex is built without `{need}` outside tests: {features:?}");
+    }
+}
