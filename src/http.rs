@@ -429,30 +429,46 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
          <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>",
     );
     h.push_str(&format!("<p>Repository <b>{}</b>; ready: {}</p>", esc(&snap.repository), s.is_ready()));
-    // What runs where: the newest commit deployed to each environment.
-    h.push_str("<h2>Environments</h2><table id=\"environments\"><tr><th>environment</th><th>runs</th><th>subject</th><th>deployed</th><th>lead time</th></tr>");
-    for env in snap.environments.iter() {
-        let newest = snap
-            .derived
-            .journeys
-            .iter()
-            .filter_map(|j| j.deployed_at.get(env).map(|t| (*t, j)))
-            .max_by_key(|(t, _)| *t);
-        match newest {
-            Some((t, j)) => h.push_str(&format!(
-                "<tr><td><b>{env}</b></td><td><a href=\"/journeys/{sha}\"><code>{short}</code></a>{trace}</td><td>{subj}</td>\
-                 <td>{when} ({ago} ago)</td><td>{lead}</td></tr>",
-                env = esc(env),
-                sha = esc(&j.sha),
-                short = esc(j.short()),
-                trace = trace(&j.sha),
-                subj = esc(&j.subject),
-                when = crate::pages::utc(t),
-                ago = age(now - t),
-                lead = j.lead_time(env).map(age).unwrap_or_default(),
-            )),
-            None => h.push_str(&format!("<tr><td><b>{}</b></td><td colspan=\"4\" class=\"muted\">nothing deployed in the history kept</td></tr>", esc(env))),
-        }
+    // What runs where now: the running version's newest commit (after a rollback, the older
+    // one it went back to), what it lacks, and what waits at its gate.
+    let by_sha: std::collections::HashMap<&str, &Journey> = snap.derived.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
+    h.push_str(
+        "<h2>Environments</h2><table id=\"environments\"><tr><th>environment</th><th>runs</th><th>subject</th>\
+         <th>since</th><th>lead time</th><th>behind</th><th>at the gate</th></tr>",
+    );
+    for env in snap.derived.environments.iter() {
+        let Some(sha) = env.running_commit.as_deref() else {
+            h.push_str(&format!(
+                "<tr id=\"env-{e}\"><td><b>{e}</b></td><td colspan=\"6\" class=\"muted\">nothing deployed in the history kept</td></tr>",
+                e = esc(&env.name)
+            ));
+            continue;
+        };
+        let j = by_sha.get(sha);
+        let rolled_back = env.running_build.and_then(|id| snap.derived.deployments.iter().find(|d| d.build_id == id))
+            .is_some_and(|d| d.kind == crate::core::deployments::DeployKind::Rollback);
+        h.push_str(&format!(
+            "<tr id=\"env-{e}\"><td><b>{e}</b></td><td><a href=\"/journeys/{sha}\"><code>{short}</code></a>{trace}{rb}</td>\
+             <td>{subj}</td><td>{since}</td><td>{lead}</td><td>{behind}</td><td>{gate}</td></tr>",
+            e = esc(&env.name),
+            sha = esc(sha),
+            short = esc(sha.get(..7).unwrap_or(sha)),
+            trace = trace(sha),
+            rb = if rolled_back { " <span class=\"failed\">rolled back</span>" } else { "" },
+            subj = j.map(|j| esc(&j.subject)).unwrap_or_default(),
+            since = env.since.map(|t| format!("{} ({} ago)", crate::pages::utc(t), age(now - t))).unwrap_or_default(),
+            lead = j.and_then(|j| j.lead_time(&env.name)).map(age).unwrap_or_default(),
+            behind = match (env.behind, env.oldest_behind) {
+                (0, _) => "up to date".to_string(),
+                (n, Some(t)) => format!("{n} commit(s), oldest {} old", age(now - t)),
+                (n, None) => format!("{n} commit(s)"),
+            },
+            gate = match (env.awaiting_approval, env.awaiting_since) {
+                (0, _) => "-".to_string(),
+                (n, Some(t)) => format!("{n} waiting {}", age(now - t)),
+                (n, None) => format!("{n} waiting"),
+            },
+        ));
     }
     h.push_str("</table>");
     // Each stage's running builds, whatever commits they carry: a stage can be busy (or stuck)
@@ -490,7 +506,7 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
         ));
     }
     h.push_str("</table>");
-    h.push_str("<h2>In flight</h2><table><tr><th>commit</th><th>subject</th><th>stage</th><th>state</th><th>age</th><th class=\"hide-narrow\">timeline</th><th>waits for</th><th>builds</th></tr>");
+    h.push_str("<h2>In flight</h2><table><tr><th>commit</th><th>subject</th><th>stage</th><th>state</th><th>age</th><th class=\"hide-narrow\">timeline</th><th>waits for</th><th>expected</th><th>builds</th></tr>");
     let mut n = 0;
     let incomplete = snap.derived.quality.incomplete;
     let incomplete_one = |j: &&Journey| j.outcome == crate::core::journey::Outcome::Incomplete;
@@ -512,8 +528,19 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
         };
         n += 1;
         let mini = crate::pages::mini_timeline(&JourneyJson::from(j, &snap), now);
+        // The predicted arrival in each environment still ahead (`core::eta`).
+        let expected: Vec<String> = snap
+            .etas
+            .get(&j.sha)
+            .into_iter()
+            .flatten()
+            .map(|(env, t)| {
+                format!("<span class=\"eta\">{} in {}</span>", esc(env), if *t > now { age(t - now) } else { "due".into() })
+            })
+            .collect();
         h.push_str(&format!(
-            "<tr><td><a href=\"/journeys/{sha}\"><code>{short}</code></a>{trace}</td><td>{subj}</td><td>{stage}</td><td class=\"{state}\">{state}</td><td>{age}</td><td class=\"hide-narrow\">{mini}</td><td>{waits}</td><td>{builds}</td></tr>",
+            "<tr><td><a href=\"/journeys/{sha}\"><code>{short}</code></a>{trace}</td><td>{subj}</td><td>{stage}</td><td class=\"{state}\">{state}</td><td>{age}</td><td class=\"hide-narrow\">{mini}</td><td>{waits}</td><td>{expected}</td><td>{builds}</td></tr>",
+            expected = if expected.is_empty() { "-".to_string() } else { expected.join("<br>") },
             trace = trace(&j.sha),
             sha = esc(&j.sha),
             short = esc(j.short()),
@@ -525,7 +552,7 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
         ));
     }
     if n == 0 {
-        h.push_str("<tr><td colspan=\"8\">nothing in flight</td></tr>");
+        h.push_str("<tr><td colspan=\"9\">nothing in flight</td></tr>");
     }
     h.push_str(
         "</table><p><i>riding</i>: a <code>[ci skip]</code> or untracked commit; no stage builds it on its own, \
@@ -537,20 +564,46 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
              Concourse history read at the first start (see <code>deploy-journey backfill</code>).</p>"
         ));
     }
-    h.push_str("<h2>Last deployments</h2><table><tr><th>environment</th><th>commit</th><th>subject</th><th>lead time</th><th>ended</th></tr>");
-    let mut last: Vec<(&String, i64, &Journey)> =
-        snap.derived.journeys.iter().flat_map(|j| j.deployed_at.iter().map(move |(e, t)| (e, *t, j))).collect();
-    last.sort_by_key(|(_, t, _)| std::cmp::Reverse(*t));
-    for (env, t, j) in last.into_iter().take(15) {
+    // Deployments, not commits: a rollback, a redeploy and a failed deploy are deployments too.
+    h.push_str(
+        "<h2>Last deployments</h2><table id=\"deployments\"><tr><th>environment</th><th>build</th><th>kind</th>\
+         <th>result</th><th>delivers</th><th>lead time</th><th>ended</th></tr>",
+    );
+    let mut last: Vec<&crate::core::deployments::Deployment> = snap.derived.deployments.iter().collect();
+    last.sort_by_key(|d| std::cmp::Reverse((d.end, d.build_id)));
+    for d in last.into_iter().take(15) {
+        let result = match (&d.failed, d.succeeded) {
+            (Some(f), _) => format!("<span class=\"failed\">failed: {}</span>", esc(f.reason.as_str())),
+            (None, true) => "succeeded".to_string(),
+            (None, false) => "<span class=\"failed\">failed</span>".to_string(),
+        };
+        let delivers = match d.newest_commit.as_deref() {
+            Some(sha) => format!(
+                "<a href=\"/journeys/{}\"><code>{}</code></a>{}{}",
+                esc(sha),
+                esc(sha.get(..7).unwrap_or(sha)),
+                trace(sha),
+                if d.commits.len() > 1 { format!(" and {} more", d.commits.len() - 1) } else { String::new() }
+            ),
+            None => "-".to_string(),
+        };
+        // Each commit it delivered first has its own lead time: the range.
+        let lead = match (d.lead_times.values().min(), d.lead_times.values().max()) {
+            (Some(a), Some(b)) if a == b => age(*a),
+            (Some(a), Some(b)) => format!("{}–{}", age(*a), age(*b)),
+            _ => "-".to_string(),
+        };
         h.push_str(&format!(
-            "<tr><td>{}</td><td><a href=\"/journeys/{}\"><code>{}</code></a>{}</td><td>{}</td><td>{}</td><td>{} ago</td></tr>",
-            esc(env),
-            esc(&j.sha),
-            esc(j.short()),
-            trace(&j.sha),
-            esc(&j.subject),
-            j.lead_time(env).map(age).unwrap_or_default(),
-            age(now - t)
+            "<tr><td>{}</td><td><a href=\"{}\">{} #{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ago</td></tr>",
+            esc(&d.environment),
+            esc(&d.url),
+            esc(&d.job),
+            esc(&d.name),
+            d.kind.as_str(),
+            result,
+            delivers,
+            lead,
+            age(now - d.end)
         ));
     }
     h.push_str("</table><h2>Sources</h2><table><tr><th>source</th><th>up</th><th>last success</th><th>requests</th><th>errors</th></tr>");

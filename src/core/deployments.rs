@@ -439,6 +439,10 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
         }
 
         // Now: the running version, what it lacks, what waits at the gate.
+        let deploying = facts
+            .builds
+            .values()
+            .any(|b| !b.status.is_finished() && b.pipeline == st.pipeline && st.jobs.iter().any(|j| j.name == b.job));
         let mut now = EnvironmentNow { name: env.clone(), stage: si, ..EnvironmentNow::default() };
         let run = running.map(|(k, c, h)| (&deps[k], c, h));
         if let Some((d, _, h)) = run {
@@ -464,6 +468,14 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
                 if let Some(r) = s.ready_at {
                     now.awaiting_since = Some(now.awaiting_since.map_or(r, |t| t.min(r)));
                 }
+            } else if let (true, false, Some(s), Some((d, _, _))) = (st.approval, has, j.stages.get(si), run)
+                && s.state == StageState::Succeeded
+                && !deploying
+            {
+                // Deployed once, then rolled back out: it waits at the gate again (a person
+                // must move the gate forward), since the rollback.
+                now.awaiting_approval += 1;
+                now.awaiting_since = Some(now.awaiting_since.map_or(d.end, |t| t.min(d.end)));
             }
         }
         let _ = inp.now;

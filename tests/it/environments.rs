@@ -227,6 +227,36 @@ async fn every_dora_figure_equals_the_scenarios_truth() {
             let changes = core.iter().filter(|x| x.1 == "success" && x.2 != "redeploy").count();
             let failed = core.iter().filter(|x| x.4.is_some()).count();
             let rework = core.iter().filter(|x| x.5).count();
+            // What runs there now (after a rollback, the older version) and whether commits
+            // wait at its gate, as the simulator's environment says.
+            let now_truth = r
+                .sim
+                .with_world(|w| w.environment_truth(DAY))
+                .into_iter()
+                .find(|e| e.environment == cepler)
+                .unwrap_or_else(|| panic!("{file}: no truth for {cepler}"));
+            let now_core = r.derived.environments.iter().find(|e| e.name == name).expect("environment in the core");
+            // The simulator's truth starts at the scenario; a version deployed before it (the
+            // seeded history) is the core's alone.
+            let seeded = now_truth.running.is_none() && now_core.since.is_some_and(|t| t < START);
+            assert!(
+                seeded
+                    || now_core.running_commit == now_truth.running.as_ref().and_then(|x| x.newest_commit.clone()),
+                "{file}, {name}: the running commit {:?}, the truth's {:?}",
+                now_core.running_commit,
+                now_truth.running
+            );
+            assert!(
+                seeded || now_core.running_build == now_truth.running.as_ref().map(|x| x.build.id),
+                "{file}, {name}: the running deployment {:?}",
+                now_core.running_build
+            );
+            assert_eq!(
+                now_core.awaiting_approval > 0,
+                now_truth.awaiting_approval,
+                "{file}, {name}: commits waiting at the gate ({} in the core)",
+                now_core.awaiting_approval
+            );
             println!(
                 "{file} {name}: {} deploy builds, {changes} changes, {failed} failed, {rework} rework",
                 core.len()

@@ -24,6 +24,14 @@ async fn excerpts(r: &crate::journeys::Run) -> std::collections::HashMap<i64, St
 }
 
 async fn serve(r: &crate::journeys::Run, links: Links) -> String {
+    serve_with_etas(r, links, Default::default()).await
+}
+
+async fn serve_with_etas(
+    r: &crate::journeys::Run,
+    links: Links,
+    etas: std::collections::HashMap<String, std::collections::BTreeMap<String, i64>>,
+) -> String {
     let log_excerpts = Arc::new(excerpts(r).await);
     let shared = Arc::new(Shared::default());
     shared.set_clock(Arc::new({
@@ -32,7 +40,7 @@ async fn serve(r: &crate::journeys::Run, links: Links) -> String {
     }));
     shared.set_links(links);
     shared.publish(Snapshot {
-        etas: Default::default(),
+        etas,
         derived: r.derived.clone(),
         now: r.sim.now(),
         environments: r.cfg.environments(),
@@ -214,4 +222,61 @@ async fn the_timeline_page_shows_the_pull_request_before_the_merge_in_a_browser(
         assert!(table.contains(&format!("<a class=\"build\" href=\"{u}\">")), "run {u} not linked");
     }
     chromium_screenshot(&format!("{url}/journeys/{m}"), "journey-pull-request", 1280, 1800);
+}
+
+/// The landing page after production was rolled back: the environments table names what runs
+/// there now (the older commit, marked), which is the simulator's running version; the
+/// deployments table lists the rollback and the deployment it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_landing_page_says_what_runs_after_a_rollback_and_lists_deployments() {
+    let r = run_scenario("prod-rollback.yaml", "lana").await;
+    let url = serve(&r, Links::default()).await;
+    let (a, b) = (&r.shas["a"], &r.shas["b"]);
+    let truth = r
+        .sim
+        .with_world(|w| w.environment_truth(86_400))
+        .into_iter()
+        .find(|e| e.environment == crate::sim_cepler::PRODUCTION)
+        .and_then(|e| e.running)
+        .and_then(|x| x.newest_commit);
+    assert_eq!(truth.as_deref(), Some(a.as_str()), "the scenario rolls production back to a");
+    let dom = chromium_dom(&format!("{url}/"));
+    only_links_to(&dom, &[r.cfg.concourse.url.as_str(), "https://github.com/GaloyMoney/lana-bank/commit/"]);
+    let row = dom.split("<tr id=\"env-production\">").nth(1).expect("a production row").split("</tr>").next().unwrap();
+    assert!(row.contains(&format!("<a href=\"/journeys/{a}\"><code>{}</code></a>", &a[..7])), "{row}");
+    assert!(row.contains("rolled back"), "the rollback not marked: {row}");
+    assert!(row.contains("1 commit(s)"), "b is behind again: {row}");
+    assert!(row.contains("1 waiting"), "b waits at the gate again: {row}");
+    let staging = dom.split("<tr id=\"env-staging\">").nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(staging.contains(&format!("/journeys/{b}")) && staging.contains("up to date"), "{staging}");
+    // Deployments, newest first: production's rollback, and b's deployment it failed.
+    let table = dom.split("<table id=\"deployments\">").nth(1).unwrap().split("</table>").next().unwrap();
+    let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+    assert!(rows[0].starts_with("<td>production</td>") && rows[0].contains("<td>rollback</td>"), "{table}");
+    assert!(
+        rows.iter().any(|x| x.starts_with("<td>production</td>")
+            && x.contains("failed: rolled_back")
+            && x.contains(&format!("/journeys/{b}"))),
+        "{table}"
+    );
+    chromium_screenshot(&format!("{url}/"), "landing-rollback", 1280, 1400);
+}
+
+/// Commits in flight show when they are expected in each environment still ahead: the
+/// arrival `serve` predicts (`core::eta`), as the JSON API gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_landing_page_shows_each_commit_in_flights_expected_arrival() {
+    let r = run_scenario("testflight-hangs.yaml", "lana").await;
+    let now = r.sim.now();
+    let etas = deploy_journey::core::eta::predict_all(&r.derived, &r.cfg.core(), now);
+    let b = &r.shas["b"];
+    let eta = etas.get(b).and_then(|e| e.get("staging")).copied().expect("b, in flight, has an arrival in staging");
+    let url = serve_with_etas(&r, Links::default(), etas).await;
+    let dom = chromium_dom(&format!("{url}/"));
+    let row = dom
+        .split(&format!("<a href=\"/journeys/{b}\">"))
+        .find(|x| x.contains("class=\"eta\""))
+        .expect("b's in-flight row with its arrival");
+    let want = if eta > now { format!("staging in {}", age(eta - now)) } else { "staging in due".into() };
+    assert!(row.split("</tr>").next().unwrap().contains(&want), "{want} not in {row}");
 }
