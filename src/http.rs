@@ -431,7 +431,8 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
     h.push_str(&format!("<p>Repository <b>{}</b>; ready: {}</p>", esc(&snap.repository), s.is_ready()));
     // What runs where now: the running version's newest commit (after a rollback, the older
     // one it went back to), what it lacks, and what waits at its gate.
-    let by_sha: std::collections::HashMap<&str, &Journey> = snap.derived.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
+    let by_sha: std::collections::HashMap<&str, &Journey> =
+        snap.derived.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
     h.push_str(
         "<h2>Environments</h2><table id=\"environments\"><tr><th>environment</th><th>runs</th><th>subject</th>\
          <th>since</th><th>lead time</th><th>behind</th><th>at the gate</th></tr>",
@@ -445,7 +446,9 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
             continue;
         };
         let j = by_sha.get(sha);
-        let rolled_back = env.running_build.and_then(|id| snap.derived.deployments.iter().find(|d| d.build_id == id))
+        let rolled_back = env
+            .running_build
+            .and_then(|id| snap.derived.deployments.iter().find(|d| d.build_id == id))
             .is_some_and(|d| d.kind == crate::core::deployments::DeployKind::Rollback);
         h.push_str(&format!(
             "<tr id=\"env-{e}\"><td><b>{e}</b></td><td><a href=\"/journeys/{sha}\"><code>{short}</code></a>{trace}{rb}</td>\
@@ -535,7 +538,11 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
             .into_iter()
             .flatten()
             .map(|(env, t)| {
-                format!("<span class=\"eta\">{} in {}</span>", esc(env), if *t > now { age(t - now) } else { "due".into() })
+                format!(
+                    "<span class=\"eta\">{} in {}</span>",
+                    esc(env),
+                    if *t > now { age(t - now) } else { "due".into() }
+                )
             })
             .collect();
         h.push_str(&format!(

@@ -240,8 +240,7 @@ async fn every_dora_figure_equals_the_scenarios_truth() {
             // seeded history) is the core's alone.
             let seeded = now_truth.running.is_none() && now_core.since.is_some_and(|t| t < START);
             assert!(
-                seeded
-                    || now_core.running_commit == now_truth.running.as_ref().and_then(|x| x.newest_commit.clone()),
+                seeded || now_core.running_commit == now_truth.running.as_ref().and_then(|x| x.newest_commit.clone()),
                 "{file}, {name}: the running commit {:?}, the truth's {:?}",
                 now_core.running_commit,
                 now_truth.running

@@ -327,6 +327,7 @@ fn check_spans(
 ) -> Seen {
     let mut seen = Seen::default();
     let fixes = deploy_journey::sinks::traces::spans::fix_links(derived);
+    let fix_attempts = deploy_journey::sinks::traces::spans::fix_attempt_links(derived);
     let builds: BTreeMap<i64, (Option<i64>, Option<i64>)> =
         sim.with_world(|w| w.concourse.builds.iter().map(|b| (b.id, (b.start_time, b.end_time))).collect());
     let ns = |t: i64| u64::try_from(t).unwrap() * 1_000_000_000;
@@ -435,6 +436,23 @@ fn check_spans(
                     s.name
                 );
                 let links: Vec<Key> = s.links.iter().map(|l| (id16(&l.trace_id), id8(&l.span_id))).collect();
+                // A revert's or hotfix's deployment links to the deployment it failed, exported
+                // in that deployment's trace, even when the fix's root went out before.
+                for (_, target) in fix_attempts.get(&j.sha).into_iter().flatten().filter(|(on, _)| *on == aid) {
+                    assert!(
+                        links.contains(target),
+                        "{}: build {} links to the deployment it failed",
+                        j.short(),
+                        a.name
+                    );
+                    let failed = spans.get(target).expect("the failed deployment's span exported");
+                    assert_eq!(
+                        str_attr(&failed.attributes, "cicd.pipeline.task.name"),
+                        a.job,
+                        "the same environment's job"
+                    );
+                    seen.fix_links += 1;
+                }
                 if let Some(prev) = a.rerun_of {
                     // A rerun links to the attempt it re-ran, a sibling in the same stage.
                     let target = (tid, attempt_span_id(&j.sha, &st.name, prev, attempt_index(&st.attempts, prev)));
@@ -497,6 +515,7 @@ fn check_seen(file: &str, seen: &Seen) {
     }
     if file.starts_with("hotfix-") {
         assert!(seen.pull_requests > 0, "{file}: no pull request span");
+        assert!(seen.fix_links > 0, "{file}: the hotfix does not link to the deployment it failed");
     }
 }
 

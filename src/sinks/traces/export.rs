@@ -121,6 +121,7 @@ impl SpanExport {
         let Some(tx) = &self.tx else { return 0 };
         let mut pending: Vec<(String, SpanRecord)> = vec![];
         let fixes = super::spans::fix_links(derived);
+        let fix_attempts = super::spans::fix_attempt_links(derived);
         for j in &derived.journeys {
             let spans = if j.ended {
                 let mut spans = journey_spans(j, &self.repo_url, &self.branch, &[]);
@@ -134,6 +135,14 @@ impl SpanExport {
             } else {
                 finished_stage_spans(j, &[])
             };
+            let mut spans = spans;
+            for (on, link) in fix_attempts.get(&j.sha).into_iter().flatten() {
+                if let Some(sp) = spans.iter_mut().find(|s| s.span_id == *on)
+                    && !sp.links.contains(link)
+                {
+                    sp.links.push(*link);
+                }
+            }
             for s in spans {
                 let key = mark_key(&j.sha, s.span_id);
                 if !self.known.contains(&key) {

@@ -244,6 +244,48 @@ pub fn fix_links(derived: &crate::core::journey::Derived) -> std::collections::H
     out
 }
 
+/// The same links from the fix's side, on the span that reveals the failure: the fix's
+/// attempt span of the deployment that shipped it (`Failure::by_build`). That span is built
+/// when that build ends, which is when the failure becomes known, so it carries the link even
+/// when the fix's journey (and its root) ended earlier, at an environment before the failed
+/// one (`journey_ends_at: staging`, a production failure). Per fix commit: (the fix's attempt
+/// span id, the link).
+pub fn fix_attempt_links(
+    derived: &crate::core::journey::Derived,
+) -> std::collections::HashMap<String, Vec<([u8; 8], SpanLink)>> {
+    use crate::core::deployments::FailReason;
+    let by_sha: std::collections::HashMap<&str, &Journey> =
+        derived.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
+    let mut out: std::collections::HashMap<String, Vec<([u8; 8], SpanLink)>> = Default::default();
+    for d in &derived.deployments {
+        let Some(f) = d.failed.as_ref().filter(|f| matches!(f.reason, FailReason::Reverted | FailReason::Hotfixed))
+        else {
+            continue;
+        };
+        let Some(head) = &d.newest_commit else { continue };
+        let Some(stage) = by_sha.get(head.as_str()).and_then(|j| j.stages.get(d.stage)) else { continue };
+        if !stage.attempts.iter().any(|a| a.build_id == d.build_id) {
+            continue;
+        }
+        let target = (
+            trace_id(head),
+            attempt_span_id(head, &stage.name, d.build_id, attempt_index(&stage.attempts, d.build_id)),
+        );
+        for fix in &f.by_commits {
+            let Some(fs) = by_sha.get(fix.as_str()).and_then(|j| j.stages.get(d.stage)) else { continue };
+            if !fs.attempts.iter().any(|a| a.build_id == f.by_build) {
+                continue;
+            }
+            let on = attempt_span_id(fix, &fs.name, f.by_build, attempt_index(&fs.attempts, f.by_build));
+            let v = out.entry(fix.clone()).or_default();
+            if !v.contains(&(on, target)) {
+                v.push((on, target));
+            }
+        }
+    }
+    out
+}
+
 fn selected<'a>(j: &'a Journey, stage_names: &'a [&str]) -> impl Iterator<Item = &'a StageJourney> + 'a {
     j.stages
         .iter()
