@@ -20,8 +20,10 @@
 //!    it, a lead time and an outcome at the deployment's end). Since live metrics are computed
 //!    from the same stored facts, the last sample of each series equals what `serve` shows.
 //!
-//! Gauges about "now" (in flight, stuck, behind) and source health are not reconstructed: the
-//! past state of a running build is not in the APIs.
+//! Each environment's commits behind, oldest undeployed commit's age and running commit's time
+//! are stepped from the deployments (what ran when) and the commits there were at each time.
+//! Other gauges about "now" (in flight, stuck, awaiting approval) and source health are not
+//! reconstructed: the past state of a running build is not in the APIs.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -469,7 +471,8 @@ pub async fn run(
     let core = cfg.core();
     let derived = derive(&facts, &core, opts.now);
     let sb = stage_builds(&facts, &core, &derived);
-    let ev = events(derived.journeys.iter(), &sb, &derived, &core);
+    let mut ev = events(derived.journeys.iter(), &sb, &derived, &core);
+    ev.extend(environment_levels(&derived));
     let derive_took = t2.elapsed();
     let t3 = Instant::now();
     progress.phase(&format!("writing OpenMetrics of {} observations", ev.len()));
@@ -553,6 +556,10 @@ pub enum Kind {
     Histogram,
     /// The largest value observed so far.
     MaxGauge,
+    /// The newest event's value.
+    Level,
+    /// The time since the newest event's value (a time; negative: none, written 0).
+    Age,
 }
 
 /// The backfilled families: the histograms, then the counters (catalogue order), then the
@@ -573,8 +580,11 @@ pub fn catalogue(core: &crate::core::journey::CoreConfig, poll_interval_secs: u6
         }
     }
     for def in CATALOGUE {
-        if let catalogue::Backfill::LatestOf(source) = def.backfill {
-            families.push(family(def, source, Kind::MaxGauge));
+        match def.backfill {
+            catalogue::Backfill::LatestOf(source) => families.push(family(def, source, Kind::MaxGauge)),
+            catalogue::Backfill::Level => families.push(family(def, def.metric, Kind::Level)),
+            catalogue::Backfill::Age => families.push(family(def, def.metric, Kind::Age)),
+            _ => {}
         }
     }
     Catalogue { families }
@@ -661,6 +671,45 @@ impl Value {
     }
 }
 
+/// The environment gauges over history, as events where they change: commits behind and the
+/// oldest of them (at every commit and every change of what runs), and the running commit's
+/// time (at every change). The same rule the live gauges follow
+/// ([`EnvironmentNow`](crate::core::deployments::EnvironmentNow)), applied to the commits
+/// there were at each time: the last events equal the live values.
+pub fn environment_levels(derived: &crate::core::journey::Derived) -> Vec<Event> {
+    let mut out = vec![];
+    // Journeys that count: not vanished, not incomplete; (time, index), oldest first.
+    let mut counted: Vec<(i64, usize)> = derived
+        .journeys
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| !j.vanished && j.outcome != crate::core::journey::Outcome::Incomplete)
+        .map(|(i, j)| (j.commit_time, i))
+        .collect();
+    counted.sort();
+    for env in &derived.environments {
+        let labels = vec![("environment".to_string(), env.name.clone())];
+        let mut at = |t: i64, metric: Metric, v: f64| {
+            out.push(Event { at: t, metric, labels: labels.clone(), value: Some(v), exemplar: None })
+        };
+        for c in &env.changes {
+            at(c.at, Metric::EnvironmentRunningCommitTimestamp, c.commit_time.unwrap_or(0) as f64);
+        }
+        let mut times: Vec<i64> = counted.iter().map(|(t, _)| *t).chain(env.changes.iter().map(|c| c.at)).collect();
+        times.sort();
+        times.dedup();
+        for t in times {
+            let change = env.changes.iter().rev().find(|c| c.at <= t);
+            let lacks = |i: usize| change.is_none_or(|c| i >= c.above || c.lacking.binary_search(&i).is_ok());
+            let behind: Vec<i64> =
+                counted.iter().take_while(|(ct, _)| *ct <= t).filter(|(_, i)| lacks(*i)).map(|(ct, _)| *ct).collect();
+            at(t, Metric::CommitsBehind, behind.len() as f64);
+            at(t, Metric::OldestUndeployedCommitAge, behind.first().map_or(-1.0, |o| *o as f64));
+        }
+    }
+    out
+}
+
 /// Write the families of `catalogue` as timestamped OpenMetrics: per series, one sample (for a
 /// histogram one point: buckets, `_count`, `_sum`) at each of [`sample_times`] from
 /// [`series_start`], cumulative from the cutoff. Events before the cutoff count from the first
@@ -720,6 +769,32 @@ pub fn write_openmetrics(
             let first = series_start(&times, evs.first().map(|e| e.0));
             let braces = if all.is_empty() { String::new() } else { format!("{{{all}}}") };
             match fam.kind {
+                Kind::Level | Kind::Age => {
+                    let prefix = format!("{}{braces} ", fam.name);
+                    let mut i = 0;
+                    let mut level: Option<f64> = None;
+                    let mut value = Value::default();
+                    for (t, ts) in times.iter().zip(&stamps).skip(first) {
+                        let before = i;
+                        while i < evs.len() && evs[i].0 <= *t {
+                            level = Some(evs[i].1);
+                            i += 1;
+                        }
+                        let v = match (fam.kind, level) {
+                            (Kind::Age, Some(at)) if at >= 0.0 => (*t as f64 - at).max(0.0),
+                            (Kind::Age, _) => 0.0,
+                            (_, l) => l.unwrap_or(0.0),
+                        };
+                        // An age changes every sample; a level only at its events.
+                        if fam.kind == Kind::Age || i != before || value.is_empty() {
+                            value.int(v as u64);
+                        }
+                        w.write_all(prefix.as_bytes()).map_err(io)?;
+                        w.write_all(value.bytes()).map_err(io)?;
+                        w.write_all(ts.as_bytes()).map_err(io)?;
+                        written.samples += 1;
+                    }
+                }
                 Kind::Counter | Kind::MaxGauge => {
                     let suffix = if fam.kind == Kind::Counter { "_total" } else { "" };
                     let prefix = format!("{}{suffix}{braces} ", fam.name);
@@ -903,6 +978,35 @@ mod tests {
             let key = key.rsplit_once(' ').unwrap().0;
             let ts: i64 = ts.parse().unwrap();
             assert!(last.insert(key, ts).is_none_or(|prev| prev < ts), "{l}");
+        }
+    }
+
+    /// A level holds its newest event's value between events; an age grows from its newest
+    /// event's time until an event says there is none.
+    #[test]
+    fn levels_hold_their_last_value_and_ages_grow() {
+        let cat = Catalogue {
+            families: vec![
+                family(Metric::CommitsBehind, "dj_behind", Kind::Level, &["environment=\"qa\""]),
+                family(Metric::OldestUndeployedCommitAge, "dj_age", Kind::Age, &["environment=\"qa\""]),
+            ],
+        };
+        let qa = [("environment", "qa")];
+        let events = vec![
+            ev(250, Metric::CommitsBehind, &qa, Some(3.0)),
+            ev(640, Metric::CommitsBehind, &qa, Some(1.0)),
+            ev(250, Metric::OldestUndeployedCommitAge, &qa, Some(240.0)),
+            ev(640, Metric::OldestUndeployedCommitAge, &qa, Some(-1.0)),
+        ];
+        let mut opts = Options::new(100, 1000);
+        opts.step = 300;
+        let mut out = vec![];
+        write_openmetrics(&mut out, &cat, &events, &opts, &Progress::hidden()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        for (t, behind, age) in [(100, 0, 0), (300, 3, 60), (600, 3, 360), (900, 1, 0), (1000, 1, 0)] {
+            has(&format!("dj_behind{{environment=\"qa\"}} {behind} {t}"));
+            has(&format!("dj_age{{environment=\"qa\"}} {age} {t}"));
         }
     }
 

@@ -178,6 +178,23 @@ pub struct EnvironmentNow {
     pub awaiting_approval: u64,
     /// Since when the oldest of them has been ready (the upstream deployment's end).
     pub awaiting_since: Option<i64>,
+    /// Every change of what runs, oldest first: what `backfill` steps `behind` and the running
+    /// commit's time from over history.
+    pub changes: Vec<RunningChange>,
+}
+
+/// A successful forward or rollback deployment, as what runs changed: enough to say, for any
+/// later time before the next change, which commits the running version lacks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunningChange {
+    /// The deployment's end.
+    pub at: i64,
+    /// Commit time of the running version's newest commit.
+    pub commit_time: Option<i64>,
+    /// Journeys (by index in `Derived::journeys`) below `above` that the version lacks.
+    pub lacking: Vec<usize>,
+    /// Every journey from this index on is lacking.
+    pub above: usize,
 }
 
 /// Which commit a revert commit reverts: `This reverts commit <sha>` in the body (a known
@@ -268,6 +285,7 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
             .collect();
         builds.sort_by_key(|(end, b)| (*end, b.id));
         let mut deps: Vec<Deployment> = vec![];
+        let mut changes: Vec<RunningChange> = vec![];
         // The deployment whose version runs (index in deps), and its carry and head.
         let mut running: Option<(usize, &Carry, usize)> = None;
         // Per deployment: the one that ran before it (for rollbacks and hotfixes).
@@ -340,6 +358,14 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
             });
             if let (true, Some(c), Some(h)) = (succeeded && kind != DeployKind::Redeploy, carry, h) {
                 running = Some((deps.len() - 1, c, h));
+                // Below the lowest carried position everything is in; above the highest nothing.
+                let top = c.values().map(|(p, _)| *p).max().unwrap_or(0).min(n.saturating_sub(1));
+                changes.push(RunningChange {
+                    at: end,
+                    commit_time: journey_at.get(inp.order[h].as_str()).map(|j| j.commit_time),
+                    lacking: (low(c)..=top).filter(|i| !delivers(c, &inp.class[*i], *i)).collect(),
+                    above: top + 1,
+                });
             }
         }
 
@@ -443,7 +469,7 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
             .builds
             .values()
             .any(|b| !b.status.is_finished() && b.pipeline == st.pipeline && st.jobs.iter().any(|j| j.name == b.job));
-        let mut now = EnvironmentNow { name: env.clone(), stage: si, ..EnvironmentNow::default() };
+        let mut now = EnvironmentNow { name: env.clone(), stage: si, changes, ..EnvironmentNow::default() };
         let run = running.map(|(k, c, h)| (&deps[k], c, h));
         if let Some((d, _, h)) = run {
             now.running_build = Some(d.build_id);

@@ -299,6 +299,24 @@ async fn backfill_90_days_into_prometheus_then_serve_continues_without_double_co
     // `serve` on the same state: its journey counters and histograms equal the last samples.
     let last = samples_at(&text, Some(end));
     assert!(last.len() > 100, "{} series at the end", last.len());
+    // The environment gauges are reconstructed too (and compared with the live ones below).
+    for family in [
+        "deploy_journey_commits_behind{",
+        "deploy_journey_oldest_undeployed_commit_age_seconds{",
+        "deploy_journey_environment_running_commit_timestamp_seconds{",
+    ] {
+        assert!(last.keys().any(|k| k.starts_with(family) && k.contains("environment=\"staging")), "no {family}");
+    }
+    let running = last
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("deploy_journey_environment_running_commit_timestamp_seconds{") && k.contains("staging")
+        })
+        .map(|(_, v)| *v);
+    assert!(
+        running.is_some_and(|v| v > (end - 90 * 86_400) as f64),
+        "staging runs a commit of the backfilled range: {running:?}"
+    );
     let server = binary(&["serve", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
@@ -317,9 +335,15 @@ async fn backfill_90_days_into_prometheus_then_serve_continues_without_double_co
     let live_text = http.get(format!("{exporter}/metrics")).send().await.unwrap().text().await.unwrap();
     let live = samples_at(&live_text, None);
     let mut differ = vec![];
+    let since_end = deploy_journey::clock::unix_now() - end;
     for (key, v) in &last {
         match live.get(key) {
             Some(l) if (l - v).abs() < 1e-6 * v.abs().max(1.0) => {}
+            // An age has grown by the time passed since the backfill's last sample.
+            Some(l)
+                if key.starts_with("deploy_journey_oldest_undeployed_commit_age_seconds")
+                    && *v > 0.0
+                    && (0.0..=(since_end + 5) as f64).contains(&(l - v)) => {}
             other => differ.push(format!("{key}: backfill {v}, live {other:?}")),
         }
     }

@@ -185,6 +185,12 @@ pub enum Backfill {
     Events,
     /// The end time of the newest event of another metric (a "last … timestamp" gauge).
     LatestOf(Metric),
+    /// A level stepped from events of this metric: each sample is the newest event's value
+    /// (an environment's commits behind, its running commit's time).
+    Level,
+    /// An age stepped from events of this metric: each event's value is a time (negative:
+    /// none), each sample the time since it (0 when none).
+    Age,
 }
 
 /// One row of the catalogue.
@@ -320,11 +326,11 @@ pub const CATALOGUE: &[Def] = &[
     row(M::CommitsNotPickedUp, "commits_not_picked_up", Gauge, &[], "Commits that should have triggered a pipeline and have no build after not_picked_up_after")
         .polled().preset(),
     row(M::CommitsBehind, "commits_behind", Gauge, &[D::Environment], "Commits on the branch not yet in the environment")
-        .polled().preset(),
+        .polled().preset().backfill(Backfill::Level),
     row(M::OldestUndeployedCommitAge, "oldest_undeployed_commit_age", Gauge, &[D::Environment], "Age of the oldest commit not yet in the environment")
-        .seconds().polled().preset(),
+        .seconds().polled().preset().backfill(Backfill::Age),
     row(M::EnvironmentRunningCommitTimestamp, "environment_running_commit_timestamp", FloatGauge, &[D::Environment], "Commit time of the newest commit of the version running in each environment, Unix time (0 when none is known)")
-        .seconds().polled().preset(),
+        .seconds().polled().preset().backfill(Backfill::Level),
     row(M::EnvironmentAwaitingApproval, "environment_awaiting_approval", Gauge, &[D::Environment], "1 while a newer version waits at the environment's approval gate")
         .polled().preset(),
     row(M::EnvironmentAwaitingApprovalAge, "environment_awaiting_approval_age", Gauge, &[D::Environment], "Time since the upstream deployment the oldest version waiting at the environment's gate is ready from (0 when none waits)")
