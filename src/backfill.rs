@@ -698,11 +698,20 @@ pub fn environment_levels(derived: &crate::core::journey::Derived) -> Vec<Event>
         let mut times: Vec<i64> = counted.iter().map(|(t, _)| *t).chain(env.changes.iter().map(|c| c.at)).collect();
         times.sort();
         times.dedup();
+        // Per journey, whether the version running then lacks it: worked out once per change.
+        let mut lacks = vec![true; derived.journeys.len()];
+        let mut current = 0;
         for t in times {
-            let change = env.changes.iter().rev().find(|c| c.at <= t);
-            let lacks = |i: usize| change.is_none_or(|c| i >= c.above || c.lacking.binary_search(&i).is_ok());
+            let upto = env.changes.partition_point(|c| c.at <= t);
+            if upto != current {
+                current = upto;
+                let c = &env.changes[upto - 1];
+                for (i, j) in derived.journeys.iter().enumerate() {
+                    lacks[i] = c.lacks(i, &j.classification);
+                }
+            }
             let behind: Vec<i64> =
-                counted.iter().take_while(|(ct, _)| *ct <= t).filter(|(_, i)| lacks(*i)).map(|(ct, _)| *ct).collect();
+                counted.iter().take_while(|(ct, _)| *ct <= t).filter(|(_, i)| lacks[*i]).map(|(ct, _)| *ct).collect();
             at(t, Metric::CommitsBehind, behind.len() as f64);
             at(t, Metric::OldestUndeployedCommitAge, behind.first().map_or(-1.0, |o| *o as f64));
         }

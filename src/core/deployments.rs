@@ -191,10 +191,17 @@ pub struct RunningChange {
     pub at: i64,
     /// Commit time of the running version's newest commit.
     pub commit_time: Option<i64>,
-    /// Journeys (by index in `Derived::journeys`) below `above` that the version lacks.
-    pub lacking: Vec<usize>,
-    /// Every journey from this index on is lacking.
-    pub above: usize,
+    /// What the version carries: per resource, the newest branch position it has. A few
+    /// entries, so a year of changes stays small.
+    carry: Carry,
+}
+
+impl RunningChange {
+    /// Whether the running version lacks the journey at `i` (its index in
+    /// `Derived::journeys`), by the rule [`EnvironmentNow::behind`] counts with.
+    pub fn lacks(&self, i: usize, class: &Classification) -> bool {
+        !(i < low(&self.carry) || delivers(&self.carry, class, i))
+    }
 }
 
 /// Which commit a revert commit reverts: `This reverts commit <sha>` in the body (a known
@@ -358,13 +365,10 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
             });
             if let (true, Some(c), Some(h)) = (succeeded && kind != DeployKind::Redeploy, carry, h) {
                 running = Some((deps.len() - 1, c, h));
-                // Below the lowest carried position everything is in; above the highest nothing.
-                let top = c.values().map(|(p, _)| *p).max().unwrap_or(0).min(n.saturating_sub(1));
                 changes.push(RunningChange {
                     at: end,
                     commit_time: journey_at.get(inp.order[h].as_str()).map(|j| j.commit_time),
-                    lacking: (low(c)..=top).filter(|i| !delivers(c, &inp.class[*i], *i)).collect(),
-                    above: top + 1,
+                    carry: c.clone(),
                 });
             }
         }
