@@ -88,11 +88,13 @@ impl History {
     }
 }
 
-/// Predicted arrival per environment (Unix time) of a journey in flight; environments it has
+/// Predicted arrival per environment (Unix time) of a journey on its way; environments it has
 /// reached, or cannot be predicted for, are absent.
 pub fn predict(j: &Journey, cfg: &CoreConfig, history: &History, now: i64) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
-    if j.ended || j.vanished {
+    // A journey that ended (`journey_ends_at`) still travels on to the environments after it:
+    // those are predicted too; the ones it reached are not.
+    if j.vanished {
         return out;
     }
     // Predicted (or real) end per stage; `None`: not applicable; unknown stops the walk.
@@ -148,13 +150,16 @@ pub fn predict(j: &Journey, cfg: &CoreConfig, history: &History, now: i64) -> BT
     out
 }
 
-/// Predictions for every journey in flight of `derived`, by sha (journeys with none are absent).
+/// Predictions for every journey of `derived` still on its way to an environment (in flight,
+/// or ended before the last environment), by sha (journeys with none are absent).
 pub fn predict_all(derived: &Derived, cfg: &CoreConfig, now: i64) -> HashMap<String, BTreeMap<String, i64>> {
     let history = History::learn(derived, cfg, now);
+    let environments = cfg.environments().len();
     derived
         .journeys
         .iter()
-        .filter(|j| !j.ended)
+        // Ended journeys with every environment reached predict nothing and are left out.
+        .filter(|j| !j.ended || j.deployed_at.len() < environments)
         .filter_map(|j| {
             let p = predict(j, cfg, &history, now);
             (!p.is_empty()).then(|| (j.sha.clone(), p))
