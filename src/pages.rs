@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::view::{AttemptView, JourneyView, OriginKind, StageView, WaitsKind};
+use crate::view::{AttemptView, CheckJobView, JourneyView, OriginKind, StageView, WaitsKind};
 
 /// `links:` of the config: where a person finds a journey's trace. Both set, or neither.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -201,8 +201,45 @@ fn attempt_line(a: &AttemptView, j: &JourneyView, now: i64, t0: i64, t1: i64) ->
     )
 }
 
+/// One job of an Actions run under the run's row: its conclusion (or where it is), its bar and
+/// its duration, its name linked to its page on GitHub.
+fn job_line(h: &mut String, jb: &CheckJobView, t0: i64, t1: i64) {
+    let (class, label) = match (jb.status.as_str(), jb.conclusion.as_deref()) {
+        ("completed", Some("success")) => ("succeeded", "success"),
+        ("completed", Some(c @ ("failure" | "timed_out" | "startup_failure"))) => ("failed", c),
+        ("completed", Some("cancelled")) => ("aborted", "cancelled"),
+        ("completed", Some(c)) => ("pending", c),
+        ("in_progress", _) => ("started", "running"),
+        _ => ("pending", "queued"),
+    };
+    let start = jb.started_at.or(jb.completed_at);
+    let lane = match start {
+        Some(s) => bar(&format!("work attempt {class}"), s, jb.completed_at.unwrap_or(s), t0, t1, &jb.name),
+        None => String::new(),
+    };
+    let took = match (start, jb.completed_at) {
+        (Some(s), Some(e)) => age(e - s),
+        (_, None) if jb.status == "in_progress" => "running".to_string(),
+        (_, None) => "queued".to_string(),
+        (None, Some(_)) => String::new(),
+    };
+    // Only a web page is a link (GitHub's `html_url`); anything else is shown as text.
+    let name = if jb.url.starts_with("https://") || jb.url.starts_with("http://") {
+        format!("<a class=\"job\" href=\"{}\">{}</a>", esc(&jb.url), esc(&jb.name))
+    } else {
+        esc(&jb.name)
+    };
+    let _ = write!(
+        h,
+        "<tr class=\"job-row\"><td>&nbsp;&nbsp;&nbsp;&nbsp;{name} <span class=\"badge b-{class}\">{label}</span></td>\
+         <td><div class=\"lane\">{lane}</div></td><td>{took}</td><td class=\"hide-narrow muted\">job</td></tr>",
+        label = esc(label),
+    );
+}
+
 /// "Before the merge": the pull request's stages on their own axis (days of review would
-/// flatten the pipeline's minutes on a shared one), and each Actions run linked to GitHub.
+/// flatten the pipeline's minutes on a shared one), each Actions run linked to GitHub and
+/// under it each of its jobs.
 fn premerge_section(h: &mut String, j: &JourneyView) {
     match (&j.origin, &j.pull_request) {
         (Some(OriginKind::Direct), _) => {
@@ -273,6 +310,9 @@ fn premerge_section(h: &mut String, j: &JourneyView) {
                         result = esc(&c.result),
                         took = c.completed_at.map(|e| age(e - c.started_at)).unwrap_or_else(|| "running".into()),
                     );
+                    for jb in &c.jobs {
+                        job_line(h, jb, t0, t1);
+                    }
                 }
             }
             h.push_str("</table>");
@@ -519,5 +559,43 @@ mod tests {
         assert_eq!(pct(-5, 0, 10), 0.0);
         assert_eq!(pct(50, 0, 10), 100.0);
         assert_eq!(pct(3, 3, 3), 0.0);
+    }
+
+    /// Under each Actions run, its jobs: linked to their page (a web page only), their
+    /// conclusion and duration shown, every value escaped.
+    #[test]
+    fn each_runs_jobs_are_listed_with_conclusion_duration_and_link() {
+        let mut j = journey("feat: x");
+        j.origin = Some(OriginKind::PullRequest);
+        let pr = serde_json::json!({
+            "number": 7, "title": "t", "url": "https://github.com/o/r/pull/7", "labels": [], "head_sha": "h",
+            "first_commit_at": null, "opened_at": 100, "ready_at": null, "first_review_at": null,
+            "approved_at": null, "merged_at": 2000,
+            "stages": [{"name": "checks", "start": 200, "end": 1200, "duration_seconds": 1000}],
+            "checks": [{"id": 5, "name": "CI", "url": "https://github.com/o/r/actions/runs/5", "attempt": 2,
+              "started_at": 200, "completed_at": 1200, "result": "success", "jobs": [
+                {"id": 51, "name": "unit <tests>", "url": "https://github.com/o/r/actions/runs/5/job/51", "attempt": 2,
+                 "status": "completed", "conclusion": "timed_out", "started_at": 300, "completed_at": 1020},
+                {"id": 52, "name": "lint", "url": "javascript:alert(1)", "attempt": 2,
+                 "status": "in_progress", "conclusion": null, "started_at": 400, "completed_at": null}]}],
+            "reruns": 1
+        });
+        j.pull_request = Some(serde_json::from_value(pr).unwrap());
+        let html = journey_page(&j, 3000, &[], None);
+        let rows: Vec<&str> =
+            html.split("<tr class=\"job-row\">").skip(1).map(|r| r.split("</tr>").next().unwrap()).collect();
+        assert_eq!(rows.len(), 2, "{html}");
+        assert!(
+            rows[0].contains(
+                "<a class=\"job\" href=\"https://github.com/o/r/actions/runs/5/job/51\">unit &lt;tests&gt;</a>"
+            ),
+            "{}",
+            rows[0]
+        );
+        assert!(rows[0].contains("<span class=\"badge b-failed\">timed_out</span>"), "{}", rows[0]);
+        assert!(rows[0].contains(&format!("<td>{}</td>", age(720))), "{}", rows[0]);
+        assert!(!rows[1].contains("href") && rows[1].contains("lint"), "{}", rows[1]);
+        assert!(rows[1].contains("b-started\">running</span>") && rows[1].contains("<td>running</td>"), "{}", rows[1]);
+        assert!(!html.contains("javascript:"), "{html}");
     }
 }

@@ -60,7 +60,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use serde::{Deserialize, Serialize};
 
 use crate::core::journey::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, VersionFact};
-use crate::core::premerge::{ChecksRunFact, Origin, PullFact, ReviewFact};
+use crate::core::premerge::{ChecksJobFact, ChecksRunFact, JobConclusion, JobState, Origin, PullFact, ReviewFact};
 
 /// `PRAGMA application_id` of a deploy-journey store ("DJS1").
 pub const APPLICATION_ID: i32 = 0x444a_5331;
@@ -1120,6 +1120,60 @@ struct CheckRow {
     started_at: i64,
     completed_at: Option<i64>,
     success: bool,
+    /// Absent from rows written before jobs were read.
+    #[serde(default)]
+    jobs: Vec<JobRow>,
+}
+
+/// A GitHub Actions job as stored: `status` is `queued`, `in_progress` or `completed`, and
+/// `conclusion` GitHub's name for how a completed one ended.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRow {
+    id: i64,
+    name: String,
+    url: String,
+    attempt: u32,
+    status: String,
+    #[serde(default)]
+    conclusion: Option<String>,
+    started_at: Option<i64>,
+    completed_at: Option<i64>,
+}
+
+impl From<&ChecksJobFact> for JobRow {
+    fn from(j: &ChecksJobFact) -> JobRow {
+        JobRow {
+            id: j.job_id,
+            name: j.name.clone(),
+            url: j.url.clone(),
+            attempt: j.attempt,
+            status: j.state.status().to_string(),
+            conclusion: j.state.conclusion().map(|c| c.as_str().to_string()),
+            started_at: j.started_at,
+            completed_at: j.completed_at,
+        }
+    }
+}
+
+impl JobRow {
+    fn into_fact(self) -> Result<ChecksJobFact, String> {
+        let state = match (self.status.as_str(), self.conclusion) {
+            ("queued", None) => JobState::Queued,
+            ("in_progress", None) => JobState::InProgress,
+            ("completed", Some(c)) => JobState::Completed(JobConclusion::parse(&c)),
+            (status, c) => return Err(format!("job {}: status {status:?} with conclusion {c:?}", self.id)),
+        };
+        Ok(ChecksJobFact {
+            job_id: self.id,
+            name: self.name,
+            url: self.url,
+            attempt: self.attempt,
+            state,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+        })
+    }
 }
 
 impl From<&Origin> for OriginRow {
@@ -1147,6 +1201,7 @@ impl From<&Origin> for OriginRow {
                         started_at: c.started_at,
                         completed_at: c.completed_at,
                         success: c.success,
+                        jobs: c.jobs.iter().map(JobRow::from).collect(),
                     })
                     .collect(),
                 merged_at: p.merged_at,
@@ -1157,13 +1212,14 @@ impl From<&Origin> for OriginRow {
 }
 
 fn read_origin(path: &str, sha: &str, json: &str) -> Result<Origin, StoreError> {
-    let row: OriginRow = serde_json::from_str(json).map_err(|e| StoreError::Decode {
+    let err = |detail: String| StoreError::Decode {
         path: path.to_string(),
         table: "origins",
         key: sha.to_string(),
         column: "origin_json",
-        detail: e.to_string(),
-    })?;
+        detail,
+    };
+    let row: OriginRow = serde_json::from_str(json).map_err(|e| err(e.to_string()))?;
     Ok(match row {
         OriginRow::Direct => Origin::Direct,
         OriginRow::Pull {
@@ -1194,16 +1250,21 @@ fn read_origin(path: &str, sha: &str, json: &str) -> Result<Origin, StoreError> 
                 .collect(),
             checks: checks
                 .into_iter()
-                .map(|c| ChecksRunFact {
-                    run_id: c.run_id,
-                    name: c.name,
-                    url: c.url,
-                    attempt: c.attempt,
-                    started_at: c.started_at,
-                    completed_at: c.completed_at,
-                    success: c.success,
+                .map(|c| {
+                    let run_id = c.run_id;
+                    let jobs = c.jobs.into_iter().map(JobRow::into_fact).collect::<Result<Vec<_>, _>>();
+                    Ok(ChecksRunFact {
+                        run_id,
+                        name: c.name,
+                        url: c.url,
+                        attempt: c.attempt,
+                        started_at: c.started_at,
+                        completed_at: c.completed_at,
+                        success: c.success,
+                        jobs: jobs.map_err(|e| err(format!("Actions run {run_id}: {e}")))?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<Vec<_>, StoreError>>()?,
             merged_at,
             detailed,
         })),
@@ -1494,6 +1555,79 @@ mod tests {
         ];
         s.apply(&facts).unwrap();
         assert_same(&s.load().unwrap(), &reference(&facts));
+    }
+
+    fn pull_origin(jobs: Vec<ChecksJobFact>) -> Origin {
+        Origin::Pull(Box::new(PullFact {
+            number: 4400,
+            title: "feat: x".into(),
+            url: "https://github.com/o/r/pull/4400".into(),
+            labels: vec!["hotfix".into()],
+            head_sha: "h".into(),
+            first_commit_at: Some(100),
+            opened_at: 200,
+            ready_at: Some(300),
+            reviews: vec![ReviewFact { submitted_at: 400, approved: true }],
+            checks: vec![ChecksRunFact {
+                run_id: 17,
+                name: "Nextest Tests".into(),
+                url: "https://github.com/o/r/actions/runs/17".into(),
+                attempt: 2,
+                started_at: 250,
+                completed_at: Some(500),
+                success: true,
+                jobs,
+            }],
+            merged_at: 600,
+            detailed: true,
+        }))
+    }
+
+    /// An origin with its Actions jobs (every state) is stored and loaded as it was; a row
+    /// written before jobs were read (no `jobs` key) still loads, with none; a bad job row is
+    /// an error naming the table, the commit and the run.
+    #[test]
+    fn origins_round_trip_with_jobs_and_rows_without_jobs_load() {
+        let job = |id: i64, state: JobState, end: Option<i64>| ChecksJobFact {
+            job_id: id,
+            name: format!("job {id}"),
+            url: format!("https://github.com/o/r/actions/runs/17/job/{id}"),
+            attempt: 2,
+            state,
+            started_at: Some(260),
+            completed_at: end,
+        };
+        let origin = pull_origin(vec![
+            job(1, JobState::Completed(JobConclusion::Success), Some(500)),
+            job(2, JobState::Completed(JobConclusion::TimedOut), Some(490)),
+            job(3, JobState::Completed(JobConclusion::Other("stale".into())), Some(480)),
+            job(4, JobState::InProgress, None),
+            job(5, JobState::Queued, None),
+        ]);
+        let mut s = Store::open_in_memory().unwrap();
+        s.apply(&[Fact::Origin { sha: "m1".into(), origin: origin.clone() }]).unwrap();
+        assert_eq!(s.load().unwrap().origins["m1"], origin);
+
+        // As an older version wrote it: runs without `jobs`.
+        let old = r#"{"kind":"pull","number":4400,"title":"feat: x","url":"https://github.com/o/r/pull/4400",
+            "labels":["hotfix"],"head_sha":"h","first_commit_at":100,"opened_at":200,"ready_at":300,
+            "reviews":[[400,true]],"checks":[{"run_id":17,"name":"Nextest Tests",
+            "url":"https://github.com/o/r/actions/runs/17","attempt":2,"started_at":250,"completed_at":500,
+            "success":true}],"merged_at":600,"detailed":true}"#;
+        s.conn.execute("UPDATE origins SET origin_json = ?1 WHERE sha = 'm1'", [old]).unwrap();
+        assert_eq!(s.load().unwrap().origins["m1"], pull_origin(vec![]));
+
+        let bad = old.replace(
+            "\"success\":true}",
+            "\"success\":true,\"jobs\":[{\"id\":9,\"name\":\"j\",\"url\":\"u\",\
+            \"attempt\":2,\"status\":\"completed\",\"started_at\":1,\"completed_at\":null}]}",
+        );
+        assert_ne!(bad, old);
+        s.conn.execute("UPDATE origins SET origin_json = ?1 WHERE sha = 'm1'", [&bad]).unwrap();
+        let e = s.load().unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, StoreError::Decode { table: "origins", column: "origin_json", .. }), "{msg}");
+        assert!(msg.contains("m1") && msg.contains("Actions run 17") && msg.contains("job 9"), "{msg}");
     }
 
     #[test]

@@ -150,6 +150,25 @@ pub struct CheckRunView {
     pub completed_at: Option<i64>,
     /// `success`, `failure`, or `running`.
     pub result: String,
+    /// The jobs of this attempt (absent from older exporters' JSON, and before they were read).
+    #[serde(default)]
+    pub jobs: Vec<CheckJobView>,
+}
+
+/// One job of a GitHub Actions run's latest attempt.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CheckJobView {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub attempt: u32,
+    /// `queued`, `in_progress` or `completed`.
+    pub status: String,
+    /// GitHub's conclusion once completed: `success`, `failure`, `cancelled`, `skipped`,
+    /// `timed_out`, `neutral`, `action_required` (or a newer one, as GitHub wrote it).
+    pub conclusion: Option<String>,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
 }
 
 impl PullRequestView {
@@ -192,6 +211,20 @@ impl PullRequestView {
                         (Some(_), false) => "failure",
                     }
                     .to_string(),
+                    jobs: c
+                        .jobs
+                        .iter()
+                        .map(|j| CheckJobView {
+                            id: j.job_id,
+                            name: j.name.clone(),
+                            url: j.url.clone(),
+                            attempt: j.attempt,
+                            status: j.state.status().to_string(),
+                            conclusion: j.state.conclusion().map(|c| c.as_str().to_string()),
+                            started_at: j.started_at,
+                            completed_at: j.completed_at,
+                        })
+                        .collect(),
                 })
                 .collect(),
             reruns: p.reruns(),

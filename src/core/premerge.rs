@@ -13,6 +13,93 @@ pub struct ReviewFact {
     pub approved: bool,
 }
 
+/// How a GitHub Actions job ended (`job.conclusion`: `success`, `failure`, `neutral`,
+/// `cancelled`, `skipped`, `timed_out`, `action_required`); a value this version does not know
+/// is kept as it was written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum JobConclusion {
+    Success,
+    Failure,
+    Neutral,
+    Cancelled,
+    Skipped,
+    TimedOut,
+    ActionRequired,
+    Other(String),
+}
+
+impl JobConclusion {
+    pub fn parse(s: &str) -> JobConclusion {
+        match s {
+            "success" => JobConclusion::Success,
+            "failure" => JobConclusion::Failure,
+            "neutral" => JobConclusion::Neutral,
+            "cancelled" => JobConclusion::Cancelled,
+            "skipped" => JobConclusion::Skipped,
+            "timed_out" => JobConclusion::TimedOut,
+            "action_required" => JobConclusion::ActionRequired,
+            other => JobConclusion::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobConclusion::Success => "success",
+            JobConclusion::Failure => "failure",
+            JobConclusion::Neutral => "neutral",
+            JobConclusion::Cancelled => "cancelled",
+            JobConclusion::Skipped => "skipped",
+            JobConclusion::TimedOut => "timed_out",
+            JobConclusion::ActionRequired => "action_required",
+            JobConclusion::Other(s) => s,
+        }
+    }
+}
+
+/// Where a GitHub Actions job is (`job.status`); `waiting`, `requested` and `pending` are
+/// [`JobState::Queued`] (not started), and a completed job carries its conclusion.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum JobState {
+    Queued,
+    InProgress,
+    Completed(JobConclusion),
+}
+
+impl JobState {
+    /// `queued`, `in_progress` or `completed` (the conclusion is apart).
+    pub fn status(&self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::InProgress => "in_progress",
+            JobState::Completed(_) => "completed",
+        }
+    }
+
+    pub fn conclusion(&self) -> Option<&JobConclusion> {
+        match self {
+            JobState::Completed(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// One job of a workflow run's latest attempt (`job`: `id`, `run_attempt`, `name`, `status`,
+/// `conclusion`, `started_at`, `completed_at`, `html_url`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChecksJobFact {
+    /// GitHub's job id: one per job and attempt (a re-run's jobs have new ids).
+    pub job_id: i64,
+    pub name: String,
+    /// The job's page (`html_url`).
+    pub url: String,
+    /// The run attempt the job belongs to (`run_attempt`).
+    pub attempt: u32,
+    pub state: JobState,
+    pub started_at: Option<i64>,
+    /// `None` until the job completed.
+    pub completed_at: Option<i64>,
+}
+
 /// One attempt of a GitHub Actions workflow run on the PR's final head commit
 /// (`workflow-run`: `run_attempt`, `run_started_at`, `updated_at` once completed, `conclusion`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,6 +116,9 @@ pub struct ChecksRunFact {
     /// `None` while the run is queued or in progress.
     pub completed_at: Option<i64>,
     pub success: bool,
+    /// The jobs of the latest attempt (`actions/runs/{run_id}/jobs`), in GitHub's order; empty
+    /// when not read (a reading from before jobs were read, or `backfill`'s list reading).
+    pub jobs: Vec<ChecksJobFact>,
 }
 
 /// What the sources learn about the pull request that landed a commit.
@@ -68,13 +158,15 @@ pub enum Origin {
 }
 
 impl Origin {
-    fn rank(&self) -> (u8, usize, usize, usize, bool, bool) {
+    fn rank(&self) -> (u8, usize, usize, usize, usize, usize, bool, bool) {
         match self {
-            Origin::Direct => (0, 0, 0, 0, false, false),
+            Origin::Direct => (0, 0, 0, 0, 0, 0, false, false),
             Origin::Pull(p) => (
                 1 + u8::from(p.detailed),
                 p.checks.iter().filter(|c| c.completed_at.is_some()).count(),
                 p.checks.len(),
+                p.checks.iter().flat_map(|c| &c.jobs).filter(|j| j.completed_at.is_some()).count(),
+                p.checks.iter().map(|c| c.jobs.len()).sum(),
                 p.reviews.len(),
                 p.ready_at.is_some(),
                 p.first_commit_at.is_some(),
@@ -103,9 +195,15 @@ impl Origin {
         }
     }
 
-    /// Whether a later read may still learn more: Actions runs of the final head still running.
+    /// Whether a later read may still learn more: Actions runs of the final head (or their
+    /// jobs) still running, or jobs of another attempt than the run's as read (a re-run began
+    /// between the two requests).
     pub fn unsettled(&self) -> bool {
-        self.pull().is_some_and(|p| p.checks.iter().any(|c| c.completed_at.is_none()))
+        self.pull().is_some_and(|p| {
+            p.checks.iter().any(|c| {
+                c.completed_at.is_none() || c.jobs.iter().any(|j| j.completed_at.is_none() || j.attempt != c.attempt)
+            })
+        })
     }
 }
 
@@ -254,6 +352,18 @@ mod tests {
             started_at: start,
             completed_at: end,
             success,
+            jobs: vec![],
+        }
+    }
+    fn job(id: i64, attempt: u32, state: JobState, end: Option<i64>) -> ChecksJobFact {
+        ChecksJobFact {
+            job_id: id,
+            name: "test".into(),
+            url: String::new(),
+            attempt,
+            state,
+            started_at: Some(1_700),
+            completed_at: end,
         }
     }
     fn pr() -> PullFact {
@@ -324,6 +434,15 @@ mod tests {
     }
 
     #[test]
+    fn job_conclusions_round_trip_and_unknown_ones_are_kept() {
+        for name in ["success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required", "stale"] {
+            assert_eq!(JobConclusion::parse(name).as_str(), name);
+        }
+        assert_eq!(JobConclusion::parse("stale"), JobConclusion::Other("stale".into()));
+        assert_eq!(JobConclusion::parse("timed_out"), JobConclusion::TimedOut);
+    }
+
+    #[test]
     fn direct_push_has_no_stages_and_starts_at_the_commit() {
         assert_eq!(stages(&Origin::Direct), None);
         for from in [PreMergeStart::FirstCommit, PreMergeStart::PrOpened] {
@@ -357,6 +476,24 @@ mod tests {
         assert_eq!(Origin::Direct.merge(running.clone()), running);
         assert_eq!(running.clone().merge(done.clone()), done);
         assert!(running.unsettled() && !done.unsettled() && !Origin::Direct.unsettled());
+        // Jobs read: a reading that knows more of them (completed) wins, in any order; a job
+        // still running, or of another attempt than its run's, leaves the reading unsettled.
+        let with_jobs = |jobs: Vec<ChecksJobFact>| {
+            let mut r = run(1, 1, 1_700, Some(2_000), true);
+            r.jobs = jobs;
+            Origin::Pull(Box::new(PullFact { checks: vec![r], ..pr() }))
+        };
+        let success = JobState::Completed(JobConclusion::Success);
+        let job_done = with_jobs(vec![job(9, 1, success.clone(), Some(2_000))]);
+        let job_running = with_jobs(vec![job(9, 1, JobState::InProgress, None)]);
+        let job_of_rerun = with_jobs(vec![job(10, 2, JobState::Queued, None)]);
+        for a in [&done, &job_running, &job_of_rerun] {
+            assert_eq!(job_done.clone().merge(a.clone()), job_done, "{a:?}");
+            assert_eq!(a.clone().merge(job_done.clone()), job_done, "{a:?}");
+        }
+        assert!(!job_done.unsettled() && job_running.unsettled() && job_of_rerun.unsettled());
+        let rerun_done = with_jobs(vec![job(10, 2, success, Some(2_000))]);
+        assert!(rerun_done.unsettled(), "jobs of attempt 2 under a run read at attempt 1");
         // A list reading (backfill) has no phases and gives way to a detailed one.
         let listed = Origin::Pull(Box::new(PullFact { detailed: false, ..pr() }));
         assert_eq!(listed.pull().map(|p| p.stage_times().len()), Some(0));

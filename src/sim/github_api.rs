@@ -1645,11 +1645,21 @@ fn run_json(base: &str, repo: &Repo, all: &[WorkflowRun], r: &WorkflowRun, now: 
     v
 }
 
+/// The id GitHub gives the (one) job of attempt `r` of a workflow run.
+pub fn job_id(r: &WorkflowRun) -> u64 {
+    fnv(&format!("job\0{}\0{}", r.id, r.attempt)) % 90_000_000_000 + 10_000_000_000
+}
+
+/// The name of the one job each modelled workflow runs.
+pub fn job_name(workflow: &str) -> &'static str {
+    if workflow == "Nextest Tests" { "Cargo Nextest Tests" } else { "check-code" }
+}
+
 /// One job per workflow (`job` in GitHub's OpenAPI description), for the given attempt.
 fn job_json(base: &str, repo: &Repo, r: &WorkflowRun, now: i64) -> Value {
     let name = repo.full_name();
     let api = format!("{base}/repos/{name}");
-    let id = fnv(&format!("job\0{}\0{}", r.id, r.attempt)) % 90_000_000_000 + 10_000_000_000;
+    let id = job_id(r);
     let status = r.status(now);
     let done = status == "completed";
     let conclusion = match (done, r.success) {
@@ -1657,7 +1667,7 @@ fn job_json(base: &str, repo: &Repo, r: &WorkflowRun, now: i64) -> Value {
         (true, false) => json!("failure"),
         _ => Value::Null,
     };
-    let job_name = if r.workflow == "Nextest Tests" { "Cargo Nextest Tests" } else { "check-code" };
+    let job_name = job_name(r.workflow);
     json!({
         "id": id,
         "run_id": r.id,

@@ -23,7 +23,7 @@
 //! `retry_after` from `Retry-After` or `x-ratelimit-reset`; until then every call fails at once
 //! without a request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ use super::client::{
 use super::telemetry::{RequestOutcome, SourceTelemetry};
 use super::{ErrorKind, GithubConfig, SourceError};
 use crate::core::journey::{CommitFact, Fact};
-use crate::core::premerge::{ChecksRunFact, Origin, PullFact, ReviewFact};
+use crate::core::premerge::{ChecksJobFact, ChecksRunFact, JobConclusion, JobState, Origin, PullFact, ReviewFact};
 
 const SOURCE: &str = "github";
 const API_VERSION: &str = "2022-11-28";
@@ -60,8 +60,19 @@ const BACKFILL_MAX_PAGES: usize = 2_000;
 /// Commits whose pull request is read per poll at most (newest first), so a first start with a
 /// long history spreads the reads over many polls.
 pub const ORIGINS_PER_POLL: usize = 10;
-/// Requests one merged pull request's reading costs (see [`GithubSource::origin`]).
+/// Requests one merged pull request's reading costs besides the jobs of its final head's
+/// Actions runs, which cost one each: `5 + runs` in all ([`origin_requests`], see
+/// [`GithubSource::origin`]).
 pub const ORIGIN_REQUESTS: u64 = 5;
+/// Actions runs per final head the budget assumes until a reading has said (lana-bank's two
+/// `pull_request` workflows).
+const ASSUMED_RUNS: u64 = 2;
+
+/// Requests a merged pull request's reading costs when its final head has `runs` Actions runs
+/// (and every list fits in one page): [`ORIGIN_REQUESTS`] + `runs`.
+pub fn origin_requests(runs: usize) -> u64 {
+    ORIGIN_REQUESTS + runs as u64
+}
 /// Wait when GitHub rate-limits without saying for how long.
 const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60);
 
@@ -115,6 +126,9 @@ pub struct GithubSource {
     tally: Arc<super::HistoryTally>,
     /// The quota as the last answer stated it: (`x-ratelimit-remaining`, `x-ratelimit-limit`).
     quota: Mutex<Option<(u64, u64)>>,
+    /// Actions runs of the final head of the last [`ORIGINS_PER_POLL`] pull requests read, for
+    /// [`GithubSource::origin_budget`].
+    runs_read: Mutex<VecDeque<u64>>,
 }
 
 impl std::fmt::Debug for GithubSource {
@@ -267,6 +281,35 @@ struct WorkflowRun {
     html_url: String,
 }
 
+/// "List jobs for a workflow run" (`actions/runs/{run_id}/jobs`).
+#[derive(Debug, Deserialize)]
+struct JobList {
+    #[serde(default)]
+    jobs: Vec<Job>,
+}
+
+/// A `job` of GitHub's OpenAPI description (the fields read).
+#[derive(Debug, Deserialize)]
+struct Job {
+    id: i64,
+    #[serde(default)]
+    run_id: Option<i64>,
+    #[serde(default)]
+    run_attempt: Option<u32>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    started_at: Option<String>,
+    #[serde(default)]
+    completed_at: Option<String>,
+    #[serde(default)]
+    html_url: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 struct PullSide {
     #[serde(rename = "ref", default)]
@@ -362,6 +405,7 @@ impl GithubSource {
             history_since: None,
             tally: Arc::default(),
             quota: Mutex::new(None),
+            runs_read: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -665,12 +709,16 @@ impl GithubSource {
 
     /// How many commits' origins ([`GithubSource::origin`]) may be read now: at most
     /// [`ORIGINS_PER_POLL`], and only from the quota above a fifth of it, kept for following
-    /// the branch (an unauthenticated client has 60 requests an hour).
+    /// the branch (an unauthenticated client has 60 requests an hour). Each is counted at
+    /// [`origin_requests`] of the most Actions runs a final head had among the last pull
+    /// requests read ([`ASSUMED_RUNS`] before any).
     pub fn origin_budget(&self) -> usize {
+        let runs = self.runs_read.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().max();
+        let per_pull = ORIGIN_REQUESTS + runs.unwrap_or(ASSUMED_RUNS);
         match *self.quota.lock().unwrap_or_else(|e| e.into_inner()) {
             None => ORIGINS_PER_POLL,
             Some((remaining, limit)) => {
-                let spare = remaining.saturating_sub(limit / 5) / ORIGIN_REQUESTS;
+                let spare = remaining.saturating_sub(limit / 5) / per_pull;
                 (spare as usize).min(ORIGINS_PER_POLL)
             }
         }
@@ -680,8 +728,9 @@ impl GithubSource {
     /// moments the core needs, or [`Origin::Direct`]. Requests, serial as GitHub asks:
     /// `commits/{sha}/pulls` (a direct push stops here: 1 request), then `pulls/{n}/reviews`,
     /// `pulls/{n}/commits?per_page=1` (the first commit), `issues/{n}/events` (ready for
-    /// review) and `actions/runs?head_sha=` of the PR's final head: 5 requests, plus one per
-    /// further page of reviews, events or runs (rare).
+    /// review), `actions/runs?head_sha=` of the PR's final head, and for each of those runs
+    /// `actions/runs/{run_id}/jobs`: `5 + runs` requests ([`origin_requests`]), plus one per
+    /// further page of reviews, events, runs or jobs (rare).
     pub async fn origin(&self, sha: &str) -> Result<Origin, SourceError> {
         let (o, r) = (self.cfg.owner.as_str(), self.cfg.repo.as_str());
         let what = format!("GET /repos/{o}/{r}/commits/{{sha}}/pulls");
@@ -752,7 +801,11 @@ impl GithubSource {
                 None => break,
             }
         }
+        self.note_runs(runs.len());
         for run in runs {
+            let attempt = run.run_attempt.unwrap_or(1).max(1);
+            // One request per run, whatever its state: what the budget counts.
+            let jobs = self.run_jobs(run.id, attempt).await?;
             // From the run's creation, which a re-run keeps (`run_started_at` is the latest
             // attempt's start): queued time counts, the author waits for it too.
             let first = run.created_at.as_deref().and_then(parse_time);
@@ -763,10 +816,11 @@ impl GithubSource {
                 run_id: run.id,
                 name: run.name.unwrap_or_default(),
                 url: run.html_url,
-                attempt: run.run_attempt.unwrap_or(1).max(1),
+                attempt,
                 started_at,
                 completed_at: if completed { run.updated_at.as_deref().and_then(parse_time) } else { None },
                 success: completed && run.conclusion.as_deref() == Some("success"),
+                jobs,
             });
         }
         checks.sort();
@@ -784,6 +838,80 @@ impl GithubSource {
             merged_at,
             detailed: true,
         })))
+    }
+
+    /// Remember how many Actions runs a final head had, for [`GithubSource::origin_budget`].
+    fn note_runs(&self, runs: usize) {
+        let mut seen = self.runs_read.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() == ORIGINS_PER_POLL {
+            seen.pop_front();
+        }
+        seen.push_back(runs as u64);
+    }
+
+    /// The jobs of workflow run `run_id`'s latest attempt: `GET actions/runs/{run_id}/jobs
+    /// ?filter=latest&per_page=100`, one request (one more per further page). `filter=latest`
+    /// (GitHub's default, asked for explicitly) because the run as listed is its latest attempt
+    /// and those jobs are the ones that decided it: earlier attempts are counted by the run's
+    /// `run_attempt`, and `filter=all` would list every re-run's jobs again beside them.
+    /// `attempt` is the run's `run_attempt` as listed, taken for a job that does not say its own.
+    async fn run_jobs(&self, run_id: i64, attempt: u32) -> Result<Vec<ChecksJobFact>, SourceError> {
+        let (o, r) = (self.cfg.owner.as_str(), self.cfg.repo.as_str());
+        let id = run_id.to_string();
+        let what = format!("GET /repos/{o}/{r}/actions/runs/{id}/jobs");
+        let segments = ["repos", o, r, "actions", "runs", &id, "jobs"];
+        let mut url = url_with(&self.api, &segments);
+        url.query_pairs_mut().append_pair("filter", "latest").append_pair("per_page", PER_PAGE);
+        let mut out = vec![];
+        for _ in 0..MAX_PAGES {
+            let Answer::Fresh { body, headers } = self.get_json::<JobList>(url, &what, None).await? else { break };
+            for job in body.jobs {
+                out.push(self.job_fact(job, run_id, attempt, &what)?);
+            }
+            match link_target(&headers, "next") {
+                Some(next) => url = self.follow(&next, &segments)?,
+                None => break,
+            }
+        }
+        out.sort_by(|a, b| (a.started_at, &a.name, a.job_id).cmp(&(b.started_at, &b.name, b.job_id)));
+        Ok(out)
+    }
+
+    /// One job of run `run_id` as the core keeps it. A job of another run, a completed one
+    /// without a conclusion, or a time that is not ISO-8601 is a decoding error naming the run,
+    /// the job and the field.
+    fn job_fact(&self, job: Job, run_id: i64, attempt: u32, what: &str) -> Result<ChecksJobFact, SourceError> {
+        let bad = |detail: String| self.err(ErrorKind::Decode, what, format!("run {run_id}, job {}: {detail}", job.id));
+        if let Some(other) = job.run_id.filter(|r| *r != run_id) {
+            return Err(bad(format!("belongs to run {other}")));
+        }
+        let time = |raw: &Option<String>, field: &str| match raw.as_deref() {
+            None | Some("") => Ok(None),
+            Some(t) => parse_time(t).map(Some).ok_or_else(|| bad(format!("{field} {t:?} is not ISO-8601"))),
+        };
+        let started_at = time(&job.started_at, "started_at")?;
+        let completed_at = time(&job.completed_at, "completed_at")?;
+        let state = match job.status.as_deref() {
+            Some("completed") => {
+                let Some(c) = job.conclusion.as_deref().filter(|c| !c.is_empty()) else {
+                    return Err(bad("completed without a conclusion".into()));
+                };
+                JobState::Completed(JobConclusion::parse(c))
+            }
+            Some("in_progress") => JobState::InProgress,
+            // queued, waiting, requested, pending: not started yet.
+            _ => JobState::Queued,
+        };
+        let completed_at = if matches!(state, JobState::Completed(_)) { completed_at } else { None };
+        Ok(ChecksJobFact {
+            job_id: job.id,
+            name: job.name,
+            url: job.html_url.unwrap_or_default(),
+            attempt: job.run_attempt.unwrap_or(attempt).max(1),
+            state,
+            started_at,
+            completed_at,
+        })
     }
 
     /// `backfill`: the pull requests merged into the branch since `since`, by merge commit, from
@@ -1116,6 +1244,21 @@ pub fn decode_answers(body: &[u8]) -> usize {
                 (r.user.and_then(|u| u.login), r.state, r.submitted_at.as_deref().and_then(parse_time), r.commit_id);
         }
     }
+    if let Ok(runs) = serde_json::from_slice::<RunList>(body) {
+        accepted += 1;
+        for r in runs.workflow_runs {
+            let _ = (r.id, r.name, r.run_attempt, r.status, r.conclusion, r.html_url);
+            let _ = [r.created_at, r.run_started_at, r.updated_at].map(|t| t.as_deref().and_then(parse_time));
+        }
+    }
+    if let Ok(list) = serde_json::from_slice::<JobList>(body) {
+        accepted += 1;
+        for j in list.jobs {
+            let _ = (j.id, j.run_id, j.run_attempt, j.name, j.html_url, j.status);
+            let _ = j.conclusion.as_deref().map(JobConclusion::parse);
+            let _ = [j.started_at, j.completed_at].map(|t| t.as_deref().and_then(parse_time));
+        }
+    }
     if serde_json::from_slice::<MergeResult>(body).is_ok() {
         accepted += 1;
     }
@@ -1132,4 +1275,85 @@ pub fn decode_answers(body: &[u8]) -> usize {
     }
     let _ = body_excerpt(body, &["ghp_secret"]);
     accepted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> GithubSource {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cfg = GithubConfig {
+            api_url: "http://127.0.0.1:9".into(),
+            owner: "o".into(),
+            repo: "r".into(),
+            branch: "main".into(),
+            token: None,
+            timeout: Duration::from_secs(5),
+            initial_commits: 10,
+        };
+        GithubSource::new(cfg, Arc::new(SourceTelemetry::new())).unwrap()
+    }
+
+    fn job(v: serde_json::Value) -> Job {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A job as GitHub lists it becomes the core's fact; what cannot be read is a decoding
+    /// error that names the request, the run, the job and the field.
+    #[test]
+    fn jobs_become_facts_and_bad_ones_are_errors_naming_run_job_and_field() {
+        let gh = source();
+        let what = "GET /repos/o/r/actions/runs/7/jobs";
+        let ok = job(serde_json::json!({
+            "id": 70, "run_id": 7, "run_attempt": 2, "name": "Cargo Nextest Tests", "status": "completed",
+            "conclusion": "timed_out", "started_at": "2026-03-02T08:00:00Z", "completed_at": "2026-03-02T08:10:00Z",
+            "html_url": "https://github.com/o/r/actions/runs/7/job/70",
+        }));
+        let f = gh.job_fact(ok, 7, 1, what).unwrap();
+        assert_eq!(
+            (f.job_id, f.name.as_str(), f.attempt, &f.state, f.completed_at.zip(f.started_at).map(|(e, s)| e - s)),
+            (70, "Cargo Nextest Tests", 2, &JobState::Completed(JobConclusion::TimedOut), Some(600))
+        );
+        assert_eq!(f.url, "https://github.com/o/r/actions/runs/7/job/70");
+        // Waiting (environments) is not started; no attempt given: the run's.
+        let waiting = gh.job_fact(job(serde_json::json!({"id": 71, "status": "waiting"})), 7, 3, what).unwrap();
+        assert_eq!((waiting.state, waiting.attempt, waiting.completed_at), (JobState::Queued, 3, None));
+        let running = job(serde_json::json!({"id": 72, "status": "in_progress", "completed_at": null}));
+        assert_eq!(gh.job_fact(running, 7, 1, what).unwrap().state, JobState::InProgress);
+        for (bad, want) in [
+            (serde_json::json!({"id": 73, "run_id": 8, "status": "queued"}), "run 7, job 73: belongs to run 8"),
+            (
+                serde_json::json!({"id": 74, "status": "completed", "conclusion": "success", "started_at": "yesterday"}),
+                "run 7, job 74: started_at \"yesterday\" is not ISO-8601",
+            ),
+            (serde_json::json!({"id": 75, "status": "completed"}), "run 7, job 75: completed without a conclusion"),
+        ] {
+            let e = gh.job_fact(job(bad), 7, 1, what).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Decode);
+            let msg = e.to_string();
+            assert!(msg.contains(what) && msg.contains(want), "{msg}");
+        }
+        // Not JSON of the shape: serde's error, no panic.
+        assert!(serde_json::from_str::<JobList>(r#"{"jobs":[{"name":"no id"}]}"#).is_err());
+        assert!(decode_answers(br#"{"total_count":1,"jobs":[{"id":1,"status":"completed"}]}"#) >= 1);
+    }
+
+    #[test]
+    fn the_budget_counts_five_requests_and_one_per_run_of_the_last_pull_requests() {
+        let gh = source();
+        *gh.quota.lock().unwrap() = Some((1_000, 5_000));
+        // Nothing read yet: ASSUMED_RUNS (2) a head, (1000 - 1000) spare: nothing.
+        assert_eq!(gh.origin_budget(), 0);
+        *gh.quota.lock().unwrap() = Some((1_042, 5_000));
+        assert_eq!(gh.origin_budget(), 6, "42 spare requests, 5 + 2 a pull request");
+        gh.note_runs(9);
+        assert_eq!(gh.origin_budget(), 3, "5 + 9 a pull request");
+        // The most runs among the last ORIGINS_PER_POLL readings.
+        for _ in 0..ORIGINS_PER_POLL {
+            gh.note_runs(1);
+        }
+        assert_eq!(gh.origin_budget(), 7, "5 + 1 a pull request");
+        assert_eq!(origin_requests(4), 9);
+    }
 }

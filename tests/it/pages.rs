@@ -216,11 +216,31 @@ async fn the_timeline_page_shows_the_pull_request_before_the_merge_in_a_browser(
     let ci = r.cfg.concourse.url.clone();
     only_links_to(&dom, &[ci.as_str(), "https://github.com/GaloyMoney/lana-bank/"]);
     let table = dom.split("<table id=\"premerge-timeline\">").nth(1).expect("the pre-merge table");
+    let table = table.split("</table>").next().unwrap();
+    let mut jobs_shown = 0;
     for run in runs {
         let u = run["url"].as_str().unwrap();
         assert!(u.starts_with("https://github.com/GaloyMoney/lana-bank/actions/runs/"), "{u}");
         assert!(table.contains(&format!("<a class=\"build\" href=\"{u}\">")), "run {u} not linked");
+        // Its jobs, each linked to its page on GitHub, with its conclusion and duration.
+        let jobs = run["jobs"].as_array().expect("the run's jobs in the JSON");
+        assert!(!jobs.is_empty(), "run {u} has jobs: {run}");
+        for jb in jobs {
+            let ju = jb["url"].as_str().unwrap();
+            assert!(ju.starts_with(&format!("{u}/job/")), "{ju}");
+            let row = table
+                .split("<tr class=\"job-row\">")
+                .find(|r| r.contains(&format!("<a class=\"job\" href=\"{ju}\">{}</a>", jb["name"].as_str().unwrap())))
+                .unwrap_or_else(|| panic!("job {ju} not linked:\n{table}"));
+            let row = row.split("</tr>").next().unwrap();
+            let conclusion = jb["conclusion"].as_str().expect("completed");
+            assert!(row.contains(&format!("\">{conclusion}</span>")), "{conclusion} not shown: {row}");
+            let took = jb["completed_at"].as_i64().unwrap() - jb["started_at"].as_i64().unwrap();
+            assert!(row.contains(&format!("<td>{}</td>", age(took))), "duration {took} s not shown: {row}");
+            jobs_shown += 1;
+        }
     }
+    assert!(jobs_shown >= 2, "both workflows' jobs");
     chromium_screenshot(&format!("{url}/journeys/{m}"), "journey-pull-request", 1280, 1800);
 }
 

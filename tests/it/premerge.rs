@@ -2,16 +2,17 @@
 //! the real GitHub source from the simulator, compared with the simulator's model, and what
 //! reading it costs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use deploy_journey::app::origin_candidates;
 use deploy_journey::core::journey::{Fact, Facts};
-use deploy_journey::core::premerge::Origin;
+use deploy_journey::core::premerge::{JobConclusion, JobState, Origin};
 use deploy_journey::sim::Sim;
 use deploy_journey::sim::clock::{ClockMode, SimClock};
+use deploy_journey::sim::github_api::{job_id, job_name, workflow_runs};
 use deploy_journey::sim::workload::Scenario;
-use deploy_journey::sources::github::{GithubSource, ORIGIN_REQUESTS};
+use deploy_journey::sources::github::{GithubSource, ORIGIN_REQUESTS, origin_requests};
 use deploy_journey::sources::telemetry::SourceTelemetry;
 
 use crate::journeys::{example_config, run_scenario};
@@ -40,7 +41,9 @@ async fn a_hotfix_prs_moments_and_labels_are_read_and_a_direct_push_is_direct() 
     assert!(times.iter().all(|(_, s, e)| s <= e && *e <= p.merged_at), "{times:?}");
 }
 
-/// A direct push costs one request, a pull request `ORIGIN_REQUESTS`; once every commit's
+/// A direct push costs one request, a pull request `ORIGIN_REQUESTS` (5) plus one per Actions
+/// run of its final head (the simulator's count, not the reading's; the hotfix PR here has none,
+/// `a_pull_requests_phases_equal_the_simulators_model` reads one that has); once every commit's
 /// origin is known, a poll of an unchanged branch is the one conditional request it always was.
 #[tokio::test]
 async fn requests_per_commit_and_an_idle_poll_asks_nothing_more() {
@@ -76,9 +79,14 @@ async fn requests_per_commit_and_an_idle_poll_asks_nothing_more() {
                 direct += 1;
                 assert_eq!(cost, 1, "a direct push: commits/{{sha}}/pulls only");
             }
-            Origin::Pull(_) => {
+            Origin::Pull(p) => {
                 pulls += 1;
-                assert_eq!(cost, ORIGIN_REQUESTS, "a pull request");
+                let runs: BTreeSet<u64> = sim.with_world(|w| {
+                    let repo = w.github.values().find(|rp| rp.pull(p.number).is_some()).expect("the PR's repository");
+                    workflow_runs(repo, now).iter().filter(|r| r.head_sha == p.head_sha).map(|r| r.id).collect()
+                });
+                assert_eq!(cost, ORIGIN_REQUESTS + runs.len() as u64, "a pull request: 5 + its final head's runs");
+                assert_eq!(cost, origin_requests(runs.len()));
             }
         }
         facts.apply(Fact::Origin { sha, origin });
@@ -103,7 +111,7 @@ async fn a_pull_requests_phases_equal_the_simulators_model() {
     let m = r.journey("m");
     let Some(Origin::Pull(p)) = &m.origin else { panic!("m came from PR 4400: {:?}", m.origin) };
     let now = r.sim.now();
-    let (model, first_commit, runs) = r.sim.with_world(|w| {
+    let (model, first_commit, runs, repo_name) = r.sim.with_world(|w| {
         let repo = w.github.values().find(|rp| rp.pull(4400).is_some()).expect("PR 4400");
         let pr = repo.pull(4400).cloned().unwrap();
         // The head branch's commits, oldest first: the first one's author date.
@@ -114,7 +122,7 @@ async fn a_pull_requests_phases_equal_the_simulators_model() {
             .into_iter()
             .filter(|run| run.head_sha == head)
             .collect();
-        (pr, first, runs)
+        (pr, first, runs, repo.full_name())
     });
     let start = crate::support::START;
     assert_eq!(p.opened_at, model.created_at);
@@ -135,6 +143,49 @@ async fn a_pull_requests_phases_equal_the_simulators_model() {
     let run_end = runs.iter().map(|r| r.completed_at).max();
     assert_eq!(p.checks_span(), run_start.zip(run_end));
     assert_eq!(p.reruns(), runs.iter().filter(|r| r.attempt > 1).count() as u32);
+    // Each run's jobs are its latest attempt's, as the simulator has them: name, conclusion,
+    // start and end, page; a job of an earlier attempt is not among them.
+    let latest: BTreeSet<(u64, u32)> = runs
+        .iter()
+        .filter(|r| !runs.iter().any(|o| o.id == r.id && o.attempt > r.attempt))
+        .map(|r| (r.id, r.attempt))
+        .collect();
+    let read: BTreeSet<(u64, u32)> = p.checks.iter().map(|c| (c.run_id as u64, c.attempt)).collect();
+    assert_eq!(read, latest, "the final head's runs at their latest attempt");
+    for c in &p.checks {
+        let run = runs.iter().find(|r| (r.id as i64, r.attempt) == (c.run_id, c.attempt)).unwrap();
+        assert_eq!(run.status(now), "completed", "the scenario runs long enough");
+        let conclusion = if run.success { JobConclusion::Success } else { JobConclusion::Failure };
+        let want = vec![(
+            job_id(run) as i64,
+            job_name(run.workflow).to_string(),
+            run.attempt,
+            JobState::Completed(conclusion),
+            Some(run.started_at),
+            Some(run.completed_at),
+            format!("https://github.com/{repo_name}/actions/runs/{}/job/{}", run.id, job_id(run)),
+        )];
+        let got: Vec<_> = c
+            .jobs
+            .iter()
+            .map(|j| {
+                (j.job_id, j.name.clone(), j.attempt, j.state.clone(), j.started_at, j.completed_at, j.url.clone())
+            })
+            .collect();
+        assert_eq!(got, want, "the jobs of run {} ({})", run.id, run.workflow);
+    }
+    // Reading it again costs 5 + the final head's runs, though the PR's first head had runs of
+    // its own (superseded): the formula counts the final head's only.
+    let all_runs: BTreeSet<u64> = r.sim.with_world(|w| {
+        let repo = w.github.values().find(|rp| rp.pull(4400).is_some()).unwrap();
+        workflow_runs(repo, now).iter().filter(|run| run.pr == 4400).map(|run| run.id).collect()
+    });
+    assert!(all_runs.len() > latest.len(), "earlier heads' runs: {all_runs:?}");
+    let gh = GithubSource::new(r.cfg.github(), Arc::new(SourceTelemetry::new())).unwrap();
+    let before = r.sim.stats.total("github");
+    let again = gh.origin(&m.sha).await.unwrap();
+    assert_eq!(r.sim.stats.total("github") - before, origin_requests(latest.len()));
+    assert_eq!(again.pull(), Some(&**p), "the same reading");
     let phases = p.stages();
     assert_eq!(phases.coding, Some(3 * 3600));
     assert_eq!(phases.pickup, Some(3600), "ready at 1h, first review at 2h");

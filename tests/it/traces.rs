@@ -20,14 +20,15 @@ use deploy_journey::sim::Sim;
 use deploy_journey::sim::clock::{ClockMode, SimClock};
 use deploy_journey::sim::workload::Scenario;
 use deploy_journey::sinks::traces::{
-    attempt_index, attempt_span_id, finished_stage_spans, journey_spans, repository_web_url, root_span_id,
-    stage_span_id, trace_id,
+    attempt_index, attempt_span_id, checks_run_span_id, finished_stage_spans, job_result, job_span_id, journey_spans,
+    repository_web_url, root_span_id, stage_span_id, trace_id,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 
 use crate::journeys::{example_config, run_scenario};
@@ -314,6 +315,8 @@ struct Seen {
     fix_links: usize,
     /// Ended journeys whose trace has its pull request's span.
     pull_requests: usize,
+    /// GitHub Actions jobs with a task-run span under their run's span.
+    jobs: usize,
 }
 
 /// The shape of every journey's trace in `spans` (which holds exactly the expected spans).
@@ -363,6 +366,34 @@ fn check_spans(
                 assert_eq!((pr_span.start_time_unix_nano, pr_span.end_time_unix_nano), (ns(start), ns(p.merged_at)));
                 assert_eq!(str_attr(&pr_span.attributes, "vcs.change.id"), p.number.to_string());
                 seen.pull_requests += 1;
+                // Under each finished Actions run's span, a task-run span per job of its attempt.
+                for c in p.checks.iter().filter(|c| c.completed_at.is_some()) {
+                    let run_id = checks_run_span_id(&j.sha, c.run_id, c.attempt);
+                    let run = spans
+                        .get(&(tid, run_id))
+                        .unwrap_or_else(|| panic!("{}: no span of run {}", j.short(), c.run_id));
+                    assert_eq!(run.name, format!("RUN {}", c.name));
+                    for jb in c.jobs.iter().filter(|jb| jb.attempt == c.attempt) {
+                        let s = spans.get(&(tid, job_span_id(&j.sha, jb.job_id, jb.attempt))).unwrap_or_else(|| {
+                            panic!("{}: no span of job {} of run {}", j.short(), jb.job_id, c.run_id)
+                        });
+                        assert_eq!(id8(&s.parent_span_id), run_id);
+                        assert_eq!(s.kind, SpanKind::Internal as i32);
+                        assert_eq!(s.name, jb.name);
+                        assert_eq!(str_attr(&s.attributes, "cicd.pipeline.task.name"), jb.name);
+                        assert_eq!(str_attr(&s.attributes, "cicd.pipeline.task.run.id"), jb.job_id.to_string());
+                        assert_eq!(str_attr(&s.attributes, "cicd.pipeline.task.run.url.full"), jb.url);
+                        assert_eq!(
+                            Some(str_attr(&s.attributes, "cicd.pipeline.task.run.result")),
+                            job_result(&jb.state)
+                        );
+                        assert_eq!(
+                            (Some(s.start_time_unix_nano), Some(s.end_time_unix_nano)),
+                            (jb.started_at.map(ns), jb.completed_at.map(ns))
+                        );
+                        seen.jobs += 1;
+                    }
+                }
             }
             assert_eq!(str_attr(&root.attributes, "vcs.ref.head.revision"), j.sha);
             assert_eq!(str_attr(&root.attributes, "vcs.ref.head.name"), branch);
@@ -516,6 +547,9 @@ fn check_seen(file: &str, seen: &Seen) {
     if file.starts_with("hotfix-") {
         assert!(seen.pull_requests > 0, "{file}: no pull request span");
         assert!(seen.fix_links > 0, "{file}: the hotfix does not link to the deployment it failed");
+    }
+    if file == "pr-draft-review-rerun.yaml" {
+        assert!(seen.jobs > 0, "{file}: no GitHub Actions job span");
     }
 }
 

@@ -25,6 +25,6 @@ pub use self_instrumentation::{
 };
 pub use spans::{
     AttrValue, Kind as SpanKindRecord, PIPELINE_ACTION, SpanEventRecord, SpanRecord, attempt_index, attempt_span_id,
-    build_result, finished_stage_spans, fnv1a64, journey_spans, repository_web_url, root_span_id, span_id,
-    stage_span_id, to_span_data, trace_id,
+    build_result, checks_run_span_id, finished_stage_spans, fnv1a64, job_result, job_span_id, journey_spans,
+    repository_web_url, root_span_id, span_id, stage_span_id, to_span_data, trace_id,
 };

@@ -12,6 +12,10 @@
 //!    │                                     ready_at → stage end, event `build.started`
 //!    └─ <job> #<build name>      INTERNAL  a task run: one per build attempt
 //! ```
+//! Before the pipeline, a commit from a pull request has `pull_request #N` (INTERNAL) with a span
+//! per pre-merge stage; under `checks`, `RUN <workflow>` (SERVER) per GitHub Actions run of the
+//! final head (its latest attempt), and under each run one task-run span (INTERNAL, named after
+//! the job) per job of that attempt, its id from (sha, job id, attempt).
 //! A stage is the commit's run through (some jobs of) one Concourse pipeline, so it is the
 //! pipeline-run span, named `{cicd.pipeline.action.name} {cicd.pipeline.name}` as the
 //! convention asks; the stage's own name is `deploy_journey.stage`. A Concourse build of a job
@@ -28,7 +32,7 @@ use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::core::journey::{Attempt, BuildId, BuildStatus, Journey, Outcome, StageJourney, StageState};
-use crate::core::premerge::PullFact;
+use crate::core::premerge::{ChecksJobFact, ChecksRunFact, JobConclusion, JobState, PullFact};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttrValue {
@@ -182,6 +186,31 @@ pub fn build_result(s: BuildStatus) -> Option<&'static str> {
         BuildStatus::Aborted => Some("cancellation"),
         BuildStatus::Pending | BuildStatus::Started => None,
     }
+}
+
+/// `cicd.pipeline.task.run.result` of a finished GitHub Actions job, from its conclusion;
+/// `None` while it has not completed. `neutral`, `action_required` and any conclusion GitHub
+/// adds later are `error`: the convention has no member for them.
+pub fn job_result(state: &JobState) -> Option<&'static str> {
+    Some(match state.conclusion()? {
+        JobConclusion::Success => "success",
+        JobConclusion::Failure => "failure",
+        JobConclusion::Cancelled => "cancellation",
+        JobConclusion::Skipped => "skip",
+        JobConclusion::TimedOut => "timeout",
+        JobConclusion::Neutral | JobConclusion::ActionRequired | JobConclusion::Other(_) => "error",
+    })
+}
+
+/// Span id of a GitHub Actions job's task-run span in commit `sha`'s trace: GitHub gives each
+/// job of each attempt its own id.
+pub fn job_span_id(sha: &str, job_id: i64, attempt: u32) -> [u8; 8] {
+    span_id(sha, "premerge/checks/job", Some(job_id), Some(attempt as usize))
+}
+
+/// Span id of a GitHub Actions run's pipeline-run span (its latest attempt as read).
+pub fn checks_run_span_id(sha: &str, run_id: i64, attempt: u32) -> [u8; 8] {
+    span_id(sha, "premerge/checks", Some(run_id), Some(attempt as usize))
 }
 
 /// A link to a span: (trace id, span id).
@@ -561,9 +590,10 @@ fn premerge_spans(j: &Journey, p: &PullFact, branch: &str) -> Vec<SpanRecord> {
                 attributes.push(("cicd.pipeline.run.url.full".into(), run.url.as_str().into()));
             }
             push_error_type(&mut attributes, result);
+            let run_span = checks_run_span_id(&j.sha, run.run_id, run.attempt);
             out.push(SpanRecord {
                 trace_id: tid,
-                span_id: span_id(&j.sha, "premerge/checks", Some(run.run_id), Some(run.attempt as usize)),
+                span_id: run_span,
                 parent: Some(sid),
                 kind: Kind::Server,
                 name: format!("{PIPELINE_ACTION} {workflow}"),
@@ -574,9 +604,56 @@ fn premerge_spans(j: &Journey, p: &PullFact, branch: &str) -> Vec<SpanRecord> {
                 links: vec![],
                 error: !run.success,
             });
+            // The run's jobs: those of the attempt read (a re-run that began between the two
+            // requests leaves the reading unsettled; it is read again).
+            out.extend(
+                run.jobs
+                    .iter()
+                    .filter(|jb| jb.attempt == run.attempt)
+                    .filter_map(|jb| job_span(tid, &j.sha, run, workflow, jb, run_span)),
+            );
         }
     }
     out
+}
+
+/// The task-run span of one completed GitHub Actions job under its run's span; `None` while it
+/// has not completed, or without a page to link to.
+fn job_span(
+    tid: [u8; 16],
+    sha: &str,
+    run: &ChecksRunFact,
+    workflow: &str,
+    jb: &ChecksJobFact,
+    parent: [u8; 8],
+) -> Option<SpanRecord> {
+    let result = job_result(&jb.state)?;
+    let end = jb.completed_at?;
+    let start = jb.started_at.unwrap_or(end).min(end);
+    let url = [jb.url.as_str(), run.url.as_str()].into_iter().find(|u| !u.is_empty())?;
+    let name = if jb.name.is_empty() { format!("job {}", jb.job_id) } else { jb.name.clone() };
+    let mut attributes: Vec<(String, AttrValue)> = vec![
+        ("cicd.pipeline.name".into(), workflow.into()),
+        ("cicd.pipeline.task.name".into(), name.as_str().into()),
+        ("cicd.pipeline.task.run.id".into(), jb.job_id.to_string().into()),
+        ("cicd.pipeline.task.run.url.full".into(), url.into()),
+        ("cicd.pipeline.task.run.result".into(), result.into()),
+        ("deploy_journey.run_attempt".into(), i64::from(jb.attempt).into()),
+    ];
+    push_error_type(&mut attributes, result);
+    Some(SpanRecord {
+        trace_id: tid,
+        span_id: job_span_id(sha, jb.job_id, jb.attempt),
+        parent: Some(parent),
+        kind: Kind::Internal,
+        name,
+        start_unix_nano: nanos(start),
+        end_unix_nano: nanos(end),
+        attributes,
+        events: vec![],
+        links: vec![],
+        error: matches!(result, "failure" | "error"),
+    })
 }
 
 /// The repository's web URL (`vcs.repository.url.full`) from the API URL the exporter polls:
@@ -840,6 +917,16 @@ mod tests {
     #[test]
     fn a_pull_requests_spans_come_before_the_pipeline() {
         use crate::core::premerge::{ChecksRunFact, Origin, ReviewFact};
+        let job = |id: i64, name: &str, state: JobState, end: Option<i64>| ChecksJobFact {
+            job_id: id,
+            name: name.into(),
+            url: format!("https://github.com/o/r/actions/runs/77/job/{id}"),
+            attempt: 2,
+            state,
+            started_at: Some(450),
+            completed_at: end,
+        };
+        let done = |c: JobConclusion| JobState::Completed(c);
         let mut j = journey(
             vec![stage(
                 "test",
@@ -857,6 +944,18 @@ mod tests {
             started_at: 400,
             completed_at: Some(700),
             success,
+            jobs: vec![
+                job(901, "Cargo Nextest Tests", done(JobConclusion::Success), Some(690)),
+                job(902, "lint", done(JobConclusion::Failure), Some(600)),
+                job(903, "docs", done(JobConclusion::Cancelled), Some(500)),
+                job(904, "bench", done(JobConclusion::Skipped), Some(450)),
+                job(905, "e2e", done(JobConclusion::TimedOut), Some(680)),
+                job(906, "audit", done(JobConclusion::Other("stale".into())), Some(470)),
+                job(907, "flaky", done(JobConclusion::Neutral), Some(470)),
+                job(908, "still going", JobState::InProgress, None),
+                // Of another attempt than the run's as read: not under this run's span.
+                ChecksJobFact { attempt: 1, ..job(909, "old", done(JobConclusion::Failure), Some(420)) },
+            ],
         };
         j.origin = Some(Origin::Pull(Box::new(PullFact {
             number: 12,
@@ -904,6 +1003,48 @@ mod tests {
         assert_eq!((runs[0].kind, runs[0].name.as_str()), (Kind::Server, "RUN Nextest Tests"));
         assert_eq!(str_attr(runs[0], "cicd.pipeline.result"), "success");
         assert_eq!(str_attr(runs[0], "cicd.pipeline.run.id"), "77");
+        // One task-run span per completed job of the attempt, its result mapped from GitHub's
+        // conclusion, error.type and an Error status exactly on failure and error.
+        let tasks: Vec<&SpanRecord> = spans.iter().filter(|s| s.parent == Some(runs[0].span_id)).collect();
+        let got: Vec<(&str, &str, &str, bool, bool)> = tasks
+            .iter()
+            .map(|s| {
+                assert_eq!(s.kind, Kind::Internal);
+                assert_eq!(str_attr(s, "cicd.pipeline.task.name"), s.name);
+                assert_eq!(str_attr(s, "cicd.pipeline.name"), "Nextest Tests");
+                let id = str_attr(s, "cicd.pipeline.task.run.id");
+                assert_eq!(
+                    str_attr(s, "cicd.pipeline.task.run.url.full"),
+                    format!("https://github.com/o/r/actions/runs/77/job/{id}")
+                );
+                assert_eq!(s.span_id, job_span_id(MINE, id.parse().unwrap(), 2));
+                (
+                    s.name.as_str(),
+                    id,
+                    str_attr(s, "cicd.pipeline.task.run.result"),
+                    s.attr("error.type").is_some(),
+                    s.error,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("Cargo Nextest Tests", "901", "success", false, false),
+                ("lint", "902", "failure", true, true),
+                ("docs", "903", "cancellation", false, false),
+                ("bench", "904", "skip", false, false),
+                ("e2e", "905", "timeout", false, false),
+                ("audit", "906", "error", true, true),
+                ("flaky", "907", "error", true, true),
+            ]
+        );
+        let lint = tasks[1];
+        assert_eq!((lint.start_unix_nano, lint.end_unix_nano), (nanos(450), nanos(600)));
+        assert_eq!(job_result(&JobState::InProgress), None);
+        // Distinct from every other span of the trace.
+        let ids: std::collections::BTreeSet<[u8; 8]> = spans.iter().map(|s| s.span_id).collect();
+        assert_eq!(ids.len(), spans.len());
         // Exactly once: the same journey gives the same ids.
         let again: Vec<[u8; 8]> =
             journey_spans(&j, "https://github.com/o/r", "main", &[]).iter().map(|s| s.span_id).collect();
