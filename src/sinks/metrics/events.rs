@@ -164,6 +164,54 @@ pub fn events<'a>(
     ev
 }
 
+/// The environment gauges over history, as events where they change: commits behind and the
+/// oldest of them (at every commit and every change of what runs), and the running commit's
+/// time (at every change). The same rule the live gauges follow
+/// ([`EnvironmentNow`](crate::core::deployments::EnvironmentNow)), applied to the commits
+/// there were at each time: the last events equal the live values.
+pub fn environment_levels(derived: &Derived) -> Vec<Event> {
+    let mut out = vec![];
+    // Journeys that count: not vanished, not incomplete; (time, index), oldest first.
+    let mut counted: Vec<(i64, usize)> = derived
+        .journeys
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| !j.vanished && j.outcome != Outcome::Incomplete)
+        .map(|(i, j)| (j.commit_time, i))
+        .collect();
+    counted.sort();
+    for env in &derived.environments {
+        let labels = vec![("environment".to_string(), env.name.clone())];
+        let mut at = |t: i64, metric: Metric, v: f64| {
+            out.push(Event { at: t, metric, labels: labels.clone(), value: Some(v), exemplar: None })
+        };
+        for c in &env.changes {
+            at(c.at, Metric::EnvironmentRunningCommitTimestamp, c.commit_time.unwrap_or(0) as f64);
+        }
+        let mut times: Vec<i64> = counted.iter().map(|(t, _)| *t).chain(env.changes.iter().map(|c| c.at)).collect();
+        times.sort();
+        times.dedup();
+        // Per journey, whether the version running then lacks it: worked out once per change.
+        let mut lacks = vec![true; derived.journeys.len()];
+        let mut current = 0;
+        for t in times {
+            let upto = env.changes.partition_point(|c| c.at <= t);
+            if upto != current {
+                current = upto;
+                let c = &env.changes[upto - 1];
+                for (i, j) in derived.journeys.iter().enumerate() {
+                    lacks[i] = c.lacks(i, &j.classification);
+                }
+            }
+            let behind: Vec<i64> =
+                counted.iter().take_while(|(ct, _)| *ct <= t).filter(|(_, i)| lacks[*i]).map(|(ct, _)| *ct).collect();
+            at(t, Metric::CommitsBehind, behind.len() as f64);
+            at(t, Metric::OldestUndeployedCommitAge, behind.first().map_or(-1.0, |o| *o as f64));
+        }
+    }
+    out
+}
+
 /// The events added up per series.
 pub fn contributions<'a>(
     journeys: impl Iterator<Item = &'a Journey>,
