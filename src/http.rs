@@ -437,11 +437,31 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
         "<h2>Environments</h2><table id=\"environments\"><tr><th>environment</th><th>runs</th><th>subject</th>\
          <th>since</th><th>lead time</th><th>behind</th><th>at the gate</th></tr>",
     );
+    // A deploy that failed after what runs now: the environment stays behind until someone
+    // reruns it (cepler offers the same version again; Concourse does not rebuild it).
+    let failed_since = |name: &str, since: Option<i64>| -> String {
+        snap.derived
+            .deployments
+            .iter()
+            .filter(|d| d.environment == name)
+            .max_by_key(|d| (d.end, d.build_id))
+            .filter(|d| !d.succeeded && since.is_none_or(|t| d.end >= t))
+            .map(|d| {
+                format!(
+                    " <span class=\"failed\">last deploy failed:</span> <a href=\"{}\">{} #{}</a>",
+                    esc(&d.url),
+                    esc(&d.job),
+                    esc(&d.name)
+                )
+            })
+            .unwrap_or_default()
+    };
     for env in snap.derived.environments.iter() {
         let Some(sha) = env.running_commit.as_deref() else {
             h.push_str(&format!(
-                "<tr id=\"env-{e}\"><td><b>{e}</b></td><td colspan=\"6\" class=\"muted\">nothing deployed in the history kept</td></tr>",
-                e = esc(&env.name)
+                "<tr id=\"env-{e}\"><td><b>{e}</b></td><td colspan=\"6\"><span class=\"muted\">nothing deployed in the history kept</span>{f}</td></tr>",
+                e = esc(&env.name),
+                f = failed_since(&env.name, None),
             ));
             continue;
         };
@@ -451,13 +471,14 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
             .and_then(|id| snap.derived.deployments.iter().find(|d| d.build_id == id))
             .is_some_and(|d| d.kind == crate::core::deployments::DeployKind::Rollback);
         h.push_str(&format!(
-            "<tr id=\"env-{e}\"><td><b>{e}</b></td><td><a href=\"/journeys/{sha}\"><code>{short}</code></a>{trace}{rb}</td>\
+            "<tr id=\"env-{e}\"><td><b>{e}</b></td><td><a href=\"/journeys/{sha}\"><code>{short}</code></a>{trace}{rb}{failed}</td>\
              <td>{subj}</td><td>{since}</td><td>{lead}</td><td>{behind}</td><td>{gate}</td></tr>",
             e = esc(&env.name),
             sha = esc(sha),
             short = esc(sha.get(..7).unwrap_or(sha)),
             trace = trace(sha),
             rb = if rolled_back { " <span class=\"failed\">rolled back</span>" } else { "" },
+            failed = failed_since(&env.name, env.since),
             subj = j.map(|j| esc(&j.subject)).unwrap_or_default(),
             since = env.since.map(|t| format!("{} ({} ago)", crate::pages::utc(t), age(now - t))).unwrap_or_default(),
             lead = j.and_then(|j| j.lead_time(&env.name)).map(age).unwrap_or_default(),
@@ -532,11 +553,12 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
         n += 1;
         let mini = crate::pages::mini_timeline(&JourneyJson::from(j, &snap), now);
         // The predicted arrival in each environment still ahead (`core::eta`).
+        // In the order the commit reaches them, not by name.
+        let etas = snap.etas.get(&j.sha);
         let expected: Vec<String> = snap
-            .etas
-            .get(&j.sha)
-            .into_iter()
-            .flatten()
+            .environments
+            .iter()
+            .filter_map(|env| etas.and_then(|e| e.get(env)).map(|t| (env, t)))
             .map(|(env, t)| {
                 format!(
                     "<span class=\"eta\">{} in {}</span>",

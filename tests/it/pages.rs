@@ -32,6 +32,15 @@ async fn serve_with_etas(
     links: Links,
     etas: std::collections::HashMap<String, std::collections::BTreeMap<String, i64>>,
 ) -> String {
+    serve_derived(r, links, etas, r.derived.clone()).await
+}
+
+async fn serve_derived(
+    r: &crate::journeys::Run,
+    links: Links,
+    etas: std::collections::HashMap<String, std::collections::BTreeMap<String, i64>>,
+    derived: deploy_journey::core::journey::Derived,
+) -> String {
     let log_excerpts = Arc::new(excerpts(r).await);
     let shared = Arc::new(Shared::default());
     shared.set_clock(Arc::new({
@@ -41,7 +50,7 @@ async fn serve_with_etas(
     shared.set_links(links);
     shared.publish(Snapshot {
         etas,
-        derived: r.derived.clone(),
+        derived,
         now: r.sim.now(),
         environments: r.cfg.environments(),
         repository: "GaloyMoney/lana-bank".into(),
@@ -280,6 +289,25 @@ async fn the_landing_page_says_what_runs_after_a_rollback_and_lists_deployments(
         "{table}"
     );
     chromium_screenshot(&format!("{url}/"), "landing-rollback", 1280, 1400);
+
+    // A staging deploy that failed after what runs there: the row says so and links the build.
+    let mut derived = r.derived.clone();
+    let running = derived.environments.iter().find(|e| e.name == "staging").unwrap().clone();
+    let mut failed = derived.deployments.iter().find(|d| Some(d.build_id) == running.running_build).unwrap().clone();
+    (failed.build_id, failed.name, failed.succeeded) = (9_999, "99".into(), false);
+    failed.end = running.since.unwrap() + 60;
+    failed.url =
+        format!("{}/teams/dev/pipelines/galoy-staging/jobs/galoy-staging-lana-bank/builds/99", r.cfg.concourse.url);
+    derived.deployments.push(failed.clone());
+    let url = serve_derived(&r, Links::default(), Default::default(), derived).await;
+    let dom = chromium_dom(&format!("{url}/"));
+    let staging = dom.split("<tr id=\"env-staging\">").nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(
+        staging.contains(&format!("last deploy failed:</span> <a href=\"{}\">{} #99</a>", failed.url, failed.job)),
+        "{staging}"
+    );
+    let production = dom.split("<tr id=\"env-production\">").nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(!production.contains("last deploy failed"), "{production}");
 }
 
 /// Commits in flight show when they are expected in each environment still ahead: the
