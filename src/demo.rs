@@ -67,6 +67,10 @@ pub fn lana_world(
     for (at, action) in LanaWorkload::new(seed).generate(start, now + ahead) {
         world.schedule_action(at, action);
     }
+    // Someone releases to production on working-day afternoons (and reruns a red deploy), so
+    // the demo's later environments and its DORA figures move.
+    let habit = crate::sim::workload::release_habit(&world.topology, seed, start, now + ahead);
+    crate::sim::workload::schedule_all(&mut world, &habit);
     world.advance_to(now);
     let commits = world.tracked_repo().branches.get(&world.topology.tracked_branch).map(|b| b.len()).unwrap_or(0);
     let (builds, versions) = (world.concourse.builds.len(), world.concourse.versions.len());

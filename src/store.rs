@@ -1120,8 +1120,9 @@ struct CheckRow {
     started_at: i64,
     completed_at: Option<i64>,
     success: bool,
-    /// Absent from rows written before jobs were read.
-    #[serde(default)]
+    /// Absent from rows written before jobs were read, and left out when empty (so a row
+    /// without jobs stays readable by a binary from before jobs were read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     jobs: Vec<JobRow>,
 }
 

@@ -158,8 +158,13 @@ pub fn predict_all(derived: &Derived, cfg: &CoreConfig, now: i64) -> HashMap<Str
     derived
         .journeys
         .iter()
-        // Ended journeys with every environment reached predict nothing and are left out.
-        .filter(|j| !j.ended || j.deployed_at.len() < environments)
+        // An ended journey is predicted only while one of its later environments' stages is in
+        // flight (not every old commit that never applied to one, every poll).
+        .filter(|j| {
+            !j.ended
+                || (j.deployed_at.len() < environments
+                    && j.stages.iter().zip(&cfg.stages).any(|(s, d)| d.environment.is_some() && s.state.in_flight()))
+        })
         .filter_map(|j| {
             let p = predict(j, cfg, &history, now);
             (!p.is_empty()).then(|| (j.sha.clone(), p))

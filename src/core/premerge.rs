@@ -158,11 +158,13 @@ pub enum Origin {
 }
 
 impl Origin {
-    fn rank(&self) -> (u8, usize, usize, usize, usize, usize, bool, bool) {
+    fn rank(&self) -> (u8, u64, usize, usize, usize, usize, usize, bool, bool) {
         match self {
-            Origin::Direct => (0, 0, 0, 0, 0, 0, false, false),
+            Origin::Direct => (0, 0, 0, 0, 0, 0, 0, false, false),
             Origin::Pull(p) => (
                 1 + u8::from(p.detailed),
+                // A later attempt of a run outranks an earlier one, whatever either lists.
+                p.checks.iter().map(|c| u64::from(c.attempt)).sum(),
                 p.checks.iter().filter(|c| c.completed_at.is_some()).count(),
                 p.checks.len(),
                 p.checks.iter().flat_map(|c| &c.jobs).filter(|j| j.completed_at.is_some()).count(),
@@ -196,12 +198,13 @@ impl Origin {
     }
 
     /// Whether a later read may still learn more: Actions runs of the final head (or their
-    /// jobs) still running, or jobs of another attempt than the run's as read (a re-run began
-    /// between the two requests).
+    /// jobs) still running, or jobs of a later attempt than the run's as read (a re-run began
+    /// between the two requests). Jobs of an earlier attempt are normal: after "re-run failed
+    /// jobs", `filter=latest` lists the jobs that were not re-run with their own attempt.
     pub fn unsettled(&self) -> bool {
         self.pull().is_some_and(|p| {
             p.checks.iter().any(|c| {
-                c.completed_at.is_none() || c.jobs.iter().any(|j| j.completed_at.is_none() || j.attempt != c.attempt)
+                c.completed_at.is_none() || c.jobs.iter().any(|j| j.completed_at.is_none() || j.attempt > c.attempt)
             })
         })
     }

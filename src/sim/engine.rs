@@ -99,6 +99,13 @@ pub enum Action {
         build_name: Option<String>,
         by: String,
     },
+    /// [`Action::Rerun`] of the job's latest build, only if that build failed or errored: a
+    /// person who looks at the job and reruns what is red.
+    RerunFailed {
+        pipeline: String,
+        job: String,
+        by: String,
+    },
     /// Trigger a new build of a job by hand (`fly trigger-job`): it takes the newest inputs when
     /// it starts, whether or not they are new.
     Trigger {
@@ -794,6 +801,18 @@ impl World {
             Action::Rerun { pipeline, job, build_name, by } => {
                 if let Some((p, j)) = self.job_index(&pipeline, &job) {
                     self.rerun(p, j, build_name.as_deref(), &by);
+                }
+            }
+            Action::RerunFailed { pipeline, job, by } => {
+                if let Some((p, j)) = self.job_index(&pipeline, &job) {
+                    let red = self.concourse.pipelines[p].jobs[j]
+                        .builds
+                        .last()
+                        .and_then(|b| self.concourse.build(*b))
+                        .is_some_and(|b| matches!(b.status, BuildStatus::Failed | BuildStatus::Errored));
+                    if red {
+                        self.rerun(p, j, None, &by);
+                    }
                 }
             }
             Action::Trigger { pipeline, job, by } => {

@@ -871,6 +871,69 @@ pub fn landed_shas(world: &World, actions: &[(i64, Action)]) -> Vec<Option<Sha>>
         .collect()
 }
 
+/// When the release person acts: working days from this hour (UTC)...
+const RELEASE_HOUR: i64 = 15;
+/// ...plus up to this many seconds, seeded per day.
+const RELEASE_SPREAD: i64 = 3 * 3_600;
+
+/// A release habit for the gated environments (an assumption: lana's real one is not known, and
+/// the calibrated workload has none, so without it production never moves). Each working day in
+/// `[from, to)`, at 15:00 UTC plus a seeded 0–3 h, a person pushes the gates file with every
+/// gated environment pinned to what its upstream recorded last (cepler's `passed:` state), and
+/// reruns each cepler deploy job whose latest build failed (cepler offers the same version
+/// again and Concourse does not rebuild it, so without a rerun one failed deploy blocks the
+/// environment for good).
+pub fn release_habit(topology: &Topology, seed: u64, from: i64, to: i64) -> Vec<(i64, Action)> {
+    let mut gated: Vec<(String, String, String, String)> = vec![];
+    for r in topology.pipelines.iter().flat_map(|p| p.resources.values()) {
+        if let ResourceSpec::Cepler { repo, environment, passed: Some(up), gates_branch: Some(gb), .. } = r
+            && !gated.iter().any(|g| &g.2 == environment)
+        {
+            gated.push((repo.clone(), gb.clone(), environment.clone(), up.clone()));
+        }
+    }
+    // Every job that gets a cepler resource deploys an environment.
+    let deploy_jobs: Vec<(String, String)> = topology
+        .pipelines
+        .iter()
+        .flat_map(|p| {
+            p.jobs
+                .iter()
+                .filter(|j| {
+                    j.inputs.iter().any(|i| {
+                        let name = i.resource.as_deref().unwrap_or(&i.get);
+                        matches!(p.resources.get(name), Some(ResourceSpec::Cepler { .. }))
+                    })
+                })
+                .map(|j| (p.name.clone(), j.name.clone()))
+        })
+        .collect();
+    let mut out = vec![];
+    let first_day = from.div_euclid(86_400);
+    for day in first_day.. {
+        let midnight = day * 86_400;
+        let at =
+            midnight + RELEASE_HOUR * 3_600 + (fnv(&format!("release {seed} {day}")) % RELEASE_SPREAD as u64) as i64;
+        if at >= to {
+            break;
+        }
+        // 1970-01-01 was a Thursday: day 0 is weekday 3 (Monday = 0).
+        if (day + 3).rem_euclid(7) >= 5 || at < from {
+            continue;
+        }
+        for (repo, branch, environment, upstream) in &gated {
+            let pin = GatePin::Recorded { environment: upstream.clone(), back: 0 };
+            let (repo, branch, environment) = (repo.clone(), branch.clone(), environment.clone());
+            out.push((at, Action::Gate { repo, branch, environment, pin, by: "release".into() }));
+        }
+        for (pipeline, job) in &deploy_jobs {
+            let (pipeline, job) = (pipeline.clone(), job.clone());
+            out.push((at, Action::RerunFailed { pipeline, job, by: "release".into() }));
+        }
+    }
+    out
+}
+
 /// Schedule every action (times before the world's now run at once).
 pub fn schedule_all(world: &mut World, actions: &[(i64, Action)]) {
     for (at, a) in actions {

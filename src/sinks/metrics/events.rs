@@ -194,19 +194,32 @@ pub fn environment_levels(derived: &Derived) -> Vec<Event> {
         // Per journey, whether the version running then lacks it: worked out once per change.
         let mut lacks = vec![true; derived.journeys.len()];
         let mut current = 0;
+        // `counted[..seen]` are the commits there were by `t`; of them, `behind` lack the
+        // version, the oldest at `oldest` (counted is oldest first). Counted again from the
+        // start only when what runs changes, else carried forward: linear between changes.
+        let (mut seen, mut behind, mut oldest) = (0usize, 0usize, None::<i64>);
         for t in times {
             let upto = env.changes.partition_point(|c| c.at <= t);
-            if upto != current {
+            let from = if upto != current {
                 current = upto;
                 let c = &env.changes[upto - 1];
                 for (i, j) in derived.journeys.iter().enumerate() {
                     lacks[i] = c.lacks(i, &j.classification);
                 }
+                (behind, oldest) = (0, None);
+                0
+            } else {
+                seen
+            };
+            seen = counted.partition_point(|(ct, _)| *ct <= t);
+            for (ct, i) in &counted[from..seen] {
+                if lacks[*i] {
+                    behind += 1;
+                    oldest.get_or_insert(*ct);
+                }
             }
-            let behind: Vec<i64> =
-                counted.iter().take_while(|(ct, _)| *ct <= t).filter(|(_, i)| lacks[*i]).map(|(ct, _)| *ct).collect();
-            at(t, Metric::CommitsBehind, behind.len() as f64);
-            at(t, Metric::OldestUndeployedCommitAge, behind.first().map_or(-1.0, |o| *o as f64));
+            at(t, Metric::CommitsBehind, behind as f64);
+            at(t, Metric::OldestUndeployedCommitAge, oldest.map_or(-1.0, |o| o as f64));
         }
     }
     out

@@ -609,7 +609,9 @@ fn premerge_spans(j: &Journey, p: &PullFact, branch: &str) -> Vec<SpanRecord> {
             out.extend(
                 run.jobs
                     .iter()
-                    .filter(|jb| jb.attempt == run.attempt)
+                    // The run's latest attempt lists the jobs it re-ran and, with their own
+                    // earlier attempt, those it did not: all of them decided the run.
+                    .filter(|jb| jb.attempt <= run.attempt)
                     .filter_map(|jb| job_span(tid, &j.sha, run, workflow, jb, run_span)),
             );
         }
@@ -953,8 +955,11 @@ mod tests {
                 job(906, "audit", done(JobConclusion::Other("stale".into())), Some(470)),
                 job(907, "flaky", done(JobConclusion::Neutral), Some(470)),
                 job(908, "still going", JobState::InProgress, None),
-                // Of another attempt than the run's as read: not under this run's span.
-                ChecksJobFact { attempt: 1, ..job(909, "old", done(JobConclusion::Failure), Some(420)) },
+                // Of a later attempt than the run's as read (a re-run began between the two
+                // requests): not under this run's span.
+                ChecksJobFact { attempt: 3, ..job(909, "newer", done(JobConclusion::Failure), Some(420)) },
+                // Not re-run: listed with its own earlier attempt, and it decided the run too.
+                ChecksJobFact { attempt: 1, ..job(910, "kept", done(JobConclusion::Success), Some(430)) },
             ],
         };
         j.origin = Some(Origin::Pull(Box::new(PullFact {
@@ -1017,7 +1022,7 @@ mod tests {
                     str_attr(s, "cicd.pipeline.task.run.url.full"),
                     format!("https://github.com/o/r/actions/runs/77/job/{id}")
                 );
-                assert_eq!(s.span_id, job_span_id(MINE, id.parse().unwrap(), 2));
+                assert_eq!(s.span_id, job_span_id(MINE, id.parse().unwrap(), if id == "910" { 1 } else { 2 }));
                 (
                     s.name.as_str(),
                     id,
@@ -1037,6 +1042,7 @@ mod tests {
                 ("e2e", "905", "timeout", false, false),
                 ("audit", "906", "error", true, true),
                 ("flaky", "907", "error", true, true),
+                ("kept", "910", "success", false, false),
             ]
         );
         let lint = tasks[1];
