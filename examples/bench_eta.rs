@@ -23,7 +23,8 @@
 //! holds it at what ran at the start), so this benchmark adds a release habit of its own, an
 //! assumption (lana's real one is not known): on each working day (Monday to Friday, UTC) at
 //! 15:00 plus a seeded 0–3 h, a person pins the gated environment to the state its upstream (QA)
-//! recorded last, releasing everything QA runs then; see [`gate_pushes`]. At the same moment the
+//! recorded last, releasing everything QA runs then (`sim::workload::release_habit`, which the
+//! demo shares). At the same moment the
 //! same person reruns (`fly rerun-build`) each environment's deploy job whose latest build failed:
 //! without that, one failed QA or production deploy holds that environment for the rest of the run
 //! (cepler offers the same version again, and Concourse does not rebuild it).
@@ -36,11 +37,9 @@ use deploy_journey::core::eta::predict_all;
 use deploy_journey::core::journey::{Facts, Journey, StageState, WaitsFor, derive};
 use deploy_journey::sim::Sim;
 use deploy_journey::sim::clock::{ClockMode, SimClock};
-use deploy_journey::sim::engine::cepler::GatePin;
 use deploy_journey::sim::engine::{Action, World};
-use deploy_journey::sim::model::BuildStatus;
-use deploy_journey::sim::topology::{ResourceSpec, Topology};
-use deploy_journey::sim::workload::{LanaWorkload, schedule_all, truth};
+use deploy_journey::sim::topology::Topology;
+use deploy_journey::sim::workload::{LanaWorkload, release_habit, schedule_all, truth};
 use deploy_journey::sources::concourse::ConcourseSource;
 use deploy_journey::sources::github::GithubSource;
 use deploy_journey::sources::telemetry::SourceTelemetry;
@@ -48,9 +47,6 @@ use deploy_journey::sources::telemetry::SourceTelemetry;
 /// Monday 2026-03-02 08:00:00 UTC, as in the tests.
 const START: i64 = 1_772_438_400;
 const DRAIN: i64 = 2 * 86_400;
-/// The gate habit: working days, from 15:00 UTC, spread over `GATE_SPREAD` seconds.
-const GATE_HOUR: i64 = 15;
-const GATE_SPREAD: i64 = 3 * 3_600;
 
 /// One commit at one moment, for one environment it had not reached in the exporter's view.
 struct Sample {
@@ -100,56 +96,6 @@ fn minutes(s: i64) -> String {
     format!("{:.1}", s as f64 / 60.0)
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// The benchmark's production release habit (an assumption; the calibrated workload has none):
-/// each working day in `[from, to)`, at `GATE_HOUR`:00 UTC plus a seeded 0–`GATE_SPREAD` s, a
-/// person pushes the gates file with every gated environment pinned to the state its upstream
-/// recorded last.
-fn gate_pushes(topology: &Topology, seed: u64, from: i64, to: i64) -> Vec<(i64, Action)> {
-    let gated: Vec<(String, String, String, String)> = topology
-        .pipelines
-        .iter()
-        .flat_map(|p| p.resources.values())
-        .filter_map(|r| match r {
-            ResourceSpec::Cepler { repo, environment, passed: Some(up), gates_branch: Some(gb), .. } => {
-                Some((repo.clone(), gb.clone(), environment.clone(), up.clone()))
-            }
-            _ => None,
-        })
-        .fold(vec![], |mut v, g| {
-            if !v.iter().any(|x: &(String, String, String, String)| x.2 == g.2) {
-                v.push(g);
-            }
-            v
-        });
-    let midnight = START - START.rem_euclid(86_400); // a Monday
-    let mut out = vec![];
-    for day in 0.. {
-        let at = midnight
-            + day * 86_400
-            + GATE_HOUR * 3_600
-            + (splitmix(seed ^ (day as u64).wrapping_mul(0x5851_f42d)) % GATE_SPREAD as u64) as i64;
-        if at >= to {
-            break;
-        }
-        if day % 7 >= 5 || at < from {
-            continue;
-        }
-        for (repo, branch, environment, upstream) in &gated {
-            let pin = GatePin::Recorded { environment: upstream.clone(), back: 0 };
-            let (repo, branch, environment, by) = (repo.clone(), branch.clone(), environment.clone(), "release".into());
-            out.push((at, Action::Gate { repo, branch, environment, pin, by }));
-        }
-    }
-    out
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -161,10 +107,12 @@ async fn main() {
     let wall = std::time::Instant::now();
 
     let topology = Topology::builtin("lana").expect("lana topology");
-    let gates = gate_pushes(&topology, seed, START, end + DRAIN);
+    // The release habit (an assumption; see `sim::workload::release_habit`).
+    let habit = release_habit(&topology, seed, START, end + DRAIN);
+    let gates = habit.iter().filter(|(_, a)| matches!(a, Action::Gate { .. })).count();
     let mut world = World::new(topology, START, seed);
     schedule_all(&mut world, &LanaWorkload::new(seed).generate(START, end));
-    schedule_all(&mut world, &gates);
+    schedule_all(&mut world, &habit);
     let sim = Sim::new(world, SimClock::new(START, ClockMode::Stepped));
     let (listener, url) = deploy_journey::sim::server::bind(sim.clone(), "127.0.0.1:0").await.expect("bind");
     let s = sim.clone();
@@ -187,36 +135,9 @@ async fn main() {
     let mut shas: Vec<String> = vec![];
     let mut sha_index: HashMap<String, usize> = HashMap::new();
     let mut samples: Vec<Sample> = vec![];
-    // The deploy jobs, which the release person reruns when their latest build failed.
-    let deploy_jobs: Vec<(String, String)> = core
-        .stages
-        .iter()
-        .filter(|s| s.environment.is_some())
-        .flat_map(|s| s.jobs.iter().map(|j| (s.pipeline.clone(), j.name.clone())))
-        .collect();
-    let mut next_gate = 0;
-    let mut reruns = 0;
-
     while sim.now() < end + DRAIN {
         sim.clock.step(step);
         let now = sim.now();
-        while next_gate < gates.len() && gates[next_gate].0 <= now {
-            next_gate += 1;
-            let mut w = sim.world();
-            for (pipeline, job) in &deploy_jobs {
-                let Some((p, j)) = w.job_index(pipeline, job) else { continue };
-                let failed = w.concourse.pipelines[p].jobs[j]
-                    .builds
-                    .last()
-                    .and_then(|b| w.concourse.build(*b))
-                    .is_some_and(|b| matches!(b.status, BuildStatus::Failed | BuildStatus::Errored));
-                if failed {
-                    reruns += 1;
-                    let (pipeline, job, by) = (pipeline.clone(), job.clone(), "release".to_string());
-                    w.schedule_action(now, Action::Rerun { pipeline, job, build_name: None, by });
-                }
-            }
-        }
         for f in gh.poll(now).await.expect("github poll") {
             facts.apply(f);
         }
@@ -310,12 +231,13 @@ async fn main() {
         }
     }
 
+    let reruns = sim.with_world(|w| {
+        w.concourse.builds.iter().filter(|b| b.rerun_of.is_some() && b.created_by.as_deref() == Some("release")).count()
+    });
     println!(
         "bench_eta: {days} simulated days (seed {seed}), every {step} s a prediction for every commit in flight \
-         (`predict_all`, as `serve`); environments {envs:?}; {} gate pushes (working days from {GATE_HOUR}:00 UTC \
-         + 0–{} h, pinned to QA's last recorded state), {reruns} reruns of a failed deploy by the same person; {:.0} s of wall time",
-        gates.len(),
-        GATE_SPREAD / 3_600,
+         (`predict_all`, as `serve`); environments {envs:?}; release habit: {gates} gate pushes (working days from \
+         15:00 UTC + 0–3 h, pinned to QA's last recorded state), {reruns} reruns of a red deploy; {:.0} s of wall time",
         wall.elapsed().as_secs_f64()
     );
     println!(
