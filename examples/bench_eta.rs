@@ -237,7 +237,7 @@ async fn main() {
     println!(
         "bench_eta: {days} simulated days (seed {seed}), every {step} s a prediction for every commit in flight \
          (`predict_all`, as `serve`); environments {envs:?}; release habit: {gates} gate pushes (working days from \
-         15:00 UTC + 0–3 h, pinned to QA's last recorded state), {reruns} reruns of a red deploy; {:.0} s of wall time",
+         15:00 UTC + 0–3 h, pinned to the commit that recorded QA's state), {reruns} reruns of a red deploy; {:.0} s of wall time",
         wall.elapsed().as_secs_f64()
     );
     println!(

@@ -51,6 +51,12 @@ pub enum GatePin {
         back: usize,
     },
     Sha(Sha),
+    /// The deployments commit that recorded the environment's current state: "release what
+    /// it runs now". Unlike its trigger, that commit is new with every recording, so the gated
+    /// environment sees a new version (Concourse ignores a version it already has).
+    RecordedAt {
+        environment: String,
+    },
 }
 
 const STATE_DIR: &str = ".cepler/";
@@ -304,6 +310,12 @@ impl World {
                 let Some(states) = self.cepler.get(environment) else { return };
                 let Some(s) = states.len().checked_sub(1 + back).and_then(|i| states.get(i)) else { return };
                 s.trigger.clone()
+            }
+            GatePin::RecordedAt { environment } => {
+                let Some(c) = self.cepler.get(environment).and_then(|v| v.last()?.record_commit.clone()) else {
+                    return;
+                };
+                c
             }
         };
         let mut gates = self

@@ -879,7 +879,8 @@ const RELEASE_SPREAD: i64 = 3 * 3_600;
 /// A release habit for the gated environments (an assumption: lana's real one is not known, and
 /// the calibrated workload has none, so without it production never moves). Each working day in
 /// `[from, to)`, at 15:00 UTC plus a seeded 0–3 h, a person pushes the gates file with every
-/// gated environment pinned to what its upstream recorded last (cepler's `passed:` state), and
+/// gated environment pinned to the commit that recorded its upstream's current state (so it
+/// may take every state the upstream recorded until then, cepler's `passed:` queue), and
 /// reruns each cepler deploy job whose latest build failed (cepler offers the same version
 /// again and Concourse does not rebuild it, so without a rerun one failed deploy blocks the
 /// environment for good).
@@ -922,7 +923,7 @@ pub fn release_habit(topology: &Topology, seed: u64, from: i64, to: i64) -> Vec<
             continue;
         }
         for (repo, branch, environment, upstream) in &gated {
-            let pin = GatePin::Recorded { environment: upstream.clone(), back: 0 };
+            let pin = GatePin::RecordedAt { environment: upstream.clone() };
             let (repo, branch, environment) = (repo.clone(), branch.clone(), environment.clone());
             out.push((at, Action::Gate { repo, branch, environment, pin, by: "release".into() }));
         }

@@ -756,7 +756,7 @@ fn lana_week_throughput() {
 #[test]
 fn the_release_habit_opens_the_gate_on_working_day_afternoons_and_reruns_only_red_deploys() {
     let topology = Topology::builtin("lana").unwrap();
-    let week = release_habit(&topology, 10, START, START + 7 * 86_400);
+    let week = release_habit(&topology, 1, START, START + 7 * 86_400);
     let mut gate_days = BTreeSet::new();
     let mut rerun_jobs = BTreeSet::new();
     for (at, a) in &week {
@@ -777,11 +777,11 @@ fn the_release_habit_opens_the_gate_on_working_day_afternoons_and_reruns_only_re
     assert_eq!(gate_days.len(), 5, "one push per working day of the week");
     assert_eq!(rerun_jobs.len(), 3, "staging, QA and production deploy jobs: {rerun_jobs:?}");
 
-    // In a world: production moves, and only red deploy builds are rerun. (Seed 10, as
-    // bench_eta: with seed 1 production's two deploy builds in this first week both redeployed
-    // what it ran, which this test does not explain.)
-    let mut world = World::new(topology.clone(), START, 10);
-    schedule_all(&mut world, &LanaWorkload::new(10).generate(START, START + 7 * 86_400));
+    // In a world: production moves (a gate pinned to the upstream's trigger instead would
+    // re-emit a version production already had, which Concourse does not build again), and
+    // only red deploy builds are rerun.
+    let mut world = World::new(topology.clone(), START, 1);
+    schedule_all(&mut world, &LanaWorkload::new(1).generate(START, START + 7 * 86_400));
     schedule_all(&mut world, &week);
     world.advance_to(START + 7 * 86_400);
     let reruns: Vec<_> = world.concourse.builds.iter().filter(|b| b.created_by.as_deref() == Some("release")).collect();
@@ -793,5 +793,5 @@ fn the_release_habit_opens_the_gate_on_working_day_afternoons_and_reruns_only_re
     let summary: Vec<(String, usize, usize, usize)> =
         truth.iter().map(|e| (e.environment.clone(), e.deployments, e.attempts_success, e.attempts_failure)).collect();
     let production = truth.iter().find(|e| e.environment == "gcp-volcano-production").unwrap();
-    assert!(production.deployments > 0, "production never moved: {summary:?}, {} reruns", reruns.len());
+    assert!(production.deployments >= 3, "production hardly moved: {summary:?}, {} reruns", reruns.len());
 }
