@@ -160,6 +160,24 @@ async fn demo_serves_lead_times_and_stage_durations_within_a_minute() {
     let build_page = crate::support::chromium_dom(first);
     let job = first.split("/jobs/").nth(1).unwrap().split('/').next().unwrap();
     assert!(build_page.contains(job) && build_page.contains("status <b>"), "{first} in the browser:\n{build_page}");
+    // The demo's environments: production moves too (the release habit), and each row of the
+    // table links to the commit page of what runs there, which the browser renders as a
+    // waterfall with its stages.
+    for env in ["staging", "qa", "production"] {
+        let row = dom.split(&format!("<tr id=\"env-{env}\">")).nth(1).unwrap_or_else(|| panic!("no {env} row:\n{dom}"));
+        let row = row.split("</tr>").next().unwrap();
+        assert!(row.contains("<a href=\"/journeys/"), "{env}: nothing runs there in the demo:\n{row}");
+    }
+    let commit_page = crate::support::hrefs(&dom)
+        .into_iter()
+        .find(|h| h.starts_with("/journeys/"))
+        .map(|h| format!("{}{h}", urls["landing page"].trim_end_matches('/')))
+        .expect("a commit page link");
+    let page = crate::support::chromium_dom(&commit_page);
+    assert!(
+        page.contains("<table id=\"stages\">") && page.contains("data-stage=\"staging\""),
+        "{commit_page}:\n{page}"
+    );
     // --state keeps the store where asked (each run starts it afresh: the simulator's address changes).
     assert!(state.path().join("state.db").exists());
     drop(demo);
