@@ -730,49 +730,29 @@ pub fn write_openmetrics(
             let first = series_start(&times, evs.first().map(|e| e.0));
             let braces = if all.is_empty() { String::new() } else { format!("{{{all}}}") };
             match fam.kind {
-                Kind::Level | Kind::Age => {
-                    let prefix = format!("{}{braces} ", fam.name);
-                    let mut i = 0;
-                    let mut level: Option<f64> = None;
-                    let mut value = Value::default();
-                    for (t, ts) in times.iter().zip(&stamps).skip(first) {
-                        let before = i;
-                        while i < evs.len() && evs[i].0 <= *t {
-                            level = Some(evs[i].1);
-                            i += 1;
-                        }
-                        let v = match (fam.kind, level) {
-                            (Kind::Age, Some(at)) if at >= 0.0 => (*t as f64 - at).max(0.0),
-                            (Kind::Age, _) => 0.0,
-                            (_, l) => l.unwrap_or(0.0),
-                        };
-                        // An age changes every sample; a level only at its events.
-                        if fam.kind == Kind::Age || i != before || value.is_empty() {
-                            value.int(v as u64);
-                        }
-                        w.write_all(prefix.as_bytes()).map_err(io)?;
-                        w.write_all(value.bytes()).map_err(io)?;
-                        w.write_all(ts.as_bytes()).map_err(io)?;
-                        written.samples += 1;
-                    }
-                }
-                Kind::Counter | Kind::MaxGauge => {
+                Kind::Counter | Kind::MaxGauge | Kind::Level | Kind::Age => {
                     let suffix = if fam.kind == Kind::Counter { "_total" } else { "" };
                     let prefix = format!("{}{suffix}{braces} ", fam.name);
                     let mut i = 0;
-                    let (mut n, mut v) = (0u64, 0.0f64);
+                    let (mut n, mut max, mut last) = (0u64, 0.0f64, None::<f64>);
                     let mut value = Value::default();
                     for (t, ts) in times.iter().zip(&stamps).skip(first) {
                         let before = i;
                         while i < evs.len() && evs[i].0 <= *t {
                             n += 1;
-                            v = v.max(evs[i].1);
+                            max = max.max(evs[i].1);
+                            last = Some(evs[i].1);
                             i += 1;
                         }
-                        if i != before || value.is_empty() {
-                            match fam.kind {
-                                Kind::Counter => value.int(n),
-                                _ => value.float(v),
+                        // An age changes every sample; the others only at their events.
+                        if fam.kind == Kind::Age || i != before || value.is_empty() {
+                            match (fam.kind, last) {
+                                (Kind::Counter, _) => value.int(n),
+                                (Kind::MaxGauge, _) => value.float(max),
+                                (Kind::Level, l) => value.int(l.unwrap_or(0.0) as u64),
+                                (Kind::Age, Some(at)) if at >= 0.0 => value.int((*t as f64 - at).max(0.0) as u64),
+                                // An age with none behind it.
+                                _ => value.int(0),
                             }
                         }
                         w.write_all(prefix.as_bytes()).map_err(io)?;
