@@ -471,7 +471,7 @@ pub async fn run(
     let core = cfg.core();
     let derived = derive(&facts, &core, opts.now);
     let sb = stage_builds(&facts, &core, &derived);
-    let mut ev = events(derived.journeys.iter(), &sb, &derived, &core);
+    let mut ev = events(derived.journeys.iter().map(|j| &**j), &sb, &derived, &core);
     ev.extend(crate::sinks::metrics::events::environment_levels(&derived));
     let derive_took = t2.elapsed();
     let t3 = Instant::now();

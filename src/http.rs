@@ -317,7 +317,7 @@ pub fn find<'a>(d: &'a Derived, sha: &str) -> Result<&'a Journey, (StatusCode, J
         ));
     }
     let sha = sha.to_ascii_lowercase();
-    let hits: Vec<&Journey> = d.journeys.iter().filter(|j| j.sha.starts_with(&sha)).collect();
+    let hits: Vec<&Journey> = d.journeys.iter().filter(|j| j.sha.starts_with(&sha)).map(|j| &**j).collect();
     match hits.len() {
         0 => Err(err(StatusCode::NOT_FOUND, format!("no commit {sha} on the tracked branch"))),
         1 => Ok(hits[0]),
@@ -432,7 +432,7 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
     // What runs where now: the running version's newest commit (after a rollback, the older
     // one it went back to), what it lacks, and what waits at its gate.
     let by_sha: std::collections::HashMap<&str, &Journey> =
-        snap.derived.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
+        snap.derived.journeys.iter().map(|j| (j.sha.as_str(), &**j)).collect();
     h.push_str(
         "<h2>Environments</h2><table id=\"environments\"><tr><th>environment</th><th>runs</th><th>subject</th>\
          <th>since</th><th>lead time</th><th>behind</th><th>at the gate</th></tr>",
@@ -534,7 +534,7 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
     let mut n = 0;
     let incomplete = snap.derived.quality.incomplete;
     let incomplete_one = |j: &&Journey| j.outcome == crate::core::journey::Outcome::Incomplete;
-    for j in snap.derived.journeys.iter().rev().filter(|j| !j.ended && !j.vanished && !incomplete_one(j)).take(50) {
+    for j in snap.derived.journeys.iter().rev().filter(|j| !j.ended && !j.vanished && !incomplete_one(&j.as_ref())).take(50) {
         let cur =
             j.stages.iter().find(|st| st.state.in_flight() || st.state == crate::core::journey::StageState::Failed);
         let (stage, state, since, builds, waits) = match cur {

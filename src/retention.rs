@@ -119,7 +119,7 @@ pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core:
         }
     }
     let pruned: Vec<&crate::core::journey::Journey> =
-        derived.journeys.iter().filter(|j| !kept_commits.contains(&j.sha)).collect();
+        derived.journeys.iter().filter(|j| !kept_commits.contains(&j.sha)).map(|j| &**j).collect();
     let mut commits: BTreeSet<Sha> = pruned.iter().map(|j| j.sha.clone()).collect();
     // Vanished commits are not journeys; they go with their age.
     for sha in facts.vanished.keys() {

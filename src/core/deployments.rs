@@ -253,7 +253,7 @@ pub(crate) struct Input<'a> {
     pub carries: &'a HashMap<BuildId, Carry>,
     pub order: &'a [Sha],
     pub class: &'a [Classification],
-    pub journeys: &'a [Journey],
+    pub journeys: &'a [std::sync::Arc<Journey>],
     pub now: i64,
 }
 
@@ -278,7 +278,7 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
         }
         earlier.push((sha.as_str(), c.subject()));
     }
-    let journey_at: HashMap<&str, &Journey> = inp.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
+    let journey_at: HashMap<&str, &Journey> = inp.journeys.iter().map(|j| (j.sha.as_str(), &**j)).collect();
 
     let mut all = vec![];
     let mut envs = vec![];

@@ -20,13 +20,27 @@
 //!   commits, a fork resolved differently) starts the order, classifications and carries afresh.
 //! - A different configuration starts everything afresh.
 //!
-//! The per-commit journeys themselves are then derived from those parts (`derive_with`).
+//! The per-commit journeys themselves are then derived from those parts (`derive_with`), except
+//! the settled ones, which are taken as they were (the same `Arc`). A journey is settled when it
+//! ended and every stage that applies to it succeeded, with every attempt finished and tied by
+//! lineage (an inferred attempt can gain reruns later). Such a journey reads only its own
+//! commit, origin and attempts, the job histories' horizons, and builds below its newest
+//! attempt: it is taken again while its commit's `first_seen`, its origin, its vanished mark,
+//! the horizons and each attempt's build are as they were, and no build at or below its newest
+//! attempt changed (the lowest changed build, as above). Its journey does not read `now`: a
+//! settled journey has no waits and is never "not picked up".
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
+use std::sync::Arc;
+
 use crate::core::classify::Classification;
-use crate::core::journey::{BuildFact, BuildId, CoreConfig, Derived, Facts, Sha, branch_order, derive_with};
+use crate::core::facts::HorizonFact;
+use crate::core::journey::{
+    Attempt, BuildFact, BuildId, CoreConfig, Derived, Facts, Journey, Method, Sha, StageState, branch_order,
+    derive_with,
+};
 use crate::core::lineage::{Carry, LineageIndex, carry_of};
 
 /// Derivation state kept from one poll cycle to the next. Give it every cycle's facts (after
@@ -46,6 +60,10 @@ pub struct Incremental {
     seen: BTreeMap<BuildId, u64>,
     /// Tracked git refs builds named that were no known commit, with the oldest such build.
     unresolved: HashMap<Sha, BuildId>,
+    /// The settled journeys of the last derivation, with their newest attempt's build.
+    settled: HashMap<Sha, (Arc<Journey>, BuildId)>,
+    /// The horizons the settled journeys were derived with.
+    horizons: BTreeMap<(String, String), HorizonFact>,
 }
 
 /// Counts of one incremental derivation, for benchmarks and tests.
@@ -57,6 +75,8 @@ pub struct Work {
     pub classified: usize,
     /// Builds whose lineage and carry were computed.
     pub pushed: usize,
+    /// Settled journeys taken from the last derivation as they were.
+    pub reused: usize,
 }
 
 impl Incremental {
@@ -124,8 +144,67 @@ impl Incremental {
                 work.pushed += 1;
             }
         }
-        (derive_with(facts, cfg, now, &self.order, &self.class, &self.carries), work)
+        if facts.horizons != self.horizons {
+            self.settled.clear();
+            self.horizons = facts.horizons.clone();
+        }
+        let reused = std::cell::Cell::new(0);
+        let settled = &self.settled;
+        let reuse = |_: usize, sha: &Sha| {
+            let (j, newest) = settled.get(sha)?;
+            let c = facts.commits.get(sha)?;
+            let same = *newest < from
+                && c.subject() == j.subject
+                && facts.origins.get(sha) == j.origin.as_ref()
+                && facts.vanished.contains_key(sha) == j.vanished
+                && j.stages.iter().flat_map(|s| &s.attempts).all(|a| facts.builds.get(&a.build_id).is_some_and(|b| same_build(a, b)));
+            // `first_seen` may only move earlier, and only matters when lead time counts from it.
+            let same = same && self_first_seen(j, c, cfg);
+            same.then(|| {
+                reused.set(reused.get() + 1);
+                j.clone()
+            })
+        };
+        let derived = derive_with(facts, cfg, now, &self.order, &self.class, &self.carries, reuse);
+        work.reused = reused.get();
+        self.settled = derived
+            .journeys
+            .iter()
+            .filter(|j| is_settled(j))
+            .filter_map(|j| {
+                let newest = j.stages.iter().flat_map(|s| &s.attempts).map(|a| a.build_id).max()?;
+                Some((j.sha.clone(), (j.clone(), newest)))
+            })
+            .collect();
+        (derived, work)
     }
+}
+
+/// Ended, every applicable stage succeeded, every attempt finished and tied by lineage.
+fn is_settled(j: &Journey) -> bool {
+    j.ended
+        && !j.vanished
+        && j.stages.iter().all(|s| {
+            matches!(s.state, StageState::NotApplicable | StageState::Succeeded)
+                && s.attempts.iter().all(|a| a.status.is_finished() && a.method != Method::Inferred)
+        })
+}
+
+/// The attempt is what the build says now.
+fn same_build(a: &Attempt, b: &BuildFact) -> bool {
+    a.status == b.status
+        && a.start == b.start
+        && a.end == b.end
+        && a.rerun_of == b.rerun_of
+        && a.name == b.name
+        && a.job == b.job
+        && a.pipeline == b.pipeline
+        && a.url == b.url
+}
+
+/// The journey's commit time is what the commit gives now (only `first_seen` ever changes).
+fn self_first_seen(j: &Journey, c: &crate::core::facts::CommitFact, cfg: &CoreConfig) -> bool {
+    crate::core::journey::commit_time_of(c, cfg) == j.commit_time
 }
 
 /// What lineage and carries read of a build: where it ran, what it took and what it put.

@@ -15,6 +15,7 @@
 //! contained in the build-rc that takes its `admin-panel-src` version.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::core::classify::{ChangeType, Classification, Classifier};
 use crate::core::lineage::{Carry, Lineage, compute_carries};
@@ -380,8 +381,9 @@ pub struct Quality {
 
 #[derive(Debug, Clone, Default)]
 pub struct Derived {
-    /// Oldest first (branch order).
-    pub journeys: Vec<Journey>,
+    /// Oldest first (branch order). Shared: a settled journey is the same allocation in every
+    /// derivation that reuses it (`core::incremental`), so consecutive snapshots hold it once.
+    pub journeys: Vec<Arc<Journey>>,
     pub quality: Quality,
     /// Per stage build: how it was tied to commits (the weakest method among its attempts).
     pub build_methods: HashMap<BuildId, Method>,
@@ -402,7 +404,7 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     let class: Vec<Classification> =
         order.iter().map(|s| cfg.classifier.classify(&facts.commits[s].message, &facts.commits[s].files)).collect();
     let carries = compute_carries(facts, cfg, &Lineage::of(facts, cfg), &pos);
-    derive_with(facts, cfg, now, &order, &class, &carries)
+    derive_with(facts, cfg, now, &order, &class, &carries, |_, _| None)
 }
 
 /// [`derive`] from its history-wide parts computed beforehand: the branch order, each commit's
@@ -415,6 +417,8 @@ pub(crate) fn derive_with(
     order: &[Sha],
     class: &[Classification],
     carries: &HashMap<BuildId, Carry>,
+    // A journey known to be what this derivation would make of it (by position and sha).
+    reuse: impl Fn(usize, &Sha) -> Option<Arc<Journey>>,
 ) -> Derived {
     let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let stages_now = stages_now(facts, cfg, carries, order, class, now);
@@ -458,12 +462,7 @@ pub(crate) fn derive_with(
     for (i, sha) in order.iter().enumerate() {
         let c = &facts.commits[sha];
         let cl = &class[i];
-        // Stages wait from the commit's own time; only lead time may start before the merge.
-        let commit_time = match cfg.lead_time_from {
-            LeadTimeFrom::AuthorDate => c.author_date,
-            LeadTimeFrom::FirstSeen => c.first_seen,
-            LeadTimeFrom::CommitterDate | LeadTimeFrom::PrOpened | LeadTimeFrom::FirstCommit => c.committer_date,
-        };
+        let commit_time = commit_time_of(c, cfg);
         let origin = facts.origins.get(sha);
         let lead_start = match (cfg.lead_time_from, origin) {
             (LeadTimeFrom::PrOpened, Some(o)) => premerge::lead_time_start(PreMergeStart::PrOpened, o, commit_time),
@@ -474,6 +473,13 @@ pub(crate) fn derive_with(
         };
         if c.author_date > c.committer_date + 300 {
             quality.clock_skew += 1;
+        }
+        if let Some(j) = reuse(i, sha) {
+            for a in j.stages.iter().flat_map(|s| &s.attempts) {
+                attributed.insert(a.build_id, attributed.get(&a.build_id).copied().unwrap_or(a.method).max(a.method));
+            }
+            journeys.push(j);
+            continue;
         }
         let passive = cl.change_type.is_passive();
         let mut stages: Vec<StageJourney> = Vec::with_capacity(cfg.stages.len());
@@ -715,7 +721,7 @@ pub(crate) fn derive_with(
                     && !matches!(s.waits_for, Some(WaitsFor::Busy(_) | WaitsFor::Queued(_)))
                     && now - free_since > cfg.not_picked_up_after
             });
-        journeys.push(Journey {
+        journeys.push(Arc::new(Journey {
             sha: sha.clone(),
             subject: c.subject().to_string(),
             author: c.author.clone(),
@@ -733,7 +739,7 @@ pub(crate) fn derive_with(
             carried_by,
             not_picked_up,
             vanished: facts.vanished.contains_key(sha),
-        });
+        }));
     }
 
     // Data quality: how each stage build was tied, and finished stage builds tied to nothing.
@@ -770,6 +776,16 @@ pub(crate) fn derive_with(
         now,
     });
     Derived { journeys, quality, build_methods, gap_builds, stages: stages_now, deployments, environments }
+}
+
+/// The time a commit's stages wait from: the commit's own time (only lead time may start
+/// before the merge).
+pub(crate) fn commit_time_of(c: &crate::core::facts::CommitFact, cfg: &CoreConfig) -> i64 {
+    match cfg.lead_time_from {
+        LeadTimeFrom::AuthorDate => c.author_date,
+        LeadTimeFrom::FirstSeen => c.first_seen,
+        LeadTimeFrom::CommitterDate | LeadTimeFrom::PrOpened | LeadTimeFrom::FirstCommit => c.committer_date,
+    }
 }
 
 /// The running builds of every stage's jobs and the age of the oldest, from the builds

@@ -1,6 +1,7 @@
 //! `core::incremental` against a full derivation: over random sequences of lana facts — polls
 //! at random moments, facts arriving late, out of order, stale and twice, force-pushes, and
-//! retention forgetting old commits and builds — every incremental result equals `derive`'s.
+//! retention forgetting old commits and builds, origins read late, job horizons learnt — every
+//! incremental result equals `derive`'s (the settled journeys it takes again included).
 
 use deploy_journey::core::incremental::Incremental;
 use deploy_journey::core::journey::*;
@@ -23,6 +24,11 @@ enum Step {
     Forget { days_back: i64 },
     /// A known commit is reported gone from the branch.
     Vanish { nth: usize },
+    /// A known commit's origin is read: a direct push (after it may have settled).
+    Origin { nth: usize },
+    /// A job's history is known only from `hours_back` hours before now (a first read that
+    /// stopped there).
+    Horizon { stage: usize, hours_back: i64 },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -30,6 +36,8 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (10i64..720, 300u16..=1000).prop_map(|(minutes, share)| Step::Poll { minutes, share }),
         1 => (0i64..3).prop_map(|days_back| Step::Forget { days_back }),
         1 => (0usize..100).prop_map(|nth| Step::Vanish { nth }),
+        1 => (0usize..100).prop_map(|nth| Step::Origin { nth }),
+        1 => (0usize..8, 1i64..96).prop_map(|(stage, hours_back)| Step::Horizon { stage, hours_back }),
     ]
 }
 
@@ -64,6 +72,8 @@ fn same(got: &Derived, want: &Derived) -> Result<(), TestCaseError> {
     prop_assert_eq!(&got.build_methods, &want.build_methods);
     prop_assert_eq!(&got.gap_builds, &want.gap_builds);
     prop_assert_eq!(&got.stages, &want.stages);
+    prop_assert_eq!(&got.deployments, &want.deployments);
+    prop_assert_eq!(&got.environments, &want.environments);
     Ok(())
 }
 
@@ -131,6 +141,26 @@ proptest! {
                         facts.apply(Fact::Vanished { sha, at: w.now });
                     }
                 }
+                Step::Origin { nth } => {
+                    let order = branch_order(&facts);
+                    if !order.is_empty() {
+                        let sha = order[nth % order.len()].clone();
+                        facts.apply(Fact::Origin { sha, origin: deploy_journey::core::premerge::Origin::Direct });
+                    }
+                }
+                Step::Horizon { stage, hours_back } => {
+                    let st = &cfg.stages[stage % cfg.stages.len()];
+                    let since_time = w.now - hours_back * 3600;
+                    let since_id = facts.builds.values().find(|b| b.start.is_some_and(|s| s >= since_time)).map_or(0, |b| b.id);
+                    for j in &st.jobs {
+                        facts.apply(Fact::Horizon(HorizonFact {
+                            pipeline: st.pipeline.clone(),
+                            job: j.name.clone(),
+                            since_id,
+                            since_time,
+                        }));
+                    }
+                }
             }
             let want = derive(&facts, &cfg, w.now);
             let got = inc.derive(&facts, &cfg, w.now);
@@ -161,6 +191,8 @@ fn a_poll_recomputes_only_what_changed() {
     // Nothing new: nothing computed again.
     let (d, idle) = inc.derive_counted(&facts, &cfg, w.now + 30);
     assert_eq!((idle.reset, idle.classified, idle.pushed), (false, 0, 0));
+    // The settled journeys (most of two and a half days) are taken as they were.
+    assert!(idle.reused > facts.commits.len() / 2, "{} of {} journeys reused", idle.reused, facts.commits.len());
     assert_eq!(d.journeys, derive(&facts, &cfg, w.now + 30).journeys);
 
     // Half an hour later: only the new commits are classified, and only builds from the lowest
@@ -178,5 +210,6 @@ fn a_poll_recomputes_only_what_changed() {
     let expect = lowest_changed.map(|id| later.builds.range(id..).count()).unwrap_or(0);
     assert_eq!(busy.pushed, expect, "builds pushed again");
     assert!(busy.pushed < later.builds.len() / 4, "{} of {} builds", busy.pushed, later.builds.len());
+    assert!(busy.reused > 0 && busy.reused <= idle.reused, "{} reused after {}", busy.reused, idle.reused);
     assert_eq!(d.journeys, derive(&later, &cfg, w.now).journeys);
 }

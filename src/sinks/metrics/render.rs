@@ -68,7 +68,7 @@ fn compute(m: &MetricsInput<'_>) -> Sheet {
 /// Journey counters and histograms: what the live facts contribute, plus the baseline that
 /// pruned facts left behind.
 fn journey_counters(m: &MetricsInput<'_>, s: &mut Sheet) {
-    let contrib = contributions(m.derived.journeys.iter(), m.stage_builds, m.derived, m.core);
+    let contrib = contributions(m.derived.journeys.iter().map(|j| &**j), m.stage_builds, m.derived, m.core);
     for (key, n) in contrib.counters {
         *s.counters.entry(key).or_default() += n;
     }

@@ -284,7 +284,7 @@ pub fn fix_attempt_links(
 ) -> std::collections::HashMap<String, Vec<([u8; 8], SpanLink)>> {
     use crate::core::deployments::FailReason;
     let by_sha: std::collections::HashMap<&str, &Journey> =
-        derived.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
+        derived.journeys.iter().map(|j| (j.sha.as_str(), &**j)).collect();
     let mut out: std::collections::HashMap<String, Vec<([u8; 8], SpanLink)>> = Default::default();
     for d in &derived.deployments {
         let Some(f) = d.failed.as_ref().filter(|f| matches!(f.reason, FailReason::Reverted | FailReason::Hotfixed))
