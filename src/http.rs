@@ -534,7 +534,9 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
     let mut n = 0;
     let incomplete = snap.derived.quality.incomplete;
     let incomplete_one = |j: &&Journey| j.outcome == crate::core::journey::Outcome::Incomplete;
-    for j in snap.derived.journeys.iter().rev().filter(|j| !j.ended && !j.vanished && !incomplete_one(&j.as_ref())).take(50) {
+    for j in
+        snap.derived.journeys.iter().rev().filter(|j| !j.ended && !j.vanished && !incomplete_one(&j.as_ref())).take(50)
+    {
         let cur =
             j.stages.iter().find(|st| st.state.in_flight() || st.state == crate::core::journey::StageState::Failed);
         let (stage, state, since, builds, waits) = match cur {

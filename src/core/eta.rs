@@ -284,7 +284,7 @@ mod tests {
                 ],
             );
             j.ended = true;
-            journeys.push(j);
+            journeys.push(std::sync::Arc::new(j));
         }
         (Derived { journeys, ..Default::default() }, 100_000)
     }
@@ -397,7 +397,7 @@ mod tests {
         // Nothing ended after `now` is learnt.
         assert_eq!(History::learn(&d, &cfg(), 10_000).stages[0].durations, [600]);
         // A stage carried by a later commit's build is not learnt from.
-        d.journeys[0].stages[0].attempts[0].own = false;
+        std::sync::Arc::make_mut(&mut d.journeys[0]).stages[0].attempts[0].own = false;
         let h = History::learn(&d, &cfg(), now);
         assert_eq!(h.stages[0].durations, [900, 1200]);
         assert!(History::learn(&Derived::default(), &cfg(), now).stages.iter().all(|s| s.durations.is_empty()));

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use crate::core::classify::Classification;
 use crate::core::facts::HorizonFact;
 use crate::core::journey::{
-    Attempt, BuildFact, BuildId, CoreConfig, Derived, Facts, Journey, Method, Sha, StageState, branch_order,
+    Attempt, BuildFact, BuildId, CoreConfig, Derived, Facts, Journey, Method, Sha, StageNow, StageState, branch_order,
     derive_with,
 };
 use crate::core::lineage::{Carry, LineageIndex, carry_of};
@@ -60,8 +60,8 @@ pub struct Incremental {
     seen: BTreeMap<BuildId, u64>,
     /// Tracked git refs builds named that were no known commit, with the oldest such build.
     unresolved: HashMap<Sha, BuildId>,
-    /// The settled journeys of the last derivation, with their newest attempt's build.
-    settled: HashMap<Sha, (Arc<Journey>, BuildId)>,
+    /// The quiet journeys of the last derivation, with their newest attempt's build.
+    settled: HashMap<Sha, (Arc<Journey>, Option<BuildId>)>,
     /// The horizons the settled journeys were derived with.
     horizons: BTreeMap<(String, String), HorizonFact>,
 }
@@ -148,18 +148,35 @@ impl Incremental {
             self.settled.clear();
             self.horizons = facts.horizons.clone();
         }
+        // Per job, its newest build: a job with one at or above `from` may have a new build, or
+        // a build whose carry changed.
+        let mut newest_of_job: HashMap<(&str, &str), BuildId> = HashMap::new();
+        if from != BuildId::MAX {
+            for b in facts.builds.range(from..).map(|(_, b)| b) {
+                newest_of_job.insert((b.pipeline.as_str(), b.job.as_str()), b.id);
+            }
+        }
         let reused = std::cell::Cell::new(0);
         let settled = &self.settled;
-        let reuse = |_: usize, sha: &Sha| {
+        let reuse = |sha: &Sha, now_stages: &[StageNow]| {
             let (j, newest) = settled.get(sha)?;
             let c = facts.commits.get(sha)?;
-            let same = *newest < from
-                && c.subject() == j.subject
+            let quiet_stages = cfg.stages.iter().zip(&j.stages).zip(now_stages).all(|((st, sj), sn)| {
+                sj.attempts.is_empty() && !(st.approval && sn.gate_opened()) && {
+                    sj.expected_jobs
+                        .iter()
+                        .all(|job| !newest_of_job.contains_key(&(st.pipeline.as_str(), job.as_str())))
+                } || !sj.attempts.is_empty()
+            });
+            let same = newest.is_none_or(|n| n < from)
+                && quiet_stages
+                && crate::core::journey::commit_time_of(c, cfg) == j.commit_time
                 && facts.origins.get(sha) == j.origin.as_ref()
                 && facts.vanished.contains_key(sha) == j.vanished
-                && j.stages.iter().flat_map(|s| &s.attempts).all(|a| facts.builds.get(&a.build_id).is_some_and(|b| same_build(a, b)));
-            // `first_seen` may only move earlier, and only matters when lead time counts from it.
-            let same = same && self_first_seen(j, c, cfg);
+                && j.stages
+                    .iter()
+                    .flat_map(|s| &s.attempts)
+                    .all(|a| facts.builds.get(&a.build_id).is_some_and(|b| same_build(a, b)));
             same.then(|| {
                 reused.set(reused.get() + 1);
                 j.clone()
@@ -170,23 +187,27 @@ impl Incremental {
         self.settled = derived
             .journeys
             .iter()
-            .filter(|j| is_settled(j))
-            .filter_map(|j| {
-                let newest = j.stages.iter().flat_map(|s| &s.attempts).map(|a| a.build_id).max()?;
-                Some((j.sha.clone(), (j.clone(), newest)))
+            .filter(|j| is_quiet(j))
+            .map(|j| {
+                let newest = j.stages.iter().flat_map(|s| &s.attempts).map(|a| a.build_id).max();
+                (j.sha.clone(), (j.clone(), newest))
             })
             .collect();
         (derived, work)
     }
 }
 
-/// Ended, every applicable stage succeeded, every attempt finished and tied by lineage.
-fn is_settled(j: &Journey) -> bool {
-    j.ended
-        && !j.vanished
-        && j.stages.iter().all(|s| {
-            matches!(s.state, StageState::NotApplicable | StageState::Succeeded)
-                && s.attempts.iter().all(|a| a.status.is_finished() && a.method != Method::Inferred)
+/// A journey no later cycle changes unless what it read changes: every stage that applies to
+/// it succeeded with every attempt finished and tied by lineage (an inferred attempt can gain
+/// reruns later), or has no attempt and waits for an upstream stage, a triggering commit or
+/// the gate (a pending stage reads the running builds, which change every cycle).
+fn is_quiet(j: &Journey) -> bool {
+    !j.vanished
+        && j.stages.iter().all(|s| match s.state {
+            StageState::NotApplicable => true,
+            StageState::Succeeded => s.attempts.iter().all(|a| a.status.is_finished() && a.method != Method::Inferred),
+            StageState::Waiting | StageState::Riding | StageState::AwaitingApproval => s.attempts.is_empty(),
+            _ => false,
         })
 }
 
@@ -201,12 +222,6 @@ fn same_build(a: &Attempt, b: &BuildFact) -> bool {
         && a.pipeline == b.pipeline
         && a.url == b.url
 }
-
-/// The journey's commit time is what the commit gives now (only `first_seen` ever changes).
-fn self_first_seen(j: &Journey, c: &crate::core::facts::CommitFact, cfg: &CoreConfig) -> bool {
-    crate::core::journey::commit_time_of(c, cfg) == j.commit_time
-}
-
 /// What lineage and carries read of a build: where it ran, what it took and what it put.
 fn fingerprint(b: &BuildFact) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -273,6 +273,14 @@ pub struct StageNow {
     pub stuck: bool,
 }
 
+impl StageNow {
+    /// A created build that is not a rerun takes the newest versions when it starts: the gate
+    /// was opened for it.
+    pub fn gate_opened(&self) -> bool {
+        self.running.iter().any(|r| r.status == BuildStatus::Pending && r.rerun_of.is_none() && r.head.is_none())
+    }
+}
+
 impl StageJourney {
     pub fn wait(&self) -> Option<i64> {
         Some(self.start? - self.ready_at?)
@@ -417,8 +425,9 @@ pub(crate) fn derive_with(
     order: &[Sha],
     class: &[Classification],
     carries: &HashMap<BuildId, Carry>,
-    // A journey known to be what this derivation would make of it (by position and sha).
-    reuse: impl Fn(usize, &Sha) -> Option<Arc<Journey>>,
+    // A journey known to be what this derivation would make of it (by sha, with the stages'
+    // running builds now).
+    reuse: impl Fn(&Sha, &[StageNow]) -> Option<Arc<Journey>>,
 ) -> Derived {
     let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let stages_now = stages_now(facts, cfg, carries, order, class, now);
@@ -474,7 +483,7 @@ pub(crate) fn derive_with(
         if c.author_date > c.committer_date + 300 {
             quality.clock_skew += 1;
         }
-        if let Some(j) = reuse(i, sha) {
+        if let Some(j) = reuse(sha, &stages_now) {
             for a in j.stages.iter().flat_map(|s| &s.attempts) {
                 attributed.insert(a.build_id, attributed.get(&a.build_id).copied().unwrap_or(a.method).max(a.method));
             }
@@ -594,15 +603,7 @@ pub(crate) fn derive_with(
                 // build carries it, it is not pending, it rides. Once one did, it travels
                 // with that commit and waits where that commit waits.
                 StageState::Riding
-            } else if ready_at.is_some()
-                && st.approval
-                && attempts.is_empty()
-                && !stages_now[si].running.iter().any(|r| {
-                    // A created build that is not a rerun takes the newest versions when it
-                    // starts: the gate was opened for it.
-                    r.status == BuildStatus::Pending && r.rerun_of.is_none() && r.head.is_none()
-                })
-            {
+            } else if ready_at.is_some() && st.approval && attempts.is_empty() && !stages_now[si].gate_opened() {
                 StageState::AwaitingApproval
             } else if ready_at.is_some() {
                 StageState::Pending

@@ -696,7 +696,7 @@ async fn the_dashboards_queries_over_a_backfill_answer_what_the_core_derives() {
     let facts = Store::open(&dir.path().join("state.db")).unwrap().load().unwrap();
     let derived = derive(&facts, &core, end);
     let sb = deploy_journey::core::journey::stage_builds(&facts, &core, &derived);
-    let events = deploy_journey::sinks::metrics::events(derived.journeys.iter(), &sb, &derived, &core);
+    let events = deploy_journey::sinks::metrics::events(derived.journeys.iter().map(|j| &**j), &sb, &derived, &core);
     use deploy_journey::sinks::metrics::Metric;
     let label = |e: &deploy_journey::sinks::metrics::Event, k: &str| {
         e.labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default()

@@ -286,7 +286,7 @@ async fn journey_json_bytes_are_stable_and_round_trip() {
     };
     let shared = Arc::new(Shared::default());
     shared.publish(Snapshot {
-        derived: Derived { journeys: vec![journey], ..Default::default() },
+        derived: Derived { journeys: vec![Arc::new(journey)], ..Default::default() },
         now: 3000,
         environments: vec!["qa".into(), "staging".into()],
         repository: "GaloyMoney/lana-bank".into(),

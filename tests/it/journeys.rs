@@ -239,6 +239,7 @@ async fn ci_only_commit_triggers_nothing_and_rides_along() {
         .journeys
         .iter()
         .filter(|j| j.classification.change_type == deploy_journey::core::classify::ChangeType::Untracked)
+        .map(|j| &**j)
         .collect();
     assert!(!untracked.is_empty());
     for j in untracked {
@@ -276,7 +277,8 @@ async fn bats_failure_then_rerun_green() {
 async fn failed_testflight_then_fixing_commit() {
     let r = run_scenario("testflight-fails-then-fix.yaml", "lana").await;
     check_against_truth(&r);
-    let failed: Vec<&Journey> = r.derived.journeys.iter().filter(|j| j.outcome == Outcome::Failed).collect();
+    let failed: Vec<&Journey> =
+        r.derived.journeys.iter().filter(|j| j.outcome == Outcome::Failed).map(|j| &**j).collect();
     assert!(!failed.is_empty(), "{:?}", r.derived.journeys.iter().map(|j| (j.short(), j.outcome)).collect::<Vec<_>>());
     assert!(failed.iter().all(|j| j.failed_stage.as_deref() == Some("testflight") && j.carried_on && j.ended));
 }
@@ -712,7 +714,7 @@ async fn a_carried_skipped_commit_travels_with_the_triggering_commit() {
     let mut shas: Option<(String, String)> = None;
     let r = run_scenario_each("ci-skip-then-trigger.yaml", "lana", |facts, core, now| {
         let d = derive(facts, core, now);
-        let order: Vec<&Journey> = d.journeys.iter().filter(|j| j.commit_time >= START).collect();
+        let order: Vec<&Journey> = d.journeys.iter().filter(|j| j.commit_time >= START).map(|j| &**j).collect();
         let (Some(s), Some(n)) = (order.first(), order.get(1)) else { return };
         shas.get_or_insert_with(|| (s.sha.clone(), n.sha.clone()));
         if stage(s, "tests").attempts.is_empty() {
@@ -754,7 +756,7 @@ async fn two_testflight_builds_at_once_one_hangs_and_is_aborted() {
     let r = run_scenario_each("testflight-two-builds-one-aborted.yaml", "lana", |facts, core, now| {
         let d = derive(facts, core, now);
         let tf = core.stages.iter().position(|s| s.name == "testflight").unwrap();
-        let js: Vec<&Journey> = d.journeys.iter().filter(|j| j.commit_time >= START).collect();
+        let js: Vec<&Journey> = d.journeys.iter().filter(|j| j.commit_time >= START).map(|j| &**j).collect();
         let (Some(a), Some(b)) = (js.first(), js.get(1)) else { return };
         let sn = &d.stages[tf];
         seen.push((
@@ -931,7 +933,7 @@ async fn a_fresh_start_on_a_long_history_reports_what_an_uninterrupted_run_does_
 
     let core = cfg.core();
     let a = derive(&calm, &core, now);
-    let calm_by_sha: BTreeMap<&str, &Journey> = a.journeys.iter().map(|j| (j.sha.as_str(), j)).collect();
+    let calm_by_sha: BTreeMap<&str, &Journey> = a.journeys.iter().map(|j| (j.sha.as_str(), &**j)).collect();
     let compare = |facts: &Facts| {
         let b = derive(facts, &core, now);
         assert_eq!(b.journeys.len(), a.journeys.len(), "the fresh start reports every commit");

@@ -195,20 +195,22 @@ async fn a_pull_requests_phases_equal_the_simulators_model() {
     assert_eq!(phases.merge, Some(p.merged_at - gate));
     // The histogram observes each phase once, at the merge, under the commit's change type.
     let builds = deploy_journey::core::journey::stage_builds(&r.facts, &r.cfg.core(), &r.derived);
-    let observed: Vec<(String, f64)> =
-        deploy_journey::sinks::metrics::events(r.derived.journeys.iter(), &builds, &r.derived, &r.cfg.core())
-            .into_iter()
-            .filter(|e| e.metric == deploy_journey::sinks::metrics::Metric::PreMergeStageDuration)
-            .filter(|e| {
-                e.exemplar.as_ref().is_some_and(|x| x.iter().any(|(k, v)| k == "sha" && m.sha.starts_with(v.as_str())))
-            })
-            .map(|e| {
-                assert_eq!(e.at, p.merged_at);
-                assert!(e.labels.contains(&("change_type".to_string(), "backend".to_string())), "{:?}", e.labels);
-                let phase = e.labels.iter().find(|(k, _)| k == "phase").unwrap().1.clone();
-                (phase, e.value.unwrap())
-            })
-            .collect();
+    let observed: Vec<(String, f64)> = deploy_journey::sinks::metrics::events(
+        r.derived.journeys.iter().map(|j| &**j),
+        &builds,
+        &r.derived,
+        &r.cfg.core(),
+    )
+    .into_iter()
+    .filter(|e| e.metric == deploy_journey::sinks::metrics::Metric::PreMergeStageDuration)
+    .filter(|e| e.exemplar.as_ref().is_some_and(|x| x.iter().any(|(k, v)| k == "sha" && m.sha.starts_with(v.as_str()))))
+    .map(|e| {
+        assert_eq!(e.at, p.merged_at);
+        assert!(e.labels.contains(&("change_type".to_string(), "backend".to_string())), "{:?}", e.labels);
+        let phase = e.labels.iter().find(|(k, _)| k == "phase").unwrap().1.clone();
+        (phase, e.value.unwrap())
+    })
+    .collect();
     let want: Vec<(String, f64)> =
         phases.named().iter().filter_map(|(n, d)| d.map(|d| (n.to_string(), d as f64))).collect();
     assert_eq!(observed, want);
