@@ -38,8 +38,8 @@ use std::sync::Arc;
 use crate::core::classify::Classification;
 use crate::core::facts::HorizonFact;
 use crate::core::journey::{
-    Attempt, BuildFact, BuildId, CoreConfig, Derived, Facts, Journey, Method, Sha, StageNow, StageState, branch_order,
-    derive_with,
+    Attempt, BuildFact, BuildId, CoreConfig, Derived, Facts, Journey, Method, RunningBuild, Sha, StageNow, StageState,
+    branch_order, derive_with,
 };
 use crate::core::lineage::{Carry, LineageIndex, carry_of};
 
@@ -64,6 +64,8 @@ pub struct Incremental {
     settled: HashMap<Sha, (Arc<Journey>, Option<BuildId>)>,
     /// The horizons the settled journeys were derived with.
     horizons: BTreeMap<(String, String), HorizonFact>,
+    /// Per stage, its running builds at the last derivation (what a pending stage waits on).
+    running: Vec<Vec<RunningBuild>>,
 }
 
 /// Counts of one incremental derivation, for benchmarks and tests.
@@ -157,17 +159,25 @@ impl Incremental {
             }
         }
         let reused = std::cell::Cell::new(0);
-        let settled = &self.settled;
+        let (settled, running) = (&self.settled, &self.running);
         let reuse = |sha: &Sha, now_stages: &[StageNow]| {
             let (j, newest) = settled.get(sha)?;
             let c = facts.commits.get(sha)?;
-            let quiet_stages = cfg.stages.iter().zip(&j.stages).zip(now_stages).all(|((st, sj), sn)| {
-                sj.attempts.is_empty() && !(st.approval && sn.gate_opened()) && {
-                    sj.expected_jobs
-                        .iter()
-                        .all(|job| !newest_of_job.contains_key(&(st.pipeline.as_str(), job.as_str())))
-                } || !sj.attempts.is_empty()
-            });
+            // A stage with no attempt: no build of its jobs may carry the commit now, and what
+            // it reads of the running builds is as it was.
+            let quiet_stages =
+                cfg.stages.iter().zip(&j.stages).zip(now_stages).enumerate().all(|(si, ((st, sj), sn))| {
+                    !sj.attempts.is_empty()
+                        || sj
+                            .expected_jobs
+                            .iter()
+                            .all(|job| !newest_of_job.contains_key(&(st.pipeline.as_str(), job.as_str())))
+                            && match sj.state {
+                                StageState::AwaitingApproval => !sn.gate_opened(),
+                                StageState::Pending => running.get(si) == Some(&sn.running),
+                                _ => true,
+                            }
+                });
             let same = newest.is_none_or(|n| n < from)
                 && quiet_stages
                 && crate::core::journey::commit_time_of(c, cfg) == j.commit_time
@@ -184,6 +194,7 @@ impl Incremental {
         };
         let derived = derive_with(facts, cfg, now, &self.order, &self.class, &self.carries, reuse);
         work.reused = reused.get();
+        self.running = derived.stages.iter().map(|s| s.running.clone()).collect();
         self.settled = derived
             .journeys
             .iter()
@@ -199,14 +210,17 @@ impl Incremental {
 
 /// A journey no later cycle changes unless what it read changes: every stage that applies to
 /// it succeeded with every attempt finished and tied by lineage (an inferred attempt can gain
-/// reruns later), or has no attempt and waits for an upstream stage, a triggering commit or
-/// the gate (a pending stage reads the running builds, which change every cycle).
+/// reruns later), or has no attempt and waits (for an upstream stage, a triggering commit, the
+/// gate, or a build of its jobs). Not a first stage that is pending: whether its commit was
+/// not picked up depends on `now`.
 fn is_quiet(j: &Journey) -> bool {
+    let first = j.stages.iter().position(|s| s.state != StageState::NotApplicable);
     !j.vanished
-        && j.stages.iter().all(|s| match s.state {
+        && j.stages.iter().enumerate().all(|(si, s)| match s.state {
             StageState::NotApplicable => true,
             StageState::Succeeded => s.attempts.iter().all(|a| a.status.is_finished() && a.method != Method::Inferred),
             StageState::Waiting | StageState::Riding | StageState::AwaitingApproval => s.attempts.is_empty(),
+            StageState::Pending => s.attempts.is_empty() && Some(si) != first,
             _ => false,
         })
 }
