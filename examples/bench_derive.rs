@@ -100,6 +100,18 @@ fn main() {
             std::hint::black_box(i.derive(&facts, &core, now));
             t.elapsed()
         });
+        let work = {
+            let mut i = Incremental::default();
+            i.derive(&older, &core, now - 30);
+            i.derive_counted(&facts, &core, now).1
+        };
+        eprintln!(
+            "{d} d: the incremental cycle pushed {} builds again, classified {} commits, took {} of {} journeys as they were",
+            work.pushed,
+            work.classified,
+            work.reused,
+            facts.commits.len()
+        );
         let derived = derive(&facts, &core, now);
         let publish = median(runs, || {
             let t = Instant::now();

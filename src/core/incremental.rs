@@ -238,7 +238,8 @@ fn same_build(a: &Attempt, b: &BuildFact) -> bool {
 }
 /// What lineage and carries read of a build: where it ran, what it took and what it put.
 fn fingerprint(b: &BuildFact) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Every build is fingerprinted every cycle: a fast hasher (no attacker chooses the input).
+    let mut h = std::hash::BuildHasher::build_hasher(&foldhash::fast::FixedState::with_seed(0));
     (&b.pipeline, &b.job).hash(&mut h);
     for (tag, list) in [(0u8, &b.inputs), (1, &b.outputs)] {
         tag.hash(&mut h);
