@@ -393,9 +393,19 @@ impl Publisher {
 
     fn publish(&mut self, facts: &Facts, shared: &Shared, baseline: &Arc<crate::sinks::metrics::Baseline>) {
         let now = (self.clock)();
+        let t = Instant::now();
         let derived = self.incremental.derive(facts, &self.core, now);
+        let derive_ms = t.elapsed().as_secs_f64() * 1e3;
         let stage_builds = stage_builds(facts, &self.core, &derived);
+        let stage_builds_ms = t.elapsed().as_secs_f64() * 1e3 - derive_ms;
         let etas = crate::core::eta::predict_all(&derived, &self.core, now);
+        tracing::debug!(
+            derive_ms,
+            stage_builds_ms,
+            etas_ms = t.elapsed().as_secs_f64() * 1e3 - derive_ms - stage_builds_ms,
+            journeys = derived.journeys.len(),
+            "derived"
+        );
         shared.publish(Snapshot {
             etas,
             derived,
