@@ -279,6 +279,15 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
         earlier.push((sha.as_str(), c.subject()));
     }
     let journey_at: HashMap<&str, &Journey> = inp.journeys.iter().map(|j| (j.sha.as_str(), &**j)).collect();
+    // Per (stage, build): the branch positions of the journeys it is an attempt of, ascending.
+    let mut attempt_of: HashMap<(usize, BuildId), Vec<usize>> = HashMap::new();
+    for (i, j) in inp.journeys.iter().enumerate() {
+        for (si, s) in j.stages.iter().enumerate() {
+            for a in &s.attempts {
+                attempt_of.entry((si, a.build_id)).or_default().push(i);
+            }
+        }
+    }
 
     let mut all = vec![];
     let mut envs = vec![];
@@ -309,13 +318,13 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
             // among its attempts here (a journey's attempts stop at its first success). This
             // needs no other deployment, so forgetting older ones (retention) changes nothing.
             let commits: Vec<usize> = match h {
-                Some(h) => (0..=h
-                    .max(carry.map_or(0, |c| c.values().map(|(p, _)| *p).max().unwrap_or(0)))
-                    .min(n.saturating_sub(1)))
-                    .filter(|i| {
-                        inp.journeys[*i].stages.get(si).is_some_and(|s| s.attempts.iter().any(|a| a.build_id == b.id))
-                    })
-                    .collect(),
+                Some(h) => {
+                    let last = h
+                        .max(carry.map_or(0, |c| c.values().map(|(p, _)| *p).max().unwrap_or(0)))
+                        .min(n.saturating_sub(1));
+                    let at = attempt_of.get(&(si, b.id)).map(|v| v.as_slice()).unwrap_or(&[]);
+                    at.iter().copied().filter(|i| *i <= last).collect()
+                }
                 None => vec![],
             };
             let succeeded = b.status == BuildStatus::Succeeded;

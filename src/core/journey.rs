@@ -17,6 +17,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use crate::core::classify::{ChangeType, Classification, Classifier};
 use crate::core::lineage::{Carry, Lineage, compute_carries};
 use crate::core::premerge::{self, Origin, PreMergeStages, PreMergeStart};
@@ -434,11 +436,12 @@ pub(crate) fn derive_with(
 
     // Per (pipeline, job): builds in id order, with a running max of carried positions per
     // resource, so the first build that can contain a commit is found by binary search.
-    let mut by_job: HashMap<(&str, &str), Vec<BuildId>> = HashMap::new();
+    // foldhash: these maps are built over every build every cycle (no attacker picks the keys).
+    let mut by_job: FastMap<(&str, &str), Vec<BuildId>> = FastMap::default();
     for b in facts.builds.values() {
         by_job.entry((b.pipeline.as_str(), b.job.as_str())).or_default().push(b.id);
     }
-    let mut prefix: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    let mut prefix: FastMap<(&str, &str), Vec<usize>> = FastMap::default();
     for (k, ids) in &by_job {
         let mut m: Option<usize> = None;
         let v = ids
@@ -457,7 +460,7 @@ pub(crate) fn derive_with(
 
     // Per (pipeline, job): when its newest finished build ended. A commit that lands while a
     // serial job runs is taken only after that build ends, so "not picked up" counts from then.
-    let mut last_end: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut last_end: FastMap<(&str, &str), i64> = FastMap::default();
     for b in facts.builds.values() {
         if let (true, Some(end)) = (b.status.is_finished(), b.end) {
             let e = last_end.entry((b.pipeline.as_str(), b.job.as_str())).or_insert(end);
@@ -466,7 +469,7 @@ pub(crate) fn derive_with(
     }
 
     let mut quality = Quality::default();
-    let mut attributed: HashMap<BuildId, Method> = HashMap::new();
+    let mut attributed: FastMap<BuildId, Method> = FastMap::default();
     let mut journeys = Vec::with_capacity(order.len());
     for (i, sha) in order.iter().enumerate() {
         let c = &facts.commits[sha];
