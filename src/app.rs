@@ -181,10 +181,58 @@ pub async fn serve_with_options(
         origin_tries: HashMap::new(),
         excerpt_tries: HashMap::new(),
     };
-    poller.publish();
-
-    let (stop_rx, server) = start_server(listen, web, &poller.cfg, shared, shutdown, ready_tx).await?;
-    poller.run(stop_rx).await;
+    // The first poll comes before the first publish, so a start derives its history once, not
+    // twice (a year of it takes ~0.3 s). A source slower than FIRST_POLL_WAIT does not hold the
+    // server up: the stored facts are published and served meanwhile. The port is taken first,
+    // so a taken one stops the start at once.
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
+    let mut server_args = Some((listener, web, shutdown, ready_tx));
+    let mut server = None;
+    let cycle = tracing::info_span!("poll_cycle", facts = tracing::field::Empty);
+    let new = {
+        let Poller { github, concourse, facts, answered, publisher, shared, baseline, spans, cfg, clock, .. } =
+            &mut poller;
+        let poll = poll_sources(github, concourse, facts, answered, clock(), true, &cycle);
+        tokio::pin!(poll);
+        tokio::select! {
+            new = &mut poll => Some(new),
+            _ = tokio::time::sleep(FIRST_POLL_WAIT) => {
+                tracing::info!(wait = ?FIRST_POLL_WAIT, "first poll still out: serving the stored facts meanwhile");
+                publish_all(publisher, facts, shared, baseline, spans);
+                let (listener, web, shutdown, ready_tx) = server_args.take().expect("server not started yet");
+                let started =
+                    start_server(listen, listener, web, cfg, shared.clone(), shutdown, ready_tx).await?;
+                let mut stop = started.0.clone();
+                server = Some(started);
+                // Shutdown does not wait for it (its answers are read again at the next start).
+                tokio::select! {
+                    new = &mut poll => Some(new),
+                    _ = stop.changed() => None,
+                }
+            }
+        }
+    };
+    let polled = new.is_some();
+    match new {
+        Some(new) => {
+            if !poller.store_and_publish(new, &cycle).await && server.is_none() {
+                poller.publish();
+            }
+        }
+        None => tracing::info!("shutdown: in-flight poll cancelled"),
+    }
+    drop(cycle);
+    let (stop_rx, server) = match (server, server_args) {
+        (Some(s), _) => s,
+        (None, Some((listener, web, shutdown, ready_tx))) => {
+            start_server(listen, listener, web, &poller.cfg, shared, shutdown, ready_tx).await?
+        }
+        (None, None) => unreachable!("the server starts in one of the two places"),
+    };
+    if polled {
+        poller.run(stop_rx, true).await;
+    }
     tracing::info!("shutting down");
     server.await.map_err(|e| AppError::Join(e.to_string()))?;
     if let Some(x) = poller.spans {
@@ -335,14 +383,13 @@ async fn check_stored_build(cfg: &Config, concourse: &mut ConcourseSource, facts
 /// `ready_tx`. Returns the stop signal the poll loop follows, and the server task.
 async fn start_server(
     listen: SocketAddr,
+    listener: tokio::net::TcpListener,
     web: crate::webconfig::WebConfig,
     cfg: &Config,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready_tx: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(tokio::sync::watch::Receiver<bool>, tokio::task::JoinHandle<()>), AppError> {
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|source| AppError::Listen { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| AppError::Listen { addr: listen, source })?;
     tracing::info!(%bound, tls = web.tls.is_some(), basic_auth = web.has_users(), max_connections = cfg.server.max_connections, header_read_timeout = ?cfg.server.header_read_timeout, "listening");
     let (app, basic_auth) = web.wrap(crate::http::routes(shared.clone()));
@@ -447,6 +494,9 @@ struct Poller {
     excerpt_tries: HashMap<i64, i64>,
 }
 
+/// How long a start waits for its first poll before serving the stored facts.
+const FIRST_POLL_WAIT: Duration = Duration::from_secs(2);
+
 /// Failed builds whose log excerpt is read per cycle at most (one request each).
 const EXCERPTS_PER_CYCLE: usize = 3;
 
@@ -492,14 +542,12 @@ impl Poller {
     /// Publish the journeys, and offer spans that became exportable since the last publish
     /// (after a restart: all not marked).
     fn publish(&mut self) {
-        self.publisher.publish(&self.facts, &self.shared, &self.baseline);
-        if let Some(x) = self.spans.as_mut() {
-            x.offer(&self.shared.snapshot().derived);
-        }
+        publish_all(&mut self.publisher, &self.facts, &self.shared, &self.baseline, &mut self.spans);
     }
 
-    /// Cycle until `stop` says so: poll, store, publish, prune, wait.
-    async fn run(&mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Cycle until `stop` says so: poll, store, publish, prune, wait. `polled`: the first
+    /// cycle's poll was made already (at the start).
+    async fn run(&mut self, mut stop: tokio::sync::watch::Receiver<bool>, mut polled: bool) {
         let mut next_prune = 0i64;
         // GitHub is polled every `github_poll_interval` (clock seconds) and whenever a push
         // webhook wakes the loop; Concourse every cycle.
@@ -520,14 +568,16 @@ impl Poller {
             let cycle = tracing::info_span!("poll_cycle", facts = tracing::field::Empty);
             // Shutdown does not wait for a slow cycle: the half-polled answers are dropped
             // before anything is stored (the sources re-read them at the next start).
-            let new = tokio::select! {
-                new = self.poll(now, poll_github, &cycle) => new,
-                _ = stop.changed() => {
-                    tracing::info!("shutdown: in-flight poll cancelled");
-                    break;
-                }
-            };
-            self.store_and_publish(new, &cycle).await;
+            if !std::mem::take(&mut polled) {
+                let new = tokio::select! {
+                    new = self.poll(now, poll_github, &cycle) => new,
+                    _ = stop.changed() => {
+                        tracing::info!("shutdown: in-flight poll cancelled");
+                        break;
+                    }
+                };
+                self.store_and_publish(new, &cycle).await;
+            }
             // Retention, at most hourly, before the extra reads below: a start on a long
             // history frees what it prunes before anything else is allocated beside it (glibc
             // gives back only whole free pages, so what is allocated amid the peak pins it).
@@ -559,49 +609,8 @@ impl Poller {
 
     /// One poll of the sources: the new facts of those that answered.
     async fn poll(&mut self, now: i64, poll_github: bool, cycle: &tracing::Span) -> Vec<Fact> {
-        let Poller { github, concourse, facts, .. } = self;
-        let gh_poll = async {
-            if poll_github {
-                Some(github.poll(now).instrument(tracing::info_span!(parent: cycle, "github.poll")).await)
-            } else {
-                None
-            }
-        };
-        let (gh, cc) = if concourse.first_read_due() && poll_github {
-            // A first read of Concourse reaches back to the oldest commit GitHub reports, so
-            // GitHub answers first (once).
-            let gh = gh_poll.await;
-            let oldest = gh
-                .iter()
-                .flat_map(|r| r.iter().flatten())
-                .filter_map(|f| match f {
-                    Fact::Commit(c) => Some(c.committer_date),
-                    _ => None,
-                })
-                .chain(facts.commits.values().map(|c| c.committer_date))
-                .min();
-            concourse.set_first_read_since(oldest);
-            (gh, concourse.poll(now).instrument(tracing::info_span!(parent: cycle, "concourse.poll")).await)
-        } else {
-            tokio::join!(gh_poll, concourse.poll(now).instrument(tracing::info_span!(parent: cycle, "concourse.poll")))
-        };
-        let mut new: Vec<Fact> = vec![];
-        match gh {
-            Some(Ok(f)) => {
-                self.answered.0 = true;
-                new.extend(f);
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "github poll failed"),
-            None => {}
-        }
-        match cc {
-            Ok(f) => {
-                self.answered.1 = true;
-                new.extend(f);
-            }
-            Err(e) => tracing::warn!(error = %e, "concourse poll failed"),
-        }
-        new
+        let Poller { github, concourse, facts, answered, .. } = self;
+        poll_sources(github, concourse, facts, answered, now, poll_github, cycle).await
     }
 
     /// The pull requests of commits whose origin is not known yet (or still settling), newest
@@ -700,7 +709,8 @@ impl Poller {
     /// Store the new facts with the cursor that covers them, then apply and publish them. A
     /// batch that cannot be stored is not applied (memory and disk stay in step) and is
     /// stored again with the next cycle's (facts are idempotent).
-    async fn store_and_publish(&mut self, mut new: Vec<Fact>, cycle: &tracing::Span) {
+    /// Store what a poll found, apply it and publish (whether it did).
+    async fn store_and_publish(&mut self, mut new: Vec<Fact>, cycle: &tracing::Span) -> bool {
         let (head, etag) = self.github.cursor();
         if !self.unstored.is_empty() {
             let mut b = std::mem::take(&mut self.unstored);
@@ -725,18 +735,21 @@ impl Poller {
             Ok(()) => {
                 self.shared.store_ok();
                 let changed = new.into_iter().fold(false, |acc, f| self.facts.apply(f) | acc);
-                if changed || self.answered != (false, false) {
+                let publish = changed || self.answered != (false, false);
+                if publish {
                     self.publish();
                 }
                 if self.answered == (true, true) && !self.shared.is_ready() {
                     self.shared.set_ready();
                     tracing::info!("ready: every source answered");
                 }
+                publish
             }
             Err(e) => {
                 tracing::error!(error = %e, facts = new.len(), "cannot store facts; will retry next cycle");
                 self.shared.store_failed(&store_reason(&e));
                 self.unstored = new;
+                false
             }
         }
     }
@@ -832,6 +845,77 @@ enum Wake {
     Interval,
     Push,
     Stop,
+}
+
+/// Publish the journeys, and offer spans that became exportable since the last publish (after
+/// a restart: all not marked).
+fn publish_all(
+    publisher: &mut Publisher,
+    facts: &Facts,
+    shared: &Shared,
+    baseline: &Arc<crate::sinks::metrics::Baseline>,
+    spans: &mut Option<crate::sinks::traces::SpanExport>,
+) {
+    publisher.publish(facts, shared, baseline);
+    if let Some(x) = spans.as_mut() {
+        x.offer(&shared.snapshot().derived);
+    }
+}
+
+/// One poll of the sources: the new facts of those that answered (`answered` records which).
+/// Its borrows are the poller's sources and facts only, so a start can publish the stored facts
+/// while its first poll is still out.
+async fn poll_sources(
+    github: &mut GithubSource,
+    concourse: &mut ConcourseSource,
+    facts: &Facts,
+    answered: &mut (bool, bool),
+    now: i64,
+    poll_github: bool,
+    cycle: &tracing::Span,
+) -> Vec<Fact> {
+    let gh_poll = async {
+        if poll_github {
+            Some(github.poll(now).instrument(tracing::info_span!(parent: cycle, "github.poll")).await)
+        } else {
+            None
+        }
+    };
+    let (gh, cc) = if concourse.first_read_due() && poll_github {
+        // A first read of Concourse reaches back to the oldest commit GitHub reports, so
+        // GitHub answers first (once).
+        let gh = gh_poll.await;
+        let oldest = gh
+            .iter()
+            .flat_map(|r| r.iter().flatten())
+            .filter_map(|f| match f {
+                Fact::Commit(c) => Some(c.committer_date),
+                _ => None,
+            })
+            .chain(facts.commits.values().map(|c| c.committer_date))
+            .min();
+        concourse.set_first_read_since(oldest);
+        (gh, concourse.poll(now).instrument(tracing::info_span!(parent: cycle, "concourse.poll")).await)
+    } else {
+        tokio::join!(gh_poll, concourse.poll(now).instrument(tracing::info_span!(parent: cycle, "concourse.poll")))
+    };
+    let mut new: Vec<Fact> = vec![];
+    match gh {
+        Some(Ok(f)) => {
+            answered.0 = true;
+            new.extend(f);
+        }
+        Some(Err(e)) => tracing::warn!(error = %e, "github poll failed"),
+        None => {}
+    }
+    match cc {
+        Ok(f) => {
+            answered.1 = true;
+            new.extend(f);
+        }
+        Err(e) => tracing::warn!(error = %e, "concourse poll failed"),
+    }
+    new
 }
 
 async fn blocking<T: Send + 'static>(
