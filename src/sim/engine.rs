@@ -621,7 +621,7 @@ impl World {
         });
         let now = self.now;
         let sha = self.land_commit(repo, &base, msg, files, bot(&author), now, now);
-        if let Some(h) = head_sha
+        if let Some(h) = head_sha.clone()
             && let Some(c) = self.commit_carries.get(&(repo.to_string(), h)).cloned()
         {
             self.commit_carries.insert((repo.to_string(), sha.clone()), c);
@@ -632,6 +632,7 @@ impl World {
         pr.closed_at = Some(now);
         pr.updated_at = now;
         pr.merge_commit_sha = Some(sha.clone());
+        pr.closed_head = head_sha;
         let labels = pr.labels.clone();
         // github-pr-resource sees the merged PR at its next check.
         for p in 0..self.res.len() {
@@ -973,6 +974,7 @@ impl World {
             list.push(sha);
         }
         r.positions.insert(head.clone(), list.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect());
+        let closed_head = list.last().cloned();
         r.branches.insert(head.clone(), list);
         let id0 = pull.number as i64 * 1000;
         r.pulls.push(PullRequest {
@@ -990,6 +992,7 @@ impl World {
             closed_at: Some(now),
             merged_at: Some(now),
             merge_commit_sha: Some(merge.to_string()),
+            closed_head,
             reviews: pull
                 .reviews
                 .into_iter()
@@ -1138,9 +1141,8 @@ impl World {
         let now = self.now;
         let Some(r) = self.github.get_mut(repo) else { return 0 };
         // A bot replaces its previous PR from the same branch.
-        for p in r.pulls.iter_mut().filter(|p| p.is_open() && p.head_ref == head && automerge_after.is_some()) {
-            p.closed_at = Some(now);
-            p.updated_at = now;
+        if automerge_after.is_some() {
+            close_pulls_from(r, &head, now);
         }
         let mut next = r.pulls.iter().map(|p| p.number).max().unwrap_or(1000) + 1;
         while self.reserved_pulls.contains(&(repo.to_string(), next)) {
@@ -1163,6 +1165,7 @@ impl World {
             closed_at: None,
             merged_at: None,
             merge_commit_sha: None,
+            closed_head: None,
             reviews: vec![],
             files: files
                 .iter()
@@ -1717,10 +1720,14 @@ impl World {
                     let msg = render(message);
                     let title = render(title);
                     let now = self.now;
-                    // Bots force-push their branch from the base each time.
+                    // Bots force-push their branch from the base each time, having closed the
+                    // pull request they replace (whose head stays where it was).
                     if let Some(rp) = self.github.get_mut(repo.as_str())
                         && let Some(base_head) = rp.head(&rp.default_branch).cloned()
                     {
+                        if automerge_after.is_some() {
+                            close_pulls_from(rp, head, now);
+                        }
                         rp.branches.insert(head.clone(), vec![base_head.clone()]);
                         rp.positions.insert(head.clone(), HashMap::from([(base_head, 0)]));
                     }
@@ -1847,6 +1854,16 @@ impl World {
 
 /// A GitHub account's git identity (login as name, the noreply address): a bot's or, for pull
 /// request commits, a developer's.
+/// Close the open pull requests from branch `head`, their heads frozen where the branch is now.
+fn close_pulls_from(r: &mut Repo, head: &str, now: i64) {
+    let at = r.head(head).cloned();
+    for p in r.pulls.iter_mut().filter(|p| p.is_open() && p.head_ref == head) {
+        p.closed_at = Some(now);
+        p.updated_at = now;
+        p.closed_head = at.clone();
+    }
+}
+
 fn bot(name: &str) -> Person {
     Person { name: name.into(), email: format!("{name}@users.noreply.github.com"), login: Some(name.into()) }
 }

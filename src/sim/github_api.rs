@@ -906,7 +906,7 @@ pub fn repo_json(base: &str, repo: &Repo) -> Value {
 }
 
 fn pr_head_sha(repo: &Repo, pr: &PullRequest) -> String {
-    match repo.head(&pr.head_ref) {
+    match pr.closed_head.as_ref().or_else(|| repo.head(&pr.head_ref)) {
         Some(s) => s.clone(),
         // A PR opened without a commit on its head branch (`Action::OpenPull`): GitHub always has
         // one, so stand in a stable made-up sha.
@@ -1008,7 +1008,9 @@ pub fn pull_json(base: &str, repo: &Repo, pr: &PullRequest, full: bool) -> Value
         } else {
             "blocked"
         };
-        let commits = match repo.head(&pr.head_ref).zip(repo.head(&pr.base_ref)) {
+        let head = pr.closed_head.as_ref().or_else(|| repo.head(&pr.head_ref));
+        let base_sha = pr_base_sha(repo, pr);
+        let commits = match head.zip(Some(&base_sha).filter(|b| !b.is_empty())) {
             Some((h, b)) => merge_base(repo, b, h).map(|mb| commits_until(repo, h, &mb.sha).len()).unwrap_or(1),
             None => 1,
         };

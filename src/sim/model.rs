@@ -82,6 +82,10 @@ pub struct PullRequest {
     pub closed_at: Option<i64>,
     pub merged_at: Option<i64>,
     pub merge_commit_sha: Option<Sha>,
+    /// The head branch's head when the pull request was closed or merged: GitHub freezes a
+    /// closed PR's `head.sha` (and its commits and Actions runs), whatever later happens to the
+    /// branch (a bot force-pushing it for its next PR). `None` while open: the branch's head.
+    pub closed_head: Option<Sha>,
     pub reviews: Vec<Review>,
     /// What a squash merge lands on the base branch.
     pub files: Vec<FileChange>,

@@ -855,6 +855,7 @@ impl GithubSource {
     /// and those jobs are the ones that decided it: earlier attempts are counted by the run's
     /// `run_attempt`, and `filter=all` would list every re-run's jobs again beside them.
     /// `attempt` is the run's `run_attempt` as listed, taken for a job that does not say its own.
+    /// A run that answers 404 (deleted since it was listed) has no jobs.
     async fn run_jobs(&self, run_id: i64, attempt: u32) -> Result<Vec<ChecksJobFact>, SourceError> {
         let (o, r) = (self.cfg.owner.as_str(), self.cfg.repo.as_str());
         let id = run_id.to_string();
@@ -863,8 +864,18 @@ impl GithubSource {
         let mut url = url_with(&self.api, &segments);
         url.query_pairs_mut().append_pair("filter", "latest").append_pair("per_page", PER_PAGE);
         let mut out = vec![];
-        for _ in 0..MAX_PAGES {
-            let Answer::Fresh { body, headers } = self.get_json::<JobList>(url, &what, None).await? else { break };
+        for page in 0..MAX_PAGES {
+            let answer = match self.get_json::<JobList>(url, &what, None).await {
+                // The run was listed a moment ago: a 404 now means it was deleted in between
+                // (GitHub lets admins delete runs). It has no jobs to show; the pull request's
+                // other readings stand rather than the whole origin failing and being retried.
+                Err(e) if e.kind == ErrorKind::NotFound && page == 0 => {
+                    tracing::debug!(run_id, error = %e, "github: a listed Actions run is gone; no jobs for it");
+                    break;
+                }
+                a => a?,
+            };
+            let Answer::Fresh { body, headers } = answer else { break };
             for job in body.jobs {
                 out.push(self.job_fact(job, run_id, attempt, &what)?);
             }

@@ -227,3 +227,41 @@ async fn a_pull_requests_phases_equal_the_simulators_model() {
     let m3 = d.journeys.iter().find(|j| j.sha == m.sha).unwrap();
     assert_eq!(m3.lead_time("staging"), Some(staging - first_commit));
 }
+
+/// A run deleted between the listing of the final head's runs and the reading of its jobs
+/// (its `jobs` answer 404, as on GitHub): the pull request's reading stands, that run with no
+/// jobs, the other runs with theirs, instead of the whole origin failing and being retried.
+#[tokio::test]
+async fn a_run_gone_before_its_jobs_are_read_has_no_jobs() {
+    use deploy_journey::sim::faults::FaultRule;
+    let r = run_scenario("pr-draft-review-rerun.yaml", "lana").await;
+    let m = r.journey("m");
+    let Some(Origin::Pull(p)) = &m.origin else { panic!("m came from PR 4400: {:?}", m.origin) };
+    assert!(p.checks.len() >= 2, "two runs on the final head: {:?}", p.checks);
+    assert!(p.checks.iter().all(|c| !c.jobs.is_empty()), "each with its jobs");
+    let gone = p.checks[0].run_id;
+    let rule = serde_json::json!({
+        "kind": "server_error", "status": 404, "service": "github",
+        "path_contains": format!("/actions/runs/{gone}/jobs"),
+    });
+    r.sim.faults.add(FaultRule::parse(rule.to_string().as_bytes()).expect("fault rule"));
+    let gh = GithubSource::new(r.cfg.github(), Arc::new(SourceTelemetry::new())).unwrap();
+    let before = r.sim.stats.total("github");
+    let again = gh.origin(&m.sha).await.expect("a 404 for one run's jobs does not fail the reading");
+    r.sim.faults.clear();
+    assert_eq!(r.sim.stats.total("github") - before, origin_requests(p.checks.len()), "no retry of the 404");
+    let again = again.pull().expect("still the pull request").clone();
+    for (c, was) in again.checks.iter().zip(&p.checks) {
+        assert_eq!(
+            (c.run_id, c.attempt, c.started_at, c.completed_at),
+            (was.run_id, was.attempt, was.started_at, was.completed_at)
+        );
+        if c.run_id == gone {
+            assert!(c.jobs.is_empty(), "the gone run has no jobs: {:?}", c.jobs);
+        } else {
+            assert_eq!(c.jobs, was.jobs, "run {}'s jobs as before", c.run_id);
+        }
+    }
+    assert_eq!(again.checks.len(), p.checks.len());
+    assert_eq!((again.number, again.merged_at, &again.reviews), (p.number, p.merged_at, &p.reviews));
+}

@@ -784,3 +784,81 @@ async fn actions_runs_on_pull_request_heads_with_reruns() {
     let r = get_auth(&ts, &format!("/repos/{REPO}/actions/runs/1/jobs"), "ghp_ci").await;
     assert_eq!(r.status(), 404);
 }
+
+/// Every Actions run GitHub lists stays listed, with its jobs readable: a run is a record of
+/// what ran, whatever later happens to the branch. Data-driven over a week of the lana workload,
+/// whose bots force-push the same branch (`bot-promote-rc`) for each pull request they open: the
+/// runs of the one merged before must not move to the next one's head.
+#[tokio::test]
+async fn every_listed_run_keeps_its_jobs() {
+    const DAY: i64 = 86_400;
+    let ts = spawn_sim("lana", 3).await;
+    set_tokens(&ts, &["ghp_ci"]);
+    ts.sim.with_world(|w| {
+        for (at, a) in deploy_journey::sim::workload::LanaWorkload::new(3).generate(START, START + 7 * DAY) {
+            w.schedule_action(at, a);
+        }
+    });
+    let json = |r: reqwest::Response, what: String| async move {
+        assert_eq!(r.status(), 200, "{what}");
+        r.json::<Value>().await.expect("json")
+    };
+    // Run id -> (head sha, conclusion) as first listed, once completed; merged PR -> its runs.
+    let mut seen: std::collections::BTreeMap<u64, (String, String)> = Default::default();
+    let mut listed: std::collections::BTreeMap<u64, (String, Vec<u64>)> = Default::default();
+    for _ in 0..7 {
+        ts.step(DAY);
+        let merged: Vec<u64> = ts.sim.with_world(|w| {
+            let r = w.repo(REPO).expect("repo");
+            r.pulls.iter().filter(|p| p.merged() && !listed.contains_key(&p.number)).map(|p| p.number).collect()
+        });
+        for n in merged {
+            let pull =
+                json(get_auth(&ts, &format!("/repos/{REPO}/pulls/{n}"), "ghp_ci").await, format!("pull {n}")).await;
+            let head = pull["head"]["sha"].as_str().expect("head sha").to_string();
+            let path = format!("/repos/{REPO}/actions/runs?head_sha={head}&per_page=100");
+            let runs = json(get_auth(&ts, &path, "ghp_ci").await, path.clone()).await;
+            let mut ids = vec![];
+            for run in runs["workflow_runs"].as_array().expect("runs") {
+                let id = run["id"].as_u64().expect("id");
+                ids.push(id);
+                assert_eq!(run["status"], "completed", "a merged PR's runs finished: {run}");
+                seen.insert(id, (head.clone(), run["conclusion"].as_str().expect("conclusion").to_string()));
+            }
+            ids.sort();
+            listed.insert(n, (head, ids));
+        }
+        for (id, (head, conclusion)) in &seen {
+            let path = format!("/repos/{REPO}/actions/runs/{id}/jobs");
+            let jobs = json(get_auth(&ts, &path, "ghp_ci").await, path.clone()).await;
+            assert!(jobs["total_count"].as_u64().is_some_and(|n| n >= 1), "{path}: {jobs}");
+            for job in jobs["jobs"].as_array().expect("jobs") {
+                assert_eq!(job["run_id"].as_u64(), Some(*id), "{job}");
+                assert_eq!(job["head_sha"].as_str(), Some(head.as_str()), "{job}");
+                assert_eq!(job["conclusion"].as_str(), Some(conclusion.as_str()), "{job}");
+            }
+        }
+    }
+    // Still the same runs for the same heads at the end.
+    for (n, (head, ids)) in &listed {
+        let pull = json(get_auth(&ts, &format!("/repos/{REPO}/pulls/{n}"), "ghp_ci").await, format!("pull {n}")).await;
+        assert_eq!(pull["head"]["sha"].as_str(), Some(head.as_str()), "#{n}'s head moved after it merged");
+        let path = format!("/repos/{REPO}/actions/runs?head_sha={head}&per_page=100");
+        let runs = json(get_auth(&ts, &path, "ghp_ci").await, path.clone()).await;
+        let mut now: Vec<u64> =
+            runs["workflow_runs"].as_array().expect("runs").iter().filter_map(|r| r["id"].as_u64()).collect();
+        now.sort();
+        assert_eq!(&now, ids, "#{n}'s runs changed after it merged");
+    }
+    // The case that matters: some branch carried more than one merged pull request.
+    let reused = ts.sim.with_world(|w| {
+        let r = w.repo(REPO).expect("repo");
+        let mut by_branch: std::collections::HashMap<&str, usize> = Default::default();
+        for p in r.pulls.iter().filter(|p| p.merged()) {
+            *by_branch.entry(p.head_ref.as_str()).or_default() += 1;
+        }
+        by_branch.values().filter(|n| **n > 1).count()
+    });
+    assert!(reused > 0, "no branch was reused by a second merged pull request");
+    assert!(seen.len() > 20, "{} runs", seen.len());
+}
