@@ -784,9 +784,6 @@ impl Poller {
             )
         })
         .await;
-        // Most of the history goes (a start on a long backfill, a shorter retention): what is
-        // kept is read back afterwards, so it no longer sits amid the freed pages.
-        let most = 2 * (plan.commits.len() + plan.builds.len()) > self.facts.commits.len() + self.facts.builds.len();
         match pruned {
             Ok(p) => {
                 crate::retention::apply(&mut self.facts, &plan);
@@ -800,28 +797,11 @@ impl Poller {
                     x.retain_commits(|sha| facts.commits.contains_key(sha));
                 }
                 tracing::info!(commits = p.commits, builds = p.builds, "retention pruned old journeys");
-                if most {
-                    self.reload_facts().await;
-                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "retention failed; will retry");
                 self.shared.store_failed(&store_reason(&e));
             }
-        }
-    }
-
-    /// Read the facts back from the store (they are what is stored: a fact is applied only once
-    /// stored) and derive them afresh, so what is kept is allocated anew, compactly; the old
-    /// copies are freed whole. glibc gives back only whole free pages.
-    async fn reload_facts(&mut self) {
-        match blocking(&self.store, |s| s.load()).await {
-            Ok(facts) => {
-                self.facts = facts;
-                self.publisher.incremental = Incremental::default();
-                self.publish();
-            }
-            Err(e) => tracing::warn!(error = %e, "reading the kept facts back failed; keeping them as they are"),
         }
     }
 
