@@ -487,7 +487,7 @@ fn run(
             resp.headers_mut().remove(header::CONTENT_TYPE);
             return resp;
         }
-        return render(reply, &cx.rate, &version, &rid, token, Some(&etag));
+        return render_body(reply.status, reply.link, body, &cx.rate, &version, &rid, token, Some(&etag));
     }
     render(reply, &cx.rate, &version, &rid, token, None)
 }
@@ -498,8 +498,23 @@ fn render(reply: Reply, rate: &RateSnap, version: &str, rid: &str, token: bool, 
     } else {
         serde_json::to_vec(&reply.body).unwrap_or_default()
     };
+    render_body(reply.status, reply.link, body, rate, version, rid, token, etag)
+}
+
+/// [`render`] with the body already serialized (once, for its ETag too).
+#[allow(clippy::too_many_arguments)]
+fn render_body(
+    status: StatusCode,
+    link: Option<String>,
+    body: Vec<u8>,
+    rate: &RateSnap,
+    version: &str,
+    rid: &str,
+    token: bool,
+    etag: Option<&str>,
+) -> Response {
     let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = reply.status;
+    *resp.status_mut() = status;
     let h = resp.headers_mut();
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -524,7 +539,7 @@ fn render(reply: Reply, rate: &RateSnap, version: &str, rid: &str, token: bool, 
         );
         set("vary", "Accept, Authorization, Cookie, X-GitHub-OTP,Accept-Encoding, Accept, X-Requested-With".into());
     }
-    if let Some(l) = reply.link {
+    if let Some(l) = link {
         set("link", l);
     }
     resp
@@ -931,6 +946,12 @@ fn latest_reviews(pr: &PullRequest) -> HashMap<&str, &ReviewState> {
 
 /// A pull request: `full` adds what only "Get a pull request" shows (merged, mergeable, counts).
 pub fn pull_json(base: &str, repo: &Repo, pr: &PullRequest, full: bool) -> Value {
+    pull_json_in(base, repo, &repo_json(base, repo), pr, full)
+}
+
+/// [`pull_json`] with the repository's JSON (`repo_json`, the same for every pull request of
+/// a list, and not cheap: it looks at every branch) made once by the caller.
+fn pull_json_in(base: &str, repo: &Repo, repo_v: &Value, pr: &PullRequest, full: bool) -> Value {
     let name = repo.full_name();
     let api = format!("{base}/repos/{name}");
     let n = pr.number;
@@ -938,7 +959,7 @@ pub fn pull_json(base: &str, repo: &Repo, pr: &PullRequest, full: bool) -> Value
     let head_sha = pr_head_sha(repo, pr);
     let base_sha = pr_base_sha(repo, pr);
     let html = format!("{HTML}/{name}/pull/{n}");
-    let side = |r: &str, sha: &str| json!({"label": format!("{}:{r}", repo.owner), "ref": r, "sha": sha, "user": org_json(base, repo), "repo": repo_json(base, repo)});
+    let side = |r: &str, sha: &str| json!({"label": format!("{}:{r}", repo.owner), "ref": r, "sha": sha, "user": org_json(base, repo), "repo": repo_v.clone()});
     let auto_merge = match pr.automerge_after {
         Some(_) if pr.is_open() => json!({
             "enabled_by": user_json(base, &pr.user, login_kind(&pr.user)),
@@ -1412,7 +1433,8 @@ fn commit_pulls(cx: &Cx, repo: &Repo, sha: &str) -> R {
         })
         .collect();
     let (range, last) = page_range(pulls.len(), per_page, page);
-    let body: Vec<Value> = pulls[range].iter().map(|pr| pull_json(&cx.base, repo, pr, false)).collect();
+    let repo_v = repo_json(&cx.base, repo);
+    let body: Vec<Value> = pulls[range].iter().map(|pr| pull_json_in(&cx.base, repo, &repo_v, pr, false)).collect();
     let link = link_header(&repo_link(cx, repo, &format!("/commits/{}/pulls", c.sha)), &cx.query.raw, page, last);
     Ok(Reply::ok(Value::Array(body)).with_link(link))
 }
@@ -1567,7 +1589,7 @@ fn workflow_id(path: &str) -> u64 {
     fnv(&format!("workflow\0{path}")) % 90_000_000 + 10_000_000
 }
 
-fn run_json(base: &str, repo: &Repo, all: &[WorkflowRun], r: &WorkflowRun, now: i64) -> Value {
+fn run_json(base: &str, repo: &Repo, repo_v: &Value, all: &[WorkflowRun], r: &WorkflowRun, now: i64) -> Value {
     let name = repo.full_name();
     let api = format!("{base}/repos/{name}");
     let url = format!("{api}/actions/runs/{}", r.id);
@@ -1642,8 +1664,8 @@ fn run_json(base: &str, repo: &Repo, all: &[WorkflowRun], r: &WorkflowRun, now: 
         if r.attempt > 1 { json!(format!("{url}/attempts/{}", r.attempt - 1)) } else { Value::Null };
     v["workflow_url"] = json!(format!("{api}/actions/workflows/{wid}"));
     v["head_commit"] = head_commit;
-    v["repository"] = repo_json(base, repo);
-    v["head_repository"] = repo_json(base, repo);
+    v["repository"] = repo_v.clone();
+    v["head_repository"] = repo_v.clone();
     v
 }
 
@@ -1724,7 +1746,8 @@ async fn list_runs(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQuer
             .collect();
         runs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         let (range, last) = page_range(runs.len(), per_page, page);
-        let body: Vec<Value> = runs[range].iter().map(|r| run_json(&cx.base, repo, &all, r, now)).collect();
+        let repo_v = repo_json(&cx.base, repo);
+        let body: Vec<Value> = runs[range].iter().map(|r| run_json(&cx.base, repo, &repo_v, &all, r, now)).collect();
         let link = link_header(&repo_link(cx, repo, "/actions/runs"), &cx.query.raw, page, last);
         Ok(Reply::ok(json!({"total_count": runs.len(), "workflow_runs": body})).with_link(link))
     })
@@ -1801,7 +1824,9 @@ async fn list_pulls(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQue
             pulls.reverse();
         }
         let (range, last) = page_range(pulls.len(), per_page, page);
-        let body: Vec<Value> = pulls[range].iter().map(|pr| pull_json(&cx.base, repo, pr, false)).collect();
+        let repo_v = repo_json(&cx.base, repo);
+        let body: Vec<Value> =
+            pulls[range].iter().map(|pr| pull_json_in(&cx.base, repo, &repo_v, pr, false)).collect();
         let link = link_header(&repo_link(cx, repo, "/pulls"), &cx.query.raw, page, last);
         Ok(Reply::ok(Value::Array(body)).with_link(link))
     })
