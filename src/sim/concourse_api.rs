@@ -12,7 +12,7 @@
 //! local user of the topology holds the viewer role on every team, so any valid token is
 //! authorized and 403 cannot occur in practice (the code paths exist).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use super::Sim;
 use super::engine::{World, fnv};
-use super::model::{Build, BuildId, BuildStatus, Concourse, Job, Pipeline, Resource, ResourceVersion};
+use super::model::{Build, BuildId, BuildStatus, Concourse, Job, Pipeline, Resource, ResourceVersion, VersionId};
 
 /// Go's zero `time.Time` as Unix seconds: what JobSummary shows for a NULL build time.
 pub const GO_ZERO_TIME: i64 = -62_135_596_800;
@@ -1332,20 +1332,79 @@ async fn get_resource(
     })
 }
 
+/// Each resource's versions by `(key, value)` pair, in the resource's order (oldest check order
+/// first): the versions a filter can match without looking at every version (a year of lana's
+/// git resource has thousands). A version's fields never change once saved and a resource's
+/// list only grows, so the index catches up with what was appended since; a list that does
+/// not start as indexed (another world) is indexed again.
+#[derive(Default)]
+pub struct VersionIndex {
+    resources: HashMap<(i64, usize), ResourceIndex>,
+}
+
+#[derive(Default)]
+struct ResourceIndex {
+    /// The version ids indexed: a prefix of the resource's list.
+    ids: Vec<VersionId>,
+    by_pair: HashMap<(String, String), Vec<VersionId>>,
+}
+
+impl VersionIndex {
+    /// The ids of the versions of resource `ri` of pipeline `p` (`r`) having every pair of
+    /// `filter` (not empty), in the resource's order.
+    fn matching(
+        &mut self,
+        c: &Concourse,
+        p: &Pipeline,
+        ri: usize,
+        filter: &BTreeMap<String, String>,
+    ) -> Vec<VersionId> {
+        let Some(r) = p.resources.get(ri) else { return vec![] };
+        let ix = self.resources.entry((p.id, ri)).or_default();
+        if ix.ids.len() > r.versions.len() || r.versions[..ix.ids.len()] != ix.ids[..] {
+            *ix = ResourceIndex::default();
+        }
+        for id in r.versions[ix.ids.len()..].iter().copied() {
+            if let Some(v) = c.version(id) {
+                for (k, val) in &v.version {
+                    ix.by_pair.entry((k.clone(), val.clone())).or_default().push(id);
+                }
+            }
+            ix.ids.push(id);
+        }
+        let mut lists = vec![];
+        for (k, v) in filter {
+            match ix.by_pair.get(&(k.clone(), v.clone())) {
+                Some(l) => lists.push(l),
+                None => return vec![],
+            }
+        }
+        lists.sort_by_key(|l| l.len());
+        let Some((first, rest)) = lists.split_first() else { return vec![] };
+        let rest: Vec<HashSet<VersionId>> = rest.iter().map(|l| l.iter().copied().collect()).collect();
+        first.iter().copied().filter(|id| rest.iter().all(|s| s.contains(id))).collect()
+    }
+}
+
 /// db/resource.go `Versions`: `from` wins over `to`; bounds are version ids compared by
 /// check order; the filter is JSONB containment; pagination ignores the filter. A negative
-/// limit is a Postgres error (500).
+/// limit is a Postgres error (500). `matching`: the ids the filter matches, from the
+/// [`VersionIndex`] (`None`: no filter, every version).
 fn paginate_versions<'a>(
     c: &'a Concourse,
     r: &Resource,
-    filter: &BTreeMap<String, String>,
+    matching: Option<Vec<VersionId>>,
     page: Page,
 ) -> Result<(Vec<&'a ResourceVersion>, Pagination), StatusCode> {
     if page.limit < 0 {
         return Err(StatusCode::INTERNAL_SERVER_ERROR);
     }
     let all: Vec<&ResourceVersion> = r.versions.iter().filter_map(|id| c.version(*id)).collect();
-    let matching = all.iter().copied().filter(|v| filter.iter().all(|(k, want)| v.version.get(k) == Some(want)));
+    let matched: Vec<&ResourceVersion> = match matching {
+        Some(ids) => ids.iter().filter_map(|id| c.version(*id)).collect(),
+        None => all.clone(),
+    };
+    let matching = matched.into_iter();
     let bound = |id: i64| c.version(id).map(|v| v.check_order);
     let limit = page.take();
     let mut sel: Vec<&ResourceVersion> = if let Some(from) = page.from {
@@ -1386,7 +1445,7 @@ async fn list_versions(
     api(&sim, &headers, |w, acc| {
         let c = &w.concourse;
         let p = pipeline_access(c, acc, &team, &pipeline)?;
-        let (_, r) = find_resource(p, &resource)?;
+        let (ri, r) = find_resource(p, &resource)?;
         let mut filter = BTreeMap::new();
         for f in q.all("filter") {
             if let Some((k, v)) = f.split_once(':') {
@@ -1394,7 +1453,8 @@ async fn list_versions(
             }
         }
         let page = Page::of(&q);
-        let (versions, pg) = paginate_versions(c, r, &filter, page).map_err(status)?;
+        let matching = (!filter.is_empty()).then(|| sim.version_index().matching(c, p, ri, &filter));
+        let (versions, pg) = paginate_versions(c, r, matching, page).map_err(status)?;
         let show = r.public || acc.authorized(&team);
         let body: Vec<Value> = versions.iter().map(|v| version_json(v, show)).collect();
         let mut resp = json_ok(&Value::Array(body));

@@ -44,6 +44,9 @@ pub struct Sim {
     pub github_tokens: RwLock<Vec<String>>,
     /// GitHub's rate-limit windows per caller.
     github_rate: Mutex<github_api::RateBook>,
+    /// Concourse's index on resource versions (what Postgres' JSONB index does for a version
+    /// filter), built as versions appear.
+    version_index: Mutex<concourse_api::VersionIndex>,
 }
 
 impl Sim {
@@ -56,6 +59,7 @@ impl Sim {
             base_url: RwLock::new("http://127.0.0.1".into()),
             github_tokens: RwLock::new(vec![]),
             github_rate: Mutex::new(github_api::RateBook::default()),
+            version_index: Mutex::new(concourse_api::VersionIndex::default()),
         })
     }
 
@@ -67,6 +71,10 @@ impl Sim {
         let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
         w.advance_to(now);
         w
+    }
+
+    pub(crate) fn version_index(&self) -> MutexGuard<'_, concourse_api::VersionIndex> {
+        self.version_index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn with_world<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
