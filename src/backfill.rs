@@ -261,44 +261,68 @@ pub struct Collected {
     pub warnings: Vec<String>,
 }
 
-/// Read every commit since `opts.since` and every watched build started since then.
+/// Read every commit since `opts.since` and every watched build started since then. The two
+/// sources are different servers: GitHub (its requests one at a time, as GitHub asks) and
+/// Concourse are read at the same time, the read taking as long as the longer of the two.
 pub async fn collect(cfg: &Config, opts: &Options, progress: &Progress) -> Result<Collected, BackfillError> {
     let telemetry = Arc::new(SourceTelemetry::new());
     let mut github = GithubSource::new(cfg.github(), telemetry.clone()).map_err(BackfillError::Setup)?;
     github.set_history_since(Some(opts.since));
     let mut concourse = ConcourseSource::new(cfg.concourse(), telemetry.clone()).map_err(BackfillError::Setup)?;
     concourse.set_history_since(Some(opts.since));
-    let mut out = Collected::default();
+    // One progress line: GitHub's until it is done, then Concourse's.
+    let github_done = std::sync::atomic::AtomicBool::new(false);
+    progress.phase("reading commits from GitHub and builds from Concourse");
+    let read_github = async {
+        let r = read_github(&mut github, cfg, opts, &telemetry, progress).await;
+        github_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let read_concourse = read_concourse(&mut concourse, opts, &telemetry, progress, &github_done);
+    let ((facts, head), (builds, warnings)) = tokio::try_join!(read_github, read_concourse)?;
+    let mut out = Collected { facts, head, warnings, ..Collected::default() };
+    out.facts.extend(builds);
+    out.github_requests = telemetry.snapshot("github").requests();
+    out.concourse_requests = telemetry.snapshot("concourse").requests();
+    Ok(out)
+}
 
-    progress.phase("reading commits from GitHub");
+/// The commits since the cutoff and the pull requests merged since then; the head they end at.
+async fn read_github(
+    github: &mut GithubSource,
+    cfg: &Config,
+    opts: &Options,
+    telemetry: &SourceTelemetry,
+    progress: &Progress,
+) -> Result<(Vec<Fact>, Option<String>), BackfillError> {
     let mut retry = Retry::new("github", opts.attempts);
     let tally = github.history_tally();
     let commits = loop {
-        match with_ticker(github.poll(opts.now), &telemetry, "github", "commits", &tally, progress).await {
+        match with_ticker(github.poll(opts.now), telemetry, "github", "commits", &tally, progress, None).await {
             Ok(f) => break f,
             Err(e) => retry.after(e, progress).await?,
         }
     };
     // A commit's history began when it landed: `first_seen` (for `lead_time_from: first_seen`)
     // is its committer date, not the moment this backfill read it.
-    for f in commits {
-        out.facts.push(match f {
+    let mut facts: Vec<Fact> = commits
+        .into_iter()
+        .map(|f| match f {
             Fact::Commit(mut c) => {
                 c.first_seen = c.first_seen.min(c.committer_date);
                 Fact::Commit(c)
             }
             other => other,
-        });
-    }
-    out.head = github.cursor().0;
-    let n_commits = out.facts.len();
+        })
+        .collect();
+    let head = github.cursor().0;
+    let n_commits = facts.len();
     // The pull requests merged since the cutoff, from the list of closed ones: labels (the
     // hotfix rule), opening and merge of each squash or merge commit (not the phases, which
     // would take five requests a commit).
     if cfg.repository.pull_requests {
-        progress.phase(&format!("{n_commits} commits since the cutoff; reading merged pull requests"));
-        let shas: std::collections::HashSet<String> = out
-            .facts
+        progress.update(&format!("{n_commits} commits since the cutoff; reading merged pull requests"));
+        let shas: std::collections::HashSet<String> = facts
             .iter()
             .filter_map(|f| match f {
                 Fact::Commit(c) => Some(c.sha.clone()),
@@ -318,23 +342,35 @@ pub async fn collect(cfg: &Config, opts: &Options, progress: &Progress) -> Resul
             .map(|(sha, origin)| Fact::Origin { sha, origin })
             .collect();
         progress.update(&format!("{} of them merged through a pull request", origins.len()));
-        out.facts.extend(origins);
+        facts.extend(origins);
     }
-    progress.phase(&format!("{n_commits} commits since the cutoff; reading builds from Concourse"));
+    progress.phase(&format!("{n_commits} commits since the cutoff read from GitHub"));
+    Ok((facts, head))
+}
 
+/// Every watched build started since the cutoff, and the errors retried past.
+async fn read_concourse(
+    concourse: &mut ConcourseSource,
+    opts: &Options,
+    telemetry: &SourceTelemetry,
+    progress: &Progress,
+    github_done: &std::sync::atomic::AtomicBool,
+) -> Result<(Vec<Fact>, Vec<String>), BackfillError> {
     let tally = concourse.history_tally();
+    let mut out = vec![];
     let mut attempt = 0;
     let mut caught_up_reads = 0;
     loop {
         attempt += 1;
         let mut retry = Retry::new("concourse", opts.attempts);
         let facts = loop {
-            match with_ticker(concourse.poll(opts.now), &telemetry, "concourse", "builds", &tally, progress).await {
+            let poll = concourse.poll(opts.now);
+            match with_ticker(poll, telemetry, "concourse", "builds", &tally, progress, Some(github_done)).await {
                 Ok(f) => break f,
                 Err(e) => retry.after(e, progress).await?,
             }
         };
-        out.facts.extend(facts);
+        out.extend(facts);
         // A history longer than one read's page budget: the next read continues where this
         // one is complete (no attempt is spent on it).
         if !concourse.caught_up() && caught_up_reads < MAX_CATCH_UP_READS {
@@ -346,15 +382,12 @@ pub async fn collect(cfg: &Config, opts: &Options, progress: &Progress) -> Resul
         // A build whose resources or metadata could not be read stays tracked: another cycle
         // reads just those.
         if concourse.last_errors().is_empty() || attempt >= opts.attempts {
-            out.warnings.extend(concourse.last_errors().iter().map(|e| e.to_string()));
-            break;
+            let warnings = concourse.last_errors().iter().map(|e| e.to_string()).collect();
+            return Ok((out, warnings));
         }
         progress.update(&format!("{} Concourse reads failed; trying those again", concourse.last_errors().len()));
         tokio::time::sleep(Duration::from_secs(1 << attempt.min(4))).await;
     }
-    out.github_requests = telemetry.snapshot("github").requests();
-    out.concourse_requests = telemetry.snapshot("concourse").requests();
-    Ok(out)
 }
 
 /// When a source read fails: a rate limit is waited out (as long as the server says), other
@@ -393,7 +426,8 @@ impl Retry {
 }
 
 /// Drive `fut` while showing the source's request count, and once the source knows how many
-/// reads it has to make (a commit's files, a build's resources), how far it is with an ETA.
+/// reads it has to make (a commit's files, a build's resources), how far it is with an ETA;
+/// once `after` is set, if given (another source's reading holds the line until then).
 async fn with_ticker<T>(
     fut: impl std::future::Future<Output = T>,
     telemetry: &SourceTelemetry,
@@ -401,6 +435,7 @@ async fn with_ticker<T>(
     what: &str,
     tally: &HistoryTally,
     progress: &Progress,
+    after: Option<&std::sync::atomic::AtomicBool>,
 ) -> T {
     tokio::pin!(fut);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -411,6 +446,10 @@ async fn with_ticker<T>(
         tokio::select! {
             r = &mut fut => return r,
             _ = tick.tick() => {
+                // Another source's progress is on the line until it is done.
+                if after.is_some_and(|a| !a.load(std::sync::atomic::Ordering::Relaxed)) {
+                    continue;
+                }
                 let (done, total) = tally.get();
                 let (done, total) = (done - base, total.saturating_sub(base));
                 if total > done {
