@@ -1825,8 +1825,7 @@ async fn list_pulls(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQue
         }
         let (range, last) = page_range(pulls.len(), per_page, page);
         let repo_v = repo_json(&cx.base, repo);
-        let body: Vec<Value> =
-            pulls[range].iter().map(|pr| pull_json_in(&cx.base, repo, &repo_v, pr, false)).collect();
+        let body: Vec<Value> = pulls[range].iter().map(|pr| pull_json_in(&cx.base, repo, &repo_v, pr, false)).collect();
         let link = link_header(&repo_link(cx, repo, "/pulls"), &cx.query.raw, page, last);
         Ok(Reply::ok(Value::Array(body)).with_link(link))
     })
