@@ -250,3 +250,124 @@ fn fingerprint(b: &BuildFact) -> u64 {
     }
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::core::journey::{BuildStatus, CommitFact, Fact, VersionFact, WaitsFor, derive};
+
+    // Tests, then testflight (behind a gate: cepler's `approval`).
+    const CONFIG: &str = "
+repository: { github: o/r }
+concourse: { url: 'http://ci/', team: dev }
+resources: { repo: {} }
+stages:
+  - { name: tests, pipeline: p, jobs: [t] }
+  - { name: testflight, pipeline: p, jobs: [tf], environment: staging, approval: GATE }
+";
+
+    fn cfg(gate: bool) -> CoreConfig {
+        crate::config::parse(&CONFIG.replace("GATE", &gate.to_string()), "t.yaml", &|_| None).unwrap().core()
+    }
+
+    fn sha(i: usize) -> String {
+        format!("c{i}{}", "0".repeat(39))
+    }
+
+    fn commit(i: usize) -> Fact {
+        Fact::Commit(CommitFact {
+            sha: sha(i),
+            parent: (i > 0).then(|| sha(i - 1)),
+            author: "dev".into(),
+            author_date: 1_000 * (i as i64 + 1),
+            committer_date: 1_000 * (i as i64 + 1),
+            message: format!("feat: {i}"),
+            files: vec!["src/a.rs".into()],
+            first_seen: 1_000 * (i as i64 + 1),
+        })
+    }
+
+    /// A build of `job`; `c`: the commit it took (`None`: a created build, no inputs yet).
+    fn build(id: i64, job: &str, status: BuildStatus, start: Option<i64>, end: Option<i64>, c: Option<usize>) -> Fact {
+        let inputs = c
+            .map(|c| {
+                let version = BTreeMap::from([("ref".to_string(), sha(c))]);
+                vec![VersionFact { step: "repo".into(), resource: "repo".into(), version, message: None }]
+            })
+            .unwrap_or_default();
+        Fact::Build(BuildFact {
+            id,
+            pipeline: "p".into(),
+            job: job.into(),
+            name: id.to_string(),
+            status,
+            start,
+            end,
+            rerun_of: None,
+            url: format!("http://ci/builds/{id}"),
+            inputs,
+            outputs: vec![],
+            resources_known: c.is_some(),
+        })
+    }
+
+    /// After each step, the incremental result equals a full derivation's; returns the last.
+    fn check(gate: bool, steps: Vec<Vec<Fact>>) -> (Derived, Work) {
+        let (mut facts, mut inc, cfg) = (Facts::default(), Incremental::default(), cfg(gate));
+        let mut last = None;
+        for (n, step) in steps.into_iter().enumerate() {
+            for f in step {
+                facts.apply(f);
+            }
+            let now = 10_000 + n as i64 * 60;
+            let (got, work) = inc.derive_counted(&facts, &cfg, now);
+            let want = derive(&facts, &cfg, now);
+            assert_eq!(got.journeys, want.journeys, "after step {n}");
+            last = Some((got, work));
+        }
+        last.expect("a step")
+    }
+
+    /// A journey pending at a stage whose job is busy waits for that build; when the build
+    /// fails (no outputs, so nothing lineage reads changed), the journey is derived again: it
+    /// now waits for no build.
+    #[test]
+    fn a_pending_stage_follows_the_running_builds_it_waits_on() {
+        use BuildStatus::*;
+        let (d, work) = check(
+            false,
+            vec![
+                vec![
+                    commit(0),
+                    commit(1),
+                    build(1, "t", Succeeded, Some(1_100), Some(1_500), Some(0)),
+                    build(2, "t", Succeeded, Some(2_100), Some(2_500), Some(1)),
+                    // c0's deploy runs; c1 waits for it.
+                    build(3, "tf", Started, Some(2_600), None, Some(0)),
+                ],
+                vec![],
+                vec![build(3, "tf", Failed, Some(2_600), Some(2_900), Some(0))],
+            ],
+        );
+        let c1 = &d.journeys[1];
+        assert_eq!(c1.stages[1].attempts.len(), 0);
+        assert_eq!(work.pushed, 0, "a failed build puts nothing: lineage unchanged");
+        assert!(!matches!(c1.stages[1].waits_for, Some(WaitsFor::Busy(_))), "{:?}", c1.stages[1].waits_for);
+    }
+
+    /// A journey waiting at the gate is taken again while the gate stays shut, and derived
+    /// again when a created build (not a rerun) shows it was opened. (That build is new to its
+    /// job, which alone makes the journey derived again; the gate check guards the same.)
+    #[test]
+    fn a_journey_at_the_gate_is_derived_again_when_it_opens() {
+        use BuildStatus::*;
+        let first = vec![commit(0), build(1, "t", Succeeded, Some(1_100), Some(1_500), Some(0))];
+        let (d, work) = check(true, vec![first.clone(), vec![]]);
+        assert_eq!(d.journeys[0].stages[1].state, StageState::AwaitingApproval);
+        assert_eq!(work.reused, 1, "the gate stayed shut: taken as it was");
+        let (d, _) = check(true, vec![first, vec![], vec![build(2, "tf", Pending, None, None, None)]]);
+        assert_eq!(d.journeys[0].stages[1].state, StageState::Pending);
+    }
+}
