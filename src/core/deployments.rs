@@ -526,10 +526,8 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::core::facts::{BuildFact, CommitFact, Fact, VersionFact};
+    use crate::core::facts::Fact;
     use crate::core::journey::derive;
 
     const CONFIG: &str = "
@@ -547,35 +545,13 @@ stages:
 
     /// Commit `i` made at `100 * (i + 1)` with this message.
     fn commit(i: usize, message: &str) -> Fact {
-        Fact::Commit(CommitFact {
-            sha: sha(i),
-            parent: (i > 0).then(|| sha(i - 1)),
-            author: "dev".into(),
-            author_date: 100 * (i as i64 + 1),
-            committer_date: 100 * (i as i64 + 1),
-            message: message.into(),
-            files: vec!["src/x.rs".into()],
-            first_seen: 100 * (i as i64 + 1),
-        })
+        crate::core::fixtures::commit(sha(i), (i > 0).then(|| sha(i - 1)), 100 * (i as i64 + 1), message, "src/x.rs")
     }
 
     /// Deploy build `id` of commit `c`, ending at `end` (started 60 s before).
     fn deploy(id: i64, c: usize, ok: bool, end: i64) -> Fact {
-        let version = BTreeMap::from([("ref".to_string(), sha(c))]);
-        Fact::Build(BuildFact {
-            id,
-            pipeline: "p".into(),
-            job: "d".into(),
-            name: id.to_string(),
-            status: if ok { BuildStatus::Succeeded } else { BuildStatus::Failed },
-            start: Some(end - 60),
-            end: Some(end),
-            rerun_of: None,
-            url: format!("http://ci/builds/{id}"),
-            inputs: vec![VersionFact { step: "repo".into(), resource: "repo".into(), version, message: None }],
-            outputs: vec![],
-            resources_known: true,
-        })
+        let status = if ok { BuildStatus::Succeeded } else { BuildStatus::Failed };
+        crate::core::fixtures::build(id, "d", status, Some(end - 60), Some(end), Some(sha(c)))
     }
 
     /// One line per deployment: `id kind ok|fail [commits] failed:reason/by recovered:id rework`,

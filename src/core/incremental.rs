@@ -253,10 +253,9 @@ fn fingerprint(b: &BuildFact) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::core::journey::{BuildStatus, CommitFact, Fact, VersionFact, WaitsFor, derive};
+    use crate::core::fixtures;
+    use crate::core::journey::{BuildStatus, Fact, WaitsFor, derive};
 
     // Tests, then testflight (behind a gate: cepler's `approval`).
     const CONFIG: &str = "
@@ -277,40 +276,12 @@ stages:
     }
 
     fn commit(i: usize) -> Fact {
-        Fact::Commit(CommitFact {
-            sha: sha(i),
-            parent: (i > 0).then(|| sha(i - 1)),
-            author: "dev".into(),
-            author_date: 1_000 * (i as i64 + 1),
-            committer_date: 1_000 * (i as i64 + 1),
-            message: format!("feat: {i}"),
-            files: vec!["src/a.rs".into()],
-            first_seen: 1_000 * (i as i64 + 1),
-        })
+        fixtures::commit(sha(i), (i > 0).then(|| sha(i - 1)), 1_000 * (i as i64 + 1), &format!("feat: {i}"), "src/a.rs")
     }
 
     /// A build of `job`; `c`: the commit it took (`None`: a created build, no inputs yet).
     fn build(id: i64, job: &str, status: BuildStatus, start: Option<i64>, end: Option<i64>, c: Option<usize>) -> Fact {
-        let inputs = c
-            .map(|c| {
-                let version = BTreeMap::from([("ref".to_string(), sha(c))]);
-                vec![VersionFact { step: "repo".into(), resource: "repo".into(), version, message: None }]
-            })
-            .unwrap_or_default();
-        Fact::Build(BuildFact {
-            id,
-            pipeline: "p".into(),
-            job: job.into(),
-            name: id.to_string(),
-            status,
-            start,
-            end,
-            rerun_of: None,
-            url: format!("http://ci/builds/{id}"),
-            inputs,
-            outputs: vec![],
-            resources_known: c.is_some(),
-        })
+        fixtures::build(id, job, status, start, end, c.map(sha))
     }
 
     /// After each step, the incremental result equals a full derivation's; returns the last.

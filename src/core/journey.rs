@@ -1036,16 +1036,7 @@ stages:
     /// c0 and c1 change code, c2 is `[ci skip]`, c3 touches only ignored paths.
     fn commits() -> Vec<Fact> {
         let mk = |i: usize, msg: &str, file: &str| {
-            Fact::Commit(CommitFact {
-                sha: format!("c{i}{}", "0".repeat(39)),
-                parent: (i > 0).then(|| format!("c{}{}", i - 1, "0".repeat(39))),
-                author: "dev".into(),
-                author_date: 1_000 * (i as i64 + 1),
-                committer_date: 1_000 * (i as i64 + 1),
-                message: msg.into(),
-                files: vec![file.into()],
-                first_seen: 1_000 * (i as i64 + 1),
-            })
+            crate::core::fixtures::commit(sha(i), (i > 0).then(|| sha(i - 1)), 1_000 * (i as i64 + 1), msg, file)
         };
         vec![
             mk(0, "feat: a", "src/a.rs"),
@@ -1061,22 +1052,7 @@ stages:
 
     /// A build of job `job` taking commit `c` of `repo`; `start`/`end` `None` as the status says.
     fn build(id: i64, job: &str, status: BuildStatus, start: Option<i64>, end: Option<i64>, c: usize) -> Fact {
-        let mut version = BTreeMap::new();
-        version.insert("ref".to_string(), sha(c));
-        Fact::Build(BuildFact {
-            id,
-            pipeline: "p".into(),
-            job: job.into(),
-            name: id.to_string(),
-            status,
-            start,
-            end,
-            rerun_of: None,
-            url: format!("http://ci/builds/{id}"),
-            inputs: vec![VersionFact { step: "repo".into(), resource: "repo".into(), version, message: None }],
-            outputs: vec![],
-            resources_known: true,
-        })
+        crate::core::fixtures::build(id, job, status, start, end, Some(sha(c)))
     }
 
     fn derived(builds: Vec<Fact>) -> Derived {

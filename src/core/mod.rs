@@ -4,6 +4,8 @@ pub mod classify;
 pub mod deployments;
 pub mod eta;
 pub mod facts;
+#[cfg(test)]
+mod fixtures;
 pub mod incremental;
 pub mod journey;
 pub mod lineage;
