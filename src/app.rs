@@ -539,8 +539,7 @@ const RETRY_POLLS: i64 = 10;
 const ORIGIN_SETTLE: i64 = 6 * 3600;
 
 impl Poller {
-    /// Publish the journeys, and offer spans that became exportable since the last publish
-    /// (after a restart: all not marked).
+    /// [`publish_all`] of the poller's facts.
     fn publish(&mut self) {
         publish_all(&mut self.publisher, &self.facts, &self.shared, &self.baseline, &mut self.spans);
     }
@@ -708,8 +707,7 @@ impl Poller {
 
     /// Store the new facts with the cursor that covers them, then apply and publish them. A
     /// batch that cannot be stored is not applied (memory and disk stay in step) and is
-    /// stored again with the next cycle's (facts are idempotent).
-    /// Store what a poll found, apply it and publish (whether it did).
+    /// stored again with the next cycle's (facts are idempotent). Returns whether it published.
     async fn store_and_publish(&mut self, mut new: Vec<Fact>, cycle: &tracing::Span) -> bool {
         let (head, etag) = self.github.cursor();
         if !self.unstored.is_empty() {

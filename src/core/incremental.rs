@@ -21,14 +21,15 @@
 //! - A different configuration starts everything afresh.
 //!
 //! The per-commit journeys themselves are then derived from those parts (`derive_with`), except
-//! the settled ones, which are taken as they were (the same `Arc`). A journey is settled when it
-//! ended and every stage that applies to it succeeded, with every attempt finished and tied by
-//! lineage (an inferred attempt can gain reruns later). Such a journey reads only its own
-//! commit, origin and attempts, the job histories' horizons, and builds below its newest
-//! attempt: it is taken again while its commit's `first_seen`, its origin, its vanished mark,
-//! the horizons and each attempt's build are as they were, and no build at or below its newest
-//! attempt changed (the lowest changed build, as above). Its journey does not read `now`: a
-//! settled journey has no waits and is never "not picked up".
+//! the quiet ones ([`is_quiet`]), which are taken as they were (the same `Arc`): every stage
+//! that applies succeeded with finished, lineage-tied attempts (an inferred attempt can gain
+//! reruns later), or has no attempt and waits. Such a journey reads only its own commit, origin
+//! and attempts, the job histories' horizons, the builds of its jobs and, where a stage is
+//! pending, that stage's running builds. It is taken again while its commit time, origin,
+//! vanished mark, the horizons and each attempt's build are as they were, no build at or above
+//! the lowest changed one is at or below its newest attempt or of a job where it has no attempt,
+//! and a pending stage's running builds are unchanged. It does not read `now`: a quiet journey
+//! is never "not picked up" (a pending first stage is not quiet).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -61,8 +62,8 @@ pub struct Incremental {
     /// Tracked git refs builds named that were no known commit, with the oldest such build.
     unresolved: HashMap<Sha, BuildId>,
     /// The quiet journeys of the last derivation, with their newest attempt's build.
-    settled: HashMap<Sha, (Arc<Journey>, Option<BuildId>)>,
-    /// The horizons the settled journeys were derived with.
+    quiet: HashMap<Sha, (Arc<Journey>, Option<BuildId>)>,
+    /// The horizons the quiet journeys were derived with.
     horizons: BTreeMap<(String, String), HorizonFact>,
     /// Per stage, its running builds at the last derivation (what a pending stage waits on).
     running: Vec<Vec<RunningBuild>>,
@@ -77,7 +78,7 @@ pub struct Work {
     pub classified: usize,
     /// Builds whose lineage and carry were computed.
     pub pushed: usize,
-    /// Settled journeys taken from the last derivation as they were.
+    /// Quiet journeys taken from the last derivation as they were.
     pub reused: usize,
 }
 
@@ -147,21 +148,21 @@ impl Incremental {
             }
         }
         if facts.horizons != self.horizons {
-            self.settled.clear();
+            self.quiet.clear();
             self.horizons = facts.horizons.clone();
         }
         // Per job, its newest build: a job with one at or above `from` may have a new build, or
         // a build whose carry changed.
         let mut newest_of_job: HashMap<(&str, &str), BuildId> = HashMap::new();
         if from != BuildId::MAX {
-            for b in facts.builds.range(from..).map(|(_, b)| b) {
+            for (_, b) in facts.builds.range(from..) {
                 newest_of_job.insert((b.pipeline.as_str(), b.job.as_str()), b.id);
             }
         }
         let reused = std::cell::Cell::new(0);
-        let (settled, running) = (&self.settled, &self.running);
+        let (quiet, running) = (&self.quiet, &self.running);
         let reuse = |sha: &Sha, now_stages: &[StageNow]| {
-            let (j, newest) = settled.get(sha)?;
+            let (j, newest) = quiet.get(sha)?;
             let c = facts.commits.get(sha)?;
             // A stage with no attempt: no build of its jobs may carry the commit now, and what
             // it reads of the running builds is as it was.
@@ -195,7 +196,7 @@ impl Incremental {
         let derived = derive_with(facts, cfg, now, &self.order, &self.class, &self.carries, reuse);
         work.reused = reused.get();
         self.running = derived.stages.iter().map(|s| s.running.clone()).collect();
-        self.settled = derived
+        self.quiet = derived
             .journeys
             .iter()
             .filter(|j| is_quiet(j))
