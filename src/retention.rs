@@ -110,7 +110,7 @@ pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core:
                 if core.resource_of_step(&v.step).is_some()
                     && let Some(r) = v.version.get("ref").filter(|r| facts.commits.contains_key(*r))
                 {
-                    kept_commits.insert(r.clone());
+                    kept_commits.insert(r.to_string());
                 }
             }
         }

@@ -59,7 +59,9 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-use crate::core::journey::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, VersionFact};
+use crate::core::journey::{
+    BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, Version, VersionFact,
+};
 use crate::core::premerge::{ChecksJobFact, ChecksRunFact, JobConclusion, JobState, Origin, PullFact, ReviewFact};
 
 /// `PRAGMA application_id` of a deploy-journey store ("DJS1").
@@ -1328,7 +1330,8 @@ fn add_counters(tx: &rusqlite::Transaction<'_>, path: &str, deltas: &[Counter]) 
 struct VersionOut<'a> {
     step: &'a str,
     resource: &'a str,
-    version: &'a BTreeMap<String, String>,
+    #[serde(serialize_with = "version_json")]
+    version: &'a Version,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
 }
@@ -1340,6 +1343,11 @@ struct VersionIn {
     version: BTreeMap<String, String>,
     #[serde(default)]
     message: Option<String>,
+}
+
+/// A version as the JSON object Concourse gives (and older state files hold).
+fn version_json<S: serde::Serializer>(v: &&Version, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter())
 }
 
 fn versions_json(v: &[VersionFact]) -> Vec<VersionOut<'_>> {
@@ -1399,7 +1407,7 @@ fn read_versions(
         .map_err(|e| decode_err(path, "builds", &key, col, e))?;
     let v: Vec<VersionIn> = serde_json::from_str(text).map_err(|e| decode_err(path, "builds", &key, col, e))?;
     Ok(v.into_iter()
-        .map(|v| VersionFact { step: v.step, resource: v.resource, version: v.version, message: v.message })
+        .map(|v| VersionFact { step: v.step, resource: v.resource, version: v.version.into(), message: v.message })
         .collect())
 }
 
@@ -1453,7 +1461,7 @@ mod tests {
         VersionFact {
             step: step.into(),
             resource: step.into(),
-            version: BTreeMap::from([("ref".to_string(), r.to_string())]),
+            version: Version::from([("ref", r)]),
             message: msg.map(Into::into),
         }
     }
@@ -1544,7 +1552,7 @@ mod tests {
         b.inputs.push(VersionFact {
             step: "deployments".into(),
             resource: "lana-deployments".into(),
-            version: BTreeMap::from([("digest".into(), "sha256:ff".into()), ("tag".into(), "v1 \"x\"".into())]),
+            version: Version::from([("digest", "sha256:ff"), ("tag", "v1 \"x\"")]),
             message: Some("bump\n\n[ci skip]".into()),
         });
         let facts = vec![

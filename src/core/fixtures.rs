@@ -1,9 +1,7 @@
 //! Facts for the core's unit tests: a commit, and a build of pipeline `p` that took one
 //! commit through the `repo` input (or nothing yet: a created build).
 
-use std::collections::BTreeMap;
-
-use crate::core::facts::{BuildFact, BuildStatus, CommitFact, Fact, VersionFact};
+use crate::core::facts::{BuildFact, BuildStatus, CommitFact, Fact, Version, VersionFact};
 
 /// Commit `sha` (child of `parent`) made, and first seen, at `at`, changing `file`.
 pub(crate) fn commit(sha: String, parent: Option<String>, at: i64, message: &str, file: &str) -> Fact {
@@ -31,7 +29,7 @@ pub(crate) fn build(
 ) -> Fact {
     let inputs = took
         .map(|sha| {
-            let version = BTreeMap::from([("ref".to_string(), sha)]);
+            let version = Version::from([("ref", sha.as_str())]);
             vec![VersionFact { step: "repo".into(), resource: "repo".into(), version, message: None }]
         })
         .unwrap_or_default();

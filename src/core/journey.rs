@@ -24,7 +24,9 @@ use crate::core::classify::{ChangeType, Classification, Classifier};
 use crate::core::lineage::{Carry, Lineage, compute_carries};
 use crate::core::premerge::{self, Origin, PreMergeStages, PreMergeStart};
 
-pub use crate::core::facts::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, Sha, VersionFact};
+pub use crate::core::facts::{
+    BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, HorizonFact, Sha, Version, VersionFact,
+};
 pub use crate::core::lineage::Method;
 
 // ------------------------------------------------------------------ configuration
@@ -565,7 +567,7 @@ pub(crate) fn derive_with(
                             continue;
                         }
                         let r = b.inputs.iter().find(|v| &v.step == step).and_then(|v| v.version.get("ref"));
-                        let Some(rp) = r.and_then(|r| pos.get(r.as_str())) else { continue };
+                        let Some(rp) = r.and_then(|r| pos.get(r)) else { continue };
                         if *rp >= i {
                             let head = order.get(*rp).cloned();
                             job_att.push(attempt(b, Method::Inferred, *rp == i, head));
@@ -1385,12 +1387,10 @@ stages:
         let with_dagster = |id: i64, repo: usize, dagster: Option<usize>| {
             let Fact::Build(mut b) = build(id, "tf", Started, Some(NOW - 60), None, repo) else { unreachable!() };
             if let Some(d) = dagster {
-                let mut v = BTreeMap::new();
-                v.insert("ref".to_string(), sha(d));
                 b.inputs.push(VersionFact {
                     step: "dagster-src".into(),
                     resource: "dagster-src".into(),
-                    version: v,
+                    version: Version::from([("ref", sha(d).as_str())]),
                     message: None,
                 });
             }

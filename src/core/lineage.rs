@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::core::facts::{BuildFact, BuildId, Facts};
+use crate::core::facts::{BuildFact, BuildId, Facts, Version};
 use crate::core::journey::{Bridge, CoreConfig};
 
 /// Per tracked resource, the newest commit (first-parent position) a build delivers, and how
@@ -40,9 +40,9 @@ impl Method {
     }
 }
 
-fn version_key(pipeline: &str, resource: &str, v: &BTreeMap<String, String>) -> String {
+fn version_key(pipeline: &str, resource: &str, v: &Version) -> String {
     let mut k = format!("{pipeline}/{resource}");
-    for (a, b) in v {
+    for (a, b) in v.iter() {
         k.push_str(&format!(",{a}:{b}"));
     }
     k
@@ -291,10 +291,10 @@ impl LineageIndex {
         for out in &b.outputs {
             let key = version_key(&b.pipeline, &out.resource, &out.version);
             self.produced.entry(key.clone()).or_default().push(b.id);
-            for (k, v) in &out.version {
-                self.by_output.entry(out.step.clone()).or_default().entry(k.clone()).or_default().push(v, b.id);
+            for (k, v) in out.version.iter() {
+                self.by_output.entry(out.step.clone()).or_default().entry(k.to_string()).or_default().push(v, b.id);
                 if self.undo {
-                    pushed.outputs.push((out.step.clone(), k.clone()));
+                    pushed.outputs.push((out.step.clone(), k.to_string()));
                 }
             }
             if self.undo {
@@ -432,7 +432,7 @@ pub(crate) fn carry_of(
         if let Some(res) = cfg.resource_of_step(&inp.step)
             && let Some(r) = inp.version.get("ref")
         {
-            match pos.get(r.as_str()) {
+            match pos.get(r) {
                 Some(p) => {
                     merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact)
                 }
@@ -447,7 +447,7 @@ pub(crate) fn carry_of(
             && stage.is_none_or(|st| st.inputs.as_ref().is_none_or(|l| l.contains(&out.step)))
             && let Some(r) = out.version.get("ref")
         {
-            match pos.get(r.as_str()) {
+            match pos.get(r) {
                 Some(p) => {
                     merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact)
                 }

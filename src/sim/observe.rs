@@ -40,7 +40,7 @@ pub fn facts_from_world(w: &World) -> Facts {
             } else {
                 None
             };
-            VersionFact { step: name.to_string(), resource, version: v.version.clone(), message }
+            VersionFact { step: name.to_string(), resource, version: v.version.clone().into(), message }
         };
         let outputs: Vec<VersionFact> = b.outputs.iter().map(|o| vf(&o.name, o.version)).collect();
         let inputs: Vec<VersionFact> = b

@@ -67,7 +67,7 @@ use super::client::{
 };
 use super::telemetry::{RequestOutcome, SourceTelemetry};
 use super::{ConcourseAuth, ConcourseConfig, ErrorKind, Secret, SourceError, WatchedPipeline};
-use crate::core::journey::{BuildFact, BuildId, BuildStatus, Fact, Facts, HorizonFact, VersionFact};
+use crate::core::journey::{BuildFact, BuildId, BuildStatus, Fact, Facts, HorizonFact, Version, VersionFact};
 
 const SOURCE: &str = "concourse";
 /// `atc.PaginationAPIDefaultLimit`, asked for explicitly.
@@ -285,7 +285,7 @@ struct Envelope {
 }
 
 /// Version values are strings in `atc.Version`; anything else is kept as its JSON text.
-fn version_map(v: BTreeMap<String, Value>) -> BTreeMap<String, String> {
+fn version_map(v: BTreeMap<String, Value>) -> Version {
     v.into_iter()
         .map(|(k, v)| {
             let s = match v {
@@ -1065,7 +1065,7 @@ impl ConcourseSource {
             }
             let resource = input.resource.clone();
             let key: VersionKey =
-                (t.pi, resource.clone(), input.version.iter().map(|(a, b)| (a.clone(), b.clone())).collect());
+                (t.pi, resource.clone(), input.version.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect());
             if let Some(cached) = self.messages.get(&key) {
                 t.fact.inputs[k].message = cached.clone();
                 continue;
@@ -1118,13 +1118,13 @@ impl ConcourseSource {
         &mut self,
         pipeline: &str,
         resource: &str,
-        version: &BTreeMap<String, String>,
+        version: &Version,
     ) -> Result<Metadata, SourceError> {
         let what = format!("GET /api/v1/teams/{}/pipelines/{pipeline}/resources/{resource}/versions", self.cfg.team);
         let mut url = self.api(&["teams", &self.cfg.team, "pipelines", pipeline, "resources", resource, "versions"]);
         {
             let mut q = url.query_pairs_mut();
-            for (k, v) in version {
+            for (k, v) in version.iter() {
                 q.append_pair("filter", &format!("{k}:{v}"));
             }
         }
@@ -1696,8 +1696,8 @@ mod tests {
         )
         .unwrap();
         let v = version_map(io.inputs.into_iter().next().unwrap().version);
-        assert_eq!(v.get("ref").map(String::as_str), Some("abc"));
-        assert_eq!(v.get("n").map(String::as_str), Some("5"));
+        assert_eq!(v.get("ref"), Some("abc"));
+        assert_eq!(v.get("n"), Some("5"));
         assert!(io.outputs.is_empty());
     }
 

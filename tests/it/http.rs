@@ -360,7 +360,7 @@ stages:
             inputs: vec![VersionFact {
                 step: "repo".into(),
                 resource: "repo".into(),
-                version: BTreeMap::from([("ref".to_string(), sha(c))]),
+                version: deploy_journey::core::facts::Version::from_iter([("ref", sha(c))]),
                 message: None,
             }],
             outputs: vec![],

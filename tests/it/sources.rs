@@ -178,7 +178,7 @@ fn builds<'a>(facts: &'a Facts, pipeline: &str, job: &str) -> Vec<&'a BuildFact>
 }
 
 fn input_ref<'a>(b: &'a BuildFact, step: &str) -> Option<&'a str> {
-    b.inputs.iter().find(|i| i.step == step).and_then(|i| i.version.get("ref")).map(String::as_str)
+    b.inputs.iter().find(|i| i.step == step).and_then(|i| i.version.get("ref"))
 }
 
 /// Poll Concourse every `every` seconds for `secs` of simulated time, merging the facts.
@@ -385,7 +385,7 @@ async fn concourse_builds_carry_commit_refs_tag_outputs_and_chart_messages() {
     // The chart commit that bumped this image reaches testflight with its message.
     let tf = builds(&facts, "private-charts", "lana-bank-testflight")
         .into_iter()
-        .find(|b| b.inputs.iter().any(|i| i.message.as_deref().is_some_and(|m| m.contains(digest.as_str()))))
+        .find(|b| b.inputs.iter().any(|i| i.message.as_deref().is_some_and(|m| m.contains(digest))))
         .unwrap_or_else(|| {
             panic!("no testflight with {digest}: {:#?}", builds(&facts, "private-charts", "lana-bank-testflight"))
         });

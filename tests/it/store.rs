@@ -1,13 +1,13 @@
 //! The SQLite store on real files: persistence, errors that name the file, crash safety under
 //! SIGKILL, equivalence with the core's in-memory merge, and the load time of a year of lana.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use deploy_journey::core::journey::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, VersionFact};
+use deploy_journey::core::journey::{BuildFact, BuildId, BuildStatus, CommitFact, Fact, Facts, Version, VersionFact};
 use deploy_journey::store::{Store, StoreError};
 use proptest::prelude::*;
 
@@ -29,7 +29,12 @@ fn commit(n: i64) -> CommitFact {
 }
 
 fn version(step: &str, key: &str, value: String, message: Option<String>) -> VersionFact {
-    VersionFact { step: step.into(), resource: step.into(), version: BTreeMap::from([(key.into(), value)]), message }
+    VersionFact {
+        step: step.into(),
+        resource: step.into(),
+        version: Version::from_iter([(key.to_string(), value)]),
+        message,
+    }
 }
 
 fn build(id: BuildId, status: BuildStatus, known: bool) -> BuildFact {
@@ -307,16 +312,16 @@ fn fact(s: &Step) -> Fact {
             let input = |i: usize| VersionFact {
                 step: ["repo", "admin-panel-src", "deployments"][i].into(),
                 resource: ["lana-repo", "admin-panel-src", "galoy-deployments"][i].into(),
-                version: BTreeMap::from([
-                    ("ref".into(), format!("{id}-{i}")),
-                    ("committed \"at\"".into(), "ü\n".into()),
+                version: Version::from_iter([
+                    ("ref".to_string(), format!("{id}-{i}")),
+                    ("committed \"at\"".to_string(), "ü\n".to_string()),
                 ]),
                 message: (msgs & (1 << i) == 0).then(|| format!("feat: ✓ {i} \"quoted\"\n\n[ci skip]\\ {id}")),
             };
             let output = |i: usize| VersionFact {
                 step: format!("image-{i}"),
                 resource: "lana-image".into(),
-                version: BTreeMap::from([("digest".into(), format!("sha256:{id}{i}"))]),
+                version: Version::from_iter([("digest", format!("sha256:{id}{i}"))]),
                 message: None,
             };
             Fact::Build(BuildFact {

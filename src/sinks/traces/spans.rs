@@ -1225,7 +1225,7 @@ stages:
                     inputs: vec![VersionFact {
                         step: "repo".into(),
                         resource: "repo".into(),
-                        version: BTreeMap::from([("ref".to_string(), sha(c))]),
+                        version: [("ref", sha(c))].into_iter().collect(),
                         message: None,
                     }],
                     outputs: vec![],
