@@ -313,8 +313,9 @@ mod tests {
 
     #[test]
     fn a_version_reads_like_the_map_it_was_made_from() {
-        // (pairs as Concourse gave them, field asked, expected value, fields in order)
-        let cases: &[(&[(&str, &str)], &str, Option<&str>, &[&str])] = &[
+        /// Pairs as Concourse gave them, the field asked, the value expected, the fields in order.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<&'a str>, &'a [&'a str]);
+        let cases: &[Case] = &[
             (&[("ref", "abc")], "ref", Some("abc"), &["ref"]),
             (&[("tag", "v1"), ("digest", "sha256:ff")], "digest", Some("sha256:ff"), &["digest", "tag"]),
             (&[("tag", "v1"), ("digest", "sha256:ff")], "ref", None, &["digest", "tag"]),
