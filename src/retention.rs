@@ -47,7 +47,7 @@ pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core:
     // finished before the cutoff.
     let mut newest: std::collections::BTreeMap<(&str, &str), BuildId> = std::collections::BTreeMap::new();
     for b in facts.builds.values() {
-        let e = newest.entry((b.pipeline.as_str(), b.job.as_str())).or_insert(b.id);
+        let e = newest.entry((&*b.pipeline, &*b.job)).or_insert(b.id);
         *e = (*e).max(b.id);
     }
     kept_builds.extend(newest.values());

@@ -387,13 +387,13 @@ impl AttemptView {
     pub fn new(a: &Attempt) -> AttemptView {
         AttemptView {
             build_id: a.build_id,
-            pipeline: a.pipeline.clone(),
-            job: a.job.clone(),
-            name: a.name.clone(),
+            pipeline: a.pipeline.to_string(),
+            job: a.job.to_string(),
+            name: a.name.to_string(),
             status: a.status,
             start: a.start,
             end: a.end,
-            url: a.url.clone(),
+            url: a.url.to_string(),
             rerun_of: a.rerun_of,
             attribution: a.method,
             own: a.own,
@@ -407,12 +407,12 @@ impl RunningBuildView {
     pub fn new(r: &RunningBuild) -> RunningBuildView {
         RunningBuildView {
             build_id: r.build_id,
-            pipeline: r.pipeline.clone(),
-            job: r.job.clone(),
-            name: r.name.clone(),
+            pipeline: r.pipeline.to_string(),
+            job: r.job.to_string(),
+            name: r.name.to_string(),
             status: r.status,
             start: r.start,
-            url: r.url.clone(),
+            url: r.url.to_string(),
             rerun_of: r.rerun_of,
             head: r.head.clone(),
         }
@@ -456,11 +456,11 @@ pub struct BuildRef {
 impl BuildRef {
     pub fn of(d: &Deployment) -> BuildRef {
         BuildRef {
-            pipeline: d.pipeline.clone(),
-            job: d.job.clone(),
+            pipeline: d.pipeline.to_string(),
+            job: d.job.to_string(),
             id: d.build_id,
-            name: d.name.clone(),
-            url: d.url.clone(),
+            name: d.name.to_string(),
+            url: d.url.to_string(),
         }
     }
 }
@@ -521,8 +521,8 @@ impl DeploymentView {
     pub fn new(d: &Deployment, all: &[Deployment]) -> DeploymentView {
         let build = |id: i64| {
             all.iter().find(|x| x.build_id == id).map(BuildRef::of).unwrap_or_else(|| BuildRef {
-                pipeline: d.pipeline.clone(),
-                job: d.job.clone(),
+                pipeline: d.pipeline.to_string(),
+                job: d.job.to_string(),
                 id,
                 name: String::new(),
                 url: String::new(),

@@ -16,6 +16,7 @@
 //! hotfixes and reverts.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::core::classify::Classification;
 use crate::core::facts::{BuildId, BuildStatus, Facts, Sha};
@@ -124,10 +125,10 @@ pub struct Deployment {
     /// Index of the environment's stage.
     pub stage: usize,
     pub build_id: BuildId,
-    pub pipeline: String,
-    pub job: String,
-    pub name: String,
-    pub url: String,
+    pub pipeline: Arc<str>,
+    pub job: Arc<str>,
+    pub name: Arc<str>,
+    pub url: Arc<str>,
     pub start: Option<i64>,
     pub end: i64,
     pub succeeded: bool,
@@ -296,7 +297,9 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
         let mut builds: Vec<_> = facts
             .builds
             .values()
-            .filter(|b| b.status.is_finished() && b.pipeline == st.pipeline && st.jobs.iter().any(|j| j.name == b.job))
+            .filter(|b| {
+                b.status.is_finished() && *b.pipeline == *st.pipeline && st.jobs.iter().any(|j| *j.name == *b.job)
+            })
             .filter_map(|b| Some((b.end?, b)))
             .collect();
         builds.sort_by_key(|(end, b)| (*end, b.id));
@@ -478,10 +481,9 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
         }
 
         // Now: the running version, what it lacks, what waits at the gate.
-        let deploying = facts
-            .builds
-            .values()
-            .any(|b| !b.status.is_finished() && b.pipeline == st.pipeline && st.jobs.iter().any(|j| j.name == b.job));
+        let deploying = facts.builds.values().any(|b| {
+            !b.status.is_finished() && *b.pipeline == *st.pipeline && st.jobs.iter().any(|j| *j.name == *b.job)
+        });
         let mut now = EnvironmentNow { name: env.clone(), stage: si, changes, ..EnvironmentNow::default() };
         let run = running.map(|(k, c, h)| (&deps[k], c, h));
         if let Some((d, _, h)) = run {

@@ -218,7 +218,7 @@ mod tests {
             status: if end.is_some() { BuildStatus::Succeeded } else { BuildStatus::Started },
             start: Some(start),
             end,
-            url: String::new(),
+            url: String::new().into(),
             rerun_of: None,
             method: Method::Exact,
             own,
@@ -375,7 +375,7 @@ mod tests {
             name: "9".into(),
             status: BuildStatus::Started,
             start: Some(t0 - 300),
-            url: String::new(),
+            url: String::new().into(),
             rerun_of: None,
             head: None,
         };

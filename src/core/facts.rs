@@ -4,6 +4,7 @@
 //! of times, are the same facts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 pub type Sha = String;
 pub type BuildId = i64;
@@ -142,15 +143,17 @@ impl<const N: usize> From<[(&str, &str); N]> for Version {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildFact {
     pub id: BuildId,
-    pub pipeline: String,
-    pub job: String,
-    pub name: String,
+    // Shared, not owned: every journey's attempt at the build, its running entry and its
+    // deployment hold these (`Arc` clones, not copies).
+    pub pipeline: Arc<str>,
+    pub job: Arc<str>,
+    pub name: Arc<str>,
     pub status: BuildStatus,
     pub start: Option<i64>,
     pub end: Option<i64>,
     pub rerun_of: Option<BuildId>,
     /// Absolute URL of the build page.
-    pub url: String,
+    pub url: Arc<str>,
     pub inputs: Vec<VersionFact>,
     pub outputs: Vec<VersionFact>,
     /// Inputs and outputs have been read (`/builds/:id/resources` answered after adoption).

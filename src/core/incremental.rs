@@ -156,7 +156,7 @@ impl Incremental {
         let mut newest_of_job: HashMap<(&str, &str), BuildId> = HashMap::new();
         if from != BuildId::MAX {
             for (_, b) in facts.builds.range(from..) {
-                newest_of_job.insert((b.pipeline.as_str(), b.job.as_str()), b.id);
+                newest_of_job.insert((&*b.pipeline, &*b.job), b.id);
             }
         }
         let reused = std::cell::Cell::new(0);

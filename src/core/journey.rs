@@ -163,13 +163,13 @@ impl StageState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub build_id: BuildId,
-    pub pipeline: String,
-    pub job: String,
-    pub name: String,
+    pub pipeline: Arc<str>,
+    pub job: Arc<str>,
+    pub name: Arc<str>,
     pub status: BuildStatus,
     pub start: Option<i64>,
     pub end: Option<i64>,
-    pub url: String,
+    pub url: Arc<str>,
     pub rerun_of: Option<BuildId>,
     pub method: Method,
     /// The build's newest commit is this one (not a later commit that carried it along).
@@ -244,13 +244,13 @@ impl WaitsFor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningBuild {
     pub build_id: BuildId,
-    pub pipeline: String,
-    pub job: String,
-    pub name: String,
+    pub pipeline: Arc<str>,
+    pub job: Arc<str>,
+    pub name: Arc<str>,
     /// `Pending` (created, not started: no start time yet) or `Started`.
     pub status: BuildStatus,
     pub start: Option<i64>,
-    pub url: String,
+    pub url: Arc<str>,
     pub rerun_of: Option<BuildId>,
     /// The newest commit it carries (over all tracked resources), when its lineage is known.
     pub head: Option<Sha>,
@@ -442,7 +442,7 @@ pub(crate) fn derive_with(
     // foldhash: these maps are built over every build every cycle (no attacker picks the keys).
     let mut by_job: FastMap<(&str, &str), Vec<BuildId>> = FastMap::default();
     for b in facts.builds.values() {
-        by_job.entry((b.pipeline.as_str(), b.job.as_str())).or_default().push(b.id);
+        by_job.entry((&*b.pipeline, &*b.job)).or_default().push(b.id);
     }
     let mut prefix: FastMap<(&str, &str), Vec<usize>> = FastMap::default();
     for (k, ids) in &by_job {
@@ -466,7 +466,7 @@ pub(crate) fn derive_with(
     let mut last_end: FastMap<(&str, &str), i64> = FastMap::default();
     for b in facts.builds.values() {
         if let (true, Some(end)) = (b.status.is_finished(), b.end) {
-            let e = last_end.entry((b.pipeline.as_str(), b.job.as_str())).or_insert(end);
+            let e = last_end.entry((&*b.pipeline, &*b.job)).or_insert(end);
             *e = (*e).max(end);
         }
     }
@@ -623,7 +623,7 @@ pub(crate) fn derive_with(
                     .filter_map(|j| {
                         attempts
                             .iter()
-                            .filter(|a| a.job == j.name && a.status == BuildStatus::Succeeded)
+                            .filter(|a| *a.job == *j.name && a.status == BuildStatus::Succeeded)
                             .filter_map(|a| a.end)
                             .min()
                     })
@@ -874,10 +874,9 @@ fn waits_for(st: &StageDef, stages: &[StageJourney], si: usize, now: &StageNow) 
                 return Some(WaitsFor::Queued(q.clone()));
             }
             // Started builds sort first: a pending one behind them waits too.
-            let busy = now
-                .running
-                .iter()
-                .find(|r| sj.expected_jobs.contains(&r.job) && !sj.attempts.iter().any(|a| a.build_id == r.build_id));
+            let busy = now.running.iter().find(|r| {
+                sj.expected_jobs.iter().any(|j| **j == *r.job) && !sj.attempts.iter().any(|a| a.build_id == r.build_id)
+            });
             Some(match busy {
                 // A pending build (not a rerun) has no inputs yet: Concourse gives it the
                 // newest versions when it starts, so nothing ahead of it, it is this commit's.

@@ -59,14 +59,15 @@ pub fn facts_from_world(w: &World) -> Facts {
         };
         f.apply(Fact::Build(BuildFact {
             id: b.id,
-            pipeline: p.name.clone(),
-            job: p.jobs[b.job].name.clone(),
-            name: b.name.clone(),
+            pipeline: p.name.clone().into(),
+            job: p.jobs[b.job].name.clone().into(),
+            name: b.name.clone().into(),
             status,
             start: b.start_time,
             end: b.end_time,
             rerun_of: b.rerun_of,
-            url: format!("http://sim/teams/dev/pipelines/{}/jobs/{}/builds/{}", p.name, p.jobs[b.job].name, b.name),
+            url: format!("http://sim/teams/dev/pipelines/{}/jobs/{}/builds/{}", p.name, p.jobs[b.job].name, b.name)
+                .into(),
             inputs,
             outputs,
             resources_known: b.status != SimStatus::Pending,

@@ -444,7 +444,7 @@ impl ConcourseSource {
         self.tracked.clear();
         self.max_id = None;
         for b in facts.builds.values() {
-            let Some(pi) = self.cfg.pipelines.iter().position(|p| p.name == b.pipeline) else { continue };
+            let Some(pi) = self.cfg.pipelines.iter().position(|p| *p.name == *b.pipeline) else { continue };
             if !watched(&self.cfg.pipelines[pi], &b.job) {
                 continue;
             }
@@ -518,7 +518,7 @@ impl ConcourseSource {
                 if self.cycle_broken {
                     break;
                 }
-                let steps_known = self.tracked.get(&id).is_some_and(|t| self.jobs[pi].contains_key(&t.fact.job));
+                let steps_known = self.tracked.get(&id).is_some_and(|t| self.jobs[pi].contains_key(&*t.fact.job));
                 if !steps_known && self.jobs_read_at[pi].is_none() {
                     continue;
                 }
@@ -703,14 +703,14 @@ impl ConcourseSource {
                 url_with(&self.base, &["teams", &self.cfg.team, "pipelines", &wp.name, "jobs", job, "builds", &b.name]);
             let update = BuildFact {
                 id: b.id,
-                pipeline: wp.name.clone(),
-                job: job.to_string(),
-                name: b.name,
+                pipeline: wp.name.clone().into(),
+                job: job.to_string().into(),
+                name: b.name.into(),
                 status,
                 start: time_of(b.start_time),
                 end: time_of(b.end_time),
                 rerun_of: b.rerun_of.and_then(|r| r.id),
-                url: url.to_string(),
+                url: url.to_string().into(),
                 inputs: vec![],
                 outputs: vec![],
                 resources_known: false,
@@ -990,7 +990,7 @@ impl ConcourseSource {
             .filter(|(_, t)| {
                 let s = t.fact.status;
                 let need = if s.is_finished() { !t.read_final } else { s == BuildStatus::Started && !t.read_started };
-                need && (self.jobs[t.pi].contains_key(&t.fact.job) || self.jobs_read_at[t.pi].is_some())
+                need && (self.jobs[t.pi].contains_key(&*t.fact.job) || self.jobs_read_at[t.pi].is_some())
             })
             .map(|(id, _)| *id)
             .collect();
@@ -1165,9 +1165,9 @@ impl ConcourseSource {
         let url = self.api(&["builds", &b.id.to_string()]);
         match self.get_json::<ApiBuild>(&url, &what).await {
             Ok((a, _)) => Ok(a.id == b.id
-                && a.pipeline_name.as_deref() == Some(b.pipeline.as_str())
-                && a.job_name.as_deref() == Some(b.job.as_str())
-                && a.name == b.name),
+                && a.pipeline_name.as_deref() == Some(&*b.pipeline)
+                && a.job_name.as_deref() == Some(&*b.job)
+                && *a.name == *b.name),
             Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }

@@ -104,7 +104,7 @@ pub fn selectors(expr: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     use promql_parser::parser::Expr;
     fn walk(e: &Expr, out: &mut Vec<(String, Vec<String>)>) {
         let vs = |v: &promql_parser::parser::VectorSelector, out: &mut Vec<(String, Vec<String>)>| {
-            let by_matcher = v.matchers.matchers.iter().find(|m| m.name == "__name__").map(|m| m.value.clone());
+            let by_matcher = v.matchers.matchers.iter().find(|m| &*m.name == "__name__").map(|m| m.value.clone());
             let name = v.name.clone().or(by_matcher).unwrap_or_default();
             let labels = v.matchers.matchers.iter().filter(|m| m.name != "__name__").map(|m| m.name.clone()).collect();
             out.push((name, labels));
@@ -470,7 +470,7 @@ impl E2e {
         let threshold = cfg
             .stages
             .iter()
-            .find(|s| s.name == "testflight")
+            .find(|s| &*s.name == "testflight")
             .and_then(|s| s.stuck_after)
             .expect("testflight stuck_after");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -136,7 +136,7 @@ pub fn mismatches(w: &World, cfg: &CoreConfig, derived: &Derived) -> Vec<String>
                         break;
                     }
                 }
-                let got: Vec<i64> = sj.attempts.iter().filter(|a| &a.job == job).map(|a| a.build_id).collect();
+                let got: Vec<i64> = sj.attempts.iter().filter(|a| *a.job == **job).map(|a| a.build_id).collect();
                 let (g, t): (BTreeSet<_>, BTreeSet<_>) = (got.iter().collect(), want.iter().collect());
                 if g != t {
                     out.push(format!(

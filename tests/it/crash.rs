@@ -614,10 +614,11 @@ async fn self_traces_arrive_apart_from_journeys_only_when_asked_for() {
     // Own spans: their own service instance, one trace per poll cycle with the polls inside.
     assert!(mine.iter().all(|(_, inst, _)| *inst == self_instance), "self spans under their own instance");
     let cycles: HashMap<Vec<u8>, &opentelemetry_proto::tonic::trace::v1::Span> =
-        mine.iter().filter(|(_, _, s)| s.name == "poll_cycle").map(|(_, _, s)| (s.span_id.clone(), s)).collect();
+        mine.iter().filter(|(_, _, s)| &*s.name == "poll_cycle").map(|(_, _, s)| (s.span_id.clone(), s)).collect();
     assert!(!cycles.is_empty(), "poll_cycle spans");
     assert!(cycles.values().all(|s| s.parent_span_id.is_empty()), "a poll cycle is a root");
-    let polls: Vec<_> = mine.iter().filter(|(_, _, s)| s.name == "github.poll" || s.name == "concourse.poll").collect();
+    let polls: Vec<_> =
+        mine.iter().filter(|(_, _, s)| &*s.name == "github.poll" || &*s.name == "concourse.poll").collect();
     assert!(!polls.is_empty(), "github.poll / concourse.poll spans");
     for (_, _, p) in &polls {
         if let Some(c) = cycles.get(&p.parent_span_id) {

@@ -54,7 +54,7 @@ async fn a_commit_reaches_production_after_a_failed_deploy_and_its_retry() {
     let ok = prod.iter().find(|d| d.result == "success" && d.commits.contains(&a.sha)).expect("a in production");
     assert!(ok.start > failed[0].end, "the retry deployed a after the failure");
     assert_eq!(a.deployed_at.get("production"), Some(&ok.end));
-    let stage = a.stages.iter().find(|s| s.name == "production").unwrap();
+    let stage = a.stages.iter().find(|s| &*s.name == "production").unwrap();
     assert_eq!(stage.state, StageState::Succeeded);
     assert_eq!(stage.attempts.len(), 2, "the failed attempt and the retry: {:?}", stage.attempts);
 }
@@ -88,7 +88,7 @@ async fn a_rollback_reaches_production_and_attribution_stays_exact() {
     let stage = |j: &deploy_journey::core::journey::Journey| {
         j.stages
             .iter()
-            .find(|s| s.name == "production")
+            .find(|s| &*s.name == "production")
             .unwrap()
             .attempts
             .iter()
@@ -116,8 +116,8 @@ async fn a_failed_staging_deploy_records_nothing_and_qa_waits() {
     let r = run_scenario("staging-fails-then-rerun.yaml", "lana").await;
     check_environments(&r);
     let a = r.journey("a");
-    let staging = a.stages.iter().find(|s| s.name == "staging").unwrap();
-    let qa = a.stages.iter().find(|s| s.name == "qa").unwrap();
+    let staging = a.stages.iter().find(|s| &*s.name == "staging").unwrap();
+    let qa = a.stages.iter().find(|s| &*s.name == "qa").unwrap();
     assert_eq!(staging.attempts.len(), 2, "the failed build and the rerun");
     assert_eq!(qa.attempts.len(), 1);
     assert!(qa.start.unwrap() > staging.end.unwrap(), "QA started only after staging recorded a");

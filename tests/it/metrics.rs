@@ -420,7 +420,7 @@ fn metrics_label_values_are_bounded_and_series_do_not_grow_with_commits() {
         // Every configured stage and environment is present from the first scrape on.
         assert_eq!(seen["stage"], stages);
         assert_eq!(seen["environment"], envs);
-        let commits: f64 = all.iter().filter(|s| s.name == "deploy_journey_commits_total").map(|s| s.value).sum();
+        let commits: f64 = all.iter().filter(|s| &*s.name == "deploy_journey_commits_total").map(|s| s.value).sum();
         assert_eq!(commits as usize, derived.journeys.len());
         println!(
             "lana, {weeks} simulated week(s): {} commits, {} finished stage builds -> {} series ({} bytes of text; built and rendered in {:.1} s)",

@@ -292,12 +292,13 @@ async fn the_landing_page_says_what_runs_after_a_rollback_and_lists_deployments(
 
     // A staging deploy that failed after what runs there: the row says so and links the build.
     let mut derived = r.derived.clone();
-    let running = derived.environments.iter().find(|e| e.name == "staging").unwrap().clone();
+    let running = derived.environments.iter().find(|e| &*e.name == "staging").unwrap().clone();
     let mut failed = derived.deployments.iter().find(|d| Some(d.build_id) == running.running_build).unwrap().clone();
     (failed.build_id, failed.name, failed.succeeded) = (9_999, "99".into(), false);
     failed.end = running.since.unwrap() + 60;
     failed.url =
-        format!("{}/teams/dev/pipelines/galoy-staging/jobs/galoy-staging-lana-bank/builds/99", r.cfg.concourse.url);
+        format!("{}/teams/dev/pipelines/galoy-staging/jobs/galoy-staging-lana-bank/builds/99", r.cfg.concourse.url)
+            .into();
     derived.deployments.push(failed.clone());
     let url = serve_derived(&r, Links::default(), Default::default(), derived).await;
     let dom = chromium_dom(&format!("{url}/"));

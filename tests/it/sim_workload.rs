@@ -634,7 +634,7 @@ fn lana_workload_matches_history() {
     // counts RC tags, which only successful builds push). Those without one were either
     // coalesced into a later commit's builds or had a build of their own fail.
     let repo_input_of = |b: &deploy_journey::sim::model::Build| {
-        let v = b.inputs.iter().find(|i| i.name == "repo").and_then(|i| world.concourse.version(i.version))?;
+        let v = b.inputs.iter().find(|i| &*i.name == "repo").and_then(|i| world.concourse.version(i.version))?;
         v.version.get("ref").cloned()
     };
     let (p, j) = world.job_index("lana-bank", "build-rc").expect("build-rc");

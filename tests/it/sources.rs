@@ -174,7 +174,7 @@ fn commits(facts: &[Fact]) -> Vec<&CommitFact> {
 }
 
 fn builds<'a>(facts: &'a Facts, pipeline: &str, job: &str) -> Vec<&'a BuildFact> {
-    facts.builds.values().filter(|b| b.pipeline == pipeline && b.job == job).collect()
+    facts.builds.values().filter(|b| &*b.pipeline == pipeline && &*b.job == job).collect()
 }
 
 fn input_ref<'a>(b: &'a BuildFact, step: &str) -> Option<&'a str> {
@@ -368,7 +368,7 @@ async fn concourse_builds_carry_commit_refs_tag_outputs_and_chart_messages() {
         assert!(b.status.is_finished() && b.resources_known, "{b:?}");
         assert!(b.start.is_some() && b.end >= b.start, "{b:?}");
         let url = format!("{}/teams/dev/pipelines/lana-bank/jobs/{job}/builds/{}", sim.url, b.name);
-        assert_eq!(b.url, url);
+        assert_eq!(b.url, url.into());
         assert_eq!(b.inputs.iter().find(|i| i.step == "repo").map(|i| i.resource.as_str()), Some("repo"));
     }
 
@@ -725,7 +725,7 @@ async fn concourse_pipeline_config_and_build_log_tails_for_watch() {
     assert_eq!(c.pipeline_config("no-such-pipeline").await.expect_err("404").kind, ErrorKind::NotFound);
 
     let done =
-        facts.builds.values().find(|b| b.status.is_finished() && b.job == "test-bats").expect("a finished build");
+        facts.builds.values().find(|b| b.status.is_finished() && &*b.job == "test-bats").expect("a finished build");
     let tail = c.build_log_tail(done.id, 3).await.expect("log tail");
     assert!(!tail.is_empty() && tail.len() <= 3, "{tail:?}");
     let all = c.build_log_tail(done.id, 1000).await.expect("whole log");

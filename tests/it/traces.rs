@@ -447,8 +447,8 @@ fn check_spans(
                 assert_eq!(Some(s.start_time_unix_nano), start.map(ns), "{} build {}", j.short(), a.build_id);
                 assert_eq!(Some(s.end_time_unix_nano), end.map(ns), "{} build {}", j.short(), a.build_id);
                 assert_eq!(str_attr(&s.attributes, "cicd.pipeline.task.run.id"), a.build_id.to_string());
-                assert_eq!(str_attr(&s.attributes, "cicd.pipeline.task.name"), a.job);
-                assert_eq!(str_attr(&s.attributes, "cicd.pipeline.name"), a.pipeline);
+                assert_eq!(str_attr(&s.attributes, "cicd.pipeline.task.name"), &*a.job);
+                assert_eq!(str_attr(&s.attributes, "cicd.pipeline.name"), &*a.pipeline);
                 // The absolute build page on the Concourse that `serve` polled.
                 let page = a.url.split_once("/teams/").map(|(_, p)| p).expect("a build page URL");
                 assert_eq!(
@@ -479,7 +479,7 @@ fn check_spans(
                     let failed = spans.get(target).expect("the failed deployment's span exported");
                     assert_eq!(
                         str_attr(&failed.attributes, "cicd.pipeline.task.name"),
-                        a.job,
+                        &*a.job,
                         "the same environment's job"
                     );
                     seen.fix_links += 1;

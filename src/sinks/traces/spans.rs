@@ -342,7 +342,7 @@ fn stage_spans(j: &Journey, s: &StageJourney) -> Vec<SpanRecord> {
             .and_then(|a| build_result(a.status))
             .unwrap_or("failure")
     };
-    let pipeline = s.attempts.first().map(|p| p.pipeline.as_str()).unwrap_or(s.name.as_str());
+    let pipeline = s.attempts.first().map(|p| &*p.pipeline).unwrap_or(s.name.as_str());
     let mut attributes: Vec<(String, AttrValue)> = vec![
         ("cicd.pipeline.name".into(), pipeline.into()),
         ("cicd.pipeline.action.name".into(), PIPELINE_ACTION.into()),
@@ -402,12 +402,12 @@ fn attempt_span(j: &Journey, s: &StageJourney, a: &Attempt) -> Option<SpanRecord
     }
     let result = build_result(a.status)?;
     let mut attributes: Vec<(String, AttrValue)> = vec![
-        ("cicd.pipeline.name".into(), a.pipeline.as_str().into()),
-        ("cicd.pipeline.task.name".into(), a.job.as_str().into()),
+        ("cicd.pipeline.name".into(), a.pipeline.as_ref().into()),
+        ("cicd.pipeline.task.name".into(), a.job.as_ref().into()),
         ("cicd.pipeline.task.run.id".into(), a.build_id.to_string().into()),
-        ("cicd.pipeline.task.run.url.full".into(), a.url.as_str().into()),
+        ("cicd.pipeline.task.run.url.full".into(), a.url.as_ref().into()),
         ("cicd.pipeline.task.run.result".into(), result.into()),
-        ("deploy_journey.build.name".into(), a.name.as_str().into()),
+        ("deploy_journey.build.name".into(), a.name.as_ref().into()),
         ("deploy_journey.attribution".into(), a.method.as_str().into()),
         ("deploy_journey.own_build".into(), a.own.into()),
     ];
@@ -740,11 +740,11 @@ mod tests {
             build_id: id,
             pipeline: "lana-bank".into(),
             job: job.into(),
-            name: id.to_string(),
+            name: id.to_string().into(),
             status,
             start: Some(start),
             end: Some(end),
-            url: format!("https://ci.example/builds/{id}"),
+            url: format!("https://ci.example/builds/{id}").into(),
             rerun_of: None,
             method: Method::Exact,
             own: true,
@@ -1216,12 +1216,12 @@ stages:
                     id,
                     pipeline: "p".into(),
                     job: "d".into(),
-                    name: id.to_string(),
+                    name: id.to_string().into(),
                     status: BuildStatus::Succeeded,
                     start: Some(end - 60),
                     end: Some(end),
                     rerun_of: None,
-                    url: String::new(),
+                    url: String::new().into(),
                     inputs: vec![VersionFact {
                         step: "repo".into(),
                         resource: "repo".into(),
