@@ -685,7 +685,7 @@ stages:
         use crate::core::premerge::{Origin, PullFact};
         let core = crate::config::parse(CONFIG, "t.yaml", &|_| None).unwrap().core();
         let pull = |labels: &[&str]| {
-            Origin::Pull(Box::new(PullFact {
+            Origin::Pull(std::sync::Arc::new(PullFact {
                 number: 7,
                 title: "feat: rounding".into(),
                 url: String::new(),

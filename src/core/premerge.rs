@@ -153,8 +153,9 @@ pub struct PullFact {
 pub enum Origin {
     /// Pushed directly: no pre-merge stages, lead time counts from the commit.
     Direct,
-    /// Boxed: most commits of a repository may be direct pushes, and a `PullFact` is large.
-    Pull(Box<PullFact>),
+    /// Shared: most commits of a repository may be direct pushes, a `PullFact` is large, and
+    /// the facts and every snapshot's journey of the commit hold the same one.
+    Pull(std::sync::Arc<PullFact>),
 }
 
 impl Origin {
@@ -451,19 +452,21 @@ mod tests {
         for from in [PreMergeStart::FirstCommit, PreMergeStart::PrOpened] {
             assert_eq!(lead_time_start(from, &Origin::Direct, 5_000), 5_000);
         }
-        let p = Origin::Pull(Box::new(pr()));
+        let p = Origin::Pull(std::sync::Arc::new(pr()));
         assert_eq!(lead_time_start(PreMergeStart::FirstCommit, &p, 9_000), 1_000);
         assert_eq!(lead_time_start(PreMergeStart::PrOpened, &p, 9_000), 1_600);
-        let unknown = Origin::Pull(Box::new(PullFact { first_commit_at: None, ..pr() }));
+        let unknown = Origin::Pull(std::sync::Arc::new(PullFact { first_commit_at: None, ..pr() }));
         assert_eq!(lead_time_start(PreMergeStart::FirstCommit, &unknown, 9_000), 1_600);
         assert_eq!(stages(&p).map(|s| s.named()[0]), Some(("coding", Some(600))));
     }
 
     #[test]
     fn origin_merge_keeps_the_most_complete_reading_in_any_order() {
-        let running = Origin::Pull(Box::new(PullFact { checks: vec![run(1, 1, 1_700, None, false)], ..pr() }));
-        let done = Origin::Pull(Box::new(PullFact { checks: vec![run(1, 1, 1_700, Some(2_000), true)], ..pr() }));
-        let reviewed = Origin::Pull(Box::new(PullFact { reviews: vec![review(2_000, true)], ..pr() }));
+        let running =
+            Origin::Pull(std::sync::Arc::new(PullFact { checks: vec![run(1, 1, 1_700, None, false)], ..pr() }));
+        let done =
+            Origin::Pull(std::sync::Arc::new(PullFact { checks: vec![run(1, 1, 1_700, Some(2_000), true)], ..pr() }));
+        let reviewed = Origin::Pull(std::sync::Arc::new(PullFact { reviews: vec![review(2_000, true)], ..pr() }));
         let all = [Origin::Direct, running.clone(), done.clone(), reviewed.clone()];
         for a in &all {
             assert_eq!(a.clone().merge(a.clone()), *a);
@@ -484,7 +487,7 @@ mod tests {
         let with_jobs = |jobs: Vec<ChecksJobFact>| {
             let mut r = run(1, 1, 1_700, Some(2_000), true);
             r.jobs = jobs;
-            Origin::Pull(Box::new(PullFact { checks: vec![r], ..pr() }))
+            Origin::Pull(std::sync::Arc::new(PullFact { checks: vec![r], ..pr() }))
         };
         let success = JobState::Completed(JobConclusion::Success);
         let job_done = with_jobs(vec![job(9, 1, success.clone(), Some(2_000))]);
@@ -498,7 +501,7 @@ mod tests {
         let rerun_done = with_jobs(vec![job(10, 2, success, Some(2_000))]);
         assert!(rerun_done.unsettled(), "jobs of attempt 2 under a run read at attempt 1");
         // A list reading (backfill) has no phases and gives way to a detailed one.
-        let listed = Origin::Pull(Box::new(PullFact { detailed: false, ..pr() }));
+        let listed = Origin::Pull(std::sync::Arc::new(PullFact { detailed: false, ..pr() }));
         assert_eq!(listed.pull().map(|p| p.stage_times().len()), Some(0));
         assert_eq!(listed.clone().merge(reviewed.clone()), reviewed);
         assert_eq!(reviewed.clone().merge(listed), reviewed);

@@ -824,7 +824,7 @@ impl GithubSource {
             });
         }
         checks.sort();
-        Ok(Origin::Pull(Box::new(PullFact {
+        Ok(Origin::Pull(std::sync::Arc::new(PullFact {
             number: p.number,
             title: p.title.clone(),
             url: p.html_url.clone(),
@@ -962,7 +962,7 @@ impl GithubSource {
                 }
                 out.push((
                     sha,
-                    Origin::Pull(Box::new(PullFact {
+                    Origin::Pull(std::sync::Arc::new(PullFact {
                         number: p.number,
                         title: p.title,
                         url: p.html_url,

@@ -962,7 +962,7 @@ mod tests {
                 ChecksJobFact { attempt: 1, ..job(910, "kept", done(JobConclusion::Success), Some(430)) },
             ],
         };
-        j.origin = Some(Origin::Pull(Box::new(PullFact {
+        j.origin = Some(Origin::Pull(std::sync::Arc::new(PullFact {
             number: 12,
             title: "feat: terms".into(),
             url: "https://github.com/o/r/pull/12".into(),
