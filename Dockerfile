@@ -2,6 +2,11 @@
 # Build: a release binary with the pinned toolchain (rust-version 1.89+; Cargo.lock is committed).
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# make builds jemalloc (tikv-jemalloc-sys) from its bundled source; the slim image lacks it.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples

@@ -18,9 +18,13 @@
 //! - every 5 s: the resident memory (VmRSS) of `serve` and of `prometheus-node-exporter`
 //!   (`/usr/bin/prometheus-node-exporter`, default collectors, its own port), both scraped
 //!   once a second on `/metrics` meanwhile, as Prometheus would, and their ratio;
-//! - at the end: the highest and the last figures.
+//! - at the end: the highest and the last figures, and what of each process' resident memory
+//!   is file-backed (binary and libraries) and what anonymous (heap and stacks).
 //!
-//! `BENCH_LOG` sets `serve`'s `RUST_LOG` (default `warn`). `MALLOC_ARENA_MAX` and friends in the environment are passed to both processes unchanged.
+//! `BENCH_LOG` sets `serve`'s `RUST_LOG` (default `warn`). `serve` is stopped with SIGTERM, so
+//! `_RJEM_MALLOC_CONF=stats_print:true` prints jemalloc's statistics (allocated against
+//! resident) as it exits. The environment (`MALLOC_ARENA_MAX`, `_RJEM_MALLOC_CONF`, ...) is passed
+//! to both processes unchanged.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,10 +54,36 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Kills the child when the benchmark ends, however it ends.
+/// What of a process' resident memory is file-backed (its binary's and libraries' pages) and
+/// what anonymous (heap, stacks), in KiB, from `/proc/PID/smaps_rollup`.
+fn rss_split(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    let (rss, anon) = (field("Rss:")?, field("Anonymous:")?);
+    Some((rss.saturating_sub(anon), anon))
+}
+
+/// Stops the child when the benchmark ends, however it ends: SIGTERM first, so `serve` shuts
+/// down as it would in production (and jemalloc can print its statistics at exit when
+/// `_RJEM_MALLOC_CONF=stats_print:true` is set), then SIGKILL after 5 s.
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid; it has not been reaped, so the pid is its.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -226,6 +256,15 @@ async fn main() {
             (Some(s), Some(n)) if n > 0 => format!("{:.2}", s as f64 / n as f64),
             _ => "-".into(),
         }
+    );
+    let split = |pid: Option<u32>| match pid.and_then(rss_split) {
+        Some((file, anon)) => format!("{} MiB file-backed, {} MiB anonymous", mib(Some(file)), mib(Some(anon))),
+        None => "-".into(),
+    };
+    println!(
+        "resident at the end: serve {}; node_exporter {}",
+        split(Some(serve.0.id())),
+        split(node.as_ref().map(|n| n.0.id()))
     );
     drop(serve);
     drop(node);

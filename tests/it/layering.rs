@@ -225,3 +225,22 @@ fn the_released_binary_has_the_regex_syntax_its_patterns_use() {
         assert!(features.contains(need), "regex is built without `{need}` outside tests: {features:?}");
     }
 }
+
+/// The binary allocates with jemalloc, and the options `main.rs` gives it are in effect: one
+/// arena, freed pages handed back at once (the resident memory figures in `docs/benchmarks.md`
+/// depend on them). A misspelt `_rjem_malloc_conf` symbol would leave jemalloc's defaults
+/// (4 arenas per core, pages kept 10 s) without any error; jemalloc prints its options at exit
+/// when its environment asks.
+#[test]
+fn the_binary_allocates_with_jemalloc_configured_to_return_freed_pages() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deploy-journey"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run deploy-journey --version");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for opt in ["opt.narenas: 1\n", "opt.dirty_decay_ms: 0 ", "opt.muzzy_decay_ms: 0 "] {
+        assert!(stats.contains(opt), "jemalloc's statistics lack `{}`:\n{stats}", opt.trim());
+    }
+}
