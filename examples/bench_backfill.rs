@@ -10,7 +10,7 @@
 //! wall-clock now) and serves the real GitHub and Concourse APIs on a loopback port, with its
 //! clock standing still. `backfill::run` then reads it back over HTTP, fills a fresh store in a
 //! temporary directory and writes OpenMetrics to a file there (removed at the end), as the
-//! `backfill` command does. It prints the time of each phase (read, store, derive, write), the
+//! `backfill` command does (`BENCH_KEEP=FILE` writes it to `FILE` and keeps it). It prints the time of each phase (read, store, derive, write), the
 //! requests made, the size of the output, and the whole against the 10 s target.
 
 use std::time::Instant;
@@ -61,7 +61,9 @@ async fn main() {
     cfg.state_path = dir.path().join("state.db");
     let mut opts = Options::new(start, now);
     opts.step = step;
-    let path = dir.path().join("backfill.om");
+    // BENCH_KEEP=FILE writes the output there and keeps it, to look at or import.
+    let path =
+        std::env::var_os("BENCH_KEEP").map(std::path::PathBuf::from).unwrap_or_else(|| dir.path().join("backfill.om"));
     let t = Instant::now();
     let report = {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));

@@ -26,6 +26,7 @@
 //! resident) as it exits. The environment (`MALLOC_ARENA_MAX`, `_RJEM_MALLOC_CONF`, ...) is passed
 //! to both processes unchanged.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,15 +68,17 @@ fn rss_split(pid: u32) -> Option<(u64, u64)> {
     Some((rss.saturating_sub(anon), anon))
 }
 
-/// Stops the child when the benchmark ends, however it ends: SIGTERM first, so `serve` shuts
-/// down as it would in production (and jemalloc can print its statistics at exit when
-/// `_RJEM_MALLOC_CONF=stats_print:true` is set), then SIGKILL after 5 s.
+/// Stops the child and its process group (spawned with `process_group(0)`, so a `BENCH_WRAP`
+/// profiler's `serve` stops with it) when the benchmark ends, however it ends: SIGTERM first,
+/// so `serve` shuts down as it would in production (and jemalloc can print its statistics at
+/// exit when `_RJEM_MALLOC_CONF=stats_print:true` is set), then SIGKILL after 5 s.
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid; it has not been reaped, so the pid is its.
+        let group = -(self.0.id() as libc::pid_t);
+        // SAFETY: kill(2) on the process group our own unreaped child leads.
         unsafe {
-            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(group, libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -84,7 +87,10 @@ impl Drop for Kill {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.0.kill();
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(group, libc::SIGKILL);
+        }
         let _ = self.0.wait();
     }
 }
@@ -149,6 +155,7 @@ async fn main() {
     let node = std::path::Path::new(NODE_EXPORTER).exists().then(|| {
         Kill(
             Command::new(NODE_EXPORTER)
+                .process_group(0)
                 .arg(format!("--web.listen-address=127.0.0.1:{node_port}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -176,7 +183,8 @@ async fn main() {
         None => Command::new(&bin),
     };
     let serve = Kill(
-        cmd.args(["serve", "--config"])
+        cmd.process_group(0)
+            .args(["serve", "--config"])
             .arg(&config)
             .args(["--sim-clock", &url])
             .env("GITHUB_TOKEN", "ghp_bench")
