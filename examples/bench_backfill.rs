@@ -15,6 +15,9 @@
 
 use std::time::Instant;
 
+// The allocator and options the `backfill` command runs with, so the figures are its.
+deploy_journey::serve_allocator!();
+
 use deploy_journey::backfill::{Options, Progress, run};
 use deploy_journey::sim::Sim;
 use deploy_journey::sim::clock::{ClockMode, SimClock};

@@ -16,14 +16,8 @@
 
 use std::time::{Duration, Instant};
 
-/// The allocator and options `serve` runs with (`src/main.rs`), so the figures are `serve`'s.
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[allow(non_upper_case_globals)]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static malloc_conf: Option<&'static std::ffi::c_char> =
-    Some(unsafe { &*c"narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0".as_ptr() });
+// The allocator and options `serve` runs with, so the figures are `serve`'s.
+deploy_journey::serve_allocator!();
 
 use deploy_journey::core::incremental::Incremental;
 use deploy_journey::core::journey::{CoreConfig, Facts, derive, stage_builds};

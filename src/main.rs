@@ -256,16 +256,7 @@ macro_rules! say {
     }};
 }
 
-/// jemalloc, configured to hand freed pages back at once (see `memory.rs`).
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc reads its options from this symbol before `main`: one arena (the exporter is not
-/// allocation-bound) and freed pages returned to the system at once, not after 10 s.
-#[allow(non_upper_case_globals)]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static malloc_conf: Option<&'static std::ffi::c_char> =
-    Some(unsafe { &*c"narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0".as_ptr() });
+deploy_journey::serve_allocator!();
 
 const BROKEN_PIPE_EXIT: i32 = 141;
 
