@@ -10,8 +10,9 @@
 //! wall-clock now) and serves the real GitHub and Concourse APIs on a loopback port, with its
 //! clock standing still. `backfill::run` then reads it back over HTTP, fills a fresh store in a
 //! temporary directory and writes OpenMetrics to a file there (removed at the end), as the
-//! `backfill` command does (`BENCH_KEEP=FILE` writes it to `FILE` and keeps it). It prints the time of each phase (read, store, derive, write), the
-//! requests made, the size of the output, and the whole against the 10 s target.
+//! `backfill` command does (`BENCH_KEEP=FILE` writes it to `FILE` and keeps it). It prints the
+//! time of each phase (read, store, derive, write), the requests made, the size of the output,
+//! and the whole against the 10 s target.
 
 use std::time::Instant;
 

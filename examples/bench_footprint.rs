@@ -39,12 +39,13 @@ use deploy_journey::sim::workload::LanaWorkload;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
+/// A `Name:   123 kB` field of a `/proc` file, in KiB.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    kib_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmRSS:")
 }
 
 fn mib(kib: Option<u64>) -> String {
@@ -59,12 +60,7 @@ fn free_port() -> u16 {
 /// what anonymous (heap, stacks), in KiB, from `/proc/PID/smaps_rollup`.
 fn rss_split(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    let (rss, anon) = (field("Rss:")?, field("Anonymous:")?);
+    let (rss, anon) = (kib_field(&text, "Rss:")?, kib_field(&text, "Anonymous:")?);
     Some((rss.saturating_sub(anon), anon))
 }
 

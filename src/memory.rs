@@ -26,15 +26,15 @@ pub fn release_free() {
     }
 }
 
+#[doc(hidden)]
+pub use tikv_jemallocator;
+
 /// Makes jemalloc, with the options `serve` runs with, the global allocator of the program that
 /// invokes it: the binary (`main.rs`) and the benchmarks that report `serve`'s figures. A macro,
 /// since only a program may choose its allocator; the library leaves its users' choice alone.
 /// jemalloc reads its options from the `_rjem_malloc_conf` symbol before `main`: one arena
 /// (the exporter is not allocation-bound) and freed pages returned to the system at once
 /// (`dirty_decay_ms:0,muzzy_decay_ms:0`) instead of after 10 s.
-#[doc(hidden)]
-pub use tikv_jemallocator;
-
 #[macro_export]
 macro_rules! serve_allocator {
     () => {

@@ -226,7 +226,8 @@ fn the_released_binary_has_the_regex_syntax_its_patterns_use() {
     }
 }
 
-/// The binary allocates with jemalloc, and the options `main.rs` gives it are in effect: one
+/// The binary allocates with jemalloc, and the options `memory::serve_allocator!` gives it are
+/// in effect: one
 /// arena, freed pages handed back at once (the resident memory figures in `docs/benchmarks.md`
 /// depend on them). A misspelt `_rjem_malloc_conf` symbol would leave jemalloc's defaults
 /// (4 arenas per core, pages kept 10 s) without any error; jemalloc prints its options at exit
