@@ -70,7 +70,7 @@ async fn main() {
         std::env::var_os("BENCH_KEEP").map(std::path::PathBuf::from).unwrap_or_else(|| dir.path().join("backfill.om"));
     let t = Instant::now();
     let report = {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+        let mut f = deploy_journey::write_behind::WriteBehind::create(&path).expect("create");
         let r = run(&cfg, &opts, &mut f, &Progress::hidden()).await.expect("backfill");
         std::io::Write::flush(&mut f).expect("flush");
         r

@@ -25,3 +25,4 @@ pub mod store;
 pub mod view;
 pub mod watch;
 pub mod webconfig;
+pub mod write_behind;

@@ -651,9 +651,9 @@ async fn backfill(a: BackfillArgs) -> anyhow::Result<ExitCode> {
         let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?}: expected NAME=VALUE"))?;
         opts.target_labels.push((k.to_string(), v.to_string()));
     }
-    let file =
-        std::fs::File::create(&a.openmetrics).with_context(|| format!("cannot create {}", a.openmetrics.display()))?;
-    let mut out = std::io::BufWriter::new(file);
+    // Written behind: gigabytes that would otherwise fill the page cache (write_behind.rs).
+    let mut out = deploy_journey::write_behind::WriteBehind::create(&a.openmetrics)
+        .with_context(|| format!("cannot create {}", a.openmetrics.display()))?;
     let progress = if a.quiet { Progress::hidden() } else { Progress::stderr() };
     let report = run(&cfg, &opts, &mut out, &progress)
         .await
