@@ -10,7 +10,8 @@
 //! wall-clock now) and serves the real GitHub and Concourse APIs on a loopback port, with its
 //! clock standing still. `backfill::run` then reads it back over HTTP, fills a fresh store in a
 //! temporary directory and writes OpenMetrics to a file there (removed at the end), as the
-//! `backfill` command does (`BENCH_KEEP=FILE` writes it to `FILE` and keeps it). It prints the
+//! `backfill` command does (`BENCH_KEEP=FILE` writes it to `FILE` and keeps it; `BENCH_PLAIN=1`
+//! writes it through a plain buffered file instead of the command's write-behind). It prints the
 //! time of each phase (read, store, derive, write), the requests made, the size of the output,
 //! and the whole against the 10 s target.
 
@@ -70,7 +71,12 @@ async fn main() {
         std::env::var_os("BENCH_KEEP").map(std::path::PathBuf::from).unwrap_or_else(|| dir.path().join("backfill.om"));
     let t = Instant::now();
     let report = {
-        let mut f = deploy_journey::write_behind::WriteBehind::create(&path).expect("create");
+        // BENCH_PLAIN=1: a plain buffered file instead of `backfill`'s write-behind, to compare.
+        let mut f: Box<dyn std::io::Write> = if std::env::var_os("BENCH_PLAIN").is_some() {
+            Box::new(std::io::BufWriter::new(std::fs::File::create(&path).expect("create")))
+        } else {
+            Box::new(deploy_journey::write_behind::WriteBehind::create(&path).expect("create"))
+        };
         let r = run(&cfg, &opts, &mut f, &Progress::hidden()).await.expect("backfill");
         std::io::Write::flush(&mut f).expect("flush");
         r
