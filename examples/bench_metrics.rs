@@ -71,6 +71,7 @@ fn history(name: &'static str, days: i64, core: &CoreConfig) -> History {
         derived,
         baseline: Default::default(),
         log_excerpts: Default::default(),
+        journey_totals: None,
     };
     History { name, commits: snapshot.derived.journeys.len(), builds: facts.builds.len(), snapshot, took: t0.elapsed() }
 }

@@ -417,6 +417,8 @@ struct Publisher {
     core: crate::core::journey::CoreConfig,
     /// What the last derivation learned that the next can keep (`core::incremental`).
     incremental: Incremental,
+    /// The journey counters and histograms per segment of history (`sinks::metrics::tally`).
+    tally: crate::sinks::metrics::Tally,
     clock: Clock,
     environments: Vec<String>,
     repository: String,
@@ -430,6 +432,7 @@ impl Publisher {
         Publisher {
             core: cfg.core(),
             incremental: Incremental::default(),
+            tally: crate::sinks::metrics::Tally::default(),
             clock,
             environments: cfg.environments(),
             repository: cfg.repository_slug(),
@@ -446,10 +449,14 @@ impl Publisher {
         let stage_builds = stage_builds(facts, &self.core, &derived);
         let stage_builds_ms = t.elapsed().as_secs_f64() * 1e3 - derive_ms;
         let etas = crate::core::eta::predict_all(&derived, &self.core, now);
+        let etas_ms = t.elapsed().as_secs_f64() * 1e3 - derive_ms - stage_builds_ms;
+        let totals = self.tally.update(&derived, &stage_builds, &self.core);
         tracing::debug!(
             derive_ms,
             stage_builds_ms,
-            etas_ms = t.elapsed().as_secs_f64() * 1e3 - derive_ms - stage_builds_ms,
+            etas_ms,
+            totals_ms = t.elapsed().as_secs_f64() * 1e3 - derive_ms - stage_builds_ms - etas_ms,
+            segments_added_up = self.tally.recomputed,
             journeys = derived.journeys.len(),
             "derived"
         );
@@ -463,6 +470,7 @@ impl Publisher {
             stage_builds,
             baseline: baseline.clone(),
             log_excerpts: self.log_excerpts.clone(),
+            journey_totals: Some(Arc::new(totals)),
         });
         // The previous snapshot and the derivation's scratch are freed by now.
         crate::memory::release_free();

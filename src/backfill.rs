@@ -877,7 +877,7 @@ mod tests {
     }
 
     fn ev(at: i64, metric: Metric, l: &[(&str, &str)], value: Option<f64>) -> Event {
-        Event { at, metric, labels: labels(l), value, exemplar: None }
+        Event { at, metric, labels: labels(l), value, exemplar: None, rank: 0 }
     }
 
     #[test]

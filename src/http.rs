@@ -173,6 +173,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
                 let snap = shared.snapshot();
                 let sources = ctx.telemetry.snapshots();
                 let input = crate::sinks::metrics::MetricsInput {
+                    totals: snap.journey_totals.as_deref(),
                     baseline: &snap.baseline,
                     derived: &snap.derived,
                     stage_builds: &snap.stage_builds,

@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub baseline: Arc<crate::sinks::metrics::Baseline>,
     /// The log excerpt of failed builds, by build id (read once each, see `app`).
     pub log_excerpts: Arc<std::collections::HashMap<i64, String>>,
+    /// The journey counters and histograms of `derived` and `stage_builds`, added up by the
+    /// poll loop's `Tally`; `None`: a scrape adds them up.
+    pub journey_totals: Option<Arc<crate::sinks::metrics::Totals>>,
 }
 
 /// What `/metrics` needs besides the snapshot; fixed for the process.

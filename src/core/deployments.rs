@@ -110,7 +110,7 @@ impl FailReason {
 /// A deployment's failure: why, when it became known, and the deployment and commits that
 /// showed it (the failed build itself; the rollback and the commits it took out; the revert or
 /// hotfix deployment and those commits).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Failure {
     pub reason: FailReason,
     pub known_at: i64,
@@ -119,7 +119,7 @@ pub struct Failure {
 }
 
 /// One finished deploy build of an environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Deployment {
     pub environment: String,
     /// Index of the environment's stage.

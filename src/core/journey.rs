@@ -981,7 +981,7 @@ fn carry_head(carry: &Carry, cl: &Classification) -> Option<usize> {
 }
 
 /// One finished build of a stage's job, for per-build metrics (durations, attempts, failures).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StageBuild {
     pub stage: usize,
     pub build_id: BuildId,

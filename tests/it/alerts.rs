@@ -47,6 +47,7 @@ pub fn catalogue() -> BTreeMap<String, BTreeSet<String>> {
     let sources = SourceTelemetry::new().snapshots();
     let baseline = Baseline::default();
     let text = render_text(&MetricsInput {
+        totals: None,
         derived: &derived,
         stage_builds: &[],
         core: &core,

@@ -143,6 +143,7 @@ async fn run_day(fault: Fault) -> DayResult {
     let sb = stage_builds(&facts, &core, &derived);
     let baseline = Baseline::default();
     let text = render_text(&MetricsInput {
+        totals: None,
         derived: &derived,
         stage_builds: &sb,
         core: &core,

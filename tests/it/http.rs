@@ -113,6 +113,7 @@ async fn the_landing_page_lists_commits_in_flight_and_escapes_what_it_shows() {
         stage_builds: vec![],
         baseline: Default::default(),
         log_excerpts: Default::default(),
+        journey_totals: None,
     });
     let url = serve(shared).await;
     let r = crate::support::client().get(format!("{url}/")).send().await.unwrap();

@@ -1,13 +1,15 @@
 //! `core::incremental` against a full derivation: over random sequences of lana facts — polls
 //! at random moments, facts arriving late, out of order, stale and twice, force-pushes, and
 //! retention forgetting old commits and builds, origins read late, job horizons learnt — every
-//! incremental result equals `derive`'s (the settled journeys it takes again included).
+//! incremental result equals `derive`'s (the settled journeys it takes again included), and
+//! the journey totals `sinks::metrics::Tally` keeps per segment equal those added up afresh.
 
 use deploy_journey::core::incremental::Incremental;
 use deploy_journey::core::journey::*;
 use deploy_journey::sim::engine::World;
 use deploy_journey::sim::topology::Topology;
 use deploy_journey::sim::workload::LanaWorkload;
+use deploy_journey::sinks::metrics::{Tally, Totals, events};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -99,6 +101,8 @@ proptest! {
         let mut facts = Facts::default();
         let mut late: Vec<Fact> = vec![];
         let mut inc = Incremental::default();
+        // Segments of 8 build ids and 4 journeys: a week crosses many of their boundaries.
+        let mut tally = Tally::with_segments(3, 4);
         for (n, s) in steps.iter().enumerate() {
             match s {
                 Step::Poll { minutes, share } => {
@@ -168,6 +172,10 @@ proptest! {
             let want = derive(&facts, &cfg, w.now);
             let got = inc.derive(&facts, &cfg, w.now);
             same(&got, &want).map_err(|e| TestCaseError::fail(format!("after step {n} ({s:?}): {e}")))?;
+            let sb = stage_builds(&facts, &cfg, &got);
+            let kept = tally.update(&got, &sb, &cfg);
+            let afresh = Totals::of(events(want.journeys.iter().map(|j| &**j), &stage_builds(&facts, &cfg, &want), &want, &cfg));
+            prop_assert!(kept == afresh, "after step {} ({:?}): totals differ:\n kept   {:?}\n afresh {:?}", n, s, kept, afresh);
         }
     }
 }
@@ -215,4 +223,38 @@ fn a_poll_recomputes_only_what_changed() {
     assert!(busy.pushed < later.builds.len() / 4, "{} of {} builds", busy.pushed, later.builds.len());
     assert!(busy.reused > 0 && busy.reused <= idle.reused, "{} reused after {}", busy.reused, idle.reused);
     assert_eq!(d.journeys, derive(&later, &cfg, w.now).journeys);
+}
+
+/// Between two polls, the journey totals are added up again only for the segments whose
+/// builds or journeys changed, and still equal the totals added up afresh.
+#[test]
+fn a_poll_adds_up_only_the_segments_that_changed() {
+    let start = crate::support::START;
+    let topo = Topology::builtin("lana").unwrap();
+    let cfg = lana_core(&topo);
+    let mut w = World::new(topo, start, 4);
+    for (at, a) in LanaWorkload::new(4).generate(start, start + 3 * 86_400) {
+        w.schedule_action(at, a);
+    }
+    w.advance_to(start + 2 * 86_400 + 11 * 3600);
+    let (mut inc, mut tally) = (Incremental::default(), Tally::with_segments(3, 4));
+    let afresh = |facts: &Facts, d: &Derived| {
+        Totals::of(events(d.journeys.iter().map(|j| &**j), &stage_builds(facts, &cfg, d), d, &cfg))
+    };
+    let mut cycle = |facts: &Facts, now: i64| {
+        let d = inc.derive(facts, &cfg, now);
+        let totals = tally.update(&d, &stage_builds(facts, &cfg, &d), &cfg);
+        assert_eq!(totals, afresh(facts, &d));
+        (tally.recomputed, tally.segments())
+    };
+    let facts = facts_from_world(&w);
+    let (first, segments) = cycle(&facts, w.now);
+    assert!(segments > 20, "{segments} segments");
+    assert_eq!(first, segments, "the first cycle adds up every segment");
+    let (idle, _) = cycle(&facts, w.now + 30);
+    assert!(idle <= 1, "{idle} of {segments} segments added up again with nothing new");
+    w.advance_to(w.now + 1800);
+    let later = facts_from_world(&w);
+    let (busy, segments) = cycle(&later, w.now);
+    assert!(busy > 0 && busy < segments / 4, "{busy} of {segments} segments added up again after half an hour");
 }

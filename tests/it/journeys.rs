@@ -354,6 +354,7 @@ fn metric_lines_of(r: &Run, facts: &Facts, derived: &Derived, now: i64) -> BTree
     let sources = SourceTelemetry::new().snapshots();
     let baseline = deploy_journey::sinks::metrics::Baseline::default();
     let text = deploy_journey::sinks::metrics::render_text(&deploy_journey::sinks::metrics::MetricsInput {
+        totals: None,
         derived,
         stage_builds: &builds,
         core: &core,
@@ -390,6 +391,7 @@ async fn served(r: &Run, sha: &str) -> (serde_json::Value, serde_json::Value, St
         stage_builds: vec![],
         baseline: Default::default(),
         log_excerpts: Default::default(),
+        journey_totals: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

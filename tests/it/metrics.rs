@@ -94,6 +94,7 @@ fn render(
 ) -> Rendered {
     let baseline = deploy_journey::sinks::metrics::Baseline::default();
     let input = MetricsInput {
+        totals: None,
         derived,
         stage_builds: builds,
         core,
@@ -712,6 +713,7 @@ fn metrics_baseline_rows_of_an_existing_state_file_restore_the_same_counters() {
     let core = example_config("lana", "http://127.0.0.1:1").core();
     let derived = Derived::default();
     let text = render_text(&MetricsInput {
+        totals: None,
         derived: &derived,
         stage_builds: &[],
         core: &core,

@@ -58,6 +58,7 @@ async fn serve_derived(
         stage_builds: vec![],
         baseline: Default::default(),
         log_excerpts,
+        journey_totals: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

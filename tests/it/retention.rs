@@ -40,6 +40,7 @@ fn pruning_old_journeys_keeps_every_counter_and_histogram() {
         let d = derive(facts, &core, now);
         let sb = stage_builds(facts, &core, &d);
         let input = MetricsInput {
+            totals: None,
             derived: &d,
             stage_builds: &sb,
             core: &core,

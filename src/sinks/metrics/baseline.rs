@@ -9,7 +9,8 @@ use crate::core::journey::{CoreConfig, Derived, Journey, StageBuild};
 
 use super::Labels;
 use super::catalogue::{Kind, Metric};
-use super::events::contributions;
+use super::events::events;
+use super::tally::Totals;
 
 /// Which part of a histogram bucket a row holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -130,24 +131,16 @@ pub fn fold(
     derived: &Derived,
     core: &CoreConfig,
 ) -> Vec<(String, String, f64)> {
-    let c = contributions(journeys.iter().copied(), builds, derived, core);
+    let t = Totals::of(events(journeys.iter().copied(), builds, derived, core));
     let mut rows = vec![];
-    for ((metric, labels), n) in c.counters {
-        rows.push((Key::Counter(metric).row_name(), labels_string(&labels), n as f64));
+    for ((metric, labels), c) in t.counters {
+        rows.push((Key::Counter(metric).row_name(), labels_string(&labels), c.n as f64));
     }
-    for ((metric, labels), obs) in c.hists {
-        let bounds = metric.def().buckets;
-        let mut per: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
-        for (v, _) in obs {
-            let i = bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len());
-            let e = per.entry(i).or_default();
-            e.0 += 1.0;
-            e.1 += v;
-        }
-        for (bucket, (n, sum)) in per {
+    for ((metric, labels), buckets) in t.hists {
+        for (bucket, b) in buckets.iter().enumerate().filter(|(_, b)| b.n > 0) {
             let key = |part| Key::Bucket { metric, bucket, part }.row_name();
-            rows.push((key(Part::Count), labels_string(&labels), n));
-            rows.push((key(Part::Sum), labels_string(&labels), sum));
+            rows.push((key(Part::Count), labels_string(&labels), b.n as f64));
+            rows.push((key(Part::Sum), labels_string(&labels), b.sum));
         }
     }
     rows

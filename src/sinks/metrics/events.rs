@@ -1,7 +1,5 @@
 //! The journey metrics' increments and observations, typed by the catalogue's [`Metric`].
 
-use std::collections::BTreeMap;
-
 use crate::core::deployments::{DeployKind, Deployment};
 use crate::core::journey::{BuildStatus, CoreConfig, Derived, Journey, Outcome, StageBuild};
 use crate::core::premerge::Origin;
@@ -19,19 +17,9 @@ pub struct Event {
     pub labels: Labels,
     pub value: Option<f64>,
     pub exemplar: Option<Labels>,
-}
-
-/// One histogram observation and its exemplar.
-pub type Observation = (f64, Option<Labels>);
-
-/// What a set of journeys and stage builds adds to the journey counters and histograms.
-#[derive(Debug, Default)]
-pub struct Contrib {
-    pub counters: BTreeMap<(Metric, Labels), u64>,
-    /// The newest exemplar of each counter series that has them.
-    pub counter_exemplars: BTreeMap<(Metric, Labels), (i64, Labels)>,
-    /// (histogram, labels) → observations with their exemplar.
-    pub hists: BTreeMap<(Metric, Labels), Vec<Observation>>,
+    /// Which of two exemplars at the same `at` is the newer: a build's or deployment's id, a
+    /// commit's time (in a batch, the newest commit's trace is the one to show).
+    pub rank: i64,
 }
 
 /// Every counter increment and histogram observation the journeys and stage builds make, with
@@ -45,16 +33,17 @@ pub fn events<'a>(
 ) -> Vec<Event> {
     let mut ev = vec![];
     let mut count = |at: i64, metric: Metric, values: &[&str]| {
-        ev.push(Event { at, metric, labels: metric.labels(values), value: None, exemplar: None })
+        ev.push(Event { at, metric, labels: metric.labels(values), value: None, exemplar: None, rank: 0 })
     };
     let stages: Vec<&str> = core.stages.iter().map(|s| s.name.as_str()).collect();
     let mut obs = vec![];
-    let observe = |at: i64, metric: Metric, values: &[&str], v: i64, exemplar: Option<Labels>| Event {
+    let observe = |at: i64, metric: Metric, values: &[&str], v: i64, exemplar: Option<Labels>, rank: i64| Event {
         at,
         metric,
         labels: metric.labels(values),
         value: Some(v.max(0) as f64),
         exemplar,
+        rank,
     };
     for b in builds {
         let st = stages[b.stage];
@@ -65,6 +54,7 @@ pub fn events<'a>(
             &[st, result_label(b.status)],
             d,
             b.head.as_deref().map(exemplar),
+            b.build_id,
         ));
         count(b.end, Metric::StageAttempts, &[st]);
         if matches!(b.status, BuildStatus::Failed | BuildStatus::Errored) {
@@ -85,7 +75,14 @@ pub fn events<'a>(
         let env = d.environment.as_str();
         let ex = Some(deploy_exemplar(d));
         let mut bump = |at: i64, metric: Metric, values: &[&str]| {
-            deploy_ev.push(Event { at, metric, labels: metric.labels(values), value: None, exemplar: ex.clone() })
+            deploy_ev.push(Event {
+                at,
+                metric,
+                labels: metric.labels(values),
+                value: None,
+                exemplar: ex.clone(),
+                rank: d.build_id,
+            })
         };
         bump(d.end, Metric::DeploymentAttempts, &[env, if d.succeeded { "success" } else { "failure" }]);
         if d.changed() {
@@ -102,11 +99,11 @@ pub fn events<'a>(
         if let Some(f) = &d.failed {
             bump(f.known_at, Metric::FailedDeployments, &[env, f.reason.as_str()]);
             if let Some((_, at)) = d.recovered_by {
-                obs.push(observe(at, Metric::FailedDeploymentRecovery, &[env], at - d.end, ex.clone()));
+                obs.push(observe(at, Metric::FailedDeploymentRecovery, &[env], at - d.end, ex.clone(), d.build_id));
             }
         }
         if let (Some(w), Some(start)) = (d.gate_wait, d.start) {
-            obs.push(observe(start, Metric::GateWait, &[env], w, ex.clone()));
+            obs.push(observe(start, Metric::GateWait, &[env], w, ex.clone(), d.build_id));
         }
     }
     for j in journeys {
@@ -128,6 +125,7 @@ pub fn events<'a>(
                             &[name, ct],
                             d,
                             Some(exemplar(&j.sha)),
+                            j.commit_time,
                         ));
                     }
                 }
@@ -144,14 +142,14 @@ pub fn events<'a>(
         for (i, s) in j.stages.iter().enumerate() {
             if let Some(w) = s.wait() {
                 let at = s.start.unwrap_or(j.commit_time);
-                obs.push(observe(at, Metric::StageWait, &[stages[i]], w, Some(exemplar(&j.sha))));
+                obs.push(observe(at, Metric::StageWait, &[stages[i]], w, Some(exemplar(&j.sha)), j.commit_time));
             }
         }
         // Each environment's lead time as the commit reaches it (its first deployment there);
         // the outcome when the journey ends, at its last environment.
         for (env, at) in &j.deployed_at {
             if let Some(lt) = j.lead_time(env) {
-                obs.push(observe(*at, Metric::LeadTime, &[env, ct], lt, Some(exemplar(&j.sha))));
+                obs.push(observe(*at, Metric::LeadTime, &[env, ct], lt, Some(exemplar(&j.sha)), j.commit_time));
             }
         }
         if j.ended {
@@ -183,7 +181,7 @@ pub fn environment_levels(derived: &Derived) -> Vec<Event> {
     for env in &derived.environments {
         let labels = vec![("environment".to_string(), env.name.clone())];
         let mut at = |t: i64, metric: Metric, v: f64| {
-            out.push(Event { at: t, metric, labels: labels.clone(), value: Some(v), exemplar: None })
+            out.push(Event { at: t, metric, labels: labels.clone(), value: Some(v), exemplar: None, rank: 0 })
         };
         for c in &env.changes {
             at(c.at, Metric::EnvironmentRunningCommitTimestamp, c.commit_time.unwrap_or(0) as f64);
@@ -223,31 +221,6 @@ pub fn environment_levels(derived: &Derived) -> Vec<Event> {
         }
     }
     out
-}
-
-/// The events added up per series.
-pub fn contributions<'a>(
-    journeys: impl Iterator<Item = &'a Journey>,
-    builds: &[StageBuild],
-    derived: &Derived,
-    core: &CoreConfig,
-) -> Contrib {
-    let mut c = Contrib::default();
-    for e in events(journeys, builds, derived, core) {
-        match e.value {
-            None => {
-                if let Some(x) = e.exemplar {
-                    let slot = c.counter_exemplars.entry((e.metric, e.labels.clone())).or_insert((e.at, x.clone()));
-                    if e.at >= slot.0 {
-                        *slot = (e.at, x);
-                    }
-                }
-                *c.counters.entry((e.metric, e.labels)).or_default() += 1
-            }
-            Some(v) => c.hists.entry((e.metric, e.labels)).or_default().push((v, e.exemplar)),
-        }
-    }
-    c
 }
 
 fn exemplar(sha: &str) -> Labels {

@@ -7,13 +7,14 @@
 //! No scrape ever calls a CI API.
 //!
 //! The catalogue (`catalogue`) is a table: every family's kind, name, unit, HELP, label
-//! dimensions and buckets. `events` are the journey counters' increments and observations,
+//! dimensions and buckets. `events` are the journey counters' increments and observations, `tally` their totals,
 //! `baseline` what retention folded away (and its stored rows), `render` one scrape.
 
 pub mod baseline;
 pub mod catalogue;
 pub mod events;
 mod render;
+pub mod tally;
 
 use prometheus_client::encoding::text::encode;
 
@@ -23,6 +24,7 @@ use crate::sources::telemetry::SourceSnapshot;
 pub use baseline::{Baseline, fold};
 pub use catalogue::{LEAD_BUCKETS, Metric, STAGE_BUCKETS};
 pub use events::{Event, events};
+pub use tally::{Tally, Totals};
 
 /// A label set, in the catalogue row's dimension order.
 pub type Labels = Vec<(String, String)>;
@@ -45,6 +47,9 @@ pub struct MetricsInput<'a> {
     pub store_errors: u64,
     /// Requests basic auth refused; `None` without basic auth (the family is then absent).
     pub auth_rejections: Option<crate::webconfig::AuthRejections>,
+    /// The journey counters and histograms of `derived` and `stage_builds` added up already
+    /// (`serve` keeps a [`Tally`]); `None`: added up at this scrape.
+    pub totals: Option<&'a Totals>,
 }
 
 /// Render OpenMetrics text (with exemplars).

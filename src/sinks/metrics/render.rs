@@ -13,7 +13,8 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::core::journey::{BuildStatus, Outcome, StageState};
 
 use super::catalogue::{CATALOGUE, Def, Kind, Metric, PREFIX};
-use super::events::{Observation, contributions};
+use super::events::events;
+use super::tally::{BucketTotal, Totals, bucket_of, spread};
 use super::{Labels, MetricsInput};
 
 /// Every series' value for one scrape, by catalogue metric and label set.
@@ -24,7 +25,8 @@ struct Sheet {
     counter_exemplars: BTreeMap<(Metric, Labels), Labels>,
     /// Integer and float gauges alike (integer gauges hold whole numbers well below 2^53).
     gauges: BTreeMap<(Metric, Labels), f64>,
-    hists: BTreeMap<(Metric, Labels), Vec<Observation>>,
+    /// Per histogram series, its buckets (the last is +Inf).
+    hists: BTreeMap<(Metric, Labels), Vec<BucketTotal>>,
 }
 
 impl Sheet {
@@ -41,13 +43,16 @@ impl Sheet {
         let g = self.gauge(m, values);
         *g = g.max(v);
     }
+    fn series(&mut self, m: Metric, labels: Labels) -> &mut Vec<BucketTotal> {
+        self.hists.entry((m, labels)).or_insert_with(|| vec![BucketTotal::default(); m.def().buckets.len() + 1])
+    }
     /// A label set present at zero.
     fn touch(&mut self, def: &Def, labels: Labels) {
         let key = (def.metric, labels);
         match def.kind {
             Kind::Counter => drop(self.counters.entry(key).or_default()),
             Kind::Gauge | Kind::FloatGauge => drop(self.gauges.entry(key).or_default()),
-            Kind::Histogram => drop(self.hists.entry(key).or_default()),
+            Kind::Histogram => drop(self.series(key.0, key.1)),
         }
     }
 }
@@ -68,26 +73,37 @@ fn compute(m: &MetricsInput<'_>) -> Sheet {
 /// Journey counters and histograms: what the live facts contribute, plus the baseline that
 /// pruned facts left behind.
 fn journey_counters(m: &MetricsInput<'_>, s: &mut Sheet) {
-    let contrib = contributions(m.derived.journeys.iter().map(|j| &**j), m.stage_builds, m.derived, m.core);
-    for (key, n) in contrib.counters {
-        *s.counters.entry(key).or_default() += n;
+    let fresh;
+    let totals = match m.totals {
+        Some(t) => t,
+        None => {
+            fresh = Totals::of(events(m.derived.journeys.iter().map(|j| &**j), m.stage_builds, m.derived, m.core));
+            &fresh
+        }
+    };
+    for (key, c) in &totals.counters {
+        *s.counters.entry(key.clone()).or_default() += c.n;
+        if let Some((_, ex)) = &c.exemplar {
+            s.counter_exemplars.insert(key.clone(), ex.clone());
+        }
     }
-    for (key, (_, ex)) in contrib.counter_exemplars {
-        s.counter_exemplars.insert(key, ex);
-    }
-    for (key, obs) in contrib.hists {
-        s.hists.entry(key).or_default().extend(obs);
+    for ((metric, labels), buckets) in &totals.hists {
+        for (mine, b) in s.series(*metric, labels.clone()).iter_mut().zip(buckets) {
+            mine.n += b.n;
+            mine.sum += b.sum;
+            mine.exemplar.clone_from(&b.exemplar);
+        }
     }
     for (metric, labels, n) in m.baseline.counters() {
         *s.counters.entry((metric, labels.clone())).or_default() += n;
     }
     for ((metric, labels, _), (n, sum)) in m.baseline.buckets() {
-        // The bucket's mean lies within the bucket, so replaying it n times restores the
-        // bucket count and the sum exactly.
+        // Into the bucket of its mean, which lies within the bucket the row was folded from.
         let n = n.round() as u64;
         if n > 0 {
-            let h = s.hists.entry((metric, labels.clone())).or_default();
-            h.extend((0..n).map(|_| (sum / n as f64, None)));
+            let b = &mut s.series(metric, labels.clone())[bucket_of(metric.def().buckets, sum / n as f64)];
+            b.n += n;
+            b.sum += sum;
         }
     }
     for b in m.stage_builds {
@@ -271,12 +287,21 @@ pub(super) fn build(m: &MetricsInput<'_>) -> Registry {
             (Kind::Histogram, _) => {
                 let f: Family<Labels, HistogramWithExemplars<Labels>, Buckets> =
                     Family::new_with_constructor(Buckets(def.buckets));
-                for ((_, labels), obs) in
+                for ((_, labels), buckets) in
                     sheet.hists.range((def.metric, vec![])..).take_while(|((k, _), _)| *k == def.metric)
                 {
+                    // Each bucket's count and sum re-created by whole-second observations
+                    // within it, then its exemplar's own observation.
                     let h = f.get_or_create(labels);
-                    for (v, ex) in obs {
-                        h.observe(*v, ex.clone(), None);
+                    for b in buckets {
+                        let ex = b.exemplar.as_ref();
+                        let rest = b.n.saturating_sub(u64::from(ex.is_some()));
+                        for v in spread(rest, b.sum - ex.map_or(0.0, |e| e.2)) {
+                            h.observe(v, None, None);
+                        }
+                        if let Some((_, labels, v)) = ex {
+                            h.observe(*v, Some(labels.clone()), None);
+                        }
                     }
                 }
                 register(r, def, help, f);
