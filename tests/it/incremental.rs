@@ -257,4 +257,9 @@ fn a_poll_adds_up_only_the_segments_that_changed() {
     let later = facts_from_world(&w);
     let (busy, segments) = cycle(&later, w.now);
     assert!(busy > 0 && busy < segments / 4, "{busy} of {segments} segments added up again after half an hour");
+    // Stage builds out of id order are grouped all the same.
+    let d = derive(&later, &cfg, w.now);
+    let mut reversed = stage_builds(&later, &cfg, &d);
+    reversed.reverse();
+    assert_eq!(Tally::with_segments(3, 4).update(&d, &reversed, &cfg), afresh(&later, &d));
 }

@@ -192,7 +192,18 @@ impl Tally {
         let deployment: HashMap<BuildId, &crate::core::deployments::Deployment> =
             derived.deployments.iter().map(|d| (d.build_id, d)).collect();
 
-        // Builds, by segment of ids (stage builds come oldest first, by id).
+        // Builds, by segment of ids: runs of a list in id order (`stage_builds` gives one).
+        let sorted;
+        let builds = if builds.is_sorted_by_key(|b| b.build_id) {
+            builds
+        } else {
+            sorted = {
+                let mut v = builds.to_vec();
+                v.sort_by_key(|b| b.build_id);
+                v
+            };
+            &sorted[..]
+        };
         let mut segments: BTreeMap<BuildId, BuildSegment> = BTreeMap::new();
         let mut rest = builds;
         while let Some(first) = rest.first() {
