@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::core::classify::Classification;
 use crate::core::facts::{BuildId, BuildStatus, Facts, Sha};
-use crate::core::journey::{CoreConfig, Journey, StageState};
+use crate::core::journey::{CoreConfig, FastMap, Journey, StageState};
 use crate::core::lineage::Carry;
 
 /// The `dora:` section as the core uses it.
@@ -264,10 +264,10 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
     let facts = inp.facts;
     let dora = &inp.cfg.dora;
     let n = inp.order.len();
-    let pos: HashMap<&str, usize> = inp.order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let pos: FastMap<&str, usize> = inp.order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     // Reverts and hotfixes, by branch position.
-    let mut reverts: HashMap<usize, usize> = HashMap::new();
-    let mut hotfix: HashSet<usize> = HashSet::new();
+    let mut reverts: FastMap<usize, usize> = FastMap::default();
+    let mut hotfix: HashSet<usize, foldhash::fast::FixedState> = HashSet::default();
     let mut earlier: Vec<(&str, &str)> = Vec::with_capacity(n);
     for (i, sha) in inp.order.iter().enumerate() {
         let c = &facts.commits[sha];
@@ -279,11 +279,13 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
         }
         earlier.push((sha.as_str(), c.subject()));
     }
-    let journey_at: HashMap<&str, &Journey> = inp.journeys.iter().map(|j| (j.sha.as_str(), &**j)).collect();
+    let journey_at: FastMap<&str, &Journey> = inp.journeys.iter().map(|j| (j.sha.as_str(), &**j)).collect();
     // Per (stage, build): the branch positions of the journeys it is an attempt of, ascending.
-    let mut attempt_of: HashMap<(usize, BuildId), Vec<usize>> = HashMap::new();
+    let mut attempt_of: FastMap<(usize, BuildId), Vec<usize>> = FastMap::default();
+    let deploys: Vec<bool> = inp.cfg.stages.iter().map(|st| st.environment.is_some()).collect();
     for (i, j) in inp.journeys.iter().enumerate() {
-        for (si, s) in j.stages.iter().enumerate() {
+        // Only deploy stages are looked up below.
+        for (si, s) in j.stages.iter().enumerate().filter(|(si, _)| deploys.get(*si) == Some(&true)) {
             for a in &s.attempts {
                 attempt_of.entry((si, a.build_id)).or_default().push(i);
             }
@@ -388,7 +390,7 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
         // Failures: every candidate reason, the first known wins.
         let mut cands: Vec<(usize, Failure)> = vec![];
         // Which (successful, changing) deployment first delivered each commit.
-        let mut delivered_by: HashMap<&str, usize> = HashMap::new();
+        let mut delivered_by: FastMap<&str, usize> = FastMap::default();
         for (k, d) in deps.iter().enumerate() {
             if d.changed() {
                 for c in &d.commits {

@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A map hashed with foldhash's fixed seed: fast, and the same in every run.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+/// A map built over every build or journey every cycle: foldhash, as no attacker picks its keys.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 use crate::core::classify::{ChangeType, Classification, Classifier};
 use crate::core::lineage::{Carry, Lineage, compute_carries};
@@ -399,7 +400,7 @@ pub struct Derived {
     pub journeys: Vec<Arc<Journey>>,
     pub quality: Quality,
     /// Per stage build: how it was tied to commits (the weakest method among its attempts).
-    pub build_methods: HashMap<BuildId, Method>,
+    pub build_methods: FastMap<BuildId, Method>,
     /// Finished stage builds no lineage could be established for.
     pub gap_builds: std::collections::BTreeSet<BuildId>,
     /// Per configured stage (in order): its running builds now, from the builds themselves.
@@ -478,6 +479,17 @@ pub(crate) fn derive_with(
         let c = &facts.commits[sha];
         let cl = &class[i];
         let commit_time = commit_time_of(c, cfg);
+        if c.author_date > c.committer_date + 300 {
+            quality.clock_skew += 1;
+        }
+        if let Some(j) = reuse(sha, &stages_now) {
+            for a in j.stages.iter().flat_map(|s| &s.attempts) {
+                let m = attributed.entry(a.build_id).or_insert(a.method);
+                *m = (*m).max(a.method);
+            }
+            journeys.push(j);
+            continue;
+        }
         let origin = facts.origins.get(sha);
         let lead_start = match (cfg.lead_time_from, origin) {
             (LeadTimeFrom::PrOpened, Some(o)) => premerge::lead_time_start(PreMergeStart::PrOpened, o, commit_time),
@@ -486,16 +498,6 @@ pub(crate) fn derive_with(
             }
             _ => commit_time,
         };
-        if c.author_date > c.committer_date + 300 {
-            quality.clock_skew += 1;
-        }
-        if let Some(j) = reuse(sha, &stages_now) {
-            for a in j.stages.iter().flat_map(|s| &s.attempts) {
-                attributed.insert(a.build_id, attributed.get(&a.build_id).copied().unwrap_or(a.method).max(a.method));
-            }
-            journeys.push(j);
-            continue;
-        }
         let passive = cl.change_type.is_passive();
         let mut stages: Vec<StageJourney> = Vec::with_capacity(cfg.stages.len());
         for (si, st) in cfg.stages.iter().enumerate() {
@@ -592,7 +594,8 @@ pub(crate) fn derive_with(
                 attempts.extend(job_att);
             }
             for a in &attempts {
-                attributed.insert(a.build_id, attributed.get(&a.build_id).copied().unwrap_or(a.method).max(a.method));
+                let m = attributed.entry(a.build_id).or_insert(a.method);
+                *m = (*m).max(a.method);
             }
             attempts.sort_by_key(|a| (a.start.unwrap_or(i64::MAX), a.build_id));
             let start = attempts.iter().filter_map(|a| a.start).min();
@@ -769,10 +772,11 @@ pub(crate) fn derive_with(
             None => {}
         }
     }
-    let build_methods = attributed
-        .into_iter()
-        .filter(|(id, _)| facts.builds.get(id).is_some_and(|b| cfg.stage_of_job(&b.pipeline, &b.job).is_some()))
-        .collect();
+    // Attempts are only ever made of builds of a stage's jobs (above, or in the derivation a
+    // reused journey came from, whose attempts' builds are all still known), so every
+    // attributed build is a known stage build; a forgotten one is left out all the same.
+    let mut build_methods = attributed;
+    build_methods.retain(|id, _| facts.builds.contains_key(id));
     let (deployments, environments) = crate::core::deployments::compute(&crate::core::deployments::Input {
         facts,
         cfg,
@@ -994,12 +998,12 @@ pub struct StageBuild {
 
 /// Every finished build of every stage's jobs, oldest first, with the commit it was tied to.
 pub fn stage_builds(facts: &Facts, cfg: &CoreConfig, derived: &Derived) -> Vec<StageBuild> {
-    let mut heads: HashMap<BuildId, Sha> = HashMap::new();
+    let mut heads: FastMap<BuildId, &Sha> = FastMap::default();
     for j in &derived.journeys {
         for s in &j.stages {
             for a in &s.attempts {
                 if let Some(h) = &a.head {
-                    heads.entry(a.build_id).or_insert_with(|| h.clone());
+                    heads.entry(a.build_id).or_insert(h);
                 }
             }
         }
@@ -1011,7 +1015,14 @@ pub fn stage_builds(facts: &Facts, cfg: &CoreConfig, derived: &Derived) -> Vec<S
         .filter_map(|b| {
             let stage = cfg.stage_of_job(&b.pipeline, &b.job)?;
             let (start, end) = (b.start?, b.end?);
-            Some(StageBuild { stage, build_id: b.id, status: b.status, start, end, head: heads.get(&b.id).cloned() })
+            Some(StageBuild {
+                stage,
+                build_id: b.id,
+                status: b.status,
+                start,
+                end,
+                head: heads.get(&b.id).map(|h| (*h).clone()),
+            })
         })
         .collect()
 }
