@@ -131,9 +131,12 @@ impl Incremental {
 
         if from != BuildId::MAX {
             self.lineage.truncate(from);
-            self.carries.retain(|id, _| *id < from);
+            // `seen` and `carries` hold the same builds: drop those from `from` on by the ordered
+            // one, not by a pass over every carry.
+            for id in self.seen.split_off(&from).into_keys() {
+                self.carries.remove(&id);
+            }
             self.unresolved.retain(|_, id| *id < from);
-            let _ = self.seen.split_off(&from);
             let pos: HashMap<&str, usize> = self.order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
             for (id, b) in facts.builds.range(from..) {
                 self.lineage.push(b, facts, cfg);
