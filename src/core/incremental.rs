@@ -39,8 +39,8 @@ use std::sync::Arc;
 use crate::core::classify::Classification;
 use crate::core::facts::HorizonFact;
 use crate::core::journey::{
-    Attempt, BuildFact, BuildId, CoreConfig, Derived, Facts, Journey, Method, RunningBuild, Sha, StageNow, StageState,
-    branch_order, derive_with,
+    Attempt, BuildFact, BuildId, CoreConfig, Derived, Facts, JobIndex, Journey, Method, RunningBuild, Sha, StageNow,
+    StageState, branch_order, derive_with,
 };
 use crate::core::lineage::{Carry, LineageIndex, carry_of};
 
@@ -57,6 +57,8 @@ pub struct Incremental {
     class: Vec<Classification>,
     lineage: LineageIndex,
     carries: HashMap<BuildId, Carry>,
+    /// Builds per job and their carried prefixes, as `derive_with` reads them.
+    jobs: JobIndex,
     /// Per build: a fingerprint of what lineage and carries read of it.
     seen: BTreeMap<BuildId, u64>,
     /// Tracked git refs builds named that were no known commit, with the oldest such build.
@@ -149,7 +151,11 @@ impl Incremental {
                 self.seen.insert(*id, fingerprint(b));
                 work.pushed += 1;
             }
+            self.jobs.truncate(from);
+            self.jobs.extend(facts, &self.carries, from);
         }
+        // Checked in every test (debug) build: the kept index is the one built afresh.
+        debug_assert!(self.jobs == JobIndex::of(facts, &self.carries), "job index kept out of step with the builds");
         if facts.horizons != self.horizons {
             self.quiet.clear();
             self.horizons = facts.horizons.clone();
@@ -196,18 +202,23 @@ impl Incremental {
                 j.clone()
             })
         };
-        let derived = derive_with(facts, cfg, now, &self.order, &self.class, &self.carries, reuse);
+        let derived = derive_with(facts, cfg, now, &self.order, &self.class, &self.carries, &self.jobs, reuse);
         work.reused = reused.get();
         self.running = derived.stages.iter().map(|s| s.running.clone()).collect();
-        self.quiet = derived
-            .journeys
-            .iter()
-            .filter(|j| is_quiet(j))
-            .map(|j| {
-                let newest = j.stages.iter().flat_map(|s| &s.attempts).map(|a| a.build_id).max();
-                (j.sha.clone(), (j.clone(), newest))
-            })
-            .collect();
+        // Updated in place: a journey taken again is the same `Arc` and stays. Without a reset
+        // the branch order only grew, so every commit held is still derived.
+        for j in &derived.journeys {
+            if !is_quiet(j) {
+                self.quiet.remove(&j.sha);
+                continue;
+            }
+            let newest = || j.stages.iter().flat_map(|s| &s.attempts).map(|a| a.build_id).max();
+            match self.quiet.get_mut(&j.sha) {
+                Some((kept, _)) if Arc::ptr_eq(kept, j) => {}
+                Some(entry) => *entry = (j.clone(), newest()),
+                None => drop(self.quiet.insert(j.sha.clone(), (j.clone(), newest()))),
+            }
+        }
         (derived, work)
     }
 }

@@ -411,6 +411,62 @@ pub struct Derived {
     pub environments: Vec<crate::core::deployments::EnvironmentNow>,
 }
 
+/// Per (pipeline, job): its builds in id order, with a running max of carried positions (plus
+/// one; 0 while none carries), so the first build that can contain a commit is found by binary
+/// search. `core::incremental` keeps it from one cycle to the next: below the lowest changed
+/// build, neither a job's builds nor their carries change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct JobIndex {
+    by_pipeline: HashMap<Arc<str>, HashMap<Arc<str>, JobBuilds>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct JobBuilds {
+    ids: Vec<BuildId>,
+    prefix: Vec<usize>,
+}
+
+impl JobIndex {
+    pub(crate) fn of(facts: &Facts, carries: &HashMap<BuildId, Carry>) -> JobIndex {
+        let mut j = JobIndex::default();
+        j.extend(facts, carries, BuildId::MIN);
+        j
+    }
+
+    /// Forget the builds from id `from` on.
+    pub(crate) fn truncate(&mut self, from: BuildId) {
+        for jobs in self.by_pipeline.values_mut() {
+            for jb in jobs.values_mut() {
+                let keep = jb.ids.partition_point(|id| *id < from);
+                jb.ids.truncate(keep);
+                jb.prefix.truncate(keep);
+            }
+            jobs.retain(|_, jb| !jb.ids.is_empty());
+        }
+        self.by_pipeline.retain(|_, jobs| !jobs.is_empty());
+    }
+
+    /// Add the builds from id `from` on (newer than every build held), with their carries.
+    pub(crate) fn extend(&mut self, facts: &Facts, carries: &HashMap<BuildId, Carry>, from: BuildId) {
+        for b in facts.builds.range(from..).map(|(_, b)| b) {
+            let jobs = self.by_pipeline.entry(b.pipeline.clone()).or_default();
+            let jb = jobs.entry(b.job.clone()).or_default();
+            let before = jb.prefix.last().copied().unwrap_or(0);
+            let here = carries.get(&b.id).and_then(|c| c.values().map(|(p, _)| *p + 1).max()).unwrap_or(0);
+            jb.ids.push(b.id);
+            jb.prefix.push(before.max(here));
+        }
+    }
+
+    /// A job's builds and their running maxima.
+    pub(crate) fn get(&self, pipeline: &str, job: &str) -> (&[BuildId], &[usize]) {
+        match self.by_pipeline.get(pipeline).and_then(|j| j.get(job)) {
+            Some(jb) => (&jb.ids, &jb.prefix),
+            None => (&[], &[]),
+        }
+    }
+}
+
 /// Derive every journey from the facts at `now`.
 pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     let order = branch_order(facts);
@@ -418,7 +474,8 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
     let class: Vec<Classification> =
         order.iter().map(|s| cfg.classifier.classify(&facts.commits[s].message, &facts.commits[s].files)).collect();
     let carries = compute_carries(facts, cfg, &Lineage::of(facts, cfg), &pos);
-    derive_with(facts, cfg, now, &order, &class, &carries, |_, _| None)
+    let jobs = JobIndex::of(facts, &carries);
+    derive_with(facts, cfg, now, &order, &class, &carries, &jobs, |_, _| None)
 }
 
 /// [`derive`] from its history-wide parts computed beforehand: the branch order, each commit's
@@ -431,36 +488,13 @@ pub(crate) fn derive_with(
     order: &[Sha],
     class: &[Classification],
     carries: &HashMap<BuildId, Carry>,
+    jobs: &JobIndex,
     // A journey known to be what this derivation would make of it (by sha, with the stages'
     // running builds now).
     reuse: impl Fn(&Sha, &[StageNow]) -> Option<Arc<Journey>>,
 ) -> Derived {
     let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let stages_now = stages_now(facts, cfg, carries, order, class, now);
-
-    // Per (pipeline, job): builds in id order, with a running max of carried positions per
-    // resource, so the first build that can contain a commit is found by binary search.
-    // foldhash: these maps are built over every build every cycle (no attacker picks the keys).
-    let mut by_job: FastMap<(&str, &str), Vec<BuildId>> = FastMap::default();
-    for b in facts.builds.values() {
-        by_job.entry((&*b.pipeline, &*b.job)).or_default().push(b.id);
-    }
-    let mut prefix: FastMap<(&str, &str), Vec<usize>> = FastMap::default();
-    for (k, ids) in &by_job {
-        let mut m: Option<usize> = None;
-        let v = ids
-            .iter()
-            .map(|id| {
-                let here = carries.get(id).and_then(|c| c.values().map(|(p, _)| *p).max());
-                m = match (m, here) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-                m.map(|x| x + 1).unwrap_or(0)
-            })
-            .collect();
-        prefix.insert(*k, v);
-    }
 
     // Per (pipeline, job): when its newest finished build ended. A commit that lands while a
     // serial job runs is taken only after that build ends, so "not picked up" counts from then.
@@ -534,9 +568,7 @@ pub(crate) fn derive_with(
             let mut attempts = vec![];
             let mut job_states = vec![];
             for j in &expected {
-                let key = (st.pipeline.as_str(), j.name.as_str());
-                let ids = by_job.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
-                let pre = prefix.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
+                let (ids, pre) = jobs.get(&st.pipeline, &j.name);
                 let from = pre.partition_point(|m| *m < i + 1);
                 let mut job_att: Vec<Attempt> = vec![];
                 let mut succeeded = false;
