@@ -39,8 +39,8 @@ use std::sync::Arc;
 use crate::core::classify::Classification;
 use crate::core::facts::HorizonFact;
 use crate::core::journey::{
-    Attempt, BuildFact, BuildId, CoreConfig, Derived, Facts, JobIndex, Journey, Method, RunningBuild, Sha, StageNow,
-    StageState, branch_order, derive_with,
+    Attempt, BuildFact, BuildId, CoreConfig, Derived, Facts, History, JobIndex, Journey, Method, RunningBuild, Sha,
+    StageNow, StageState, branch_order, derive_with,
 };
 use crate::core::lineage::{Carry, LineageIndex, carry_of};
 
@@ -202,7 +202,8 @@ impl Incremental {
                 j.clone()
             })
         };
-        let derived = derive_with(facts, cfg, now, &self.order, &self.class, &self.carries, &self.jobs, reuse);
+        let history = History { order: &self.order, class: &self.class, carries: &self.carries, jobs: &self.jobs };
+        let derived = derive_with(facts, cfg, now, history, reuse);
         work.reused = reused.get();
         self.running = derived.stages.iter().map(|s| s.running.clone()).collect();
         // Updated in place: a journey taken again is the same `Arc` and stays. Without a reset

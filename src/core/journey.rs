@@ -475,24 +475,32 @@ pub fn derive(facts: &Facts, cfg: &CoreConfig, now: i64) -> Derived {
         order.iter().map(|s| cfg.classifier.classify(&facts.commits[s].message, &facts.commits[s].files)).collect();
     let carries = compute_carries(facts, cfg, &Lineage::of(facts, cfg), &pos);
     let jobs = JobIndex::of(facts, &carries);
-    derive_with(facts, cfg, now, &order, &class, &carries, &jobs, |_, _| None)
+    let history = History { order: &order, class: &class, carries: &carries, jobs: &jobs };
+    derive_with(facts, cfg, now, history, |_, _| None)
 }
 
-/// [`derive`] from its history-wide parts computed beforehand: the branch order, each commit's
-/// classification (in that order) and every build's carry. `core::incremental` keeps those
-/// from one poll cycle to the next.
+/// The history-wide parts of a derivation, computed beforehand: the branch order, each commit's
+/// classification (in that order), every build's carry and the builds per job.
+/// `core::incremental` keeps them from one poll cycle to the next.
+#[derive(Clone, Copy)]
+pub(crate) struct History<'a> {
+    pub order: &'a [Sha],
+    pub class: &'a [Classification],
+    pub carries: &'a HashMap<BuildId, Carry>,
+    pub jobs: &'a JobIndex,
+}
+
+/// [`derive`] from its [`History`].
 pub(crate) fn derive_with(
     facts: &Facts,
     cfg: &CoreConfig,
     now: i64,
-    order: &[Sha],
-    class: &[Classification],
-    carries: &HashMap<BuildId, Carry>,
-    jobs: &JobIndex,
+    history: History<'_>,
     // A journey known to be what this derivation would make of it (by sha, with the stages'
     // running builds now).
     reuse: impl Fn(&Sha, &[StageNow]) -> Option<Arc<Journey>>,
 ) -> Derived {
+    let History { order, class, carries, jobs } = history;
     let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let stages_now = stages_now(facts, cfg, carries, order, class, now);
 
