@@ -180,10 +180,8 @@ proptest! {
     }
 }
 
-/// Between two polls of a busy lana day, the incremental derivation computes again only the
-/// builds from the lowest changed one on and classifies only the new commits.
-#[test]
-fn a_poll_recomputes_only_what_changed() {
+/// A lana world in the middle of its third working day (seed 4), and lana's core.
+fn busy_lana_day() -> (World, CoreConfig) {
     let start = crate::support::START;
     let topo = Topology::builtin("lana").unwrap();
     let cfg = lana_core(&topo);
@@ -192,6 +190,14 @@ fn a_poll_recomputes_only_what_changed() {
         w.schedule_action(at, a);
     }
     w.advance_to(start + 2 * 86_400 + 11 * 3600);
+    (w, cfg)
+}
+
+/// Between two polls of a busy lana day, the incremental derivation computes again only the
+/// builds from the lowest changed one on and classifies only the new commits.
+#[test]
+fn a_poll_recomputes_only_what_changed() {
+    let (mut w, cfg) = busy_lana_day();
     let mut inc = Incremental::default();
     let facts = facts_from_world(&w);
     let (_, first) = inc.derive_counted(&facts, &cfg, w.now);
@@ -229,14 +235,7 @@ fn a_poll_recomputes_only_what_changed() {
 /// builds or journeys changed, and still equal the totals added up afresh.
 #[test]
 fn a_poll_adds_up_only_the_segments_that_changed() {
-    let start = crate::support::START;
-    let topo = Topology::builtin("lana").unwrap();
-    let cfg = lana_core(&topo);
-    let mut w = World::new(topo, start, 4);
-    for (at, a) in LanaWorkload::new(4).generate(start, start + 3 * 86_400) {
-        w.schedule_action(at, a);
-    }
-    w.advance_to(start + 2 * 86_400 + 11 * 3600);
+    let (mut w, cfg) = busy_lana_day();
     let (mut inc, mut tally) = (Incremental::default(), Tally::with_segments(3, 4));
     let afresh = |facts: &Facts, d: &Derived| {
         Totals::of(events(d.journeys.iter().map(|j| &**j), &stage_builds(facts, &cfg, d), d, &cfg))

@@ -44,7 +44,7 @@ impl Sheet {
         *g = g.max(v);
     }
     fn series(&mut self, m: Metric, labels: Labels) -> &mut Vec<BucketTotal> {
-        self.hists.entry((m, labels)).or_insert_with(|| vec![BucketTotal::default(); m.def().buckets.len() + 1])
+        self.hists.entry((m, labels)).or_insert_with(|| BucketTotal::series_of(m))
     }
     /// A label set present at zero.
     fn touch(&mut self, def: &Def, labels: Labels) {

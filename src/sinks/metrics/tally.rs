@@ -52,6 +52,20 @@ fn newer<T: Ord>(old: &Option<T>, new: &T) -> bool {
     old.as_ref().is_none_or(|o| new > o)
 }
 
+impl BucketTotal {
+    /// Empty buckets for a series of `metric`: one per bound and one for +Inf.
+    pub fn series_of(metric: Metric) -> Vec<BucketTotal> {
+        vec![BucketTotal::default(); metric.def().buckets.len() + 1]
+    }
+
+    /// Keep `x` as the exemplar if it is newer (by [`Newness`], then labels; the value aside).
+    fn offer(&mut self, x: (Newness, Labels, f64)) {
+        if self.exemplar.as_ref().is_none_or(|(at, l, _)| (x.0, &x.1) > (*at, l)) {
+            self.exemplar = Some(x);
+        }
+    }
+}
+
 /// The bucket of `v` among `bounds` (the last index is +Inf).
 pub fn bucket_of(bounds: &[f64], v: f64) -> usize {
     bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())
@@ -83,10 +97,7 @@ impl Totals {
                 bucket.n += 1;
                 bucket.sum += v;
                 if let Some(x) = e.exemplar {
-                    let candidate = ((e.at, e.rank), x, v);
-                    if bucket.exemplar.as_ref().is_none_or(|(at, l, _)| (candidate.0, &candidate.1) > (*at, l)) {
-                        bucket.exemplar = Some(candidate);
-                    }
+                    bucket.offer(((e.at, e.rank), x, v));
                 }
             }
         }
@@ -94,9 +105,7 @@ impl Totals {
 
     /// A histogram series' buckets, empty ones made for a new series.
     pub fn series(&mut self, metric: Metric, labels: Labels) -> &mut Vec<BucketTotal> {
-        self.hists
-            .entry((metric, labels))
-            .or_insert_with(|| vec![BucketTotal::default(); metric.def().buckets.len() + 1])
+        self.hists.entry((metric, labels)).or_insert_with(|| BucketTotal::series_of(metric))
     }
 
     /// Add `other` in.
@@ -115,10 +124,8 @@ impl Totals {
             for (m, b) in mine.iter_mut().zip(buckets) {
                 m.n += b.n;
                 m.sum += b.sum;
-                if let Some(x) = &b.exemplar
-                    && m.exemplar.as_ref().is_none_or(|(at, l, _)| (x.0, &x.1) > (*at, l))
-                {
-                    m.exemplar = Some(x.clone());
+                if let Some(x) = &b.exemplar {
+                    m.offer(x.clone());
                 }
             }
         }
