@@ -158,6 +158,7 @@ pub async fn serve_with_options(
         spans: spans.as_ref().map(|s| s.stats()),
     });
     shared.set_links(cfg.links.clone());
+    shared.set_store(store.clone());
     if let Some(secret) = cfg.repository.webhook_secret.clone() {
         shared.set_webhook(crate::snapshot::WebhookContext { secret, branch: cfg.repository.branch.clone() });
     }
@@ -539,6 +540,46 @@ pub fn origin_candidates(
     candidates.into_iter().take(budget).map(|(_, s)| s.to_string()).collect()
 }
 
+/// The documents of what a settling plan takes out of memory: each pruned journey's view as the
+/// API shows it (log excerpts included) with the commits it took along, and each pruned
+/// deployment's view. Their facts are gone afterwards, so these are what pages read.
+fn settled_documents(
+    snap: &Snapshot,
+    plan: &crate::retention::Plan,
+) -> (Vec<crate::store::SettledJourney>, Vec<crate::store::SettledDeployment>) {
+    let mut carried: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for j in &snap.derived.journeys {
+        if let Some(by) = j.carried_by.as_deref() {
+            carried.entry(by).or_default().push((&j.sha, &j.subject));
+        }
+    }
+    let journeys = snap
+        .derived
+        .journeys
+        .iter()
+        .filter(|j| plan.commits.contains(&j.sha))
+        .map(|j| crate::store::SettledJourney {
+            sha: j.sha.clone(),
+            commit_time: j.commit_time,
+            ended: j.ended,
+            view_json: serde_json::to_string(&crate::view::JourneyView::from(j, snap)).unwrap_or_default(),
+            carried_json: serde_json::to_string(carried.get(j.sha.as_str()).map_or(&[][..], |v| v)).unwrap_or_default(),
+        })
+        .collect();
+    let all = &snap.derived.deployments;
+    let deployments = all
+        .iter()
+        .filter(|d| plan.builds.contains(&d.build_id))
+        .map(|d| crate::store::SettledDeployment {
+            build_id: d.build_id,
+            environment: d.environment.clone(),
+            end: d.end,
+            view_json: serde_json::to_string(&crate::view::DeploymentView::new(d, all)).unwrap_or_default(),
+        })
+        .collect();
+    (journeys, deployments)
+}
+
 /// A read that failed (a commit's pull request, a build's log) is tried again after this many
 /// poll intervals.
 const RETRY_POLLS: i64 = 10;
@@ -589,8 +630,9 @@ impl Poller {
             // history frees what it prunes before anything else is allocated beside it (glibc
             // gives back only whole free pages, so what is allocated amid the peak pins it).
             if now >= next_prune {
-                next_prune = now + 3600;
-                self.prune(now).await;
+                // Hourly; every cycle while old journeys wait for their pull request (a first
+                // start reads them a budget at a time).
+                next_prune = if self.prune(now).await { now } else { now + 3600 };
             }
             // After the cycle is published (and readiness decided): the extra reads of new
             // commits' pull requests and failed builds' logs never hold up either.
@@ -760,19 +802,44 @@ impl Poller {
         }
     }
 
-    /// Retention: forget old journeys, folding what they counted into the persisted baseline
-    /// in the same transaction that deletes them. Plans on the published snapshot, which is
-    /// of the same facts (every change is published before this runs).
-    async fn prune(&mut self, now: i64) {
-        // Saturating: no retention, however long, wraps round into the future.
-        let cutoff = now.saturating_sub(i64::try_from(self.cfg.retention.as_secs()).unwrap_or(i64::MAX));
+    /// Settling and retention: journeys older than the memory window (`Config::memory_window`)
+    /// leave memory; what they counted folds into the persisted baseline, and their views (and
+    /// their deployments') are stored as documents, in the same transaction that deletes their
+    /// facts; documents older than `retention` are forgotten. Plans on the published snapshot,
+    /// which is of the same facts (every change is published before this runs).
+    /// True when journeys old enough to settle wait for a read first.
+    async fn prune(&mut self, now: i64) -> bool {
+        // Saturating: no window, however long, wraps round into the future.
+        let ago = |d: Duration| now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let (cutoff, forget_before) = (ago(self.cfg.memory_window()), ago(self.cfg.retention));
+        // A journey settles with its pull request read (unless retention forgets it first):
+        // what settles is never read again.
+        let pinned: std::collections::BTreeSet<String> = if self.cfg.repository.pull_requests {
+            let wanted = origin_candidates(&self.facts, &[], &HashMap::new(), 0, now, usize::MAX);
+            let facts = &self.facts;
+            wanted
+                .into_iter()
+                .filter(|sha| facts.commits.get(sha).is_some_and(|c| c.committer_date >= forget_before))
+                .collect()
+        } else {
+            Default::default()
+        };
+        let waiting = pinned.iter().any(|sha| self.facts.commits.get(sha).is_some_and(|c| c.committer_date < cutoff));
         let snap = self.shared.snapshot();
-        let plan = crate::retention::plan(&self.facts, &snap.derived, &snap.stage_builds, &self.publisher.core, cutoff);
+        let plan = crate::retention::plan_pinned(
+            &self.facts,
+            &snap.derived,
+            &snap.stage_builds,
+            &self.publisher.core,
+            cutoff,
+            &pinned,
+        );
+        let (journeys, deployments) = if plan.is_empty() { (vec![], vec![]) } else { settled_documents(&snap, &plan) };
         // The old snapshot must be gone when the smaller one is published, for its pages to be
         // given back then.
         drop(snap);
         if plan.is_empty() {
-            return;
+            return waiting;
         }
         let (c, b, rows) = (plan.commits.clone(), plan.builds.clone(), plan.rows.clone());
         let deltas: Vec<crate::store::Counter> = rows
@@ -780,13 +847,16 @@ impl Poller {
             .map(|(n, l, v)| crate::store::Counter { name: n.clone(), labels: l.clone(), value: *v })
             .collect();
         let pruned = blocking(&self.store, move |s| {
-            s.prune_and_fold(
+            s.settle(
                 cutoff,
                 |item| match item {
                     crate::store::PruneItem::Commit(sha) => !c.contains(sha),
                     crate::store::PruneItem::Build(id) => !b.contains(&id),
                 },
                 &deltas,
+                &journeys,
+                &deployments,
+                forget_before,
             )
         })
         .await;
@@ -802,13 +872,14 @@ impl Poller {
                 if let Some(x) = self.spans.as_mut() {
                     x.retain_commits(|sha| facts.commits.contains_key(sha));
                 }
-                tracing::info!(commits = p.commits, builds = p.builds, "retention pruned old journeys");
+                tracing::info!(commits = p.commits, builds = p.builds, "settled journeys left memory");
             }
             Err(e) => {
-                tracing::error!(error = %e, "retention failed; will retry");
+                tracing::error!(error = %e, "settling failed; will retry");
                 self.shared.store_failed(&store_reason(&e));
             }
         }
+        waiting
     }
 
     /// Wait for the next cycle: the poll interval, a push webhook (coalesced), or shutdown.

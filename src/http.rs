@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::journey::{Derived, Journey};
 pub use crate::snapshot::{MetricsContext, Shared, Snapshot, WebhookContext};
+use crate::store::EndedFilter;
 
 pub fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -219,10 +220,10 @@ struct ListQuery {
 
 async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Response {
     let snap = s.snapshot();
-    let filter: fn(&Journey) -> bool = match q.state.as_deref() {
-        None | Some("all") => |_| true,
-        Some("in_flight") => |j| !j.ended,
-        Some("finished") => |j| j.ended,
+    let (filter, settled): (fn(&Journey) -> bool, _) = match q.state.as_deref() {
+        None | Some("all") => (|_| true, EndedFilter::All),
+        Some("in_flight") => (|j| !j.ended, EndedFilter::NotEnded),
+        Some("finished") => (|j| j.ended, EndedFilter::Ended),
         Some(other) => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -233,7 +234,7 @@ async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Respo
     };
     let limit = q.limit.unwrap_or(100).min(10_000);
     // Newest first.
-    let items: Vec<JourneyJson> = snap
+    let live: Vec<JourneyJson> = snap
         .derived
         .journeys
         .iter()
@@ -242,6 +243,20 @@ async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Respo
         .take(limit)
         .map(|j| JourneyJson::from(j, &snap))
         .collect();
+    // With the settled ones, which left memory (some older journeys stay in memory beside them:
+    // those a kept build refers to).
+    let rows = match s.read_settled(move |st| st.settled_journeys(settled, limit)).await {
+        Ok(rows) => rows,
+        Err(e) => return store_unreadable(&e).into_response(),
+    };
+    let mut stored = vec![];
+    for (sha, json) in rows.iter().filter(|(sha, _)| !snap.derived.journeys.iter().any(|j| j.sha == *sha)) {
+        match settled_view::<JourneyJson>(sha, json) {
+            Ok(v) => stored.push(v),
+            Err(e) => return e.into_response(),
+        }
+    }
+    let items = newest_first(live, stored, limit, |j| j.commit_time);
     // Each stage's running builds, whatever they carry (what a pending commit may wait for).
     let stages = stages_now_json(&snap.derived, snap.now);
     Json(serde_json::json!({ "now": snap.now, "journeys": items, "stages": stages })).into_response()
@@ -277,13 +292,28 @@ async fn deployments(State(s): State<Arc<Shared>>, Query(q): Query<DeploymentsQu
     }
     let limit = q.limit.unwrap_or(100).min(10_000);
     let all = &snap.derived.deployments;
-    let items: Vec<crate::view::DeploymentView> = all
+    let live: Vec<crate::view::DeploymentView> = all
         .iter()
         .rev()
         .filter(|d| d.environment == env)
         .take(limit)
         .map(|d| crate::view::DeploymentView::new(d, all))
         .collect();
+    // With the settled ones, which left memory (a kept deployment's predecessor stays beside
+    // them, for what ran before it).
+    let e = env.clone();
+    let rows = match s.read_settled(move |st| st.settled_deployments(&e, limit)).await {
+        Ok(rows) => rows,
+        Err(e) => return store_unreadable(&e).into_response(),
+    };
+    let mut stored = vec![];
+    for (id, json) in rows.iter().filter(|(id, _)| !all.iter().any(|d| d.build_id == *id)) {
+        match settled_view::<crate::view::DeploymentView>(&format!("build {id}"), json) {
+            Ok(v) => stored.push(v),
+            Err(e) => return e.into_response(),
+        }
+    }
+    let items = newest_first(live, stored, limit, |d| (d.end, d.build.id));
     Json(serde_json::json!({ "now": snap.now, "environment": env, "deployments": items })).into_response()
 }
 
@@ -302,9 +332,79 @@ async fn environments(State(s): State<Arc<Shared>>) -> Response {
 
 async fn one(State(s): State<Arc<Shared>>, Path(sha): Path<String>) -> Response {
     let snap = s.snapshot();
-    match find(&snap.derived, &sha) {
-        Ok(j) => Json(JourneyJson::from(j, &snap)).into_response(),
+    match find_any(&s, &snap, &sha).await {
+        Ok(Found::Live(j)) => Json(JourneyJson::from(j, &snap)).into_response(),
+        Ok(Found::Settled { view, .. }) => Json(view).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// Two newest-first lists merged into one, at most `limit` long: each keeps its own order (the
+/// journeys in memory are in branch order), the larger `key` goes first, the live one on a tie.
+fn newest_first<T, K: Ord>(live: Vec<T>, stored: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut out = Vec::with_capacity(limit.min(live.len() + stored.len()));
+    let (mut a, mut b) = (live.into_iter().peekable(), stored.into_iter().peekable());
+    while out.len() < limit {
+        let take_live = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => key(x) >= key(y),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        out.extend(if take_live { a.next() } else { b.next() });
+    }
+    out
+}
+
+type ApiError = (StatusCode, Json<serde_json::Value>);
+
+fn api_error(code: StatusCode, msg: String) -> ApiError {
+    (code, Json(serde_json::json!({ "error": msg })))
+}
+
+fn store_unreadable(e: &str) -> ApiError {
+    api_error(StatusCode::SERVICE_UNAVAILABLE, format!("the settled journeys are unreadable: {e}"))
+}
+
+/// A stored document, read back: one written by another version that no longer reads is an
+/// error that names it, not a panic.
+fn settled_view<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, ApiError> {
+    serde_json::from_str(json).map_err(|e| {
+        api_error(StatusCode::INTERNAL_SERVER_ERROR, format!("the stored view of {what} is unreadable: {e}"))
+    })
+}
+
+/// A journey in memory, or one that settled and is read from the store.
+pub enum Found<'a> {
+    Live(&'a Journey),
+    Settled { view: Box<JourneyJson>, carried: Vec<(String, String)> },
+}
+
+/// [`find`] over the journeys in memory and the settled ones in the store together: a prefix
+/// is ambiguous when it matches two commits in either.
+pub async fn find_any<'a>(s: &Shared, snap: &'a Snapshot, sha: &str) -> Result<Found<'a>, ApiError> {
+    let live = match find(&snap.derived, sha) {
+        Ok(j) => Some(j),
+        Err((StatusCode::NOT_FOUND, _)) => None,
+        Err(e) => return Err(e),
+    };
+    let prefix = sha.to_ascii_lowercase();
+    let stored = s
+        .read_settled(move |st| st.settled_journeys_by_prefix(&prefix, 100))
+        .await
+        .map_err(|e| store_unreadable(&e))?;
+    let mut stored: Vec<_> = stored.into_iter().filter(|(x, _, _)| live.is_none_or(|j| j.sha != *x)).collect();
+    match (live, stored.len()) {
+        (Some(j), 0) => Ok(Found::Live(j)),
+        (None, 1) => {
+            let (sha, view, carried) = stored.remove(0);
+            Ok(Found::Settled { view: Box::new(settled_view(&sha, &view)?), carried: settled_view(&sha, &carried)? })
+        }
+        (None, 0) => Err(api_error(StatusCode::NOT_FOUND, format!("no commit {sha} on the tracked branch"))),
+        (live, n) => {
+            let n = n + usize::from(live.is_some());
+            Err(api_error(StatusCode::CONFLICT, format!("{sha} is ambiguous: {n} commits start with it")))
+        }
     }
 }
 
@@ -385,8 +485,12 @@ async fn journey_page(State(s): State<Arc<Shared>>, Path(sha): Path<String>) -> 
     let html = |code: StatusCode, body: String| {
         (code, [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
     };
-    match find(&snap.derived, &sha) {
-        Ok(j) => {
+    match find_any(&s, &snap, &sha).await {
+        Ok(Found::Settled { view, carried }) => {
+            let trace = s.links.get().and_then(|l| l.trace_url(&view.trace_id));
+            html(StatusCode::OK, crate::pages::journey_page(&view, s.now(), &carried, trace.as_deref()))
+        }
+        Ok(Found::Live(j)) => {
             let view = JourneyJson::from(j, &snap);
             // The commits this one's builds took along: those whose journey names it as carrier.
             let carried: Vec<(String, String)> = snap

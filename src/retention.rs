@@ -26,6 +26,19 @@ impl Plan {
 /// journeys that never ended, whose builds all finished before it), and finished builds before
 /// `cutoff` that no kept journey refers to.
 pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core: &CoreConfig, cutoff: i64) -> Plan {
+    plan_pinned(facts, derived, stage_builds, core, cutoff, &BTreeSet::new())
+}
+
+/// [`plan`], keeping the journeys of `pinned` commits too (and, as for any kept journey, what
+/// they reach): those whose reading is not complete yet, such as a pull request not read.
+pub fn plan_pinned(
+    facts: &Facts,
+    derived: &Derived,
+    stage_builds: &[StageBuild],
+    core: &CoreConfig,
+    cutoff: i64,
+    pinned: &BTreeSet<Sha>,
+) -> Plan {
     let old_commit = |sha: &str| facts.commits.get(sha).is_some_and(|c| c.committer_date < cutoff);
     // The newest commit stays: the GitHub cursor restarts from the known commits, and with none
     // known it would read old history again and count it twice.
@@ -38,7 +51,10 @@ pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core:
             .flat_map(|s| &s.attempts)
             .all(|a| a.status.is_finished() && a.end.is_some_and(|e| e < cutoff));
         let deployed_before = j.deployed_at.values().all(|t| *t < cutoff);
-        if Some(&j.sha) == head.as_ref() || !(old_commit(&j.sha) && attempts_done && deployed_before) {
+        if Some(&j.sha) == head.as_ref()
+            || pinned.contains(&j.sha)
+            || !(old_commit(&j.sha) && attempts_done && deployed_before)
+        {
             kept_commits.insert(j.sha.clone());
         }
     }

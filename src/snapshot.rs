@@ -78,6 +78,8 @@ pub struct Shared {
     pub(crate) poll_interval: std::sync::OnceLock<std::time::Duration>,
     /// Where the pages link a journey's trace (`links:` in the config).
     pub(crate) links: std::sync::OnceLock<crate::pages::Links>,
+    /// The state file, for the settled journeys and deployments that have left memory.
+    pub(crate) store: std::sync::OnceLock<Arc<Mutex<crate::store::Store>>>,
 }
 
 pub(crate) type RenderedMetrics = (i64, bool, std::sync::Weak<Snapshot>, Arc<String>);
@@ -181,5 +183,21 @@ impl Shared {
     }
     pub fn set_links(&self, l: crate::pages::Links) {
         let _ = self.links.set(l);
+    }
+    pub fn set_store(&self, s: Arc<Mutex<crate::store::Store>>) {
+        let _ = self.store.set(s);
+    }
+    /// A read of the settled documents, on a blocking thread (the poll loop may hold the store
+    /// for a write meanwhile). Without a store (a library user publishing snapshots by hand),
+    /// nothing has settled: `f` is not called and the default is returned.
+    pub async fn read_settled<T: Default + Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, String> {
+        let Some(store) = self.store.get().cloned() else { return Ok(T::default()) };
+        tokio::task::spawn_blocking(move || f(&store.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 }

@@ -72,7 +72,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations: `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`.
 /// Append only; never edit a released migration.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -149,6 +149,28 @@ CREATE TABLE build_logs (
     build_id INTEGER NOT NULL PRIMARY KEY,
     excerpt  TEXT    NOT NULL
 ) STRICT;
+";
+
+/// Version 4: settled journeys and deployments, as the pages and the JSON API show them. Once
+/// older than `keep_in_memory` they leave memory (and their facts this file, see
+/// [`Store::settle`]); they are read from here until `retention` forgets them.
+const MIGRATION_4: &str = "
+CREATE TABLE settled_journeys (
+    sha            TEXT    NOT NULL PRIMARY KEY,
+    commit_time INTEGER NOT NULL,
+    ended          INTEGER NOT NULL CHECK (ended IN (0, 1)),
+    view_json      TEXT    NOT NULL,
+    carried_json   TEXT    NOT NULL
+) STRICT;
+CREATE INDEX settled_journeys_date ON settled_journeys (commit_time);
+
+CREATE TABLE settled_deployments (
+    build_id    INTEGER NOT NULL PRIMARY KEY,
+    environment TEXT    NOT NULL,
+    end_time    INTEGER NOT NULL,
+    view_json   TEXT    NOT NULL
+) STRICT;
+CREATE INDEX settled_deployments_env ON settled_deployments (environment, end_time);
 ";
 
 // ------------------------------------------------------------------ errors
@@ -263,6 +285,34 @@ pub enum PruneItem<'a> {
     Build(BuildId),
 }
 
+/// A journey leaving memory: its JSON view (`view::JourneyView`) and the commits its builds took
+/// along (`[[sha, subject], ...]`), as documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledJourney {
+    pub sha: String,
+    pub commit_time: i64,
+    pub ended: bool,
+    pub view_json: String,
+    pub carried_json: String,
+}
+
+/// A deployment leaving memory: its JSON view (`view::DeploymentView`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledDeployment {
+    pub build_id: BuildId,
+    pub environment: String,
+    pub end: i64,
+    pub view_json: String,
+}
+
+/// Which settled journeys a listing wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedFilter {
+    All,
+    Ended,
+    NotEnded,
+}
+
 /// Rows deleted by [`Store::prune`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Pruned {
@@ -285,6 +335,9 @@ pub struct StoreStats {
     pub marks: u64,
     pub marks_by_kind: BTreeMap<String, u64>,
     pub counters: u64,
+    /// Journeys and deployments that left memory, kept as documents until `retention`.
+    pub settled_journeys: u64,
+    pub settled_deployments: u64,
     /// The database file (pages in use for an in-memory store).
     pub db_bytes: u64,
     /// The write-ahead log (0 when absent or in memory).
@@ -670,11 +723,51 @@ impl Store {
         keep: impl Fn(PruneItem<'_>) -> bool,
         deltas: &[Counter],
     ) -> Result<Pruned, StoreError> {
+        self.settle(before, keep, deltas, &[], &[], before)
+    }
+
+    /// Settling, in one transaction: [`Store::prune_and_fold`] of the facts before `before`
+    /// (what `keep` spares stays), the journeys and deployments those facts made stored as
+    /// documents, and the documents older than `forget_before` (retention) deleted. A crash
+    /// leaves either the facts or their documents and folded counters, never both or neither.
+    pub fn settle(
+        &mut self,
+        before: i64,
+        keep: impl Fn(PruneItem<'_>) -> bool,
+        deltas: &[Counter],
+        journeys: &[SettledJourney],
+        deployments: &[SettledDeployment],
+        forget_before: i64,
+    ) -> Result<Pruned, StoreError> {
         let path = self.path.as_str();
         let op = "prune";
         let e = |err| sql_err(path, op)(err);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(e)?;
         let mut out = Pruned::default();
+        {
+            let mut put_journey = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO settled_journeys (sha, commit_time, ended, view_json, carried_json) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(e)?;
+            for j in journeys.iter().filter(|j| j.commit_time >= forget_before) {
+                put_journey
+                    .execute(params![j.sha, j.commit_time, j.ended as i64, j.view_json, j.carried_json])
+                    .map_err(e)?;
+            }
+            let mut put_deployment = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO settled_deployments (build_id, environment, end_time, view_json) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(e)?;
+            for d in deployments.iter().filter(|d| d.end >= forget_before) {
+                put_deployment.execute(params![d.build_id, d.environment, d.end, d.view_json]).map_err(e)?;
+            }
+            tx.execute("DELETE FROM settled_journeys WHERE commit_time < ?1", [forget_before]).map_err(e)?;
+            tx.execute("DELETE FROM settled_deployments WHERE end_time < ?1", [forget_before]).map_err(e)?;
+        }
         {
             let shas: Vec<String> = {
                 let mut st = tx.prepare("SELECT sha FROM commits WHERE committer_date < ?1").map_err(e)?;
@@ -719,6 +812,65 @@ impl Store {
         add_counters(&tx, path, deltas)?;
         tx.commit().map_err(e)?;
         Ok(out)
+    }
+
+    // -------------------------------------------------------------- settled documents
+
+    /// The settled journeys whose sha starts with `prefix` (lowercase hex), at most `limit`:
+    /// (sha, view JSON, carried JSON), in sha order.
+    pub fn settled_journeys_by_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let op = "read settled journeys";
+        let e = |err| sql_err(&self.path, op)(err);
+        // A range, so the primary key answers it: every sha starting with the prefix sorts
+        // between it and the prefix followed by a character above any hex digit.
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT sha, view_json, carried_json FROM settled_journeys \
+                 WHERE sha >= ?1 AND sha < ?1 || 'g' ORDER BY sha LIMIT ?2",
+            )
+            .map_err(e)?;
+        let rows = st.query_map(params![prefix, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+
+    /// The newest settled journeys. views (by commit time), at most `limit`.
+    pub fn settled_journeys(&self, filter: EndedFilter, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
+        let op = "read settled journeys";
+        let e = |err| sql_err(&self.path, op)(err);
+        let ended = match filter {
+            EndedFilter::All => -1,
+            EndedFilter::Ended => 1,
+            EndedFilter::NotEnded => 0,
+        };
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT sha, view_json FROM settled_journeys WHERE (?1 < 0 OR ended = ?1) \
+                 ORDER BY commit_time DESC, sha DESC LIMIT ?2",
+            )
+            .map_err(e)?;
+        let rows = st.query_map(params![ended, limit as i64], |r| Ok((r.get(0)?, r.get(1)?))).map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+
+    /// An environment's newest settled deployments' views (by end, then build id), at most `limit`.
+    pub fn settled_deployments(&self, environment: &str, limit: usize) -> Result<Vec<(BuildId, String)>, StoreError> {
+        let op = "read settled deployments";
+        let e = |err| sql_err(&self.path, op)(err);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT build_id, view_json FROM settled_deployments WHERE environment = ?1 \
+                 ORDER BY end_time DESC, build_id DESC LIMIT ?2",
+            )
+            .map_err(e)?;
+        let rows = st.query_map(params![environment, limit as i64], |r| Ok((r.get(0)?, r.get(1)?))).map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
     }
 
     // -------------------------------------------------------------- identity
@@ -814,7 +966,7 @@ impl Store {
         tx.execute_batch(
             "DELETE FROM commits; DELETE FROM builds; DELETE FROM vanished; DELETE FROM kv; \
              DELETE FROM marks; DELETE FROM counters; DELETE FROM origins; \
-             DELETE FROM build_logs;",
+             DELETE FROM build_logs; DELETE FROM settled_journeys; DELETE FROM settled_deployments;",
         )
         .map_err(sql_err(path, op))?;
         tx.commit().map_err(sql_err(path, op))
@@ -853,6 +1005,8 @@ impl Store {
             builds: count("SELECT count(*) FROM builds")?,
             unfinished_builds: count("SELECT count(*) FROM builds WHERE status IN ('pending', 'started')")?,
             vanished: count("SELECT count(*) FROM vanished")?,
+            settled_journeys: count("SELECT count(*) FROM settled_journeys")?,
+            settled_deployments: count("SELECT count(*) FROM settled_deployments")?,
             kv: count("SELECT count(*) FROM kv")?,
             marks: marks_by_kind.values().sum(),
             marks_by_kind,

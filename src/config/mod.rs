@@ -50,6 +50,8 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// GitHub's branch poll when push webhooks are configured: a safety net for a lost delivery.
 pub const DEFAULT_WEBHOOK_SAFETY_POLL: Duration = Duration::from_secs(300);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+/// `keep_in_memory`: a week of journeys is derived live; older settled ones are read from the store.
+pub const DEFAULT_KEEP_IN_MEMORY: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_NOT_PICKED_UP_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_INITIAL_COMMITS: usize = 300;
@@ -192,6 +194,9 @@ pub struct Config {
     pub poll_interval: Duration,
     pub state_path: PathBuf,
     pub retention: Duration,
+    /// `keep_in_memory`: how long settled journeys stay in memory, derived every cycle, before
+    /// they are stored as documents ([`Config::memory_window`]).
+    pub keep_in_memory: Duration,
     pub lead_time_from: LeadTimeFrom,
     /// `journey_ends_at`: the environment a journey ends at (default: the last one).
     pub journey_ends_at: Option<String>,
@@ -310,6 +315,15 @@ impl Config {
             dora: self.dora.clone(),
             journey_ends_at: self.journey_ends_at.clone(),
         }
+    }
+
+    /// How far back journeys stay in memory, derived every cycle: `keep_in_memory`, but never
+    /// longer than `retention` (what is older is gone anyway) and never shorter than
+    /// `dora.failure_window` plus a day, so a deployment's failure (a revert or hotfix within the
+    /// window) and a late rerun are known before its journeys settle.
+    pub fn memory_window(&self) -> Duration {
+        let floor = Duration::from_secs(self.dora.failure_window.max(0) as u64) + DAY;
+        self.keep_in_memory.max(floor).min(self.retention)
     }
 
     /// How often GitHub's branch is polled: `repository.poll_interval` when set; else, with a

@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     pub(super) poll_interval: Option<String>,
     pub(super) state_path: Option<String>,
     pub(super) retention: Option<String>,
+    pub(super) keep_in_memory: Option<String>,
     pub(super) lead_time_from: Option<String>,
     pub(super) journey_ends_at: Option<String>,
     pub(super) not_picked_up_after: Option<String>,

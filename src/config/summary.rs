@@ -198,12 +198,13 @@ pub fn summary(cfg: &Config) -> String {
     let _ = writeln!(s, "concourse: {} team {} ({auth})", c.url, c.team);
     let _ = writeln!(
         s,
-        "listen {}, poll every {} (GitHub every {}), state {}, retention {}, lead time from {}, not picked up after {}",
+        "listen {}, poll every {} (GitHub every {}), state {}, retention {} ({} in memory), lead time from {}, not picked up after {}",
         cfg.listen,
         format_duration(cfg.poll_interval),
         format_duration(cfg.github_poll_interval()),
         cfg.state_path.display(),
         format_duration(cfg.retention),
+        format_duration(cfg.memory_window()),
         lead_time_name(cfg.lead_time_from),
         format_duration(cfg.not_picked_up_after),
     );

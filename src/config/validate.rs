@@ -223,6 +223,8 @@ impl Validator<'_> {
             );
         }
         let retention = self.duration("retention", &raw.retention, DEFAULT_RETENTION, RETENTION_RANGE);
+        let keep_in_memory =
+            self.duration("keep_in_memory", &raw.keep_in_memory, DEFAULT_KEEP_IN_MEMORY, RETENTION_RANGE);
         let not_picked_up_after = self.duration(
             "not_picked_up_after",
             &raw.not_picked_up_after,
@@ -286,6 +288,7 @@ impl Validator<'_> {
             poll_interval,
             state_path: state_path?,
             retention,
+            keep_in_memory,
             lead_time_from: lead_time_from?,
             journey_ends_at,
             not_picked_up_after,

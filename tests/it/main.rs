@@ -29,6 +29,7 @@ mod restart;
 mod retention;
 mod security;
 mod semconv;
+mod settle;
 mod sim_cepler;
 mod sim_concourse;
 mod sim_engine;
