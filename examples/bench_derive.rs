@@ -4,7 +4,13 @@
 //! ```sh
 //! cargo run --release --example bench_derive            # 1 day, 90 days, 365 days
 //! cargo run --release --example bench_derive -- 30 180  # other histories (days)
+//! BENCH_KEEP=all cargo run --release --example bench_derive   # every day in memory (before settling)
 //! ```
+//!
+//! What a cycle works on is what `serve` holds in memory: the journeys of the last
+//! `keep_in_memory` (the configuration's memory window, 8 days with `examples/lana.yaml`) and what
+//! they refer to; older journeys have settled into the store (`retention::plan`, as `serve`'s
+//! hourly settling does). `BENCH_KEEP=all` keeps the whole history in memory, as before settling.
 //!
 //! Each history is simulated (`World` + `LanaWorkload`, seed 1), turned into the facts the
 //! GitHub and Concourse APIs would show (`facts_from_world`), and then a cycle is repeated as
@@ -33,14 +39,23 @@ use deploy_journey::sinks::metrics::{Baseline, MetricsInput, Tally, Totals, rend
 /// Monday 2026-03-02 08:00:00 UTC, as in the tests.
 const START: i64 = 1_772_438_400;
 
-fn lana_core() -> CoreConfig {
+fn lana_config() -> deploy_journey::config::Config {
     let path = format!("{}/examples/lana.yaml", env!("CARGO_MANIFEST_DIR"));
     let env = |k: &str| match k {
         "GITHUB_TOKEN" => Some("ghp_bench".to_string()),
         "CONCOURSE_PASSWORD" => Some("bench".to_string()),
         _ => None,
     };
-    deploy_journey::config::load(std::path::Path::new(&path), &env).unwrap_or_else(|e| panic!("{e}")).core()
+    deploy_journey::config::load(std::path::Path::new(&path), &env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What `serve` keeps in memory of `facts` at `now`: the journeys of the memory window and what
+/// they refer to (the rest settles, as `serve`'s hourly settling does).
+fn settle(facts: &mut Facts, core: &CoreConfig, now: i64, window: Duration) {
+    let derived = derive(facts, core, now);
+    let sb = stage_builds(facts, core, &derived);
+    let plan = deploy_journey::retention::plan(facts, &derived, &sb, core, now - window.as_secs() as i64);
+    deploy_journey::retention::apply(facts, &plan);
 }
 
 fn history(days: i64) -> (Facts, i64) {
@@ -72,14 +87,27 @@ fn main() {
         let a: Vec<i64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
         if a.is_empty() { vec![1, 90, 365] } else { a }
     };
-    let core = lana_core();
+    let cfg = lana_config();
+    let core = cfg.core();
+    let keep_all = std::env::var("BENCH_KEEP").is_ok_and(|v| v == "all");
     println!(
-        "| history | commits | builds | lineage ms | full derive ms | incremental derive ms | publish before ms | publish now ms | cycle before ms | cycle now ms | before ÷ now |"
+        "| history | in memory: commits | builds | lineage ms | full derive ms | incremental derive ms | publish before ms | publish now ms | cycle before ms | cycle now ms | before ÷ now |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut first_cycle: Option<(Duration, Duration)> = None;
     for d in days {
-        let (facts, now) = history(d);
+        let (mut facts, now) = history(d);
+        let all = (facts.commits.len(), facts.builds.len());
+        if !keep_all {
+            settle(&mut facts, &core, now, cfg.memory_window());
+        }
+        eprintln!(
+            "{d} d: {} of {} commits and {} of {} builds in memory",
+            facts.commits.len(),
+            all.0,
+            facts.builds.len(),
+            all.1
+        );
         let runs = if d > 100 { 5 } else { 11 };
         let lineage = median(runs, || {
             let t = Instant::now();

@@ -28,6 +28,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deploy_journey::core::journey::Fact;
@@ -125,6 +126,7 @@ async fn main() {
         facts.builds.len(),
         t.elapsed().as_secs_f64()
     );
+    let shas: Vec<(String, i64)> = facts.commits.values().map(|c| (c.sha.clone(), c.committer_date)).collect();
     drop(facts);
     drop(batch);
 
@@ -144,8 +146,41 @@ async fn main() {
         .replace("0.0.0.0:9853", &format!("127.0.0.1:{port}"))
         .replace("poll_interval: 30s", "poll_interval: 1s ")
         .replace("retention: 90d", &format!("retention: {retention}"));
+    // Pull requests: the simulator answers a year's in minutes, not seconds (each answer lists
+    // every Actions run of the year), so by default `serve` runs without reading them here;
+    // BENCH_PULLS=1 reads those within retention first, as months of `serve` would have.
+    let pulls = std::env::var("BENCH_PULLS").is_ok_and(|v| v == "1");
+    let text = if pulls {
+        text
+    } else {
+        text.replace("  token_env: GITHUB_TOKEN\n", "  token_env: GITHUB_TOKEN\n  pull_requests: false\n")
+    };
+    assert!(pulls || text.contains("pull_requests: false"), "examples/lana.yaml changed shape");
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, text).unwrap();
+
+    // The pull requests a running `serve` would have read (those within retention), through the
+    // real GitHub source: journeys settle only with theirs read.
+    let t = Instant::now();
+    let env = |k: &str| (k == "GITHUB_TOKEN" || k == "CONCOURSE_PASSWORD").then(|| "bench".to_string());
+    let cfg = deploy_journey::config::load(&config, &env).unwrap();
+    let github = deploy_journey::sources::github::GithubSource::new(
+        cfg.github(),
+        Arc::new(deploy_journey::sources::telemetry::SourceTelemetry::new()),
+    )
+    .unwrap();
+    let kept_from = now - cfg.retention.as_secs() as i64;
+    // Months of polling spread these reads over many rate-limit hours; here they come at once.
+    deploy_journey::sim::github_api::set_rate_limit(&sim, Some(u32::MAX));
+    let mut origins = vec![];
+    for (sha, _) in shas.iter().filter(|(_, at)| pulls && *at >= kept_from) {
+        origins.push(Fact::Origin { sha: sha.clone(), origin: github.origin(sha).await.unwrap() });
+    }
+    deploy_journey::sim::github_api::set_rate_limit(&sim, None);
+    deploy_journey::sim::github_api::reset_rate_limits(&sim);
+    deploy_journey::store::Store::open(&state).unwrap().apply(&origins).unwrap();
+    println!("{} pull requests read and stored in {:.1} s", origins.len(), t.elapsed().as_secs_f64());
+    drop(origins);
 
     let node_port = free_port();
     let node = std::path::Path::new(NODE_EXPORTER).exists().then(|| {
@@ -170,35 +205,42 @@ async fn main() {
     // (the RSS figures are then the wrapper's).
     let wrap: Vec<String> =
         std::env::var("BENCH_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
-    let mut cmd = match wrap.split_first() {
-        Some((w, rest)) => {
-            let mut c = Command::new(w);
-            c.args(rest).arg(&bin);
-            c
-        }
-        None => Command::new(&bin),
+    let spawn_serve = || {
+        let mut cmd = match wrap.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        Kill(
+            cmd.process_group(0)
+                .args(["serve", "--config"])
+                .arg(&config)
+                .args(["--sim-clock", &url])
+                .env("GITHUB_TOKEN", "ghp_bench")
+                .env("CONCOURSE_PASSWORD", "viewer-password")
+                .env("RUST_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start serve"),
+        )
     };
-    let serve = Kill(
-        cmd.process_group(0)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--sim-clock", &url])
-            .env("GITHUB_TOKEN", "ghp_bench")
-            .env("CONCOURSE_PASSWORD", "viewer-password")
-            .env("RUST_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start serve"),
-    );
-    let mut ready = None;
-    while started.elapsed() < Duration::from_secs(60) {
-        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            ready = Some(started.elapsed());
-            break;
+    let ready_after = |started: Instant| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            while started.elapsed() < Duration::from_secs(60) {
+                if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                    return started.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("serve not ready within 60 s");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let ready = ready.expect("serve not ready within 60 s");
+    };
+    let serve = spawn_serve();
+    let ready = ready_after(started).await;
     println!(
         "ready: /readyz answered 200 {:.0} ms after start (RSS then {} MiB)",
         ready.as_secs_f64() * 1000.0,
@@ -269,6 +311,27 @@ async fn main() {
         "resident at the end: serve {}; node_exporter {}",
         split(Some(serve.0.id())),
         split(node.as_ref().map(|n| n.0.id()))
+    );
+    drop(serve);
+
+    // A restart on the state file the run left: a year of history, most of it settled.
+    let started = Instant::now();
+    let serve = spawn_serve();
+    let ready = ready_after(started).await;
+    let at_ready = rss_kib(serve.0.id());
+    let mut samples = vec![];
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = http.get(format!("{base}/metrics")).send().await.map(|r| r.bytes());
+        samples.extend(rss_kib(serve.0.id()));
+    }
+    println!(
+        "restart: ready after {:.0} ms (RSS then {} MiB); RSS over the next 10 s {}–{} MiB; resident then: serve {}",
+        ready.as_secs_f64() * 1000.0,
+        mib(at_ready),
+        mib(samples.iter().min().copied()),
+        mib(samples.iter().max().copied()),
+        split(Some(serve.0.id())),
     );
     drop(serve);
     drop(node);

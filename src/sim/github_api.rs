@@ -1728,7 +1728,13 @@ async fn list_runs(State(sim): State<Arc<Sim>>, Path(p): P, RawQuery(q): RawQuer
         let repo = find_repo(w, &p, &cx.caller).ok_or_else(|| not_found(doc))?;
         let (per_page, page) = paging(&cx.query, 30, 100, "WorkflowRun", doc)?;
         let all = workflow_runs(repo, now);
-        let latest = |r: &&WorkflowRun| !all.iter().any(|o| o.id == r.id && o.attempt > r.attempt);
+        // Each run's latest attempt, by id (a year of runs made a pairwise scan quadratic).
+        let mut newest: std::collections::HashMap<_, _> = std::collections::HashMap::new();
+        for o in &all {
+            let e = newest.entry(o.id).or_insert(o.attempt);
+            *e = (*e).max(o.attempt);
+        }
+        let latest = |r: &&WorkflowRun| newest.get(&r.id).is_none_or(|a| *a <= r.attempt);
         let q = |k: &str| cx.query.get(k).filter(|s| !s.is_empty());
         let status_ok = |r: &WorkflowRun| {
             q("status").is_none_or(|s| {
