@@ -42,6 +42,10 @@
 //! kv(key PK, value)
 //! marks(kind, key, at, PK(kind, key))
 //! counters(name, labels, value, PK(name, labels))
+//! origins(sha PK, origin_json)                                       -- v2
+//! build_logs(build_id PK, excerpt)                                   -- v3
+//! settled_journeys(sha PK, commit_time, ended, view_json, carried_json)  -- v4
+//! settled_deployments(build_id PK, environment, end_time, view_json)     -- v4
 //! ```
 //! Times are Unix seconds. `files_json` is a JSON array of paths; `inputs_json`/`outputs_json`
 //! are JSON arrays of `{"step", "resource", "version": {..}, "message"?}`. `updated_at` is the

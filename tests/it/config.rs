@@ -226,6 +226,15 @@ fn examples_give_source_settings() {
     assert_eq!(cfg.listen.to_string(), "0.0.0.0:9853");
     assert_eq!(cfg.poll_interval.as_secs(), 30);
     assert_eq!(cfg.retention.as_secs(), 90 * 86_400);
+    assert_eq!(cfg.keep_in_memory.as_secs(), 7 * 86_400);
+    assert_eq!(cfg.memory_window().as_secs(), 7 * 86_400);
+    // The window never outlasts retention, nor ends before a deployment's failure is known.
+    let mut c = cfg.clone();
+    c.retention = std::time::Duration::from_secs(3 * 86_400);
+    assert_eq!(c.memory_window().as_secs(), 3 * 86_400);
+    c.retention = std::time::Duration::from_secs(90 * 86_400);
+    c.keep_in_memory = std::time::Duration::from_secs(86_400);
+    assert_eq!(c.memory_window().as_secs(), 2 * 86_400, "failure window (1d) plus a day");
     assert_eq!(cfg.state_path, Path::new("/var/lib/deploy-journey/state.db"));
 
     let cfg = example("lana-two-repos.yaml");
@@ -466,6 +475,7 @@ fn single_mistakes_give_one_problem_naming_the_path() {
         (lana.replace("poll_interval: 30s", "poll_interval: 30d"), "poll_interval: 30d is too long: at most 1d".into()),
         (lana.replace("retention: 90d", "retention: 200000000000000d"), "retention: 200000000000000d is too long: at most 3650d".into()),
         (lana.replace("retention: 90d", "retention: 2h"), "retention: 2h is too short: at least 1d".into()),
+        (lana.replace("keep_in_memory: 7d", "keep_in_memory: 1h"), "keep_in_memory: 1h is too short: at least 1d".into()),
         (lana.replace("not_picked_up_after: 5m", "not_picked_up_after: 10ms"), "not_picked_up_after: 10ms is too short: at least 1s".into()),
         (lana.replace("stuck_after: 30m", "stuck_after: 999999999999s"), "stages[0].stuck_after: 999999999999s is too long: at most 30d".into()),
         (lana.replace("  token_env: GITHUB_TOKEN", "  token_env: GITHUB_TOKEN\n  timeout: 1ns"), "repository.timeout: 1ns is too short: at least 1s".into()),
