@@ -814,7 +814,7 @@ impl Poller {
         let (cutoff, forget_before) = (ago(self.cfg.memory_window()), ago(self.cfg.retention));
         // A journey settles with its pull request read (unless retention forgets it first):
         // what settles is never read again.
-        let pinned: std::collections::BTreeSet<String> = if self.cfg.repository.pull_requests {
+        let mut pinned: std::collections::BTreeSet<String> = if self.cfg.repository.pull_requests {
             let wanted = origin_candidates(&self.facts, &[], &HashMap::new(), 0, now, usize::MAX);
             let facts = &self.facts;
             wanted
@@ -826,6 +826,23 @@ impl Poller {
         };
         let waiting = pinned.iter().any(|sha| self.facts.commits.get(sha).is_some_and(|c| c.committer_date < cutoff));
         let snap = self.shared.snapshot();
+        // Nor while an environment's running version lacks it: the environments' gauges (commits
+        // behind, the oldest of them, what runs) count every such commit, however old. With
+        // nothing deployed yet, every commit is behind.
+        let behind_from = snap
+            .derived
+            .environments
+            .iter()
+            .map(|e| e.running_commit_time.unwrap_or(i64::MIN))
+            .min()
+            .unwrap_or(i64::MAX);
+        pinned.extend(
+            self.facts
+                .commits
+                .values()
+                .filter(|c| c.committer_date >= behind_from.max(forget_before))
+                .map(|c| c.sha.clone()),
+        );
         let plan = crate::retention::plan_pinned(
             &self.facts,
             &snap.derived,

@@ -52,6 +52,11 @@ impl Serve {
         cfg.state_path = state.to_path_buf();
         cfg.retention = Duration::from_secs(30 * 86_400);
         cfg.keep_in_memory = Duration::from_secs(keep_in_memory_days * 86_400);
+        // Staging is the last environment: it deploys several times a day, so journeys settle
+        // once it runs what they carried (a commit that an environment's running version lacks
+        // stays in memory, and the simulated gates to QA and production open rarely).
+        cfg.stages.retain(|s| !["qa", "production"].contains(&&*s.name));
+        cfg.dora.environment = "staging".into();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let clock_sim = sim.clone();
