@@ -474,19 +474,7 @@ impl E2e {
             .find(|s| &*s.name == "testflight")
             .and_then(|s| s.stuck_after)
             .expect("testflight stuck_after");
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let clock_sim = sim.clone();
-        let app = tokio::spawn(deploy_journey::app::serve_with_clock(
-            cfg,
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::new(move || clock_sim.now()),
-            async move {
-                let _ = stop_rx.await;
-            },
-            Some(ready_tx),
-        ));
-        let addr = tokio::time::timeout(Duration::from_secs(30), ready_rx).await.expect("exporter listens").unwrap();
+        let (addr, stop_tx, app) = crate::support::serve_on_sim(cfg, &sim).await;
         let exporter = format!("http://{addr}");
         let client = crate::support::client();
 

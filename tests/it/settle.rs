@@ -57,19 +57,7 @@ impl Serve {
         // stays in memory, and the simulated gates to QA and production open rarely).
         cfg.stages.retain(|s| !["qa", "production"].contains(&&*s.name));
         cfg.dora.environment = "staging".into();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let clock_sim = sim.clone();
-        let app = tokio::spawn(deploy_journey::app::serve_with_clock(
-            cfg,
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::new(move || clock_sim.now()),
-            async move {
-                let _ = stop_rx.await;
-            },
-            Some(ready_tx),
-        ));
-        let addr = tokio::time::timeout(Duration::from_secs(30), ready_rx).await.expect("serve listens").unwrap();
+        let (addr, stop_tx, app) = crate::support::serve_on_sim(cfg, sim).await;
         let base = format!("http://{addr}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

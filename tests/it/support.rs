@@ -180,3 +180,30 @@ pub fn chromium_screenshot(url: &str, name: &str, width: u32, height: u32) -> st
     assert!(out.status.success(), "chromium screenshot {url}: {}", String::from_utf8_lossy(&out.stderr));
     file
 }
+
+/// `serve_with_clock` in process on the simulator's clock, on a free port: its address, the
+/// sender that stops it, and its task.
+pub async fn serve_on_sim(
+    cfg: deploy_journey::config::Config,
+    sim: &std::sync::Arc<deploy_journey::sim::Sim>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), deploy_journey::app::AppError>>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let clock_sim = sim.clone();
+    let app = tokio::spawn(deploy_journey::app::serve_with_clock(
+        cfg,
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::new(move || clock_sim.now()),
+        async move {
+            let _ = stop_rx.await;
+        },
+        Some(ready_tx),
+    ));
+    let addr =
+        tokio::time::timeout(std::time::Duration::from_secs(30), ready_rx).await.expect("serve listens").unwrap();
+    (addr, stop_tx, app)
+}
