@@ -173,7 +173,7 @@ pub async fn serve_with_options(
         store,
         shared: shared.clone(),
         facts,
-        baseline,
+        baseline: baseline.clone(),
         spans,
         github,
         concourse,
@@ -181,6 +181,9 @@ pub async fn serve_with_options(
         unstored: vec![],
         origin_tries: HashMap::new(),
         excerpt_tries: HashMap::new(),
+        persisted: baseline.clone(),
+        held: HeldOut::default(),
+        prune_due: false,
     };
     // The first poll comes before the first publish, so a start derives its history once, not
     // twice (a year of it takes ~0.3 s). A source slower than FIRST_POLL_WAIT does not hold the
@@ -501,6 +504,43 @@ struct Poller {
     /// When each failed build's log was last asked for (a failed read waits [`RETRY_POLLS`]
     /// poll intervals).
     excerpt_tries: HashMap<i64, i64>,
+    /// The counters and histograms the store holds (`baseline` adds the held journeys' to them).
+    persisted: Arc<crate::sinks::metrics::Baseline>,
+    /// What memory let go of while the store keeps it (`core::held`).
+    held: HeldOut,
+    /// Held journeys came back: settle (or hold) again this cycle.
+    prune_due: bool,
+}
+
+/// Journeys held in the store (`core::held`): their facts left memory, the store keeps them.
+#[derive(Debug, Default)]
+struct HeldOut {
+    commits: std::collections::HashSet<String>,
+    builds: std::collections::HashSet<i64>,
+    /// Jobs (pipeline, job) whose builds can change a held journey.
+    wakes: std::collections::BTreeSet<(String, String)>,
+    /// What they counted (counters and histograms): published on top of the persisted baseline,
+    /// never stored (after a restart their facts are loaded and count again).
+    rows: Vec<(String, String, f64)>,
+    /// The oldest held commit's time: retention brings them back to forget it.
+    oldest: Option<i64>,
+    /// A fact that could change them came, and they could not be brought back then.
+    stale: bool,
+}
+
+impl HeldOut {
+    /// Could this fact change a held journey? (Then their facts come back.)
+    fn woken_by(&self, f: &Fact) -> bool {
+        match f {
+            Fact::Commit(c) => self.commits.contains(&c.sha),
+            Fact::Build(b) => {
+                self.builds.contains(&b.id) || self.wakes.contains(&(b.pipeline.to_string(), b.job.to_string()))
+            }
+            Fact::Vanished { sha, .. } | Fact::Origin { sha, .. } => self.commits.contains(sha),
+            // How far back a job's history is known changes what is known of old commits.
+            Fact::Horizon(_) => true,
+        }
+    }
 }
 
 /// How long a start waits for its first poll before serving the stored facts.
@@ -629,9 +669,9 @@ impl Poller {
             // Retention, at most hourly, before the extra reads below: a start on a long
             // history frees what it prunes before anything else is allocated beside it (glibc
             // gives back only whole free pages, so what is allocated amid the peak pins it).
-            if now >= next_prune {
+            if now >= next_prune || std::mem::take(&mut self.prune_due) {
                 // Hourly; every cycle while old journeys wait for their pull request (a first
-                // start reads them a budget at a time).
+                // start reads them a budget at a time), and in the cycle held journeys came back.
                 next_prune = if self.prune(now).await { now } else { now + 3600 };
             }
             // After the cycle is published (and readiness decided): the extra reads of new
@@ -782,7 +822,15 @@ impl Poller {
         match persisted {
             Ok(()) => {
                 self.shared.store_ok();
-                let changed = new.into_iter().fold(false, |acc, f| self.facts.apply(f) | acc);
+                // A fact that can change a held journey brings the held facts back (with these,
+                // which are stored now) instead.
+                let woken = !self.held.commits.is_empty() && new.iter().any(|f| self.held.woken_by(f));
+                let changed = if woken && self.bring_back("a new fact can change them").await {
+                    true
+                } else {
+                    self.held.stale |= woken;
+                    new.into_iter().fold(false, |acc, f| self.facts.apply(f) | acc)
+                };
                 let publish = changed || self.answered != (false, false);
                 if publish {
                     self.publish();
@@ -802,19 +850,68 @@ impl Poller {
         }
     }
 
+    /// Load every stored fact back into memory, the held journeys' with the rest, and publish:
+    /// what changed them is derived as for any journey, and the next [`Poller::prune`] settles
+    /// or holds them again. False (and nothing changed) when the store cannot be read.
+    async fn bring_back(&mut self, why: &str) -> bool {
+        let loaded = blocking(&self.store, |s| {
+            let marks = s.marks(crate::sinks::traces::MARK_KIND)?;
+            Ok((s.load()?, marks))
+        })
+        .await;
+        match loaded {
+            Ok((facts, marks)) => {
+                tracing::info!(why, held = self.held.commits.len(), "held journeys brought back into memory");
+                self.facts = facts;
+                self.held = HeldOut::default();
+                self.baseline = self.persisted.clone();
+                if let Some(x) = self.spans.as_mut() {
+                    // Their exported spans are known again, so none is exported twice.
+                    let facts = &self.facts;
+                    x.remember(
+                        marks.into_iter().filter(|k| facts.commits.contains_key(k.split('/').next().unwrap_or(""))),
+                    );
+                }
+                self.prune_due = true;
+                self.publish();
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot bring held journeys back; will retry");
+                self.shared.store_failed(&store_reason(&e));
+                self.prune_due = true;
+                false
+            }
+        }
+    }
+
     /// Settling and retention: journeys older than the memory window (`Config::memory_window`)
     /// leave memory; what they counted folds into the persisted baseline, and their views (and
     /// their deployments') are stored as documents, in the same transaction that deletes their
-    /// facts; documents older than `retention` are forgotten. Plans on the published snapshot,
-    /// which is of the same facts (every change is published before this runs).
-    /// True when journeys old enough to settle wait for a read first.
+    /// facts; documents older than `retention` are forgotten.
+    ///
+    /// A journey an environment's running version lacks (or that waits at its gate) is *held*
+    /// instead (`core::held`): it leaves memory, and the store keeps its facts, while what the
+    /// gauges of now count of it stays with the facts in memory. A build that can change it
+    /// brings the held facts back (`HeldOut::woken_by`). So memory follows the window, not how
+    /// far behind the slowest environment is.
+    ///
+    /// Plans on the published snapshot, which is of the same facts (every change is published
+    /// before this runs). True when journeys old enough to settle wait for a read first.
     async fn prune(&mut self, now: i64) -> bool {
         // Saturating: no window, however long, wraps round into the future.
         let ago = |d: Duration| now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let (cutoff, forget_before) = (ago(self.cfg.memory_window()), ago(self.cfg.retention));
+        // Retention is due for a held journey, or one may have changed unseen: everything comes
+        // back first (then a held journey near the end of retention is forgotten, not held).
+        if (self.held.stale || self.held.oldest.is_some_and(|t| t < forget_before))
+            && !self.bring_back("retention or a missed change").await
+        {
+            return false;
+        }
         // A journey settles with its pull request read (unless retention forgets it first):
         // what settles is never read again.
-        let mut pinned: std::collections::BTreeSet<String> = if self.cfg.repository.pull_requests {
+        let pinned: std::collections::BTreeSet<String> = if self.cfg.repository.pull_requests {
             let wanted = origin_candidates(&self.facts, &[], &HashMap::new(), 0, now, usize::MAX);
             let facts = &self.facts;
             wanted
@@ -826,39 +923,68 @@ impl Poller {
         };
         let waiting = pinned.iter().any(|sha| self.facts.commits.get(sha).is_some_and(|c| c.committer_date < cutoff));
         let snap = self.shared.snapshot();
-        // Nor while an environment's running version lacks it: the environments' gauges (commits
-        // behind, the oldest of them, what runs) count every such commit, however old. With
-        // nothing deployed yet, every commit is behind.
-        let behind_from = snap
-            .derived
-            .environments
-            .iter()
-            .map(|e| e.running_commit_time.unwrap_or(i64::MIN))
-            .min()
-            .unwrap_or(i64::MAX);
-        pinned.extend(
-            self.facts
-                .commits
-                .values()
-                .filter(|c| c.committer_date >= behind_from.max(forget_before))
-                .map(|c| c.sha.clone()),
-        );
-        let plan = crate::retention::plan_pinned(
-            &self.facts,
-            &snap.derived,
-            &snap.stage_builds,
-            &self.publisher.core,
-            cutoff,
-            &pinned,
-        );
-        let (journeys, deployments) = if plan.is_empty() { (vec![], vec![]) } else { settled_documents(&snap, &plan) };
-        // The old snapshot must be gone when the smaller one is published, for its pages to be
-        // given back then.
-        drop(snap);
-        if plan.is_empty() {
+        let core = &self.publisher.core;
+        // What runs in each environment stays, and its last successful deployment: the gauges
+        // of now read them.
+        let mut running: std::collections::BTreeSet<i64> =
+            snap.derived.environments.iter().filter_map(|e| e.running_build).collect();
+        let mut last_success: HashMap<usize, (i64, i64)> = HashMap::new();
+        for b in snap.stage_builds.iter().filter(|b| b.status == BuildStatus::Succeeded) {
+            if core.stages[b.stage].environment.is_some() {
+                let e = last_success.entry(b.stage).or_insert((b.end, b.build_id));
+                *e = (*e).max((b.end, b.build_id));
+            }
+        }
+        running.extend(last_success.into_values().map(|(_, id)| id));
+        // Journeys an environment lacks or holds at its gate: the store keeps them. A day short
+        // of retention they are forgotten instead, so that retention brings held journeys back
+        // once a day at most.
+        let hold_from = forget_before.saturating_add(86_400);
+        let mut in_store = pinned.clone();
+        let mut in_memory = pinned;
+        for e in &snap.derived.environments {
+            for i in e.lacking.iter().chain(e.awaiting.iter().map(|(i, _)| i)) {
+                let j = &snap.derived.journeys[*i];
+                if self.facts.commits.get(&j.sha).is_none_or(|c| c.committer_date < hold_from) {
+                    continue;
+                }
+                in_store.insert(j.sha.clone());
+                // Unless only deploy builds can change it, it stays in memory too.
+                if !crate::core::held::holdable(j, core) {
+                    in_memory.insert(j.sha.clone());
+                }
+            }
+        }
+        let plan = |keep: &std::collections::BTreeSet<String>| {
+            crate::retention::plan_pinned(&self.facts, &snap.derived, &snap.stage_builds, core, cutoff, keep, &running)
+        };
+        // What leaves memory, and (of it) what leaves the store too: the rest is held.
+        let out = plan(&in_memory);
+        let settled = if in_store == in_memory { out.clone() } else { plan(&in_store) };
+        if out.is_empty() {
             return waiting;
         }
-        let (c, b, rows) = (plan.commits.clone(), plan.builds.clone(), plan.rows.clone());
+        let held_commits: std::collections::HashSet<String> =
+            out.commits.difference(&settled.commits).cloned().collect();
+        let held_builds: std::collections::HashSet<i64> = out.builds.difference(&settled.builds).copied().collect();
+        let mut records = vec![];
+        let mut wakes = std::collections::BTreeSet::new();
+        let mut held_journeys = vec![];
+        for (i, j) in snap.derived.journeys.iter().enumerate().filter(|(_, j)| held_commits.contains(&j.sha)) {
+            records.push(crate::core::held::Held::of(&snap.derived, i));
+            wakes.extend(crate::core::held::wakes(j, core));
+            held_journeys.push(&**j);
+        }
+        let held_stage_builds: Vec<_> =
+            snap.stage_builds.iter().filter(|b| held_builds.contains(&b.build_id)).cloned().collect();
+        let held_rows = crate::sinks::metrics::fold(&held_journeys, &held_stage_builds, &snap.derived, core);
+        // Every journey that leaves memory is read from its document from now on.
+        let (journeys, deployments) = settled_documents(&snap, &out);
+        // The old snapshot must be gone when the smaller one is published, for its pages to be
+        // given back then.
+        drop(held_journeys);
+        drop(snap);
+        let (c, b, rows) = (settled.commits.clone(), settled.builds.clone(), settled.rows.clone());
         let deltas: Vec<crate::store::Counter> = rows
             .iter()
             .map(|(n, l, v)| crate::store::Counter { name: n.clone(), labels: l.clone(), value: *v })
@@ -879,9 +1005,21 @@ impl Poller {
         .await;
         match pruned {
             Ok(p) => {
-                crate::retention::apply(&mut self.facts, &plan);
-                let mut b = (*self.baseline).clone();
-                b.add(rows);
+                crate::retention::apply(&mut self.facts, &out);
+                let mut persisted = (*self.persisted).clone();
+                persisted.add(rows);
+                self.persisted = Arc::new(persisted);
+                let h = &mut self.held;
+                h.oldest = records.iter().map(|r| r.commit_time).chain(h.oldest).min();
+                h.commits.extend(held_commits);
+                h.builds.extend(held_builds);
+                h.wakes.extend(wakes);
+                h.rows.extend(held_rows);
+                let mut all = (*self.facts.held).clone();
+                all.extend(records);
+                self.facts.held = Arc::new(all);
+                let mut b = (*self.persisted).clone();
+                b.add(h.rows.iter().cloned());
                 self.baseline = Arc::new(b);
                 // The smaller facts and the larger baseline are published together.
                 self.publisher.publish(&self.facts, &self.shared, &self.baseline);
@@ -889,7 +1027,12 @@ impl Poller {
                 if let Some(x) = self.spans.as_mut() {
                     x.retain_commits(|sha| facts.commits.contains_key(sha));
                 }
-                tracing::info!(commits = p.commits, builds = p.builds, "settled journeys left memory");
+                tracing::info!(
+                    commits = p.commits,
+                    builds = p.builds,
+                    held = self.held.commits.len(),
+                    "settled journeys left memory"
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "settling failed; will retry");

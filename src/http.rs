@@ -44,10 +44,17 @@ pub struct StatusJson {
     pub poll_interval_seconds: Option<f64>,
     pub ready: bool,
     pub version: String,
+    /// Journeys derived in memory, and journeys held in the store (an environment lacks them;
+    /// what the gauges count of them stays in memory): how the memory window works out.
+    #[serde(default)]
+    pub journeys_in_memory: usize,
+    #[serde(default)]
+    pub journeys_held: usize,
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Json<StatusJson> {
     let now = s.now();
+    let snap = s.snapshot();
     let wall = crate::clock::unix_now();
     // Measured, not declared: the clock is whatever `serve` was given. Seconds are whole, so
     // the speed is known to ±1/elapsed.
@@ -63,6 +70,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<StatusJson> {
         poll_interval_seconds: s.poll_interval.get().map(|d| d.as_secs_f64()),
         ready: s.is_ready(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        journeys_in_memory: snap.derived.journeys.len(),
+        journeys_held: snap.derived.held.len(),
     })
 }
 

@@ -26,11 +26,12 @@ impl Plan {
 /// journeys that never ended, whose builds all finished before it), and finished builds before
 /// `cutoff` that no kept journey refers to.
 pub fn plan(facts: &Facts, derived: &Derived, stage_builds: &[StageBuild], core: &CoreConfig, cutoff: i64) -> Plan {
-    plan_pinned(facts, derived, stage_builds, core, cutoff, &BTreeSet::new())
+    plan_pinned(facts, derived, stage_builds, core, cutoff, &BTreeSet::new(), &BTreeSet::new())
 }
 
-/// [`plan`], keeping the journeys of `pinned` commits too (and, as for any kept journey, what
-/// they reach): those whose reading is not complete yet, such as a pull request not read.
+/// [`plan`], keeping the journeys of `pinned` commits and the `pinned_builds` too (and, as for
+/// anything kept, what they reach): journeys whose reading is not complete yet, such as a pull
+/// request not read; the deployment whose version runs in an environment.
 pub fn plan_pinned(
     facts: &Facts,
     derived: &Derived,
@@ -38,6 +39,7 @@ pub fn plan_pinned(
     core: &CoreConfig,
     cutoff: i64,
     pinned: &BTreeSet<Sha>,
+    pinned_builds: &BTreeSet<BuildId>,
 ) -> Plan {
     let old_commit = |sha: &str| facts.commits.get(sha).is_some_and(|c| c.committer_date < cutoff);
     // The newest commit stays: the GitHub cursor restarts from the known commits, and with none
@@ -67,6 +69,7 @@ pub fn plan_pinned(
         *e = (*e).max(b.id);
     }
     kept_builds.extend(newest.values());
+    kept_builds.extend(pinned_builds.iter().filter(|id| facts.builds.contains_key(*id)));
     kept_builds.extend(
         facts
             .builds

@@ -179,6 +179,11 @@ pub struct EnvironmentNow {
     pub awaiting_approval: u64,
     /// Since when the oldest of them has been ready (the upstream deployment's end).
     pub awaiting_since: Option<i64>,
+    /// The journeys (indices in `Derived::journeys`, ascending) counted in `behind`, and those
+    /// counted in `awaiting_approval` with the time each has been ready since: what a held
+    /// journey (`core::held`) keeps of this environment.
+    pub lacking: Vec<usize>,
+    pub awaiting: Vec<(usize, Option<i64>)>,
     /// Every change of what runs, oldest first: what `backfill` steps `behind` and the running
     /// commit's time from over history.
     pub changes: Vec<RunningChange>,
@@ -195,6 +200,20 @@ pub struct RunningChange {
     /// What the version carries: per resource, the newest branch position it has. A few
     /// entries, so a year of changes stays small.
     carry: Carry,
+}
+
+impl EnvironmentNow {
+    fn count_behind(&mut self, commit_time: i64) {
+        self.behind += 1;
+        self.oldest_behind = Some(self.oldest_behind.map_or(commit_time, |t| t.min(commit_time)));
+    }
+
+    fn count_awaiting(&mut self, ready_at: Option<i64>) {
+        self.awaiting_approval += 1;
+        if let Some(r) = ready_at {
+            self.awaiting_since = Some(self.awaiting_since.map_or(r, |t| t.min(r)));
+        }
+    }
 }
 
 impl RunningChange {
@@ -503,22 +522,31 @@ pub(crate) fn compute(inp: &Input<'_>) -> (Vec<Deployment>, Vec<EnvironmentNow>)
                 None => false,
             };
             if !has {
-                now.behind += 1;
-                now.oldest_behind = Some(now.oldest_behind.map_or(j.commit_time, |t| t.min(j.commit_time)));
+                now.lacking.push(i);
+                now.count_behind(j.commit_time);
             }
             if let Some(s) = j.stages.get(si).filter(|s| s.state == StageState::AwaitingApproval) {
-                now.awaiting_approval += 1;
-                if let Some(r) = s.ready_at {
-                    now.awaiting_since = Some(now.awaiting_since.map_or(r, |t| t.min(r)));
-                }
+                now.awaiting.push((i, s.ready_at));
+                now.count_awaiting(s.ready_at);
             } else if let (true, false, Some(s), Some((d, _, _))) = (st.approval, has, j.stages.get(si), run)
                 && s.state == StageState::Succeeded
                 && !deploying
             {
                 // Deployed once, then rolled back out: it waits at the gate again (a person
                 // must move the gate forward), since the rollback.
-                now.awaiting_approval += 1;
-                now.awaiting_since = Some(now.awaiting_since.map_or(d.end, |t| t.min(d.end)));
+                now.awaiting.push((i, Some(d.end)));
+                now.count_awaiting(Some(d.end));
+            }
+        }
+        // The held journeys, as they stood when held out (nothing that could change that has
+        // come since: it would have brought them back).
+        for h in facts.held.iter() {
+            let Some(held) = h.environments.get(envs.len()) else { continue };
+            if held.lacks {
+                now.count_behind(h.commit_time);
+            }
+            if let Some(since) = held.awaiting {
+                now.count_awaiting(since);
             }
         }
         let _ = inp.now;

@@ -209,6 +209,9 @@ pub struct Facts {
     pub horizons: BTreeMap<(String, String), HorizonFact>,
     /// Per commit: its pull request or a direct push, once read ([`Origin::merge`](crate::core::premerge::Origin::merge)).
     pub origins: HashMap<Sha, crate::core::premerge::Origin>,
+    /// Journeys whose facts the store keeps and memory does not (`core::held`): what the gauges
+    /// of now count of them.
+    pub held: std::sync::Arc<Vec<crate::core::held::Held>>,
 }
 
 impl Facts {

@@ -375,6 +375,19 @@ impl Journey {
     pub fn premerge(&self) -> Option<PreMergeStages> {
         self.origin.as_ref().and_then(premerge::stages)
     }
+    /// Where a commit in flight sits: its first stage that is neither done nor not applicable,
+    /// that stage's state, and since when it has been in that state (for the in-flight ages).
+    pub fn in_flight_at(&self) -> Option<(usize, StageState, i64)> {
+        let (i, st) = self.stages.iter().enumerate().find(|(_, st)| st.state.in_flight())?;
+        let since = match st.state {
+            StageState::Running => st.start.unwrap_or(self.commit_time),
+            StageState::Pending | StageState::Riding | StageState::AwaitingApproval => {
+                st.ready_at.unwrap_or(self.commit_time)
+            }
+            _ => self.commit_time,
+        };
+        Some((i, st.state, since))
+    }
     pub fn short(&self) -> &str {
         self.sha.get(..7).unwrap_or(&self.sha)
     }
@@ -409,6 +422,8 @@ pub struct Derived {
     pub deployments: Vec<crate::core::deployments::Deployment>,
     /// Every environment now, in stage order.
     pub environments: Vec<crate::core::deployments::EnvironmentNow>,
+    /// The journeys held in the store (`Facts::held`), which the gauges of now count too.
+    pub held: Arc<Vec<crate::core::held::Held>>,
 }
 
 /// Per (pipeline, job): its builds in id order, with a running max of carried positions (plus
@@ -826,7 +841,16 @@ pub(crate) fn derive_with(
         journeys: &journeys,
         now,
     });
-    Derived { journeys, quality, build_methods, gap_builds, stages: stages_now, deployments, environments }
+    Derived {
+        journeys,
+        quality,
+        build_methods,
+        gap_builds,
+        stages: stages_now,
+        deployments,
+        environments,
+        held: facts.held.clone(),
+    }
 }
 
 /// The time a commit's stages wait from: the commit's own time (only lead time may start

@@ -6,6 +6,7 @@ pub mod eta;
 pub mod facts;
 #[cfg(test)]
 mod fixtures;
+pub mod held;
 pub mod incremental;
 pub mod journey;
 pub mod lineage;

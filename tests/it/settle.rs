@@ -46,17 +46,26 @@ struct Serve {
 }
 
 impl Serve {
-    async fn start(sim: &Arc<Sim>, url: &str, state: &std::path::Path, keep_in_memory_days: u64) -> Serve {
+    /// `all_environments`: QA and production too; else staging is the last environment.
+    async fn start(
+        sim: &Arc<Sim>,
+        url: &str,
+        state: &std::path::Path,
+        keep_in_memory_days: u64,
+        all_environments: bool,
+    ) -> Serve {
         let mut cfg = example_config("lana", url);
         cfg.poll_interval = Duration::from_secs(1);
         cfg.state_path = state.to_path_buf();
         cfg.retention = Duration::from_secs(30 * 86_400);
         cfg.keep_in_memory = Duration::from_secs(keep_in_memory_days * 86_400);
-        // Staging is the last environment: it deploys several times a day, so journeys settle
-        // once it runs what they carried (a commit that an environment's running version lacks
-        // stays in memory, and the simulated gates to QA and production open rarely).
-        cfg.stages.retain(|s| !["qa", "production"].contains(&&*s.name));
-        cfg.dora.environment = "staging".into();
+        // Staging as the last environment deploys several times a day, so journeys settle once
+        // it runs what they carried. With QA and production, whose simulated gates open rarely,
+        // most journeys are held instead (the store keeps what an environment lacks).
+        if !all_environments {
+            cfg.stages.retain(|s| !["qa", "production"].contains(&&*s.name));
+            cfg.dora.environment = "staging".into();
+        }
         let (addr, stop_tx, app) = crate::support::serve_on_sim(cfg, sim).await;
         let base = format!("http://{addr}");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -104,8 +113,48 @@ impl Serve {
     }
 
     async fn deployments(&self) -> Vec<serde_json::Value> {
-        let v = self.json("/api/v1/deployments?environment=staging&limit=10000").await;
+        self.deployments_of("staging").await
+    }
+
+    async fn deployments_of(&self, env: &str) -> Vec<serde_json::Value> {
+        let v = self.json(&format!("/api/v1/deployments?environment={env}&limit=10000")).await;
         v["deployments"].as_array().unwrap().clone()
+    }
+
+    /// Every environment now, with the ages turned into the times they are counted from (the
+    /// two processes answer at different moments).
+    async fn environments(&self) -> Vec<serde_json::Value> {
+        let v = self.json("/api/v1/environments").await;
+        let now = v["now"].as_i64().unwrap();
+        let mut envs = v["environments"].as_array().unwrap().clone();
+        for e in &mut envs {
+            let o = e.as_object_mut().unwrap();
+            let age = o.remove("oldest_undeployed_age_seconds").unwrap();
+            o.insert("oldest_undeployed_since".into(), age.as_i64().map(|a| now - a).into());
+            o.remove("awaiting_approval_age_seconds");
+        }
+        envs
+    }
+
+    /// The gauges of now that do not age with the clock: commits behind, in flight, waiting.
+    async fn gauges(&self) -> BTreeMap<String, f64> {
+        let text = client().get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        let names = [
+            "deploy_journey_commits_behind",
+            "deploy_journey_stage_in_flight",
+            "deploy_journey_commits_not_picked_up",
+            "deploy_journey_environment_awaiting_approval",
+            "deploy_journey_environment_running_commit_timestamp_seconds",
+            "deploy_journey_last_deployment_timestamp_seconds",
+        ];
+        text.lines()
+            .filter(|l| names.contains(&l.split([' ', '{']).next().unwrap_or("")))
+            .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
+            .collect()
+    }
+
+    async fn status(&self) -> serde_json::Value {
+        self.json("/api/v1/status").await
     }
 
     /// Journey counter and histogram samples (gauges describe "now"; source counters count
@@ -162,7 +211,7 @@ async fn settled_journeys_answer_as_they_did_in_memory_and_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
 
     // The whole history in memory.
-    let whole = Serve::start(&sim, &url, &dir.path().join("whole.db"), 30).await;
+    let whole = Serve::start(&sim, &url, &dir.path().join("whole.db"), 30, false).await;
     let (want, want_deps, want_samples) =
         (whole.journeys_read().await, whole.deployments().await, whole.samples().await);
     whole.stop().await;
@@ -171,7 +220,7 @@ async fn settled_journeys_answer_as_they_did_in_memory_and_after_a_restart() {
 
     // Two days in memory (a one-day window is raised to the failure window plus a day).
     let state = dir.path().join("settled.db");
-    let short = Serve::start(&sim, &url, &state, 1).await;
+    let short = Serve::start(&sim, &url, &state, 1, false).await;
     short.journeys_read().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let settled = loop {
@@ -224,10 +273,110 @@ async fn settled_journeys_answer_as_they_did_in_memory_and_after_a_restart() {
     short.stop().await;
 
     // A restart loads only what stayed in memory, and answers the same.
-    let again = Serve::start(&sim, &url, &state, 1).await;
+    let again = Serve::start(&sim, &url, &state, 1, false).await;
     check(again.journeys().await, "restarted");
     assert_same_deployments(&want_deps, &again.deployments().await, "restarted");
     assert_same_samples(&want_samples, &again.samples().await, "restarted");
+    again.stop().await;
+    sim_task.abort();
+}
+
+/// Compare two serves' answers until they agree (both follow the same simulator, and each
+/// catches up with it at its own pace), then assert on the last answers.
+async fn assert_agree(want: &Serve, got: &Serve, envs: &[&str], when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (wj, gj) = (want.journeys().await, got.journeys().await);
+        let (we, ge) = (want.environments().await, got.environments().await);
+        let (wg, gg) = (want.gauges().await, got.gauges().await);
+        let (ws, gs) = (want.samples().await, got.samples().await);
+        let mut wd = vec![];
+        let mut gd = vec![];
+        for e in envs {
+            wd.push(want.deployments_of(e).await);
+            gd.push(got.deployments_of(e).await);
+        }
+        if (wj == gj && we == ge && wg == gg && ws == gs && wd == gd) || Instant::now() > deadline {
+            assert_eq!(wj.keys().collect::<Vec<_>>(), gj.keys().collect::<Vec<_>>(), "{when}: the same commits");
+            for (sha, j) in &wj {
+                assert!(gj[sha] == *j, "{when}: journey {sha} differs:\n want {j}\n  got {}", gj[sha]);
+            }
+            assert_eq!(we, ge, "{when}: the environments now");
+            assert!(wg.keys().any(|k| k.starts_with("deploy_journey_commits_behind")), "{when}: {wg:?}");
+            let differ: Vec<String> = wg
+                .keys()
+                .chain(gg.keys())
+                .filter(|k| wg.get(*k) != gg.get(*k))
+                .map(|k| format!("{k}: {:?} -> {:?}", wg.get(k), gg.get(k)))
+                .collect();
+            assert!(differ.is_empty(), "{when}: the gauges of now differ:\n{}", differ.join("\n"));
+            assert_same_samples(&ws, &gs, when);
+            for ((w, g), e) in wd.iter().zip(&gd).zip(envs) {
+                assert_same_deployments(w, g, &format!("{when}, {e}"));
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journeys_an_environment_lacks_are_held_in_the_store_and_counted_as_in_memory() {
+    init_crypto();
+    let (sim, url, sim_task) = lana_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let envs = ["staging", "qa", "production"];
+
+    // Side by side on the same simulator: the whole history in memory, and two days.
+    let whole = Serve::start(&sim, &url, &dir.path().join("whole.db"), 30, true).await;
+    let state = dir.path().join("held.db");
+    let short = Serve::start(&sim, &url, &state, 1, true).await;
+    let all = whole.journeys_read().await;
+    short.journeys_read().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = short.status().await;
+        if s["journeys_held"].as_u64().unwrap() as usize > all.len() / 2 {
+            println!("{} journeys: {s}", all.len());
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing held: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let behind = whole.environments().await;
+
+    assert!(behind.iter().any(|e| e["behind"].as_u64().unwrap() as usize > all.len() / 2), "{behind:?}");
+    assert_agree(&whole, &short, &envs, "held").await;
+
+    // A person deploys QA by hand: the build can change held journeys (QA is where they wait),
+    // so they come back and are derived with it as in memory; then held or settled again.
+    let deploys = whole.deployments_of("qa").await.len();
+    sim.with_world(|w| {
+        let at = w.now + 60;
+        let by = "carol".to_string();
+        let (pipeline, job) = ("galoy-qa".to_string(), "galoy-qa-lana-bank".to_string());
+        w.schedule_action(at, deploy_journey::sim::engine::Action::Trigger { pipeline, job, by })
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while whole.deployments_of("qa").await.len() == deploys {
+        assert!(Instant::now() < deadline, "QA never deployed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // It delivered commits older than the two days in memory: held ones.
+    let qa = whole.deployments_of("qa").await;
+    let delivered: Vec<&str> = qa[0]["commits"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let now = short.status().await["now"].as_i64().unwrap();
+    let old = delivered.iter().filter(|c| all[**c]["commit_time"].as_i64().unwrap() < now - 3 * 86_400).count();
+    assert!(old > 0, "QA's deployment delivered {} commits, none held: {}", delivered.len(), qa[0]);
+    assert_agree(&whole, &short, &envs, "after QA deployed").await;
+    whole.stop().await;
+
+    // A restart loads the held facts with the rest, holds them again, and answers the same.
+    short.stop().await;
+    let again = Serve::start(&sim, &url, &state, 1, true).await;
+    let whole = Serve::start(&sim, &url, &dir.path().join("whole.db"), 30, true).await;
+    assert_agree(&whole, &again, &envs, "restarted").await;
+    whole.stop().await;
     again.stop().await;
     sim_task.abort();
 }

@@ -123,26 +123,30 @@ fn in_flight(m: &MetricsInput<'_>, s: &mut Sheet) {
     let stages: Vec<&str> = m.core.stages.iter().map(|s| s.name.as_str()).collect();
     let envs = m.core.environments();
     let mut oldest_age: BTreeMap<(usize, StageState), i64> = BTreeMap::new();
+    // Where each commit in flight sits (its first stage neither done nor not applicable).
+    let mut in_flight_at: Vec<(usize, StageState, i64)> = vec![];
     // An incomplete journey is not known to be anywhere, nor to be behind.
     for j in m.derived.journeys.iter().filter(|j| !j.vanished && j.outcome != Outcome::Incomplete) {
         if !j.ended {
-            // A commit in flight sits at its first stage that is neither done nor not applicable.
-            if let Some((i, st)) = j.stages.iter().enumerate().find(|(_, st)| st.state.in_flight()) {
-                *s.gauge(Metric::StageInFlight, &[stages[i], st.state.as_str()]) += 1.0;
-                let since = match st.state {
-                    StageState::Running => st.start.unwrap_or(j.commit_time),
-                    StageState::Pending | StageState::Riding | StageState::AwaitingApproval => {
-                        st.ready_at.unwrap_or(j.commit_time)
-                    }
-                    _ => j.commit_time,
-                };
-                let e = oldest_age.entry((i, st.state)).or_insert(0);
-                *e = (*e).max((m.now - since).max(0));
+            if let Some(at) = j.in_flight_at() {
+                in_flight_at.push(at);
             }
             if j.not_picked_up {
                 *s.gauge(Metric::CommitsNotPickedUp, &[]) += 1.0;
             }
         }
+    }
+    // And the journeys held in the store (`core::held`), as they were when held out.
+    for h in m.derived.held.iter() {
+        in_flight_at.extend(h.in_flight);
+        if h.not_picked_up {
+            *s.gauge(Metric::CommitsNotPickedUp, &[]) += 1.0;
+        }
+    }
+    for (i, state, since) in in_flight_at {
+        *s.gauge(Metric::StageInFlight, &[stages[i], state.as_str()]) += 1.0;
+        let e = oldest_age.entry((i, state)).or_insert(0);
+        *e = (*e).max((m.now - since).max(0));
     }
     // Per environment, against the version running there now: a rollback puts the commits it
     // took out behind again.

@@ -168,6 +168,11 @@ impl SpanExport {
         queued
     }
 
+    /// Know these exported spans' keys again (their commits came back into memory).
+    pub fn remember(&mut self, keys: impl IntoIterator<Item = String>) {
+        self.known.extend(keys);
+    }
+
     /// After retention: forget the keys of commits no longer kept (their marks went with them).
     pub fn retain_commits(&mut self, keep: impl Fn(&str) -> bool) {
         self.known.retain(|k| keep(k.split('/').next().unwrap_or("")));
