@@ -9,8 +9,8 @@
 //!
 //! What a cycle works on is what `serve` holds in memory: the journeys of the last
 //! `keep_in_memory` (the configuration's memory window, 8 days with `examples/lana.yaml`) and what
-//! they refer to; older journeys have settled into the store (`retention::plan`, as `serve`'s
-//! hourly settling does). `BENCH_KEEP=all` keeps the whole history in memory, as before settling.
+//! they refer to; older journeys have settled into the store, or are held there while an
+//! environment lacks them (`retention::plan_settling`, as `serve`'s hourly settling does). `BENCH_KEEP=all` keeps the whole history in memory, as before settling.
 //!
 //! Each history is simulated (`World` + `LanaWorkload`, seed 1), turned into the facts the
 //! GitHub and Concourse APIs would show (`facts_from_world`), and then a cycle is repeated as
@@ -50,12 +50,24 @@ fn lana_config() -> deploy_journey::config::Config {
 }
 
 /// What `serve` keeps in memory of `facts` at `now`: the journeys of the memory window and what
-/// they refer to (the rest settles, as `serve`'s hourly settling does).
-fn settle(facts: &mut Facts, core: &CoreConfig, now: i64, window: Duration) {
+/// they refer to; the rest settles, or is held in the store while an environment lacks it (its
+/// gauge record stays), as `serve`'s hourly settling does (`retention::plan_settling`).
+fn settle(facts: &mut Facts, core: &CoreConfig, now: i64, window: Duration, retention: Duration) {
     let derived = derive(facts, core, now);
     let sb = stage_builds(facts, core, &derived);
-    let plan = deploy_journey::retention::plan(facts, &derived, &sb, core, now - window.as_secs() as i64);
-    deploy_journey::retention::apply(facts, &plan);
+    let hold_from = now - retention.as_secs() as i64 + deploy_journey::retention::HOLD_MARGIN;
+    let plan = deploy_journey::retention::plan_settling(
+        facts,
+        &derived,
+        &sb,
+        core,
+        now - window.as_secs() as i64,
+        hold_from,
+        &Default::default(),
+    );
+    deploy_journey::retention::apply(facts, &plan.out);
+    eprintln!("  held in the store: {} journeys", plan.held.records.len());
+    facts.held = std::sync::Arc::new(plan.held.records);
 }
 
 fn history(days: i64) -> (Facts, i64) {
@@ -99,7 +111,7 @@ fn main() {
         let (mut facts, now) = history(d);
         let all = (facts.commits.len(), facts.builds.len());
         if !keep_all {
-            settle(&mut facts, &core, now, cfg.memory_window());
+            settle(&mut facts, &core, now, cfg.memory_window(), cfg.retention);
         }
         eprintln!(
             "{d} d: {} of {} commits and {} of {} builds in memory",

@@ -923,66 +923,24 @@ impl Poller {
         };
         let waiting = pinned.iter().any(|sha| self.facts.commits.get(sha).is_some_and(|c| c.committer_date < cutoff));
         let snap = self.shared.snapshot();
-        let core = &self.publisher.core;
-        // What runs in each environment stays, and its last successful deployment: the gauges
-        // of now read them.
-        let mut running: std::collections::BTreeSet<i64> =
-            snap.derived.environments.iter().filter_map(|e| e.running_build).collect();
-        let mut last_success: HashMap<usize, (i64, i64)> = HashMap::new();
-        for b in snap.stage_builds.iter().filter(|b| b.status == BuildStatus::Succeeded) {
-            if core.stages[b.stage].environment.is_some() {
-                let e = last_success.entry(b.stage).or_insert((b.end, b.build_id));
-                *e = (*e).max((b.end, b.build_id));
-            }
-        }
-        running.extend(last_success.into_values().map(|(_, id)| id));
-        // Journeys an environment lacks or holds at its gate: the store keeps them. A day short
-        // of retention they are forgotten instead, so that retention brings held journeys back
-        // once a day at most.
-        let hold_from = forget_before.saturating_add(86_400);
-        let mut in_store = pinned.clone();
-        let mut in_memory = pinned;
-        for e in &snap.derived.environments {
-            for i in e.lacking.iter().chain(e.awaiting.iter().map(|(i, _)| i)) {
-                let j = &snap.derived.journeys[*i];
-                if self.facts.commits.get(&j.sha).is_none_or(|c| c.committer_date < hold_from) {
-                    continue;
-                }
-                in_store.insert(j.sha.clone());
-                // Unless only deploy builds can change it, it stays in memory too.
-                if !crate::core::held::holdable(j, core) {
-                    in_memory.insert(j.sha.clone());
-                }
-            }
-        }
-        let plan = |keep: &std::collections::BTreeSet<String>| {
-            crate::retention::plan_pinned(&self.facts, &snap.derived, &snap.stage_builds, core, cutoff, keep, &running)
-        };
-        // What leaves memory, and (of it) what leaves the store too: the rest is held.
-        let out = plan(&in_memory);
-        let settled = if in_store == in_memory { out.clone() } else { plan(&in_store) };
-        if out.is_empty() {
+        let hold_from = forget_before.saturating_add(crate::retention::HOLD_MARGIN);
+        let plan = crate::retention::plan_settling(
+            &self.facts,
+            &snap.derived,
+            &snap.stage_builds,
+            &self.publisher.core,
+            cutoff,
+            hold_from,
+            &pinned,
+        );
+        if plan.out.is_empty() {
             return waiting;
         }
-        let held_commits: std::collections::HashSet<String> =
-            out.commits.difference(&settled.commits).cloned().collect();
-        let held_builds: std::collections::HashSet<i64> = out.builds.difference(&settled.builds).copied().collect();
-        let mut records = vec![];
-        let mut wakes = std::collections::BTreeSet::new();
-        let mut held_journeys = vec![];
-        for (i, j) in snap.derived.journeys.iter().enumerate().filter(|(_, j)| held_commits.contains(&j.sha)) {
-            records.push(crate::core::held::Held::of(&snap.derived, i));
-            wakes.extend(crate::core::held::wakes(j, core));
-            held_journeys.push(&**j);
-        }
-        let held_stage_builds: Vec<_> =
-            snap.stage_builds.iter().filter(|b| held_builds.contains(&b.build_id)).cloned().collect();
-        let held_rows = crate::sinks::metrics::fold(&held_journeys, &held_stage_builds, &snap.derived, core);
+        let crate::retention::Settling { out, settled, held } = plan;
         // Every journey that leaves memory is read from its document from now on.
         let (journeys, deployments) = settled_documents(&snap, &out);
         // The old snapshot must be gone when the smaller one is published, for its pages to be
         // given back then.
-        drop(held_journeys);
         drop(snap);
         let (c, b, rows) = (settled.commits.clone(), settled.builds.clone(), settled.rows.clone());
         let deltas: Vec<crate::store::Counter> = rows
@@ -1010,13 +968,13 @@ impl Poller {
                 persisted.add(rows);
                 self.persisted = Arc::new(persisted);
                 let h = &mut self.held;
-                h.oldest = records.iter().map(|r| r.commit_time).chain(h.oldest).min();
-                h.commits.extend(held_commits);
-                h.builds.extend(held_builds);
-                h.wakes.extend(wakes);
-                h.rows.extend(held_rows);
+                h.oldest = held.records.iter().map(|r| r.commit_time).chain(h.oldest).min();
+                h.commits.extend(held.commits);
+                h.builds.extend(held.builds);
+                h.wakes.extend(held.wakes);
+                h.rows.extend(held.rows);
                 let mut all = (*self.facts.held).clone();
-                all.extend(records);
+                all.extend(held.records);
                 self.facts.held = Arc::new(all);
                 let mut b = (*self.persisted).clone();
                 b.add(h.rows.iter().cloned());

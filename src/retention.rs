@@ -2,9 +2,10 @@
 //! Pure: facts, the derived journeys and a cutoff in; a plan out. The app applies the plan in
 //! one store transaction (`Store::prune_and_fold`), so counters and histograms never go back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::core::journey::{BuildId, CoreConfig, Derived, Facts, Sha, StageBuild};
+use crate::core::held::Held;
+use crate::core::journey::{BuildId, BuildStatus, CoreConfig, Derived, Facts, Sha, StageBuild};
 use crate::core::lineage::Lineage;
 use crate::sinks::metrics;
 
@@ -151,6 +152,89 @@ pub fn plan_pinned(
         stage_builds.iter().filter(|b| builds.contains(&b.build_id)).cloned().collect();
     let rows = metrics::fold(&pruned, &pruned_stage_builds, derived, core);
     Plan { commits, builds, rows }
+}
+
+/// A journey an environment lacks is held only this long before retention would forget it, so
+/// that retention brings held journeys back (`app`) once a day at most.
+pub const HOLD_MARGIN: i64 = 86_400;
+
+/// What settling does: what leaves memory (`out`), and of it what leaves the store too
+/// (`settled`); the rest of `out` is held (`core::held`).
+#[derive(Debug, Default)]
+pub struct Settling {
+    pub out: Plan,
+    pub settled: Plan,
+    pub held: HeldPlan,
+}
+
+/// The held part of a [`Settling`]: what memory lets go of and the store keeps.
+#[derive(Debug, Default)]
+pub struct HeldPlan {
+    pub commits: BTreeSet<Sha>,
+    pub builds: BTreeSet<BuildId>,
+    /// What the gauges of now count of each held journey.
+    pub records: Vec<Held>,
+    /// The jobs (pipeline, job) whose builds can change a held journey.
+    pub wakes: BTreeSet<(String, String)>,
+    /// What they counted (counters and histograms): the baseline carries it while they are held.
+    pub rows: Vec<(String, String, f64)>,
+}
+
+/// Settling at `cutoff`: journeys older than it leave memory, except the `pinned` ones and what
+/// the gauges of now read (each environment's running deployment and last successful one).
+/// Those an environment lacks or holds at its gate (and committed at or after `hold_from`) are
+/// held: the store keeps their facts. One whose unfinished stages are not all deploy stages
+/// stays in memory instead, since any build of its other jobs could change it.
+pub fn plan_settling(
+    facts: &Facts,
+    derived: &Derived,
+    stage_builds: &[StageBuild],
+    core: &CoreConfig,
+    cutoff: i64,
+    hold_from: i64,
+    pinned: &BTreeSet<Sha>,
+) -> Settling {
+    let mut kept_builds: BTreeSet<BuildId> = derived.environments.iter().filter_map(|e| e.running_build).collect();
+    let mut last_success: BTreeMap<usize, (i64, BuildId)> = BTreeMap::new();
+    for b in stage_builds.iter().filter(|b| b.status == BuildStatus::Succeeded) {
+        if core.stages[b.stage].environment.is_some() {
+            let e = last_success.entry(b.stage).or_insert((b.end, b.build_id));
+            *e = (*e).max((b.end, b.build_id));
+        }
+    }
+    kept_builds.extend(last_success.into_values().map(|(_, id)| id));
+    let mut in_store = pinned.clone();
+    let mut in_memory = pinned.clone();
+    for e in &derived.environments {
+        for i in e.lacking.iter().chain(e.awaiting.iter().map(|(i, _)| i)) {
+            let j = &derived.journeys[*i];
+            if facts.commits.get(&j.sha).is_none_or(|c| c.committer_date < hold_from) {
+                continue;
+            }
+            in_store.insert(j.sha.clone());
+            if !crate::core::held::holdable(j, core) {
+                in_memory.insert(j.sha.clone());
+            }
+        }
+    }
+    let plan = |keep: &BTreeSet<Sha>| plan_pinned(facts, derived, stage_builds, core, cutoff, keep, &kept_builds);
+    let out = plan(&in_memory);
+    // Keeping more keeps a superset, so what settles is part of what leaves memory.
+    let settled = if in_store == in_memory { out.clone() } else { plan(&in_store) };
+    let commits: BTreeSet<Sha> = out.commits.difference(&settled.commits).cloned().collect();
+    let builds: BTreeSet<BuildId> = out.builds.difference(&settled.builds).copied().collect();
+    let mut held = HeldPlan::default();
+    let mut journeys = vec![];
+    for (i, j) in derived.journeys.iter().enumerate().filter(|(_, j)| commits.contains(&j.sha)) {
+        held.records.push(Held::of(derived, i));
+        held.wakes.extend(crate::core::held::wakes(j, core));
+        journeys.push(&**j);
+    }
+    let held_builds: Vec<StageBuild> = stage_builds.iter().filter(|b| builds.contains(&b.build_id)).cloned().collect();
+    held.rows = metrics::fold(&journeys, &held_builds, derived, core);
+    held.commits = commits;
+    held.builds = builds;
+    Settling { out, settled, held }
 }
 
 /// Remove a plan's facts from memory (the store removes them in its own transaction).
