@@ -696,8 +696,16 @@ async fn landing(State(s): State<Arc<Shared>>) -> Response {
             waits = esc(&waits),
         ));
     }
-    if n == 0 {
+    // Older ones an environment still lacks are held in the state file (`core::held`).
+    let held = snap.derived.held.iter().filter(|h| h.in_flight.is_some()).count();
+    if n == 0 && held == 0 {
         h.push_str("<tr><td colspan=\"9\">nothing in flight</td></tr>");
+    }
+    if held > 0 {
+        h.push_str(&format!(
+            "<tr id=\"held\"><td colspan=\"9\">and {held} older commit(s) in flight, waiting for an environment \
+             (<a href=\"/api/v1/journeys?state=in_flight&amp;limit=1000\">all in flight</a>)</td></tr>"
+        ));
     }
     h.push_str(
         "</table><p><i>riding</i>: a <code>[ci skip]</code> or untracked commit; no stage builds it on its own, \

@@ -62,7 +62,11 @@ impl Serve {
         // Staging as the last environment deploys several times a day, so journeys settle once
         // it runs what they carried. With QA and production, whose simulated gates open rarely,
         // most journeys are held instead (the store keeps what an environment lacks).
-        if !all_environments {
+        if all_environments {
+            // Journeys go on to production: those held are in flight, at QA's or production's
+            // door, and count in the in-flight gauges too.
+            cfg.journey_ends_at = None;
+        } else {
             cfg.stages.retain(|s| !["qa", "production"].contains(&&*s.name));
             cfg.dora.environment = "staging".into();
         }
@@ -347,6 +351,13 @@ async fn journeys_an_environment_lacks_are_held_in_the_store_and_counted_as_in_m
 
     assert!(behind.iter().any(|e| e["behind"].as_u64().unwrap() as usize > all.len() / 2), "{behind:?}");
     assert_agree(&whole, &short, &envs, "held").await;
+    // The landing page says that older commits in flight are held, and where to list them.
+    let page = |s: &Serve| {
+        let url = format!("{}/", s.base);
+        async move { client().get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(page(&short).await.contains("id=\"held\""), "the landing page names the held commits in flight");
+    assert!(!page(&whole).await.contains("id=\"held\""));
 
     // A person deploys QA by hand: the build can change held journeys (QA is where they wait),
     // so they come back and are derived with it as in memory; then held or settled again.
