@@ -963,7 +963,17 @@ impl Poller {
         .await;
         match pruned {
             Ok(p) => {
+                let before = self.facts.commits.len() + self.facts.builds.len();
                 crate::retention::apply(&mut self.facts, &out);
+                if self.facts.commits.len() + self.facts.builds.len() < before / 2 {
+                    // Most of memory just left (a first start on a long history): what stays
+                    // is copied into fresh allocations and derived afresh, so the allocator
+                    // can give back whole pages instead of keeping the survivors scattered
+                    // over the pages of the large load.
+                    self.facts = self.facts.clone();
+                    self.publisher.incremental = Incremental::default();
+                    self.publisher.tally = crate::sinks::metrics::Tally::default();
+                }
                 let mut persisted = (*self.persisted).clone();
                 persisted.add(rows);
                 self.persisted = Arc::new(persisted);
