@@ -669,7 +669,8 @@ impl Poller {
             // Retention, at most hourly, before the extra reads below: a start on a long
             // history frees what it prunes before anything else is allocated beside it (glibc
             // gives back only whole free pages, so what is allocated amid the peak pins it).
-            if now >= next_prune || std::mem::take(&mut self.prune_due) {
+            let due = std::mem::take(&mut self.prune_due);
+            if due || now >= next_prune {
                 // Hourly; every cycle while old journeys wait for their pull request (a first
                 // start reads them a budget at a time), and in the cycle held journeys came back.
                 next_prune = if self.prune(now).await { now } else { now + 3600 };
@@ -825,13 +826,11 @@ impl Poller {
                 // A fact that can change a held journey brings the held facts back (with these,
                 // which are stored now) instead.
                 let woken = !self.held.commits.is_empty() && new.iter().any(|f| self.held.woken_by(f));
-                let changed = if woken && self.bring_back("a new fact can change them").await {
-                    true
-                } else {
-                    self.held.stale |= woken;
-                    new.into_iter().fold(false, |acc, f| self.facts.apply(f) | acc)
-                };
-                let publish = changed || self.answered != (false, false);
+                // Brought back: loaded and published with the new facts already.
+                let brought = woken && self.bring_back("a new fact can change them").await;
+                self.held.stale |= woken && !brought;
+                let changed = !brought && new.into_iter().fold(false, |acc, f| self.facts.apply(f) | acc);
+                let publish = !brought && (changed || self.answered != (false, false));
                 if publish {
                     self.publish();
                 }
@@ -839,7 +838,7 @@ impl Poller {
                     self.shared.set_ready();
                     tracing::info!("ready: every source answered");
                 }
-                publish
+                brought || publish
             }
             Err(e) => {
                 tracing::error!(error = %e, facts = new.len(), "cannot store facts; will retry next cycle");
