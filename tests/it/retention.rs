@@ -97,3 +97,77 @@ fn pruning_old_journeys_keeps_every_counter_and_histogram() {
     assert!(diffs.is_empty(), "{} samples moved:\n{}", diffs.len(), diffs.join("\n"));
     println!("pruned {} commits and {} builds; {} samples unchanged", plan.commits.len(), plan.builds.len(), a.len());
 }
+
+/// Settling with held journeys (`retention::plan_settling`, `core::held`) changes nothing a
+/// scrape shows: every sample, the gauges of now included (same `now`), is what the whole
+/// history in memory gives, though most journeys left memory (the simulated production gate
+/// never opens, so they are held, not settled).
+#[test]
+fn settling_and_holding_change_no_sample_of_a_scrape() {
+    let topo = Topology::builtin("lana").unwrap();
+    let mut w = World::new(topo.clone(), START, 3);
+    for (at, a) in LanaWorkload::new(3).generate(START, START + 20 * 86_400) {
+        w.schedule_action(at, a);
+    }
+    let now = START + 20 * 86_400 + 8 * 3600;
+    w.advance_to(now);
+    let core = lana_core(&topo);
+    let render = |facts: &deploy_journey::core::journey::Facts, baseline: &Baseline| {
+        let d = derive(facts, &core, now);
+        let sb = stage_builds(facts, &core, &d);
+        let input = MetricsInput {
+            totals: None,
+            derived: &d,
+            stage_builds: &sb,
+            core: &core,
+            sources: &[],
+            now,
+            poll_interval_secs: 30,
+            version: "test",
+            baseline,
+            spans: None,
+            store_errors: 0,
+            auth_rejections: None,
+        };
+        (render_text(&input), d, sb)
+    };
+    let every_sample = |text: &str| -> BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("deploy_journey_source_"))
+            .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
+            .collect()
+    };
+    let mut facts = facts_from_world(&w);
+    let (before, derived, sb) = render(&facts, &Baseline::default());
+    let plan = deploy_journey::retention::plan_settling(
+        &facts,
+        &derived,
+        &sb,
+        &core,
+        START + 10 * 86_400,
+        i64::MIN,
+        &Default::default(),
+    );
+    assert!(plan.held.records.len() > 10, "{} held", plan.held.records.len());
+    assert!(
+        !plan.held.wakes.is_empty() && plan.held.wakes.iter().all(|(p, _)| p != "lana-bank"),
+        "{:?}",
+        plan.held.wakes
+    );
+    let n_before = facts.commits.len();
+    deploy_journey::retention::apply(&mut facts, &plan.out);
+    facts.held = std::sync::Arc::new(plan.held.records.clone());
+    assert!(facts.commits.len() * 3 < n_before * 2, "{} of {n_before} commits stay in memory", facts.commits.len());
+    let baseline = Baseline::from_rows(plan.settled.rows.iter().chain(&plan.held.rows).cloned());
+    let (after, _, _) = render(&facts, &baseline);
+    let (a, b) = (every_sample(&before), every_sample(&after));
+    assert!(a.keys().any(|k| k.starts_with("deploy_journey_commits_behind")), "{a:?}");
+    let diffs: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k).zip(b.get(*k)).is_none_or(|(x, y)| (x - y).abs() > 1e-6 * x.abs().max(1.0)))
+        .map(|k| format!("{k}: {:?} -> {:?}", a.get(k), b.get(k)))
+        .collect();
+    assert!(diffs.is_empty(), "{} samples moved:\n{}", diffs.len(), diffs.join("\n"));
+    println!("{} held, {} settled; {} samples unchanged", plan.held.records.len(), plan.settled.commits.len(), a.len());
+}
