@@ -969,7 +969,7 @@ impl Poller {
                     // is copied into fresh allocations and derived afresh, so the allocator
                     // can give back whole pages instead of keeping the survivors scattered
                     // over the pages of the large load.
-                    self.facts = self.facts.clone();
+                    self.facts = self.facts.compacted();
                     self.publisher.incremental = Incremental::default();
                     self.publisher.tally = crate::sinks::metrics::Tally::default();
                 }
