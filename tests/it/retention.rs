@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use deploy_journey::core::journey::{derive, stage_builds};
+use deploy_journey::core::journey::{CoreConfig, Derived, Facts, StageBuild, derive, stage_builds};
 use deploy_journey::sim::engine::World;
 use deploy_journey::sim::topology::Topology;
 use deploy_journey::sim::workload::LanaWorkload;
@@ -26,8 +26,8 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-#[test]
-fn pruning_old_journeys_keeps_every_counter_and_histogram() {
+/// Twenty simulated lana days (seed 3), as the APIs show them, eight hours after the last.
+fn twenty_lana_days() -> (Facts, CoreConfig, i64) {
     let topo = Topology::builtin("lana").unwrap();
     let mut w = World::new(topo.clone(), START, 3);
     for (at, a) in LanaWorkload::new(3).generate(START, START + 20 * 86_400) {
@@ -35,27 +35,34 @@ fn pruning_old_journeys_keeps_every_counter_and_histogram() {
     }
     let now = START + 20 * 86_400 + 8 * 3600;
     w.advance_to(now);
-    let core = lana_core(&topo);
-    let render = |facts: &deploy_journey::core::journey::Facts, baseline: &Baseline| {
-        let d = derive(facts, &core, now);
-        let sb = stage_builds(facts, &core, &d);
-        let input = MetricsInput {
-            totals: None,
-            derived: &d,
-            stage_builds: &sb,
-            core: &core,
-            sources: &[],
-            now,
-            poll_interval_secs: 30,
-            version: "test",
-            baseline,
-            spans: None,
-            store_errors: 0,
-            auth_rejections: None,
-        };
-        (render_text(&input), d, sb)
+    (facts_from_world(&w), lana_core(&topo), now)
+}
+
+/// A scrape of `facts` at `now` over `baseline`, with the derivation it renders.
+fn render(facts: &Facts, core: &CoreConfig, now: i64, baseline: &Baseline) -> (String, Derived, Vec<StageBuild>) {
+    let d = derive(facts, core, now);
+    let sb = stage_builds(facts, core, &d);
+    let input = MetricsInput {
+        totals: None,
+        derived: &d,
+        stage_builds: &sb,
+        core,
+        sources: &[],
+        now,
+        poll_interval_secs: 30,
+        version: "test",
+        baseline,
+        spans: None,
+        store_errors: 0,
+        auth_rejections: None,
     };
-    let mut facts = facts_from_world(&w);
+    (render_text(&input), d, sb)
+}
+
+#[test]
+fn pruning_old_journeys_keeps_every_counter_and_histogram() {
+    let (mut facts, core, now) = twenty_lana_days();
+    let render = |facts: &Facts, baseline: &Baseline| render(facts, &core, now, baseline);
     let (before, derived, sb) = render(&facts, &Baseline::default());
     let plan = deploy_journey::retention::plan(&facts, &derived, &sb, &core, START + 10 * 86_400);
     assert!(
@@ -104,40 +111,14 @@ fn pruning_old_journeys_keeps_every_counter_and_histogram() {
 /// never opens, so they are held, not settled).
 #[test]
 fn settling_and_holding_change_no_sample_of_a_scrape() {
-    let topo = Topology::builtin("lana").unwrap();
-    let mut w = World::new(topo.clone(), START, 3);
-    for (at, a) in LanaWorkload::new(3).generate(START, START + 20 * 86_400) {
-        w.schedule_action(at, a);
-    }
-    let now = START + 20 * 86_400 + 8 * 3600;
-    w.advance_to(now);
-    let core = lana_core(&topo);
-    let render = |facts: &deploy_journey::core::journey::Facts, baseline: &Baseline| {
-        let d = derive(facts, &core, now);
-        let sb = stage_builds(facts, &core, &d);
-        let input = MetricsInput {
-            totals: None,
-            derived: &d,
-            stage_builds: &sb,
-            core: &core,
-            sources: &[],
-            now,
-            poll_interval_secs: 30,
-            version: "test",
-            baseline,
-            spans: None,
-            store_errors: 0,
-            auth_rejections: None,
-        };
-        (render_text(&input), d, sb)
-    };
+    let (mut facts, core, now) = twenty_lana_days();
+    let render = |facts: &Facts, baseline: &Baseline| render(facts, &core, now, baseline);
     let every_sample = |text: &str| -> BTreeMap<String, f64> {
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.starts_with("deploy_journey_source_"))
             .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
             .collect()
     };
-    let mut facts = facts_from_world(&w);
     let (before, derived, sb) = render(&facts, &Baseline::default());
     let plan = deploy_journey::retention::plan_settling(
         &facts,
