@@ -990,9 +990,12 @@ impl Poller {
                 self.baseline = Arc::new(b);
                 // The smaller facts and the larger baseline are published together.
                 self.publisher.publish(&self.facts, &self.shared, &self.baseline);
-                let facts = &self.facts;
+                let (facts, held) = (&self.facts, &self.held.commits);
                 if let Some(x) = self.spans.as_mut() {
-                    x.retain_commits(|sha| facts.commits.contains_key(sha));
+                    // A held commit's keys stay known: its spans handed to the exporter and not
+                    // yet acknowledged (a collector outage) must not be offered again when it
+                    // comes back.
+                    x.retain_commits(|sha| facts.commits.contains_key(sha) || held.contains(sha));
                 }
                 tracing::info!(
                     commits = p.commits,
