@@ -419,7 +419,18 @@ async fn webhooks_without_a_valid_signature_get_401_and_trigger_nothing() {
     let before = journeys().await;
     assert!(!before.is_empty(), "the first poll brought no commit in");
     let requests = || sim.sim.stats.total("github") + sim.sim.stats.total("concourse");
-    let polled = requests();
+    // Ready comes with the first cycle's polls; its reads after publishing (the commit's pull
+    // request) may still be on their way. Count from when the exporter is quiet.
+    let mut polled = requests();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = requests();
+        if now == polled || Instant::now() > until {
+            break;
+        }
+        polled = now;
+    }
     let new_sha = sim.commit(&["core/src/b.rs"], "feat: second");
 
     let body = r#"{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000000"}"#;
