@@ -40,12 +40,30 @@ impl Method {
     }
 }
 
-fn version_key(pipeline: &str, resource: &str, v: &Version) -> String {
-    let mut k = format!("{pipeline}/{resource}");
+/// A version's identity in the index: the first 128 bits of the SHA-256 of its pipeline,
+/// resource and version fields, each length-prefixed (so no two field lists hash the same
+/// bytes). 16 bytes where a `pipeline/resource,key:value` string took about 100 per build input
+/// and output: the index was the largest item of a year's first derivation (43 of its 151 MB,
+/// `docs/benchmarks.md`, session 14). Two versions share a key only on a SHA-256 collision.
+type Key = [u8; 16];
+
+fn version_key(pipeline: &str, resource: &str, v: &Version) -> Key {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |s: &str| {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(pipeline);
+    field(resource);
     for (a, b) in v.iter() {
-        k.push_str(&format!(",{a}:{b}"));
+        field(a);
+        field(b);
     }
-    k
+    let digest = h.finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
 }
 
 fn merge_carry(into: &mut Carry, from: &Carry, at_least: Method) {
@@ -78,8 +96,8 @@ pub struct Lineage {
 pub(crate) struct LineageIndex {
     pub(crate) sources: HashMap<BuildId, Vec<(BuildId, Method)>>,
     /// Version key → builds that put it (outputs) or took it (inputs), in id order.
-    produced: HashMap<String, Vec<BuildId>>,
-    taken: HashMap<String, Vec<BuildId>>,
+    produced: HashMap<Key, Vec<BuildId>>,
+    taken: HashMap<Key, Vec<BuildId>>,
     /// Output step → version key → the values builds put there, for bridges.
     by_output: HashMap<String, HashMap<String, BridgeValues>>,
     undo: bool,
@@ -219,8 +237,8 @@ impl BridgeValues {
 
 #[derive(Debug, Clone, Default)]
 struct Pushed {
-    produced: Vec<String>,
-    taken: Vec<String>,
+    produced: Vec<Key>,
+    taken: Vec<Key>,
     outputs: Vec<(String, String)>,
 }
 
@@ -290,7 +308,7 @@ impl LineageIndex {
         let mut pushed = Pushed::default();
         for out in &b.outputs {
             let key = version_key(&b.pipeline, &out.resource, &out.version);
-            self.produced.entry(key.clone()).or_default().push(b.id);
+            self.produced.entry(key).or_default().push(b.id);
             for (k, v) in out.version.iter() {
                 self.by_output.entry(out.step.clone()).or_default().entry(k.to_string()).or_default().push(v, b.id);
                 if self.undo {
@@ -303,7 +321,7 @@ impl LineageIndex {
         }
         for inp in &b.inputs {
             let key = version_key(&b.pipeline, &inp.resource, &inp.version);
-            self.taken.entry(key.clone()).or_default().push(b.id);
+            self.taken.entry(key).or_default().push(b.id);
             if self.undo {
                 pushed.taken.push(key);
             }
@@ -345,7 +363,11 @@ impl LineageIndex {
     }
 }
 
-fn pop_last(map: &mut HashMap<String, Vec<BuildId>>, key: &str, id: BuildId) {
+fn pop_last<K, Q>(map: &mut HashMap<K, Vec<BuildId>>, key: &Q, id: BuildId)
+where
+    K: std::borrow::Borrow<Q> + Eq + std::hash::Hash,
+    Q: Eq + std::hash::Hash + ?Sized,
+{
     if let Some(v) = map.get_mut(key)
         && v.last() == Some(&id)
     {
