@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use deploy_journey::core::journey::{CoreConfig, Derived, Facts, StageBuild, derive, stage_builds};
+use deploy_journey::core::journey::{CoreConfig, Derived, Facts, Journey, StageBuild, derive, stage_builds};
 use deploy_journey::sim::engine::World;
 use deploy_journey::sim::topology::Topology;
 use deploy_journey::sim::workload::LanaWorkload;
@@ -28,12 +28,17 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
 
 /// Twenty simulated lana days (seed 3), as the APIs show them, eight hours after the last.
 fn twenty_lana_days() -> (Facts, CoreConfig, i64) {
+    lana_days(20)
+}
+
+/// `days` simulated lana days (seed 3), as the APIs show them, eight hours after the last.
+fn lana_days(days: i64) -> (Facts, CoreConfig, i64) {
     let topo = Topology::builtin("lana").unwrap();
     let mut w = World::new(topo.clone(), START, 3);
-    for (at, a) in LanaWorkload::new(3).generate(START, START + 20 * 86_400) {
+    for (at, a) in LanaWorkload::new(3).generate(START, START + days * 86_400) {
         w.schedule_action(at, a);
     }
-    let now = START + 20 * 86_400 + 8 * 3600;
+    let now = START + days * 86_400 + 8 * 3600;
     w.advance_to(now);
     (facts_from_world(&w), lana_core(&topo), now)
 }
@@ -151,4 +156,21 @@ fn settling_and_holding_change_no_sample_of_a_scrape() {
         .collect();
     assert!(diffs.is_empty(), "{} samples moved:\n{}", diffs.len(), diffs.join("\n"));
     println!("{} held, {} settled; {} samples unchanged", plan.held.records.len(), plan.settled.commits.len(), a.len());
+}
+
+/// Folding a whole history at once (a first start on an unsettled store) gives the rows the live
+/// tally renders: `fold` sums its events a slice at a time, and no slice is lost or doubled.
+#[test]
+fn folding_every_journey_and_build_at_once_equals_the_live_counts() {
+    let (facts, core, now) = lana_days(40);
+    let (live, derived, sb) = render(&facts, &core, now, &Baseline::default());
+    let journeys: Vec<&Journey> = derived.journeys.iter().map(|j| &**j).collect();
+    // More than one slice of each (`fold` sums 256 at a time).
+    assert!(journeys.len() > 256 && sb.len() > 256, "{} journeys, {} builds", journeys.len(), sb.len());
+    let rows = deploy_journey::sinks::metrics::baseline::fold(&journeys, &sb, &derived, &core);
+    let (folded, _, _) = render(&Facts::default(), &core, now, &Baseline::from_rows(rows));
+    let (live, folded) = (samples(&live), samples(&folded));
+    let differ: Vec<_> = live.iter().filter(|(k, v)| folded.get(*k) != Some(v)).take(5).collect();
+    assert!(differ.is_empty(), "samples the fold does not give: {differ:?}");
+    assert_eq!(live.len(), folded.len());
 }
