@@ -95,6 +95,9 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    // As on `serve`'s threads once it has started.
+    deploy_journey::memory::lean_after_start();
+    deploy_journey::memory::started();
     let days: Vec<i64> = {
         let a: Vec<i64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
         if a.is_empty() { vec![1, 90, 365] } else { a }

@@ -529,6 +529,18 @@ struct HeldOut {
 }
 
 impl HeldOut {
+    /// A copy in fresh allocations (see `Facts::compacted`).
+    fn compacted(&self) -> HeldOut {
+        HeldOut {
+            commits: self.commits.iter().cloned().collect(),
+            builds: self.builds.iter().copied().collect(),
+            wakes: self.wakes.clone(),
+            rows: self.rows.clone(),
+            oldest: self.oldest,
+            stale: self.stale,
+        }
+    }
+
     /// Could this fact change a held journey? (Then their facts come back.)
     fn woken_by(&self, f: &Fact) -> bool {
         match f {
@@ -675,6 +687,8 @@ impl Poller {
                 // start reads them a budget at a time), and in the cycle held journeys came back.
                 next_prune = if self.prune(now).await { now } else { now + 3600 };
             }
+            // The large first load is over (and settled, or nothing was to settle).
+            crate::memory::started();
             // After the cycle is published (and readiness decided): the extra reads of new
             // commits' pull requests and failed builds' logs never hold up either.
             if poll_github && self.answered.0 && self.cfg.repository.pull_requests {
@@ -964,15 +978,7 @@ impl Poller {
             Ok(p) => {
                 let before = self.facts.commits.len() + self.facts.builds.len();
                 crate::retention::apply(&mut self.facts, &out);
-                if self.facts.commits.len() + self.facts.builds.len() < before / 2 {
-                    // Most of memory just left (a first start on a long history): what stays
-                    // is copied into fresh allocations and derived afresh, so the allocator
-                    // can give back whole pages instead of keeping the survivors scattered
-                    // over the pages of the large load.
-                    self.facts = self.facts.compacted();
-                    self.publisher.incremental = Incremental::default();
-                    self.publisher.tally = crate::sinks::metrics::Tally::default();
-                }
+                let most_left = self.facts.commits.len() + self.facts.builds.len() < before / 2;
                 let mut persisted = (*self.persisted).clone();
                 persisted.add(rows);
                 self.persisted = Arc::new(persisted);
@@ -990,6 +996,21 @@ impl Poller {
                 self.baseline = Arc::new(b);
                 // The smaller facts and the larger baseline are published together.
                 self.publisher.publish(&self.facts, &self.shared, &self.baseline);
+                if most_left {
+                    // Most of memory just left (a first start on a long history), and the large
+                    // snapshot with it: what stays is copied into fresh allocations and derived
+                    // afresh, so the allocator can give back whole pages instead of keeping the
+                    // survivors scattered over the pages of the large load.
+                    self.facts = self.facts.compacted();
+                    self.held = self.held.compacted();
+                    self.persisted = Arc::new((*self.persisted).clone());
+                    self.baseline = Arc::new((*self.baseline).clone());
+                    self.origin_tries.shrink_to_fit();
+                    self.excerpt_tries.shrink_to_fit();
+                    self.publisher.incremental = Incremental::default();
+                    self.publisher.tally = crate::sinks::metrics::Tally::default();
+                    self.publisher.publish(&self.facts, &self.shared, &self.baseline);
+                }
                 let (facts, held) = (&self.facts, &self.held.commits);
                 if let Some(x) = self.spans.as_mut() {
                     // A held commit's keys stay known: its spans handed to the exporter and not
@@ -1131,6 +1152,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, AppError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
+        crate::memory::lean_thread();
         let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut s)
     })

@@ -179,6 +179,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
             let shared = s.clone();
             // Rendering a long history takes milliseconds of CPU: keep it off the async workers.
             let rendered = tokio::task::spawn_blocking(move || {
+                crate::memory::lean_thread();
                 let ctx = shared.metrics.get()?;
                 let snap = shared.snapshot();
                 let sources = ctx.telemetry.snapshots();

@@ -26,6 +26,48 @@ pub fn release_free() {
     }
 }
 
+/// `serve`'s threads run without jemalloc's thread caches once it has started. A thread keeps
+/// up to 200 freed regions of each size class for quick reuse; `serve` allocates in short bursts
+/// once a poll, so between them those caches are resident memory doing no work: about 3 MiB of
+/// `serve`'s anonymous memory with a year in the store, for 0.8 ms more per poll cycle
+/// (`docs/benchmarks.md`, session 14). The start (loading and deriving a year) keeps them: it
+/// allocates all the time and would be 200 ms slower. `backfill` keeps them throughout.
+///
+/// A program opts in with [`lean_after_start`]; `app` says when the start is over
+/// ([`started`]); each thread then drops its cache at its next [`lean_thread`]: the poll loop's
+/// thread at once, the runtime's workers when they next park, blocking threads when they next
+/// run a store operation or a `/metrics` rendering, or are born. A program that never opts in (a library user with
+/// another allocator) never touches jemalloc.
+pub fn lean_after_start() {
+    LEAN.store(LEAN_WANTED, Ordering::Relaxed);
+}
+
+/// The start is over (called by `app` after its first settling): threads may drop their caches.
+pub fn started() {
+    if LEAN.compare_exchange(LEAN_WANTED, LEAN_ON, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        lean_thread();
+    }
+}
+
+/// Drops the calling thread's jemalloc cache, once, if `serve` has started in lean mode.
+pub fn lean_thread() {
+    if LEAN.load(Ordering::Relaxed) != LEAN_ON || THREAD_LEAN.get() {
+        return;
+    }
+    THREAD_LEAN.set(true);
+    // SAFETY: `thread.tcache.enabled` is a bool, and writing it concerns only the calling thread
+    // (its cached regions are flushed back to the arena).
+    let _ = unsafe { tikv_jemalloc_ctl::raw::write(b"thread.tcache.enabled\0", false) };
+}
+
+use std::sync::atomic::{AtomicU8, Ordering};
+const LEAN_WANTED: u8 = 1;
+const LEAN_ON: u8 = 2;
+static LEAN: AtomicU8 = AtomicU8::new(0);
+thread_local! {
+    static THREAD_LEAN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 #[doc(hidden)]
 pub use tikv_jemallocator;
 
@@ -47,4 +89,27 @@ macro_rules! serve_allocator {
             // SAFETY: a pointer to a static NUL-terminated string, read by jemalloc as a C string.
             Some(unsafe { &*c"narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0".as_ptr() });
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcache_enabled() -> bool {
+        // SAFETY: `thread.tcache.enabled` is a bool; reading it concerns only this thread.
+        unsafe { tikv_jemalloc_ctl::raw::read(b"thread.tcache.enabled\0") }.unwrap()
+    }
+
+    #[test]
+    fn threads_drop_their_cache_only_once_the_start_is_over() {
+        let on_thread = |f: fn()| std::thread::spawn(f).join().unwrap();
+        let ask = || std::thread::spawn(|| (lean_thread(), tcache_enabled()).1).join().unwrap();
+        assert!(ask(), "a thread has its cache before anything opts in");
+        on_thread(lean_after_start);
+        assert!(ask(), "during the start, threads keep their caches");
+        // `started` drops the calling thread's cache.
+        assert!(!std::thread::spawn(|| (started(), tcache_enabled()).1).join().unwrap());
+        assert!(!ask(), "after the start, a thread drops its cache at its next lean_thread");
+        assert!(std::thread::spawn(tcache_enabled).join().unwrap(), "a thread that never asks keeps its cache");
+    }
 }

@@ -195,9 +195,12 @@ impl Shared {
         f: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
     ) -> Result<T, String> {
         let Some(store) = self.store.get().cloned() else { return Ok(T::default()) };
-        tokio::task::spawn_blocking(move || f(&store.lock().unwrap_or_else(|e| e.into_inner())))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || {
+            crate::memory::lean_thread();
+            f(&store.lock().unwrap_or_else(|e| e.into_inner()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
     }
 }

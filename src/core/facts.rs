@@ -215,10 +215,11 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// A copy in fresh allocations, the builds' shared strings included (a plain clone shares
-    /// them): what stays of a large load, repacked, so the allocator can return its pages.
+    /// A copy in fresh allocations, the builds' shared strings and the held records included (a
+    /// plain clone shares them): what stays of a large load, repacked, so the allocator can return its pages.
     pub fn compacted(&self) -> Facts {
         let mut f = self.clone();
+        f.held = Arc::new((*self.held).clone());
         let fresh = |s: &Arc<str>| Arc::<str>::from(&**s);
         for b in f.builds.values_mut() {
             (b.pipeline, b.job, b.name, b.url) = (fresh(&b.pipeline), fresh(&b.job), fresh(&b.name), fresh(&b.url));
