@@ -592,43 +592,58 @@ pub fn origin_candidates(
     candidates.into_iter().take(budget).map(|(_, s)| s.to_string()).collect()
 }
 
-/// The documents of what a settling plan takes out of memory: each pruned journey's view as the
-/// API shows it (log excerpts included) with the commits it took along, and each pruned
-/// deployment's view. Their facts are gone afterwards, so these are what pages read.
-fn settled_documents(
-    snap: &Snapshot,
-    plan: &crate::retention::Plan,
-) -> (Vec<crate::store::SettledJourney>, Vec<crate::store::SettledDeployment>) {
+/// Which of a settling plan's journeys and deployments get a document (indices into the
+/// snapshot's journeys and deployments): those retention keeps. A first start on a long
+/// history settles a year at once, and serializing the part retention forgets at once was the
+/// largest item of that start's peak (`docs/benchmarks.md`, session 15).
+fn documented(snap: &Snapshot, plan: &crate::retention::Plan, forget_before: i64) -> (Vec<usize>, Vec<usize>) {
+    let journeys = (snap.derived.journeys.iter().enumerate())
+        .filter(|(_, j)| j.commit_time >= forget_before && plan.commits.contains(&j.sha))
+        .map(|(i, _)| i)
+        .collect();
+    let deployments = (snap.derived.deployments.iter().enumerate())
+        .filter(|(_, d)| d.end >= forget_before && plan.builds.contains(&d.build_id))
+        .map(|(i, _)| i)
+        .collect();
+    (journeys, deployments)
+}
+
+/// The documents of what a settling plan takes out of memory (the [`documented`] indices):
+/// each pruned journey's view as the API shows it (log excerpts included) with the commits it
+/// took along, and each pruned deployment's view. Their facts are gone afterwards, so these are
+/// what pages read. Serialized one at a time as the store writes them.
+fn settled_documents<'a>(
+    snap: &'a Snapshot,
+    journeys: &'a [usize],
+    deployments: &'a [usize],
+) -> (impl Iterator<Item = crate::store::SettledJourney> + 'a, impl Iterator<Item = crate::store::SettledDeployment> + 'a)
+{
     let mut carried: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
     for j in &snap.derived.journeys {
         if let Some(by) = j.carried_by.as_deref() {
             carried.entry(by).or_default().push((&j.sha, &j.subject));
         }
     }
-    let journeys = snap
-        .derived
-        .journeys
-        .iter()
-        .filter(|j| plan.commits.contains(&j.sha))
-        .map(|j| crate::store::SettledJourney {
+    let journeys = journeys.iter().map(move |&i| {
+        let j = &snap.derived.journeys[i];
+        crate::store::SettledJourney {
             sha: j.sha.clone(),
             commit_time: j.commit_time,
             ended: j.ended,
             view_json: serde_json::to_string(&crate::view::JourneyView::from(j, snap)).unwrap_or_default(),
             carried_json: serde_json::to_string(carried.get(j.sha.as_str()).map_or(&[][..], |v| v)).unwrap_or_default(),
-        })
-        .collect();
+        }
+    });
     let all = &snap.derived.deployments;
-    let deployments = all
-        .iter()
-        .filter(|d| plan.builds.contains(&d.build_id))
-        .map(|d| crate::store::SettledDeployment {
+    let deployments = deployments.iter().map(move |&i| {
+        let d = &all[i];
+        crate::store::SettledDeployment {
             build_id: d.build_id,
             environment: d.environment.clone(),
             end: d.end,
             view_json: serde_json::to_string(&crate::view::DeploymentView::new(d, all)).unwrap_or_default(),
-        })
-        .collect();
+        }
+    });
     (journeys, deployments)
 }
 
@@ -950,17 +965,17 @@ impl Poller {
             return waiting;
         }
         let crate::retention::Settling { out, settled, held } = plan;
-        // Every journey that leaves memory is read from its document from now on.
-        let (journeys, deployments) = settled_documents(&snap, &out);
-        // The old snapshot must be gone when the smaller one is published, for its pages to be
-        // given back then.
-        drop(snap);
+        // Every journey that leaves memory is read from its document from now on. The store
+        // writes them as they are serialized; the old snapshot goes with the closure, so it is
+        // gone when the smaller one is published, for its pages to be given back then.
+        let (documented_journeys, documented_deployments) = documented(&snap, &out, forget_before);
         let (c, b, rows) = (settled.commits.clone(), settled.builds.clone(), settled.rows.clone());
         let deltas: Vec<crate::store::Counter> = rows
             .iter()
             .map(|(n, l, v)| crate::store::Counter { name: n.clone(), labels: l.clone(), value: *v })
             .collect();
         let pruned = blocking(&self.store, move |s| {
+            let (journeys, deployments) = settled_documents(&snap, &documented_journeys, &documented_deployments);
             s.settle(
                 cutoff,
                 |item| match item {
@@ -968,8 +983,8 @@ impl Poller {
                     crate::store::PruneItem::Build(id) => !b.contains(&id),
                 },
                 &deltas,
-                &journeys,
-                &deployments,
+                journeys,
+                deployments,
                 forget_before,
             )
         })

@@ -727,7 +727,7 @@ impl Store {
         keep: impl Fn(PruneItem<'_>) -> bool,
         deltas: &[Counter],
     ) -> Result<Pruned, StoreError> {
-        self.settle(before, keep, deltas, &[], &[], before)
+        self.settle(before, keep, deltas, [], [], before)
     }
 
     /// Settling, in one transaction: [`Store::prune_and_fold`] of the facts before `before`
@@ -739,8 +739,8 @@ impl Store {
         before: i64,
         keep: impl Fn(PruneItem<'_>) -> bool,
         deltas: &[Counter],
-        journeys: &[SettledJourney],
-        deployments: &[SettledDeployment],
+        journeys: impl IntoIterator<Item = SettledJourney>,
+        deployments: impl IntoIterator<Item = SettledDeployment>,
         forget_before: i64,
     ) -> Result<Pruned, StoreError> {
         let path = self.path.as_str();
@@ -755,7 +755,7 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(e)?;
-            for j in journeys.iter().filter(|j| j.commit_time >= forget_before) {
+            for j in journeys.into_iter().filter(|j| j.commit_time >= forget_before) {
                 put_journey
                     .execute(params![j.sha, j.commit_time, j.ended as i64, j.view_json, j.carried_json])
                     .map_err(e)?;
@@ -766,7 +766,7 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(e)?;
-            for d in deployments.iter().filter(|d| d.end >= forget_before) {
+            for d in deployments.into_iter().filter(|d| d.end >= forget_before) {
                 put_deployment.execute(params![d.build_id, d.environment, d.end, d.view_json]).map_err(e)?;
             }
             tx.execute("DELETE FROM settled_journeys WHERE commit_time < ?1", [forget_before]).map_err(e)?;
