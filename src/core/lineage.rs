@@ -19,8 +19,30 @@ use crate::core::facts::{BuildFact, BuildId, Facts, Version};
 use crate::core::journey::{Bridge, CoreConfig};
 
 /// Per tracked resource, the newest commit (first-parent position) a build delivers, and how
-/// that was learned.
-pub(crate) type Carry = BTreeMap<String, (usize, Method)>;
+/// that was learned. A vector sorted by resource, of exact size: a build carries one to three
+/// resources, where a `BTreeMap`'s every node is a leaf of about 500 bytes (with one per
+/// build, 10 MB of a year's first derivation, `docs/benchmarks.md`, session 15).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Carry(Vec<(Box<str>, (usize, Method))>);
+
+impl Carry {
+    fn one(resource: &str, position: usize, method: Method) -> Carry {
+        Carry(vec![(resource.into(), (position, method))])
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn find(&self, resource: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(r, _)| (**r).cmp(resource))
+    }
+    pub(crate) fn get(&self, resource: &str) -> Option<&(usize, Method)> {
+        self.find(resource).ok().map(|i| &self.0[i].1)
+    }
+    /// Position and method per resource, in resource order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &(usize, Method)> {
+        self.0.iter().map(|(_, v)| v)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Method {
@@ -67,14 +89,18 @@ fn version_key(pipeline: &str, resource: &str, v: &Version) -> Key {
 }
 
 fn merge_carry(into: &mut Carry, from: &Carry, at_least: Method) {
-    for (r, (p, m)) in from {
+    for (r, (p, m)) in &from.0 {
         let m = (*m).max(at_least);
-        match into.get_mut(r) {
-            Some(e) if e.0 > *p => {}
-            Some(e) if e.0 == *p => e.1 = e.1.min(m),
-            _ => {
-                into.insert(r.clone(), (*p, m));
+        match into.find(r) {
+            Ok(i) => {
+                let e = &mut into.0[i].1;
+                if e.0 == *p {
+                    e.1 = e.1.min(m);
+                } else if e.0 < *p {
+                    *e = (*p, m);
+                }
             }
+            Err(i) => into.0.insert(i, (r.clone(), (*p, m))),
         }
     }
 }
@@ -444,7 +470,7 @@ pub(crate) fn carry_of(
     mut unresolved: impl FnMut(&str),
 ) -> Carry {
     let stage = cfg.stage_of_job(&b.pipeline, &b.job).map(|i| &cfg.stages[i]);
-    let mut carry = Carry::new();
+    let mut carry = Carry::default();
     for inp in &b.inputs {
         if let Some(st) = stage
             && st.inputs.as_ref().is_some_and(|l| !l.contains(&inp.step))
@@ -455,9 +481,7 @@ pub(crate) fn carry_of(
             && let Some(r) = inp.version.get("ref")
         {
             match pos.get(r) {
-                Some(p) => {
-                    merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact)
-                }
+                Some(p) => merge_carry(&mut carry, &Carry::one(res, *p, Method::Exact), Method::Exact),
                 None => unresolved(r),
             }
         }
@@ -470,9 +494,7 @@ pub(crate) fn carry_of(
             && let Some(r) = out.version.get("ref")
         {
             match pos.get(r) {
-                Some(p) => {
-                    merge_carry(&mut carry, &Carry::from([(res.to_string(), (*p, Method::Exact))]), Method::Exact)
-                }
+                Some(p) => merge_carry(&mut carry, &Carry::one(res, *p, Method::Exact), Method::Exact),
                 None => unresolved(r),
             }
         }
@@ -482,6 +504,7 @@ pub(crate) fn carry_of(
             merge_carry(&mut carry, c, *method);
         }
     }
+    carry.0.shrink_to_fit();
     carry
 }
 
