@@ -335,7 +335,9 @@ impl LineageIndex {
         for out in &b.outputs {
             let key = version_key(&b.pipeline, &out.resource, &out.version);
             self.produced.entry(key).or_default().push(b.id);
-            for (k, v) in out.version.iter() {
+            // Only bridges look output values up, by their (output step, key): the rest is
+            // never read, and indexing it was most of the index's strings.
+            for (k, v) in out.version.iter().filter(|(k, _)| bridged(cfg, &out.step, k)) {
                 self.by_output.entry(out.step.clone()).or_default().entry(k.to_string()).or_default().push(v, b.id);
                 if self.undo {
                     pushed.outputs.push((out.step.clone(), k.to_string()));
@@ -387,6 +389,15 @@ impl LineageIndex {
             self.sources.remove(&id);
         }
     }
+}
+
+/// Does a configured bridge look up `key` of output step `step`?
+fn bridged(cfg: &CoreConfig, step: &str, key: &str) -> bool {
+    cfg.stages.iter().flat_map(|s| &s.bridges).any(|br| match br {
+        Bridge::MessageContains { output, key: k, .. } | Bridge::Equals { output, key: k, .. } => {
+            output == step && k == key
+        }
+    })
 }
 
 fn pop_last<K, Q>(map: &mut HashMap<K, Vec<BuildId>>, key: &Q, id: BuildId)
