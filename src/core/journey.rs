@@ -691,6 +691,8 @@ pub(crate) fn derive_with(
             } else {
                 None
             };
+            // Journeys outlive their derivation (shared by the next ones): no growth slack.
+            attempts.shrink_to_fit();
             stages.push(StageJourney {
                 name: st.name.clone(),
                 state,
