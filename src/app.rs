@@ -522,7 +522,8 @@ struct HeldOut {
     /// What they counted (counters and histograms): published on top of the persisted baseline,
     /// never stored (after a restart their facts are loaded and count again).
     rows: Vec<(String, String, f64)>,
-    /// The oldest held commit's time: retention brings them back to forget it.
+    /// When retention reaches a held journey (`HeldPlan::due`, the earliest): it brings them
+    /// back to forget it.
     oldest: Option<i64>,
     /// A fact that could change them came, and they could not be brought back then.
     stale: bool,
@@ -998,7 +999,7 @@ impl Poller {
                 persisted.add(rows);
                 self.persisted = Arc::new(persisted);
                 let h = &mut self.held;
-                h.oldest = held.records.iter().map(|r| r.commit_time).chain(h.oldest).min();
+                h.oldest = held.due.into_iter().chain(h.oldest).min();
                 h.commits.extend(held.commits);
                 h.builds.extend(held.builds);
                 h.wakes.extend(held.wakes);

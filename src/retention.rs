@@ -178,6 +178,12 @@ pub struct HeldPlan {
     pub wakes: BTreeSet<(String, String)>,
     /// What they counted (counters and histograms): the baseline carries it while they are held.
     pub rows: Vec<(String, String, f64)>,
+    /// The earliest committer date of a journey held in its own right (an environment lacks it
+    /// or holds it at its gate; at or after `hold_from`): when retention reaches it, the held
+    /// journeys come back so it can be forgotten. Older journeys held along with them (what a
+    /// held one's derivation needs) are not due: they stay held while a held one needs them,
+    /// and bringing everything back for them would do so every cycle.
+    pub due: Option<i64>,
 }
 
 /// Settling at `cutoff`: journeys older than it leave memory, except the `pinned` ones and what
@@ -232,6 +238,11 @@ pub fn plan_settling(
     }
     let held_builds: Vec<StageBuild> = stage_builds.iter().filter(|b| builds.contains(&b.build_id)).cloned().collect();
     held.rows = metrics::fold(&journeys, &held_builds, derived, core);
+    held.due = (in_store.iter())
+        .filter(|sha| commits.contains(*sha) && !pinned.contains(*sha))
+        .filter_map(|sha| facts.commits.get(sha))
+        .map(|c| c.committer_date)
+        .min();
     held.commits = commits;
     held.builds = builds;
     Settling { out, settled, held }

@@ -174,3 +174,32 @@ fn folding_every_journey_and_build_at_once_equals_the_live_counts() {
     assert!(differ.is_empty(), "samples the fold does not give: {differ:?}");
     assert_eq!(live.len(), folded.len());
 }
+
+/// Retention brings held journeys back when it reaches one held in its own right
+/// (`HeldPlan::due`), not for the older journeys held along with them (what a held one's
+/// derivation needs): those stay held while a held one needs them, so bringing everything back
+/// for them did so every poll cycle (`docs/benchmarks.md`, session 15).
+#[test]
+fn held_journeys_fall_due_when_retention_reaches_one_held_in_its_own_right() {
+    let (facts, core, now) = twenty_lana_days();
+    let (_, derived, sb) = render(&facts, &core, now, &Baseline::default());
+    for hold_days in [4, 6, 8] {
+        let hold_from = START + hold_days * 86_400;
+        let plan = deploy_journey::retention::plan_settling(
+            &facts,
+            &derived,
+            &sb,
+            &core,
+            START + 10 * 86_400,
+            hold_from,
+            &Default::default(),
+        );
+        let records = &plan.held.records;
+        let due = plan.held.due.expect("the simulated production lacks journeys: some are held");
+        assert!(due >= hold_from, "day {hold_days}: due {due} before hold_from {hold_from}");
+        assert!(records.iter().any(|r| r.commit_time == due), "day {hold_days}: no held journey is due at {due}");
+        // The case the rule is for: journeys older than `hold_from` held along.
+        let along = records.iter().filter(|r| r.commit_time < hold_from).count();
+        assert!(along > 0, "day {hold_days}: nothing held along ({} held)", records.len());
+    }
+}
