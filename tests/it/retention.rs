@@ -64,6 +64,25 @@ fn render(facts: &Facts, core: &CoreConfig, now: i64, baseline: &Baseline) -> (S
     (render_text(&input), d, sb)
 }
 
+/// `retention::plan_settling` with the memory window's edge at day ten and nothing pinned.
+fn settle_at_day_ten(
+    facts: &Facts,
+    derived: &Derived,
+    sb: &[StageBuild],
+    core: &CoreConfig,
+    hold_from: i64,
+) -> deploy_journey::retention::Settling {
+    deploy_journey::retention::plan_settling(
+        facts,
+        derived,
+        sb,
+        core,
+        START + 10 * 86_400,
+        hold_from,
+        &Default::default(),
+    )
+}
+
 #[test]
 fn pruning_old_journeys_keeps_every_counter_and_histogram() {
     let (mut facts, core, now) = twenty_lana_days();
@@ -125,15 +144,7 @@ fn settling_and_holding_change_no_sample_of_a_scrape() {
             .collect()
     };
     let (before, derived, sb) = render(&facts, &Baseline::default());
-    let plan = deploy_journey::retention::plan_settling(
-        &facts,
-        &derived,
-        &sb,
-        &core,
-        START + 10 * 86_400,
-        i64::MIN,
-        &Default::default(),
-    );
+    let plan = settle_at_day_ten(&facts, &derived, &sb, &core, i64::MIN);
     assert!(plan.held.records.len() > 10, "{} held", plan.held.records.len());
     assert!(
         !plan.held.wakes.is_empty() && plan.held.wakes.iter().all(|(p, _)| p != "lana-bank"),
@@ -185,15 +196,7 @@ fn held_journeys_fall_due_when_retention_reaches_one_held_in_its_own_right() {
     let (_, derived, sb) = render(&facts, &core, now, &Baseline::default());
     for hold_days in [4, 6, 8] {
         let hold_from = START + hold_days * 86_400;
-        let plan = deploy_journey::retention::plan_settling(
-            &facts,
-            &derived,
-            &sb,
-            &core,
-            START + 10 * 86_400,
-            hold_from,
-            &Default::default(),
-        );
+        let plan = settle_at_day_ten(&facts, &derived, &sb, &core, hold_from);
         let records = &plan.held.records;
         let due = plan.held.due.expect("the simulated production lacks journeys: some are held");
         assert!(due >= hold_from, "day {hold_days}: due {due} before hold_from {hold_from}");
